@@ -1,0 +1,120 @@
+"""The JAX runtime (NumPyro distributions and transforms); per-step kernels are jit-compiled."""
+import jax
+import jax.numpy as jnp
+import numpy as np
+import numpyro.distributions as dist
+from jax.scipy.special import logsumexp
+from numpyro.distributions.transforms import biject_to
+
+from ..errors import PPLError
+from .runtime import Runtime, register
+
+
+class _Numpy:
+    """jax.numpy plus the few names the algorithms use that it spells differently."""
+
+    def __getattr__(self, name):
+        return getattr(jnp, name)
+
+    logsumexp = staticmethod(logsumexp)
+
+    @staticmethod
+    def take(x, idx, axis=0):
+        return jnp.take(x, idx, axis=axis)
+
+    @staticmethod
+    def index_update(x, idx, value):
+        return x.at[idx].set(value)
+
+
+@register("numpyro")
+class NumPyroRuntime(Runtime):
+    name = "numpyro"
+    framework = "jax"
+    xp = _Numpy()
+    distributions = dist
+
+    def __init__(self, device="cpu"):
+        super().__init__(device)
+        platform = "gpu" if str(device).startswith("cuda") else "cpu"
+        try:
+            devices = jax.devices(platform)
+        except RuntimeError:
+            raise PPLError(f"device {device!r} requested but JAX sees no {platform} device") from None
+        index = int(str(device).split(":")[1]) if ":" in str(device) else 0
+        self.jax_device = devices[index]
+        self.dtype = jnp.float32
+
+    # arrays
+    def asarray(self, x, dtype=None):
+        if isinstance(x, (jax.Array, jax.core.Tracer)) and dtype is None:
+            return x
+        a = np.asarray(x)
+        if dtype is None:
+            dtype = self.dtype if a.dtype.kind in "fbiu" and a.dtype.kind != "b" else a.dtype
+        return jax.device_put(jnp.asarray(a, dtype=dtype), self.jax_device)
+
+    def asindex(self, x):
+        return jax.device_put(jnp.asarray(np.asarray(x), dtype=jnp.int32), self.jax_device)
+
+    def to_numpy(self, x):
+        return np.asarray(jax.device_get(x))
+
+    def block(self, x):
+        return jax.block_until_ready(x)
+
+    # distributions and transforms
+    def biject_to(self, constraint):
+        return biject_to(constraint)
+
+    def constraint(self, name):
+        c = dist.constraints
+        return {"real": c.real, "positive": c.positive, "unit_interval": c.unit_interval, "simplex": c.simplex,
+                "ordered": c.ordered_vector, "positive_ordered": c.positive_ordered_vector}[name]
+
+    # function transforms
+    def vmap(self, fn, in_axes=0):
+        return jax.vmap(fn, in_axes=in_axes)
+
+    def value_and_grad(self, fn):
+        """`(value, aux), grad` batched over z of a per-particle scalar `fn(z, arg) -> (value, aux)`."""
+        return jax.vmap(jax.value_and_grad(fn, has_aux=True), in_axes=(0, None))
+
+    def jit(self, fn, static_argnames=()):
+        return jax.jit(fn, static_argnames=static_argnames)
+
+    # keys and randomness
+    def key(self, seed):
+        return jax.device_put(jax.random.PRNGKey(int(seed)), self.jax_device)
+
+    def split(self, key, n=2):
+        return jax.random.split(key, n)
+
+    def normal(self, key, shape):
+        return jax.random.normal(key, shape, dtype=self.dtype)
+
+    def sample(self, d, key):
+        """A draw from the runtime distribution `d` (its batch shape is the particle axis)."""
+        return d.sample(key)
+
+    def uniform(self, key, shape):
+        return jax.random.uniform(key, shape, dtype=self.dtype)
+
+    # control flow
+    def fori_loop(self, lower, upper, body, init):
+        return jax.lax.fori_loop(lower, upper, body, init)
+
+    def while_loop(self, cond, body, init):
+        return jax.lax.while_loop(cond, body, init)
+
+    def scan(self, f, init, xs, length=None):
+        return jax.lax.scan(f, init, xs, length=length)
+
+    def cond(self, pred, true_fn, false_fn, *operands):
+        return jax.lax.cond(pred, true_fn, false_fn, *operands)
+
+    def tree_map(self, f, *trees):
+        return jax.tree_util.tree_map(f, *trees)
+
+    def stop_gradient(self, x):
+        return jax.lax.stop_gradient(x)

@@ -1,0 +1,239 @@
+"""The torch runtime (Pyro distributions and transforms); device-agnostic, eager."""
+import numpy as np
+import pyro.distributions as dist
+import torch
+from torch.distributions import biject_to
+
+from ..errors import PPLError
+from .runtime import Runtime, register
+
+torch.distributions.Distribution.set_default_validate_args(False)
+
+
+def _axis(kw):
+    if "axis" in kw:
+        kw["dim"] = kw.pop("axis")
+    return kw
+
+
+class _Numpy:
+    """A numpy-like face on torch: the names jax.numpy uses, with `axis=`."""
+
+    def __init__(self, rt):
+        self._rt = rt
+
+    def __getattr__(self, name):
+        fn = getattr(torch, name)
+        return lambda *a, **kw: fn(*a, **_axis(kw))
+
+    def asarray(self, x, dtype=None):
+        return self._rt.asarray(x, dtype)
+
+    def sum(self, x, axis=None, keepdims=False):
+        return x.sum() if axis is None else x.sum(dim=axis, keepdim=keepdims)
+
+    def mean(self, x, axis=None, keepdims=False):
+        return x.mean() if axis is None else x.mean(dim=axis, keepdim=keepdims)
+
+    def max(self, x, axis=None, keepdims=False):
+        return x.max() if axis is None else x.amax(dim=axis, keepdim=keepdims)
+
+    def min(self, x, axis=None, keepdims=False):
+        return x.min() if axis is None else x.amin(dim=axis, keepdim=keepdims)
+
+    def var(self, x, axis=None, keepdims=False, ddof=0):
+        return x.var(unbiased=bool(ddof)) if axis is None else x.var(dim=axis, keepdim=keepdims, correction=ddof)
+
+    def std(self, x, axis=None, keepdims=False, ddof=0):
+        return self.var(x, axis, keepdims, ddof).sqrt()
+
+    def logsumexp(self, x, axis=None, keepdims=False):
+        if axis is None:
+            return torch.logsumexp(x.reshape(-1), 0)
+        return torch.logsumexp(x, dim=axis, keepdim=keepdims)
+
+    def cumsum(self, x, axis=0):
+        return torch.cumsum(x, dim=axis)
+
+    def take(self, x, idx, axis=0):
+        return torch.index_select(x, axis, idx)
+
+    def where(self, c, a, b):
+        return torch.where(c, torch.as_tensor(a, device=c.device), torch.as_tensor(b, device=c.device))
+
+    def clip(self, x, lo=None, hi=None):
+        return torch.clamp(x, lo, hi)
+
+    def searchsorted(self, a, v, side="left"):
+        return torch.searchsorted(a, v, right=(side == "right"))
+
+    def zeros(self, shape, dtype=None):
+        return torch.zeros(shape, dtype=dtype or self._rt.dtype, device=self._rt.device)
+
+    def ones(self, shape, dtype=None):
+        return torch.ones(shape, dtype=dtype or self._rt.dtype, device=self._rt.device)
+
+    def full(self, shape, value, dtype=None):
+        return torch.full(shape if isinstance(shape, tuple) else (shape,), value,
+                          dtype=dtype or self._rt.dtype, device=self._rt.device)
+
+    def arange(self, n, dtype=None):
+        return torch.arange(n, device=self._rt.device, dtype=dtype)
+
+    def concatenate(self, xs, axis=0):
+        return torch.cat(list(xs), dim=axis)
+
+    def stack(self, xs, axis=0):
+        return torch.stack(list(xs), dim=axis)
+
+    def einsum(self, spec, *xs):
+        return torch.einsum(spec, *xs)
+
+    def isfinite(self, x):
+        return torch.isfinite(x)
+
+    def square(self, x):
+        return x * x
+
+    def floor(self, x):
+        return torch.floor(x)
+
+    def all(self, x):
+        return torch.all(x)
+
+    def any(self, x):
+        return torch.any(x)
+
+    def minimum(self, a, b):
+        return torch.minimum(torch.as_tensor(a), torch.as_tensor(b))
+
+    def maximum(self, a, b):
+        return torch.maximum(torch.as_tensor(a), torch.as_tensor(b))
+
+    def index_update(self, x, idx, value):
+        x = x.clone()
+        x[idx] = value
+        return x
+
+    def cov(self, x):
+        """Covariance of the rows of x [N, D] (numpy's `cov(x, rowvar=False)`)."""
+        return torch.atleast_2d(torch.cov(x.T))
+
+
+@register("pyro")
+class PyroRuntime(Runtime):
+    name = "pyro"
+    framework = "torch"
+    distributions = dist
+
+    def __init__(self, device="cpu"):
+        super().__init__(device)
+        if str(device).startswith("cuda") and not torch.cuda.is_available():
+            raise PPLError(f"device {device!r} requested but torch sees no CUDA device")
+        self.torch_device = torch.device(device)
+        self.dtype = torch.float32
+        self.xp = _Numpy(self)
+
+    # arrays
+    def asarray(self, x, dtype=None):
+        if isinstance(x, torch.Tensor):
+            return x.to(self.torch_device) if dtype is None else x.to(self.torch_device, dtype)
+        a = np.asarray(x)
+        if dtype is None:
+            dtype = self.dtype if a.dtype.kind in "fiu" else None
+        return torch.as_tensor(a, dtype=dtype, device=self.torch_device)
+
+    def asindex(self, x):
+        return torch.as_tensor(np.asarray(x), dtype=torch.long, device=self.torch_device)
+
+    def to_numpy(self, x):
+        return x.detach().cpu().numpy()
+
+    def block(self, x):
+        if self.torch_device.type == "cuda":
+            torch.cuda.synchronize(self.torch_device)
+        return x
+
+    # distributions and transforms
+    def biject_to(self, constraint):
+        return biject_to(constraint)
+
+    def constraint(self, name):
+        c = dist.constraints
+        return {"real": c.real, "positive": c.positive, "unit_interval": c.unit_interval, "simplex": c.simplex,
+                "ordered": c.ordered_vector, "positive_ordered": c.positive_ordered_vector}[name]
+
+    # function transforms
+    def vmap(self, fn, in_axes=0):
+        return torch.func.vmap(fn, in_dims=in_axes)
+
+    def value_and_grad(self, fn):
+        """`(value, aux), grad` batched over z of a per-particle scalar `fn(z, arg) -> (value, aux)`."""
+        g = torch.func.vmap(torch.func.grad_and_value(fn, has_aux=True), in_dims=(0, None))
+
+        def value_and_grad(z, arg):
+            with torch.enable_grad():
+                grad, (value, aux) = g(z, arg)
+            return (value, aux), grad
+        return value_and_grad
+
+    def jit(self, fn, static_argnames=()):
+        return fn
+
+    # keys and randomness: a key is an integer seed; a generator is made from it on use
+    def key(self, seed):
+        return int(seed) % (2 ** 63)
+
+    def split(self, key, n=2):
+        return [int(s) for s in np.random.SeedSequence(int(key)).generate_state(n, dtype=np.uint64) % (2 ** 63)]
+
+    def _generator(self, key):
+        return torch.Generator(device=self.torch_device).manual_seed(int(key))
+
+    def normal(self, key, shape):
+        return torch.randn(shape, generator=self._generator(key), device=self.torch_device, dtype=self.dtype)
+
+    def sample(self, d, key):
+        """A draw from the Pyro distribution `d`, with torch's global RNG seeded from `key` and then restored."""
+        cuda = [self.torch_device.index or 0] if self.torch_device.type == "cuda" else []
+        with torch.random.fork_rng(devices=cuda):
+            torch.manual_seed(int(key))
+            return d.sample()
+
+    def uniform(self, key, shape):
+        return torch.rand(shape, generator=self._generator(key), device=self.torch_device, dtype=self.dtype)
+
+    # control flow (eager)
+    def fori_loop(self, lower, upper, body, init):
+        state = init
+        for i in range(int(lower), int(upper)):
+            state = body(i, state)
+        return state
+
+    def while_loop(self, cond, body, init):
+        state = init
+        while bool(cond(state)):
+            state = body(state)
+        return state
+
+    def scan(self, f, init, xs, length=None):
+        carry, ys = init, []
+        n = length if xs is None else (xs.shape[0] if isinstance(xs, torch.Tensor) else len(next(iter(xs.values()))))
+        for i in range(n):
+            x = None if xs is None else (xs[i] if isinstance(xs, torch.Tensor) else {k: v[i] for k, v in xs.items()})
+            carry, y = f(carry, x)
+            ys.append(y)
+        if ys and isinstance(ys[0], torch.Tensor):
+            ys = torch.stack(ys)
+        elif ys and isinstance(ys[0], tuple):
+            ys = tuple(torch.stack(c) for c in zip(*ys))
+        return carry, ys
+
+    def cond(self, pred, true_fn, false_fn, *operands):
+        return true_fn(*operands) if bool(pred) else false_fn(*operands)
+
+    def tree_map(self, f, *trees):
+        return torch.utils._pytree.tree_map(f, *trees)
+
+    def stop_gradient(self, x):
+        return x.detach()

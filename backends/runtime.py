@@ -1,0 +1,45 @@
+"""The runtime interface: everything the algorithms need from an array library.
+
+Algorithms (importance sampling, SMC, FKC) are written once against `Runtime`;
+`numpyro_runtime` (JAX) and `pyro_runtime` (torch) are the only modules where
+the two differ. A key is the runtime's functional PRNG key (a JAX key, or an
+integer seed on torch); keys are split, never reused.
+"""
+from ..errors import UnknownNameError
+
+RUNTIMES = {}
+
+
+def register(name):
+    def deco(cls):
+        RUNTIMES[name] = cls
+        return cls
+    return deco
+
+
+def get_runtime(name="numpyro", device="cpu"):
+    """The runtime called `name` ('numpyro' = JAX, 'pyro' = torch) placing arrays on `device`."""
+    from . import numpyro_runtime, pyro_runtime  # noqa: F401  (register both)
+    if isinstance(name, Runtime):
+        return name
+    if name not in RUNTIMES:
+        raise UnknownNameError(f"unknown runtime {name!r}; choose one of {', '.join(sorted(RUNTIMES))}")
+    if device not in ("cpu", "cuda") and not str(device).startswith("cuda:"):
+        raise UnknownNameError(f"unknown device {device!r}; choose 'cpu' or 'cuda'")
+    return RUNTIMES[name](device)
+
+
+class Runtime:
+    """Array ops (`xp`, numpy-like), keys, vmap/grad/jit, loops and the runtime's distributions."""
+
+    name = "abstract"
+    #: numpy-like namespace: exp, log, sum(x, axis=), where, cumsum, searchsorted, logsumexp, ...
+    xp = None
+    #: `numpyro.distributions` or `pyro.distributions`
+    distributions = None
+
+    def __init__(self, device="cpu"):
+        self.device = device
+
+    def __repr__(self):
+        return f"{self.name} on {self.device}"

@@ -1,0 +1,180 @@
+"""Planning: which terms form the normalized, sampleable reference π0 and which form the rest L.
+
+log γ(x) = Σ_t c_t ℓ_t(x). For each latent site one normalized prior term is chosen
+as its reference factor (a folded Gaussian first, then coefficient 1, then the
+first with c > 0; or the user's `reference` model). Then
+
+    log π0 = Σ_{t chosen} ℓ_t          log L = Σ_t c_t ℓ_t − log π0
+
+so tempering π_β ∝ π0 · L^β never scales the reference: β = 0 is proper.
+"""
+import networkx as nx
+import numpy as np
+
+from ..errors import NameResolutionError, PlanError, ShapeError, SupportError
+from ..target import Model, Target
+from .fold import fold
+from .gaussian import fold_gaussians
+from .graph import build_graph
+from .terms import Term, expand
+
+
+class Node:
+    """One step of the evaluation order: a latent site (from its reference term) or a deterministic site."""
+
+    def __init__(self, kind, name, model, term=None):
+        self.kind, self.name, self.model, self.term = kind, name, model, term
+
+
+def _resolve(model, name, chosen):
+    """The evaluation node a site of `model` reads when it reads `name` (None for data and observations)."""
+    s = model.sites.get(name)
+    if s is None or (s.kind == "latent" and name in model.observed):
+        return None
+    if s.kind == "latent":
+        return ("latent", name) if name in chosen else None
+    if s.kind == "deterministic":
+        return ("det", model.name, name)
+    raise NameResolutionError(f"in model {model.name}, {name!r} is a factor; factors cannot be read")
+
+
+def _choose_reference(terms, latent):
+    chosen = {}
+    for site in latent:
+        cands = [t for t in terms if t.site == site and t.kind in ("prior", "gaussian") and t.coef > 0]
+        normalized = [t for t in cands if t.kind == "gaussian" or t.model.sites[site].constant is None
+                      or t.model.sites[site].constant.is_normalized]
+        best = ([t for t in normalized if t.kind == "gaussian"] + [t for t in normalized if t.coef == 1.0]
+                + normalized)
+        if not best:
+            raise PlanError(f"site {site!r} has no normalized prior with a positive coefficient to start from "
+                            f"(flat, energy-only or negatively weighted); pass reference=ppl.model({site}=...)")
+        chosen[site] = best[0]
+    return chosen
+
+
+class Compiled:
+    """A compiled target: `.graph` (networkx), `.terms`, the reference choice and the evaluation order.
+
+    `str()` prints the plan; `.lower(runtime)` gives the runtime program over flat [N, D] arrays.
+    """
+
+    def __init__(self, target, reference=None, fold_closed_forms=True):
+        if not isinstance(target, Target):
+            raise PlanError(f"expected a target (ppl.model(...) or an expression of targets), got {type(target).__name__}")
+        self.target = fold(target)
+        terms = expand(self.target)
+        self.models = list({id(m): m for m in self.target.models()}.values())
+        latent = list(dict.fromkeys(n for m in self.models for n, s in m.sites.items()
+                                    if s.kind == "latent" and n not in m.observed))
+        if fold_closed_forms and reference is None:
+            terms = fold_gaussians(terms)
+        self.reference = reference
+        if reference is not None:
+            if not isinstance(reference, Model):
+                raise PlanError("reference= must be a ppl.model(...) over the target's latent sites")
+            extra = set(reference.latent_names()) ^ set(latent)
+            if extra:
+                raise NameResolutionError(f"the reference's sites {sorted(reference.latent_names())} differ from the "
+                                          f"target's latent sites {sorted(latent)}")
+            ref_terms = [Term("prior", 0.0, reference, n) for n in latent]
+            chosen = {t.site: t for t in ref_terms}
+            self.models.append(reference)
+            terms = terms + ref_terms
+        else:
+            chosen = _choose_reference(terms, latent)
+        self.terms = terms
+        self.chosen = chosen
+        self.latent = latent
+        self.ref_coef = np.array([1.0 if any(t is c for c in chosen.values()) else 0.0 for t in terms])
+        self.rest_coef = np.array([t.coef for t in terms]) - self.ref_coef
+        self.order = self._order()
+        self.graph = build_graph(self.target, terms)
+        self.layout = self._infer_layout()
+
+    # --- evaluation order -------------------------------------------------
+    def _order(self):
+        g = nx.DiGraph()
+        for site, t in self.chosen.items():
+            g.add_node(("latent", site), node=Node("latent", site, t.model, t))
+            if t.kind == "prior":
+                for p in t.model.sites[site].parents:
+                    src = _resolve(t.model, p, self.chosen)
+                    if src is not None:
+                        g.add_edge(src, ("latent", site))
+        for m in self.models:
+            for name, s in m.sites.items():
+                if s.kind == "deterministic":
+                    g.add_node(("det", m.name, name), node=Node("det", name, m))
+                    for p in s.parents:
+                        src = _resolve(m, p, self.chosen)
+                        if src is not None:
+                            g.add_edge(src, ("det", m.name, name))
+        try:
+            return [g.nodes[n]["node"] for n in nx.topological_sort(g)]
+        except nx.NetworkXUnfeasible:
+            cycle = " -> ".join(str(n[-1]) for n, _ in nx.find_cycle(g))
+            raise PlanError(f"the sites depend on each other in a cycle: {cycle}") from None
+
+    # --- shapes and supports, from one trace on the JAX runtime ----------
+    def _infer_layout(self):
+        from .lower import Evaluator
+        from ..backends.runtime import get_runtime
+        ev = Evaluator(self, get_runtime("numpyro", "cpu"))
+        layout, env, term_dists = ev.trace()
+        for t, d in zip(self.terms, term_dists):
+            self._check_term(t, d, layout, ev, env)
+        return layout
+
+    def _check_term(self, t, d, layout, ev, env):
+        if t.kind in ("prior", "gaussian") and t.site in layout:
+            entry = layout[t.site]
+            shape = tuple(d.batch_shape) + tuple(d.event_shape)
+            if shape != entry["shape"]:
+                raise ShapeError(f"site {t.site!r} has shape {entry['shape']} in {entry['from']} but {shape} in "
+                                 f"{t.label}; sites combined by * must agree in shape")
+            if type(d.support).__name__.lstrip("_") != entry["support"]:
+                raise SupportError(f"site {t.site!r} has support {entry['support']} in {entry['from']} but "
+                                   f"{type(d.support).__name__} in {t.label}; sites combined by * must agree in support")
+        elif t.kind == "likelihood":
+            obs = np.shape(t.model.observed[t.site])
+            shape = tuple(d.batch_shape) + tuple(d.event_shape)
+            if obs != shape:
+                raise ShapeError(f"observed {t.site!r} of model {t.model.name} has shape {obs}, but its "
+                                 f"distribution has shape {shape}")
+        elif t.kind in ("reward", "energy", "factor"):
+            value = d
+            if np.shape(value) != ():
+                what = {"reward": "a reward", "energy": "an energy", "factor": "a factor"}[t.kind]
+                raise ShapeError(f"{what} must return one real per particle; {t.label} returned shape "
+                                 f"{tuple(np.shape(value))} (sum over the site's elements?)")
+
+    @property
+    def dim(self):
+        return sum(e["size"] for e in self.layout.values())
+
+    def lower(self, runtime):
+        from .lower import Program
+        return Program(self, runtime)
+
+    def __str__(self):
+        lines = [f"target: {self.target.describe()}", "sites:"]
+        for name, e in self.layout.items():
+            lines.append(f"  {name}: {e['support']}{list(e['shape'])} -> unconstrained [{e['offset']}:"
+                         f"{e['offset'] + e['size']}]  (from {e['from']})")
+        lines.append(f"flat particle dimension D = {self.dim}")
+        lines.append("reference pi0 (normalized, sampled exactly):")
+        for site, t in self.chosen.items():
+            lines.append(f"  {t.label}" + (f"  [folded: {', '.join(t.origin)}]" if t.origin else ""))
+        lines.append("rest L (log L = sum of coef x term):")
+        for t, c in zip(self.terms, self.rest_coef):
+            if c != 0:
+                extra = f" = {t.value:.6g}" if t.kind == "constant" else ""
+                lines.append(f"  {c:+g} x {t.label}{extra}")
+        lines.append("path: pi_beta = pi0 * L^beta, beta from 0 to 1")
+        return "\n".join(lines)
+
+
+def compile(target, reference=None, fold=True):
+    """Compile a target: the inference graph, the checks, the plan (reference vs rest) and the layout."""
+    return Compiled(target, reference=reference, fold_closed_forms=fold)

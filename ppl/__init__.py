@@ -1,0 +1,26 @@
+"""ppl: declare a target distribution, get samples and log Z back, on Pyro (torch) or NumPyro (JAX).
+
+    import ppl
+    p = ppl.model(x=ppl.Normal(1.0, 1.0))
+    q = ppl.model(x=ppl.Normal(-1.0, 2.0))
+    r = ppl.sample(p * q, method="is", runtime="pyro", particles=100_000, seed=0)
+    print(r.log_z, r.log_z_se)
+"""
+from . import math
+from .errors import (InferenceError, NameResolutionError, PlanError, PPLError, ShapeError, SourceError,
+                     SupportError, UnknownNameError, ValueRangeError)
+from .stdlib.distributions import (Bernoulli, Beta, Binomial, Categorical, Cauchy, Dirichlet, Distribution,
+                                   Exponential, Flat, Gamma, HalfCauchy, HalfNormal, InverseGamma, Laplace,
+                                   LogNormal, MultivariateNormal, Normal, Poisson, StudentT, Uniform)
+from .target import Model, Target, deterministic, energy, factor, geometric, model
+from .compiler import compile
+from .api import sample
+from .result import Result
+
+__all__ = [
+    "math", "model", "deterministic", "factor", "energy", "geometric", "compile", "sample", "Result", "Target",
+    "Model", "Distribution", "Normal", "HalfNormal", "HalfCauchy", "Cauchy", "StudentT", "LogNormal",
+    "Exponential", "Gamma", "InverseGamma", "Beta", "Uniform", "Laplace", "Dirichlet", "MultivariateNormal",
+    "Bernoulli", "Binomial", "Poisson", "Categorical", "Flat", "PPLError", "NameResolutionError", "ShapeError",
+    "SupportError", "ValueRangeError", "PlanError", "UnknownNameError", "InferenceError", "SourceError",
+]

@@ -1,0 +1,53 @@
+"""Error types. Every problem a user can cause raises a subclass of `PPLError`."""
+
+
+class PPLError(Exception):
+    """Base class of every error this package raises on bad input or a failed run."""
+
+
+class NameResolutionError(PPLError):
+    """A name (a function argument, a site, a data value) does not resolve."""
+
+
+class ShapeError(PPLError):
+    """Shapes disagree: sites combined by `*`, data, or a reward's output."""
+
+
+class SupportError(PPLError):
+    """Supports of one site disagree between factors, or a value is outside its support."""
+
+
+class ValueRangeError(PPLError):
+    """A parameter of the algebra is out of range (beta <= 0, lam <= 0, ...)."""
+
+
+class PlanError(PPLError):
+    """The planner cannot build a normalized, sampleable reference for the target."""
+
+
+class UnknownNameError(PPLError):
+    """An unknown distribution, method, runtime, resampler or option."""
+
+
+class InferenceError(PPLError):
+    """A run failed loudly: every weight vanished, the schedule stalled, non-finite densities."""
+
+
+class SourceError(PPLError):
+    """An error located in `.ppl` source text: `file:line:col: message`, the line and a caret."""
+
+    def __init__(self, message, *, filename="<string>", line=None, column=None, source_line=None, hint=None):
+        self.message, self.filename, self.line, self.column = message, filename, line, column
+        self.source_line, self.hint = source_line, hint
+        super().__init__(self.render())
+
+    def render(self):
+        where = f"{self.filename}:{self.line}:{self.column}: " if self.line is not None else f"{self.filename}: "
+        out = [where + self.message]
+        if self.source_line is not None:
+            out.append("    " + self.source_line.rstrip("\n"))
+            if self.column is not None:
+                out.append("    " + " " * (self.column - 1) + "^")
+        if self.hint:
+            out.append("hint: " + self.hint)
+        return "\n".join(out)

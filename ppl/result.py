@@ -1,0 +1,127 @@
+"""What a run returns: samples in constrained space, weights, log Z, diagnostics, ArviZ conversion.
+
+Samples are stored per chain: `samples[name]` has shape [C, N, *site_shape], where a chain is an
+independent run (SMC/IS) or an MCMC chain. `log_weights` [C, N] is None for unweighted draws.
+"""
+import numpy as np
+
+
+def normalized(log_w):
+    """Self-normalized weights exp(log_w - logsumexp(log_w)) along the last axis."""
+    log_w = np.asarray(log_w, dtype=np.float64)
+    w = np.exp(log_w - np.max(log_w, axis=-1, keepdims=True))
+    return w / w.sum(axis=-1, keepdims=True)
+
+
+def kish_ess(log_w):
+    """(Σ w)² / Σ w² along the last axis."""
+    w = normalized(log_w)
+    return 1.0 / np.sum(w ** 2, axis=-1)
+
+
+def systematic_indices(w, u):
+    """Systematic resampling (numpy): indices of N offspring from normalized weights w, one uniform u."""
+    n = len(w)
+    return np.minimum(np.searchsorted(np.cumsum(w), (u + np.arange(n)) / n), n - 1)
+
+
+def _weighted_quantile(x, w, q):
+    order = np.argsort(x)
+    cw = np.cumsum(w[order])
+    return x[order][np.minimum(np.searchsorted(cw, q * cw[-1]), len(x) - 1)]
+
+
+class Result:
+    """Samples, weights and log Z of one run of `ppl.sample`."""
+
+    def __init__(self, samples, log_weights=None, log_z=None, log_z_se=None, method="", runtime="", device="",
+                 diagnostics=None, sample_stats=None):
+        self.samples = {k: np.asarray(v) for k, v in samples.items()}
+        self.log_weights = None if log_weights is None else np.asarray(log_weights, dtype=np.float64)
+        self.log_z = None if log_z is None else float(log_z)
+        self.log_z_se = None if log_z_se is None else float(log_z_se)
+        self.method, self.runtime, self.device = method, runtime, device
+        self.diagnostics = dict(diagnostics or {})
+        self.sample_stats = dict(sample_stats or {})
+        self.wall_time = None
+        self.seed = None
+
+    @property
+    def weights(self):
+        """Normalized weights [C, N] (uniform for unweighted draws)."""
+        if self.log_weights is None:
+            c, n = next(iter(self.samples.values())).shape[:2]
+            return np.full((c, n), 1.0 / n)
+        return normalized(self.log_weights)
+
+    @property
+    def ess(self):
+        """Kish effective sample size, summed over chains (weighted runs)."""
+        return None if self.log_weights is None else float(kish_ess(self.log_weights).sum())
+
+    def _pooled(self, name):
+        x = self.samples[name]
+        w = self.weights / self.weights.shape[0]
+        return x.reshape((-1,) + x.shape[2:]), w.reshape(-1)
+
+    def mean(self, name):
+        x, w = self._pooled(name)
+        return np.tensordot(w, x, axes=(0, 0))
+
+    def var(self, name):
+        x, w = self._pooled(name)
+        m = np.tensordot(w, x, axes=(0, 0))
+        return np.tensordot(w, (x - m) ** 2, axes=(0, 0))
+
+    def std(self, name):
+        return np.sqrt(self.var(name))
+
+    def summary(self, var_names=None):
+        """A table (pandas DataFrame): mean, sd, 5%, 95%, ESS (and R-hat for MCMC) per scalar component."""
+        import pandas as pd
+        rows, index = [], []
+        mcmc = self.log_weights is None
+        if mcmc:
+            import arviz as az
+            stats = az.summary(self.to_arviz(), var_names=var_names, kind="all", round_to="none")
+        for name in var_names or self.samples:
+            x, w = self._pooled(name)
+            flat = x.reshape(len(x), -1)
+            for j in range(flat.shape[1]):
+                label = name if x.ndim == 1 else f"{name}[{', '.join(map(str, np.unravel_index(j, x.shape[1:])))}]"
+                col = flat[:, j]
+                m = float(np.dot(w, col))
+                row = {"mean": m, "sd": float(np.sqrt(np.dot(w, (col - m) ** 2))),
+                       "5%": float(_weighted_quantile(col, w, 0.05)), "95%": float(_weighted_quantile(col, w, 0.95))}
+                if mcmc:
+                    row.update({"ess_bulk": stats.loc[label, "ess_bulk"], "ess_tail": stats.loc[label, "ess_tail"],
+                                "r_hat": stats.loc[label, "r_hat"]})
+                else:
+                    row["ess"] = self.ess
+                rows.append(row)
+                index.append(label)
+        return pd.DataFrame(rows, index=index)
+
+    def to_arviz(self):
+        """InferenceData: equally weighted draws per chain (weighted runs are resampled systematically),
+        `log_marginal_likelihood` per chain and per-step diagnostics in `sample_stats`."""
+        import arviz as az
+        posterior = self.samples
+        if self.log_weights is not None:
+            rng = np.random.default_rng(0 if self.seed is None else self.seed)
+            idx = np.stack([systematic_indices(w, rng.uniform()) for w in self.weights])
+            posterior = {k: np.stack([v[c][idx[c]] for c in range(v.shape[0])]) for k, v in self.samples.items()}
+        stats = dict(self.sample_stats)
+        attrs = {"method": self.method, "runtime": self.runtime, "device": str(self.device)}
+        if self.log_z is not None:
+            per_chain = self.diagnostics.get("log_z_per_chain", [self.log_z] * next(iter(posterior.values())).shape[0])
+            stats["log_marginal_likelihood"] = np.asarray(per_chain, dtype=float).reshape(-1, 1)
+        return az.from_dict(posterior=posterior, sample_stats=stats or None, attrs=attrs)
+
+    def __repr__(self):
+        parts = [f"Result(method={self.method!r}, runtime={self.runtime!r}, device={self.device!r}"]
+        if self.log_z is not None:
+            parts.append(f"log_z={self.log_z:.4f}" + (f" ± {self.log_z_se:.4f}" if self.log_z_se is not None else ""))
+        if self.ess is not None:
+            parts.append(f"ess={self.ess:.1f}")
+        return ", ".join(parts) + ")"

@@ -1,0 +1,260 @@
+"""The target algebra: unnormalized densities that compose.
+
+A target is log γ(x) over named sites. The operators build a tree; the compiler
+expands it into a sum of log-density terms, each with its own coefficient:
+
+    model          log p(x) + log p(y | x)
+    p ** beta      beta * log p
+    p * q          log p + log q
+    geometric      (1 - w) log p + w log q
+    p.tilt(r, lam) log p + r(x) / lam
+    energy(E)      -E(x)
+"""
+import inspect
+import itertools
+import math
+import numbers
+
+import numpy as np
+
+from .errors import NameResolutionError, ValueRangeError, PPLError
+from .stdlib.distributions import Distribution
+
+
+def _number(value, what):
+    if isinstance(value, bool) or not isinstance(value, numbers.Real) or not math.isfinite(value):
+        raise ValueRangeError(f"{what} must be a finite real number, got {value!r}")
+    return float(value)
+
+
+def _positive(value, what):
+    if _number(value, what) <= 0:
+        raise ValueRangeError(f"{what} must be > 0, got {value!r}")
+    return float(value)
+
+
+def arg_names(fn, what):
+    """Names a function reads: its positional parameters (no *args / **kwargs)."""
+    if not callable(fn):
+        raise PPLError(f"{what} must be callable, got {type(fn).__name__}")
+    params = inspect.signature(fn).parameters.values()
+    return tuple(p.name for p in params if p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY)
+                 and p.default is inspect.Parameter.empty)
+
+
+class Site:
+    """One named statement of a model: `latent` (x ~ dist), `deterministic` (x = f(...)) or `factor`.
+
+    `fn(**parents)` returns a `Distribution` (latent), a value (deterministic) or a log density (factor).
+    """
+
+    def __init__(self, kind, fn, parents=None, source=None):
+        self.kind, self.source = kind, source
+        if isinstance(fn, Distribution):
+            self.fn, self.parents, self.constant = (lambda d=fn: d), (), fn
+        else:
+            self.fn, self.constant = fn, None
+            self.parents = tuple(parents) if parents is not None else arg_names(fn, f"{kind} site")
+
+    def __call__(self, env):
+        return self.fn(**{p: env[p] for p in self.parents})
+
+
+def deterministic(fn, parents=None):
+    """A deterministic site: its value is `fn` of other sites and data."""
+    return Site("deterministic", fn, parents)
+
+
+def factor(fn, parents=None):
+    """A log-density term `fn(...)` added to the model (one real per particle)."""
+    return Site("factor", fn, parents)
+
+
+class Target:
+    """An unnormalized density γ. Combine with `**`, `*`, `geometric`, `.tilt`, `.condition`."""
+
+    def __mul__(self, other):
+        if not isinstance(other, Target):
+            return NotImplemented
+        return Product((self, other))
+
+    def __pow__(self, beta):
+        return Power(self, _positive(beta, "the exponent beta of p ** beta"))
+
+    def tilt(self, reward, lam=1.0):
+        """p · exp(r(x) / lam). `reward` reads sites by argument name and returns one real per particle."""
+        return Tilt(self, Reward(reward), _positive(lam, "the temperature lam of p.tilt(r, lam)"))
+
+    def condition(self, **data):
+        """Observe sites: each name must be a latent site of some model in this target."""
+        missing = [k for k in data if not any(k in m.sites and m.sites[k].kind == "latent" for m in self.models())]
+        if missing:
+            raise NameResolutionError(f"cannot condition on {', '.join(missing)}: no model in this target has "
+                                      f"such a latent site (latent sites: {', '.join(sorted(self.latent_names()))})")
+        return self._condition(data)
+
+    def models(self):
+        """Every `Model` in this target, in order."""
+        return [m for c in self.children() for m in c.models()]
+
+    def latent_names(self):
+        return {n for m in self.models() for n, s in m.sites.items() if s.kind == "latent" and n not in m.observed}
+
+    def children(self):
+        return ()
+
+    def _condition(self, data):
+        return self._rebuild([c._condition(data) for c in self.children()])
+
+    def __repr__(self):
+        return self.describe()
+
+
+class Model(Target):
+    """A generative model: named sites, constant `data`, and `observed` values for some latent sites."""
+
+    _ids = itertools.count()
+
+    def __init__(self, sites, data=None, observed=None, name=None):
+        self.name = name or f"m{next(self._ids)}"
+        self.sites = {}
+        for k, v in sites.items():
+            if isinstance(v, Site):
+                self.sites[k] = v
+            elif isinstance(v, Distribution) or callable(v):
+                self.sites[k] = Site("latent", v)
+            else:
+                raise PPLError(f"site {k!r} of model {self.name}: expected a distribution, a function returning "
+                               f"one, ppl.deterministic(...) or ppl.factor(...), got {type(v).__name__}")
+        self.data = {k: np.asarray(v) if not isinstance(v, (int, float)) else v for k, v in (data or {}).items()}
+        self.observed = dict(observed or {})
+        for k, s in self.sites.items():
+            for p in s.parents:
+                if p not in self.sites and p not in self.data:
+                    raise NameResolutionError(
+                        f"in model {self.name}, site {k!r} reads {p!r}, which is neither a site nor data of the model "
+                        f"(sites: {', '.join(self.sites) or 'none'}; data: {', '.join(self.data) or 'none'})")
+
+    def models(self):
+        return [self]
+
+    def _condition(self, data):
+        mine = {k: v for k, v in data.items() if k in self.sites and self.sites[k].kind == "latent"}
+        if not mine:
+            return self
+        observed = dict(self.observed)
+        observed.update({k: np.asarray(v) for k, v in mine.items()})
+        return Model(self.sites, self.data, observed, name=self.name)
+
+    def describe(self):
+        return self.name
+
+
+class Power(Target):
+    def __init__(self, base, beta):
+        self.base, self.beta = base, beta
+
+    def children(self):
+        return (self.base,)
+
+    def _rebuild(self, c):
+        return Power(c[0], self.beta)
+
+    def describe(self):
+        return f"({self.base.describe()}) ** {self.beta:g}"
+
+
+class Product(Target):
+    def __init__(self, factors):
+        self.factors = tuple(factors)
+
+    def children(self):
+        return self.factors
+
+    def _rebuild(self, c):
+        return Product(c)
+
+    def describe(self):
+        return " * ".join(f.describe() for f in self.factors)
+
+
+class Geometric(Target):
+    """(1 - w) log p + w log q; w may exceed 1 (classifier-free guidance)."""
+
+    def __init__(self, p, q, w):
+        self.p, self.q, self.w = p, q, w
+
+    def children(self):
+        return (self.p, self.q)
+
+    def _rebuild(self, c):
+        return Geometric(c[0], c[1], self.w)
+
+    def describe(self):
+        return f"geometric({self.p.describe()}, {self.q.describe()}, {self.w:g})"
+
+
+class Reward:
+    """A function of named sites returning one real per particle (written for one particle)."""
+
+    def __init__(self, fn, parents=None, name=None):
+        if isinstance(fn, Reward):
+            fn, parents, name = fn.fn, fn.parents, fn.name
+        self.fn = fn
+        self.parents = tuple(parents) if parents is not None else arg_names(fn, "a reward")
+        self.name = name or getattr(fn, "__name__", "reward")
+
+    def __call__(self, env):
+        return self.fn(**{p: env[p] for p in self.parents})
+
+
+class Tilt(Target):
+    def __init__(self, base, reward, lam):
+        self.base, self.reward, self.lam = base, reward, lam
+
+    def children(self):
+        return (self.base,)
+
+    def _rebuild(self, c):
+        return Tilt(c[0], self.reward, self.lam)
+
+    def describe(self):
+        return f"({self.base.describe()}).tilt({self.reward.name}, {self.lam:g})"
+
+
+class Energy(Target):
+    """exp(-E(x)). `sites` declares the sites E reads when no other factor defines them (flat on their support)."""
+
+    def __init__(self, fn, sites=None, parents=None):
+        self.reward = Reward(fn, parents, getattr(fn, "__name__", "E"))
+        self.model = Model(sites, name=f"{self.reward.name}_sites") if sites else None
+
+    def children(self):
+        return (self.model,) if self.model else ()
+
+    def _condition(self, data):
+        return self
+
+    def describe(self):
+        return f"energy({self.reward.name})"
+
+
+def model(name=None, data=None, **sites):
+    """`ppl.model(x=ppl.Normal(0, 1), y=lambda x: ppl.Normal(x, 1))`: a model over named sites.
+
+    A site is a `Distribution`, a function of earlier sites and data returning one
+    (its argument names say what it reads), `ppl.deterministic(f)` or `ppl.factor(f)`.
+    """
+    return Model(sites, data=data, name=name)
+
+
+def geometric(p, q, w):
+    """The geometric average p^(1-w) q^w; with w > 1 this is classifier-free guidance."""
+    if not (isinstance(p, Target) and isinstance(q, Target)):
+        raise PPLError("geometric(p, q, w) takes two targets and a weight")
+    return Geometric(p, q, _number(w, "the weight w of geometric(p, q, w)"))
+
+
+def energy(E, **sites):
+    """The target exp(-E(x)); `sites` (e.g. x=ppl.Flat(32)) declares sites E reads that no other factor has."""
+    return Energy(E, sites or None)

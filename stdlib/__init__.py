@@ -1,0 +1,1 @@
+"""The standard library: distributions by name, targets with known answers, schedules, resamplers."""

@@ -1,0 +1,141 @@
+"""Distributions by name, independent of the runtime.
+
+A `Distribution` is a description: a family name, its parameters and an optional
+batch `shape`. `lower(rt)` builds the same family from the runtime's own library
+(`numpyro.distributions` or `pyro.distributions`), so log densities, samplers and
+supports are NumPyro's and Pyro's, not ours.
+"""
+from ..errors import UnknownNameError, PPLError
+
+#: name in the `.ppl` language -> (class name shared by numpyro/pyro, positional parameter names)
+FAMILIES = {
+    "normal": ("Normal", ("loc", "scale")),
+    "half_normal": ("HalfNormal", ("scale",)),
+    "half_cauchy": ("HalfCauchy", ("scale",)),
+    "cauchy": ("Cauchy", ("loc", "scale")),
+    "student_t": ("StudentT", ("df", "loc", "scale")),
+    "lognormal": ("LogNormal", ("loc", "scale")),
+    "exponential": ("Exponential", ("rate",)),
+    "gamma": ("Gamma", ("concentration", "rate")),
+    "inverse_gamma": ("InverseGamma", ("concentration", "rate")),
+    "beta": ("Beta", ("concentration1", "concentration0")),
+    "uniform": ("Uniform", ("low", "high")),
+    "laplace": ("Laplace", ("loc", "scale")),
+    "dirichlet": ("Dirichlet", ("concentration",)),
+    "multivariate_normal": ("MultivariateNormal", ("loc", "covariance_matrix")),
+    "bernoulli": ("Bernoulli", ("logits",)),
+    "bernoulli_probs": ("Bernoulli", ("probs",)),
+    "binomial": ("Binomial", ("total_count", "probs")),
+    "binomial_logits": ("Binomial", ("total_count", "logits")),
+    "poisson": ("Poisson", ("rate",)),
+    "categorical": ("Categorical", ("probs",)),
+    "categorical_logits": ("Categorical", ("logits",)),
+    "flat": ("ImproperUniform", ()),
+}
+
+#: keyword spellings accepted for each class (Python API: `Bernoulli(probs=p)`)
+_ALIASES = {"Bernoulli": ("logits", "probs"), "Binomial": ("probs", "logits"),
+            "Categorical": ("probs", "logits"), "MultivariateNormal": ("covariance_matrix", "scale_tril")}
+
+#: number of event dimensions of each parameter, where not 0
+PARAM_EVENT_DIMS = {("Dirichlet", "concentration"): 1, ("MultivariateNormal", "loc"): 1,
+                    ("MultivariateNormal", "covariance_matrix"): 2, ("MultivariateNormal", "scale_tril"): 2,
+                    ("Categorical", "probs"): 1, ("Categorical", "logits"): 1}
+DISCRETE = {"Bernoulli", "Binomial", "Poisson", "Categorical"}
+SUPPORTS = ("real", "positive", "unit_interval", "simplex", "ordered", "positive_ordered")
+
+
+class Distribution:
+    """A distribution family with parameters, runtime-independent. `shape` expands its batch shape."""
+
+    def __init__(self, family, params, shape=()):
+        self.family, self.params = family, dict(params)
+        self.shape = (shape,) if isinstance(shape, int) else tuple(shape)
+
+    @property
+    def is_discrete(self):
+        return self.family in DISCRETE
+
+    @property
+    def is_normalized(self):
+        return self.family != "ImproperUniform"
+
+    def broadcast_params(self, rt):
+        """Parameters as runtime arrays broadcast to the full batch shape (for stacking over particles)."""
+        batch = tuple(self.lower(rt).batch_shape)
+        out = {}
+        for k, v in self.params.items():
+            v = rt.asarray(v)
+            ev = PARAM_EVENT_DIMS.get((self.family, k), 0)
+            out[k] = rt.xp.broadcast_to(v, batch + tuple(v.shape[v.ndim - ev:]))
+        return out
+
+    def lower(self, rt, params=None):
+        """The runtime's distribution object; `params` (from `broadcast_params`, batched) overrides."""
+        lib = rt.distributions
+        if params is not None:
+            return getattr(lib, self.family)(**params)
+        params = self.params
+        if self.family == "ImproperUniform":
+            support = rt.constraint(params["support"])
+            return lib.ImproperUniform(support, self.shape, ())
+        kwargs = {k: rt.asarray(v) for k, v in params.items()}
+        try:
+            d = getattr(lib, self.family)(**kwargs)
+        except (TypeError, ValueError) as e:
+            raise PPLError(f"{self.family}: bad parameters {sorted(params)}: {e}") from None
+        return d.expand(self.shape) if self.shape else d
+
+    def __repr__(self):
+        args = ", ".join(f"{k}={v!r}" if not hasattr(v, "shape") or v.shape == () else f"{k}=<{type(v).__name__}{tuple(v.shape)}>"
+                         for k, v in self.params.items())
+        return f"{self.family}({args}{', shape=' + str(self.shape) if self.shape else ''})"
+
+
+def make(name, *args, shape=(), **kwargs):
+    """`make("normal", 0, 1)`: the distribution called `name` in the language."""
+    if name not in FAMILIES:
+        raise UnknownNameError(f"unknown distribution {name!r}; known: {', '.join(sorted(FAMILIES))}")
+    family, names = FAMILIES[name]
+    if family == "ImproperUniform":
+        return flat(*args, shape=shape, **kwargs)
+    if len(args) > len(names):
+        raise PPLError(f"{name} takes {len(names)} parameters ({', '.join(names)}), got {len(args)}")
+    params = dict(zip(names, args))
+    allowed = set(names) | set(_ALIASES.get(family, ()))
+    for k, v in kwargs.items():
+        if k not in allowed:
+            raise UnknownNameError(f"{name} has no parameter {k!r}; it takes {', '.join(sorted(allowed))}")
+        params[k] = v
+    if family in _ALIASES and sum(k in params for k in _ALIASES[family]) > 1:
+        raise PPLError(f"{name} takes one of {', '.join(_ALIASES[family])}, not several")
+    missing = [n for n in names if n not in params and not (family in _ALIASES and set(params) & set(_ALIASES[family]))]
+    if missing:
+        raise PPLError(f"{name} is missing parameter(s) {', '.join(missing)}")
+    return Distribution(family, params, shape)
+
+
+def flat(shape=(), support="real"):
+    """An improper flat density over `support` (log density 0): usable in a target, never as a reference."""
+    if support not in SUPPORTS:
+        raise UnknownNameError(f"unknown support {support!r}; known: {', '.join(SUPPORTS)}")
+    return Distribution("ImproperUniform", {"support": support}, shape)
+
+
+def _family(name):
+    family, names = FAMILIES[name]
+
+    def ctor(*args, shape=(), **kwargs):
+        return make(name, *args, shape=shape, **kwargs)
+
+    ctor.__name__ = family
+    ctor.__doc__ = f"{family}({', '.join(names)}, shape=()): `{name}` in the language."
+    return ctor
+
+
+Normal, HalfNormal, HalfCauchy, Cauchy = (_family(n) for n in ("normal", "half_normal", "half_cauchy", "cauchy"))
+StudentT, LogNormal, Exponential, Gamma = (_family(n) for n in ("student_t", "lognormal", "exponential", "gamma"))
+InverseGamma, Beta, Uniform, Laplace = (_family(n) for n in ("inverse_gamma", "beta", "uniform", "laplace"))
+Dirichlet, MultivariateNormal, Poisson = (_family(n) for n in ("dirichlet", "multivariate_normal", "poisson"))
+Bernoulli, Binomial, Categorical = (_family(n) for n in ("bernoulli", "binomial", "categorical"))
+Flat = flat
