@@ -64,6 +64,9 @@ class _Numpy:
     def clip(self, x, lo=None, hi=None):
         return torch.clamp(x, lo, hi)
 
+    def sort(self, x, axis=-1):
+        return torch.sort(x, dim=axis).values
+
     def searchsorted(self, a, v, side="left"):
         return torch.searchsorted(a, v, right=(side == "right"))
 
