@@ -26,6 +26,10 @@ class _Numpy:
     def index_update(x, idx, value):
         return x.at[idx].set(value)
 
+    @staticmethod
+    def cholesky(x):
+        return jnp.linalg.cholesky(x)
+
 
 @register("numpyro")
 class NumPyroRuntime(Runtime):

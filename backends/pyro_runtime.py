@@ -122,6 +122,9 @@ class _Numpy:
         """Covariance of the rows of x [N, D] (numpy's `cov(x, rowvar=False)`)."""
         return torch.atleast_2d(torch.cov(x.T))
 
+    def cholesky(self, x):
+        return torch.linalg.cholesky(x)
+
 
 @register("pyro")
 class PyroRuntime(Runtime):
