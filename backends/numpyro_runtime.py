@@ -122,3 +122,7 @@ class NumPyroRuntime(Runtime):
 
     def stop_gradient(self, x):
         return jax.lax.stop_gradient(x)
+
+    def hvp(self, fn):
+        """(z, v) -> ∇²fn(z) v for a scalar per-particle `fn(z)` (unbatched)."""
+        return lambda z, v: jax.jvp(jax.grad(fn), (z,), (v,))[1]

@@ -243,3 +243,10 @@ class PyroRuntime(Runtime):
 
     def stop_gradient(self, x):
         return x.detach()
+
+    def hvp(self, fn):
+        """(z, v) -> ∇²fn(z) v for a scalar per-particle `fn(z)` (unbatched)."""
+        def hvp(z, v):
+            with torch.enable_grad():
+                return torch.func.jvp(torch.func.grad(fn), (z,), (v,))[1]
+        return hvp
