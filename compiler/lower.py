@@ -13,6 +13,13 @@ from ..errors import PlanError, PPLError
 from ..stdlib.distributions import Distribution
 
 
+def support_name(constraint):
+    """A constraint's name, seen through `independent(...)` wrappers: 'Real', 'Positive', 'Simplex', ..."""
+    while hasattr(constraint, "base_constraint"):
+        constraint = constraint.base_constraint
+    return type(constraint).__name__.lstrip("_")
+
+
 class Evaluator:
     """The per-particle evaluation of a compiled target on one runtime."""
 
@@ -72,7 +79,7 @@ class Evaluator:
                 shape = tuple(d.batch_shape) + tuple(d.event_shape)
                 ushape = tuple(tr.inverse_shape(shape))
                 layout[node.name] = {"shape": shape, "ushape": ushape, "offset": offset,
-                                     "size": int(np.prod(ushape, dtype=int)), "support": type(d.support).__name__.lstrip("_"),
+                                     "size": int(np.prod(ushape, dtype=int)), "support": support_name(d.support),
                                      "from": t.label}
                 offset += layout[node.name]["size"]
                 u = rt.xp.zeros(ushape)
@@ -83,6 +90,13 @@ class Evaluator:
             ldj = ldj + tr.log_abs_det_jacobian(u, x).sum()
             values[node.name] = x
         return values, dets, ldj, dists, layout
+
+    def term_dist(self, t, values, dets, dists):
+        """The runtime distribution of a prior, gaussian or likelihood term (built once per evaluation)."""
+        d = dists.get(id(t))
+        if d is None:
+            d = dists[id(t)] = self.spec(t, self.env(t.model, values, dets)).lower(self.rt)
+        return d
 
     def term_values(self, values, dets, dists):
         """ℓ_t for every term, as a list of scalars (per particle); the global environment for rewards."""
@@ -99,20 +113,22 @@ class Evaluator:
             elif t.kind == "factor":
                 out.append(t.model.sites[t.site](self.env(t.model, values, dets)))
             else:
-                d = dists.get(id(t))
-                if d is None:
-                    d = self.spec(t, self.env(t.model, values, dets)).lower(self.rt)
-                    dists[id(t)] = d
                 x = self.obs[t.model.name][t.site] if t.kind == "likelihood" else values[t.site]
-                out.append(d.log_prob(x).sum())
+                out.append(self.term_dist(t, values, dets, dists).log_prob(x).sum())
         return out, glob
 
-    def trace(self):
-        """(layout, environment, per-term distribution or value) from one particle at u = 0."""
+    def trace(self, check):
+        """Trace one particle at u = 0: build the layout, `check(term, dist, layout)` every
+        distribution term before it is evaluated, then `check(term, value, layout)` every reward, energy and factor. Returns the layout."""
         values, dets, _, dists, layout = self.latent_values(None)
-        terms, glob = self.term_values(values, dets, dists)
-        per_term = [dists.get(id(t), v) for t, v in zip(self.c.terms, terms)]
-        return layout, glob, per_term
+        for t in self.c.terms:
+            if t.kind in ("prior", "gaussian", "likelihood"):
+                check(t, self.term_dist(t, values, dets, dists), layout)
+        terms, _ = self.term_values(values, dets, dists)
+        for t, v in zip(self.c.terms, terms):
+            if t.kind in ("reward", "energy", "factor"):
+                check(t, v, layout)
+        return layout
 
 
 class Program:

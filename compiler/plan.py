@@ -16,6 +16,7 @@ from ..target import Model, Target
 from .fold import fold
 from .gaussian import fold_gaussians
 from .graph import build_graph
+from .lower import support_name
 from .terms import Term, expand
 
 
@@ -88,9 +89,20 @@ class Compiled:
         self.latent = latent
         self.ref_coef = np.array([1.0 if any(t is c for c in chosen.values()) else 0.0 for t in terms])
         self.rest_coef = np.array([t.coef for t in terms]) - self.ref_coef
+        self._check_names()
         self.order = self._order()
         self.graph = build_graph(self.target, terms)
         self.layout = self._infer_layout()
+
+    def _check_names(self):
+        known = set(self.latent) | {n for m in self.models for n, s in m.sites.items() if s.kind == "deterministic"}
+        for t in self.terms:
+            if t.kind in ("reward", "energy"):
+                missing = [p for p in t.fn.parents if p not in known]
+                if missing:
+                    raise NameResolutionError(f"{t.kind} {t.fn.name} reads {', '.join(map(repr, missing))}, which is "
+                                              f"not a latent or deterministic site of the target (sites: "
+                                              f"{', '.join(sorted(known)) or 'none'})")
 
     # --- evaluation order -------------------------------------------------
     def _order(self):
@@ -121,21 +133,18 @@ class Compiled:
         from .lower import Evaluator
         from ..backends.runtime import get_runtime
         ev = Evaluator(self, get_runtime("numpyro", "cpu"))
-        layout, env, term_dists = ev.trace()
-        for t, d in zip(self.terms, term_dists):
-            self._check_term(t, d, layout, ev, env)
-        return layout
+        return ev.trace(self._check_term)
 
-    def _check_term(self, t, d, layout, ev, env):
+    def _check_term(self, t, d, layout):
         if t.kind in ("prior", "gaussian") and t.site in layout:
             entry = layout[t.site]
             shape = tuple(d.batch_shape) + tuple(d.event_shape)
             if shape != entry["shape"]:
                 raise ShapeError(f"site {t.site!r} has shape {entry['shape']} in {entry['from']} but {shape} in "
                                  f"{t.label}; sites combined by * must agree in shape")
-            if type(d.support).__name__.lstrip("_") != entry["support"]:
+            if support_name(d.support) != entry["support"]:
                 raise SupportError(f"site {t.site!r} has support {entry['support']} in {entry['from']} but "
-                                   f"{type(d.support).__name__} in {t.label}; sites combined by * must agree in support")
+                                   f"{support_name(d.support)} in {t.label}; sites combined by * must agree in support")
         elif t.kind == "likelihood":
             obs = np.shape(t.model.observed[t.site])
             shape = tuple(d.batch_shape) + tuple(d.event_shape)
