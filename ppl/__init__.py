@@ -15,6 +15,9 @@ from .stdlib.distributions import (Bernoulli, Beta, Binomial, Categorical, Cauch
 from .target import Model, Target, deterministic, energy, factor, geometric, model
 from .compiler import compile
 from .api import sample
+from .language import load_ppl, parse
+from .diffusion import diffusion, train_score
+from .stdlib.diffusion import VESDE, VPSDE, GaussianMixture
 from .result import Result
 
 __all__ = [
@@ -23,4 +26,6 @@ __all__ = [
     "Exponential", "Gamma", "InverseGamma", "Beta", "Uniform", "Laplace", "Dirichlet", "MultivariateNormal",
     "Bernoulli", "Binomial", "Poisson", "Categorical", "Flat", "PPLError", "NameResolutionError", "ShapeError",
     "SupportError", "ValueRangeError", "PlanError", "UnknownNameError", "InferenceError", "SourceError",
+    "load_ppl", "parse",
+    "diffusion", "train_score", "VPSDE", "VESDE", "GaussianMixture",
 ]

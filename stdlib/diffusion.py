@@ -1,0 +1,235 @@
+"""Forward SDEs of score-based models and the analytic Gaussian-mixture diffusion.
+
+A linear forward SDE dx = f_t(x) dt + g_t dW on t ∈ [0, T] has Gaussian transitions
+x_t | x_0 ~ N(α_t x_0, σ_t² I), with
+
+    f_t(x) = (d/dt log α_t) x,    g_t² = d/dt σ_t² − 2 (d/dt log α_t) σ_t²,    ∇·f = d · d/dt log α_t.
+
+VP: β(t) = β_min + t (β_max − β_min), α_t = exp(−½ ∫_0^t β), σ_t² = 1 − α_t² (so g² = β(t)).
+VE: α_t = 1, σ_t² = σ_min² ((σ_max / σ_min)^{2t} − 1) (geometric σ schedule, σ_0 = 0 exactly).
+
+A Gaussian mixture p_0 = Σ π_k N(μ_k, Σ_k) noised by such an SDE stays a mixture:
+q_t = Σ π_k N(α_t μ_k, α_t² Σ_k + σ_t² I), so its score and log density are closed form,
+and integer powers and products of mixtures are mixtures (exact FKC targets for tests).
+SDE methods take arrays of any runtime (`xp` is the runtime's numpy-like namespace).
+"""
+import math
+
+import numpy as np
+
+from ..errors import ShapeError, ValueRangeError
+
+
+class SDE:
+    """A linear forward SDE given by log α_t and σ_t²; `T` is the final time, `prior_var` = α_T² + σ_T²."""
+
+    T = 1.0
+
+    def f(self, x, t):
+        """Drift f_t(x) = (d/dt log α_t) x."""
+        return self.dlog_alpha(t) * x
+
+    def g2(self, t, xp=np):
+        """Squared diffusion coefficient g_t²."""
+        return self.dsigma2(t, xp) - 2.0 * self.dlog_alpha(t) * self.sigma2(t, xp)
+
+    def div_f(self, t, dim):
+        """∇·f_t = d · d/dt log α_t."""
+        return dim * self.dlog_alpha(t)
+
+    def alpha(self, t, xp=np):
+        return xp.exp(self.log_alpha(t))
+
+    @property
+    def prior_var(self):
+        """Per-dimension variance of the starting distribution N(0, (α_T² + σ_T²) I) (unit-variance data)."""
+        return float(self.alpha(self.T) ** 2 + self.sigma2(self.T))
+
+    def marginal(self, t):
+        """(α_t, σ_t²) as floats."""
+        return float(self.alpha(t)), float(self.sigma2(t))
+
+
+class VPSDE(SDE):
+    """Variance preserving: dx = −½ β(t) x dt + √β(t) dW, β linear from β_min to β_max."""
+
+    def __init__(self, beta_min=0.1, beta_max=20.0):
+        if not 0 < beta_min <= beta_max:
+            raise ValueRangeError(f"VPSDE needs 0 < beta_min <= beta_max, got {beta_min}, {beta_max}")
+        self.beta_min, self.beta_max = float(beta_min), float(beta_max)
+
+    def beta(self, t):
+        return self.beta_min + t * (self.beta_max - self.beta_min)
+
+    def log_alpha(self, t):
+        return -0.5 * (self.beta_min * t + 0.5 * (self.beta_max - self.beta_min) * t * t)
+
+    def dlog_alpha(self, t):
+        return -0.5 * self.beta(t)
+
+    def sigma2(self, t, xp=np):
+        return -xp.expm1(2.0 * self.log_alpha(t))
+
+    def dsigma2(self, t, xp=np):
+        return self.beta(t) * xp.exp(2.0 * self.log_alpha(t))
+
+    def g2(self, t, xp=np):
+        return self.beta(t)
+
+    def __repr__(self):
+        return f"VPSDE(beta_min={self.beta_min:g}, beta_max={self.beta_max:g})"
+
+
+class VESDE(SDE):
+    """Variance exploding: dx = g_t dW, σ_t² = σ_min² ((σ_max/σ_min)^{2t} − 1), g_t² = 2 log(σ_max/σ_min) σ_min² (σ_max/σ_min)^{2t}."""
+
+    def __init__(self, sigma_min=0.01, sigma_max=10.0):
+        if not 0 < sigma_min < sigma_max:
+            raise ValueRangeError(f"VESDE needs 0 < sigma_min < sigma_max, got {sigma_min}, {sigma_max}")
+        self.sigma_min, self.sigma_max = float(sigma_min), float(sigma_max)
+        self._log_ratio = math.log(self.sigma_max / self.sigma_min)
+
+    def log_alpha(self, t):
+        return 0.0 * t
+
+    def dlog_alpha(self, t):
+        return 0.0 * t
+
+    def sigma2(self, t, xp=np):
+        return self.sigma_min ** 2 * xp.expm1(2.0 * self._log_ratio * t)
+
+    def dsigma2(self, t, xp=np):
+        return 2.0 * self._log_ratio * self.sigma_min ** 2 * xp.exp(2.0 * self._log_ratio * t)
+
+    def __repr__(self):
+        return f"VESDE(sigma_min={self.sigma_min:g}, sigma_max={self.sigma_max:g})"
+
+
+def _gauss_product(m1, c1, m2, c2):
+    """N(x; m1, C1) N(x; m2, C2) = N(m1; m2, C1 + C2) · N(x; m, C): returns (log c, m, C)."""
+    s = c1 + c2
+    diff = m1 - m2
+    _, logdet = np.linalg.slogdet(s)
+    log_c = -0.5 * (diff @ np.linalg.solve(s, diff) + logdet + len(m1) * math.log(2 * math.pi))
+    c = c1 @ np.linalg.solve(s, c2)
+    m = c2 @ np.linalg.solve(s, m1) + c1 @ np.linalg.solve(s, m2)
+    return log_c, m, 0.5 * (c + c.T)
+
+
+class GaussianMixture:
+    """p_0 = Σ π_k N(μ_k, Σ_k): `means` [K, d]; `sd` (scalar, [K] or [K, d]) or `cov` [K, d, d]; `weights` [K].
+
+    Used as the score of `ppl.diffusion`: the score of the noised mixture q_t is exact.
+    """
+
+    def __init__(self, means, sd=None, cov=None, weights=None):
+        self.means = np.atleast_2d(np.asarray(means, dtype=np.float64))
+        k, d = self.means.shape
+        if cov is not None:
+            cov = np.asarray(cov, dtype=np.float64)
+            cov = np.broadcast_to(cov, (k, d, d)).copy()
+        else:
+            sd = np.asarray(1.0 if sd is None else sd, dtype=np.float64)
+            sd = np.broadcast_to(sd[:, None] if sd.ndim == 1 else sd, (k, d))
+            cov = np.stack([np.diag(s ** 2) for s in sd])
+        w = np.full(k, 1.0 / k) if weights is None else np.asarray(weights, dtype=np.float64)
+        if w.shape != (k,) or np.any(w < 0) or not np.isclose(w.sum(), 1.0):
+            raise ValueRangeError(f"mixture weights must be {k} non-negative numbers summing to 1, got {w}")
+        lam, u = np.linalg.eigh(cov)
+        if np.any(lam <= 0):
+            raise ValueRangeError("mixture covariances must be positive definite")
+        self.cov, self.weights, self.lam, self.u = cov, w, lam, u
+        self._lowered = {}
+
+    @property
+    def dim(self):
+        return self.means.shape[1]
+
+    def __len__(self):
+        return len(self.weights)
+
+    # --- exact algebra of mixtures (numpy) ---------------------------------
+    def noised(self, sde, t):
+        """The mixture q_t: means α_t μ_k, covariances α_t² Σ_k + σ_t² I."""
+        a, s2 = sde.marginal(t)
+        return GaussianMixture(a * self.means, cov=a * a * self.cov + s2 * np.eye(self.dim), weights=self.weights)
+
+    def product(self, other):
+        """(p · q) normalized, and log ∫ p q: a mixture over all pairs of components."""
+        if other.dim != self.dim:
+            raise ShapeError(f"cannot multiply mixtures of dimension {self.dim} and {other.dim}")
+        logw, means, covs = [], [], []
+        for i in range(len(self)):
+            for j in range(len(other)):
+                log_c, m, c = _gauss_product(self.means[i], self.cov[i], other.means[j], other.cov[j])
+                logw.append(math.log(self.weights[i]) + math.log(other.weights[j]) + log_c)
+                means.append(m)
+                covs.append(c)
+        logw = np.asarray(logw)
+        log_z = float(np.logaddexp.reduce(logw))
+        return GaussianMixture(np.stack(means), cov=np.stack(covs), weights=np.exp(logw - log_z)), log_z
+
+    def power(self, n):
+        """p^n normalized (integer n >= 1) and log ∫ p^n."""
+        if int(n) != n or n < 1:
+            raise ValueRangeError(f"only integer powers >= 1 of a mixture are mixtures, got {n}")
+        out, log_z = self, 0.0
+        for _ in range(int(n) - 1):
+            out, lz = out.product(self)
+            log_z += lz
+        return out, log_z
+
+    def sample(self, n, rng):
+        """n exact draws (numpy) with a numpy Generator."""
+        k = rng.choice(len(self), size=n, p=self.weights)
+        eps = rng.standard_normal((n, self.dim))
+        return self.means[k] + np.einsum("nde,ne->nd", self.u[k] * np.sqrt(self.lam[k])[:, None, :], eps)
+
+    def log_prob(self, x):
+        """log p(x) for numpy x [N, d]."""
+        return self._log_components(np, np.asarray(x, dtype=np.float64), self.means, self.lam, self.u,
+                                    np.log(self.weights), 1.0, 0.0)[0]
+
+    # --- runtime side: batched score of q_t ---------------------------------
+    @staticmethod
+    def _log_components(xp, x, means, lam, u, log_w, a, s2):
+        """log q_t(x) [N] and per-component (responsibility logits [N, K], whitened residuals proj/var [.., K, d])."""
+        diff = x[:, None, :] - a * means[None]
+        proj = xp.einsum("kde,nkd->nke", u, diff)
+        var = a * a * lam + s2
+        quad = xp.sum(proj * proj / var, axis=-1)
+        logits = log_w - 0.5 * (quad + xp.sum(xp.log(var), axis=-1) + means.shape[1] * math.log(2 * math.pi))
+        top = xp.max(logits, axis=-1, keepdims=True)
+        lq = top[..., 0] + xp.log(xp.sum(xp.exp(logits - top), axis=-1))
+        return lq, logits, proj / var
+
+    def score_fn(self, rt, sde):
+        """score(x [N, d], t [N]) = ∇ log q_t(x) on runtime `rt` (jit-compatible)."""
+        key = rt.name
+        if key not in self._lowered:
+            self._lowered[key] = tuple(rt.asarray(v) for v in (self.means, self.lam, self.u, np.log(self.weights)))
+        means, lam, u, log_w = self._lowered[key]
+        xp = rt.xp
+
+        def score(x, t):
+            a = sde.alpha(t, xp)[:, None, None]
+            s2 = sde.sigma2(t, xp)[:, None, None]
+            lq, logits, white = self._log_components(xp, x, means, lam, u, log_w, a, s2)
+            resp = xp.exp(logits - lq[:, None])
+            return -xp.einsum("nk,kde,nke->nd", resp, u, white)
+        return score
+
+    def log_prob_fn(self, rt, sde):
+        """log q_t(x) [N] on runtime `rt`."""
+        self.score_fn(rt, sde)
+        means, lam, u, log_w = self._lowered[rt.name]
+        xp = rt.xp
+
+        def log_prob(x, t):
+            a = sde.alpha(t, xp)[:, None, None]
+            s2 = sde.sigma2(t, xp)[:, None, None]
+            return self._log_components(xp, x, means, lam, u, log_w, a, s2)[0]
+        return log_prob
+
+    def __repr__(self):
+        return f"GaussianMixture(K={len(self)}, d={self.dim})"
