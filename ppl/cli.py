@@ -1,0 +1,125 @@
+"""The `ppl` command line.
+
+    ppl run FILE [--data data.json] [--target NAME] [--method is|smc|nuts|fkc] [--runtime numpyro|pyro]
+                 [--device cpu|cuda] [--particles N] [--seed S] [--out result.nc] [--plot out.png] [--allow-python]
+    ppl check FILE [--data data.json]            parse and check (names, shapes, supports, the plan)
+    ppl compile FILE [--data data.json] --graph  print the plan and the inference graph
+
+Errors in the program print `file:line:col: message`, the line and a caret, and exit with status 2.
+"""
+import argparse
+import sys
+
+from .errors import PPLError
+
+
+def _parser():
+    p = argparse.ArgumentParser(prog="ppl", description="Declare a target distribution in a .ppl file; get "
+                                                        "samples and log Z back.")
+    sub = p.add_subparsers(dest="command", required=True)
+
+    def common(sp):
+        sp.add_argument("file", help="the .ppl program")
+        sp.add_argument("--data", help="a JSON file with the values of the program's `data` declarations")
+        sp.add_argument("--allow-python", action="store_true",
+                        help="allow `use NAME from \"module:attr\"` to import and call Python code")
+
+    run = sub.add_parser("run", help="sample a target and print a summary and log Z")
+    common(run)
+    run.add_argument("--target", help="the target to sample (default: the one of the first `sample` statement)")
+    run.add_argument("--method", help="is, smc, nuts, hmc or fkc (default: the file's, else is)")
+    run.add_argument("--runtime", choices=["numpyro", "pyro"], help="default: the file's, else numpyro")
+    run.add_argument("--device", help="cpu or cuda (default cpu)")
+    run.add_argument("--particles", type=int, help="number of particles / draws")
+    run.add_argument("--seed", type=int, default=0)
+    run.add_argument("--out", help="save the result as ArviZ NetCDF")
+    run.add_argument("--plot", help="save a figure of the result")
+    check = sub.add_parser("check", help="parse and check a program")
+    common(check)
+    comp = sub.add_parser("compile", help="print the inference plan (and graph)")
+    common(comp)
+    comp.add_argument("--target", help="the target to compile")
+    comp.add_argument("--graph", action="store_true", help="also print the inference graph")
+    return p
+
+
+def graph_text(g):
+    """The inference graph as text: each node with its kind, then each edge."""
+    lines = [f"graph: {g.number_of_nodes()} nodes, {g.number_of_edges()} edges", "nodes:"]
+    for n, a in g.nodes(data=True):
+        extra = "".join(f" {k}={v}" for k, v in a.items() if k not in ("kind", "folded_from") and v is not None)
+        lines.append(f"  {n}  [{a.get('kind', '?')}{extra}]")
+    lines.append("edges:")
+    lines.extend(f"  {u} -> {v}" for u, v in g.edges())
+    return "\n".join(lines)
+
+
+def _run(prog, args):
+    name = args.target or prog.default_name()
+    spec = prog.run_spec(name)
+    method = args.method or (spec.method if spec else "is")
+    options = dict(spec.options) if spec and spec.method == method else \
+        {k: v for k, v in (spec.options if spec else {}).items() if k in ("reference", "fold", "particles", "seed")}
+    options.update(method=method, seed=args.seed)
+    for key in ("runtime", "device", "particles"):
+        if getattr(args, key) is not None:
+            options[key] = getattr(args, key)
+    options.setdefault("runtime", (spec.runtime if spec and spec.runtime else "numpyro"))
+    if sys.stderr.isatty():
+        options.setdefault("progress", True)
+    result = prog.sample(name, **options)
+    import pandas as pd
+    with pd.option_context("display.max_rows", 60, "display.width", 120):
+        print(result.summary())
+    if result.log_z is not None:
+        se = f" ± {result.log_z_se:.4g}" if getattr(result, "log_z_se", None) is not None else ""
+        print(f"log Z = {result.log_z:.6g}{se}")
+    print(f"method {method} on {options['runtime']}, {getattr(result, 'wall_time', float('nan')):.2f} s")
+    if args.out:
+        result.to_arviz().to_netcdf(args.out)
+        print(f"saved {args.out}")
+    if args.plot:
+        if hasattr(result, "plot"):
+            result.plot(args.plot)
+            print(f"saved {args.plot}")
+        else:
+            print("plotting is unavailable in this version (Result has no plot method)", file=sys.stderr)
+
+
+def main(argv=None):
+    args = _parser().parse_args(argv)
+    from .language import load_ppl
+    try:
+        prog = load_ppl(args.file if args.file.endswith(".ppl") else _read(args.file), data=args.data,
+                        allow_python=args.allow_python, filename=args.file)
+        if args.command == "check":
+            for name in list(prog.targets) or list(prog.models):
+                prog.compile(name)
+            print(f"{args.file}: ok ({len(prog.models)} model(s), {len(prog.targets)} target(s))")
+        elif args.command == "compile":
+            compiled = prog.compile(args.target)
+            print(compiled)
+            if args.graph:
+                print(graph_text(compiled.graph))
+        else:
+            _run(prog, args)
+    except PPLError as e:
+        print(str(e), file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        return 130
+    return 0
+
+
+def _read(path):
+    from .errors import SourceError
+    try:
+        with open(path) as f:
+            return f.read()
+    except OSError as e:
+        raise SourceError(f"cannot read program: {e.strerror}", filename=path) from None
+
+
+if __name__ == "__main__":
+    sys.exit(main())
