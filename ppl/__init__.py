@@ -16,6 +16,8 @@ from .target import Model, Target, deterministic, energy, factor, geometric, mod
 from .compiler import compile
 from .api import sample
 from .language import load_ppl, parse
+from .diffusion import diffusion, train_score
+from .stdlib.diffusion import VESDE, VPSDE, GaussianMixture
 from .result import Result
 
 __all__ = [
@@ -25,4 +27,5 @@ __all__ = [
     "Bernoulli", "Binomial", "Poisson", "Categorical", "Flat", "PPLError", "NameResolutionError", "ShapeError",
     "SupportError", "ValueRangeError", "PlanError", "UnknownNameError", "InferenceError", "SourceError",
     "load_ppl", "parse",
+    "diffusion", "train_score", "VPSDE", "VESDE", "GaussianMixture",
 ]
