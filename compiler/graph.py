@@ -34,6 +34,13 @@ def _read(g, m, name, reader):
     g.add_edge(src, reader)
 
 
+def _global(g, name):
+    """The node a reward or energy reads as `name`: a latent site, else the first deterministic so named."""
+    if g.nodes.get(name, {}).get("kind") == "latent":
+        return name
+    return next((n for n, k in g.nodes(data="kind") if k == "deterministic" and n.endswith("." + name)), name)
+
+
 def build_graph(target, terms):
     """The inference graph of a (folded) target; `terms` label the factor nodes with coefficients."""
     g = nx.DiGraph()
@@ -63,11 +70,11 @@ def build_graph(target, terms):
             kind = "reward" if isinstance(t, Tilt) else "energy"
             f = f"{kind} {fn.name}"
             g.add_node(f, kind="factor", term=kind)
-            for p in fn.parents:
-                g.add_edge(p if p in g else p, f)
             node = combinator("tilt" if isinstance(t, Tilt) else "energy")
             for c in t.children():
                 g.add_edge(walk(c), node)
+            for p in fn.parents:
+                g.add_edge(_global(g, p), f)
             g.add_edge(f, node)
             return node
         label = {Power: lambda: f"power {t.beta:g}", Product: lambda: "product",

@@ -5,7 +5,6 @@ from pathlib import Path
 import pytest
 
 warnings.filterwarnings("ignore", category=FutureWarning)
-os.environ.setdefault("JAX_PLATFORMS", "cpu")
 
 RUNTIMES = ["numpyro", "pyro"]
 

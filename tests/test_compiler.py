@@ -84,3 +84,15 @@ def test_all_weights_vanishing_is_an_error(runtime):
     target = ppl.model(x=ppl.Normal(0.0, 1.0), f=ppl.factor(lambda x: x * float("-inf")))
     with pytest.raises(ppl.InferenceError, match="weights vanished"):
         ppl.sample(target, method="is", runtime=runtime, particles=100)
+
+
+def test_cuda_request_without_a_gpu_is_a_clear_error(runtime):
+    import jax
+    import torch
+    has_gpu = torch.cuda.is_available() if runtime == "pyro" else any(d.platform == "gpu" for d in jax.devices())
+    if has_gpu:
+        r = ppl.sample(p, method="is", runtime=runtime, device="cuda", particles=100)
+        assert r.device == "cuda"
+    else:
+        with pytest.raises(ppl.PPLError, match="cuda"):
+            ppl.sample(p, method="is", runtime=runtime, device="cuda", particles=100)
