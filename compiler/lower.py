@@ -146,6 +146,7 @@ class Program:
         self.log_densities = self.rt.jit(self.rt.vmap(self._ref_rest))
         self.value_and_grad = self.rt.jit(self.rt.value_and_grad(self._tempered))
         self.to_constrained_arrays = self.rt.jit(self.rt.vmap(self._constrained))
+        self._sample_reference = self.rt.jit(self._sample, static_argnames=("n",))
 
     # per particle
     def _ref_rest(self, z):
@@ -179,6 +180,9 @@ class Program:
 
     def sample_reference(self, key, n):
         """z [n, D] drawn exactly from the reference π0 (ancestral sampling, batched over particles)."""
+        return self._sample_reference(key, n=n)
+
+    def _sample(self, key, n):
         rt, ev = self.rt, self.ev
         keys = rt.split(key, max(len(self.compiled.order), 1))
         values, dets = {}, {}
