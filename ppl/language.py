@@ -330,7 +330,7 @@ def _full_like(like, value):
 
 
 def _set_index(x, idx, value, fw):
-    """x with x[idx] = value, out of place (JAX `.at[].set`, torch `index_put`, which both vmap)."""
+    """x with x[idx] = value, out of place (JAX `.at[].set`; torch: an updated copy, or `index_put`)."""
     if fw == "jax" or pm.framework(x, value) == "jax":
         import jax.numpy as jnp
         return jnp.asarray(x).at[idx].set(value)
@@ -339,6 +339,12 @@ def _set_index(x, idx, value, fw):
         like = value if isinstance(value, torch.Tensor) else x
         x = x if isinstance(x, torch.Tensor) else _full_like(like, x)
         value = value if isinstance(value, torch.Tensor) else torch.as_tensor(value, dtype=x.dtype, device=x.device)
+        try:  # a copy updated in place: fast, but vmap refuses it while x is unbatched and value batched
+            y = x.clone()
+            y[idx] = value
+            return y
+        except RuntimeError:
+            pass
         if not any(isinstance(i, slice) for i in idx):
             return x.index_put(tuple(i if isinstance(i, torch.Tensor) else torch.tensor(i, device=x.device)
                                      for i in idx), value)
@@ -1041,7 +1047,7 @@ class Loader:
             raise err(e, f"{n!r} is not a model or target",
                       hint=_suggest(n, list(self.out.models) + list(self.out.targets)))
         if e.op == "pow":
-            return self.algebra(e, lambda: self.target_expr(e.args[0]) ** self.number(e.args[1]))
+            return self.algebra(e.args[1], lambda: self.target_expr(e.args[0]) ** self.number(e.args[1]))
         if e.op == "binop" and e.args[0] == "*":
             a, b = e.args[1], e.args[2]
             if _is_exp(b) or _is_exp(a):
