@@ -1,0 +1,354 @@
+"""SMC sampler on the tempered path π_β ∝ π0 · L^β, β from 0 to 1 (Del Moral, Doucet & Jasra 2006).
+
+One step β → β' is one pure function `step(key, state) -> (state, info)` (jit-compiled on JAX):
+
+1. β' = β + δ: by bisection, the largest δ ≤ 1 − β whose conditional ESS
+   CESS(δ) / N = (Σ_i W_i w_i)² / Σ_i W_i w_i²,  w_i = exp(+δ log L(z_i)),
+   is at least `target_ess` (Zhou, Johansen & Aston 2016); or β' from a fixed `schedule`.
+2. reweight: log W_i ← log W_i + δ log L(z_i) − log c,  log Z ← log Z + log c,  c = Σ_i W_i w_i.
+3. resample (`resampler`) when ESS = 1 / Σ W_i² < `resample_threshold` · N.
+4. move: `n_moves` MCMC steps (`kernel` = rwm | mala | hmc, see `moves`) that leave π_β' invariant, whitened by
+   the particle covariance; the step size and (with moves="auto") the number of moves for the next step are
+   tuned from this step's acceptance rate and normalized squared jump distance.
+   Waste-free SMC (Dau & Chopin 2022, `waste_free=P`): resample N/P starts, keep all P states of each chain.
+
+Particles with a non-finite log density get weight zero (counted per step); if every weight vanishes or β
+stops moving, the run stops with an `InferenceError` that says at which step and β.
+log Z is the sum of the log c; its standard error comes from the spread over `runs` independent runs, or,
+for one run, from the Lee & Whiteley (2018) ancestral ("Eve") estimator:
+Var(Ẑ)/Ẑ² ≈ 1 − (N/(N−1))^R (1 − Σ_k (Σ_{i: E_i=k} W_i)²), R = number of resampling events.
+"""
+import math
+import sys
+from collections import namedtuple
+
+import numpy as np
+
+from ..errors import InferenceError, PPLError, UnknownNameError, ValueRangeError
+from ..result import Result
+from ..stdlib.resamplers import RESAMPLERS
+from . import method
+from .moves import KERNELS, Particles, cloud_cholesky
+
+State = namedtuple("State", "particles log_w eve beta log_z step_size n_moves t")
+
+NEG_INF = -float("inf")
+
+
+def conditional_ess(rt, log_w, log_inc):
+    """CESS / N = (Σ W_i w_i)² / Σ W_i w_i² for normalized log weights log_w and log increments log_inc."""
+    xp = rt.xp
+    return xp.exp(2 * xp.logsumexp(log_w + log_inc) - xp.logsumexp(log_w + 2 * log_inc))
+
+
+def increment(rt, delta, log_rest):
+    """The log weight increment +δ · log L of the step β → β + δ (−inf where log L is −inf)."""
+    xp = rt.xp
+    return xp.where(log_rest > NEG_INF, delta * log_rest, NEG_INF)
+
+
+def next_beta(rt, log_w, log_rest, beta, target, iters=50):
+    """The largest β' ∈ (β, 1] with CESS(β' − β) ≥ target · N, by `iters` bisection steps on δ ∈ [0, 1 − β].
+
+    CESS decreases in δ, so bisection keeps CESS(lo) ≥ target > CESS(hi)."""
+    xp = rt.xp
+    span = 1.0 - beta
+
+    def body(_, bounds):
+        lo, hi = bounds
+        mid = 0.5 * (lo + hi)
+        ok = conditional_ess(rt, log_w, increment(rt, mid, log_rest)) >= target
+        return xp.where(ok, mid, lo), xp.where(ok, hi, mid)
+
+    lo, hi = rt.fori_loop(0, iters, body, (0.0 * beta, span))
+    done = conditional_ess(rt, log_w, increment(rt, span, log_rest)) >= target
+    return xp.where(done, 1.0 + 0.0 * beta, xp.minimum(beta + xp.where(lo > 0, lo, hi), 1.0 + 0.0 * beta))
+
+
+def _count_upto(rt, x, m):
+    """min(ceil(x), m) as an integer array, at least 1 (a cast that both runtimes spell the same)."""
+    xp = rt.xp
+    return xp.maximum(xp.sum(xp.arange(m) + 1 < x + 1), 1)
+
+
+def batched(rt, fn, batch_size):
+    """`fn(z, beta)` evaluated in chunks of `batch_size` particles (a scan; the tail chunk is padded)."""
+    xp = rt.xp
+
+    def chunked(z, beta):
+        n, d = z.shape
+        if batch_size is None or n <= batch_size:
+            return fn(z, beta)
+        m = -(-n // batch_size)
+        pad = m * batch_size - n
+        zp = xp.concatenate([z, z[:pad]]) if pad else z
+        _, out = rt.scan(lambda c, zc: (c, fn(zc, beta)), 0.0, zp.reshape(m, batch_size, d))
+        return tuple(o.reshape((m * batch_size,) + tuple(o.shape[2:]))[:n] for o in out)
+    return chunked
+
+
+def make_density(rt, program, needs_grad, batch_size=None):
+    """density(z, β) -> (log_ref, log_rest, ∇ tempered log density or [N, 0]); non-finite values become −inf."""
+    xp = rt.xp
+
+    def fn(z, beta):
+        if needs_grad:
+            (_, (ref, rest)), grad = program.value_and_grad(z, beta)
+        else:
+            (ref, rest), grad = program.log_densities(z), z[:, :0]
+        return ref, rest, grad
+
+    inner = batched(rt, fn, batch_size)
+
+    def density(z, beta):
+        ref, rest, grad = inner(z, beta)
+        return xp.where(xp.isfinite(ref), ref, NEG_INF), xp.where(xp.isfinite(rest), rest, NEG_INF), grad
+    return density
+
+
+class SMC:
+    """An SMC sampler for one lowered program: `init(key, n)`, the pure `step(key, state)`, and `run(key, n)`."""
+
+    def __init__(self, program, kernel="rwm", target_ess=0.5, resample_threshold=0.5, resampler="systematic",
+                 moves="auto", max_moves=50, decorrelation=0.5, n_leapfrog=5, step_size=None, schedule=None,
+                 waste_free=None, batch_size=None, bisection_iters=50, max_steps=2000):
+        if kernel not in KERNELS:
+            raise UnknownNameError(f"unknown SMC kernel {kernel!r}; choose one of {', '.join(sorted(KERNELS))}")
+        if resampler not in RESAMPLERS:
+            raise UnknownNameError(f"unknown resampler {resampler!r}; choose one of {', '.join(sorted(RESAMPLERS))}")
+        if not 0 < target_ess < 1:
+            raise ValueRangeError(f"target_ess must be in (0, 1), got {target_ess!r}")
+        if not 0 <= resample_threshold <= 1:
+            raise ValueRangeError(f"resample_threshold must be in [0, 1], got {resample_threshold!r}")
+        if not (moves == "auto" or (isinstance(moves, int) and moves >= 0)):
+            raise ValueRangeError(f"moves must be 'auto' or an integer >= 0, got {moves!r}")
+        if waste_free is not None and (not isinstance(waste_free, int) or waste_free < 2):
+            raise ValueRangeError(f"waste_free must be a chain length P >= 2, got {waste_free!r}")
+        if batch_size is not None and (not isinstance(batch_size, int) or batch_size < 1):
+            raise ValueRangeError(f"batch_size must be a positive integer, got {batch_size!r}")
+        self.program, self.rt = program, program.rt
+        self.kernel_name = kernel
+        self.move, needs_grad, self.target_accept, self.initial_step = KERNELS[kernel]
+        self.move_params = {"n_leapfrog": int(n_leapfrog)} if kernel == "hmc" else {}
+        self.target_ess, self.threshold, self.resample = target_ess, resample_threshold, RESAMPLERS[resampler]
+        self.resampler = resampler
+        self.moves, self.max_moves, self.decorrelation = moves, int(max_moves), float(decorrelation)
+        self.step_size0 = step_size
+        self.schedule = None if schedule is None else self._check_schedule(schedule)
+        self.waste_free, self.iters, self.max_steps = waste_free, int(bisection_iters), int(max_steps)
+        self.density = make_density(self.rt, program, needs_grad, batch_size)
+        self.needs_grad = needs_grad
+        self.step = self.rt.jit(self._step)
+
+    def _check_schedule(self, schedule):
+        s = np.asarray(schedule, dtype=np.float64)
+        if s.ndim != 1 or len(s) < 2 or s[0] != 0 or s[-1] != 1 or np.any(np.diff(s) <= 0):
+            raise ValueRangeError("schedule must be an increasing sequence of temperatures from 0 to 1, "
+                                  f"got {np.round(s, 4).tolist()}")
+        return self.rt.asarray(s)
+
+    def init(self, key, n):
+        """N exact draws from the reference π0 (β = 0), uniform weights, log Z = 0."""
+        rt, xp = self.rt, self.rt.xp
+        if self.waste_free and n % self.waste_free:
+            raise ValueRangeError(f"waste-free SMC needs particles divisible by the chain length "
+                                  f"P = {self.waste_free}, got {n}")
+        z = self.program.sample_reference(key, n)
+        d = z.shape[-1]
+        if d == 0:
+            raise PPLError("the target has no latent sites to sample")
+        ref, rest, grad = self.density(z, 0.0 * rt.asarray(0.0))
+        h = self.step_size0 if self.step_size0 is not None else self.initial_step(d)
+        n_moves = self.waste_free - 1 if self.waste_free else (10 if self.moves == "auto" else self.moves)
+        return State(Particles(z, ref, rest, grad), rt.asarray(np.full(n, -math.log(n))), rt.asindex(np.arange(n)), rt.asarray(0.0),
+                     rt.asarray(0.0), rt.asarray(float(h)), rt.asindex(n_moves), rt.asindex(0))
+
+    # ---- one step --------------------------------------------------------------------------------------
+    def _step(self, key, s):
+        rt, xp = self.rt, self.rt.xp
+        k_res, k_move, k_off = rt.split(key, 3)
+        p = s.particles
+        n = p.z.shape[0]
+        non_finite = xp.sum(~(p.log_rest > NEG_INF))
+        if self.schedule is None:
+            beta = next_beta(rt, s.log_w, p.log_rest, s.beta, self.target_ess, self.iters)
+        else:
+            beta = self.schedule[s.t + 1]
+        log_w = s.log_w + increment(rt, beta - s.beta, p.log_rest)
+        log_c = xp.logsumexp(log_w)
+        log_w = log_w - log_c
+        ess = xp.exp(-xp.logsumexp(2 * log_w))
+        chol = cloud_cholesky(rt, p.z, log_w)
+        if self.waste_free:
+            p, eve, resampled, log_w, acc, jump = self._waste_free(k_res, k_move, k_off, p, s.eve, log_w, beta,
+                                                                   s.step_size, chol)
+        else:
+            resampled = ess < self.threshold * n
+            idx = xp.where(resampled, self.resample(rt, k_res, xp.exp(log_w)), xp.arange(n))
+            p = rt.tree_map(lambda a: xp.take(a, idx, axis=0), p)
+            eve = xp.take(s.eve, idx, axis=0)
+            log_w = xp.where(resampled, -math.log(n) + 0.0 * log_w, log_w)
+            p, acc, jump = self._moves(k_move, p, beta, s.step_size, chol, s.n_moves)
+        d = p.z.shape[-1]
+        # tuning for the next step: log h += 2 (acceptance − target); moves until the whitened squared jump
+        # distance per particle reaches `decorrelation` · 2D (2D for independent draws)
+        step_size = s.step_size * xp.exp(2.0 * (acc - self.target_accept))
+        jump = jump / (2.0 * d)
+        if self.moves == "auto" and not self.waste_free:
+            n_moves = _count_upto(rt, s.n_moves * self.decorrelation / xp.maximum(jump, 1e-3), self.max_moves)
+        else:
+            n_moves = s.n_moves
+        state = State(p, log_w, eve, beta, s.log_z + log_c, step_size, n_moves, s.t + 1)
+        info = {"beta": beta, "log_c": log_c, "ess": ess, "resampled": resampled, "acceptance": acc,
+                "step_size": s.step_size, "n_moves": s.n_moves, "jump": jump, "non_finite": non_finite}
+        return state, info
+
+    def _move_once(self, key, p, beta, h, chol):
+        if self.needs_grad:
+            return self.move(self.rt, key, p, beta, h, chol, self.density, **self.move_params)
+        return self.move(self.rt, key, p, beta, h, chol, self.density)
+
+    def _regrad(self, p, beta):
+        """Gradients of the tempered density at the new β (kernels with gradients)."""
+        if not self.needs_grad:
+            return p
+        return Particles(p.z, *self.density(p.z, beta))
+
+    def _moves(self, key, p, beta, h, chol, n_moves):
+        """`n_moves` kernel steps; mean acceptance and mean whitened squared jump ||Σ dy||²."""
+        rt, xp = self.rt, self.rt.xp
+        p = self._regrad(p, beta)
+
+        def body(_, c):
+            k, q, acc, dy = c
+            k, sub = rt.split(k, 2)
+            q, ok, step_dy = self._move_once(sub, q, beta, h, chol)
+            return k, q, acc + xp.mean(ok * 1.0), dy + step_dy
+
+        _, p, acc, dy = rt.fori_loop(0, n_moves, body, (key, p, 0.0 * beta, 0.0 * p.z))
+        acc = acc / xp.maximum(n_moves, 1)
+        return p, acc, xp.mean(xp.sum(dy * dy, axis=-1))
+
+    def _waste_free(self, k_res, k_move, k_off, p, eve, log_w, beta, h, chol):
+        """Resample M = N/P starts (a random one of every P systematic/stratified/... offspring, which keeps each
+        scheme unbiased), run a P-state chain from each, keep all N = M · P states."""
+        rt, xp = self.rt, self.rt.xp
+        n, big_p = p.z.shape[0], self.waste_free
+        m = n // big_p
+        idx = self.resample(rt, k_res, xp.exp(log_w))
+        offset = xp.sum(xp.arange(big_p - 1) + 1 <= rt.uniform(k_off, (1,)) * big_p)
+        starts = xp.take(idx, xp.arange(m) * big_p + offset, axis=0)
+        p = self._regrad(rt.tree_map(lambda a: xp.take(a, starts, axis=0), p), beta)
+        eve = xp.take(eve, starts, axis=0)
+
+        def body(c, _):
+            k, q = c
+            k, sub = rt.split(k, 2)
+            q, ok, _ = self._move_once(sub, q, beta, h, chol)
+            return (k, q), (*q, xp.mean(ok * 1.0))
+
+        _, ys = rt.scan(body, (k_move, p), None, length=big_p - 1)
+        allp = Particles(*(xp.concatenate([a[None], b]).reshape((n,) + tuple(a.shape[1:])) for a, b in zip(p, ys)))
+        return (allp, xp.concatenate([eve] * big_p), 1.0 + 0.0 * beta > 0, xp.full((n,), -math.log(n)),
+                xp.mean(ys[4]), 0.0 * beta)
+
+    # ---- the outer loop over temperatures (Python: the number of steps is unknown) ---------------------
+    def run(self, key, n, progress=False, desc="smc"):
+        """One SMC run with n particles: (final state, list of per-step info dicts of numpy values)."""
+        rt = self.rt
+        k0, key = rt.split(key, 2)
+        state = self.init(k0, n)
+        infos, beta = [], 0.0
+        bar = _progress_bar(progress, desc)
+        try:
+            while beta < 1.0:
+                if len(infos) >= self.max_steps:
+                    raise InferenceError(f"SMC: β stalled at {beta:.6g} after {len(infos)} steps (max_steps="
+                                         f"{self.max_steps}); the tempered densities are too peaked for "
+                                         f"{n} particles: use more particles or a closer reference")
+                key, sub = rt.split(key, 2)
+                state, info = self.step(sub, state)
+                info = {k: rt.to_numpy(v).item() for k, v in info.items()}
+                t = len(infos) + 1
+                if not math.isfinite(info["log_c"]):
+                    raise InferenceError(f"SMC: every weight vanished at step {t} (β {beta:.6g} → {info['beta']:.6g}): "
+                                         f"the log density was -inf or NaN on all {n} particles "
+                                         f"({info['non_finite']} non-finite before the step)")
+                if info["beta"] <= beta:
+                    raise InferenceError(f"SMC: β stalled at {beta:.6g} at step {t} (the next temperature did not "
+                                         f"increase; float32 resolution or a degenerate weight increment)")
+                if bar is not None:
+                    bar.update(info["beta"] - beta)
+                    bar.set_postfix(beta=f"{info['beta']:.4f}", ess=f"{info['ess'] / n:.2f}",
+                                    acc=f"{info['acceptance']:.2f}", refresh=False)
+                beta = info["beta"]
+                infos.append(info)
+        finally:
+            if bar is not None:
+                bar.close()
+        return state, infos
+
+
+def _progress_bar(progress, desc):
+    if progress is None:
+        progress = sys.stderr.isatty()
+    if not progress:
+        return None
+    from tqdm.auto import tqdm
+    return tqdm(total=1.0, desc=desc, bar_format="{desc}: {percentage:3.0f}%|{bar}| β {n:.4f}/1 [{elapsed}{postfix}]")
+
+
+def eve_relative_variance(log_w, eve, n_resampled):
+    """Lee & Whiteley's estimate of Var(Ẑ)/Ẑ² from final weights and time-0 ancestors (numpy)."""
+    n = len(log_w)
+    w = np.exp(log_w - np.max(log_w))
+    w /= w.sum()
+    families = np.bincount(eve, weights=w, minlength=n)
+    return float(max(1.0 - (n / (n - 1)) ** n_resampled * (1.0 - np.sum(families ** 2)), 0.0))
+
+
+def _padded(rows):
+    t = max(len(r) for r in rows)
+    return np.stack([np.pad(np.asarray(r, dtype=float), (0, t - len(r)), constant_values=np.nan) for r in rows])
+
+
+@method("smc")
+def run(compiled, rt, key, particles=10_000, progress=None, runs=1, **options):
+    """Adaptive tempered SMC of `compiled` with `particles` particles, `runs` independent runs.
+
+    Options: kernel ('rwm' | 'mala' | 'hmc'), target_ess (0.5), resample_threshold (0.5), resampler
+    ('systematic' | 'stratified' | 'multinomial' | 'residual'), moves ('auto' or an int), max_moves, decorrelation,
+    n_leapfrog, step_size, schedule (fixed temperatures 0..1), waste_free (chain length P), batch_size."""
+    if not isinstance(runs, int) or runs < 1:
+        raise ValueRangeError(f"runs must be a positive integer, got {runs!r}")
+    smc = SMC(compiled.lower(rt), **options)
+    keys = rt.split(key, runs)
+    samples, log_w, log_z, diag = [], [], [], {k: [] for k in ("beta", "ess", "resampled", "acceptance",
+                                                               "step_size", "n_moves", "non_finite")}
+    rel_var = []
+    for c in range(runs):
+        state, infos = smc.run(keys[c], particles, progress, desc=f"smc {c + 1}/{runs}" if runs > 1 else "smc")
+        samples.append(smc.program.to_constrained(state.particles.z))
+        lw = rt.to_numpy(state.log_w).astype(np.float64)
+        log_w.append(lw)
+        log_z.append(float(rt.to_numpy(state.log_z)))
+        for k in diag:
+            diag[k].append(np.array([0.0] + [i[k] for i in infos]) if k == "beta" else np.array([i[k] for i in infos]))
+        rel_var.append(eve_relative_variance(lw, rt.to_numpy(state.eve), int(sum(i["resampled"] for i in infos))))
+    log_z_arr = np.array(log_z)
+    if runs > 1:
+        m = log_z_arr.max()
+        total = float(m + np.log(np.mean(np.exp(log_z_arr - m))))
+        se = float(log_z_arr.std(ddof=1) / np.sqrt(runs))
+    else:
+        total, se = log_z[0], float(np.sqrt(rel_var[0]))
+    out = {k: np.stack([s[k] for s in samples]) for k in samples[0]}
+    diagnostics = {k: v if runs > 1 else v[0] for k, v in diag.items()}
+    diagnostics.update({"log_z_per_chain": log_z, "n_steps": [len(b) - 1 for b in diag["beta"]],
+                        "eve_relative_variance": rel_var, "kernel": smc.kernel_name, "resampler": smc.resampler,
+                        "particles": particles, "runs": runs})
+    sample_stats = {"beta": _padded(diag["beta"])[:, None], "ess": _padded(diag["ess"])[:, None],
+                    "acceptance": _padded(diag["acceptance"])[:, None],
+                    "resampled": _padded(diag["resampled"])[:, None]}
+    return Result(out, np.stack(log_w), total, se, method="smc", runtime=rt.name, device=rt.device,
+                  diagnostics=diagnostics, sample_stats=sample_stats)
