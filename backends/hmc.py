@@ -1,0 +1,221 @@
+"""HMC and NUTS: NumPyro's own samplers (JAX) or Pyro's (torch) on the compiled potential.
+
+Over the flat unconstrained particle z ∈ ℝ^D the potential is
+
+    U(z) = −(log π0(z) + log L(z))        (log|det J| of the constraining transforms included)
+
+so exp(−U) is the target γ pushed to ℝ^D; draws are mapped back with `to_constrained`.
+Warmup adapts the step size (dual averaging towards `target_accept`) and a diagonal
+(or `dense_mass`) inverse mass matrix. Chains start from exact draws of the reference π0
+(a chain that never moves is an error). On JAX the chains are vectorized (one jit-compiled
+`vmap`); Pyro has no vectorized chains, so its chains run one after the other.
+
+`particles` (passed by `ppl.sample`) is the total number of kept draws when `num_samples`
+is not given: num_samples = ceil(particles / chains). `num_samples` (draws per chain) wins.
+
+Diagnostics (ArviZ): rank-normalized split R-hat (NaN with one chain), bulk and tail ESS and MCSE per scalar
+component, divergences, E-BFMI (NumPyro only: Pyro does not expose the Hamiltonian per
+draw) and the adapted step size; a `ConvergenceWarning` names the offending parameter when
+R-hat > 1.01, ESS < 100 per chain, E-BFMI < 0.3 or any transition diverged.
+"""
+import logging
+import math
+import warnings
+
+import numpy as np
+
+from ..errors import InferenceError, UnknownNameError, ValueRangeError
+from ..result import Result
+from . import method
+
+RHAT_MAX, ESS_PER_CHAIN_MIN, EBFMI_MIN = 1.01, 100, 0.3
+OPTIONS = ("num_warmup", "num_samples", "chains", "target_accept", "max_tree_depth", "num_steps", "dense_mass")
+
+
+class ConvergenceWarning(UserWarning):
+    """The MCMC run shows signs of non-convergence (R-hat, ESS, divergences or E-BFMI)."""
+
+
+def _count(value, what, minimum):
+    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < minimum:
+        raise ValueRangeError(f"{what} must be an integer >= {minimum}, got {value!r}")
+    return int(value)
+
+
+def _numpyro(prog, key, z0, kind, warmup, draws, target_accept, max_tree_depth, num_steps, dense_mass, progress):
+    """NumPyro's MCMC, chains vectorized. Returns z [C, S, D], per-draw stats [C, S], step size [C]."""
+    import jax
+    from numpyro.infer import HMC, MCMC, NUTS
+
+    def potential(z):
+        ref, rest = prog._ref_rest(z)
+        return -(ref + rest)
+
+    common = dict(potential_fn=potential, target_accept_prob=target_accept, dense_mass=dense_mass)
+    kernel = (NUTS(max_tree_depth=max_tree_depth, **common) if kind == "nuts"
+              else HMC(num_steps=num_steps, **common))
+    chains = z0.shape[0]
+    mcmc = MCMC(kernel, num_warmup=warmup, num_samples=draws, num_chains=chains,
+                chain_method="vectorized", progress_bar=bool(progress))
+    fields = ("diverging", "energy", "num_steps", "accept_prob", "adapt_state.step_size")
+    mcmc.run(key, init_params=z0 if chains > 1 else z0[0], extra_fields=fields)
+    z = mcmc.get_samples(group_by_chain=True)
+    extra = jax.device_get(mcmc.get_extra_fields(group_by_chain=True))
+    stats = {"diverging": extra["diverging"], "energy": extra["energy"], "n_steps": extra["num_steps"],
+             "acceptance_rate": extra["accept_prob"], "step_size": extra["adapt_state.step_size"]}
+    stats = {k: np.asarray(v) for k, v in stats.items()}
+    return z, stats, stats["step_size"][:, -1]
+
+
+def _pyro(prog, key, z0, kind, warmup, draws, target_accept, max_tree_depth, num_steps, dense_mass, progress):
+    """Pyro's MCMC, one chain after the other (each seeded from `key`). Same returns as `_numpyro`."""
+    import torch
+    from pyro.infer.mcmc import HMC, MCMC, NUTS
+
+    def potential(params):
+        ref, rest = prog._ref_rest(params["z"])
+        return -(ref + rest)
+
+    zs, stats, steps = [], {"diverging": [], "acceptance_rate": [], "step_size": []}, []
+    seeds = prog.rt.split(key, z0.shape[0])
+    for c in range(z0.shape[0]):  # Pyro runs one chain per process; chains are few, particles are not
+        common = dict(potential_fn=potential, target_accept_prob=target_accept, full_mass=dense_mass)
+        kernel = (NUTS(max_tree_depth=max_tree_depth, **common) if kind == "nuts"
+                  else HMC(num_steps=num_steps or 10, **common))
+        accept = []
+
+        def hook(kern, _params, stage, _i, accept=accept):
+            if stage == "Sample":
+                accept.append(float(getattr(kern, "_mean_accept_prob", np.nan)))
+
+        mcmc = MCMC(kernel, num_samples=draws, warmup_steps=warmup, initial_params={"z": z0[c]},
+                    hook_fn=hook, disable_progbar=not progress)
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(int(seeds[c]))
+            mcmc.run()
+        zs.append(mcmc.get_samples()["z"].detach())
+        diverging = np.zeros(draws, dtype=bool)
+        diverging[np.asarray(mcmc.diagnostics()["divergences"]["chain 0"], dtype=int)] = True
+        stats["diverging"].append(diverging)
+        stats["acceptance_rate"].append(np.asarray(accept))
+        stats["step_size"].append(np.full(draws, float(kernel.step_size)))
+        steps.append(float(kernel.step_size))
+    return torch.stack(zs), {k: np.stack(v) for k, v in stats.items()}, np.asarray(steps)
+
+
+def _labelled(table, column):
+    return {str(k): float(v) for k, v in table[column].items()}
+
+
+def _worst(values, bad, what):
+    """'name (value)' for the worst entries of `values` where `bad(value)`, worst first."""
+    names = sorted((k for k, v in values.items() if bad(v)), key=lambda k: values[k])
+    if what == "max":
+        names = names[::-1]
+    shown = ", ".join(f"{k} ({values[k]:.3g})" for k in names[:3])
+    return shown + (f" and {len(names) - 3} more" if len(names) > 3 else ""), names
+
+
+def diagnose(samples, stats, chains):
+    """ArviZ diagnostics of draws `samples` {site: [C, S, ...]} and `stats` {name: [C, S]}; warns on failure."""
+    import arviz as az
+    log = logging.getLogger("arviz")
+    level = log.level
+    log.setLevel(logging.ERROR)  # one chain: R-hat is NaN, said in the docstring, not logged per call
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # constant deterministic components give NaN R-hat
+            table = az.summary(az.from_dict(posterior=samples), kind="diagnostics", round_to="none")
+    finally:
+        log.setLevel(level)
+    diverging = stats["diverging"].astype(bool)
+    diag = {"r_hat": _labelled(table, "r_hat"), "ess_bulk": _labelled(table, "ess_bulk"),
+            "ess_tail": _labelled(table, "ess_tail"), "mcse_mean": _labelled(table, "mcse_mean"),
+            "divergences": int(diverging.sum()), "divergences_per_chain": diverging.sum(axis=1).tolist(),
+            "e_bfmi": az.bfmi(stats["energy"]).tolist() if "energy" in stats else None}
+    r_hat = {k: v for k, v in diag["r_hat"].items() if np.isfinite(v)}  # NaN: one chain, or a constant
+    ess = {k: min(diag["ess_bulk"][k], diag["ess_tail"][k]) for k in diag["ess_bulk"]}
+    ess = {k: v for k, v in ess.items() if np.isfinite(v)}
+    diag["r_hat_max"] = max(r_hat.values(), default=float("nan"))
+    diag["ess_min"] = min(ess.values(), default=float("nan"))
+    shown, bad = _worst(r_hat, lambda v: v > RHAT_MAX, "max")
+    if bad:
+        warnings.warn(f"NUTS/HMC: R-hat > {RHAT_MAX} for {shown}: the chains disagree; run longer "
+                      f"(num_warmup, num_samples) or reparametrize", ConvergenceWarning, stacklevel=4)
+    shown, bad = _worst(ess, lambda v: v < ESS_PER_CHAIN_MIN * chains, "min")
+    if bad:
+        warnings.warn(f"NUTS/HMC: low effective sample size (< {ESS_PER_CHAIN_MIN} per chain) for {shown}; "
+                      f"means and quantiles are unreliable; run longer", ConvergenceWarning, stacklevel=4)
+    if diag["divergences"]:
+        warnings.warn(f"NUTS/HMC: {diag['divergences']} divergent transitions after warmup (per chain "
+                      f"{diag['divergences_per_chain']}); they concentrate in {_divergent_site(samples, diverging)}; "
+                      f"raise target_accept or reparametrize (non-centered)", ConvergenceWarning, stacklevel=4)
+    low = [i for i, v in enumerate(diag["e_bfmi"] or []) if v < EBFMI_MIN]
+    if low:
+        warnings.warn(f"NUTS/HMC: E-BFMI < {EBFMI_MIN} in chains {low} ({diag['e_bfmi']}): the momentum "
+                      f"resampling explores the energy poorly (heavy tails or a funnel)", ConvergenceWarning,
+                      stacklevel=4)
+    return diag
+
+
+def _divergent_site(samples, diverging):
+    """The scalar component whose divergent draws sit furthest (in sd) from the mean of all draws."""
+    best, where = 0.0, "no particular parameter"
+    for name, x in samples.items():
+        flat = x.reshape(x.shape[0] * x.shape[1], -1).astype(np.float64)
+        sd = flat.std(axis=0)
+        score = np.where(sd > 0, (flat[diverging.reshape(-1)].mean(axis=0) - flat.mean(axis=0)) / np.where(sd > 0, sd, 1), 0)
+        j = int(np.argmax(np.abs(score)))
+        if abs(score[j]) > abs(best):
+            best = float(score[j])
+            label = name if x.ndim == 2 else f"{name}[{', '.join(map(str, np.unravel_index(j, x.shape[2:])))}]"
+            where = f"{label} ({'low' if best < 0 else 'high'} values, {best:+.1f} sd from its mean)"
+    return where
+
+
+def _run(kind, compiled, rt, key, particles, progress, num_warmup=1000, num_samples=None, chains=4,
+         target_accept=0.8, max_tree_depth=10, num_steps=None, dense_mass=False, **unknown):
+    if unknown:
+        raise UnknownNameError(f"method {kind!r} has no option(s) {', '.join(sorted(unknown))}; "
+                               f"its options: {', '.join(OPTIONS)}")
+    chains = _count(chains, "chains", 1)
+    warmup = _count(num_warmup, "num_warmup", 0)
+    draws = _count(num_samples if num_samples is not None else math.ceil(_count(particles, "particles", 1) / chains),
+                   "num_samples", 1)
+    max_tree_depth = _count(max_tree_depth, "max_tree_depth", 1)
+    if num_steps is not None:
+        num_steps = _count(num_steps, "num_steps", 1)
+    if not 0.0 < float(target_accept) < 1.0:
+        raise ValueRangeError(f"target_accept must be in (0, 1), got {target_accept!r}")
+    prog = compiled.lower(rt)
+    if prog.dim == 0:
+        raise InferenceError(f"{kind}: the target has no latent sites to sample")
+    k_init, k_run = rt.split(key, 2)
+    z0 = prog.sample_reference(k_init, chains)
+    sampler = _numpyro if rt.framework == "jax" else _pyro
+    z, stats, step_size = sampler(prog, k_run, z0, kind, warmup, draws, float(target_accept), max_tree_depth,
+                                  num_steps, bool(dense_mass), progress)
+    stuck = np.flatnonzero(np.all(rt.to_numpy(z) == rt.to_numpy(z)[:, :1], axis=(1, 2)))
+    if stuck.size:
+        raise InferenceError(f"{kind}: chain(s) {stuck.tolist()} never moved from their start (a draw from the "
+                             f"reference): the target density is -inf or NaN there or nearby; check the target's "
+                             f"support and parameters, or pass reference=... closer to the target")
+    flat = prog.to_constrained(z.reshape((chains * draws, prog.dim)))
+    samples = {k: v.reshape((chains, draws) + v.shape[1:]) for k, v in flat.items()}
+    diag = diagnose(samples, stats, chains)
+    diag.update(step_size=np.asarray(step_size, dtype=float).tolist(), chains=chains, num_warmup=warmup,
+                num_samples=draws)
+    return Result(samples, None, method=kind, runtime=rt.name, device=rt.device, diagnostics=diag,
+                  sample_stats=stats)
+
+
+@method("nuts")
+def run_nuts(compiled, rt, key, particles=4000, progress=None, **options):
+    """NUTS (options: see `OPTIONS`) on the compiled potential; samples [chains, num_samples, ...]."""
+    return _run("nuts", compiled, rt, key, particles, progress, **options)
+
+
+@method("hmc")
+def run_hmc(compiled, rt, key, particles=4000, progress=None, **options):
+    """Static HMC with `num_steps` leapfrog steps (NumPyro default: trajectory length 2π) on the potential."""
+    return _run("hmc", compiled, rt, key, particles, progress, **options)
