@@ -69,7 +69,7 @@ def _run(prog, args):
         options.setdefault("progress", True)
     result = prog.sample(name, **options)
     import pandas as pd
-    with pd.option_context("display.max_rows", 60, "display.width", 120):
+    with pd.option_context("display.max_rows", 60, "display.max_columns", None, "display.width", 200):
         print(result.summary())
     if result.log_z is not None:
         se = f" ± {result.log_z_se:.4g}" if getattr(result, "log_z_se", None) is not None else ""
