@@ -128,12 +128,19 @@ class Compiled:
             cycle = " -> ".join(str(n[-1]) for n, _ in nx.find_cycle(g))
             raise PlanError(f"the sites depend on each other in a cycle: {cycle}") from None
 
-    # --- shapes and supports, from one trace on the JAX runtime ----------
+    # --- shapes and supports, from one abstract trace on the JAX runtime --
     def _infer_layout(self):
+        """Shapes, supports and checks from one particle traced abstractly (jax.eval_shape: nothing runs)."""
+        import jax
         from .lower import Evaluator
         from ..backends.runtime import get_runtime
-        ev = Evaluator(self, get_runtime("numpyro", "cpu"))
-        return ev.trace(self._check_term)
+        ev, out = Evaluator(self, get_runtime("numpyro", "cpu")), {}
+
+        def trace():
+            out["layout"] = ev.trace(self._check_term)
+            return 0.0
+        jax.eval_shape(trace)
+        return out["layout"]
 
     def _check_term(self, t, d, layout):
         if t.kind in ("prior", "gaussian") and t.site in layout:
