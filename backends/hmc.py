@@ -7,7 +7,7 @@ Over the flat unconstrained particle z ∈ ℝ^D the potential is
 so exp(−U) is the target γ pushed to ℝ^D; draws are mapped back with `to_constrained`.
 Warmup adapts the step size (dual averaging towards `target_accept`) and a diagonal
 (or `dense_mass`) inverse mass matrix. Chains start from exact draws of the reference π0
-(a chain that never moves is an error). On JAX the chains are vectorized (one jit-compiled
+(redrawn where the density is not finite). On JAX the chains are vectorized (one jit-compiled
 `vmap`); Pyro has no vectorized chains, so its chains run one after the other.
 
 `particles` (passed by `ppl.sample`) is the total number of kept draws when `num_samples`
@@ -42,6 +42,21 @@ def _count(value, what, minimum):
     return int(value)
 
 
+def _initial_points(prog, rt, key, chains):
+    """`chains` reference draws at which the potential is finite, from 8 × chains candidates (one jit on JAX)."""
+    def candidates(key):
+        z = prog.sample_reference(key, 8 * chains)
+        ref, rest = rt.vmap(prog._ref_rest)(z)
+        return z, rt.xp.isfinite(ref + rest)
+    z, finite = rt.jit(candidates)(key)
+    ok = np.flatnonzero(rt.to_numpy(finite))
+    if ok.size < chains:
+        raise InferenceError(f"NUTS/HMC: only {ok.size} of {8 * chains} draws from the reference have a finite "
+                             f"target density; cannot start {chains} chains (check the target's support and "
+                             f"parameters, or pass reference=... closer to the target)")
+    return rt.asarray(rt.to_numpy(z)[ok[:chains]])
+
+
 def _numpyro(prog, key, z0, kind, warmup, draws, target_accept, max_tree_depth, num_steps, dense_mass, progress):
     """NumPyro's MCMC, chains vectorized. Returns z [C, S, D], per-draw stats [C, S], step size [C]."""
     import jax
@@ -52,8 +67,9 @@ def _numpyro(prog, key, z0, kind, warmup, draws, target_accept, max_tree_depth, 
         return -(ref + rest)
 
     common = dict(potential_fn=potential, target_accept_prob=target_accept, dense_mass=dense_mass)
-    kernel = (NUTS(max_tree_depth=max_tree_depth, **common) if kind == "nuts"
-              else HMC(num_steps=num_steps, **common))
+    kernel = (NUTS(max_tree_depth=max_tree_depth, **common) if kind == "nuts"  # a fixed num_steps needs
+              else HMC(num_steps=num_steps, **common) if num_steps is None  # trajectory_length=None, or
+              else HMC(num_steps=num_steps, trajectory_length=None, **common))  # the step size is not adapted
     chains = z0.shape[0]
     mcmc = MCMC(kernel, num_warmup=warmup, num_samples=draws, num_chains=chains,
                 chain_method="vectorized", progress_bar=bool(progress))
@@ -81,7 +97,7 @@ def _pyro(prog, key, z0, kind, warmup, draws, target_accept, max_tree_depth, num
     for c in range(z0.shape[0]):  # Pyro runs one chain per process; chains are few, particles are not
         common = dict(potential_fn=potential, target_accept_prob=target_accept, full_mass=dense_mass)
         kernel = (NUTS(max_tree_depth=max_tree_depth, **common) if kind == "nuts"
-                  else HMC(num_steps=num_steps or 10, **common))
+                  else HMC(num_steps=num_steps, **common))
         accept = []
 
         def hook(kern, _params, stage, _i, accept=accept):
@@ -92,7 +108,11 @@ def _pyro(prog, key, z0, kind, warmup, draws, target_accept, max_tree_depth, num
                     hook_fn=hook, disable_progbar=not progress)
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(int(seeds[c]))
-            mcmc.run()
+            try:
+                mcmc.run()
+            except RuntimeError as e:  # Pyro's tree building fails on NaN energies
+                raise InferenceError(f"{kind} (Pyro) failed in chain {c}: {e}; the target density is probably "
+                                     f"NaN somewhere in the region the chain explored") from None
         zs.append(mcmc.get_samples()["z"].detach())
         diverging = np.zeros(draws, dtype=bool)
         diverging[np.asarray(mcmc.diagnostics()["divergences"]["chain 0"], dtype=int)] = True
@@ -191,15 +211,10 @@ def _run(kind, compiled, rt, key, particles, progress, num_warmup=1000, num_samp
     if prog.dim == 0:
         raise InferenceError(f"{kind}: the target has no latent sites to sample")
     k_init, k_run = rt.split(key, 2)
-    z0 = prog.sample_reference(k_init, chains)
+    z0 = _initial_points(prog, rt, k_init, chains)
     sampler = _numpyro if rt.framework == "jax" else _pyro
     z, stats, step_size = sampler(prog, k_run, z0, kind, warmup, draws, float(target_accept), max_tree_depth,
                                   num_steps, bool(dense_mass), progress)
-    stuck = np.flatnonzero(np.all(rt.to_numpy(z) == rt.to_numpy(z)[:, :1], axis=(1, 2)))
-    if stuck.size:
-        raise InferenceError(f"{kind}: chain(s) {stuck.tolist()} never moved from their start (a draw from the "
-                             f"reference): the target density is -inf or NaN there or nearby; check the target's "
-                             f"support and parameters, or pass reference=... closer to the target")
     flat = prog.to_constrained(z.reshape((chains * draws, prog.dim)))
     samples = {k: v.reshape((chains, draws) + v.shape[1:]) for k, v in flat.items()}
     diag = diagnose(samples, stats, chains)
@@ -217,5 +232,5 @@ def run_nuts(compiled, rt, key, particles=4000, progress=None, **options):
 
 @method("hmc")
 def run_hmc(compiled, rt, key, particles=4000, progress=None, **options):
-    """Static HMC with `num_steps` leapfrog steps (NumPyro default: trajectory length 2π) on the potential."""
+    """Static HMC with `num_steps` leapfrog steps (default: the libraries' trajectory length 2π) on the potential."""
     return _run("hmc", compiled, rt, key, particles, progress, **options)

@@ -19,6 +19,7 @@ from .language import load_ppl, parse
 from .diffusion import diffusion, train_score
 from .stdlib.diffusion import VESDE, VPSDE, GaussianMixture
 from .result import Result
+from .io import load
 
 __all__ = [
     "math", "model", "deterministic", "factor", "energy", "geometric", "compile", "sample", "Result", "Target",
@@ -26,6 +27,6 @@ __all__ = [
     "Exponential", "Gamma", "InverseGamma", "Beta", "Uniform", "Laplace", "Dirichlet", "MultivariateNormal",
     "Bernoulli", "Binomial", "Poisson", "Categorical", "Flat", "PPLError", "NameResolutionError", "ShapeError",
     "SupportError", "ValueRangeError", "PlanError", "UnknownNameError", "InferenceError", "SourceError",
-    "load_ppl", "parse",
+    "load_ppl", "parse", "load",
     "diffusion", "train_score", "VPSDE", "VESDE", "GaussianMixture",
 ]

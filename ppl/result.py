@@ -118,6 +118,16 @@ class Result:
             stats["log_marginal_likelihood"] = np.asarray(per_chain, dtype=float).reshape(-1, 1)
         return az.from_dict(posterior=posterior, sample_stats=stats or None, attrs=attrs)
 
+    def plot(self, path=None, var_names=None):
+        """Marginal densities and pairwise scatter of `var_names` plus per-method panels (see `ppl.plots`)."""
+        from .plots import plot
+        return plot(self, path, var_names)
+
+    def save(self, path):
+        """Write this result to NetCDF at `path`; `ppl.load(path)` reads it back (see `ppl.io`)."""
+        from .io import save
+        return save(self, path)
+
     def __repr__(self):
         parts = [f"Result(method={self.method!r}, runtime={self.runtime!r}, device={self.device!r}"]
         if self.log_z is not None:

@@ -1,0 +1,87 @@
+"""Saving and loading a `Result` as NetCDF (ArviZ `InferenceData`, h5netcdf engine).
+
+The file is `result.to_arviz()` (equally weighted draws per chain, readable by any ArviZ
+user) plus what a `Result` needs to come back unchanged:
+
+* group `ppl_weighted` (weighted runs only): the raw draws [C, N, ...] and `log_weights` [C, N];
+* attribute `ppl` of the `posterior` group: JSON with method, runtime, device, log Z and its
+  standard error, wall time, seed, the diagnostics (numpy arrays tagged so they come back as
+  arrays) and the original shapes of the `sample_stats` arrays.
+"""
+import json
+import warnings
+
+import numpy as np
+
+from .errors import PPLError
+from .result import Result
+
+WEIGHTED = "ppl_weighted"
+
+
+def _encode(x):
+    if isinstance(x, np.ndarray):
+        return {"__ndarray__": _encode(x.tolist()), "dtype": str(x.dtype)}
+    if isinstance(x, dict):
+        return {str(k): _encode(v) for k, v in x.items()}
+    if isinstance(x, (list, tuple)):
+        return [_encode(v) for v in x]
+    if isinstance(x, np.generic):
+        return x.item()
+    if x is None or isinstance(x, (bool, int, float, str)):
+        return x
+    return str(x)
+
+
+def _decode(x):
+    if isinstance(x, dict):
+        if "__ndarray__" in x:
+            return np.asarray(_decode(x["__ndarray__"]), dtype=x["dtype"])
+        return {k: _decode(v) for k, v in x.items()}
+    if isinstance(x, list):
+        return [_decode(v) for v in x]
+    return x
+
+
+def save(result, path):
+    """Write `result` to the NetCDF file `path`; returns `path`."""
+    import xarray as xr
+    idata = result.to_arviz()
+    meta = {"method": result.method, "runtime": result.runtime, "device": str(result.device),
+            "log_z": result.log_z, "log_z_se": result.log_z_se, "wall_time": result.wall_time, "seed": result.seed,
+            "diagnostics": result.diagnostics, "weighted": result.log_weights is not None,
+            "sample_stats_shapes": {k: list(np.shape(v)) for k, v in result.sample_stats.items()}}
+    idata.posterior.attrs["ppl"] = json.dumps(_encode(meta))
+    if result.log_weights is not None:
+        data = {k: (("chain", "draw") + tuple(f"{k}_dim_{i}" for i in range(v.ndim - 2)), v)
+                for k, v in result.samples.items()}
+        data["log_weights"] = (("chain", "draw"), result.log_weights)
+        idata.add_groups({WEIGHTED: xr.Dataset(data)})
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        idata.to_netcdf(str(path))
+    return path
+
+
+def load(path):
+    """The `Result` saved by `Result.save(path)`."""
+    import arviz as az
+    try:
+        idata = az.from_netcdf(str(path))
+        meta = _decode(json.loads(idata.posterior.attrs["ppl"]))
+    except (OSError, KeyError, ValueError) as e:
+        raise PPLError(f"cannot load a ppl result from {path!s}: {e}") from None
+    if meta["weighted"]:
+        weighted = idata[WEIGHTED]
+        samples = {k: weighted[k].values for k in weighted.data_vars if k != "log_weights"}
+        log_weights = weighted["log_weights"].values
+    else:
+        samples = {k: idata.posterior[k].values for k in idata.posterior.data_vars}
+        log_weights = None
+    stats = {k: idata.sample_stats[k].values.reshape(shape)
+             for k, shape in meta["sample_stats_shapes"].items()} if "sample_stats" in idata.groups() else {}
+    result = Result(samples, log_weights, meta["log_z"], meta["log_z_se"], method=meta["method"],
+                    runtime=meta["runtime"], device=meta["device"], diagnostics=meta["diagnostics"],
+                    sample_stats=stats)
+    result.wall_time, result.seed = meta["wall_time"], meta["seed"]
+    return result
