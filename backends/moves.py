@@ -97,6 +97,7 @@ def cloud_cholesky(rt, z, log_w):
     """Cholesky factor of the weighted covariance of z [N, D] (weights exp(log_w), normalized), with jitter."""
     xp = rt.xp
     w = xp.exp(log_w - xp.logsumexp(log_w))
+    w = xp.where(xp.isnan(w), 1.0 / z.shape[0], w)  # every weight vanished: the caller reports it
     mean = xp.sum(w[:, None] * z, axis=0)
     c = z - mean
     cov = xp.einsum("n,ni,nj->ij", w, c, c)

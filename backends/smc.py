@@ -20,6 +20,7 @@ Var(Ẑ)/Ẑ² ≈ 1 − (N/(N−1))^R (1 − Σ_k (Σ_{i: E_i=k} W_i)²), R = n
 """
 import math
 import sys
+import weakref
 from collections import namedtuple
 
 import numpy as np
@@ -187,7 +188,7 @@ class SMC:
             idx = xp.where(resampled, self.resample(rt, k_res, xp.exp(log_w)), xp.arange(n))
             p = rt.tree_map(lambda a: xp.take(a, idx, axis=0), p)
             eve = xp.take(s.eve, idx, axis=0)
-            log_w = xp.where(resampled, -math.log(n) + 0.0 * log_w, log_w)
+            log_w = xp.where(resampled, -math.log(n), log_w)
             p, acc, jump = self._moves(k_move, p, beta, s.step_size, chol, s.n_moves)
         d = p.z.shape[-1]
         # tuning for the next step: log h += 2 (acceptance − target); moves until the whitened squared jump
@@ -312,6 +313,19 @@ def _padded(rows):
     return np.stack([np.pad(np.asarray(r, dtype=float), (0, t - len(r)), constant_values=np.nan) for r in rows])
 
 
+_CACHE = weakref.WeakKeyDictionary()
+
+
+def _cached_smc(compiled, rt, options):
+    """One `SMC` (and so one jit-compiled step) per compiled target, runtime and options."""
+    per_target = _CACHE.setdefault(compiled, {})
+    key = (rt.name, str(rt.device), repr(sorted((k, np.asarray(v).tolist() if k == "schedule" else v)
+                                                 for k, v in options.items())))
+    if key not in per_target:
+        per_target[key] = SMC(compiled.lower(rt), **options)
+    return per_target[key]
+
+
 @method("smc")
 def run(compiled, rt, key, particles=10_000, progress=None, runs=1, **options):
     """Adaptive tempered SMC of `compiled` with `particles` particles, `runs` independent runs.
@@ -321,7 +335,7 @@ def run(compiled, rt, key, particles=10_000, progress=None, runs=1, **options):
     n_leapfrog, step_size, schedule (fixed temperatures 0..1), waste_free (chain length P), batch_size."""
     if not isinstance(runs, int) or runs < 1:
         raise ValueRangeError(f"runs must be a positive integer, got {runs!r}")
-    smc = SMC(compiled.lower(rt), **options)
+    smc = _cached_smc(compiled, rt, options)
     keys = rt.split(key, runs)
     samples, log_w, log_z, diag = [], [], [], {k: [] for k in ("beta", "ess", "resampled", "acceptance",
                                                                "step_size", "n_moves", "non_finite")}

@@ -1,0 +1,214 @@
+"""SMC backend: log Z and moments against exact answers, the CESS bisection, failure modes, options.
+
+Tolerances are 5 standard errors of log Z, estimated from the spread over independent runs (`runs=`),
+plus the float32 accumulation slack of the log densities where stated.
+"""
+import math
+
+import numpy as np
+import pytest
+
+import ppl
+from ppl.backends import get_runtime
+from ppl.backends.smc import conditional_ess, increment, next_beta
+from ppl.errors import InferenceError, ValueRangeError
+from ppl.stdlib import targets as T
+
+RUNTIMES = ["numpyro", "pyro"]
+A = [0.2, 0.4, 0.6, 0.8, 1.0]
+LAM = 0.5
+
+
+def _reference_or_skip(build):
+    try:
+        return build()
+    except ppl.PPLError as e:
+        pytest.skip(f"shared reference data absent: {e}")
+
+
+def _tilted():
+    """N(0, I₅) tilted by exp(a·x / λ): log Z = |a|² / (2λ²), mean a / λ, sd 1."""
+    return ppl.model(x=ppl.Normal(0.0, 1.0, shape=(5,))).tilt(lambda x: sum(A[i] * x[i] for i in range(5)), LAM)
+
+
+def _check_log_z(r, exact, k=5.0, slack=0.0):
+    assert r.log_z_se is not None and r.log_z_se > 0
+    assert abs(r.log_z - exact) < k * r.log_z_se + slack, (r.log_z, r.log_z_se, exact,
+                                                           r.diagnostics["log_z_per_chain"])
+
+
+# ---- the CESS bisection ---------------------------------------------------------------------------------
+
+@pytest.mark.parametrize("runtime", RUNTIMES)
+def test_bisection_increment_sign_and_cess(runtime):
+    """β' > β; CESS(β' − β) = target; the increment is +δ log L, so particles with larger log L gain weight,
+    also when every log L is hugely negative (a sign error stalls at β ≈ 0 or moves toward lower L)."""
+    rt = get_runtime(runtime)
+    rng = np.random.default_rng(0)
+    log_rest = rt.asarray(-1e4 - 50 * rng.standard_normal(1000) ** 2)
+    log_w = rt.asarray(np.full(1000, -math.log(1000)))
+    beta = next_beta(rt, log_w, log_rest, rt.asarray(0.0), 0.5)
+    b = float(rt.to_numpy(beta))
+    assert 0 < b < 1
+    cess = float(rt.to_numpy(conditional_ess(rt, log_w, increment(rt, beta, log_rest))))
+    assert abs(cess - 0.5) < 1e-3
+    inc = rt.to_numpy(increment(rt, beta, log_rest))
+    lr = rt.to_numpy(log_rest)
+    assert np.all(np.diff(inc[np.argsort(lr)]) >= 0), "weight increment must increase with log L"
+    np.testing.assert_allclose(inc, b * lr, rtol=1e-6)
+    # a flat likelihood is reached in one step
+    flat = next_beta(rt, log_w, 0.0 * log_rest - 7.0, rt.asarray(0.3), 0.5)
+    assert float(rt.to_numpy(flat)) == 1.0
+
+
+def test_non_finite_increment_is_excluded():
+    rt = get_runtime("numpyro")
+    log_rest = rt.asarray([0.0, -float("inf"), -1.0])
+    np.testing.assert_array_equal(rt.to_numpy(increment(rt, rt.asarray(0.0), log_rest)), [0.0, -np.inf, -0.0])
+
+
+# ---- closed forms -----------------------------------------------------------------------------------------
+
+@pytest.mark.parametrize("runtime", RUNTIMES)
+def test_tilted_gaussian(runtime):
+    r = ppl.sample(_tilted(), method="smc", runtime=runtime, particles=1000, runs=4, seed=1)
+    _check_log_z(r, sum(a * a for a in A) / (2 * LAM ** 2))
+    # moments: sd of the mean of N draws ≈ 1/sqrt(ESS); 4 independent runs pooled
+    se = 1.0 / np.sqrt(r.ess)
+    assert np.all(np.abs(r.mean("x") - np.array(A) / LAM) < 5 * se * 2)
+    assert np.all(np.abs(r.std("x") - 1.0) < 0.15)
+    assert r.samples["x"].shape == (4, 1000, 5)
+
+
+@pytest.mark.parametrize("runtime", RUNTIMES)
+def test_annealed_gaussian_unfolded(runtime):
+    """N(1, 2²)^β per dimension, β = 2.5, d = 3: log Z = d [(1 − β)/2 log(2π σ²) − ½ log β]."""
+    beta, s, d = 2.5, 2.0, 3
+    target = ppl.model(x=ppl.Normal(1.0, s, shape=(d,))) ** beta
+    r = ppl.sample(target, method="smc", runtime=runtime, particles=1000, runs=4, seed=2, fold=False,
+                   kernel="mala")
+    _check_log_z(r, d * ((1 - beta) / 2 * math.log(2 * math.pi * s * s) - 0.5 * math.log(beta)))
+    assert np.all(np.abs(r.std("x") - s / math.sqrt(beta)) < 0.15 * s / math.sqrt(beta))
+
+
+@pytest.mark.parametrize("runtime", RUNTIMES)
+def test_eight_schools(runtime):
+    known = _reference_or_skip(T.eight_schools)
+    r = ppl.sample(known.target, method="smc", runtime=runtime, particles=1000, runs=4, seed=3)
+    _check_log_z(r, known.log_z)
+
+
+@pytest.mark.parametrize("runtime", RUNTIMES)
+def test_gaussian_mixture_modes_small(runtime):
+    """Fast variant: 4 separated modes in 10-d, log Z = 0 and every mode with its weight."""
+    known = T.gaussian_mixture()
+    r = ppl.sample(known.target, method="smc", runtime=runtime, particles=2000, runs=2, seed=4, kernel="hmc",
+                   moves=5)
+    _check_log_z(r, known.log_z, slack=0.1)
+    _check_modes(r, known)
+
+
+def _check_modes(r, known):
+    x = r.samples["x"].reshape(-1, r.samples["x"].shape[-1])
+    w = r.weights.reshape(-1) / r.weights.shape[0]
+    k = np.argmin(((x[:, None, :] - known.moments["means"][None]) ** 2).sum(-1), axis=1)
+    frac = np.array([w[k == j].sum() for j in range(len(known.moments["weights"]))])
+    ess = r.ess
+    expected = known.moments["weights"]
+    assert np.all(np.abs(frac - expected) < 5 * np.sqrt(expected * (1 - expected) / ess) + 0.03), frac
+
+
+# ---- failure is loud ----------------------------------------------------------------------------------------
+
+@pytest.mark.parametrize("runtime", RUNTIMES)
+def test_non_finite_particles_are_dropped_and_counted(runtime):
+    """N(0, 1) restricted to x > 0 by a factor log 1[x > 0] (−inf on half the particles): log Z = log ½."""
+    target = ppl.model(x=ppl.Normal(0.0, 1.0), cut=ppl.factor(lambda x: ppl.math.log((x > 0) * 1.0)))
+    r = ppl.sample(target, method="smc", runtime=runtime, particles=2000, runs=3, seed=5)
+    assert r.diagnostics["non_finite"][0][0] > 500
+    _check_log_z(r, math.log(0.5))
+    assert np.all(r.samples["x"][r.weights > 0] > 0)
+
+
+@pytest.mark.parametrize("runtime", RUNTIMES)
+def test_all_weights_vanish_raises(runtime):
+    target = ppl.model(x=ppl.Normal(0.0, 1.0), bad=ppl.factor(lambda x: x * float("nan")))
+    with pytest.raises(InferenceError, match="every weight vanished at step 1"):
+        ppl.sample(target, method="smc", runtime=runtime, particles=100, seed=0)
+
+
+def test_bad_options_raise():
+    with pytest.raises(ValueRangeError, match="schedule"):
+        ppl.sample(_tilted(), method="smc", particles=100, schedule=[0.0, 0.7, 0.5, 1.0])
+    with pytest.raises(ppl.UnknownNameError, match="kernel"):
+        ppl.sample(_tilted(), method="smc", particles=100, kernel="gibbs")
+
+
+# ---- options, reproducibility, result ------------------------------------------------------------------------
+
+@pytest.mark.parametrize("runtime", RUNTIMES)
+def test_reproducible_from_seed(runtime):
+    opts = dict(method="smc", runtime=runtime, particles=300, moves=2)
+    target = ppl.compile(_tilted())  # one compiled target: the jitted step is reused across calls
+    a, b, c = (ppl.sample(target, seed=s, **opts) for s in (11, 11, 12))
+    assert a.log_z == b.log_z and np.array_equal(a.samples["x"], b.samples["x"])
+    assert a.log_z != c.log_z
+
+
+@pytest.mark.parametrize("runtime", RUNTIMES)
+def test_options_schedule_waste_free_batches_and_arviz(runtime):
+    """Fixed schedule, waste-free SMC with residual resampling, and chunked evaluation give the right log Z;
+    chunking does not change the result; to_arviz carries log Z and the schedule."""
+    exact = sum(a * a for a in A) / (2 * LAM ** 2)
+    base = dict(method="smc", runtime=runtime, particles=1000, runs=3, seed=6)
+    fixed = ppl.sample(_tilted(), schedule=np.linspace(0, 1, 11) ** 2, kernel="mala", moves=3, **base)
+    _check_log_z(fixed, exact)
+    assert np.allclose(fixed.diagnostics["beta"][0], np.linspace(0, 1, 11) ** 2)
+    wf = ppl.sample(_tilted(), waste_free=10, resampler="residual", kernel="rwm", **base)
+    _check_log_z(wf, exact)
+    chunked = ppl.sample(_tilted(), waste_free=10, resampler="residual", kernel="rwm", batch_size=128, **base)
+    np.testing.assert_allclose(wf.diagnostics["log_z_per_chain"], chunked.diagnostics["log_z_per_chain"], atol=1e-3)
+    np.testing.assert_allclose(wf.samples["x"], chunked.samples["x"], atol=1e-3)
+    idata = wf.to_arviz()
+    assert idata.sample_stats["log_marginal_likelihood"].shape == (3, 1)
+    assert idata.sample_stats["beta"].shape[:2] == (3, 1)
+    assert idata.posterior["x"].shape == (3, 1000, 5)
+
+
+# ---- long statistical runs --------------------------------------------------------------------------------
+
+@pytest.mark.slow
+@pytest.mark.parametrize("runtime", RUNTIMES)
+def test_gaussian_mixture_modes(runtime):
+    known = T.gaussian_mixture()
+    r = ppl.sample(known.target, method="smc", runtime=runtime, particles=10_000, runs=4, seed=7, kernel="hmc")
+    _check_log_z(r, known.log_z)
+    _check_modes(r, known)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("runtime", RUNTIMES)
+def test_many_well_32(runtime):
+    known = T.many_well(32)
+    r = ppl.sample(known.target, method="smc", runtime=runtime, particles=10_000, runs=4, seed=8,
+                   reference=known.reference, kernel="hmc")
+    _check_log_z(r, known.log_z, slack=0.05)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("runtime", RUNTIMES)
+def test_sblrc_blr(runtime):
+    known = _reference_or_skip(T.sblrc_blr)
+    r = ppl.sample(known.target, method="smc", runtime=runtime, particles=10_000, runs=4, seed=9, kernel="hmc",
+                   target_ess=0.9)
+    _check_log_z(r, known.log_z, slack=0.05)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("runtime", RUNTIMES)
+def test_german_credit(runtime):
+    known = _reference_or_skip(T.german_credit)
+    r = ppl.sample(known.target, method="smc", runtime=runtime, particles=5000, runs=4, seed=10, kernel="hmc")
+    _check_log_z(r, known.log_z, slack=0.05)
+    assert abs(r.mean("w")[0] - known.moments["w0"][0]) < 0.03
+    assert abs(r.mean("w")[-1] - known.moments["bias"][0]) < 0.03
