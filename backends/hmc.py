@@ -58,7 +58,8 @@ def _initial_points(prog, rt, key, chains):
 
 
 def _numpyro(prog, key, z0, kind, warmup, draws, target_accept, max_tree_depth, num_steps, dense_mass, progress):
-    """NumPyro's MCMC, chains vectorized. Returns z [C, S, D], per-draw stats [C, S], step size [C]."""
+    """NumPyro's MCMC, chains vectorized. Returns z [C, S, D], per-draw stats [C, S], step size [C] and
+    the mean acceptance probability [C]."""
     import jax
     from numpyro.infer import HMC, MCMC, NUTS
 
@@ -67,9 +68,9 @@ def _numpyro(prog, key, z0, kind, warmup, draws, target_accept, max_tree_depth, 
         return -(ref + rest)
 
     common = dict(potential_fn=potential, target_accept_prob=target_accept, dense_mass=dense_mass)
-    kernel = (NUTS(max_tree_depth=max_tree_depth, **common) if kind == "nuts"  # a fixed num_steps needs
-              else HMC(num_steps=num_steps, **common) if num_steps is None  # trajectory_length=None, or
-              else HMC(num_steps=num_steps, trajectory_length=None, **common))  # the step size is not adapted
+    # a fixed num_steps needs trajectory_length=None, or NumPyro does not adapt the step size
+    steps = {} if num_steps is None else {"num_steps": num_steps, "trajectory_length": None}
+    kernel = NUTS(max_tree_depth=max_tree_depth, **common) if kind == "nuts" else HMC(**steps, **common)
     chains = z0.shape[0]
     mcmc = MCMC(kernel, num_warmup=warmup, num_samples=draws, num_chains=chains,
                 chain_method="vectorized", progress_bar=bool(progress))
@@ -80,11 +81,12 @@ def _numpyro(prog, key, z0, kind, warmup, draws, target_accept, max_tree_depth, 
     stats = {"diverging": extra["diverging"], "energy": extra["energy"], "n_steps": extra["num_steps"],
              "acceptance_rate": extra["accept_prob"], "step_size": extra["adapt_state.step_size"]}
     stats = {k: np.asarray(v) for k, v in stats.items()}
-    return z, stats, stats["step_size"][:, -1]
+    return z, stats, stats["step_size"][:, -1], stats["acceptance_rate"].mean(axis=1)
 
 
 def _pyro(prog, key, z0, kind, warmup, draws, target_accept, max_tree_depth, num_steps, dense_mass, progress):
-    """Pyro's MCMC, one chain after the other (each seeded from `key`). Same returns as `_numpyro`."""
+    """Pyro's MCMC, one chain after the other (each seeded from `key`). Same returns as `_numpyro`
+    (Pyro keeps no per-draw energy, tree size or acceptance probability: its acceptance rate per chain)."""
     import torch
     from pyro.infer.mcmc import HMC, MCMC, NUTS
 
@@ -92,20 +94,14 @@ def _pyro(prog, key, z0, kind, warmup, draws, target_accept, max_tree_depth, num
         ref, rest = prog._ref_rest(params["z"])
         return -(ref + rest)
 
-    zs, stats, steps = [], {"diverging": [], "acceptance_rate": [], "step_size": []}, []
+    zs, stats, steps, accept = [], {"diverging": [], "step_size": []}, [], []
     seeds = prog.rt.split(key, z0.shape[0])
     for c in range(z0.shape[0]):  # Pyro runs one chain per process; chains are few, particles are not
         common = dict(potential_fn=potential, target_accept_prob=target_accept, full_mass=dense_mass)
         kernel = (NUTS(max_tree_depth=max_tree_depth, **common) if kind == "nuts"
                   else HMC(num_steps=num_steps, **common))
-        accept = []
-
-        def hook(kern, _params, stage, _i, accept=accept):
-            if stage == "Sample":
-                accept.append(float(getattr(kern, "_mean_accept_prob", np.nan)))
-
         mcmc = MCMC(kernel, num_samples=draws, warmup_steps=warmup, initial_params={"z": z0[c]},
-                    hook_fn=hook, disable_progbar=not progress)
+                    disable_progbar=not progress)
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(int(seeds[c]))
             try:
@@ -114,13 +110,14 @@ def _pyro(prog, key, z0, kind, warmup, draws, target_accept, max_tree_depth, num
                 raise InferenceError(f"{kind} (Pyro) failed in chain {c}: {e}; the target density is probably "
                                      f"NaN somewhere in the region the chain explored") from None
         zs.append(mcmc.get_samples()["z"].detach())
+        info = mcmc.diagnostics()
         diverging = np.zeros(draws, dtype=bool)
-        diverging[np.asarray(mcmc.diagnostics()["divergences"]["chain 0"], dtype=int)] = True
+        diverging[np.asarray(info["divergences"]["chain 0"], dtype=int)] = True
         stats["diverging"].append(diverging)
-        stats["acceptance_rate"].append(np.asarray(accept))
         stats["step_size"].append(np.full(draws, float(kernel.step_size)))
         steps.append(float(kernel.step_size))
-    return torch.stack(zs), {k: np.stack(v) for k, v in stats.items()}, np.asarray(steps)
+        accept.append(float(info["acceptance rate"]["chain 0"]))
+    return torch.stack(zs), {k: np.stack(v) for k, v in stats.items()}, np.asarray(steps), accept
 
 
 def _labelled(table, column):
@@ -184,7 +181,8 @@ def _divergent_site(samples, diverging):
     for name, x in samples.items():
         flat = x.reshape(x.shape[0] * x.shape[1], -1).astype(np.float64)
         sd = flat.std(axis=0)
-        score = np.where(sd > 0, (flat[diverging.reshape(-1)].mean(axis=0) - flat.mean(axis=0)) / np.where(sd > 0, sd, 1), 0)
+        shift = flat[diverging.reshape(-1)].mean(axis=0) - flat.mean(axis=0)
+        score = np.where(sd > 0, shift / np.where(sd > 0, sd, 1.0), 0.0)
         j = int(np.argmax(np.abs(score)))
         if abs(score[j]) > abs(best):
             best = float(score[j])
@@ -213,12 +211,13 @@ def _run(kind, compiled, rt, key, particles, progress, num_warmup=1000, num_samp
     k_init, k_run = rt.split(key, 2)
     z0 = _initial_points(prog, rt, k_init, chains)
     sampler = _numpyro if rt.framework == "jax" else _pyro
-    z, stats, step_size = sampler(prog, k_run, z0, kind, warmup, draws, float(target_accept), max_tree_depth,
-                                  num_steps, bool(dense_mass), progress)
+    z, stats, step_size, accept = sampler(prog, k_run, z0, kind, warmup, draws, float(target_accept),
+                                          max_tree_depth, num_steps, bool(dense_mass), progress)
     flat = prog.to_constrained(z.reshape((chains * draws, prog.dim)))
     samples = {k: v.reshape((chains, draws) + v.shape[1:]) for k, v in flat.items()}
     diag = diagnose(samples, stats, chains)
-    diag.update(step_size=np.asarray(step_size, dtype=float).tolist(), chains=chains, num_warmup=warmup,
+    diag.update(step_size=np.asarray(step_size, dtype=float).tolist(),
+                acceptance_rate=np.asarray(accept, dtype=float).tolist(), chains=chains, num_warmup=warmup,
                 num_samples=draws)
     return Result(samples, None, method=kind, runtime=rt.name, device=rt.device, diagnostics=diag,
                   sample_stats=stats)

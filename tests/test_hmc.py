@@ -32,10 +32,11 @@ def test_algebra_target_moments(runtime, method):
     c, s = size["chains"], size["num_samples"]
     assert r.log_weights is None and r.log_z is None and r.method == method
     assert {k: v.shape for k, v in r.samples.items()} == {"x": (c, s), "y": (c, s), "z": (c, s)}
-    assert set(r.sample_stats) >= {"diverging", "acceptance_rate", "step_size"}
+    assert set(r.sample_stats) >= {"diverging", "step_size"}
     assert all(v.shape == (c, s) for v in r.sample_stats.values())
     d = r.diagnostics
-    assert d["chains"] == c and d["num_samples"] == s and len(d["step_size"]) == c
+    assert d["chains"] == c and d["num_samples"] == s and len(d["step_size"]) == len(d["acceptance_rate"]) == c
+    assert all(0.5 < a <= 1 for a in d["acceptance_rate"])
     assert all(h > 0 for h in d["step_size"]) and d["divergences"] == 0
     assert d["r_hat_max"] < 1.05
     assert (d["e_bfmi"] is None) == (runtime == "pyro")
