@@ -231,5 +231,9 @@ def run_nuts(compiled, rt, key, particles=4000, progress=None, **options):
 
 @method("hmc")
 def run_hmc(compiled, rt, key, particles=4000, progress=None, **options):
-    """Static HMC with `num_steps` leapfrog steps (default: the libraries' trajectory length 2π) on the potential."""
+    """Static HMC with `num_steps` leapfrog steps on the potential.
+
+    Without `num_steps` the libraries' trajectory length 2π is used; after mass-matrix adaptation a
+    near-Gaussian target then has period ≈ 2π and the chain barely moves: prefer num_steps ≈ (π/2) / step size.
+    """
     return _run("hmc", compiled, rt, key, particles, progress, **options)
