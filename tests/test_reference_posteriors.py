@@ -39,6 +39,7 @@ def check(name, reference, method, runtime, **options):
     if method == "nuts":
         assert r.diagnostics["r_hat_max"] < 1.01, r.diagnostics["r_hat"]
     ok, rows, worst = posteriors.agreement(r, ref)
+    print(f"{name} ({method}, {runtime}): {worst}")  # shown with pytest -rP
     assert ok, f"{name} ({method}, {runtime}) disagrees with posteriordb: {worst}"
 
 
