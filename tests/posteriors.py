@@ -15,9 +15,11 @@ Notes on the parametrizations (each gives exactly the posteriordb density):
   normalized reference, so the run passes `reference=` (a proper model over the same sites).
 * low_dim_gauss_mix: μ ordered with N(0, 2) priors on both is μ = (m, m + g), g > 0; m ~ N(0, 2),
   g ~ half-N(0, 2) as the sampled prior and a factor log N(m + g; 0, 2) − log half-N(g; 0, 2).
-* gp_pois_regr: f = L f̃ with L = chol(α² (R + εI)); ε = 1e-10 in Stan (float64); here ε = 1e-6 because
-  the runtimes compute in float32, where a smaller jitter makes the Cholesky factor fail. The
-  prior of f changes by N(0, ε α²) (sd ≈ 0.003 for α ≈ 3), well below the posterior sd of f (≥ 0.09).
+* gp_pois_regr: f = L f̃ with L = chol(α² (R + εI)); ε = 1e-10 in Stan (float64); here ε = 1e-4 because the
+  runtimes compute in float32, where the derivative of the Cholesky factor carries a relative error of
+  about cond(R + εI) · 6e-8: with ε = 1e-6 it is O(1), NUTS's step size collapses to 1e-5 and chains stick.
+  The prior of f gains independent N(0, ε α²) noise (sd ≈ 0.03), small against its posterior sd (≥ 0.09);
+  the check against posteriordb still passes at 4 MCSE.
 """
 import json
 from collections import namedtuple
@@ -108,7 +110,7 @@ def low_dim_gauss_mix(data):
     return target, None, ["mu", "sigma", "theta"]
 
 
-GP_JITTER = 1e-6
+GP_JITTER = 1e-4
 
 
 def gp_pois_regr(data):
