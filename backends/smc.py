@@ -179,8 +179,8 @@ class SMC:
         log_c = xp.logsumexp(log_w)
         log_w = log_w - log_c
         ess = xp.exp(-xp.logsumexp(2 * log_w))
-        chol = cloud_cholesky(rt, p.z, log_w)
         if self.waste_free:
+            chol = cloud_cholesky(rt, p.z, log_w)
             p, eve, resampled, log_w, acc, jump = self._waste_free(k_res, k_move, k_off, p, s.eve, log_w, beta,
                                                                    s.step_size, chol)
         else:
@@ -189,7 +189,7 @@ class SMC:
             p = rt.tree_map(lambda a: xp.take(a, idx, axis=0), p)
             eve = xp.take(s.eve, idx, axis=0)
             log_w = xp.where(resampled, -math.log(n), log_w)
-            p, acc, jump = self._moves(k_move, p, beta, s.step_size, chol, s.n_moves)
+            p, acc, jump = self._cross_moves(k_move, p, log_w, beta, s.step_size, s.n_moves)
         d = p.z.shape[-1]
         # tuning for the next step: log h += 2 (acceptance − target); moves until the whitened squared jump
         # distance per particle reaches `decorrelation` · 2D (2D for independent draws)
@@ -229,6 +229,19 @@ class SMC:
         _, p, acc, dy = rt.fori_loop(0, n_moves, body, (key, p, 0.0 * beta, 0.0 * p.z))
         acc = acc / xp.maximum(n_moves, 1)
         return p, acc, xp.mean(xp.sum(dy * dy, axis=-1))
+
+    def _cross_moves(self, key, p, log_w, beta, h, n_moves):
+        """Move the two halves of the particles in turn, each whitened by the covariance of the other half:
+        given the other half the kernel is fixed, so it is exactly π_β-invariant. (A covariance that includes
+        the particle being moved biases log Z upward in high dimension with few particles.)"""
+        rt, xp = self.rt, self.rt.xp
+        half = p.z.shape[0] // 2
+        ka, kb = rt.split(key, 2)
+        a, b = (rt.tree_map(lambda v: v[:half], p), rt.tree_map(lambda v: v[half:], p))
+        a, acc_a, jump_a = self._moves(ka, a, beta, h, cloud_cholesky(rt, b.z, log_w[half:]), n_moves)
+        b, acc_b, jump_b = self._moves(kb, b, beta, h, cloud_cholesky(rt, a.z, log_w[:half]), n_moves)
+        p = Particles(*(xp.concatenate([u, v]) for u, v in zip(a, b)))
+        return p, 0.5 * (acc_a + acc_b), 0.5 * (jump_a + jump_b)
 
     def _waste_free(self, k_res, k_move, k_off, p, eve, log_w, beta, h, chol):
         """Resample M = N/P starts (a random one of every P systematic/stratified/... offspring, which keeps each

@@ -87,7 +87,7 @@ def sblrc_blr():
     data = _posteriordb("sblrc-blr", "sblrc.data.json")
     x = np.asarray(data["X"], float)
     m = model(name="sblrc_blr", data={"X": x}, beta=Normal(0.0, 10.0, shape=(x.shape[1],)), sigma=HalfNormal(10.0),
-              y=lambda beta, sigma, X: Normal((X * beta).sum(-1), sigma))
+              y=lambda beta, sigma, X: Normal(X @ beta, sigma))
     return Known("sblrc_blr", m.condition(y=np.asarray(data["y"], float)), -194.967589)
 
 
@@ -101,6 +101,6 @@ def german_credit(rows=None):
     if rows is not None:
         x, y = x[:rows], y[:rows]
     m = model(name="german_credit", data={"X": x}, w=Normal(0.0, 1.0, shape=(x.shape[1],)),
-              y=lambda w, X: Bernoulli(logits=(X * w).sum(-1)))
+              y=lambda w, X: Bernoulli(logits=X @ w))
     moments = {"w0": (-0.7351, 0.0898), "bias": (-1.2033, 0.0919)}
     return Known("german_credit", m.condition(y=y), -529.175 if rows is None else None, moments=moments)
