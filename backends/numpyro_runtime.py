@@ -71,11 +71,6 @@ class NumPyroRuntime(Runtime):
     def biject_to(self, constraint):
         return biject_to(constraint)
 
-    def constraint(self, name):
-        c = dist.constraints
-        return {"real": c.real, "positive": c.positive, "unit_interval": c.unit_interval, "simplex": c.simplex,
-                "ordered": c.ordered_vector, "positive_ordered": c.positive_ordered_vector}[name]
-
     # function transforms
     def vmap(self, fn, in_axes=0):
         return jax.vmap(fn, in_axes=in_axes)

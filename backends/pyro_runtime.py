@@ -164,11 +164,6 @@ class PyroRuntime(Runtime):
     def biject_to(self, constraint):
         return biject_to(constraint)
 
-    def constraint(self, name):
-        c = dist.constraints
-        return {"real": c.real, "positive": c.positive, "unit_interval": c.unit_interval, "simplex": c.simplex,
-                "ordered": c.ordered_vector, "positive_ordered": c.positive_ordered_vector}[name]
-
     # function transforms
     def vmap(self, fn, in_axes=0):
         return torch.func.vmap(fn, in_dims=in_axes)

@@ -41,5 +41,11 @@ class Runtime:
     def __init__(self, device="cpu"):
         self.device = device
 
+    def constraint(self, name):
+        """The runtime's constraint for a support name of `stdlib.distributions.SUPPORTS`."""
+        c = self.distributions.constraints
+        return {"real": c.real, "positive": c.positive, "unit_interval": c.unit_interval, "simplex": c.simplex,
+                "ordered": c.ordered_vector, "positive_ordered": c.positive_ordered_vector}[name]
+
     def __repr__(self):
         return f"{self.name} on {self.device}"
