@@ -7,21 +7,13 @@ first run of a process also pays for importing JAX/torch and building the gramma
 """
 import argparse
 import json
-import os
 import statistics
 import time
 
 from ppl.language import load_ppl
 from ppl.parser import parse
+from ppl.stdlib.targets import EXAMPLE_DATA, example_paths
 
-ROOT = os.path.join(os.path.dirname(__file__), "..")
-REF = os.path.join(ROOT, "..", "shared", "reference", "posteriordb")
-EXAMPLES = {
-    "eight_schools_noncentered": "eight_schools-eight_schools_noncentered/eight_schools.data.json",
-    "arK": "arK-arK/arK.data.json",
-    "garch11": "garch-garch11/garch.data.json",
-    "low_dim_gauss_mix": "low_dim_gauss_mix-low_dim_gauss_mix/low_dim_gauss_mix.data.json",
-}
 
 
 def median_ms(fn, repeat):
@@ -41,15 +33,10 @@ def main():
     parse("model m { x ~ normal(0, 1) }")
     print(f"grammar build + first parse: {1000 * (time.perf_counter() - t):.1f} ms (once per process)")
     print(f"{'example':28s} {'lines':>5s} {'parse ms':>9s} {'load ms':>8s} {'compile ms':>11s} {'total ms':>9s}")
-    for name, data_path in EXAMPLES.items():
-        path = os.path.join(REF, data_path)
-        if not os.path.exists(path):
-            print(f"{name}: reference data absent, skipped")
-            continue
-        with open(path) as f:
-            data = json.load(f)
-        with open(os.path.join(ROOT, "examples", f"{name}.ppl")) as f:
-            text = f.read()
+    for name in EXAMPLE_DATA:
+        program, path = example_paths(name)
+        data = json.loads(path.read_text())
+        text = program.read_text()
         load_ppl(text, data=data).compile()  # warm-up
         t_parse = median_ms(lambda: parse(text), args.repeat)
         t_load = median_ms(lambda: load_ppl(text, data=data), args.repeat)

@@ -31,6 +31,21 @@ def _posteriordb(folder, file):
     return json.loads((reference_dir() / "posteriordb" / folder / file).read_text())
 
 
+#: the `.ppl` programs in examples/ and their data in ../shared/reference/posteriordb
+EXAMPLE_DATA = {
+    "eight_schools_noncentered": "eight_schools-eight_schools_noncentered/eight_schools.data.json",
+    "arK": "arK-arK/arK.data.json",
+    "garch11": "garch-garch11/garch.data.json",
+    "low_dim_gauss_mix": "low_dim_gauss_mix-low_dim_gauss_mix/low_dim_gauss_mix.data.json",
+}
+
+
+def example_paths(name):
+    """(examples/NAME.ppl, its posteriordb data file) for one of `EXAMPLE_DATA`; PPLError if data is absent."""
+    root = Path(__file__).resolve().parents[1]
+    return root / "examples" / f"{name}.ppl", reference_dir() / "posteriordb" / EXAMPLE_DATA[name]
+
+
 def gaussian_mixture(d=10, separation=4.0, weights=(0.1, 0.2, 0.3, 0.4), ref_scale=5.0):
     """Σ_k w_k N(μ_k, I) in d dimensions, μ_k = (±s, ±s, 0, ...) (four modes 2s apart), log Z = 0.
 

@@ -1,27 +1,21 @@
 """The `ppl` command line: every example runs on both runtimes; errors exit 2 with a located message."""
-import os
 import subprocess
 import sys
 
 import pytest
 
 from ppl.cli import main
+from ppl.errors import PPLError
+from ppl.stdlib.targets import EXAMPLE_DATA, example_paths
 
-ROOT = os.path.join(os.path.dirname(__file__), "..")
-REF = os.path.join(ROOT, "..", "shared", "reference", "posteriordb")
-EXAMPLES = {
-    "eight_schools_noncentered": "eight_schools-eight_schools_noncentered/eight_schools.data.json",
-    "arK": "arK-arK/arK.data.json",
-    "garch11": "garch-garch11/garch.data.json",
-    "low_dim_gauss_mix": "low_dim_gauss_mix-low_dim_gauss_mix/low_dim_gauss_mix.data.json",
-}
+EXAMPLES = list(EXAMPLE_DATA)
 
 
 def paths(name):
-    data = os.path.join(REF, EXAMPLES[name])
-    if not os.path.exists(data):
-        pytest.skip(f"reference data {data} is absent (../shared/reference)")
-    return os.path.join(ROOT, "examples", f"{name}.ppl"), data
+    try:
+        return tuple(map(str, example_paths(name)))
+    except PPLError as e:
+        pytest.skip(str(e))
 
 
 @pytest.mark.filterwarnings("ignore:importance sampling")  # IS from the prior is poor on arK and the mixture
