@@ -1,8 +1,9 @@
-import os
 import warnings
-from pathlib import Path
 
 import pytest
+
+from ppl.errors import PPLError
+from ppl.stdlib.targets import reference_dir
 
 warnings.filterwarnings("ignore", category=FutureWarning)
 
@@ -14,15 +15,10 @@ def runtime(request):
     return request.param
 
 
-def reference_dir():
-    """../shared/reference from the repository root (or $PPL_REFERENCE)."""
-    path = Path(os.environ.get("PPL_REFERENCE", Path(__file__).resolve().parents[1] / ".." / "shared" / "reference"))
-    return path.resolve()
-
-
 @pytest.fixture
 def reference():
-    path = reference_dir()
-    if not path.is_dir():
-        pytest.skip(f"reference answers not found at {path} (set PPL_REFERENCE)")
-    return path
+    """The shared reference folder, or a skip saying where it was looked for."""
+    try:
+        return reference_dir()
+    except PPLError as e:
+        pytest.skip(str(e))
