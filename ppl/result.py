@@ -3,6 +3,8 @@
 Samples are stored per chain: `samples[name]` has shape [C, N, *site_shape], where a chain is an
 independent run (SMC/IS) or an MCMC chain. `log_weights` [C, N] is None for unweighted draws.
 """
+import warnings
+
 import numpy as np
 
 
@@ -116,7 +118,9 @@ class Result:
         if self.log_z is not None:
             per_chain = self.diagnostics.get("log_z_per_chain", [self.log_z] * next(iter(posterior.values())).shape[0])
             stats["log_marginal_likelihood"] = np.asarray(per_chain, dtype=float).reshape(-1, 1)
-        return az.from_dict(posterior=posterior, sample_stats=stats or None, attrs=attrs)
+        with warnings.catch_warnings():  # per-run statistics have one "draw": ArviZ's shape heuristic warns
+            warnings.filterwarnings("ignore", message="More chains")
+            return az.from_dict(posterior=posterior, sample_stats=stats or None, attrs=attrs)
 
     def plot(self, path=None, var_names=None):
         """Marginal densities and pairwise scatter of `var_names` plus per-method panels (see `ppl.plots`)."""
