@@ -244,6 +244,21 @@ def diag(x):
     return namespace(x).diag(x)
 
 
+def asarray(a, like):
+    """The constant `a` (numpy array, list, number) as an array of the runtime and device of `like`.
+
+    numpy and torch do not mix (`ndarray * Tensor` fails), so a user function that captures numpy
+    constants converts them with this to run on both runtimes: `(x * ppl.math.asarray(a, like=x)).sum()`."""
+    fw = framework(like)
+    if fw == "torch":
+        import torch
+        return torch.as_tensor(_np.asarray(a, dtype=_np.float32), device=like.device)
+    if fw == "jax":
+        import jax.numpy as jnp
+        return jnp.asarray(_np.asarray(a, dtype=_np.float32))
+    return _np.asarray(a)
+
+
 def zeros(*shape, like=None):
     """An array of zeros of `shape` on the runtime of `like` (numpy when None)."""
     return _full(shape, 0.0, like)
