@@ -11,6 +11,7 @@ import numpy as np
 from ..errors import InferenceError
 from ..result import Result, kish_ess
 from . import method
+from .runtime import batched
 
 
 class ImportanceWarning(UserWarning):
@@ -34,19 +35,12 @@ def pareto_khat(log_w):
     return float(k)
 
 
-def _in_batches(fn, z, batch_size, xp):
-    if batch_size is None or batch_size >= z.shape[0]:
-        return fn(z)
-    parts = [fn(z[i:i + batch_size]) for i in range(0, z.shape[0], batch_size)]
-    return tuple(xp.concatenate([p[j] for p in parts]) for j in range(len(parts[0])))
-
-
 @method("is")
 def run(compiled, rt, key, particles=10_000, progress=None, batch_size=None):
     """Importance sampling of `compiled` with `particles` draws from its reference."""
     prog = compiled.lower(rt)
     z = prog.sample_reference(key, particles)
-    _, log_rest = _in_batches(prog.log_densities, z, batch_size, rt.xp)
+    _, log_rest = batched(rt, lambda z, _: prog.log_densities(z), batch_size)(z, None)
     log_w = rt.to_numpy(log_rest).astype(np.float64)
     bad = ~np.isfinite(log_w)
     bad_nan = int(np.sum(np.isnan(log_w)))

@@ -49,3 +49,19 @@ class Runtime:
 
     def __repr__(self):
         return f"{self.name} on {self.device}"
+
+
+def batched(rt, fn, batch_size):
+    """`fn(z, beta)` evaluated in chunks of `batch_size` particles (a scan; the tail chunk is padded)."""
+    xp = rt.xp
+
+    def chunked(z, beta):
+        n, d = z.shape
+        if batch_size is None or n <= batch_size:
+            return fn(z, beta)
+        m = -(-n // batch_size)
+        pad = m * batch_size - n
+        zp = xp.concatenate([z, z[:pad]]) if pad else z
+        _, out = rt.scan(lambda c, zc: (c, fn(zc, beta)), 0.0, zp.reshape(m, batch_size, d))
+        return tuple(o.reshape((m * batch_size,) + tuple(o.shape[2:]))[:n] for o in out)
+    return chunked

@@ -30,6 +30,7 @@ from ..result import Result
 from ..stdlib.resamplers import RESAMPLERS
 from . import method
 from .moves import KERNELS, Particles, cloud_cholesky
+from .runtime import batched
 
 State = namedtuple("State", "particles log_w eve beta log_z step_size n_moves t")
 
@@ -70,22 +71,6 @@ def _count_upto(rt, x, m):
     """min(ceil(x), m) as an integer array, at least 1 (a cast that both runtimes spell the same)."""
     xp = rt.xp
     return xp.maximum(xp.sum(xp.arange(m) + 1 < x + 1), 1)
-
-
-def batched(rt, fn, batch_size):
-    """`fn(z, beta)` evaluated in chunks of `batch_size` particles (a scan; the tail chunk is padded)."""
-    xp = rt.xp
-
-    def chunked(z, beta):
-        n, d = z.shape
-        if batch_size is None or n <= batch_size:
-            return fn(z, beta)
-        m = -(-n // batch_size)
-        pad = m * batch_size - n
-        zp = xp.concatenate([z, z[:pad]]) if pad else z
-        _, out = rt.scan(lambda c, zc: (c, fn(zc, beta)), 0.0, zp.reshape(m, batch_size, d))
-        return tuple(o.reshape((m * batch_size,) + tuple(o.shape[2:]))[:n] for o in out)
-    return chunked
 
 
 def make_density(rt, program, needs_grad, batch_size=None):

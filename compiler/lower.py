@@ -98,12 +98,17 @@ class Evaluator:
             d = dists[id(t)] = self.spec(t, self.env(t.model, values, dets)).lower(self.rt)
         return d
 
-    def term_values(self, values, dets, dists):
-        """ℓ_t for every term, as a list of scalars (per particle); the global environment for rewards."""
+    def global_env(self, values, dets):
+        """What rewards and energies read: latent values, and each deterministic site by name (first model wins)."""
         glob = {}
         for m in self.c.models:
             glob.update({k: v for k, v in dets.get(m.name, {}).items() if k not in glob})
         glob.update(values)
+        return glob
+
+    def term_values(self, values, dets, dists):
+        """ℓ_t for every term, as a list of scalars (per particle); the global environment for rewards."""
+        glob = self.global_env(values, dets)
         out = []
         for t in self.c.terms:
             if t.kind == "constant":
@@ -139,10 +144,8 @@ class Program:
         self.compiled, self.rt = compiled, get_runtime(rt) if isinstance(rt, str) else rt
         self.ev = Evaluator(compiled, self.rt)
         self.layout, self.dim = compiled.layout, compiled.dim
-        xp = self.rt.xp
         self._ref_coef = self.rt.asarray(compiled.ref_coef)
         self._rest_coef = self.rt.asarray(compiled.rest_coef)
-        self._xp = xp
         self.log_densities = self.rt.jit(self.rt.vmap(self._ref_rest))
         self.value_and_grad = self.rt.jit(self.rt.value_and_grad(self._tempered))
         self.to_constrained_arrays = self.rt.jit(self.rt.vmap(self._constrained))
@@ -152,7 +155,7 @@ class Program:
     def _ref_rest(self, z):
         values, dets, ldj, dists, _ = self.ev.latent_values(z, self.layout)
         terms, _ = self.ev.term_values(values, dets, dists)
-        t = self._xp.stack([self.rt.asarray(v) if isinstance(v, float) else v for v in terms])
+        t = self.rt.xp.stack([self.rt.asarray(v) if isinstance(v, float) else v for v in terms])
         return (t * self._ref_coef).sum() + ldj, (t * self._rest_coef).sum()
 
     def _tempered(self, z, beta):
@@ -161,11 +164,7 @@ class Program:
 
     def _constrained(self, z):
         values, dets, _, _, _ = self.ev.latent_values(z, self.layout)
-        out = {}
-        for m in self.compiled.models:
-            out.update({k: v for k, v in dets.get(m.name, {}).items() if k not in out and k not in values})
-        out.update(values)
-        return out
+        return self.ev.global_env(values, dets)
 
     # batched
     def log_reference(self, z):

@@ -135,3 +135,11 @@ def test_heavy_tailed_weights_warn(runtime):
     with pytest.warns(UserWarning, match="Pareto k-hat"):
         ppl.sample(ppl.model(x=ppl.Normal(0.0, 10.0)), method="is", runtime=runtime, particles=20_000, seed=0,
                    reference=ppl.model(x=ppl.Normal(0.0, 1.0)))
+
+
+def test_batch_size_evaluates_in_chunks_with_the_same_answer(runtime):
+    target = ppl.model(x=ppl.Normal(0.0, 1.0, shape=(3,))).tilt(lambda x: -(x ** 2).sum(), 2.0)
+    whole = ppl.sample(target, method="is", runtime=runtime, particles=1000, seed=3)
+    chunked = ppl.sample(target, method="is", runtime=runtime, particles=1000, seed=3, batch_size=300)
+    assert abs(whole.log_z - chunked.log_z) < 1e-5
+    assert np.allclose(whole.log_weights, chunked.log_weights, atol=1e-5)
