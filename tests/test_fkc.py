@@ -135,13 +135,14 @@ FOUR = GaussianMixture([[-1.5, -1.5], [-1.5, 1.5], [1.5, -1.5], [1.5, 1.5]], sd=
 
 @pytest.mark.parametrize("runtime", RUNTIMES)
 def test_product_of_up_and_down_pairs(runtime):
-    target = ppl.diffusion(UP, SDE, 2) * ppl.diffusion(DOWN, SDE, 2)
-    r = runs(target, runtime, [0], particles=2000, steps=400)[0]
-    x = r.samples["x"][0]
-    assert np.all(np.abs(np.abs(x[:, 0]) - 1.5) < 1.5)
-    np.testing.assert_allclose(np.abs(x[:, 0]).mean(), 1.5, atol=0.05)
-    np.testing.assert_allclose(x[:, 1].mean(), 0.0, atol=0.05)
-    np.testing.assert_allclose((x[:, 0] > 0).mean(), 0.5, atol=0.1)
+    """Modes at (±1.5, 0) with equal mass. Per run (2000 particles, 400 steps) the cloud statistics have a
+    measured sd of 0.035 (mean of x₂), 0.015 (mean of |x₁|) and 0.045 (share of x₁ > 0): 4 runs pooled, 4 sd/√4."""
+    rs = runs(ppl.diffusion(UP, SDE, 2) * ppl.diffusion(DOWN, SDE, 2), runtime, [0, 1, 2, 3], particles=2000, steps=400)
+    x = np.stack([r.samples["x"][0] for r in rs])
+    assert np.all(np.abs(np.abs(x[..., 0]) - 1.5) < 1.5)
+    np.testing.assert_allclose(np.abs(x[..., 0]).mean(), 1.5, atol=4 * 0.015 / 2)
+    np.testing.assert_allclose(x[..., 1].mean(), 0.0, atol=4 * 0.035 / 2)
+    np.testing.assert_allclose((x[..., 0] > 0).mean(), 0.5, atol=4 * 0.045 / 2)
     exact, _ = UP.product(DOWN)
     np.testing.assert_allclose(exact.means[np.argsort(exact.means[:, 0])][[0, -1]], [[-1.5, 0], [1.5, 0]], atol=1e-9)
 
