@@ -8,7 +8,7 @@ and the Jacobian of the linear map cancels in every acceptance ratio.
     mala  y' = y + (h²/2) g + h ε,  g = L' ∇log π(z)           Metropolis–Hastings with the Langevin proposal
     hmc   `n_leapfrog` leapfrog steps of size h, momentum ~ N(0, I) in y
 
-Each kernel is `kernel(rt, key, particles, beta, h, chol, density, **params) -> (particles, accepted [N], dy [N, D])`
+Each kernel is `kernel(rt, key, particles, beta, h, chol, density, **params) -> (particles, accepted [N])`
 with `particles = Particles(z, log_ref, log_rest, grad)`; `density(z, beta)` returns (log_ref, log_rest, grad of
 the tempered log density) and `grad` is the gradient at β (zeros of shape [N, 0] for gradient-free kernels).
 """
@@ -49,8 +49,7 @@ def rwm(rt, key, p, beta, h, chol, density):
     z = p.z + dy @ chol.T
     ref, rest, _ = density(z, beta)
     new = Particles(z, ref, rest, p.grad)
-    out, ok = _accept(rt, k2, _log_target(new, beta) - _log_target(p, beta), new, p)
-    return out, ok, rt.xp.where(ok[:, None], dy, 0.0 * dy)
+    return _accept(rt, k2, _log_target(new, beta) - _log_target(p, beta), new, p)
 
 
 @kernel("mala", needs_grad=True, target_accept=0.574, initial_step=lambda d: 1.65 / d ** (1 / 6))
@@ -66,8 +65,7 @@ def mala(rt, key, p, beta, h, chol, density):
     new = Particles(z, ref, rest, grad)
     back = h * eps + 0.5 * h * h * (g + grad @ chol)
     log_q = (xp.sum(h * h * eps * eps, axis=-1) - xp.sum(back * back, axis=-1)) / (2 * h * h)
-    out, ok = _accept(rt, k2, _log_target(new, beta) - _log_target(p, beta) + log_q, new, p)
-    return out, ok, xp.where(ok[:, None], dy, 0.0 * dy)
+    return _accept(rt, k2, _log_target(new, beta) - _log_target(p, beta) + log_q, new, p)
 
 
 @kernel("hmc", needs_grad=True, target_accept=0.7, initial_step=lambda d: 1.0 / d ** 0.25)
@@ -78,19 +76,17 @@ def hmc(rt, key, p, beta, h, chol, density, n_leapfrog=5):
     m0 = rt.normal(k1, p.z.shape)
 
     def leapfrog(_, s):
-        q, m, dy = s
+        q, m = s
         m = m + 0.5 * h * (q.grad @ chol)
-        dy = dy + h * m
         z = q.z + (h * m) @ chol.T
         ref, rest, grad = density(z, beta)
         q = Particles(z, ref, rest, grad)
-        return q, m + 0.5 * h * (grad @ chol), dy
+        return q, m + 0.5 * h * (grad @ chol)
 
-    q, m, dy = rt.fori_loop(0, n_leapfrog, leapfrog, (p, m0, 0.0 * m0))
+    q, m = rt.fori_loop(0, n_leapfrog, leapfrog, (p, m0))
     log_ratio = (_log_target(q, beta) - 0.5 * xp.sum(m * m, axis=-1)) \
         - (_log_target(p, beta) - 0.5 * xp.sum(m0 * m0, axis=-1))
-    out, ok = _accept(rt, k2, log_ratio, q, p)
-    return out, ok, xp.where(ok[:, None], dy, 0.0 * dy)
+    return _accept(rt, k2, log_ratio, q, p)
 
 
 def cloud_cholesky(rt, z, log_w):

@@ -8,8 +8,10 @@ One step β → β' is one pure function `step(key, state) -> (state, info)` (ji
 2. reweight: log W_i ← log W_i + δ log L(z_i) − log c,  log Z ← log Z + log c,  c = Σ_i W_i w_i.
 3. resample (`resampler`) when ESS = 1 / Σ W_i² < `resample_threshold` · N.
 4. move: `n_moves` MCMC steps (`kernel` = rwm | mala | hmc, see `moves`) that leave π_β' invariant, whitened by
-   the particle covariance; the step size and (with moves="auto") the number of moves for the next step are
-   tuned from this step's acceptance rate and normalized squared jump distance.
+   the particle covariance. Between steps the step size follows the acceptance rate, log h += 2 (acc − target),
+   and with moves="auto" the number of moves follows the decorrelation of the particles: with ρ̄ the mean over
+   coordinates of |corr(z_j before, z_j after)| (weighted, over particles) after n moves, the next step makes
+   n · log(`decorrelation`) / log ρ̄ moves (a geometric decay ρ̄ = r^n), at most `max_moves`.
    Waste-free SMC (Dau & Chopin 2022, `waste_free=P`): resample N/P starts, keep all P states of each chain.
 
 Particles with a non-finite log density get weight zero (counted per step); if every weight vanishes or β
@@ -67,6 +69,18 @@ def next_beta(rt, log_w, log_rest, beta, target, iters=50):
     return xp.where(done, 1.0 + 0.0 * beta, xp.minimum(beta + xp.where(lo > 0, lo, hi), 1.0 + 0.0 * beta))
 
 
+def start_correlation(rt, z0, z, log_w):
+    """ρ̄ = mean over coordinates j of |corr_W(z0_j, z_j)|, the weighted correlation over particles between
+    positions before (z0) and after (z) the moves; 0 for a coordinate that does not vary."""
+    xp = rt.xp
+    w = xp.exp(log_w - xp.logsumexp(log_w))[:, None]
+    a = z0 - xp.sum(w * z0, axis=0)
+    b = z - xp.sum(w * z, axis=0)
+    var = xp.sum(w * a * a, axis=0) * xp.sum(w * b * b, axis=0)
+    rho = xp.sum(w * a * b, axis=0) / xp.sqrt(xp.where(var > 0, var, 1.0))
+    return xp.mean(xp.abs(xp.where(var > 0, rho, 0.0)))
+
+
 def _count_upto(rt, x, m):
     """min(ceil(x), m) as an integer array, at least 1 (a cast that both runtimes spell the same)."""
     xp = rt.xp
@@ -96,7 +110,7 @@ class SMC:
     """An SMC sampler for one lowered program: `init(key, n)`, the pure `step(key, state)`, and `run(key, n)`."""
 
     def __init__(self, program, kernel="rwm", target_ess=0.5, resample_threshold=0.5, resampler="systematic",
-                 moves="auto", max_moves=50, decorrelation=0.5, n_leapfrog=5, step_size=None, schedule=None,
+                 moves="auto", max_moves=50, decorrelation=0.1, n_leapfrog=5, step_size=None, schedule=None,
                  waste_free=None, batch_size=None, bisection_iters=50, max_steps=2000):
         if kernel not in KERNELS:
             raise UnknownNameError(f"unknown SMC kernel {kernel!r}; choose one of {', '.join(sorted(KERNELS))}")
@@ -108,6 +122,8 @@ class SMC:
             raise ValueRangeError(f"resample_threshold must be in [0, 1], got {resample_threshold!r}")
         if not (moves == "auto" or (isinstance(moves, int) and moves >= 0)):
             raise ValueRangeError(f"moves must be 'auto' or an integer >= 0, got {moves!r}")
+        if not 0 < decorrelation < 1:
+            raise ValueRangeError(f"decorrelation must be in (0, 1), got {decorrelation!r}")
         if waste_free is not None and (not isinstance(waste_free, int) or waste_free < 2):
             raise ValueRangeError(f"waste_free must be a chain length P >= 2, got {waste_free!r}")
         if batch_size is not None and (not isinstance(batch_size, int) or batch_size < 1):
@@ -166,27 +182,26 @@ class SMC:
         ess = xp.exp(-xp.logsumexp(2 * log_w))
         if self.waste_free:
             chol = cloud_cholesky(rt, p.z, log_w)
-            p, eve, resampled, log_w, acc, jump = self._waste_free(k_res, k_move, k_off, p, s.eve, log_w, beta,
-                                                                   s.step_size, chol)
+            p, eve, resampled, log_w, acc, rho = self._waste_free(k_res, k_move, k_off, p, s.eve, log_w, beta,
+                                                                  s.step_size, chol)
         else:
             resampled = ess < self.threshold * n
             idx = xp.where(resampled, self.resample(rt, k_res, xp.exp(log_w)), xp.arange(n))
             p = rt.tree_map(lambda a: xp.take(a, idx, axis=0), p)
             eve = xp.take(s.eve, idx, axis=0)
             log_w = xp.where(resampled, -math.log(n), log_w)
-            p, acc, jump = self._cross_moves(k_move, p, log_w, beta, s.step_size, s.n_moves)
-        d = p.z.shape[-1]
-        # tuning for the next step: log h += 2 (acceptance − target); moves until the whitened squared jump
-        # distance per particle reaches `decorrelation` · 2D (2D for independent draws)
+            z0 = p.z
+            p, acc = self._cross_moves(k_move, p, log_w, beta, s.step_size, s.n_moves)
+            rho = start_correlation(rt, z0, p.z, log_w)
         step_size = s.step_size * xp.exp(2.0 * (acc - self.target_accept))
-        jump = jump / (2.0 * d)
         if self.moves == "auto" and not self.waste_free:
-            n_moves = _count_upto(rt, s.n_moves * self.decorrelation / xp.maximum(jump, 1e-3), self.max_moves)
+            rate = xp.log(xp.clip(rho, 1e-12, 1.0 - 1e-6))
+            n_moves = _count_upto(rt, s.n_moves * math.log(self.decorrelation) / rate, self.max_moves)
         else:
             n_moves = s.n_moves
         state = State(p, log_w, eve, beta, s.log_z + log_c, step_size, n_moves, s.t + 1)
         info = {"beta": beta, "log_c": log_c, "ess": ess, "resampled": resampled, "acceptance": acc,
-                "step_size": s.step_size, "n_moves": s.n_moves, "jump": jump, "non_finite": non_finite}
+                "step_size": s.step_size, "n_moves": s.n_moves, "correlation": rho, "non_finite": non_finite}
         return state, info
 
     def _move_once(self, key, p, beta, h, chol):
@@ -201,19 +216,18 @@ class SMC:
         return Particles(p.z, *self.density(p.z, beta))
 
     def _moves(self, key, p, beta, h, chol, n_moves):
-        """`n_moves` kernel steps; mean acceptance and mean whitened squared jump ||Σ dy||²."""
+        """`n_moves` kernel steps; the particles and the mean acceptance rate."""
         rt, xp = self.rt, self.rt.xp
         p = self._regrad(p, beta)
 
         def body(_, c):
-            k, q, acc, dy = c
+            k, q, acc = c
             k, sub = rt.split(k, 2)
-            q, ok, step_dy = self._move_once(sub, q, beta, h, chol)
-            return k, q, acc + xp.mean(ok * 1.0), dy + step_dy
+            q, ok = self._move_once(sub, q, beta, h, chol)
+            return k, q, acc + xp.mean(ok * 1.0)
 
-        _, p, acc, dy = rt.fori_loop(0, n_moves, body, (key, p, 0.0 * beta, 0.0 * p.z))
-        acc = acc / xp.maximum(n_moves, 1)
-        return p, acc, xp.mean(xp.sum(dy * dy, axis=-1))
+        _, p, acc = rt.fori_loop(0, n_moves, body, (key, p, 0.0 * beta))
+        return p, acc / xp.maximum(n_moves, 1)
 
     def _cross_moves(self, key, p, log_w, beta, h, n_moves):
         """Move the two halves of the particles in turn, each whitened by the covariance of the other half:
@@ -223,10 +237,10 @@ class SMC:
         half = p.z.shape[0] // 2
         ka, kb = rt.split(key, 2)
         a, b = (rt.tree_map(lambda v: v[:half], p), rt.tree_map(lambda v: v[half:], p))
-        a, acc_a, jump_a = self._moves(ka, a, beta, h, cloud_cholesky(rt, b.z, log_w[half:]), n_moves)
-        b, acc_b, jump_b = self._moves(kb, b, beta, h, cloud_cholesky(rt, a.z, log_w[:half]), n_moves)
+        a, acc_a = self._moves(ka, a, beta, h, cloud_cholesky(rt, b.z, log_w[half:]), n_moves)
+        b, acc_b = self._moves(kb, b, beta, h, cloud_cholesky(rt, a.z, log_w[:half]), n_moves)
         p = Particles(*(xp.concatenate([u, v]) for u, v in zip(a, b)))
-        return p, 0.5 * (acc_a + acc_b), 0.5 * (jump_a + jump_b)
+        return p, 0.5 * (acc_a + acc_b)
 
     def _waste_free(self, k_res, k_move, k_off, p, eve, log_w, beta, h, chol):
         """Resample M = N/P starts (a random one of every P systematic/stratified/... offspring, which keeps each
@@ -243,13 +257,14 @@ class SMC:
         def body(c, _):
             k, q = c
             k, sub = rt.split(k, 2)
-            q, ok, _ = self._move_once(sub, q, beta, h, chol)
+            q, ok = self._move_once(sub, q, beta, h, chol)
             return (k, q), (*q, xp.mean(ok * 1.0))
 
         _, ys = rt.scan(body, (k_move, p), None, length=big_p - 1)
         allp = Particles(*(xp.concatenate([a[None], b]).reshape((n,) + tuple(a.shape[1:])) for a, b in zip(p, ys)))
-        return (allp, xp.concatenate([eve] * big_p), 1.0 + 0.0 * beta > 0, xp.full((n,), -math.log(n)),
-                xp.mean(ys[4]), 0.0 * beta)
+        rho = start_correlation(rt, p.z, ys[0][-1], xp.zeros((m,)))  # chain starts against chain ends
+        return allp, xp.concatenate([eve] * big_p), 1.0 + 0.0 * beta > 0, xp.full((n,), -math.log(n)), \
+            xp.mean(ys[4]), rho
 
     # ---- the outer loop over temperatures (Python: the number of steps is unknown) ---------------------
     def run(self, key, n, progress=False, desc="smc"):
