@@ -69,10 +69,14 @@ def mala(rt, key, p, beta, h, chol, density):
 
 
 @kernel("hmc", needs_grad=True, target_accept=0.7, initial_step=lambda d: 1.0 / d ** 0.25)
-def hmc(rt, key, p, beta, h, chol, density, n_leapfrog=5):
-    """Hamiltonian Monte Carlo with identity mass in y, `n_leapfrog` leapfrog steps of size h."""
+def hmc(rt, key, p, beta, h, chol, density, n_leapfrog=5, step_jitter=10.0):
+    """Hamiltonian Monte Carlo with identity mass in y, `n_leapfrog` leapfrog steps of size h · J^u per particle,
+    u ~ U(−1, 1), J = `step_jitter`. A random step size breaks the periodicity of fixed-length trajectories
+    (Neal 2011, §5.4.2.2) and lets particles in narrow and in wide regions of one cloud both move (a
+    funnel: the regression coefficients of sblrc-blr narrow tenfold with σ along the tempering path)."""
     xp = rt.xp
-    k1, k2 = rt.split(key, 2)
+    k0, k1, k2 = rt.split(key, 3)
+    h = h * step_jitter ** (2.0 * rt.uniform(k0, (p.z.shape[0], 1)) - 1.0)
     m0 = rt.normal(k1, p.z.shape)
 
     def leapfrog(_, s):

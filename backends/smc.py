@@ -7,7 +7,7 @@ One step β → β' is one pure function `step(key, state) -> (state, info)` (ji
    is at least `target_ess` (Zhou, Johansen & Aston 2016); or β' from a fixed `schedule`.
 2. reweight: log W_i ← log W_i + δ log L(z_i) − log c,  log Z ← log Z + log c,  c = Σ_i W_i w_i.
 3. resample (`resampler`) when ESS = 1 / Σ W_i² < `resample_threshold` · N.
-4. move: `n_moves` MCMC steps (`kernel` = rwm | mala | hmc, see `moves`) that leave π_β' invariant, whitened by
+4. move: `n_moves` MCMC steps (`kernel` = hmc (default) | mala | rwm, see `moves`) that leave π_β' invariant, whitened by
    the particle covariance. Between steps the step size follows the acceptance rate, log h += 2 (acc − target),
    and with moves="auto" the number of moves follows the decorrelation of the particles: with ρ̄ the mean over
    coordinates of |corr(z_j before, z_j after)| (weighted, over particles) after n moves, the next step makes
@@ -109,8 +109,8 @@ def make_density(rt, program, needs_grad, batch_size=None):
 class SMC:
     """An SMC sampler for one lowered program: `init(key, n)`, the pure `step(key, state)`, and `run(key, n)`."""
 
-    def __init__(self, program, kernel="rwm", target_ess=0.5, resample_threshold=0.5, resampler="systematic",
-                 moves="auto", max_moves=50, decorrelation=0.1, n_leapfrog=5, step_size=None, schedule=None,
+    def __init__(self, program, kernel="hmc", target_ess=0.5, resample_threshold=0.5, resampler="systematic",
+                 moves="auto", max_moves=50, decorrelation=0.1, n_leapfrog=5, step_jitter=10.0, step_size=None, schedule=None,
                  waste_free=None, batch_size=None, bisection_iters=50, max_steps=2000):
         if kernel not in KERNELS:
             raise UnknownNameError(f"unknown SMC kernel {kernel!r}; choose one of {', '.join(sorted(KERNELS))}")
@@ -131,7 +131,9 @@ class SMC:
         self.program, self.rt = program, program.rt
         self.kernel_name = kernel
         self.move, needs_grad, self.target_accept, self.initial_step = KERNELS[kernel]
-        self.move_params = {"n_leapfrog": int(n_leapfrog)} if kernel == "hmc" else {}
+        if not step_jitter >= 1:
+            raise ValueRangeError(f"step_jitter must be >= 1 (1: no jitter), got {step_jitter!r}")
+        self.move_params = {"n_leapfrog": int(n_leapfrog), "step_jitter": float(step_jitter)} if kernel == "hmc" else {}
         self.target_ess, self.threshold, self.resample = target_ess, resample_threshold, RESAMPLERS[resampler]
         self.resampler = resampler
         self.moves, self.max_moves, self.decorrelation = moves, int(max_moves), float(decorrelation)
@@ -343,9 +345,10 @@ def _cached_smc(compiled, rt, options):
 def run(compiled, rt, key, particles=10_000, progress=None, runs=1, **options):
     """Adaptive tempered SMC of `compiled` with `particles` particles, `runs` independent runs.
 
-    Options: kernel ('rwm' | 'mala' | 'hmc'), target_ess (0.5), resample_threshold (0.5), resampler
-    ('systematic' | 'stratified' | 'multinomial' | 'residual'), moves ('auto' or an int), max_moves, decorrelation,
-    n_leapfrog, step_size, schedule (fixed temperatures 0..1), waste_free (chain length P), batch_size."""
+    Options: kernel ('hmc' | 'mala' | 'rwm'), target_ess (0.5), resample_threshold (0.5), resampler
+    ('systematic' | 'stratified' | 'multinomial' | 'residual'), moves ('auto' or an int), max_moves (50),
+    decorrelation (0.1), n_leapfrog (5), step_jitter (10), step_size, schedule (fixed temperatures 0..1),
+    waste_free (chain length P), batch_size."""
     if not isinstance(runs, int) or runs < 1:
         raise ValueRangeError(f"runs must be a positive integer, got {runs!r}")
     smc = _cached_smc(compiled, rt, options)

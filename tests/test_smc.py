@@ -197,15 +197,12 @@ def test_many_well_32(runtime):
 
 
 @pytest.mark.slow
-@pytest.mark.xfail(strict=True, reason="known: log Z 0.36 low (−195.32 ± 0.04 over 4 runs) even with 200 RWM moves "
-                   "per step; the bias shrinks with more moves (8: −209, 50: −197.4), so the moves under-mix here")
 @pytest.mark.parametrize("runtime", RUNTIMES)
 def test_sblrc_blr(runtime):
+    """Default options. Between β ≈ 0.02 and 0.1 σ falls from ≈ 15 to ≈ 1.5 and the coefficients narrow with it
+    (a funnel): fixed-step HMC lagged there and ended 7 low, RWM 2.4 low; per-particle step jitter moves both ends."""
     known = _reference_or_skip(T.sblrc_blr)
-    # the posterior is 10⁴ times narrower than the prior and σ couples to β along the path: the default
-    # adaptive move count under-mixes (log Z −3 to −14 low); 200 RWM moves per step converge
-    r = ppl.sample(known.target, method="smc", runtime=runtime, particles=4000, runs=4, seed=9, kernel="rwm",
-                   moves=200, max_moves=200)
+    r = ppl.sample(known.target, method="smc", runtime=runtime, particles=4000, runs=4, seed=9)
     _check_log_z(r, known.log_z, slack=0.05)
 
 
