@@ -78,31 +78,45 @@ class Result:
     def std(self, name):
         return np.sqrt(self.var(name))
 
+    #: the columns of `summary()`, the same for every method
+    SUMMARY_COLUMNS = ("mean", "sd", "mcse_mean", "5%", "95%", "ess_bulk", "ess_tail", "r_hat")
+
     def summary(self, var_names=None):
-        """A table (pandas DataFrame): mean, sd, 5%, 95%, ESS (and R-hat for MCMC) per scalar component."""
+        """One table (pandas DataFrame) for every method, a row per scalar component: weighted mean, sd, MCSE
+        of the mean, 5% and 95% quantiles, bulk and tail ESS, and R-hat.
+
+        MCMC draws: ESS, MCSE and rank-normalized R-hat from ArviZ. Weighted runs (IS, SMC, FKC): both ESS
+        columns are the Kish ESS (Σw)²/Σw² summed over runs, MCSE = sd / √ESS, and R-hat is ArviZ's across the
+        independent runs (their resampled draws; NaN for one run)."""
+        import arviz as az
         import pandas as pd
+        names = list(var_names or self.samples)
+        chains = next(iter(self.samples.values())).shape[0]
+        stats = None
+        if self.log_weights is None or chains > 1:
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")  # constant components give NaN R-hat
+                stats = az.summary(self.to_arviz(), var_names=names, kind="diagnostics", round_to="none")
         rows, index = [], []
-        mcmc = self.log_weights is None
-        if mcmc:
-            import arviz as az
-            stats = az.summary(self.to_arviz(), var_names=var_names, kind="all", round_to="none")
-        for name in var_names or self.samples:
+        for name in names:
             x, w = self._pooled(name)
             flat = x.reshape(len(x), -1)
             for j in range(flat.shape[1]):
                 label = name if x.ndim == 1 else f"{name}[{', '.join(map(str, np.unravel_index(j, x.shape[1:])))}]"
                 col = flat[:, j]
                 m = float(np.dot(w, col))
-                row = {"mean": m, "sd": float(np.sqrt(np.dot(w, (col - m) ** 2))),
-                       "5%": float(_weighted_quantile(col, w, 0.05)), "95%": float(_weighted_quantile(col, w, 0.95))}
-                if mcmc:
-                    row.update({"ess_bulk": stats.loc[label, "ess_bulk"], "ess_tail": stats.loc[label, "ess_tail"],
-                                "r_hat": stats.loc[label, "r_hat"]})
+                sd = float(np.sqrt(np.dot(w, (col - m) ** 2)))
+                if self.log_weights is None:
+                    mcse, ess_bulk, ess_tail = (float(stats.loc[label, k]) for k in ("mcse_mean", "ess_bulk", "ess_tail"))
                 else:
-                    row["ess"] = self.ess
-                rows.append(row)
+                    ess_bulk = ess_tail = self.ess
+                    mcse = sd / np.sqrt(self.ess)
+                rows.append({"mean": m, "sd": sd, "mcse_mean": mcse, "5%": float(_weighted_quantile(col, w, 0.05)),
+                             "95%": float(_weighted_quantile(col, w, 0.95)), "ess_bulk": ess_bulk,
+                             "ess_tail": ess_tail,
+                             "r_hat": float(stats.loc[label, "r_hat"]) if stats is not None else float("nan")})
                 index.append(label)
-        return pd.DataFrame(rows, index=index)
+        return pd.DataFrame(rows, index=index, columns=list(self.SUMMARY_COLUMNS))
 
     def to_arviz(self):
         """InferenceData: equally weighted draws per chain (weighted runs are resampled systematically),

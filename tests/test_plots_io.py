@@ -118,3 +118,17 @@ def test_load_rejects_foreign_files(tmp_path):
         ppl.load(tmp_path / "plain.nc")
     with pytest.raises(ppl.PPLError, match="missing.nc"):
         ppl.load(tmp_path / "missing.nc")
+
+
+def test_summary_is_one_table_for_every_method():
+    """Same columns for MCMC and weighted runs; weighted: ESS is Kish's, MCSE = sd/√ESS, R-hat across runs."""
+    smc = smc_result()
+    tables = {"nuts": mcmc_result().summary(), "is": is_result().summary(), "smc": smc.summary()}
+    for table in tables.values():
+        assert list(table.columns) == list(ppl.Result.SUMMARY_COLUMNS)
+    assert list(tables["smc"].index) == ["x", "s[0]", "s[1]"]
+    row = tables["smc"].loc["x"]
+    assert row["ess_bulk"] == row["ess_tail"] == pytest.approx(smc.ess)
+    assert row["mcse_mean"] == pytest.approx(row["sd"] / np.sqrt(smc.ess))
+    assert np.isfinite(tables["smc"]["r_hat"]).all() and np.isnan(tables["is"]["r_hat"]).all()
+    assert 0.99 < tables["nuts"].loc["mu", "r_hat"] < 1.05
