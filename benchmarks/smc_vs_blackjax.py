@@ -1,12 +1,14 @@
 """Our adaptive tempered SMC (JAX and torch runtimes) against BlackJAX's `adaptive_tempered_smc`.
 
 Same targets (10-d Gaussian mixture, log Z = 0; German credit logistic regression, log Z = −529.175), the same
-particle count, target ESS 0.5, systematic resampling and the same number of HMC moves per step with the same
-number of leapfrog steps. BlackJAX resamples every step and keeps its (hand-set) step size and identity mass;
-ours resamples on ESS < N/2, whitens moves by the particle covariance and tunes the step size between steps.
+particle count, target ESS 0.5, systematic resampling at every step (`--resample-threshold 0.5`: ours only
+when ESS < N/2) and the same number of HMC moves per step with the same number of leapfrog steps. BlackJAX keeps
+its (hand-set) step size and identity mass; ours whitens moves by the particle covariance, tunes the step size
+between steps and jitters it per particle (its defaults).
 Wall time per run excludes the one-time jit compilation (a warm-up run on both sides).
 
-    python benchmarks/smc_vs_blackjax.py [--particles N] [--seeds S] [--moves M] [--leapfrog L] [--quick]
+    python benchmarks/smc_vs_blackjax.py [--particles N ...] [--seeds S] [--moves M] [--leapfrog L]
+                                         [--resample-threshold T] [--targets ...] [--no-torch]
 """
 import argparse
 import math
@@ -77,9 +79,10 @@ def run_blackjax(name, particles, moves, leapfrog, seed):
 _BJ_CACHE = {}
 
 
-def run_ours(compiled, runtime, particles, moves, leapfrog, seed):
+def run_ours(compiled, runtime, particles, moves, leapfrog, threshold, seed):
     r = ppl.sample(compiled, method="smc", runtime=runtime, particles=particles, seed=seed, kernel="hmc",
-                   moves=moves, n_leapfrog=leapfrog, resampler="systematic", target_ess=0.5, progress=False)
+                   moves=moves, n_leapfrog=leapfrog, resampler="systematic", target_ess=0.5,
+                   resample_threshold=threshold, progress=False)
     return r.log_z, r.diagnostics["n_steps"][0]
 
 
@@ -99,6 +102,7 @@ def main():
     ap.add_argument("--seeds", type=int, default=5)
     ap.add_argument("--moves", type=int, default=5)
     ap.add_argument("--leapfrog", type=int, default=5)
+    ap.add_argument("--resample-threshold", type=float, default=1.0)
     ap.add_argument("--targets", nargs="+", default=["gaussian_mixture", "german_credit"])
     ap.add_argument("--no-torch", action="store_true")
     args = ap.parse_args()
@@ -107,10 +111,12 @@ def main():
     for name, n in zip(args.targets, args.particles * len(args.targets)):
         known = getattr(T, name)()
         compiled = ppl.compile(known.target)
-        runners = {"ppl numpyro (JAX)": lambda s: run_ours(compiled, "numpyro", n, args.moves, args.leapfrog, s),
+        runners = {"ppl numpyro (JAX)": lambda s: run_ours(compiled, "numpyro", n, args.moves, args.leapfrog,
+                                                                    args.resample_threshold, s),
                    "blackjax": lambda s: run_blackjax(name, n, args.moves, args.leapfrog, s)}
         if not args.no_torch:
-            runners["ppl pyro (torch)"] = lambda s: run_ours(compiled, "pyro", n, args.moves, args.leapfrog, s)
+            runners["ppl pyro (torch)"] = lambda s: run_ours(compiled, "pyro", n, args.moves, args.leapfrog,
+                                                                   args.resample_threshold, s)
         for label, fn in runners.items():
             res = timed(fn, seeds)
             err = res[:, 1] - known.log_z
