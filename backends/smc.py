@@ -268,6 +268,17 @@ class SMC:
         return allp, xp.concatenate([eve] * big_p), 1.0 + 0.0 * beta > 0, xp.full((n,), -math.log(n)), \
             xp.mean(ys[4]), rho
 
+    def step_memory(self, n):
+        """Bytes of temporary buffers XLA allocates for one step with `n` particles, from the compiled step's
+        memory analysis: nothing is allocated or run (JAX runtime only). With `batch_size` it stays near
+        batch_size × (memory of one particle's density) instead of n × that."""
+        import jax
+        if self.rt.framework != "jax":
+            raise PPLError("step_memory needs the JAX runtime (runtime='numpyro')")
+        key = jax.random.PRNGKey(0)
+        state = jax.eval_shape(lambda k: self.init(k, n), key)
+        return jax.jit(self._step).lower(key, state).compile().memory_analysis().temp_size_in_bytes
+
     # ---- the outer loop over temperatures (Python: the number of steps is unknown) ---------------------
     def run(self, key, n, progress=False, desc="smc"):
         """One SMC run with n particles: (final state, list of per-step info dicts of numpy values)."""
