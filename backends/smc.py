@@ -6,7 +6,10 @@ One step β → β' is one pure function `step(key, state) -> (state, info)` (ji
    CESS(δ) / N = (Σ_i W_i w_i)² / Σ_i W_i w_i²,  w_i = exp(+δ log L(z_i)),
    is at least `target_ess` (Zhou, Johansen & Aston 2016); or β' from a fixed `schedule`.
 2. reweight: log W_i ← log W_i + δ log L(z_i) − log c,  log Z ← log Z + log c,  c = Σ_i W_i w_i.
-3. resample (`resampler`) when ESS = 1 / Σ W_i² < `resample_threshold` · N.
+3. resample (`resampler`) when ESS = 1 / Σ W_i² < `resample_threshold` · N. The default 1 resamples at every
+   step that changed the weights: an adaptive step brings the ESS to target_ess · N anyway, and a threshold
+   equal to target_ess leaves that borderline to float rounding (it then resampled every other step, and the
+   moves between ran on weighted particles: log Z sd 0.11 instead of 0.05 on the 10-d mixture).
 4. move: `n_moves` MCMC steps (`kernel` = hmc (default) | mala | rwm, see `moves`) that leave π_β' invariant, whitened by
    the particle covariance. Between steps the step size follows the acceptance rate, log h += 2 (acc − target),
    and with moves="auto" the number of moves follows the decorrelation of the particles: with ρ̄ the mean over
@@ -109,7 +112,7 @@ def make_density(rt, program, needs_grad, batch_size=None):
 class SMC:
     """An SMC sampler for one lowered program: `init(key, n)`, the pure `step(key, state)`, and `run(key, n)`."""
 
-    def __init__(self, program, kernel="hmc", target_ess=0.5, resample_threshold=0.5, resampler="systematic",
+    def __init__(self, program, kernel="hmc", target_ess=0.5, resample_threshold=1.0, resampler="systematic",
                  moves="auto", max_moves=50, decorrelation=0.1, n_leapfrog=5, step_jitter=10.0, step_size=None, schedule=None,
                  waste_free=None, batch_size=None, bisection_iters=50, max_steps=2000):
         if kernel not in KERNELS:
@@ -356,7 +359,7 @@ def _cached_smc(compiled, rt, options):
 def run(compiled, rt, key, particles=10_000, progress=None, runs=1, **options):
     """Adaptive tempered SMC of `compiled` with `particles` particles, `runs` independent runs.
 
-    Options: kernel ('hmc' | 'mala' | 'rwm'), target_ess (0.5), resample_threshold (0.5), resampler
+    Options: kernel ('hmc' | 'mala' | 'rwm'), target_ess (0.5), resample_threshold (1.0), resampler
     ('systematic' | 'stratified' | 'multinomial' | 'residual'), moves ('auto' or an int), max_moves (50),
     decorrelation (0.1), n_leapfrog (5), step_jitter (10), step_size, schedule (fixed temperatures 0..1),
     waste_free (chain length P), batch_size."""
