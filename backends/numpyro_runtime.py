@@ -1,13 +1,24 @@
-"""The JAX runtime (NumPyro distributions and transforms); per-step kernels are jit-compiled."""
-import jax
-import jax.numpy as jnp
-import numpy as np
-import numpyro.distributions as dist
-from jax.scipy.special import logsumexp
-from numpyro.distributions.transforms import biject_to
+"""The JAX runtime (NumPyro distributions and transforms); per-step kernels are jit-compiled.
 
-from ..errors import PPLError
-from .runtime import Runtime, register
+XLA:CPU's concurrency-optimized scheduler deadlocks (every thread idle, the call never returns) on the jitted SMC
+step of a model with batched Cholesky factors from about 1000 particles up (gp_pois_regr, jax 0.10.2), so it is
+switched off here unless XLA_FLAGS already sets it; that takes effect if JAX has not started its CPU backend yet.
+"""
+import os
+
+_SCHEDULER_FLAG = "--xla_cpu_enable_concurrency_optimized_scheduler"
+if _SCHEDULER_FLAG not in os.environ.get("XLA_FLAGS", ""):
+    os.environ["XLA_FLAGS"] = f"{os.environ.get('XLA_FLAGS', '')} {_SCHEDULER_FLAG}=false".strip()
+
+import jax  # noqa: E402
+import jax.numpy as jnp  # noqa: E402
+import numpy as np  # noqa: E402
+import numpyro.distributions as dist  # noqa: E402
+from jax.scipy.special import logsumexp  # noqa: E402
+from numpyro.distributions.transforms import biject_to  # noqa: E402
+
+from ..errors import PPLError  # noqa: E402
+from .runtime import Runtime, register  # noqa: E402
 
 
 class _Numpy:
@@ -51,8 +62,12 @@ class NumPyroRuntime(Runtime):
 
     # arrays
     def asarray(self, x, dtype=None):
-        if isinstance(x, (jax.Array, jax.core.Tracer)) and dtype is None:
+        """x on this runtime's device (committed there, as torch's `.to(device)`; a committed and an
+        uncommitted array are different jit inputs); tracers pass through."""
+        if isinstance(x, jax.core.Tracer) and dtype is None:
             return x
+        if isinstance(x, jax.Array) and dtype is None:
+            return jax.device_put(x, self.jax_device)
         a = np.asarray(x)
         if dtype is None:
             dtype = self.dtype if a.dtype.kind in "fbiu" and a.dtype.kind != "b" else a.dtype

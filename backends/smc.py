@@ -167,7 +167,7 @@ class SMC:
         ref, rest, grad = self.density(z, 0.0 * rt.asarray(0.0))
         h = self.step_size0 if self.step_size0 is not None else self.initial_step(d)
         n_moves = self.waste_free - 1 if self.waste_free else (10 if self.moves == "auto" else self.moves)
-        return State(Particles(z, ref, rest, grad), rt.asarray(np.full(n, -math.log(n))), rt.asindex(np.arange(n)), rt.asarray(0.0),
+        return State(Particles(*map(rt.asarray, (z, ref, rest, grad))), rt.asarray(np.full(n, -math.log(n))), rt.asindex(np.arange(n)), rt.asarray(0.0),
                      rt.asarray(0.0), rt.asarray(float(h)), rt.asindex(n_moves), rt.asindex(0))
 
     # ---- one step --------------------------------------------------------------------------------------
