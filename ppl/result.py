@@ -107,7 +107,8 @@ class Result:
                 m = float(np.dot(w, col))
                 sd = float(np.sqrt(np.dot(w, (col - m) ** 2)))
                 if self.log_weights is None:
-                    mcse, ess_bulk, ess_tail = (float(stats.loc[label, k]) for k in ("mcse_mean", "ess_bulk", "ess_tail"))
+                    mcse, ess_bulk, ess_tail = (float(stats.loc[label, k])
+                                                for k in ("mcse_mean", "ess_bulk", "ess_tail"))
                 else:
                     ess_bulk = ess_tail = self.ess
                     mcse = sd / np.sqrt(self.ess)
