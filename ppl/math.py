@@ -227,11 +227,14 @@ def transpose(x):
 
 
 def cholesky(a):
-    """The lower Cholesky factor L of a symmetric positive-definite a = L Lᵀ."""
+    """The lower Cholesky factor L of a symmetric positive-definite a = L Lᵀ. On both runtimes a matrix that is not
+    positive-definite gives NaN entries (JAX's behaviour; torch would raise and stop a whole batch of particles
+    for one proposal outside the domain)."""
     fw = framework(a)
     if fw == "torch":
         import torch
-        return torch.linalg.cholesky(a)
+        factor, info = torch.linalg.cholesky_ex(a)
+        return torch.where((info == 0)[..., None, None], factor, torch.nan)
     return namespace(a).linalg.cholesky(a)
 
 
