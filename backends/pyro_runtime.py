@@ -7,7 +7,9 @@ from torch.distributions import biject_to
 from ..errors import PPLError
 from .runtime import Runtime, register
 
-torch.distributions.Distribution.set_default_validate_args(False)
+# No argument/support checks under vmap (they call .item()). Through Pyro's own switch, not torch's: Pyro's
+# MCMC restores torch's default from Pyro's flag when it returns, which re-enabled the checks for later runs.
+dist.enable_validation(False)
 
 
 def _axis(kw):

@@ -118,3 +118,15 @@ def test_diagnose_low_ebfmi():
     energy = np.cumsum(RNG.normal(size=(4, 500)), axis=1)
     diag, msgs = _warnings(GOOD, dict(NO_DIV, energy=energy))
     assert max(diag["e_bfmi"]) < 0.3 and any("E-BFMI" in m for m in msgs), msgs
+
+
+@pytest.mark.filterwarnings("ignore::ppl.backends.hmc.ConvergenceWarning")
+def test_pyro_nuts_leaves_distribution_validation_off():
+    """Pyro's MCMC restores torch's validation default from Pyro's own flag on return; with the checks back on,
+    every later vmapped log density on torch failed (`.item()` under vmap)."""
+    import torch
+    ppl.sample(ppl.model(x=ppl.Normal(0.0, 1.0)), method="nuts", runtime="pyro", num_warmup=5, num_samples=5,
+               chains=1)
+    assert torch.distributions.Distribution._validate_args is False
+    r = ppl.sample(TARGET, method="smc", runtime="pyro", particles=100, seed=0, moves=1)
+    assert np.isfinite(r.log_z)
