@@ -97,6 +97,7 @@ class Result:
             with warnings.catch_warnings():
                 warnings.simplefilter("ignore")  # constant components give NaN R-hat
                 stats = az.summary(self.to_arviz(), var_names=names, kind="diagnostics", round_to="none")
+        ess = self.ess  # Kish ESS of the weights, the same for every component of a weighted run
         rows, index = [], []
         for name in names:
             x, w = self._pooled(name)
@@ -110,8 +111,8 @@ class Result:
                     mcse, ess_bulk, ess_tail = (float(stats.loc[label, k])
                                                 for k in ("mcse_mean", "ess_bulk", "ess_tail"))
                 else:
-                    ess_bulk = ess_tail = self.ess
-                    mcse = sd / np.sqrt(self.ess)
+                    ess_bulk = ess_tail = ess
+                    mcse = sd / np.sqrt(ess)
                 rows.append({"mean": m, "sd": sd, "mcse_mean": mcse, "5%": float(_weighted_quantile(col, w, 0.05)),
                              "95%": float(_weighted_quantile(col, w, 0.95)), "ess_bulk": ess_bulk,
                              "ess_tail": ess_tail,
