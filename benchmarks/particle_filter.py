@@ -1,0 +1,186 @@
+"""Our particle filter (`method="pf"`, NumPyro and Pyro runtimes) against the `particles` library's bootstrap filter.
+
+Models (the same data for every sampler):
+  lg  linear-Gaussian, d = 1, T = 100: x[0] ~ N(0, 1/(1-0.9²)), x[t] ~ N(0.9 x[t-1], 1), y[t] ~ N(x[t], 1)
+      (`particles.kalman.LinearGauss(rho=0.9, sigmaX=1, sigmaY=1)`); exact log-likelihood by the Kalman filter
+  sv  stochastic volatility, T = 200: mu = -1, phi = 0.95, sigma = 0.25 (`particles.state_space_models.StochVol`)
+
+For each (model, N, sampler): the first run's wall time ("first run s": it compiles, for JAX), then over
+`--seeds` further runs the median wall time per run, the variance of log Z over seeds, for lg the mean error of
+log Z against the Kalman value (± its standard error), and particle-steps per second (N · T / median time).
+Both filters resample systematically when ESS < N/2 (`particles`: `resampling="systematic", ESSrmin=0.5`, its
+defaults; ours: `resample_threshold=0.5, resampler="systematic"`), both with the bootstrap proposal.
+
+Run:
+
+    python benchmarks/particle_filter.py [--particles 1000 10000 100000] [--seeds 10] [--device cpu|cuda]
+                                         [--runtimes numpyro pyro] [--models lg sv]
+
+(`--runtimes` with no names runs `particles` and the Kalman column only). `particles` is optional; install it
+without its dependencies, which pin numpy<2 in its metadata although it runs on numpy 2 (installing them would
+downgrade numpy and jax):
+
+    pip install --no-deps particles
+
+It needs numba (for its variance estimators) and scipy, which the test extra already brings.
+"""
+import argparse
+import math
+import os
+import sys
+import time
+
+import numpy as np
+
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "tests"))
+from ssm_reference import LinearGaussianSSM, simulate_sv  # noqa: E402
+
+LG = {"rho": 0.9, "sigmaX": 1.0, "sigmaY": 1.0}
+SV = {"mu": -1.0, "phi": 0.95, "sigma": 0.25}
+LENGTH = {"lg": 100, "sv": 200}
+
+
+def make_data(model):
+    """(y [T], exact log-likelihood or None)."""
+    if model == "lg":
+        m = LinearGaussianSSM(LG["rho"], LG["sigmaX"] ** 2, 1.0, LG["sigmaY"] ** 2, 0.0,
+                              LG["sigmaX"] ** 2 / (1 - LG["rho"] ** 2))
+        _, y = m.simulate(LENGTH[model], seed=0)
+        return y[:, 0], m.kalman(y)["log_lik"]
+    _, y = simulate_sv(LENGTH[model], seed=0, **SV)
+    return y, None
+
+
+# ---- the two samplers: each returns a function seed -> log Z ------------------------------------------------
+
+def particles_runner(model, y, n):
+    import particles
+    from particles import state_space_models as ssm
+    from particles.kalman import LinearGauss
+    if model == "lg":
+        ssm_model = LinearGauss(**LG)
+    else:
+        ssm_model = ssm.StochVol(mu=SV["mu"], rho=SV["phi"], sigma=SV["sigma"])
+    fk = ssm.Bootstrap(ssm=ssm_model, data=y)
+
+    def run(seed):
+        np.random.seed(seed)  # particles draws from numpy's global generator
+        pf = particles.SMC(fk=fk, N=n, resampling="systematic", ESSrmin=0.5, collect=[])
+        pf.run()
+        return float(pf.logLt)
+
+    return run
+
+
+def ppl_target(model, y):
+    import ppl
+    if model == "lg":
+        return ppl.model(
+            data={"a": LG["rho"], "q": LG["sigmaX"], "r": LG["sigmaY"],
+                  "s0": LG["sigmaX"] / math.sqrt(1 - LG["rho"] ** 2)},
+            x=ppl.markov(init=lambda s0: ppl.Normal(0.0, s0),
+                         step=lambda prev, a, q: ppl.Normal(a * prev, q), length=len(y)),
+            y=lambda x, r: ppl.Normal(x, r),
+        ).condition(y=y)
+    return ppl.model(
+        data=dict(SV),
+        x=ppl.markov(init=lambda mu, phi, sigma: ppl.Normal(mu, sigma / ppl.math.sqrt(1 - phi ** 2)),
+                     step=lambda prev, mu, phi, sigma: ppl.Normal(mu + phi * (prev - mu), sigma), length=len(y)),
+        y=lambda x: ppl.Normal(0.0, ppl.math.exp(x / 2)),
+    ).condition(y=y)
+
+
+def ppl_runner(model, y, n, runtime, device):
+    import ppl
+    target = ppl_target(model, y)
+
+    def run(seed):
+        r = ppl.sample(target, method="pf", particles=n, seed=seed, runtime=runtime, device=device,
+                       resample_threshold=0.5, resampler="systematic", progress=False)
+        return float(r.log_z)
+
+    return run
+
+
+# ---- measuring ----------------------------------------------------------------------------------------------
+
+def measure(run, seeds):
+    """First run (compiling) time, then `seeds` timed runs with seeds 1..seeds: (first s, times, log Zs)."""
+    t0 = time.perf_counter()
+    run(0)
+    first = time.perf_counter() - t0
+    times, log_z = [], []
+    for s in range(1, seeds + 1):
+        t0 = time.perf_counter()
+        log_z.append(run(s))
+        times.append(time.perf_counter() - t0)
+    return first, np.asarray(times), np.asarray(log_z)
+
+
+def row(model, n, sampler, first, times, log_z, exact):
+    med = float(np.median(times))
+    steps = n * LENGTH[model] / med
+    if exact is None:
+        err = "—"
+    else:
+        e = log_z.mean() - exact
+        err = f"{e:+.3f} ± {log_z.std(ddof=1) / math.sqrt(len(log_z)):.3f}"
+    return (f"| {model} | {n:>6} | {sampler} | {first:.3f} | {med:.4f} | {log_z.var(ddof=1):.4f} | {err} | "
+            f"{steps:.3g} |")
+
+
+def main(argv=None):
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--particles", type=int, nargs="+", default=[1000, 10_000, 100_000])
+    ap.add_argument("--seeds", type=int, default=10)
+    ap.add_argument("--device", choices=("cpu", "cuda"), default="cpu")
+    ap.add_argument("--runtimes", nargs="*", default=["numpyro", "pyro"], choices=("numpyro", "pyro"))
+    ap.add_argument("--models", nargs="+", default=["lg", "sv"], choices=("lg", "sv"))
+    args = ap.parse_args(argv)
+    if args.seeds < 2:
+        ap.error("--seeds must be at least 2 (a variance over seeds)")
+
+    try:
+        import particles  # noqa: F401
+        have_particles = True
+    except ImportError:
+        have_particles = False
+        print("SKIP particles: the `particles` library is not installed (pip install --no-deps particles)")
+
+    data = {m: make_data(m) for m in args.models}
+    print(f"Bootstrap particle filters, systematic resampling when ESS < N/2 (particles: resampling='systematic', "
+          f"ESSrmin=0.5; ppl: resample_threshold=0.5, resampler='systematic'); {args.seeds} timed seeds after "
+          f"one first run; ppl device {args.device}, particles on CPU (numpy).")
+    for m, (y, exact) in data.items():
+        if exact is not None:
+            print(f"{m}: T = {len(y)}, Kalman log-likelihood {exact:.4f}")
+    print()
+    print("| model | N | sampler | first run s | median s/run | var log Z | mean log Z − Kalman | particle-steps/s |")
+    print("|---|---:|---|---:|---:|---:|---:|---:|")
+    failures = []
+    for m in args.models:
+        y, exact = data[m]
+        for n in args.particles:
+            samplers = []
+            if have_particles:
+                samplers.append(("particles", lambda: particles_runner(m, y, n)))
+            for rt in args.runtimes:
+                samplers.append((f"ppl {rt}", lambda rt=rt: ppl_runner(m, y, n, rt, args.device)))
+            for name, make in samplers:
+                try:
+                    first, times, log_z = measure(make(), args.seeds)
+                except Exception as e:  # noqa: BLE001 (a sampler that cannot run is reported, not fatal)
+                    print(f"| {m} | {n:>6} | {name} | — | — | — | — | — |  ({type(e).__name__}: {str(e)[:80]})")
+                    continue
+                print(row(m, n, name, first, times, log_z, exact), flush=True)
+                if exact is not None:
+                    z = (log_z.mean() - exact) / (log_z.std(ddof=1) / math.sqrt(len(log_z)))
+                    if abs(z) > 4:
+                        failures.append(f"{m} N={n} {name}: mean log Z off the Kalman value by {z:.1f} se")
+    for f in failures:
+        print("CHECK FAILED:", f)
+    return 1 if failures else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
