@@ -1,30 +1,23 @@
-"""Self-normalized importance sampling with the reference π0 (or a user's proposal) as proposal.
+"""Self-normalized importance sampling: the one-step Feynman–Kac model with M0 = π0 (or a user's proposal)
+and log G_0 = log L = log γ − log π0.
 
-x_i ~ π0, log w_i = log γ(x_i) − log π0(x_i) = log L(x_i);
-log Z ≈ logmeanexp(log w), se(log Z) ≈ sqrt(Var(w) / (N · mean(w)²)) (delta method);
-ESS = (Σw)² / Σw²; Pareto k̂ from PSIS (ArviZ), with a warning when k̂ > 0.7.
+log Z ≈ log c_0 = logmeanexp(log L); se(log Z) from the core's Lee–Whiteley estimate, which for one step is
+the delta method sqrt((Σ W² − 1/N) · N/(N−1)); ESS = 1/Σ W²; Pareto k̂ from PSIS (ArviZ), with a warning
+when k̂ > 0.7.
 """
+import math
 import warnings
 
 import numpy as np
 
 from ..errors import InferenceError
-from ..result import Result, kish_ess
-from . import method
+from ..result import Result
+from . import fk, method
 from .runtime import batched
 
 
 class ImportanceWarning(UserWarning):
     """The importance weights are unreliable (Pareto k̂ > 0.7 or few effective samples)."""
-
-
-def log_z_and_se(log_w):
-    """logmeanexp(log w) and its delta-method standard error, from numpy log weights [N]."""
-    n = log_w.shape[-1]
-    m = np.max(log_w)
-    w = np.exp(log_w - m)
-    mean = w.mean()
-    return float(m + np.log(mean)), float(np.sqrt(w.var() / (n * mean ** 2)))
 
 
 def pareto_khat(log_w):
@@ -35,29 +28,41 @@ def pareto_khat(log_w):
     return float(k)
 
 
+class Importance(fk.FeynmanKac):
+    """M0 = the reference π0, log G_0 = log L; no move."""
+
+    def __init__(self, program, batch_size=None):
+        self.program, self.rt = program, program.rt
+        self.log_rest = batched(self.rt, lambda z, _: program.log_densities(z), batch_size)
+
+    def init(self, key, n):
+        return self.program.sample_reference(key, n), None
+
+    def log_potential(self, t, z, log_w, carry):
+        return self.log_rest(z, None)[1], z, carry
+
+
 @method("is")
 def run(compiled, rt, key, particles=10_000, progress=None, batch_size=None):
     """Importance sampling of `compiled` with `particles` draws from its reference."""
-    prog = compiled.lower(rt)
-    z = prog.sample_reference(key, particles)
-    _, log_rest = batched(rt, lambda z, _: prog.log_densities(z), batch_size)(z, None)
-    log_w = rt.to_numpy(log_rest).astype(np.float64)
-    bad = ~np.isfinite(log_w)
-    bad_nan = int(np.sum(np.isnan(log_w)))
-    log_w[bad] = -np.inf
-    if bad.all():
+    model = Importance(compiled.lower(rt), batch_size)
+    k0, k1 = rt.split(key, 2)
+    step = rt.jit(lambda k, s: fk.make_step(model, threshold=0.0)(k, s, move=False))
+    state, info = step(k1, fk.init(model, k0, particles))
+    log_w = rt.to_numpy(state.log_w).astype(np.float64)
+    log_z, non_finite = float(rt.to_numpy(info.log_c)), int(rt.to_numpy(info.non_finite))
+    if not math.isfinite(log_z):
         raise InferenceError(f"importance sampling: all {particles} weights vanished (log densities were "
                              f"-inf or NaN on every particle); the proposal misses the target's support")
-    log_z, se = log_z_and_se(log_w)
-    ess = float(kish_ess(log_w))
+    ess = float(rt.to_numpy(info.ess))
     finite = log_w[np.isfinite(log_w)]
     k = float("inf") if finite.size <= 5 else (-np.inf if np.ptp(finite) < 1e-9 else pareto_khat(finite))
     if k > 0.7:
         warnings.warn(f"importance sampling: Pareto k-hat = {k:.2f} > 0.7; the weights have a heavy tail and "
                       f"log Z and moments are unreliable (ESS = {ess:.0f} of {particles}); use SMC or a wider "
                       f"proposal (reference=...)", ImportanceWarning, stacklevel=3)
-    samples = {k_: v[None] for k_, v in prog.to_constrained(z).items()}
-    diagnostics = {"ess": ess, "pareto_k": k, "non_finite": int(bad.sum()), "nan": bad_nan,
-                   "log_z_per_chain": [log_z]}
+    samples = {k_: v[None] for k_, v in model.program.to_constrained(state.particles).items()}
+    diagnostics = {"ess": ess, "pareto_k": k, "non_finite": non_finite, "log_z_per_chain": [log_z]}
+    se = math.sqrt(float(rt.to_numpy(info.rel_var)))
     return Result(samples, log_w[None], log_z, se, method="is", runtime=rt.name, device=rt.device,
                   diagnostics=diagnostics)

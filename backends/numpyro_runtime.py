@@ -38,6 +38,11 @@ class _Numpy:
         return x.at[idx].set(value)
 
     @staticmethod
+    def index_add(x, idx, value):
+        """x with value[j] added at x[idx[j]] (repeated indices accumulate)."""
+        return x.at[idx].add(value)
+
+    @staticmethod
     def cholesky(x):
         return jnp.linalg.cholesky(x)
 

@@ -120,6 +120,10 @@ class _Numpy:
         x[idx] = value
         return x
 
+    def index_add(self, x, idx, value):
+        """x with value[j] added at x[idx[j]] (repeated indices accumulate)."""
+        return x.index_add(0, idx, value)
+
     def cov(self, x):
         """Covariance of the rows of x [N, D] (numpy's `cov(x, rowvar=False)`)."""
         return torch.atleast_2d(torch.cov(x.T))

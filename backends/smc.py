@@ -1,6 +1,7 @@
 """SMC sampler on the tempered path π_β ∝ π0 · L^β, β from 0 to 1 (Del Moral, Doucet & Jasra 2006).
 
-One step β → β' is one pure function `step(key, state) -> (state, info)` (jit-compiled on JAX):
+A Feynman–Kac model on the core loop of `fk` (which owns weights, resampling, log Z and its error); this module
+supplies only the path and the moves. One step β → β' (`step(key, state) -> (state, info)`, jit-compiled on JAX):
 
 1. β' = β + δ: by bisection, the largest δ ≤ 1 − β whose conditional ESS
    CESS(δ) / N = (Σ_i W_i w_i)² / Σ_i W_i w_i²,  w_i = exp(+δ log L(z_i)),
@@ -10,35 +11,32 @@ One step β → β' is one pure function `step(key, state) -> (state, info)` (ji
    step that changed the weights: an adaptive step brings the ESS to target_ess · N anyway, and a threshold
    equal to target_ess leaves that borderline to float rounding (it then resampled every other step, and the
    moves between ran on weighted particles: log Z sd 0.11 instead of 0.05 on the 10-d mixture).
-4. move: `n_moves` MCMC steps (`kernel` = hmc (default) | mala | rwm, see `moves`) that leave π_β' invariant,
+4. move: `n_moves` MCMC steps (`kernel` = hmc (default) | mala | rwm, see `kernels`) that leave π_β' invariant,
    whitened by the particle covariance. Between steps the step size follows the acceptance rate,
    log h += 2 (acc − target), and with moves="auto" the number of moves follows the decorrelation of the
    particles: with ρ̄ the mean over coordinates of |corr(z_j before, z_j after)| (weighted, over particles) after
    n moves, the next step makes n · log(`decorrelation`) / log ρ̄ moves (a geometric decay ρ̄ = r^n), at most
    `max_moves`.
-   Waste-free SMC (Dau & Chopin 2022, `waste_free=P`): resample N/P starts, keep all P states of each chain.
+   Waste-free SMC (Dau & Chopin 2022, `waste_free=P`): resample N/P starts directly, keep all P states of
+   each chain.
 
 Particles with a non-finite log density get weight zero (counted per step); if every weight vanishes or β
 stops moving, the run stops with an `InferenceError` that says at which step and β.
 log Z is the sum of the log c; its standard error comes from the spread over `runs` independent runs, or,
-for one run, from the Lee & Whiteley (2018) ancestral ("Eve") estimator:
-Var(Ẑ)/Ẑ² ≈ 1 − (N/(N−1))^R (1 − Σ_k (Σ_{i: E_i=k} W_i)²), R = number of resampling events.
+for one run, from the core's Lee & Whiteley (2018) ancestral ("Eve") estimator at the last step.
 """
 import math
 import sys
 import weakref
-from collections import namedtuple
+from typing import Any, NamedTuple
 
 import numpy as np
 
-from ..errors import InferenceError, PPLError, UnknownNameError, ValueRangeError
+from ..errors import InferenceError, PPLError, ValueRangeError
 from ..result import Result
-from ..stdlib.resamplers import RESAMPLERS
-from . import method
-from .moves import KERNELS, Particles, cloud_cholesky
+from . import fk, method
+from .kernels import Particles, cloud_cholesky, get_kernel
 from .runtime import batched
-
-State = namedtuple("State", "particles log_w eve beta log_z step_size n_moves t")
 
 NEG_INF = -float("inf")
 
@@ -110,20 +108,33 @@ def make_density(rt, program, needs_grad, batch_size=None):
     return density
 
 
-class SMC:
-    """An SMC sampler for one lowered program: `init(key, n)`, the pure `step(key, state)`, and `run(key, n)`."""
+class Carry(NamedTuple):
+    """SMC's own state between steps: the temperature, the kernel's step size, the number of moves and (for
+    waste-free SMC) the Cholesky factor of the weighted cloud before resampling."""
+    beta: Any
+    step_size: Any
+    n_moves: Any
+    chol: Any
 
-    def __init__(self, program, kernel="hmc", target_ess=0.5, resample_threshold=1.0, resampler="systematic",
-                 moves="auto", max_moves=50, decorrelation=0.1, n_leapfrog=5, step_jitter=10.0, step_size=None,
+
+class SMCInfo(NamedTuple):
+    """Per step: the new β, the mean acceptance rate, the step size and number of moves used, and ρ̄."""
+    beta: Any
+    acceptance: Any
+    step_size: Any
+    n_moves: Any
+    correlation: Any
+
+
+class SMC(fk.FeynmanKac):
+    """Tempered SMC as a Feynman–Kac model: M0 = π0, log G_t = (β_t − β_{t−1}) log L, M_t = `n_moves` steps of
+    the kernel invariant for π_{β_t}. `step(key, state)` is one jitted step of the core loop; `run(key, n)`."""
+
+    def __init__(self, program, kernel="hmc", kernel_options=None, target_ess=0.5, resample_threshold=1.0,
+                 resampler="systematic", moves="auto", max_moves=50, decorrelation=0.1, step_size=None,
                  schedule=None, waste_free=None, batch_size=None, bisection_iters=50, max_steps=2000):
-        if kernel not in KERNELS:
-            raise UnknownNameError(f"unknown SMC kernel {kernel!r}; choose one of {', '.join(sorted(KERNELS))}")
-        if resampler not in RESAMPLERS:
-            raise UnknownNameError(f"unknown resampler {resampler!r}; choose one of {', '.join(sorted(RESAMPLERS))}")
         if not 0 < target_ess < 1:
             raise ValueRangeError(f"target_ess must be in (0, 1), got {target_ess!r}")
-        if not 0 <= resample_threshold <= 1:
-            raise ValueRangeError(f"resample_threshold must be in [0, 1], got {resample_threshold!r}")
         if not (moves == "auto" or (isinstance(moves, int) and moves >= 0)):
             raise ValueRangeError(f"moves must be 'auto' or an integer >= 0, got {moves!r}")
         if not 0 < decorrelation < 1:
@@ -133,21 +144,15 @@ class SMC:
         if batch_size is not None and (not isinstance(batch_size, int) or batch_size < 1):
             raise ValueRangeError(f"batch_size must be a positive integer, got {batch_size!r}")
         self.program, self.rt = program, program.rt
-        self.kernel_name = kernel
-        self.move, needs_grad, self.target_accept, self.initial_step = KERNELS[kernel]
-        if not step_jitter >= 1:
-            raise ValueRangeError(f"step_jitter must be >= 1 (1: no jitter), got {step_jitter!r}")
-        hmc_params = {"n_leapfrog": int(n_leapfrog), "step_jitter": float(step_jitter)}
-        self.move_params = hmc_params if kernel == "hmc" else {}
-        self.target_ess, self.threshold, self.resample = target_ess, resample_threshold, RESAMPLERS[resampler]
-        self.resampler = resampler
+        self.kernel = get_kernel(kernel)
+        self.kernel_options = self.kernel.options(kernel_options)
+        self.target_ess, self.resampler = target_ess, resampler
         self.moves, self.max_moves, self.decorrelation = moves, int(max_moves), float(decorrelation)
         self.step_size0 = step_size
         self.schedule = None if schedule is None else self._check_schedule(schedule)
         self.waste_free, self.iters, self.max_steps = waste_free, int(bisection_iters), int(max_steps)
-        self.density = make_density(self.rt, program, needs_grad, batch_size)
-        self.needs_grad = needs_grad
-        self.step = self.rt.jit(self._step)
+        self.density = make_density(self.rt, program, self.kernel.needs_grad, batch_size)
+        self.step = self.rt.jit(fk.make_step(self, resampler, resample_threshold))
 
     def _check_schedule(self, schedule):
         s = np.asarray(schedule, dtype=np.float64)
@@ -156,9 +161,10 @@ class SMC:
                                   f"got {np.round(s, 4).tolist()}")
         return self.rt.asarray(s)
 
+    # ---- the Feynman–Kac model ------------------------------------------------------------------------
     def init(self, key, n):
-        """N exact draws from the reference π0 (β = 0), uniform weights, log Z = 0."""
-        rt, xp = self.rt, self.rt.xp
+        """N exact draws from the reference π0 (β = 0)."""
+        rt = self.rt
         if self.waste_free and n % self.waste_free:
             raise ValueRangeError(f"waste-free SMC needs particles divisible by the chain length "
                                   f"P = {self.waste_free}, got {n}")
@@ -167,59 +173,50 @@ class SMC:
         if d == 0:
             raise PPLError("the target has no latent sites to sample")
         ref, rest, grad = self.density(z, 0.0 * rt.asarray(0.0))
-        h = self.step_size0 if self.step_size0 is not None else self.initial_step(d)
+        h = self.step_size0 if self.step_size0 is not None else self.kernel.initial_step(d)
         n_moves = self.waste_free - 1 if self.waste_free else (10 if self.moves == "auto" else self.moves)
-        return State(Particles(*map(rt.asarray, (z, ref, rest, grad))), rt.asarray(np.full(n, -math.log(n))),
-                     rt.asindex(np.arange(n)), rt.asarray(0.0), rt.asarray(0.0), rt.asarray(float(h)),
-                     rt.asindex(n_moves), rt.asindex(0))
+        return (Particles(*map(rt.asarray, (z, ref, rest, grad))),
+                Carry(rt.asarray(0.0), rt.asarray(float(h)), rt.asindex(n_moves), rt.asarray(np.eye(d))))
 
-    # ---- one step --------------------------------------------------------------------------------------
-    def _step(self, key, s):
-        rt, xp = self.rt, self.rt.xp
-        k_res, k_move, k_off = rt.split(key, 3)
-        p = s.particles
-        n = p.z.shape[0]
-        non_finite = xp.sum(~(p.log_rest > NEG_INF))
+    def log_potential(self, t, p, log_w, c):
+        """(β_t − β_{t−1}) log L, with β_t by bisection on the conditional ESS or from the schedule."""
         if self.schedule is None:
-            beta = next_beta(rt, s.log_w, p.log_rest, s.beta, self.target_ess, self.iters)
+            beta = next_beta(self.rt, log_w, p.log_rest, c.beta, self.target_ess, self.iters)
         else:
-            beta = self.schedule[s.t + 1]
-        log_w = s.log_w + increment(rt, beta - s.beta, p.log_rest)
-        log_c = xp.logsumexp(log_w)
-        log_w = log_w - log_c
-        ess = xp.exp(-xp.logsumexp(2 * log_w))
+            beta = self.schedule[t + 1]
+        log_g = increment(self.rt, beta - c.beta, p.log_rest)
         if self.waste_free:
-            chol = cloud_cholesky(rt, p.z, log_w)
-            p, eve, resampled, log_w, acc, rho = self._waste_free(k_res, k_move, k_off, p, s.eve, log_w, beta,
-                                                                  s.step_size, chol)
+            c = c._replace(chol=cloud_cholesky(self.rt, p.z, log_w + log_g))
+        return log_g, p, c._replace(beta=beta)
+
+    def num_resampled(self, n):
+        return n // self.waste_free if self.waste_free else n
+
+    def move(self, key, t, p, log_w, c):
+        """The kernel's moves at β_t, then the step size and move count adapted for the next step."""
+        rt, xp = self.rt, self.rt.xp
+        origin = None
+        if self.waste_free:
+            p, origin, acc, rho = self._waste_free(key, p, c)
         else:
-            resampled = ess < self.threshold * n
-            idx = xp.where(resampled, self.resample(rt, k_res, xp.exp(log_w)), xp.arange(n))
-            p = rt.tree_map(lambda a: xp.take(a, idx, axis=0), p)
-            eve = xp.take(s.eve, idx, axis=0)
-            log_w = xp.where(resampled, -math.log(n), log_w)
             z0 = p.z
-            p, acc = self._cross_moves(k_move, p, log_w, beta, s.step_size, s.n_moves)
+            p, acc = self._cross_moves(key, p, log_w, c.beta, c.step_size, c.n_moves)
             rho = start_correlation(rt, z0, p.z, log_w)
-        step_size = s.step_size * xp.exp(2.0 * (acc - self.target_accept))
+        step_size = c.step_size * xp.exp(2.0 * (acc - self.kernel.target_accept))
+        n_moves = c.n_moves
         if self.moves == "auto" and not self.waste_free:
             rate = xp.log(xp.clip(rho, 1e-12, 1.0 - 1e-6))
-            n_moves = _count_upto(rt, s.n_moves * math.log(self.decorrelation) / rate, self.max_moves)
-        else:
-            n_moves = s.n_moves
-        state = State(p, log_w, eve, beta, s.log_z + log_c, step_size, n_moves, s.t + 1)
-        info = {"beta": beta, "log_c": log_c, "ess": ess, "resampled": resampled, "acceptance": acc,
-                "step_size": s.step_size, "n_moves": s.n_moves, "correlation": rho, "non_finite": non_finite}
-        return state, info
+            n_moves = _count_upto(rt, c.n_moves * math.log(self.decorrelation) / rate, self.max_moves)
+        info = SMCInfo(c.beta, acc, c.step_size, c.n_moves, rho)
+        return p, c._replace(step_size=step_size, n_moves=n_moves), origin, info
 
+    # ---- moves ----------------------------------------------------------------------------------------
     def _move_once(self, key, p, beta, h, chol):
-        if self.needs_grad:
-            return self.move(self.rt, key, p, beta, h, chol, self.density, **self.move_params)
-        return self.move(self.rt, key, p, beta, h, chol, self.density)
+        return self.kernel.step(self.rt, key, p, beta, h, chol, self.density, **self.kernel_options)
 
     def _regrad(self, p, beta):
         """Gradients of the tempered density at the new β (kernels with gradients)."""
-        if not self.needs_grad:
+        if not self.kernel.needs_grad:
             return p
         return Particles(p.z, *self.density(p.z, beta))
 
@@ -250,29 +247,25 @@ class SMC:
         p = Particles(*(xp.concatenate([u, v]) for u, v in zip(a, b)))
         return p, 0.5 * (acc_a + acc_b)
 
-    def _waste_free(self, k_res, k_move, k_off, p, eve, log_w, beta, h, chol):
-        """Resample M = N/P starts (a random one of every P systematic/stratified/... offspring, which keeps each
-        scheme unbiased), run a P-state chain from each, keep all N = M · P states."""
+    def _waste_free(self, key, p, c):
+        """Waste-free SMC (Dau & Chopin 2022): from the M = N/P resampled starts run P-state chains and keep all
+        N = M · P states, whitened by the covariance of the weighted cloud before resampling."""
         rt, xp = self.rt, self.rt.xp
-        n, big_p = p.z.shape[0], self.waste_free
-        m = n // big_p
-        idx = self.resample(rt, k_res, xp.exp(log_w))
-        offset = xp.sum(xp.arange(big_p - 1) + 1 <= rt.uniform(k_off, (1,)) * big_p)
-        starts = xp.take(idx, xp.arange(m) * big_p + offset, axis=0)
-        p = self._regrad(rt.tree_map(lambda a: xp.take(a, starts, axis=0), p), beta)
-        eve = xp.take(eve, starts, axis=0)
+        m, big_p, chol = p.z.shape[0], self.waste_free, c.chol
+        p = self._regrad(p, c.beta)
 
-        def body(c, _):
-            k, q = c
+        def body(carry, _):
+            k, q = carry
             k, sub = rt.split(k, 2)
-            q, ok = self._move_once(sub, q, beta, h, chol)
+            q, ok = self._move_once(sub, q, c.beta, c.step_size, chol)
             return (k, q), (*q, xp.mean(ok * 1.0))
 
-        _, ys = rt.scan(body, (k_move, p), None, length=big_p - 1)
+        _, ys = rt.scan(body, (key, p), None, length=big_p - 1)
+        n = m * big_p
         allp = Particles(*(xp.concatenate([a[None], b]).reshape((n,) + tuple(a.shape[1:])) for a, b in zip(p, ys)))
         rho = start_correlation(rt, p.z, ys[0][-1], xp.zeros((m,)))  # chain starts against chain ends
-        return allp, xp.concatenate([eve] * big_p), 1.0 + 0.0 * beta > 0, xp.full((n,), -math.log(n)), \
-            xp.mean(ys[4]), rho
+        origin = xp.concatenate([xp.arange(m)] * big_p)
+        return allp, origin, xp.mean(ys[4]), rho
 
     def step_memory(self, n):
         """Bytes of temporary buffers XLA allocates for one step with `n` particles, from the compiled step's
@@ -282,15 +275,16 @@ class SMC:
         if self.rt.framework != "jax":
             raise PPLError("step_memory needs the JAX runtime (runtime='numpyro')")
         key = jax.random.PRNGKey(0)
-        state = jax.eval_shape(lambda k: self.init(k, n), key)
-        return jax.jit(self._step).lower(key, state).compile().memory_analysis().temp_size_in_bytes
+        state = jax.eval_shape(lambda k: fk.init(self, k, n), key)
+        return jax.jit(fk.make_step(self, self.resampler)).lower(key, state).compile().memory_analysis() \
+            .temp_size_in_bytes
 
     # ---- the outer loop over temperatures (Python: the number of steps is unknown) ---------------------
     def run(self, key, n, progress=False, desc="smc"):
-        """One SMC run with n particles: (final state, list of per-step info dicts of numpy values)."""
+        """One SMC run with n particles: (final state, list of per-step `StepInfo`s of numpy values)."""
         rt = self.rt
         k0, key = rt.split(key, 2)
-        state = self.init(k0, n)
+        state = fk.init(self, k0, n)
         infos, beta = [], 0.0
         bar = _progress_bar(progress, desc)
         try:
@@ -301,20 +295,20 @@ class SMC:
                                          f"{n} particles: use more particles or a closer reference")
                 key, sub = rt.split(key, 2)
                 state, info = self.step(sub, state)
-                info = {k: rt.to_numpy(v).item() for k, v in info.items()}
+                info = rt.tree_map(lambda v: v if v is None else rt.to_numpy(v).item(), info)
                 t = len(infos) + 1
-                if not math.isfinite(info["log_c"]):
-                    raise InferenceError(f"SMC: every weight vanished at step {t} (β {beta:.6g} → {info['beta']:.6g}): "
-                                         f"the log density was -inf or NaN on all {n} particles "
-                                         f"({info['non_finite']} non-finite before the step)")
-                if info["beta"] <= beta:
+                if not math.isfinite(info.log_c):
+                    raise InferenceError(f"SMC: every weight vanished at step {t} (β {beta:.6g} → "
+                                         f"{info.model.beta:.6g}): the log density was -inf or NaN on all {n} "
+                                         f"particles ({info.non_finite} non-finite)")
+                if info.model.beta <= beta:
                     raise InferenceError(f"SMC: β stalled at {beta:.6g} at step {t} (the next temperature did not "
                                          f"increase; float32 resolution or a degenerate weight increment)")
                 if bar is not None:
-                    bar.update(info["beta"] - beta)
-                    bar.set_postfix(beta=f"{info['beta']:.4f}", ess=f"{info['ess'] / n:.2f}",
-                                    acc=f"{info['acceptance']:.2f}", refresh=False)
-                beta = info["beta"]
+                    bar.update(info.model.beta - beta)
+                    bar.set_postfix(beta=f"{info.model.beta:.4f}", ess=f"{info.ess / n:.2f}",
+                                    acc=f"{info.model.acceptance:.2f}", refresh=False)
+                beta = info.model.beta
                 infos.append(info)
         finally:
             if bar is not None:
@@ -329,15 +323,6 @@ def _progress_bar(progress, desc):
         return None
     from tqdm.auto import tqdm
     return tqdm(total=1.0, desc=desc, bar_format="{desc}: {percentage:3.0f}%|{bar}| β {n:.4f}/1 [{elapsed}{postfix}]")
-
-
-def eve_relative_variance(log_w, eve, n_resampled):
-    """Lee & Whiteley's estimate of Var(Ẑ)/Ẑ² from final weights and time-0 ancestors (numpy)."""
-    n = len(log_w)
-    w = np.exp(log_w - np.max(log_w))
-    w /= w.sum()
-    families = np.bincount(eve, weights=w, minlength=n)
-    return float(max(1.0 - (n / (n - 1)) ** n_resampled * (1.0 - np.sum(families ** 2)), 0.0))
 
 
 def _padded(rows):
@@ -362,26 +347,25 @@ def _cached_smc(compiled, rt, options):
 def run(compiled, rt, key, particles=10_000, progress=None, runs=1, **options):
     """Adaptive tempered SMC of `compiled` with `particles` particles, `runs` independent runs.
 
-    Options: kernel ('hmc' | 'mala' | 'rwm'), target_ess (0.5), resample_threshold (1.0), resampler
-    ('systematic' | 'stratified' | 'multinomial' | 'residual'), moves ('auto' or an int), max_moves (50),
-    decorrelation (0.1), n_leapfrog (5), step_jitter (10), step_size, schedule (fixed temperatures 0..1),
-    waste_free (chain length P), batch_size."""
+    Options: kernel ('hmc' | 'mala' | 'rwm'), kernel_options (the kernel's own, e.g. hmc's n_leapfrog (5) and
+    step_jitter (10)), target_ess (0.5), resample_threshold (1.0), resampler ('systematic' | 'stratified' |
+    'multinomial' | 'residual'), moves ('auto' or an int), max_moves (50), decorrelation (0.1), step_size,
+    schedule (fixed temperatures 0..1), waste_free (chain length P), batch_size."""
     if not isinstance(runs, int) or runs < 1:
         raise ValueRangeError(f"runs must be a positive integer, got {runs!r}")
     smc = _cached_smc(compiled, rt, options)
     keys = rt.split(key, runs)
-    samples, log_w, log_z, diag = [], [], [], {k: [] for k in ("beta", "ess", "resampled", "acceptance",
-                                                               "step_size", "n_moves", "non_finite")}
-    rel_var = []
+    samples, log_w, log_z, rel_var = [], [], [], []
+    diag = {k: [] for k in ("beta", "ess", "resampled", "acceptance", "step_size", "n_moves", "non_finite")}
     for c in range(runs):
         state, infos = smc.run(keys[c], particles, progress, desc=f"smc {c + 1}/{runs}" if runs > 1 else "smc")
         samples.append(smc.program.to_constrained(state.particles.z))
-        lw = rt.to_numpy(state.log_w).astype(np.float64)
-        log_w.append(lw)
+        log_w.append(rt.to_numpy(state.log_w).astype(np.float64))
         log_z.append(float(rt.to_numpy(state.log_z)))
         for k in diag:
-            diag[k].append(np.array([0.0] + [i[k] for i in infos]) if k == "beta" else np.array([i[k] for i in infos]))
-        rel_var.append(eve_relative_variance(lw, rt.to_numpy(state.eve), int(sum(i["resampled"] for i in infos))))
+            per_step = [getattr(i.model, k) if k in SMCInfo._fields else getattr(i, k) for i in infos]
+            diag[k].append(np.array([0.0] + per_step if k == "beta" else per_step))
+        rel_var.append(infos[-1].rel_var)
     log_z_arr = np.array(log_z)
     if runs > 1:
         m = log_z_arr.max()
@@ -392,7 +376,7 @@ def run(compiled, rt, key, particles=10_000, progress=None, runs=1, **options):
     out = {k: np.stack([s[k] for s in samples]) for k in samples[0]}
     diagnostics = {k: v if runs > 1 else v[0] for k, v in diag.items()}
     diagnostics.update({"log_z_per_chain": log_z, "n_steps": [len(b) - 1 for b in diag["beta"]],
-                        "eve_relative_variance": rel_var, "kernel": smc.kernel_name, "resampler": smc.resampler,
+                        "eve_relative_variance": rel_var, "kernel": smc.kernel.name, "resampler": smc.resampler,
                         "particles": particles, "runs": runs})
     sample_stats = {"beta": _padded(diag["beta"])[:, None], "ess": _padded(diag["ess"])[:, None],
                     "acceptance": _padded(diag["acceptance"])[:, None],

@@ -81,7 +81,7 @@ _BJ_CACHE = {}
 
 def run_ours(compiled, runtime, particles, moves, leapfrog, threshold, seed):
     r = ppl.sample(compiled, method="smc", runtime=runtime, particles=particles, seed=seed, kernel="hmc",
-                   moves=moves, n_leapfrog=leapfrog, resampler="systematic", target_ess=0.5,
+                   moves=moves, kernel_options={"n_leapfrog": leapfrog}, resampler="systematic", target_ess=0.5,
                    resample_threshold=threshold, progress=False)
     return r.log_z, r.diagnostics["n_steps"][0]
 

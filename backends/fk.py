@@ -1,0 +1,154 @@
+"""One Feynman–Kac loop for every particle method (Chopin & Papaspiliopoulos 2020; BlackJAX `smc/base`).
+
+A particle method is a Feynman–Kac model: initial draws M0, Markov kernels M_t and log potentials log G_t.
+The model supplies them (`FeynmanKac`); this module owns everything else. One step t of `make_step`:
+
+1. weight:   log w_i = log W_i + log G_t(x_i) (non-finite → −inf, counted),
+             log c_t = logsumexp(log w),  log W = log w − log c_t,  log Z += log c_t
+             (so log Z = Σ_t log Σ_i W_{t−1}^i G_t(x^i), and with W_{−1} = 1/N, log c_0 = logmeanexp log G_0);
+2. resample: when ESS = 1 / Σ W² < threshold · N (and the model allows it at t): ancestors
+             a = resampler(W, M), x ← x[a], W ← 1/M; M = N unless the model resamples fewer
+             (waste-free SMC: M = N/P, then its move grows them back to N and says where each came from);
+3. move:     x ← M_{t+1}(x) (skipped with `move=False`, e.g. after the last observation of a filter).
+
+The state carries each particle's time-0 ancestor ("Eve") for the single-run standard error of log Z
+(Lee & Whiteley 2018): with F_k = Σ_{i: E_i = k} W_i and R resampling events before the last weighting,
+
+    Var(Ẑ)/Ẑ² ≈ 1 − (N/(N−1))^(R+1) (1 − Σ_k F_k²),    se(log Ẑ) ≈ sqrt of that,
+
+computed after every weighting (`StepInfo.rel_var`): for importance sampling (R = 0) it is the delta-method
+(Σ W² − 1/N) · N/(N−1).
+"""
+import math
+from typing import Any, NamedTuple
+
+import numpy as np
+
+from ..errors import UnknownNameError, ValueRangeError
+from ..stdlib.resamplers import RESAMPLERS
+
+NEG_INF = -float("inf")
+
+
+class FKState(NamedTuple):
+    """The loop's state: particles (a pytree with leading axis N), normalized log weights [N], log Z,
+    time-0 ancestors [N], resampling events so far, the model's own carry (e.g. β, a step size), step t."""
+    particles: Any
+    log_w: Any
+    log_z: Any
+    eve: Any
+    n_resampled: Any
+    carry: Any
+    t: Any
+
+
+class StepInfo(NamedTuple):
+    """What one step reports: log c_t, ESS after weighting, whether it resampled, the number of non-finite
+    potentials, the relative variance of Ẑ_t (above), the ancestors (when kept), what the model's `track`
+    saw after weighting (e.g. filtering moments) and the model's own record from its move."""
+    log_c: Any
+    ess: Any
+    resampled: Any
+    non_finite: Any
+    rel_var: Any
+    ancestors: Any
+    tracked: Any
+    model: Any
+
+
+class FeynmanKac:
+    """The interface of a Feynman–Kac model on runtime `rt` (all methods pure, batched over particles)."""
+
+    rt = None
+
+    def init(self, key, n):
+        """M0: (particles, carry) for n particles."""
+        raise NotImplementedError
+
+    def log_potential(self, t, particles, log_w, carry):
+        """(log G_t [N], particles, carry): the potential may adapt to the current weights (tempering chooses
+        β_t here) and cache per-particle values that the move reuses."""
+        raise NotImplementedError
+
+    def move(self, key, t, particles, log_w, carry):
+        """M_{t+1}: (particles, carry, origin, info). `origin` [N] maps each new particle to the one it came
+        from when the move changes their number (else None); `info` is the model's typed per-step record."""
+        return particles, carry, None, None
+
+    def num_resampled(self, n):
+        """How many particles resampling draws (N; N/P for waste-free SMC, which then always resamples)."""
+        return n
+
+    def can_resample(self, t):
+        """Whether step t may resample (a boolean, or a runtime boolean array)."""
+        return True
+
+    def track(self, particles, log_w, carry):
+        """Anything to record after weighting and before resampling (filtering moments, ...): a pytree or None."""
+        return None
+
+
+def check_resampling(resampler, threshold):
+    if resampler not in RESAMPLERS:
+        raise UnknownNameError(f"unknown resampler {resampler!r}; choose one of {', '.join(sorted(RESAMPLERS))}")
+    if not 0 <= threshold <= 1:
+        raise ValueRangeError(f"resample_threshold must be in [0, 1], got {threshold!r}")
+    return RESAMPLERS[resampler]
+
+
+def init(model, key, n):
+    """The loop's initial state: M0 draws with uniform weights, log Z = 0, each particle its own Eve."""
+    rt = model.rt
+    particles, carry = model.init(key, n)
+    return FKState(particles, rt.asarray(np.full(n, -math.log(n))), rt.asarray(0.0), rt.asindex(np.arange(n)),
+                   rt.asindex(0), carry, rt.asindex(0))
+
+
+def relative_variance(rt, log_w, eve, n_resampled):
+    """Lee & Whiteley's 1 − (N/(N−1))^(R+1) (1 − Σ_k F_k²) from normalized log weights and Eves, at least 0."""
+    xp = rt.xp
+    n = log_w.shape[0]
+    w = xp.exp(log_w)
+    families = xp.index_add(xp.zeros((n,)), eve, w)
+    factor = xp.exp((n_resampled + 1.0) * math.log(n / (n - 1)))
+    return xp.maximum(1.0 - factor * (1.0 - xp.sum(families * families)), 0.0)
+
+
+def make_step(model, resampler="systematic", threshold=1.0, keep_ancestors=False):
+    """`step(key, state, move=True) -> (state, StepInfo)`: one weight–resample–move step of `model`."""
+    rt, xp = model.rt, model.rt.xp
+    resample = check_resampling(resampler, threshold)
+
+    def step(key, s, move=True):
+        k_res, k_move = rt.split(key, 2)
+        log_g, x, carry = model.log_potential(s.t, s.particles, s.log_w, s.carry)
+        finite = xp.isfinite(log_g)
+        log_g = xp.where(finite, log_g, NEG_INF)
+        log_w = s.log_w + log_g
+        log_c = xp.logsumexp(log_w)
+        log_w = log_w - log_c
+        n = log_w.shape[0]
+        ess = xp.exp(-xp.logsumexp(2.0 * log_w))
+        rel_var = relative_variance(rt, log_w, s.eve, s.n_resampled)
+        tracked = model.track(x, log_w, carry)
+        m = model.num_resampled(n)
+        if m == n:
+            resampled = (ess < threshold * n) & model.can_resample(s.t)
+            idx = xp.where(resampled, resample(rt, k_res, xp.exp(log_w)), xp.arange(n))
+            log_w = xp.where(resampled, -math.log(n), log_w)
+        else:
+            resampled = 1.0 + 0.0 * log_c > 0
+            idx = resample(rt, k_res, xp.exp(log_w), m)
+            log_w = xp.full((m,), -math.log(m))
+        x = rt.tree_map(lambda a: xp.take(a, idx, axis=0), x)
+        eve = xp.take(s.eve, idx, axis=0)
+        info = None
+        if move:
+            x, carry, origin, info = model.move(k_move, s.t, x, log_w, carry)
+            if origin is not None:
+                eve = xp.take(eve, origin, axis=0)
+                log_w = xp.full((origin.shape[0],), -math.log(origin.shape[0]))
+        state = FKState(x, log_w, s.log_z + log_c, eve, s.n_resampled + resampled, carry, s.t + 1)
+        return state, StepInfo(log_c, ess, resampled, xp.sum(~finite), rel_var,
+                               idx if keep_ancestors else None, tracked, info)
+    return step
