@@ -13,6 +13,7 @@ from .stdlib.distributions import (Bernoulli, Beta, Binomial, Categorical, Cauch
                                    Exponential, Flat, Gamma, HalfCauchy, HalfNormal, InverseGamma, Laplace,
                                    LogNormal, MultivariateNormal, Normal, Poisson, StudentT, Uniform)
 from .target import Model, Target, deterministic, energy, factor, geometric, model
+from .stdlib.markov import MarkovChain, MarkovSpec, markov
 from .compiler import compile
 from .api import sample
 from .language import load_ppl, parse
@@ -22,7 +23,8 @@ from .result import Result
 from .io import load
 
 __all__ = [
-    "math", "model", "deterministic", "factor", "energy", "geometric", "compile", "sample", "Result", "Target",
+    "math", "model", "deterministic", "factor", "energy", "geometric", "markov", "MarkovChain", "MarkovSpec",
+    "compile", "sample", "Result", "Target",
     "Model", "Distribution", "Normal", "HalfNormal", "HalfCauchy", "Cauchy", "StudentT", "LogNormal",
     "Exponential", "Gamma", "InverseGamma", "Beta", "Uniform", "Laplace", "Dirichlet", "MultivariateNormal",
     "Bernoulli", "Binomial", "Poisson", "Categorical", "Flat", "PPLError", "NameResolutionError", "ShapeError",

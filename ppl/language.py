@@ -19,6 +19,7 @@ from . import math as pm
 from .errors import PPLError, SourceError
 from .parser import Node, parse, source_line
 from .stdlib import distributions as D
+from .stdlib.markov import markov
 from .target import Geometric, Model, Power, Product, Reward, Site, Target, Tilt
 
 #: loops with at most this many iterations are unrolled; longer ones become a runtime scan
@@ -28,6 +29,8 @@ _REAL = {"normal", "cauchy", "student_t", "laplace"}
 _UNIT = {"beta"}
 _HALF_HINT = {"normal": "half_normal(scale)", "cauchy": "half_cauchy(scale)"}
 _SPECIAL_CALLS = {"zeros", "ones", "rep", "size", "logpdf"}
+#: the name under which a Markov step reads the previous state x[t - 1]
+_PREV = "__prev"
 
 
 # ---------------------------------------------------------------------------
@@ -449,6 +452,72 @@ def _walk(stmts):
 
 
 # ---------------------------------------------------------------------------
+# latent states (Markov chains) drawn element by element
+# ---------------------------------------------------------------------------
+class _State:
+    """What a model says about a state x: its declaration, x[1] ~ ..., and the loop drawing x[2:T]."""
+
+    def __init__(self, decl=None, dims=None, shape=None):
+        self.decl, self.dims, self.shape = decl, dims, shape
+        self.init = self.loop = None
+        self.init_parents, self.step_parents, self.reads_t = [], [], False
+
+
+def _state_names(stmts):
+    """Names declared without a distribution (x : real[T]) and drawn by element (x[...] ~ ...) somewhere."""
+    flat = {str(s.args[0]) for s in stmts if s.op == "declare" and s.args[2] is None}
+    return {str(b.args[0].args[0]): _State() for b in _walk(stmts)
+            if b.op == "tilde" and b.args[0].args[1] is not None and str(b.args[0].args[0]) in flat}
+
+
+def _lag(e, var):
+    """k for an index expression `var + k` / `var - k` / `var` (k a number literal), else None."""
+    if e.op == "name" and e.args[0] == var:
+        return 0
+    if e.op == "binop" and e.args[0] in "+-" and e.args[1].op == "name" and e.args[1].args[0] == var \
+            and e.args[2].op == "number":
+        return e.args[2].args[0] if e.args[0] == "+" else -e.args[2].args[0]
+    return None
+
+
+def _markov_reads(node, state, var, src):
+    """`node` with each read x[t - 1, ...] of the state x replaced by _PREV[...]; any other read is an error."""
+    if isinstance(node, list):
+        return [_markov_reads(a, state, var, src) for a in node]
+    if not isinstance(node, Node):
+        return node
+    hint = f"{state}[{var}] may read only the previous state {state}[{var} - 1]; keep a longer history in a vector " \
+           f"state ({state} : real[T, D])"
+    if node.op == "name" and node.args[0] == state:
+        raise src.error(node, f"not a Markov chain: {state}[{var}] reads the whole path {state}", hint=hint)
+    if node.op == "index" and node.args[0].op == "name" and node.args[0].args[0] == state:
+        first, rest = node.args[1][0], node.args[1][1:]
+        lag = None if first.op == "slice" else _lag(first, var)
+        shown = f"{state}[{_source_index(first, var)}]"
+        if lag is not None and lag >= 0:
+            raise src.error(node, f"{state}[{var}] depends on the future: it reads {shown}" if lag else
+                            f"{state}[{var}] reads itself", hint=hint)
+        if lag != -1:
+            raise src.error(node, f"not a Markov chain: {state}[{var}] reads {shown}", hint=hint)
+        prev = Node("name", [_PREV], node.line, node.column)
+        return Node("index", [prev, _markov_reads(rest, state, var, src)], node.line, node.column) if rest else prev
+    return Node(node.op, _markov_reads(node.args, state, var, src), node.line, node.column)
+
+
+def _source_index(e, var):
+    lag = None if e.op == "slice" else _lag(e, var)
+    if lag is None:
+        return "..."
+    return var if lag == 0 else f"{var} {'+' if lag > 0 else '-'} {abs(lag)}"
+
+
+def _state_dist(d, shape):
+    """A one-state distribution expanded to the state's shape (families with scalar events only)."""
+    vector_family = any(f == d.family for f, _ in D.PARAM_EVENT_DIMS)
+    return D.Distribution(d.family, d.params, shape) if shape and not d.shape and not vector_family else d
+
+
+# ---------------------------------------------------------------------------
 # lowering a model block
 # ---------------------------------------------------------------------------
 class _Group:
@@ -468,12 +537,20 @@ class ModelBuilder:
 
     def build(self):
         groups, owner = [], {}
+        self.states = _state_names(self.node.args[1])
         for i, s in enumerate(self.node.args[1]):
             op = s.op
-            if op == "declare":
+            if op == "declare" and str(s.args[0]) in self.states:
+                self.state_declare(s)
+            elif op == "declare":
                 self.declare(s)
+            elif op == "tilde" and str(s.args[0].args[0]) in self.states:
+                self.state_init(s)
             elif op == "tilde":
                 self.tilde(s)
+            elif op == "for" and any(b.op == "tilde" and str(b.args[0].args[0]) in self.states
+                                     for b in _walk(s.args[3])):
+                self.state_loop(s)
             elif op == "factor":
                 self.factor(s)
             elif op in ("assign", "augassign"):
@@ -517,6 +594,8 @@ class ModelBuilder:
                                          hint="define the value first (x = zeros(T)) and assign x[t] in the loop")
         for g in groups:
             self.group_sites(g)
+        for st in self.states.values():
+            self.state_site(st)
         self.check_reads_after_writes(groups)
         data = {k: v for k, v in self.data.items() if k not in self.observed}
         try:
@@ -701,15 +780,135 @@ class ModelBuilder:
         self.site(name, "factor", lambda **env: interp.ev(s.args[0], env, pm.framework(list(env.values()))),
                   self.parents(_reads(s.args[0], []), s), s)
 
+    # -- latent states: x : real[T], x[1] ~ p0, for t in 2:T { x[t] ~ p(. | x[t - 1]) } ----------------
+    def state_declare(self, s):
+        name, typ = str(s.args[0]), s.args[1]
+        if name in self.data:
+            raise self.src.error(s, f"{name!r} is data; its type is given by its data declaration")
+        self._new(name, s, "latent")
+        tname, bounds, dims = _type_parts(typ)
+        if tname != "real" or bounds or not dims or len(dims) > 2:
+            raise self.src.error(typ, f"a latent state drawn element by element is declared real[T] (or real[T, D] "
+                                      f"for a vector state)", hint=f"write {name} : real[T]")
+        self.states[name] = _State(s, dims, self.interp.shape(dims, dict(self.data), "numpy"))
+
+    def _state(self, name, node):
+        st = self.states[name]
+        if st.decl is None:
+            raise self.src.error(node, f"the state {name!r} is drawn before its declaration",
+                                 hint=f"declare it first: {name} : real[T]")
+        return st
+
+    def state_init(self, s):
+        """`x[1] ~ dist`: the initial state; it reads no element of x."""
+        lv, dist = s.args
+        name, idx = str(lv.args[0]), lv.args[1]
+        st = self._state(name, lv)
+        if idx is None or len(idx) != 1 or idx[0].op == "slice":
+            raise self.src.error(lv, f"a state is drawn one time step at a time",
+                                 hint=f"draw {name}[1] ~ ... and then {name}[t] ~ ... in a loop over t")
+        k = _concrete_int(self.interp.ev(idx[0], dict(self.data), "numpy"))
+        if k != 1:
+            raise self.src.error(lv, f"{name}[{k}] is drawn outside the loop; only the initial state {name}[1] is",
+                                 hint=f"draw {name}[2:{st.shape[0]}] in one loop: for t in 2:{st.shape[0]} "
+                                      f"{{ {name}[t] ~ ... }}")
+        if st.init is not None:
+            raise self.src.error(lv, f"{name}[1] is drawn twice (first at line {st.init.line})",
+                                 hint="each element of a state has one distribution")
+        reads = _reads([dist.args[1], dist.args[2] or []], [])
+        for n, where in reads:
+            if n == name:
+                raise self.src.error(where, f"the initial state {name}[1] cannot read {name}",
+                                     hint="its distribution reads parameters and data only")
+        st.init, st.init_parents = s, self.parents(reads, s)
+
+    def state_loop(self, s):
+        """`for t in 2:T { locals; x[t] ~ dist }`: the transition, reading x[t - 1] (as _PREV) and t."""
+        var, lo_n, hi_n, body = str(s.args[0]), s.args[1], s.args[2], s.args[3]
+        tildes = [b for b in body if b.op == "tilde"]
+        name = str(tildes[0].args[0].args[0]) if tildes else None
+        st = self._state(name, s) if name in self.states else None
+        bad = [b for b in body if b.op not in ("tilde", "assign", "augassign")] + tildes[1:]
+        if st is None or bad or body[-1] is not tildes[0]:
+            raise self.src.error(bad[0] if bad else s, "a loop that draws a latent state holds local assignments "
+                                                       "and, last, the one draw x[t] ~ ...",
+                                 hint="observe data after the loop (y ~ normal(0, exp(x / 2))) or in a loop of "
+                                      "its own")
+        if st.loop is not None:
+            raise self.src.error(s, f"{name}[{var}] is drawn twice: by this loop and by the loop at line "
+                                    f"{st.loop.line}", hint=f"one loop draws {name}[2:{st.shape[0]}]")
+        lv = tildes[0].args[0]
+        if lv.args[1] is None or len(lv.args[1]) != 1 or _lag(lv.args[1][0], var) != 0:
+            raise self.src.error(lv, f"the loop must draw {name}[{var}], the state at its own time step",
+                                 hint=f"for {var} in 2:{st.shape[0]} {{ {name}[{var}] ~ normal({name}[{var} - 1], "
+                                      f"1) }}")
+        for b in body[:-1]:
+            local = str(b.args[0].args[0])
+            if local in self.kinds or local in self.data:
+                raise self.src.error(b, f"a loop that draws a latent state only defines values local to one step; "
+                                        f"{local!r} is defined outside it", hint=f"rename the local value {local}")
+        lo, hi = (_concrete_int(self.interp.ev(n, dict(self.data), "numpy")) for n in (lo_n, hi_n))
+        if lo != 2:
+            raise self.src.error(lo_n, f"the loop must start right after the initial state {name}[1]: "
+                                       f"for {var} in 2:{st.shape[0]}, not {lo}",
+                                 hint=f"only {name}[1] is drawn outside the loop")
+        if hi != st.shape[0]:
+            raise self.src.error(hi_n, f"the loop must run to the last state {name}[{st.shape[0]}], not {hi}",
+                                 hint=f"the declaration {name} : real[...] says how many states there are")
+        assigns = [_markov_reads(b, name, var, self.src) for b in body[:-1]]
+        dist = _markov_reads(tildes[0].args[1], name, var, self.src)
+        defined = _assigned(assigns)
+        reads = _free(assigns) + [r for r in _reads([dist.args[1], dist.args[2] or []], []) if r[0] not in defined]
+        st.reads_t = any(n == var for n, _ in reads)
+        reads = [r for r in reads if r[0] not in (_PREV, var)]
+        for n, where in reads:
+            if n in ("prev", "t"):
+                raise self.src.error(where, f"a latent state's step cannot read a value named {n!r}",
+                                     hint=f"rename {n}")
+        st.loop, st.var, st.assigns, st.dist = s, var, assigns, dist
+        st.step_parents = self.parents(reads, s)
+
+    def state_site(self, st):
+        """The `ppl.markov` site of a state: x[1] ~ init, x[t] ~ step(x[t - 1], t) (0-based t in ppl.markov)."""
+        name, length = str(st.decl.args[0]), st.shape[0]
+        if st.init is None:
+            raise self.src.error(st.loop or st.decl, f"the initial state {name}[1] has no distribution",
+                                 hint=f"draw it before the loop: {name}[1] ~ normal(0, 1)")
+        if st.loop is None and length > 1:
+            raise self.src.error(st.decl, f"{name}[2:{length}] have no distribution",
+                                 hint=f"draw them in a loop: for t in 2:{length} {{ {name}[t] ~ normal({name}[t - 1], "
+                                      f"1) }}")
+        interp, shape, init_dist = self.interp, st.shape[1:], st.init.args[1]
+
+        def init(**env):
+            return _state_dist(interp.distribution(init_dist, env, pm.framework(list(env.values()))), shape)
+
+        def step(prev, t=None, **env):
+            env = {**env, _PREV: prev}
+            if st.reads_t:
+                env[st.var] = t + 1
+            fw = pm.framework(list(env.values()))
+            interp.run(st.assigns, env, fw)
+            return _state_dist(interp.distribution(st.dist, env, fw), shape)
+
+        dim = st.dims[0]
+        by_name = dim.op == "name" and dim.args[0] in self.data
+        self.sites[name] = markov(init, step, dim.args[0] if by_name else length, init_parents=st.init_parents,
+                                  step_parents=["prev"] + (["t"] if st.reads_t else []) + st.step_parents
+                                  if st.loop else ["prev"])
+        self.sites[name].source = (self.src.filename, st.decl.line, st.decl.column)
+
     def check_loop(self, s):
         for b in _walk(s.args[3]):
             if b.op == "declare":
                 raise self.src.error(b, "parameters cannot be declared inside a loop",
                                      hint="declare a vector before the loop (x ~ normal(0, 1) [T]) and index it")
             if b.op == "tilde" and str(b.args[0].args[0]) not in self.data:
-                raise self.src.error(b, f"{str(b.args[0].args[0])!r} is not data: only data can be observed "
-                                        f"inside a loop",
-                                     hint="declare latent vectors before the loop: x ~ normal(0, 1) [T]")
+                raise self.src.error(b, f"{str(b.args[0].args[0])!r} is not data: only data and latent states "
+                                        f"can be drawn inside a loop",
+                                     hint="declare latent vectors before the loop: x ~ normal(0, 1) [T]; or a "
+                                          "latent state x : real[T] drawn by x[1] ~ ... and "
+                                          "for t in 2:T { x[t] ~ ... }")
 
     def group_sites(self, g):
         stmts = [s for _, s in g.stmts]

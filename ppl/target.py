@@ -10,6 +10,7 @@ expands it into a sum of log-density terms, each with its own coefficient:
     p.tilt(r, lam) log p + r(x) / lam
     energy(E)      -E(x)
 """
+import copy
 import inspect
 import itertools
 import math
@@ -46,7 +47,10 @@ class Site:
     """One named statement of a model: `latent` (x ~ dist), `deterministic` (x = f(...)) or `factor`.
 
     `fn(**parents)` returns a `Distribution` (latent), a value (deterministic) or a log density (factor).
+    `name` is the site's name in its model (set by `Model` through `named`).
     """
+
+    name = None
 
     def __init__(self, kind, fn, parents=None, source=None):
         self.kind, self.source = kind, source
@@ -58,6 +62,12 @@ class Site:
 
     def __call__(self, env):
         return self.fn(**{p: env[p] for p in self.parents})
+
+    def named(self, name):
+        """This site as it is called `name` in a model (a copy: one site object may serve several models)."""
+        site = copy.copy(self)
+        site.name = name
+        return site
 
 
 def deterministic(fn, parents=None):
@@ -120,9 +130,9 @@ class Model(Target):
         self.sites = {}
         for k, v in sites.items():
             if isinstance(v, Site):
-                self.sites[k] = v
+                self.sites[k] = v.named(k)
             elif isinstance(v, Distribution) or callable(v):
-                self.sites[k] = Site("latent", v)
+                self.sites[k] = Site("latent", v).named(k)
             else:
                 raise PPLError(f"site {k!r} of model {self.name}: expected a distribution, a function returning "
                                f"one, ppl.deterministic(...) or ppl.factor(...), got {type(v).__name__}")

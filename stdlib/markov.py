@@ -1,0 +1,280 @@
+"""Latent states that evolve over time: `ppl.markov(init, step, length)`.
+
+The site's value is the whole path x[0:T] (shape (T, *E), E the shape of one state) with
+
+    log p(x) = log p0(x[0]) + Σ_{t=1}^{T-1} log p(x[t] | x[t-1], t)
+
+`init` and `step` are written for one particle and return the `Distribution` of one
+state. The lowered `MarkovChain` evaluates the T-1 transitions at once (vmapped over t)
+and samples by ancestral simulation (a scan on JAX, a loop over t on torch), batched over
+particles. A particle filter reads `site.markov` (a `MarkovSpec`) to propose and weight
+one step at a time.
+"""
+import functools
+import numbers
+from typing import Callable, NamedTuple, Tuple, Union
+
+import numpy as np
+
+from ..compiler.lower import support_name
+from ..errors import NameResolutionError, PPLError, ShapeError, SupportError, ValueRangeError
+from ..target import Site, arg_names
+from .distributions import Distribution
+
+SPECIAL = ("prev", "t")
+
+
+class MarkovSpec(NamedTuple):
+    """What defines the chain. `init(**env)` and `step(prev=..., t=..., **env)` (t passed only when
+    `reads_t`) return `Distribution`s of one state; `env` holds the named parents (never prev or t);
+    `t` is the 0-based index of the state drawn (1..T-1); `length` is T or the name of an int data item."""
+    init: Callable
+    init_parents: Tuple[str, ...]
+    step: Callable
+    step_parents: Tuple[str, ...]
+    length: Union[int, str]
+    reads_t: bool
+
+
+def _spec(init, step, length, init_parents, step_parents):
+    if isinstance(init, Distribution):
+        init_fn, init_parents = (lambda d=init: d), ()
+    else:
+        init_fn = init
+        init_parents = tuple(init_parents) if init_parents is not None else arg_names(init, "init")
+    step_parents = tuple(step_parents) if step_parents is not None else arg_names(step, "step")
+    if "prev" not in step_parents:
+        raise NameResolutionError(f"step must read the previous state through an argument named prev; it reads "
+                                  f"({', '.join(step_parents)})")
+    if not (isinstance(length, str) or isinstance(length, numbers.Integral) and not isinstance(length, bool)
+            and length > 0):
+        raise ValueRangeError(f"length must be a positive int or the name of an int data item, got {length!r}")
+    return MarkovSpec(init_fn, init_parents, step, tuple(p for p in step_parents if p not in SPECIAL),
+                      length if isinstance(length, str) else int(length), "t" in step_parents)
+
+
+class MarkovSite(Site):
+    """The latent site of a Markov chain path: `.markov` is its `MarkovSpec`, `site(env)` its `MarkovChain`.
+
+    A bad argument is reported when a model names the site (or when it is used unnamed)."""
+
+    def __init__(self, init, step, length, init_parents=None, step_parents=None):
+        super().__init__("latent", None, parents=())
+        self.problem = None
+        try:
+            self.markov = _spec(init, step, length, init_parents, step_parents)
+        except PPLError as e:
+            self.markov, self.problem = None, e
+            return
+        by_name = (self.markov.length,) if isinstance(self.markov.length, str) else ()
+        self.parents = tuple(dict.fromkeys(self.markov.init_parents + self.markov.step_parents + by_name))
+
+    def _label(self):
+        return f"site {self.name!r} (ppl.markov)" if self.name else "ppl.markov"
+
+    def named(self, name):
+        site = super().named(name)
+        if site.problem is not None:
+            raise type(site.problem)(f"{site._label()}: {site.problem}")
+        return site
+
+    def __call__(self, env):
+        if self.problem is not None:
+            raise type(self.problem)(f"{self._label()}: {self.problem}")
+        spec = self.markov
+        length = spec.length
+        if isinstance(length, str):
+            try:
+                value = np.asarray(env[length])
+            except Exception:  # noqa: BLE001 (a parameter: not known before sampling)
+                value = None
+            if value is None or value.ndim != 0 or value.dtype.kind not in "iu" or int(value) < 1:
+                raise ValueRangeError(f"{self._label()}: its length {length!r} must be a positive int, got "
+                                      f"{value!r}")
+            length = int(value)
+        reads = dict.fromkeys(spec.init_parents + spec.step_parents)
+        return MarkovChain(spec, {p: env[p] for p in reads}, length, self.name or "ppl.markov")
+
+
+def markov(init, step, length, init_parents=None, step_parents=None):
+    """A latent state path x[0:T]: x[0] ~ init, x[t] ~ step(prev=x[t-1], t) for t = 1..T-1.
+
+    `init` is a `Distribution` or a function of other sites/data returning one (its batch + event
+    shape is the state shape E); `step` reads `prev` (x[t-1]), optionally `t` (0-based index of the
+    state drawn) and other sites/data by argument name; `length` is a positive int or the name of an
+    int data item. `init_parents` / `step_parents` override the argument names (step's include prev, t).
+    """
+    return MarkovSite(init, step, length, init_parents, step_parents)
+
+
+def _static(v):
+    return isinstance(v, numbers.Number) and not hasattr(v, "shape")
+
+
+class MarkovChain(Distribution):
+    """The distribution of the path x[0:T] (shape (T, *E)); `params` are the values init and step read."""
+
+    def __init__(self, spec, env, length, site):
+        super().__init__("MarkovChain", env)
+        self.spec, self.length, self.site = spec, length, site
+
+    def init_dist(self, env):
+        return self._checked(self.spec.init(**{p: env[p] for p in self.spec.init_parents}), "init")
+
+    def step_dist(self, prev, t, env):
+        kw = {p: env[p] for p in self.spec.step_parents}
+        if self.spec.reads_t:
+            kw["t"] = t
+        return self._checked(self.spec.step(prev=prev, **kw), "step")
+
+    def _checked(self, d, what):
+        if not isinstance(d, Distribution) or isinstance(d, MarkovChain):
+            raise PPLError(f"site {self.site!r} (ppl.markov): {what} must return the distribution of one state "
+                           f"(e.g. ppl.Normal(...)), got {type(d).__name__}")
+        if d.is_discrete or not d.is_normalized:
+            raise SupportError(f"site {self.site!r} (ppl.markov): {what} returned {d.family}; a state needs a "
+                               f"normalized continuous distribution on the reals")
+        return d
+
+    def arrays(self, rt):
+        """The array-valued parents as runtime arrays (Python numbers stay static)."""
+        return {k: rt.asarray(v) for k, v in self.params.items() if not _static(v)}
+
+    def static(self):
+        return {k: v for k, v in self.params.items() if _static(v)}
+
+    def broadcast_params(self, rt):
+        """The array parents and the initial distribution's parameters ('init.NAME'), stacked over particles."""
+        init = self.init_dist({**self.static(), **self.arrays(rt)}).broadcast_params(rt)
+        return {**{f"init.{k}": v for k, v in init.items()}, **self.arrays(rt)}
+
+    def lower(self, rt, params=None):
+        """The runtime distribution; with `params` (from `broadcast_params`, batched) its batch is the particles."""
+        return _chain_class(rt.name)(self, rt, params)
+
+    def __repr__(self):
+        return f"MarkovChain({self.site}, T={self.length})"
+
+
+class _Lowered:
+    """The part of the lowered chain shared by both runtimes (mixed into a numpyro / pyro distribution)."""
+
+    def _setup(self, chain, rt, params):
+        """(batch_shape, event_shape); checks the initial distribution."""
+        self._chain, self._rt, self._static = chain, rt, chain.static()
+        init = chain.init_dist({**self._static, **chain.arrays(rt)})
+        one = init.lower(rt)
+        if support_name(one.support) != "Real":
+            raise SupportError(f"site {chain.site!r} (ppl.markov): init has support {support_name(one.support)}; "
+                               f"a state needs a distribution on the reals")
+        self._state_shape = tuple(one.batch_shape) + tuple(one.event_shape)
+        self._ts = rt.asindex(np.arange(1, chain.length))
+        if params is None:
+            self._arrays, self._init = chain.arrays(rt), one
+            return (), (chain.length,) + self._state_shape
+        self._arrays = {k: v for k, v in params.items() if not k.startswith("init.")}
+        self._init = init.lower(rt, {k[5:]: v for k, v in params.items() if k.startswith("init.")})
+        return tuple(self._init.batch_shape[:1]), (chain.length,) + self._state_shape
+
+    def _step(self, prev, t, arrays):
+        """The runtime distribution of x[t] given x[t-1] = prev (one particle)."""
+        return self._checked_step(self._chain.step_dist(prev, t, {**self._static, **arrays}).lower(self._rt))
+
+    def _checked_step(self, d):
+        """`d` (a lowered step), checked against the state's shape and support."""
+        shape = tuple(d.batch_shape) + tuple(d.event_shape)
+        if shape != self._state_shape:
+            raise ShapeError(f"site {self._chain.site!r} (ppl.markov): step returns a state of shape {shape}, "
+                             f"but init's has shape {self._state_shape}")
+        if support_name(d.support) != "Real":
+            raise SupportError(f"site {self._chain.site!r} (ppl.markov): step has support "
+                               f"{support_name(d.support)}; a state needs a distribution on the reals")
+        return d
+
+    def _log_prob_one(self, arrays, path):
+        rt = self._rt
+        env = {**self._static, **arrays}
+        lp = self._chain.init_dist(env).lower(rt).log_prob(path[0]).sum()
+        if self._chain.length == 1:
+            return lp
+        steps = rt.vmap(lambda prev, x, t: self._step(prev, t, arrays).log_prob(x).sum())(path[:-1], path[1:],
+                                                                                          self._ts)
+        return lp + steps.sum()
+
+    def log_prob(self, path):
+        """log p0(x[0]) + Σ_t log p(x[t] | x[t-1], t), per particle."""
+        if not self.batch_shape:
+            return self._log_prob_one(self._arrays, path)
+        return self._rt.vmap(self._log_prob_one)(self._arrays, path)
+
+    def _step_batched(self, prev, t):
+        """x[t] | x[t-1] = prev for every particle, as one batched runtime distribution."""
+        rt = self._rt
+        arrays, p = rt.tree_map(lambda a: a[0], (self._arrays, prev))
+        desc = self._chain.step_dist(p, t, {**self._static, **arrays})
+        self._checked_step(desc.lower(rt))
+        params = rt.vmap(lambda a, p: self._chain.step_dist(p, t, {**self._static, **a}).broadcast_params(rt))(
+            self._arrays, prev)
+        return desc.lower(rt, params)
+
+    def _one_particle(self):
+        """This chain batched over one particle (to sample an unbatched chain)."""
+        params = {k: v[None] for k, v in self._chain.broadcast_params(self._rt).items()}
+        return self._chain.lower(self._rt, params)
+
+
+@functools.lru_cache(maxsize=None)
+def _chain_class(runtime):
+    """The runtime's distribution class of Markov chain paths (built once per runtime)."""
+    if runtime == "numpyro":
+        import jax
+        import jax.numpy as jnp
+        import numpyro.distributions as nd
+
+        class Chain(_Lowered, nd.Distribution):
+            def __init__(self, chain, rt, params):
+                batch, event = self._setup(chain, rt, params)
+                nd.Distribution.__init__(self, batch_shape=batch, event_shape=event)
+
+            @property
+            def support(self):
+                return nd.constraints.independent(nd.constraints.real, len(self.event_shape))
+
+            def sample(self, key, sample_shape=()):
+                if sample_shape:
+                    raise PPLError("a MarkovChain is sampled one path per particle (sample_shape=())")
+                if not self.batch_shape:
+                    return self._one_particle().sample(key)[0]
+                k0, k1 = jax.random.split(key)
+                x0 = self._init.sample(k0)
+
+                def step(prev, tk):
+                    x = self._step_batched(prev, tk[0]).sample(tk[1])
+                    return x, x
+                _, xs = jax.lax.scan(step, x0, (self._ts, jax.random.split(k1, self._chain.length - 1)))
+                return jnp.concatenate([x0[:, None], jnp.moveaxis(xs, 0, 1)], axis=1)
+    else:
+        import torch
+        import pyro.distributions as pd
+
+        class Chain(_Lowered, pd.TorchDistribution):
+            arg_constraints = {}
+
+            def __init__(self, chain, rt, params):
+                batch, event = self._setup(chain, rt, params)
+                pd.TorchDistribution.__init__(self, torch.Size(batch), torch.Size(event), validate_args=False)
+
+            @property
+            def support(self):
+                return pd.constraints.independent(pd.constraints.real, len(self.event_shape))
+
+            def sample(self, sample_shape=torch.Size()):
+                if sample_shape:
+                    raise PPLError("a MarkovChain is sampled one path per particle (sample_shape=())")
+                if not self.batch_shape:
+                    return self._one_particle().sample()[0]
+                xs = [self._init.sample()]
+                for t in self._ts:
+                    xs.append(self._step_batched(xs[-1], t).sample())
+                return torch.stack(xs, 1)
+    return Chain
