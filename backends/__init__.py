@@ -15,7 +15,7 @@ def method(name):
 
 def get_method(name):
     from . import importance  # noqa: F401  (each backend module registers itself)
-    for module in ("smc", "hmc", "fkc"):
+    for module in ("smc", "hmc", "fkc", "pf", "pmmh"):
         try:
             __import__(f"{__name__}.{module}")
         except ModuleNotFoundError as e:

@@ -224,17 +224,19 @@ class PyroRuntime(Runtime):
         return state
 
     def scan(self, f, init, xs, length=None):
+        """`jax.lax.scan` for pytrees of tensors (None leaves stay None)."""
+        from torch.utils._pytree import tree_flatten, tree_unflatten
         carry, ys = init, []
         n = length if xs is None else (xs.shape[0] if isinstance(xs, torch.Tensor) else len(next(iter(xs.values()))))
         for i in range(n):
             x = None if xs is None else (xs[i] if isinstance(xs, torch.Tensor) else {k: v[i] for k, v in xs.items()})
             carry, y = f(carry, x)
             ys.append(y)
-        if ys and isinstance(ys[0], torch.Tensor):
-            ys = torch.stack(ys)
-        elif ys and isinstance(ys[0], tuple):
-            ys = tuple(torch.stack(c) for c in zip(*ys))
-        return carry, ys
+        if not ys:
+            return carry, ys
+        leaves, spec = tree_flatten(ys[0])
+        columns = zip(*(tree_flatten(y)[0] for y in ys))
+        return carry, tree_unflatten([None if c[0] is None else torch.stack(list(c)) for c in columns], spec)
 
     def cond(self, pred, true_fn, false_fn, *operands):
         return true_fn(*operands) if bool(pred) else false_fn(*operands)
