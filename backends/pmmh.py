@@ -1,0 +1,117 @@
+"""Particle marginal Metropolis–Hastings (Andrieu, Doucet & Holenstein 2010) over the static parameters θ of a
+state-space target, with the particle filter's likelihood estimate inside.
+
+θ lives in the unconstrained space u (each static site x = T(u), T = biject_to(its prior's support)):
+
+    log π̂(u) = log p(θ) + log p̂(y | θ) + log |det J_T(u)|,   p̂ an independent particle filter run at each proposal
+
+a random-walk proposal u' = u + s L ε accepted with probability min(1, π̂(u') / π̂(u)) (the current estimate is
+kept, which makes the chain exact for the posterior of θ). Adaptation during warmup only (Haario et al. 2001):
+L L' the covariance of the warmup draws of all chains so far, s² = 2.38² / d scaled by a Robbins–Monro factor
+towards an acceptance rate of 0.25. Chains run as one batch (vmapped on JAX; one after the other on torch, whose
+random draws cannot be vmapped); diagnostics (R-hat, ESS) come from ArviZ as for NUTS.
+"""
+import math
+
+import numpy as np
+
+from ..compiler.sequential import StateSpace
+from ..errors import PlanError, ValueRangeError
+from ..result import Result
+from . import method
+from .hmc import diagnose
+from .pf import StatePath, check_particles, rest_log_density, run_filter, static_env
+
+
+class Parameters:
+    """The static sites θ as a flat unconstrained vector u [d]: `constrain(u) -> (θ, log|det J|)`."""
+
+    def __init__(self, ss, rt):
+        from ..compiler.lower import Evaluator
+        self.ss, self.rt, self.ev = ss, rt, Evaluator(ss.compiled, rt)
+        layout = ss.compiled.layout
+        self.sites = [(n, layout[n]) for n in ss.static]
+        self.dim = sum(e["size"] for _, e in self.sites)
+        self.order = [node for node in ss.compiled.order if node.kind == "latent" and node.name in ss.static]
+
+    def constrain(self, u):
+        rt, theta, ldj, offset = self.rt, {}, 0.0, 0
+        env = static_env(self.ss, rt)
+        for node in self.order:
+            e = dict(self.sites)[node.name]
+            d = self.ev.spec(node.term, {**env, **theta}).lower(rt)
+            tr = rt.biject_to(d.support)
+            v = u[offset:offset + e["size"]].reshape(e["ushape"])
+            offset += e["size"]
+            theta[node.name] = tr(v)
+            ldj = ldj + tr.log_abs_det_jacobian(v, theta[node.name]).sum()
+        return theta, ldj
+
+    def initial(self, key, chains):
+        """Initial points: prior draws of θ (the reference sampler of the compiled target), unconstrained."""
+        program = self.ss.compiled.lower(self.rt)
+        z = self.rt.to_numpy(program.sample_reference(key, chains))
+        return np.concatenate([z[:, e["offset"]:e["offset"] + e["size"]] for _, e in self.sites], axis=1)
+
+
+@method("pmmh")
+def run(compiled, rt, key, particles=100, progress=None, chains=4, num_warmup=500, num_samples=1000,
+        resampler="systematic", resample_threshold=0.5, target_accept=0.25):
+    """PMMH with `particles` per filter, `chains` chains of `num_warmup` + `num_samples` iterations."""
+    check_particles(particles, "PMMH's particle filter")
+    for name, v in (("chains", chains), ("num_samples", num_samples)):
+        if isinstance(v, bool) or not isinstance(v, int) or v < 1:
+            raise ValueRangeError(f"{name} must be a positive integer, got {v!r}")
+    if isinstance(num_warmup, bool) or not isinstance(num_warmup, int) or num_warmup < 0:
+        raise ValueRangeError(f"num_warmup must be an integer >= 0, got {num_warmup!r}")
+    ss = StateSpace(compiled)
+    if not ss.static:
+        raise PlanError(f"PMMH samples the static parameters of a state-space target, and this one has none "
+                        f"(every site but {ss.name!r} is observed): use method='pf'")
+    params = Parameters(ss, rt)
+
+    def log_target(k, u):
+        theta, ldj = params.constrain(u)
+        env = static_env(ss, rt, theta)
+        state, info = run_filter(StatePath(ss, rt, env), k, particles, resampler, resample_threshold)
+        value = info.log_c.sum() + rest_log_density(ss, rt, env) + ldj
+        return rt.xp.where(rt.xp.isnan(value), -float("inf"), value)
+
+    if rt.framework == "jax":
+        batch = rt.jit(rt.vmap(log_target))
+    else:
+        def batch(keys, us):
+            return rt.xp.stack([rt.asarray(log_target(k, u)) for k, u in zip(keys, us)])
+    k0, key = rt.split(key, 2)
+    u = params.initial(k0, chains).astype(np.float64)
+    d = params.dim
+    key, sub = rt.split(key, 2)
+    lp = rt.to_numpy(batch(rt.split(sub, chains), rt.asarray(u))).astype(np.float64)
+    rng = np.random.default_rng(int(rt.to_numpy(rt.uniform(key, (1,)))[0] * 2 ** 31))
+    chol, log_s = np.eye(d) * 0.1, 0.0
+    draws, accepted, warm = [], np.zeros((chains, num_samples)), []
+    for i in range(num_warmup + num_samples):
+        scale = math.exp(log_s) * 2.38 / math.sqrt(d)
+        prop = u + scale * rng.standard_normal((chains, d)) @ chol.T
+        key, sub = rt.split(key, 2)
+        lp_new = rt.to_numpy(batch(rt.split(sub, chains), rt.asarray(prop))).astype(np.float64)
+        ok = np.log(rng.uniform(size=chains)) < lp_new - lp
+        u, lp = np.where(ok[:, None], prop, u), np.where(ok, lp_new, lp)
+        if i < num_warmup:
+            log_s += (ok.mean() - target_accept) / math.sqrt(i + 1)
+            warm.append(u.copy())
+            if i >= 50 and i % 25 == 0:
+                pooled = np.concatenate(warm[len(warm) // 2:])
+                cov = np.atleast_2d(np.cov(pooled, rowvar=False)) + 1e-8 * np.eye(d)
+                chol = np.linalg.cholesky(cov)
+        else:
+            draws.append(u.copy())
+            accepted[:, i - num_warmup] = ok
+    z = np.stack(draws, axis=1)  # [C, S, d]
+    constrain = rt.vmap(lambda v: params.constrain(v)[0])
+    samples = {k: rt.to_numpy(v).reshape((chains, num_samples) + tuple(v.shape[1:]))
+               for k, v in constrain(rt.asarray(z.reshape(-1, d))).items()}
+    diagnostics = diagnose(samples, {"diverging": np.zeros((chains, num_samples), bool)}, chains)
+    diagnostics.update({"acceptance_rate": accepted.mean(axis=1), "particles": particles, "chains": chains,
+                        "proposal_scale": scale, "proposal_cholesky": chol})
+    return Result(samples, None, method="pmmh", runtime=rt.name, device=rt.device, diagnostics=diagnostics)
