@@ -12,12 +12,15 @@ The model supplies them (`FeynmanKac`); this module owns everything else. One st
 3. move:     x ← M_{t+1}(x) (skipped with `move=False`, e.g. after the last observation of a filter).
 
 The state carries each particle's time-0 ancestor ("Eve") for the single-run standard error of log Z
-(Lee & Whiteley 2018): with F_k = Σ_{i: E_i = k} W_i and R resampling events before the last weighting,
+(Chan & Lai 2013; Lee & Whiteley 2018): with F_k = Σ_{i: E_i = k} W_i,
 
-    Var(Ẑ)/Ẑ² ≈ 1 − (N/(N−1))^(R+1) (1 − Σ_k F_k²),    se(log Ẑ) ≈ sqrt of that,
+    Var(Ẑ)/Ẑ² ≈ Σ_k F_k²,    se(log Ẑ) ≈ sqrt of that,
 
-computed after every weighting (`StepInfo.rel_var`): for importance sampling (R = 0) it is the delta-method
-(Σ W² − 1/N) · N/(N−1).
+computed after every weighting (`StepInfo.rel_var`); for importance sampling it is Σ W², the delta method's
+Σ W² − 1/N plus 1/N. Lee & Whiteley's unbiased version, 1 − (N/(N−1))^(R+1) (1 − Σ_k F_k²) after R resampling
+events, is too small on the log scale under adaptive systematic resampling: on a linear-Gaussian filter (d = 1,
+T = 30, N = 1000, 50 seeds) its 2-se coverage of the exact log-likelihood was 0.88 with var(log Ẑ) / mean(se²)
+= 2.2; without the factor the coverage is 0.93–0.955 (tests/test_particle_filter.py).
 """
 import math
 from typing import Any, NamedTuple
@@ -104,14 +107,11 @@ def init(model, key, n):
                    rt.asindex(0), carry, rt.asindex(0))
 
 
-def relative_variance(rt, log_w, eve, n_resampled):
-    """Lee & Whiteley's 1 − (N/(N−1))^(R+1) (1 − Σ_k F_k²) from normalized log weights and Eves, at least 0."""
+def relative_variance(rt, log_w, eve):
+    """Σ_k F_k², F_k the total normalized weight of the descendants of time-0 particle k."""
     xp = rt.xp
-    n = log_w.shape[0]
-    w = xp.exp(log_w)
-    families = xp.index_add(xp.zeros((n,)), eve, w)
-    factor = xp.exp((n_resampled + 1.0) * math.log(n / (n - 1)))
-    return xp.maximum(1.0 - factor * (1.0 - xp.sum(families * families)), 0.0)
+    families = xp.index_add(xp.zeros((log_w.shape[0],)), eve, xp.exp(log_w))
+    return xp.sum(families * families)
 
 
 def make_step(model, resampler="systematic", threshold=1.0, keep_ancestors=False):
@@ -129,7 +129,7 @@ def make_step(model, resampler="systematic", threshold=1.0, keep_ancestors=False
         log_w = log_w - log_c
         n = log_w.shape[0]
         ess = xp.exp(-xp.logsumexp(2.0 * log_w))
-        rel_var = relative_variance(rt, log_w, s.eve, s.n_resampled)
+        rel_var = relative_variance(rt, log_w, s.eve)
         tracked = model.track(x, log_w, carry)
         m = model.num_resampled(n)
         if m == n:

@@ -92,11 +92,11 @@ def ppl_target(model, y):
 
 def ppl_runner(model, y, n, runtime, device):
     import ppl
-    target = ppl_target(model, y)
+    target = ppl.compile(ppl_target(model, y))   # compiled once: the filter is jitted once per compiled target
 
     def run(seed):
         r = ppl.sample(target, method="pf", particles=n, seed=seed, runtime=runtime, device=device,
-                       resample_threshold=0.5, resampler="systematic", progress=False)
+                       resample_threshold=0.5, resampler="systematic", smoother=None, progress=False)
         return float(r.log_z)
 
     return run
