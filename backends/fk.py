@@ -17,10 +17,10 @@ The state carries each particle's time-0 ancestor ("Eve") for the single-run sta
     Var(Ẑ)/Ẑ² ≈ Σ_k F_k²,    se(log Ẑ) ≈ sqrt of that,
 
 computed after every weighting (`StepInfo.rel_var`); for importance sampling it is Σ W², the delta method's
-Σ W² − 1/N plus 1/N. Lee & Whiteley's unbiased version, 1 − (N/(N−1))^(R+1) (1 − Σ_k F_k²) after R resampling
-events, is too small on the log scale under adaptive systematic resampling: on a linear-Gaussian filter (d = 1,
-T = 30, N = 1000, 50 seeds) its 2-se coverage of the exact log-likelihood was 0.88 with var(log Ẑ) / mean(se²)
-= 2.2; without the factor the coverage is 0.93–0.955 (tests/test_particle_filter.py).
+Σ W² − 1/N plus 1/N. Lee & Whiteley's unbiased version, 1 − (N/(N−1))^(R+1) (1 − Σ_k F_k²) after R
+resampling events, is too small on the log scale under adaptive systematic resampling: on a linear-Gaussian
+filter (d = 1, T = 30, N = 1000, 50 seeds) its 2-se coverage of the exact log-likelihood was 0.88 with
+var(log Ẑ) / mean(se²) = 2.2; without the factor the coverage is 0.93–0.955 (tests/test_particle_filter.py).
 """
 import math
 from typing import Any, NamedTuple
@@ -35,12 +35,11 @@ NEG_INF = -float("inf")
 
 class FKState(NamedTuple):
     """The loop's state: particles (a pytree with leading axis N), normalized log weights [N], log Z,
-    time-0 ancestors [N], resampling events so far, the model's own carry (e.g. β, a step size), step t."""
+    time-0 ancestors [N], the model's own carry (e.g. β, a step size), step t."""
     particles: Any
     log_w: Any
     log_z: Any
     eve: Any
-    n_resampled: Any
     carry: Any
     t: Any
 
@@ -104,7 +103,7 @@ def init(model, key, n):
     rt = model.rt
     particles, carry = model.init(key, n)
     return FKState(particles, rt.asarray(np.full(n, -math.log(n))), rt.asarray(0.0), rt.asindex(np.arange(n)),
-                   rt.asindex(0), carry, rt.asindex(0))
+                   carry, rt.asindex(0))
 
 
 def relative_variance(rt, log_w, eve):
@@ -148,7 +147,7 @@ def make_step(model, resampler="systematic", threshold=1.0, keep_ancestors=False
             if origin is not None:
                 eve = xp.take(eve, origin, axis=0)
                 log_w = xp.full((origin.shape[0],), -math.log(origin.shape[0]))
-        state = FKState(x, log_w, s.log_z + log_c, eve, s.n_resampled + resampled, carry, s.t + 1)
+        state = FKState(x, log_w, s.log_z + log_c, eve, carry, s.t + 1)
         return state, StepInfo(log_c, ess, resampled, xp.sum(~finite), rel_var,
                                idx if keep_ancestors else None, tracked, info)
     return step

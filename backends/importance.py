@@ -1,9 +1,9 @@
 """Self-normalized importance sampling: the one-step Feynman–Kac model with M0 = π0 (or a user's proposal)
 and log G_0 = log L = log γ − log π0.
 
-log Z ≈ log c_0 = logmeanexp(log L); se(log Z) from the core's Lee–Whiteley estimate, which for one step is
-the delta method sqrt((Σ W² − 1/N) · N/(N−1)); ESS = 1/Σ W²; Pareto k̂ from PSIS (ArviZ), with a warning
-when k̂ > 0.7.
+log Z ≈ log c_0 = logmeanexp(log L); se(log Z) from the core's family estimate, which for one step is
+sqrt(Σ W²) (the delta method's Σ W² − 1/N, plus 1/N); ESS = 1/Σ W²; Pareto k̂ from PSIS (ArviZ), with a
+warning when k̂ > 0.7.
 """
 import math
 import warnings

@@ -234,7 +234,7 @@ class PyroRuntime(Runtime):
             ys.append(y)
         if not ys:
             return carry, ys
-        leaves, spec = tree_flatten(ys[0])
+        spec = tree_flatten(ys[0])[1]
         columns = zip(*(tree_flatten(y)[0] for y in ys))
         return carry, tree_unflatten([None if c[0] is None else torch.stack(list(c)) for c in columns], spec)
 

@@ -23,7 +23,7 @@ supplies only the path and the moves. One step β → β' (`step(key, state) -> 
 Particles with a non-finite log density get weight zero (counted per step); if every weight vanishes or β
 stops moving, the run stops with an `InferenceError` that says at which step and β.
 log Z is the sum of the log c; its standard error comes from the spread over `runs` independent runs, or,
-for one run, from the core's Lee & Whiteley (2018) ancestral ("Eve") estimator at the last step.
+for one run, from the core's ancestral ("Eve") family estimate at the last step (see `fk`).
 """
 import math
 import sys
@@ -276,8 +276,7 @@ class SMC(fk.FeynmanKac):
             raise PPLError("step_memory needs the JAX runtime (runtime='numpyro')")
         key = jax.random.PRNGKey(0)
         state = jax.eval_shape(lambda k: fk.init(self, k, n), key)
-        return jax.jit(fk.make_step(self, self.resampler)).lower(key, state).compile().memory_analysis() \
-            .temp_size_in_bytes
+        return self.step.lower(key, state).compile().memory_analysis().temp_size_in_bytes
 
     # ---- the outer loop over temperatures (Python: the number of steps is unknown) ---------------------
     def run(self, key, n, progress=False, desc="smc"):

@@ -57,9 +57,6 @@ class StateSpace:
             return t.model is self.model and self.name in t.model.sites[t.site].parents
         return False
 
-    def length(self, env):
-        return self.site(env).length
-
     def check_fixed(self):
         """A filter with θ fixed: every static site must be observed (conditioned) or data."""
         if self.static:
