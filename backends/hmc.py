@@ -133,8 +133,9 @@ def _worst(values, bad, what):
     return shown + (f" and {len(names) - 3} more" if len(names) > 3 else ""), names
 
 
-def diagnose(samples, stats, chains):
-    """ArviZ diagnostics of draws `samples` {site: [C, S, ...]} and `stats` {name: [C, S]}; warns on failure."""
+def diagnose(samples, stats, chains, method="NUTS/HMC"):
+    """ArviZ diagnostics of draws `samples` {site: [C, S, ...]} and `stats` {name: [C, S]}; warns on failure,
+    naming `method`."""
     import arviz as az
     log = logging.getLogger("arviz")
     level = log.level
@@ -157,19 +158,19 @@ def diagnose(samples, stats, chains):
     diag["ess_min"] = min(ess.values(), default=float("nan"))
     shown, bad = _worst(r_hat, lambda v: v > RHAT_MAX, "max")
     if bad:
-        warnings.warn(f"NUTS/HMC: R-hat > {RHAT_MAX} for {shown}: the chains disagree; run longer "
+        warnings.warn(f"{method}: R-hat > {RHAT_MAX} for {shown}: the chains disagree; run longer "
                       f"(num_warmup, num_samples) or reparametrize", ConvergenceWarning, stacklevel=4)
     shown, bad = _worst(ess, lambda v: v < ESS_PER_CHAIN_MIN * chains, "min")
     if bad:
-        warnings.warn(f"NUTS/HMC: low effective sample size (< {ESS_PER_CHAIN_MIN} per chain) for {shown}; "
+        warnings.warn(f"{method}: low effective sample size (< {ESS_PER_CHAIN_MIN} per chain) for {shown}; "
                       f"means and quantiles are unreliable; run longer", ConvergenceWarning, stacklevel=4)
     if diag["divergences"]:
-        warnings.warn(f"NUTS/HMC: {diag['divergences']} divergent transitions after warmup (per chain "
+        warnings.warn(f"{method}: {diag['divergences']} divergent transitions after warmup (per chain "
                       f"{diag['divergences_per_chain']}); they concentrate in {_divergent_site(samples, diverging)}; "
                       f"raise target_accept or reparametrize (non-centered)", ConvergenceWarning, stacklevel=4)
     low = [i for i, v in enumerate(diag["e_bfmi"] or []) if v < EBFMI_MIN]
     if low:
-        warnings.warn(f"NUTS/HMC: E-BFMI < {EBFMI_MIN} in chains {low} ({diag['e_bfmi']}): the momentum "
+        warnings.warn(f"{method}: E-BFMI < {EBFMI_MIN} in chains {low} ({diag['e_bfmi']}): the momentum "
                       f"resampling explores the energy poorly (heavy tails or a funnel)", ConvergenceWarning,
                       stacklevel=4)
     return diag

@@ -22,9 +22,11 @@ from typing import Any, NamedTuple
 
 import numpy as np
 
+from ..compiler.lower import Evaluator
 from ..compiler.sequential import StateSpace
 from ..errors import InferenceError, PPLError, ValueRangeError
 from ..result import Result
+from ..stdlib.distributions import per_particle, repeated
 from . import fk, method
 
 
@@ -47,13 +49,9 @@ class StatePath:
     def sample(self, chain, key, n, prev=None, t=None):
         """n draws from init (prev None) or from the step given prev [N, *E] at time t."""
         rt, env = self.rt, chain.params
-        if prev is None:
-            d = chain.init_dist(env)
-            params = {k: rt.xp.broadcast_to(v, (n,) + tuple(v.shape)) for k, v in d.broadcast_params(rt).items()}
-        else:
-            d = chain.step_dist(rt.tree_map(lambda a: a[0], prev), t, env)
-            params = rt.vmap(lambda p: chain.step_dist(p, t, env).broadcast_params(rt))(prev)
-        return rt.sample(d.lower(rt, params), key)
+        d = repeated(rt, chain.init_dist(env), n) if prev is None else \
+            per_particle(rt, lambda p: chain.step_dist(p, t, env), prev)
+        return rt.sample(d, key)
 
     def log_prob(self, chain, x, prev=None, t=None):
         """log density of x [N, *E] under init (prev None) or the step from prev [N, *E] (per particle)."""
@@ -83,8 +81,7 @@ class StatePath:
         """Σ_t log p(y_t | x_t) must equal the whole observation's log density on a prior path (else an
         observation reads more than x_t, or a datum with a time axis is not per-time)."""
         rt, xp = self.rt, self.rt.xp
-        path = self.rt.sample(self.chain.lower(rt, {k: v[None] for k, v in self.chain.broadcast_params(rt).items()}),
-                              key)
+        path = rt.sample(repeated(rt, self.chain, 1), key)
         ts = rt.asindex(np.arange(self.length))
         per_t = rt.vmap(lambda xt, t: self.log_obs(xt[None], t)[0])(path[0], ts)
         total = per_t.sum()
@@ -184,29 +181,26 @@ def backward_simulation(path, key, xs, log_w, m):
     return xp.stack(out[::-1], axis=1)
 
 
-def static_env(ss, rt, theta=None):
-    """What the state's laws and the observations read: the model's data, observations, θ, deterministics."""
+def model_env(ev, ss, theta=None):
+    """What the state's laws and the observations read: the model's data and observations (as the evaluator
+    `ev` holds them), θ, and its deterministic sites."""
     m = ss.model
-    env = {k: v if isinstance(v, (int, float)) else rt.asarray(v) for k, v in m.data.items()}
-    env.update({k: rt.asarray(v) for k, v in m.observed.items()})
-    env.update(theta or {})
+    env = ev.env(m, theta or {}, {})
     for node in ss.compiled.order:
         if node.kind == "det" and node.model is m:
             env[node.name] = m.sites[node.name](env)
     return env
 
 
-def rest_log_density(ss, rt, env):
+def rest_log_density(ss, ev, env):
     """The terms that do not read the path (priors and likelihoods of θ, constants), at θ in `env`."""
-    from ..compiler.lower import Evaluator
-    ev = Evaluator(ss.compiled, rt)
     total = 0.0
     for t in ss.rest:
         if t.kind == "constant":
             total = total + t.coef * t.value
         elif t.kind in ("prior", "likelihood", "gaussian"):
             value = env[t.site]
-            total = total + t.coef * ev.spec(t, env).lower(rt).log_prob(value).sum()
+            total = total + t.coef * ev.spec(t, env).lower(ev.rt).log_prob(value).sum()
         elif t.kind == "factor":
             total = total + t.coef * t.model.sites[t.site](env)
         elif t.kind in ("reward", "energy"):
@@ -238,10 +232,11 @@ def run(compiled, rt, key, particles=1000, progress=None, resampler="systematic"
         raise PPLError("proposal= must be a ppl.markov(init, step, length) site over the same state")
     ss = StateSpace(compiled)
     ss.check_fixed()
-    env = static_env(ss, rt)
+    ev = Evaluator(compiled, rt)
+    env = model_env(ev, ss)
     path = StatePath(ss, rt, env, proposal)
     cache = _CACHE.setdefault(compiled, {})
-    sig = (rt.name, str(rt.device), particles, resampler, resample_threshold, smoother, id(proposal))
+    sig = (rt.name, str(rt.device), particles, resampler, resample_threshold, smoother, proposal)
     k_check, k_run, k_smooth = rt.split(key, 3)
     if sig not in cache:
         path.check_elementwise(k_check)
@@ -252,7 +247,7 @@ def run(compiled, rt, key, particles=1000, progress=None, resampler="systematic"
         t = int(np.argmin(np.isfinite(log_z_path)))
         raise InferenceError(f"particle filter: every weight vanished at t = {t} (the observation density was -inf "
                              f"or NaN on all {particles} particles); the proposal misses the observation")
-    rest = float(rt.to_numpy(rt.asarray(rest_log_density(ss, rt, env))))
+    rest = float(rt.to_numpy(rt.asarray(rest_log_density(ss, ev, env))))
     log_z = float(log_z_path.sum()) + rest
     se = math.sqrt(float(rt.to_numpy(info.rel_var)[-1]))
     mean, var = rt.to_numpy(info.tracked[0]), rt.to_numpy(info.tracked[1])

@@ -3,7 +3,7 @@ state-space target, with the particle filter's likelihood estimate inside.
 
 θ lives in the unconstrained space u (each static site x = T(u), T = biject_to(its prior's support)):
 
-    log π̂(u) = log p(θ) + log p̂(y | θ) + log |det J_T(u)|,   p̂ an independent particle filter run at each proposal
+    log π̂(u) = log p(θ) + log p̂(y | θ) + log |det J_T(u)|,   p̂ a new particle filter run at each proposal
 
 a random-walk proposal u' = u + s L ε accepted with probability min(1, π̂(u') / π̂(u)) (the current estimate is
 kept, which makes the chain exact for the posterior of θ). Adaptation during warmup only (Haario et al. 2001):
@@ -15,31 +15,30 @@ import math
 
 import numpy as np
 
+from ..compiler.lower import Evaluator
 from ..compiler.sequential import StateSpace
 from ..errors import PlanError, ValueRangeError
 from ..result import Result
 from . import method
 from .hmc import diagnose
-from .pf import StatePath, check_particles, rest_log_density, run_filter, static_env
+from .pf import StatePath, check_particles, model_env, rest_log_density, run_filter
 
 
 class Parameters:
-    """The static sites θ as a flat unconstrained vector u [d]: `constrain(u) -> (θ, log|det J|)`."""
+    """The static sites θ as a flat unconstrained vector u [d], in evaluation order (a site's prior may read
+    the sites before it): `constrain(u) -> (θ, log|det J|)`."""
 
-    def __init__(self, ss, rt):
-        from ..compiler.lower import Evaluator
-        self.ss, self.rt, self.ev = ss, rt, Evaluator(ss.compiled, rt)
+    def __init__(self, ss, ev):
+        self.ss, self.rt, self.ev = ss, ev.rt, ev
         layout = ss.compiled.layout
-        self.sites = [(n, layout[n]) for n in ss.static]
-        self.dim = sum(e["size"] for _, e in self.sites)
-        self.order = [node for node in ss.compiled.order if node.kind == "latent" and node.name in ss.static]
+        self.nodes = [(node, layout[node.name]) for node in ss.compiled.order
+                      if node.kind == "latent" and node.name in ss.static]
+        self.dim = sum(e["size"] for _, e in self.nodes)
 
     def constrain(self, u):
         rt, theta, ldj, offset = self.rt, {}, 0.0, 0
-        env = static_env(self.ss, rt)
-        for node in self.order:
-            e = dict(self.sites)[node.name]
-            d = self.ev.spec(node.term, {**env, **theta}).lower(rt)
+        for node, e in self.nodes:
+            d = self.ev.spec(node.term, self.ev.env(node.term.model, theta, {})).lower(rt)
             tr = rt.biject_to(d.support)
             v = u[offset:offset + e["size"]].reshape(e["ushape"])
             offset += e["size"]
@@ -51,7 +50,7 @@ class Parameters:
         """Initial points: prior draws of θ (the reference sampler of the compiled target), unconstrained."""
         program = self.ss.compiled.lower(self.rt)
         z = self.rt.to_numpy(program.sample_reference(key, chains))
-        return np.concatenate([z[:, e["offset"]:e["offset"] + e["size"]] for _, e in self.sites], axis=1)
+        return np.concatenate([z[:, e["offset"]:e["offset"] + e["size"]] for _, e in self.nodes], axis=1)
 
 
 @method("pmmh")
@@ -68,13 +67,14 @@ def run(compiled, rt, key, particles=100, progress=None, chains=4, num_warmup=50
     if not ss.static:
         raise PlanError(f"PMMH samples the static parameters of a state-space target, and this one has none "
                         f"(every site but {ss.name!r} is observed): use method='pf'")
-    params = Parameters(ss, rt)
+    ev = Evaluator(compiled, rt)
+    params = Parameters(ss, ev)
 
     def log_target(k, u):
         theta, ldj = params.constrain(u)
-        env = static_env(ss, rt, theta)
+        env = model_env(ev, ss, theta)
         state, info = run_filter(StatePath(ss, rt, env), k, particles, resampler, resample_threshold)
-        value = info.log_c.sum() + rest_log_density(ss, rt, env) + ldj
+        value = info.log_c.sum() + rest_log_density(ss, ev, env) + ldj
         return rt.xp.where(rt.xp.isnan(value), -float("inf"), value)
 
     if rt.framework == "jax":
@@ -111,7 +111,7 @@ def run(compiled, rt, key, particles=100, progress=None, chains=4, num_warmup=50
     constrain = rt.vmap(lambda v: params.constrain(v)[0])
     samples = {k: rt.to_numpy(v).reshape((chains, num_samples) + tuple(v.shape[1:]))
                for k, v in constrain(rt.asarray(z.reshape(-1, d))).items()}
-    diagnostics = diagnose(samples, {"diverging": np.zeros((chains, num_samples), bool)}, chains)
+    diagnostics = diagnose(samples, {"diverging": np.zeros((chains, num_samples), bool)}, chains, "PMMH")
     diagnostics.update({"acceptance_rate": accepted.mean(axis=1), "particles": particles, "chains": chains,
                         "proposal_scale": scale, "proposal_cholesky": chol})
     return Result(samples, None, method="pmmh", runtime=rt.name, device=rt.device, diagnostics=diagnostics)

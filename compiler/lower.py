@@ -10,7 +10,7 @@ reference), each deterministic site is computed, then every term ℓ_t is evalua
 import numpy as np
 
 from ..errors import PlanError, PPLError
-from ..stdlib.distributions import Distribution
+from ..stdlib.distributions import Distribution, per_particle, repeated
 
 
 def support_name(constraint):
@@ -195,14 +195,9 @@ class Program:
                 continue
             t = node.term
             spec_of = lambda vals, t=t: ev.spec(t, ev.env(t.model, vals[0], vals[1]))  # noqa: E731
-            if reads:
-                spec = spec_of(self._first(reads, values, dets))
-                params = rt.vmap(lambda vals: spec_of(vals).broadcast_params(rt))(self._pick(reads, values, dets))
-            else:
-                spec = spec_of(({}, {}))
-                params = {k: rt.xp.broadcast_to(v, (n,) + tuple(v.shape))
-                          for k, v in spec.broadcast_params(rt).items()}
-            values[node.name] = rt.sample(spec.lower(rt, params), keys[i])
+            d = per_particle(rt, spec_of, self._pick(reads, values, dets)) if reads else \
+                repeated(rt, spec_of(({}, {})), n)
+            values[node.name] = rt.sample(d, keys[i])
         return self._unconstrain(values, dets)
 
     def _reads(self, node):
@@ -221,10 +216,6 @@ class Program:
             if r[0] == "det":
                 d.setdefault(r[1], {})[r[2]] = dets[r[1]][r[2]]
         return v, d
-
-    def _first(self, reads, values, dets):
-        v, d = self._pick(reads, values, dets)
-        return self.rt.tree_map(lambda a: a[0], (v, d))
 
     def _batched(self, fn, reads, values, dets, n):
         if not reads:

@@ -92,6 +92,20 @@ class Distribution:
         return f"{self.family}({args}{', shape=' + str(self.shape) if self.shape else ''})"
 
 
+def per_particle(rt, spec_of, *args):
+    """`spec_of(*args_i)` for every particle i as one runtime distribution whose batch axis is the particles: the
+    first particle's description lowered with every particle's parameters (each arg has a leading particle axis;
+    `spec_of` is written for one particle)."""
+    spec = spec_of(*rt.tree_map(lambda a: a[0], args))
+    return spec.lower(rt, rt.vmap(lambda *a: spec_of(*a).broadcast_params(rt))(*args))
+
+
+def repeated(rt, spec, n):
+    """`spec` for n particles: its parameters broadcast along a leading particle axis of length n."""
+    params = spec.broadcast_params(rt)
+    return spec.lower(rt, {k: rt.xp.broadcast_to(v, (n,) + tuple(v.shape)) for k, v in params.items()})
+
+
 def make(name, *args, shape=(), **kwargs):
     """`make("normal", 0, 1)`: the distribution called `name` in the language."""
     if name not in FAMILIES:

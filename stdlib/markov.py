@@ -19,7 +19,7 @@ import numpy as np
 from ..compiler.lower import support_name
 from ..errors import NameResolutionError, PPLError, ShapeError, SupportError, ValueRangeError
 from ..target import Site, arg_names
-from .distributions import Distribution
+from .distributions import Distribution, per_particle, repeated
 
 SPECIAL = ("prev", "t")
 
@@ -180,9 +180,10 @@ class _Lowered:
         """The runtime distribution of x[t] given x[t-1] = prev (one particle)."""
         return self._checked_step(self._chain.step_dist(prev, t, {**self._static, **arrays}).lower(self._rt))
 
-    def _checked_step(self, d):
-        """`d` (a lowered step), checked against the state's shape and support."""
-        shape = tuple(d.batch_shape) + tuple(d.event_shape)
+    def _checked_step(self, d, batch_dims=0):
+        """`d` (a lowered step, with `batch_dims` leading particle axes), checked against the state's shape and
+        support."""
+        shape = tuple(d.batch_shape[batch_dims:]) + tuple(d.event_shape)
         if shape != self._state_shape:
             raise ShapeError(f"site {self._chain.site!r} (ppl.markov): step returns a state of shape {shape}, "
                              f"but init's has shape {self._state_shape}")
@@ -209,18 +210,13 @@ class _Lowered:
 
     def _step_batched(self, prev, t):
         """x[t] | x[t-1] = prev for every particle, as one batched runtime distribution."""
-        rt = self._rt
-        arrays, p = rt.tree_map(lambda a: a[0], (self._arrays, prev))
-        desc = self._chain.step_dist(p, t, {**self._static, **arrays})
-        self._checked_step(desc.lower(rt))
-        params = rt.vmap(lambda a, p: self._chain.step_dist(p, t, {**self._static, **a}).broadcast_params(rt))(
-            self._arrays, prev)
-        return desc.lower(rt, params)
+        d = per_particle(self._rt, lambda a, p: self._chain.step_dist(p, t, {**self._static, **a}),
+                         self._arrays, prev)
+        return self._checked_step(d, batch_dims=1)
 
     def _one_particle(self):
         """This chain batched over one particle (to sample an unbatched chain)."""
-        params = {k: v[None] for k, v in self._chain.broadcast_params(self._rt).items()}
-        return self._chain.lower(self._rt, params)
+        return repeated(self._rt, self._chain, 1)
 
 
 @functools.lru_cache(maxsize=None)
