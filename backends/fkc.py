@@ -8,10 +8,12 @@ from x_T ~ N(0, (α_T² + σ_T²)/B I) with initial log weights R(x_T), and log-
 
     dw = [ (B − 1) ∇·f − f·∇R + (g²/2) ( ‖S‖² − Σ β_i ‖s_i‖² + ΔR ) ] dτ
 
-(ΔR exact, or Hutchinson's estimate ε·∇²R ε with Rademacher ε). Systematic resampling every step or when
-ESS < threshold · N (from `start_resampling_step` on); log Z = Σ over resampling epochs of logmeanexp of the
-weights estimates log(Z_0 / Z_T), Z_T the normalizer of Π q_{i,T}^{β_i} ≈ that of the start. `corrected=False`
-runs the same SDE without weights (the uncorrected sampler).
+(ΔR exact, or Hutchinson's estimate ε·∇²R ε with Rademacher ε). A Feynman–Kac model on the core loop of `fk`:
+log G_k = dw at x_k (the step's increment), resampled (systematic) every step or when ESS < threshold · N
+(from `start_resampling_step` on), then moved by the Euler step — the same law as stepping first, since the
+move acts on each particle independently. log Z = Σ_k log c_k estimates log(Z_0 / Z_T), Z_T the normalizer
+of Π q_{i,T}^{β_i} ≈ that of the start. `corrected=False` runs the same SDE without weights (the uncorrected
+sampler).
 """
 import math
 import warnings
@@ -22,8 +24,7 @@ from ..compiler.diffusion_plan import DiffusionPlan
 from ..diffusion import SITE
 from ..errors import InferenceError, PlanError, UnknownNameError, ValueRangeError
 from ..result import Result
-from ..stdlib.resamplers import RESAMPLERS
-from . import method
+from . import fk, method
 
 
 class FKCWarning(UserWarning):
@@ -60,12 +61,66 @@ def _reward_terms(plan, rt, laplacian, probes):
 
 def _threshold(resample):
     if resample == "always":
-        return math.inf
+        return 1.0
     if resample in ("never", None):
         return 0.0
     if isinstance(resample, (int, float)) and 0 < resample <= 1:
         return float(resample)
     raise ValueRangeError(f"resample must be 'always', 'never' or an ESS fraction in (0, 1], got {resample!r}")
+
+
+class FKC(fk.FeynmanKac):
+    """The reverse SDE as a Feynman–Kac model: particles (x, S) with S the combined score at x; step k is at
+    time t_k = T − k dt. log G_k = h(x, t_k) dt (+ R(x) at k = 0); M_k is one Euler–Maruyama step from t_k.
+    The carry is the key of the step's Hutchinson probes (set by the caller)."""
+
+    def __init__(self, plan, rt, steps, t_min, corrected, noise, laplacian, probes, start_resampling_step):
+        self.plan, self.rt, self.sde, self.corrected = plan, rt, plan.sde, corrected
+        self.big_b = plan.total_beta
+        self.noise_scale = 1.0 if noise == "target" else 1.0 / self.big_b
+        self.betas = [beta for _, beta in plan.bases]
+        self.scores = [b.score_fn(rt) for b, _ in plan.bases]
+        self.rewards = _reward_terms(plan, rt, laplacian, probes)
+        self.dt = (self.sde.T - t_min) / steps
+        self.start = start_resampling_step
+
+    def _t(self, k):
+        return self.sde.T - self.dt * k
+
+    def init(self, key, n):
+        x = self.rt.normal(key, (n, self.plan.dim)) * math.sqrt(self.sde.prior_var / self.big_b)
+        return (x, self.rt.xp.zeros((n, self.plan.dim))), None
+
+    def log_potential(self, k, particles, log_w, key):
+        rt, xp, sde = self.rt, self.rt.xp, self.sde
+        x, n = particles[0], particles[0].shape[0]
+        t = self._t(k)
+        s = [rt.stop_gradient(fn(x, t * xp.ones((n,)))) for fn in self.scores]
+        big_s = sum(beta * si for beta, si in zip(self.betas, s))
+        if self.rewards is not None:
+            r, grad_r, lap_r = self.rewards(x, key)
+            big_s = big_s + grad_r
+        if not self.corrected:
+            return xp.zeros((n,)), (x, big_s), key
+        g2 = sde.g2(t, xp)
+        h = (self.big_b - 1.0) * sde.div_f(t, self.plan.dim) + 0.5 * g2 * (
+            xp.sum(big_s * big_s, axis=-1) - sum(beta * xp.sum(si * si, axis=-1) for beta, si in zip(self.betas, s)))
+        if self.rewards is not None:
+            h = h + 0.5 * g2 * lap_r - xp.sum(sde.f(x, t) * grad_r, axis=-1) + xp.where(k == 0, r / self.dt, 0.0)
+        return h * self.dt, (x, big_s), key
+
+    def can_resample(self, k):
+        return k >= self.start
+
+    def move(self, key, k, particles, log_w, carry):
+        """x ← x + (−f + ((g² + σ²)/2) S) dt + σ √dt ε at time t_k."""
+        rt, xp, sde = self.rt, self.rt.xp, self.sde
+        x, big_s = particles
+        t = self._t(k)
+        g2 = sde.g2(t, xp)
+        x = x + (-sde.f(x, t) + 0.5 * g2 * (1.0 + self.noise_scale) * big_s) * self.dt \
+            + xp.sqrt(g2 * self.noise_scale * self.dt) * rt.normal(key, x.shape)
+        return (x, big_s), carry, None, None
 
 
 @method("fkc")
@@ -77,73 +132,35 @@ def run(plan, rt, key, particles=1000, progress=None, steps=500, t_min=1e-3, cor
                         "(use 'smc', 'is' or 'nuts')")
     if noise not in ("target", "tempered"):
         raise UnknownNameError(f"unknown noise {noise!r}; choose 'target' (sigma = g) or 'tempered' (g/sqrt(B))")
-    if resampler not in RESAMPLERS:
-        raise UnknownNameError(f"unknown resampler {resampler!r}; choose one of {', '.join(sorted(RESAMPLERS))}")
-    sde, d, n, xp = plan.sde, plan.dim, int(particles), rt.xp
-    if not 0 < t_min < sde.T or int(steps) < 1:
+    sde, n, steps = plan.sde, int(particles), int(steps)
+    if not 0 < t_min < sde.T or steps < 1:
         raise ValueRangeError(f"need 0 < t_min < T = {sde.T} and steps >= 1, got t_min={t_min}, steps={steps}")
-    big_b = plan.total_beta
-    if noise == "tempered" and big_b > 2:
-        warnings.warn(f"the tempered-noise SDE (sigma = g/sqrt(B)) is unstable for B = {big_b:g} > 2; "
+    if noise == "tempered" and plan.total_beta > 2:
+        warnings.warn(f"the tempered-noise SDE (sigma = g/sqrt(B)) is unstable for B = {plan.total_beta:g} > 2; "
                       f"use noise='target'", FKCWarning, stacklevel=3)
-    noise_scale = 1.0 if noise == "target" else 1.0 / big_b
-    threshold, resample_fn = _threshold(resample), RESAMPLERS[resampler]
-    betas = [beta for _, beta in plan.bases]
-    scores = [b.score_fn(rt) for b, _ in plan.bases]
-    rewards = _reward_terms(plan, rt, laplacian, probes)
-    dt = (sde.T - t_min) / int(steps)
-    log_n = math.log(n)
+    threshold = _threshold(resample) if corrected else 0.0
+    model = FKC(plan, rt, steps, t_min, corrected, noise, laplacian, probes, start_resampling_step)
+    step = fk.make_step(model, resampler, min(threshold, 1.0))
 
-    def step(carry, inp):
-        """One reverse Euler–Maruyama step from t to t − dt, its weight increment and (maybe) resampling."""
-        x, log_w, log_z = carry
-        t, k = inp["t"], inp["k"]
-        k_noise, k_res, k_lap = rt.split(inp["key"], 3)
-        s = [rt.stop_gradient(fn(x, t * xp.ones((n,)))) for fn in scores]
-        big_s = sum(beta * si for beta, si in zip(betas, s))
-        drift, g2 = sde.f(x, t), sde.g2(t, xp)
-        if rewards is not None:
-            _, grad_r, lap_r = rewards(x, k_lap)
-            big_s = big_s + grad_r
-        x_new = x + (-drift + 0.5 * g2 * (1.0 + noise_scale) * big_s) * dt \
-            + xp.sqrt(g2 * noise_scale * dt) * rt.normal(k_noise, (n, d))
-        if not corrected:
-            return (x_new, log_w, log_z), (xp.ones(()) * n, k < 0)
-        h = (big_b - 1.0) * sde.div_f(t, d) + 0.5 * g2 * (
-            xp.sum(big_s * big_s, axis=-1) - sum(beta * xp.sum(si * si, axis=-1) for beta, si in zip(betas, s)))
-        if rewards is not None:
-            h = h + 0.5 * g2 * lap_r - xp.sum(drift * grad_r, axis=-1)
-        log_w = log_w + h * dt
-        lse = xp.logsumexp(log_w, axis=0)
-        ess = xp.exp(2.0 * lse - xp.logsumexp(2.0 * log_w, axis=0))
-        do = (k >= start_resampling_step) & (ess < threshold * n)
-        idx = resample_fn(rt, k_res, xp.exp(log_w - lse))
-        idx = xp.where(do, idx, xp.arange(n))
-        x_new = xp.take(x_new, idx, axis=0)
-        log_z = log_z + xp.where(do, lse - log_n, 0.0 * lse)
-        log_w = xp.where(do, 0.0 * log_w, log_w)
-        return (x_new, log_w, log_z), (ess, do)
+    def body(state, xs):
+        k_lap, k_step = rt.split(xs["key"], 2)
+        state, info = step(k_step, state._replace(carry=k_lap))
+        return state, (info.ess, info.resampled)
 
-    k_init, k_r0, k_steps = rt.split(key, 3)
-    x0 = rt.normal(k_init, (n, d)) * math.sqrt(sde.prior_var / big_b)
-    log_w0 = rewards(x0, k_r0)[0] if (rewards is not None and corrected) else xp.zeros((n,))
-    xs = {"t": rt.asarray(sde.T - dt * np.arange(int(steps))), "k": rt.asindex(np.arange(int(steps))),
-          "key": rt.split(k_steps, int(steps))}
-    loop = rt.jit(lambda x, lw, xs: rt.scan(step, (x, lw, xp.zeros(())), xs))
-    (x, log_w, log_z), (ess, resampled) = loop(x0, log_w0, xs)
-    x, log_w = rt.to_numpy(x).astype(np.float64), rt.to_numpy(log_w).astype(np.float64)
-    if not np.all(np.isfinite(x)) or (corrected and not np.any(np.isfinite(log_w))):
+    k_init, k_steps = rt.split(key, 2)
+    loop = rt.jit(lambda s, keys: rt.scan(body, s, keys))
+    state, (ess, resampled) = loop(fk.init(model, k_init, n)._replace(carry=k_init), {"key": rt.split(k_steps, steps)})
+    x, log_w = rt.to_numpy(state.particles[0]).astype(np.float64), rt.to_numpy(state.log_w).astype(np.float64)
+    log_z = float(rt.to_numpy(state.log_z))
+    if not np.all(np.isfinite(x)) or (corrected and not math.isfinite(log_z)):
         raise InferenceError(f"fkc: the reverse SDE diverged (non-finite particles or weights) after {steps} steps; "
                              f"increase steps or use noise='target'")
     diagnostics = {"ess": rt.to_numpy(ess), "resampled": rt.to_numpy(resampled).astype(bool),
-                   "t": np.asarray(sde.T - dt * np.arange(int(steps))), "t_min": t_min, "steps": int(steps),
-                   "total_beta": big_b, "noise": noise, "corrected": bool(corrected)}
+                   "t": np.asarray(sde.T - model.dt * np.arange(steps)), "t_min": t_min, "steps": steps,
+                   "total_beta": plan.total_beta, "noise": noise, "corrected": bool(corrected)}
     if not corrected:
         return Result({SITE: x[None]}, None, method="fkc", runtime=rt.name, device=rt.device, diagnostics=diagnostics)
-    finite = log_w[np.isfinite(log_w)]
-    top = finite.max()
-    log_z_total = float(rt.to_numpy(log_z)) + top + math.log(np.sum(np.exp(finite - top))) - log_n
-    diagnostics["log_z_per_chain"] = [log_z_total]
+    diagnostics["log_z_per_chain"] = [log_z]
     diagnostics["n_resampled"] = int(diagnostics["resampled"].sum())
-    return Result({SITE: x[None]}, log_w[None], log_z_total, None, method="fkc", runtime=rt.name,
-                  device=rt.device, diagnostics=diagnostics)
+    return Result({SITE: x[None]}, log_w[None], log_z, None, method="fkc", runtime=rt.name, device=rt.device,
+                  diagnostics=diagnostics)

@@ -40,10 +40,12 @@ def v_t(t):
     return a, a * a * S * S + s2
 
 
-def energy_distance(x, y):
-    def mean_dist(a, b):
-        return np.mean(np.sqrt(np.sum((a[:, None] - b[None]) ** 2, -1)))
-    return 2 * mean_dist(x, y) - mean_dist(x, x) - mean_dist(y, y)
+def energy_distance(x, y, w=None):
+    """Energy distance of the weighted cloud Σ w_i δ(x_i) (uniform when w is None) to the sample y."""
+    def dist(a, b):
+        return np.sqrt(np.sum((a[:, None] - b[None]) ** 2, -1))
+    w = np.full(len(x), 1 / len(x)) if w is None else w
+    return 2 * w @ dist(x, y).mean(1) - w @ dist(x, x) @ w - dist(y, y).mean()
 
 
 def runs(target, runtime, seeds, **kw):
@@ -149,37 +151,50 @@ def test_product_of_up_and_down_pairs(runtime):
 
 @pytest.mark.parametrize("runtime", RUNTIMES)
 def test_annealed_four_mode_mixture(runtime):
-    """q^3 of a 4-mode mixture is the exact mixture FOUR.power(3); FKC matches it and beats the uncorrected SDE."""
+    """q^3 of a 4-mode mixture is the exact mixture FOUR.power(3); FKC matches it and beats the uncorrected SDE.
+
+    Per run (1000 particles, 400 steps, resampling at ESS < N/2) the narrow mode's weighted share and the
+    weighted cloud's energy distance to exact draws are heavy-tailed (64 seeds: share 0.825, sd 0.09, with
+    runs at 0.49 and 0.53; energy distance median 0.015, 90% quantile 0.09, some runs above 0.3), so the test
+    takes medians over 9 runs: over 50,000 resampled sets of 9 runs, the median share is 0.839 with sd 0.021
+    and the median distance is below 0.087 in 99.9% of them. The uncorrected SDE is at ~0.9 (share 0.36)."""
     exact, _ = FOUR.power(3)
     target = ppl.diffusion(FOUR, SDE, 2) ** 3
     kw = dict(particles=1000, steps=400, resample=0.5)
-    fkc = np.concatenate([r.samples["x"][0] for r in runs(target, runtime, [0, 1, 2], **kw)])
+    rs = runs(target, runtime, range(9), **kw)
     unc = runs(target, runtime, [0], corrected=False, **kw)[0].samples["x"][0]
     ref = exact.sample(3000, np.random.default_rng(1))
-    frac = np.mean((fkc[:, 0] < 0) & (fkc[:, 1] < 0))
-    # the narrow mode's share varies between FKC runs by ~0.05 (resampling noise of the weights), 3 runs pooled
-    assert abs(frac - 0.839) < 0.1, frac
-    ed_fkc, ed_unc = energy_distance(fkc, ref), energy_distance(unc, ref)
-    assert ed_fkc < 0.05, ed_fkc
+    narrow = [np.sum(r.weights[0] * ((r.samples["x"][0][:, 0] < 0) & (r.samples["x"][0][:, 1] < 0))) for r in rs]
+    assert abs(np.median(narrow) - 0.839) < 0.1, narrow
+    ed_fkc = np.median([energy_distance(r.samples["x"][0], ref, r.weights[0]) for r in rs])
+    ed_unc = energy_distance(unc, ref)
+    assert ed_fkc < 0.1, ed_fkc
     assert ed_fkc < ed_unc / 10, (ed_fkc, ed_unc)
 
 
 # --- tilts, options, errors ----------------------------------------------------------------------------------
 @pytest.mark.parametrize("runtime", RUNTIMES)
-@pytest.mark.parametrize("laplacian", ["exact", "hutchinson"])
-def test_reward_tilt(runtime, laplacian):
-    """q · exp(r / lam), r(x) = −‖x − c‖² / 2: the tilted Gaussian N(m, v) with 1/v = 1/s² + 1/lam."""
+def test_reward_tilt(runtime):
+    """q · exp(r / lam), r(x) = −‖x − c‖² / 2: the tilted Gaussian N(m, v) with 1/v = 1/s² + 1/lam.
+
+    The weights have heavy tails here (increments quadratic in x: −f·∇r/lam and g² s·∇r/lam), so a run's error
+    does not shrink with N: the per-run sd of a component of the mean is 0.035–0.056 at 3000 and at 30,000
+    particles, with a bias of up to 0.03 at 300 steps (64 seeds, before and after FKC moved onto the Feynman–Kac
+    core), and the variance ratio has sd 0.07–0.18 with outliers. Medians over 6 runs: the mean within
+    0.03 + 4 · 1.25 · 0.056 / √6 = 0.145, the variance within 20%. log Z (exact here) has a per-run sd of ~0.5
+    and a discretization bias that changes sign between 100 and 1000 steps, so it is not asserted."""
     c, lam = 0.5, 0.5
 
     def reward(x):
         return -0.5 * ppl.math.sum((x - c) ** 2)
-    r = runs(gaussian(M1).tilt(reward, lam), runtime, [0], particles=3000, steps=300, laplacian=laplacian)[0]
+    rs = runs(gaussian(M1).tilt(reward, lam), runtime, range(6), particles=3000, steps=300)
     v = 1 / (1 / S ** 2 + 1 / lam)
-    np.testing.assert_allclose(r.mean("x"), v * (M1 / S ** 2 + c / lam), atol=0.06)
-    np.testing.assert_allclose(r.var("x"), v, rtol=0.15)
-    # log Z (= log ∫ N(x; m1, s²) exp(r/lam) dx) is unbiased here but its per-run sd is ~0.5 (weights quadratic
-    # in x: -f·∇r/lam and g² s·∇r/lam), so it is not asserted
-    assert np.isfinite(r.log_z)
+    np.testing.assert_allclose(np.median([r.mean("x") for r in rs], 0), v * (M1 / S ** 2 + c / lam), atol=0.145)
+    np.testing.assert_allclose(np.median([r.var("x") for r in rs], 0), v, rtol=0.2)
+    assert all(np.isfinite(r.log_z) for r in rs)
+    # the reward's Laplacian is constant, so Hutchinson's estimate with Rademacher probes is exact
+    h = runs(gaussian(M1).tilt(reward, lam), runtime, [0], particles=3000, steps=300, laplacian="hutchinson")[0]
+    np.testing.assert_allclose(h.samples["x"], rs[0].samples["x"], rtol=1e-4, atol=1e-4)
 
 
 def test_ve_sde_anneal_and_options():
