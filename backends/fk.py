@@ -16,11 +16,12 @@ The state carries each particle's time-0 ancestor ("Eve") for the single-run sta
 
     Var(Ẑ)/Ẑ² ≈ Σ_k F_k²,    se(log Ẑ) ≈ sqrt of that,
 
-computed after every weighting (`StepInfo.rel_var`); for importance sampling it is Σ W², the delta method's
-Σ W² − 1/N plus 1/N. Lee & Whiteley's unbiased version, 1 − (N/(N−1))^(R+1) (1 − Σ_k F_k²) after R
-resampling events, is too small on the log scale under adaptive systematic resampling: on a linear-Gaussian
-filter (d = 1, T = 30, N = 1000, 50 seeds) its 2-se coverage of the exact log-likelihood was 0.88 with
-var(log Ẑ) / mean(se²) = 2.2; without the factor the coverage is 0.93–0.955 (tests/test_particle_filter.py).
+computed after every weighting (`StepInfo.rel_var`), or at the last step only; for importance sampling it is
+Σ W², the delta method's Σ W² − 1/N plus 1/N. Lee & Whiteley's unbiased version,
+1 − (N/(N−1))^(R+1) (1 − Σ_k F_k²) after R resampling events, is too small on the log scale under adaptive
+systematic resampling: on a linear-Gaussian filter (d = 1, T = 30, N = 1000, 50 seeds) its 2-se coverage of
+the exact log-likelihood was 0.88 with var(log Ẑ) / mean(se²) = 2.2; without the factor the coverage is
+0.93–0.955 (tests/test_particle_filter.py).
 """
 import math
 from typing import Any, NamedTuple
@@ -113,8 +114,10 @@ def relative_variance(rt, log_w, eve):
     return xp.sum(families * families)
 
 
-def make_step(model, resampler="systematic", threshold=1.0, keep_ancestors=False):
-    """`step(key, state, move=True) -> (state, StepInfo)`: one weight–resample–move step of `model`."""
+def make_step(model, resampler="systematic", threshold=1.0, keep_ancestors=False, error_every_step=True):
+    """`step(key, state, move=True) -> (state, StepInfo)`: one weight–resample–move step of `model`.
+    With `error_every_step=False` the relative variance (a scatter over the Eves, a fifth of a bootstrap
+    filter's step on CPU) is computed only at steps with `move=False`, the last ones; elsewhere it is None."""
     rt, xp = model.rt, model.rt.xp
     resample = check_resampling(resampler, threshold)
 
@@ -128,19 +131,24 @@ def make_step(model, resampler="systematic", threshold=1.0, keep_ancestors=False
         log_w = log_w - log_c
         n = log_w.shape[0]
         ess = xp.exp(-xp.logsumexp(2.0 * log_w))
-        rel_var = relative_variance(rt, log_w, s.eve)
+        rel_var = relative_variance(rt, log_w, s.eve) if error_every_step or not move else None
         tracked = model.track(x, log_w, carry)
         m = model.num_resampled(n)
         if m == n:
             resampled = (ess < threshold * n) & model.can_resample(s.t)
-            idx = xp.where(resampled, resample(rt, k_res, xp.exp(log_w)), xp.arange(n))
+            # a branch, not a select: the resampler and the gathers run only at the steps that resample
+            # (under vmap, e.g. PMMH's chains, JAX turns it back into a select)
+            def select(w, x, eve):
+                idx = resample(rt, k_res, w)
+                return (idx,) + rt.tree_map(lambda a: xp.take(a, idx, axis=0), (x, eve))
+            idx, x, eve = rt.cond(resampled, select, lambda w, x, eve: (xp.arange(n), x, eve),
+                                  xp.exp(log_w), x, s.eve)
             log_w = xp.where(resampled, -math.log(n), log_w)
         else:
             resampled = 1.0 + 0.0 * log_c > 0
             idx = resample(rt, k_res, xp.exp(log_w), m)
             log_w = xp.full((m,), -math.log(m))
-        x = rt.tree_map(lambda a: xp.take(a, idx, axis=0), x)
-        eve = xp.take(s.eve, idx, axis=0)
+            x, eve = rt.tree_map(lambda a: xp.take(a, idx, axis=0), (x, s.eve))
         info = None
         if move:
             x, carry, origin, info = model.move(k_move, s.t, x, log_w, carry)

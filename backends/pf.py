@@ -131,7 +131,7 @@ def run_filter(path, key, n, resampler="systematic", threshold=0.5, smoother=Non
     """One filter over the whole path: (final state, StepInfo stacked over t)."""
     rt = path.rt
     model = ParticleFilter(path, smoother)
-    step = fk.make_step(model, resampler, threshold, keep_ancestors=smoother is not None)
+    step = fk.make_step(model, resampler, threshold, keep_ancestors=smoother is not None, error_every_step=False)
     k0, k1, k_last = rt.split(key, 3)
     state = fk.init(model, k0, n)
 
@@ -143,9 +143,11 @@ def run_filter(path, key, n, resampler="systematic", threshold=0.5, smoother=Non
     if steps:
         state, infos = rt.scan(body, state, {"key": rt.split(k1, steps)})
     state, last = step(k_last, state, move=False)
+    rel_var, last = last.rel_var, last._replace(rel_var=None)   # Var(Ẑ)/Ẑ² is computed at the last step only
     if not steps:
-        return state, rt.tree_map(lambda a: None if a is None else a[None], last)
-    return state, rt.tree_map(lambda a, b: None if a is None else rt.xp.concatenate([a, b[None]]), infos, last)
+        return state, rt.tree_map(lambda a: None if a is None else a[None], last)._replace(rel_var=rel_var)
+    stacked = rt.tree_map(lambda a, b: None if a is None else rt.xp.concatenate([a, b[None]]), infos, last)
+    return state, stacked._replace(rel_var=rel_var)
 
 
 def genealogy(xs, log_w, ancestors):
@@ -249,7 +251,7 @@ def run(compiled, rt, key, particles=1000, progress=None, resampler="systematic"
                              f"or NaN on all {particles} particles); the proposal misses the observation")
     rest = float(rt.to_numpy(rt.asarray(rest_log_density(ss, ev, env))))
     log_z = float(log_z_path.sum()) + rest
-    se = math.sqrt(float(rt.to_numpy(info.rel_var)[-1]))
+    se = math.sqrt(float(rt.to_numpy(info.rel_var)))
     mean, var = rt.to_numpy(info.tracked[0]), rt.to_numpy(info.tracked[1])
     diagnostics = {"ess": rt.to_numpy(info.ess).astype(np.float64), "resampled": rt.to_numpy(info.resampled),
                    "log_c": log_z_path, "filter_mean": {ss.name: mean}, "filter_var": {ss.name: var},
