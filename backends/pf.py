@@ -232,39 +232,40 @@ def run(compiled, rt, key, particles=1000, progress=None, resampler="systematic"
         raise ValueRangeError(f"smoother must be 'genealogy', 'backward' or None, got {smoother!r}")
     if proposal is not None and getattr(proposal, "markov", None) is None:
         raise PPLError("proposal= must be a ppl.markov(init, step, length) site over the same state")
-    ss = StateSpace(compiled)
-    ss.check_fixed()
-    ev = Evaluator(compiled, rt)
-    env = model_env(ev, ss)
-    path = StatePath(ss, rt, env, proposal)
     cache = _CACHE.setdefault(compiled, {})
     sig = (rt.name, str(rt.device), particles, resampler, resample_threshold, smoother, proposal)
     k_check, k_run, k_smooth = rt.split(key, 3)
-    if sig not in cache:
+    if sig not in cache:   # built and checked once per target and options; a run is then one jitted call
+        ss = StateSpace(compiled)
+        ss.check_fixed()
+        ev = Evaluator(compiled, rt)
+        env = model_env(ev, ss)
+        path = StatePath(ss, rt, env, proposal)
         path.check_elementwise(k_check)
-        cache[sig] = rt.jit(lambda k: run_filter(path, k, particles, resampler, resample_threshold, smoother))
-    state, info = cache[sig](k_run)
+        cache[sig] = (ss.name, path, rt.jit(lambda k: run_filter(path, k, particles, resampler, resample_threshold,
+                                                                 smoother) + (rest_log_density(ss, ev, env),)))
+    name, path, filt = cache[sig]
+    state, info, rest = filt(k_run)
     log_z_path = rt.to_numpy(info.log_c).astype(np.float64)
     if not np.all(np.isfinite(log_z_path)):
         t = int(np.argmin(np.isfinite(log_z_path)))
         raise InferenceError(f"particle filter: every weight vanished at t = {t} (the observation density was -inf "
                              f"or NaN on all {particles} particles); the proposal misses the observation")
-    rest = float(rt.to_numpy(rt.asarray(rest_log_density(ss, ev, env))))
-    log_z = float(log_z_path.sum()) + rest
+    log_z = float(log_z_path.sum()) + float(rt.to_numpy(rt.asarray(rest)))
     se = math.sqrt(float(rt.to_numpy(info.rel_var)))
     mean, var = rt.to_numpy(info.tracked[0]), rt.to_numpy(info.tracked[1])
     diagnostics = {"ess": rt.to_numpy(info.ess).astype(np.float64), "resampled": rt.to_numpy(info.resampled),
-                   "log_c": log_z_path, "filter_mean": {ss.name: mean}, "filter_var": {ss.name: var},
+                   "log_c": log_z_path, "filter_mean": {name: mean}, "filter_var": {name: var},
                    "log_z_per_chain": [log_z], "particles": particles, "smoother": smoother}
     if smoother is None:
-        samples, log_w = {ss.name: rt.to_numpy(state.particles.x)[None]}, rt.to_numpy(state.log_w)[None]
+        samples, log_w = {name: rt.to_numpy(state.particles.x)[None]}, rt.to_numpy(state.log_w)[None]
     elif smoother == "genealogy":
         xs, lw = rt.to_numpy(info.tracked[2]), rt.to_numpy(info.tracked[3])
         traj, final = genealogy(xs, lw, rt.to_numpy(info.ancestors))
-        samples, log_w = {ss.name: traj[None]}, final[None]
+        samples, log_w = {name: traj[None]}, final[None]
     else:
         m = smoother_draws or min(particles, 1000)
         traj = backward_simulation(path, k_smooth, info.tracked[2], info.tracked[3], m)
-        samples, log_w = {ss.name: rt.to_numpy(traj)[None]}, np.zeros((1, m))
+        samples, log_w = {name: rt.to_numpy(traj)[None]}, np.zeros((1, m))
     return Result(samples, log_w, log_z, se, method="pf", runtime=rt.name, device=rt.device,
                   diagnostics=diagnostics)
