@@ -140,7 +140,7 @@ def run(plan, rt, key, particles=1000, progress=None, steps=500, t_min=1e-3, cor
                       f"use noise='target'", FKCWarning, stacklevel=3)
     threshold = _threshold(resample) if corrected else 0.0
     model = FKC(plan, rt, steps, t_min, corrected, noise, laplacian, probes, start_resampling_step)
-    step = fk.make_step(model, resampler, min(threshold, 1.0))
+    step = fk.make_step(model, resampler, threshold, error_every_step=False)   # FKC reports no log Z error
 
     def body(state, xs):
         k_lap, k_step = rt.split(xs["key"], 2)
