@@ -79,6 +79,9 @@ class NumPyroRuntime(Runtime):
         return jax.device_put(jnp.asarray(a, dtype=dtype), self.jax_device)
 
     def asindex(self, x):
+        """x as integer indices: a traced or device array is cast in place, anything else is put on the device."""
+        if isinstance(x, jax.Array):
+            return x.astype(jnp.int32)
         return jax.device_put(jnp.asarray(np.asarray(x), dtype=jnp.int32), self.jax_device)
 
     def to_numpy(self, x):

@@ -156,6 +156,9 @@ class PyroRuntime(Runtime):
         return torch.as_tensor(a, dtype=dtype, device=self.torch_device)
 
     def asindex(self, x):
+        """x as integer indices: a tensor is cast in place, anything else is put on the device."""
+        if isinstance(x, torch.Tensor):
+            return x.to(torch.long)
         return torch.as_tensor(np.asarray(x), dtype=torch.long, device=self.torch_device)
 
     def to_numpy(self, x):

@@ -37,9 +37,16 @@ def stratified(rt, key, weights, num_samples=None):
 
 @resampler
 def systematic(rt, key, weights, num_samples=None):
-    """One uniform U shared by all strata: u_j = (j + U) / M."""
-    m = num_samples or weights.shape[0]
-    return _inverse_cdf(rt, weights, (rt.xp.arange(m) + rt.uniform(key, (1,))) / m)
+    """One uniform U shared by all strata: u_j = (j + U) / M. Without a search: K_i = ceil(M CDF_i − U) is the
+    number of u_j below CDF_i (K_{N−1} = M, as CDF_{N−1} = 1 exactly), and the ancestor of slot j is
+    #{i : K_i <= j}, a histogram of K and its cumulative sum (O(N); the same indices as the inverse CDF)."""
+    xp = rt.xp
+    n = weights.shape[0]
+    m = num_samples or n
+    cdf = xp.cumsum(weights, axis=0)
+    k = xp.clip(xp.ceil(m * (cdf / cdf[-1]) - rt.uniform(key, (1,))), 0, m)
+    counts = xp.index_add(xp.zeros((m + 1,)), rt.asindex(k), xp.ones((n,)))
+    return xp.clip(rt.asindex(xp.cumsum(counts[:m], axis=0)), 0, n - 1)
 
 
 @resampler
