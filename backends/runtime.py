@@ -8,6 +8,9 @@ integer seed on torch); keys are split, never reused.
 from ..errors import UnknownNameError
 
 RUNTIMES = {}
+#: the module of each runtime, imported when that runtime is first asked for (a Pyro run never imports JAX,
+#: a NumPyro run never imports torch)
+MODULES = {"numpyro": "numpyro_runtime", "pyro": "pyro_runtime"}
 
 
 def register(name):
@@ -19,11 +22,13 @@ def register(name):
 
 def get_runtime(name="numpyro", device="cpu"):
     """The runtime called `name` ('numpyro' = JAX, 'pyro' = torch) placing arrays on `device`."""
-    from . import numpyro_runtime, pyro_runtime  # noqa: F401  (register both)
     if isinstance(name, Runtime):
         return name
+    if name in MODULES and name not in RUNTIMES:
+        import importlib
+        importlib.import_module(f"{__package__}.{MODULES[name]}")   # registers it
     if name not in RUNTIMES:
-        raise UnknownNameError(f"unknown runtime {name!r}; choose one of {', '.join(sorted(RUNTIMES))}")
+        raise UnknownNameError(f"unknown runtime {name!r}; choose one of {', '.join(sorted(MODULES))}")
     if device not in ("cpu", "cuda") and not str(device).startswith("cuda:"):
         raise UnknownNameError(f"unknown device {device!r}; choose 'cpu' or 'cuda'")
     return RUNTIMES[name](device)

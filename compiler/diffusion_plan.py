@@ -4,49 +4,40 @@ The target tree (`**`, `*`, `geometric`, `tilt` over `ppl.diffusion` bases) is w
 constant exponents β_i per distinct base and coefficients c_j per reward (c = β/λ for a tilt
 under a power β). Ordinary models cannot be mixed in: FKC needs a score for every factor.
 """
-from ..diffusion import SITE, DiffusionModel
+from ..diffusion import SITE
 from ..errors import PlanError, ShapeError
-from ..target import Energy, Geometric, Model, Power, Product, Target, Tilt
+from ..target import Target
+from .graph import build_graph
 
 
-def has_diffusion(target):
-    """Whether `target` contains a `ppl.diffusion` base."""
-    return isinstance(target, DiffusionModel) or any(has_diffusion(c) for c in target.children())
-
-
-def _walk(target, coef, bases, rewards):
-    if isinstance(target, DiffusionModel):
-        bases[target] = bases.get(target, 0.0) + coef
-    elif isinstance(target, Power):
-        _walk(target.base, coef * target.beta, bases, rewards)
-    elif isinstance(target, Product):
-        for f in target.factors:
-            _walk(f, coef, bases, rewards)
-    elif isinstance(target, Geometric):
-        _walk(target.p, coef * (1.0 - target.w), bases, rewards)
-        _walk(target.q, coef * target.w, bases, rewards)
-    elif isinstance(target, Tilt):
-        _walk(target.base, coef, bases, rewards)
-        if len(target.reward.parents) != 1:
-            raise PlanError(f"a reward on a diffusion target reads the one site {SITE!r}; reward "
-                            f"{target.reward.name} reads {', '.join(target.reward.parents) or 'nothing'}")
-        rewards.append((target.reward, coef / target.lam))
-    elif isinstance(target, (Model, Energy)):
-        raise PlanError(f"the target mixes diffusion models with the ordinary {target.__class__.__name__.lower()} "
-                        f"{target.describe()}; FKC needs a score for every factor (combine only ppl.diffusion "
-                        f"bases with **, *, geometric and tilt)")
-    else:
-        raise PlanError(f"cannot plan {target!r} for diffusion sampling")
+def _collect(target):
+    """Exponents β_i per distinct base and coefficients c_j per reward, from the nodes' `linear` expansion."""
+    bases, rewards = {}, []
+    for leaf, coef in target.linear():
+        if leaf.kind == "diffusion":
+            bases[leaf] = bases.get(leaf, 0.0) + coef
+        elif leaf.kind == "reward":
+            if len(leaf.parents) != 1:
+                raise PlanError(f"a reward on a diffusion target reads the one site {SITE!r}; reward "
+                                f"{leaf.name} reads {', '.join(leaf.parents) or 'nothing'}")
+            rewards.append((leaf, coef))
+        else:
+            what = leaf.describe() if leaf.kind == "model" else leaf.name
+            raise PlanError(f"the target mixes diffusion models with the ordinary {leaf.kind} {what}; FKC needs a "
+                            f"score for every factor (combine only ppl.diffusion bases with **, *, geometric and tilt)")
+    return bases, rewards
 
 
 class DiffusionPlan:
     """`bases` [(DiffusionModel, β)], `rewards` [(Reward, c)], the shared `sde` and `dim`, B = Σ β_i."""
 
+    methods = ("fkc",)     # what samples it
+    what = "diffusion models"
+
     def __init__(self, target):
         if not isinstance(target, Target):
             raise PlanError(f"expected a target, got {type(target).__name__}")
-        bases, rewards = {}, []
-        _walk(target, 1.0, bases, rewards)
+        bases, rewards = _collect(target)
         self.target = target
         self.bases = [(b, beta) for b, beta in bases.items() if beta != 0.0]
         self.rewards = [(r, c) for r, c in rewards if c != 0.0]
@@ -61,6 +52,7 @@ class DiffusionPlan:
                 raise PlanError(f"diffusion models {first.name} ({first.sde!r}) and {b.name} ({b.sde!r}) use "
                                 f"different forward SDEs; FKC needs one SDE for all factors")
         self.sde, self.dim = first.sde, first.dim
+        self.graph = build_graph(target, [])
         self.total_beta = sum(beta for _, beta in self.bases)
         if self.total_beta <= 0:
             raise PlanError(f"the exponents of the diffusion bases sum to {self.total_beta:g} <= 0; the target "
@@ -74,8 +66,3 @@ class DiffusionPlan:
         lines.append(f"start: N(0, {self.sde.prior_var:.4g} / {self.total_beta:g} I) at t = T; "
                      f"path: reverse SDE with Feynman-Kac weights (method 'fkc')")
         return "\n".join(lines)
-
-
-def plan_diffusion(target):
-    """The diffusion plan of `target` (raises PlanError for targets FKC cannot sample)."""
-    return DiffusionPlan(target)

@@ -5,7 +5,7 @@ combinator that weighs it, up to the root `target`.
 """
 import networkx as nx
 
-from ..target import Energy, Geometric, Model, Power, Product, Tilt
+from ..diffusion import SITE
 
 
 def _model_nodes(g, m):
@@ -53,38 +53,38 @@ def build_graph(target, terms):
         return node
 
     def walk(t):
-        if isinstance(t, Model):
+        """Nodes and edges of t; returns its combinator node (from the node's own kind, label, children and
+        functions)."""
+        if t.kind == "model":
             _model_nodes(g, t)
             for name, s in t.sites.items():
                 reader = {"latent": f"{t.name}:prior {name}" if name not in t.observed else f"{t.name}:lik {name}",
                           "deterministic": f"{t.name}.{name}", "factor": f"{t.name}:factor {name}"}[s.kind]
                 for p in s.parents:
                     _read(g, t, p, reader)
-            node = combinator(f"model {t.name}")
+            node = combinator(t.label)
             for n in list(g.nodes):
                 if n.startswith(f"{t.name}:"):
                     g.add_edge(n, node)
             return node
-        if isinstance(t, (Tilt, Energy)):
-            fn = t.reward
-            kind = "reward" if isinstance(t, Tilt) else "energy"
-            f = f"{kind} {fn.name}"
-            g.add_node(f, kind="factor", term=kind)
-            node = combinator("tilt" if isinstance(t, Tilt) else "energy")
-            for c in t.children():
-                g.add_edge(walk(c), node)
+        node = combinator(t.label)
+        if t.kind == "diffusion":
+            g.add_node(f"{t.name}:score", kind="factor", term="score")
+            g.add_edge(SITE, f"{t.name}:score")
+            g.add_edge(f"{t.name}:score", node)
+        for c in t.children():
+            g.add_edge(walk(c), node)
+        for fn in t.functions():
+            f = f"{fn.kind} {fn.name}"
+            g.add_node(f, kind="factor", term=fn.kind)
             for p in fn.parents:
                 g.add_edge(_global(g, p), f)
             g.add_edge(f, node)
-            return node
-        label = {Power: lambda: f"power {t.beta:g}", Product: lambda: "product",
-                 Geometric: lambda: f"geometric w={t.w:g}"}[type(t)]()
-        node = combinator(label)
-        for c in t.children():
-            g.add_edge(walk(c), node)
         return node
 
     root = walk(target)
+    if g.has_node(SITE) and "kind" not in g.nodes[SITE]:
+        g.nodes[SITE]["kind"] = "latent"     # the site of the diffusion bases
     g.add_node("target", kind="combinator", op="target")
     g.add_edge(root, "target")
     for t in terms:

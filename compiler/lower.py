@@ -11,10 +11,13 @@ import numpy as np
 
 from ..errors import PlanError, PPLError
 from ..stdlib.distributions import Distribution, per_particle, repeated
+from .shapes import Support
 
 
 def support_name(constraint):
     """A constraint's name, seen through `independent(...)` wrappers: 'Real', 'Positive', 'Simplex', ..."""
+    if isinstance(constraint, Support):
+        return constraint.name
     while hasattr(constraint, "base_constraint"):
         constraint = constraint.base_constraint
     return type(constraint).__name__.lstrip("_")

@@ -13,7 +13,6 @@ import numpy as np
 
 from ..errors import NameResolutionError, PlanError, ShapeError, SupportError
 from ..target import Model, Target
-from .fold import fold
 from .gaussian import fold_gaussians
 from .graph import build_graph
 from .lower import support_name
@@ -63,7 +62,7 @@ class Compiled:
     def __init__(self, target, reference=None, fold_closed_forms=True):
         if not isinstance(target, Target):
             raise PlanError(f"expected a target (ppl.model(...) or an expression of targets), got {type(target).__name__}")
-        self.target = fold(target)
+        self.target = target.folded()
         terms = expand(self.target)
         self.models = list({id(m): m for m in self.target.models()}.values())
         latent = list(dict.fromkeys(n for m in self.models for n, s in m.sites.items()
@@ -128,19 +127,15 @@ class Compiled:
             cycle = " -> ".join(str(n[-1]) for n, _ in nx.find_cycle(g))
             raise PlanError(f"the sites depend on each other in a cycle: {cycle}") from None
 
-    # --- shapes and supports, from one abstract trace on the JAX runtime --
+    # --- shapes and supports, from one particle traced on numpy (no runtime) --
     def _infer_layout(self):
-        """Shapes, supports and checks from one particle traced abstractly (jax.eval_shape: nothing runs)."""
-        import jax
+        """Shapes, supports and checks from one particle traced by the shape interpreter (`shapes.py`)."""
+        import warnings
         from .lower import Evaluator
-        from ..backends.runtime import get_runtime
-        ev, out = Evaluator(self, get_runtime("numpyro", "cpu")), {}
-
-        def trace():
-            out["layout"] = ev.trace(self._check_term)
-            return 0.0
-        jax.eval_shape(trace)
-        return out["layout"]
+        from .shapes import ShapeRuntime
+        with warnings.catch_warnings(), np.errstate(all="ignore"):
+            warnings.simplefilter("ignore", RuntimeWarning)
+            return Evaluator(self, ShapeRuntime()).trace(self._check_term)
 
     def _check_term(self, t, d, layout):
         if t.kind in ("prior", "gaussian") and t.site in layout:
@@ -189,8 +184,3 @@ class Compiled:
                 lines.append(f"  {c:+g} x {t.label}{extra}")
         lines.append("path: pi_beta = pi0 * L^beta, beta from 0 to 1")
         return "\n".join(lines)
-
-
-def compile(target, reference=None, fold=True):
-    """Compile a target: the inference graph, the checks, the plan (reference vs rest) and the layout."""
-    return Compiled(target, reference=reference, fold_closed_forms=fold)

@@ -1,7 +1,8 @@
 """Expansion of a target tree into a weighted sum of log-density terms: log γ = Σ_t c_t ℓ_t."""
 from dataclasses import dataclass, field
 
-from ..target import Energy, Geometric, Model, Power, Product, Tilt
+from ..errors import PlanError
+from ..target import Model
 
 
 @dataclass
@@ -27,26 +28,25 @@ class Term:
         return f"{self.kind} {where}{what}".strip()
 
 
-def expand(target, coef=1.0):
-    """The terms of `target`, in order, each with its coefficient."""
-    if isinstance(target, Model):
-        out = []
-        for name, s in target.sites.items():
-            if s.kind == "latent":
-                kind = "likelihood" if name in target.observed else "prior"
-                out.append(Term(kind, coef, target, name))
-            elif s.kind == "factor":
-                out.append(Term("factor", coef, target, name))
-        return out
-    if isinstance(target, Power):
-        return expand(target.base, coef * target.beta)
-    if isinstance(target, Product):
-        return [t for f in target.factors for t in expand(f, coef)]
-    if isinstance(target, Geometric):
-        return expand(target.p, coef * (1.0 - target.w)) + expand(target.q, coef * target.w)
-    if isinstance(target, Tilt):
-        return expand(target.base, coef) + [Term("reward", coef / target.lam, fn=target.reward)]
-    if isinstance(target, Energy):
-        sites = expand(target.model, coef) if target.model else []
-        return sites + [Term("energy", -coef, fn=target.reward)]
-    raise TypeError(f"not a target: {target!r}")
+def model_terms(model, coef):
+    """The terms of one model: a prior or likelihood per latent site, a factor per factor site."""
+    out = []
+    for name, s in model.sites.items():
+        if s.kind == "latent":
+            out.append(Term("likelihood" if name in model.observed else "prior", coef, model, name))
+        elif s.kind == "factor":
+            out.append(Term("factor", coef, model, name))
+    return out
+
+
+def expand(target):
+    """The terms of `target`, in order, each with its coefficient (from the nodes' own `linear` expansion)."""
+    out = []
+    for leaf, coef in target.linear():
+        if leaf.kind == "model":
+            out.extend(model_terms(leaf, coef))
+        elif leaf.kind in ("reward", "energy"):
+            out.append(Term(leaf.kind, coef, fn=leaf))
+        else:
+            raise PlanError(f"{leaf.describe()} is a {leaf.kind} base; it cannot be expanded into log-density terms")
+    return out

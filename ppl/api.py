@@ -2,10 +2,8 @@
 import time
 
 from .backends import get_method, get_runtime
-from .compiler import Compiled, compile
-from .compiler.diffusion_plan import has_diffusion, plan_diffusion
+from .compiler import compile
 from .errors import PlanError
-from .target import Target
 
 
 def sample(target, method="is", runtime="numpyro", device="cpu", particles=10_000, seed=0, reference=None,
@@ -17,12 +15,10 @@ def sample(target, method="is", runtime="numpyro", device="cpu", particles=10_00
     """
     run = get_method(method)
     rt = get_runtime(runtime, device)
-    if isinstance(target, Target) and has_diffusion(target):
-        if method != "fkc":
-            raise PlanError(f"the target contains diffusion models; sample it with method='fkc', not {method!r}")
-        compiled = plan_diffusion(target)
-    else:
-        compiled = target if isinstance(target, Compiled) else compile(target, reference=reference, fold=fold)
+    compiled = compile(target, reference=reference, fold=fold)
+    allowed = getattr(compiled, "methods", None)
+    if allowed is not None and method not in allowed:
+        raise PlanError(f"the target contains {compiled.what}; sample it with method={allowed[0]!r}, not {method!r}")
     start = time.perf_counter()
     result = run(compiled, rt, rt.key(seed), particles=particles, progress=progress, **options)
     result.wall_time = time.perf_counter() - start

@@ -68,6 +68,12 @@ class DiffusionModel(Target):
     def describe(self):
         return f"{self.name}[diffusion {self.sde!r}, d={self.dim}]"
 
+    kind = "diffusion"
+
+    @property
+    def label(self):
+        return f"diffusion {self.name}"
+
 
 def diffusion(score, sde, dim, name=None, params=None):
     """A diffusion base. `score(x, t)` is batched (x [N, dim], t [N]) and returns ∇ log q_t(x) [N, dim];

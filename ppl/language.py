@@ -304,7 +304,10 @@ def log_density(d, value, env):
     from .backends.runtime import get_runtime
     like = _like(env, value)
     fw = pm.framework(like)
-    rt = get_runtime("pyro", str(like.device)) if fw == "torch" else get_runtime("numpyro")
+    if fw == "numpy":   # constants: on the runtime already in use (NumPyro if none is)
+        import sys
+        fw = "torch" if "torch" in sys.modules and "jax" not in sys.modules else "jax"
+    rt = get_runtime("pyro", str(getattr(like, "device", "cpu"))) if fw == "torch" else get_runtime("numpyro")
     return d.lower(rt).log_prob(rt.asarray(value))
 
 
@@ -994,7 +997,15 @@ def _sorted_class(runtime, support_name):
     key = (runtime, support_name)
     if key in _SORTED:
         return _SORTED[key]
-    if runtime == "numpyro":
+    if runtime == "shapes":
+        from .compiler.shapes import AbstractDistribution, Support
+
+        class Sorted(AbstractDistribution):
+            def __init__(self, base):
+                self.base = base
+                name = {"ordered": "OrderedVector", "positive_ordered": "PositiveOrderedVector"}[support_name]
+                super().__init__(base.batch_shape[:-1], base.batch_shape[-1:], Support(name, 1))
+    elif runtime == "numpyro":
         import jax.numpy as jnp
         from jax.scipy.special import gammaln
         import numpyro.distributions as nd

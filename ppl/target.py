@@ -9,6 +9,11 @@ expands it into a sum of log-density terms, each with its own coefficient:
     geometric      (1 - w) log p + w log q
     p.tilt(r, lam) log p + r(x) / lam
     energy(E)      -E(x)
+
+Each node carries its meaning: `linear(c)` is its expansion log γ = Σ_i c_i log ℓ_i into leaves (models,
+diffusion bases, rewards and energies; each says its `kind`), `label` names it in the inference graph,
+`functions()` are the rewards it adds itself, and `folded()` is its simplified form. The compiler reads
+only these, so a new operation is one class here (plus its syntax).
 """
 import copy
 import inspect
@@ -83,6 +88,9 @@ def factor(fn, parents=None):
 class Target:
     """An unnormalized density γ. Combine with `**`, `*`, `geometric`, `.tilt`, `.condition`."""
 
+    #: a leaf's kind ('model', 'diffusion'); None for an operator
+    kind = None
+
     def __mul__(self, other):
         if not isinstance(other, Target):
             return NotImplemented
@@ -112,6 +120,19 @@ class Target:
 
     def children(self):
         return ()
+
+    def functions(self):
+        """The rewards or energies this node adds itself (a tilt's reward)."""
+        return ()
+
+    def linear(self, coef=1.0):
+        """The expansion of coef · log γ: [(leaf, c_i)] in order, leaves being models, diffusion bases and
+        `Reward`s (kind 'reward' or 'energy')."""
+        return [(self, coef)]
+
+    def folded(self):
+        """The same target simplified ((p^a)^b = p^(ab), unit powers dropped, products flattened)."""
+        return self._rebuild([c.folded() for c in self.children()]) if self.children() else self
 
     def _condition(self, data):
         return self._rebuild([c._condition(data) for c in self.children()])
@@ -159,6 +180,12 @@ class Model(Target):
     def describe(self):
         return self.name
 
+    @property
+    def label(self):
+        return f"model {self.name}"
+
+    kind = "model"
+
 
 class Power(Target):
     def __init__(self, base, beta):
@@ -173,6 +200,19 @@ class Power(Target):
     def describe(self):
         return f"({self.base.describe()}) ** {self.beta:g}"
 
+    @property
+    def label(self):
+        return f"power {self.beta:g}"
+
+    def linear(self, coef=1.0):
+        return self.base.linear(coef * self.beta)
+
+    def folded(self):
+        base = self.base.folded()
+        if isinstance(base, Power):
+            return Power(base.base, base.beta * self.beta).folded()
+        return base if self.beta == 1.0 else Power(base, self.beta)
+
 
 class Product(Target):
     def __init__(self, factors):
@@ -186,6 +226,17 @@ class Product(Target):
 
     def describe(self):
         return " * ".join(f.describe() for f in self.factors)
+
+    label = "product"
+
+    def linear(self, coef=1.0):
+        return [pair for f in self.factors for pair in f.linear(coef)]
+
+    def folded(self):
+        flat = []
+        for f in (f.folded() for f in self.factors):
+            flat.extend(f.factors if isinstance(f, Product) else (f,))
+        return Product(flat)
 
 
 class Geometric(Target):
@@ -203,16 +254,25 @@ class Geometric(Target):
     def describe(self):
         return f"geometric({self.p.describe()}, {self.q.describe()}, {self.w:g})"
 
+    @property
+    def label(self):
+        return f"geometric w={self.w:g}"
+
+    def linear(self, coef=1.0):
+        return self.p.linear(coef * (1.0 - self.w)) + self.q.linear(coef * self.w)
+
 
 class Reward:
-    """A function of named sites returning one real per particle (written for one particle)."""
+    """A function of named sites returning one real per particle (written for one particle): a leaf of the
+    expansion of kind 'reward' (a tilt's r) or 'energy' (an energy's E)."""
 
-    def __init__(self, fn, parents=None, name=None):
+    def __init__(self, fn, parents=None, name=None, kind="reward"):
         if isinstance(fn, Reward):
             fn, parents, name = fn.fn, fn.parents, fn.name
-        self.fn = fn
-        self.parents = tuple(parents) if parents is not None else arg_names(fn, "a reward")
-        self.name = name or getattr(fn, "__name__", "reward")
+        self.fn, self.kind = fn, kind
+        what = "an energy" if kind == "energy" else "a reward"
+        self.parents = tuple(parents) if parents is not None else arg_names(fn, what)
+        self.name = name or getattr(fn, "__name__", kind)
 
     def __call__(self, env):
         return self.fn(**{p: env[p] for p in self.parents})
@@ -231,16 +291,35 @@ class Tilt(Target):
     def describe(self):
         return f"({self.base.describe()}).tilt({self.reward.name}, {self.lam:g})"
 
+    label = "tilt"
+
+    def functions(self):
+        return (self.reward,)
+
+    def linear(self, coef=1.0):
+        return self.base.linear(coef) + [(self.reward, coef / self.lam)]
+
 
 class Energy(Target):
     """exp(-E(x)). `sites` declares the sites E reads when no other factor defines them (flat on their support)."""
 
     def __init__(self, fn, sites=None, parents=None):
-        self.reward = Reward(fn, parents, getattr(fn, "__name__", "E"))
+        self.reward = Reward(fn, parents, getattr(fn, "__name__", "E"), kind="energy")
         self.model = Model(sites, name=f"{self.reward.name}_sites") if sites else None
 
     def children(self):
         return (self.model,) if self.model else ()
+
+    label = "energy"
+
+    def functions(self):
+        return (self.reward,)
+
+    def linear(self, coef=1.0):
+        return (self.model.linear(coef) if self.model else []) + [(self.reward, -coef)]
+
+    def folded(self):
+        return self
 
     def _condition(self, data):
         return self

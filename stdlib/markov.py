@@ -222,7 +222,19 @@ class _Lowered:
 @functools.lru_cache(maxsize=None)
 def _chain_class(runtime):
     """The runtime's distribution class of Markov chain paths (built once per runtime)."""
-    if runtime == "numpyro":
+    if runtime == "shapes":
+        from ..compiler.shapes import AbstractDistribution, Support
+
+        class Chain(_Lowered, AbstractDistribution):
+            def __init__(self, chain, rt, params):
+                batch, event = self._setup(chain, rt, params)
+                AbstractDistribution.__init__(self, batch, event, Support("Real", len(event)))
+
+            def log_prob(self, path):
+                if self._chain.length > 1:   # one step, for its checks of shape and support
+                    self._step(path[0], self._ts[0], self._arrays)
+                return np.zeros(self.batch_shape)
+    elif runtime == "numpyro":
         import jax
         import jax.numpy as jnp
         import numpyro.distributions as nd

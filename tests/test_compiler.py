@@ -4,7 +4,6 @@ import numpy as np
 import pytest
 
 import ppl
-from ppl.compiler.fold import fold
 from ppl.target import Power, Product
 
 p = ppl.model(x=ppl.Normal(0.0, 1.0), name="p")
@@ -28,10 +27,72 @@ def test_graph_has_typed_nodes_and_dependency_edges():
 
 
 def test_fold_powers_and_products():
-    t = fold((p ** 2) ** 0.25 * (p * (q * p)))
+    t = ((p ** 2) ** 0.25 * (p * (q * p))).folded()
     assert isinstance(t, Product) and len(t.factors) == 4
     assert isinstance(t.factors[0], Power) and t.factors[0].beta == 0.5
-    assert fold(p ** 2 ** 1) is not None and fold((p ** 0.5) ** 2) is p
+    assert (p ** 2 ** 1).folded() is not None and ((p ** 0.5) ** 2).folded() is p
+
+
+# every algebra form over every base kind: (target from p, q, r; expected coefficients of p, q, r)
+FORMS = {
+    "power": (lambda p, q, r: p ** 2.0, (2.0, 0.0, 0.0)),
+    "product": (lambda p, q, r: p * q, (1.0, 1.0, 0.0)),
+    "geometric": (lambda p, q, r: ppl.geometric(p, q, 3.0), (-2.0, 3.0, 0.0)),
+    "tilt": (lambda p, q, r: p.tilt(r, 0.5), (1.0, 0.0, 2.0)),
+    "nested": (lambda p, q, r: (ppl.geometric(p, q, 0.5) ** 2).tilt(r, 2.0) * p, (2.0, 1.0, 0.5)),
+}
+
+LABELS = {"power": {"power 2"}, "product": {"product"}, "geometric": {"geometric w=3"}, "tilt": {"tilt"},
+          "nested": {"geometric w=0.5", "power 2", "tilt", "product"}}
+
+
+def _diffusion(mu):
+    from ppl.stdlib.diffusion import GaussianMixture, VPSDE
+    return ppl.diffusion(GaussianMixture(np.array([[mu, 0.0]]), sd=1.0), VPSDE(), 2)
+
+
+@pytest.mark.parametrize("base", ["model", "diffusion"])
+@pytest.mark.parametrize("form", sorted(FORMS))
+def test_compile_every_form_over_every_base(base, form):
+    """ppl.compile dispatches on the kind of the bases, and the expansion each node gives feeds the terms (models),
+    the exponents (diffusion plans) and the inference graph alike."""
+    build, (cp, cq, cr) = FORMS[form]
+    if base == "model":
+        bp = ppl.model(x=ppl.Normal(0.0, 1.0, shape=(2,)), name="bp")
+        bq = ppl.model(x=ppl.Normal(1.0, 2.0, shape=(2,)), name="bq")
+    else:
+        bp, bq = _diffusion(0.0), _diffusion(1.0)
+
+    def r(x):
+        return -(x ** 2).sum()
+    target = build(bp, bq, r)
+    c = ppl.compile(target, fold=False) if base == "model" else ppl.compile(target)
+    if base == "model":
+        assert isinstance(c, ppl.compiler.Compiled)
+        coef = {m: sum(t.coef for t in c.terms if t.model is m) for m in (bp, bq)}
+        assert (coef[bp], coef[bq]) == (cp, cq)
+        assert sum(t.coef for t in c.terms if t.kind == "reward") == cr
+    else:
+        assert isinstance(c, ppl.compiler.DiffusionPlan)
+        bases = dict(c.bases)
+        assert (bases.get(bp, 0.0), bases.get(bq, 0.0)) == (cp, cq)
+        assert sum(coef for _, coef in c.rewards) == cr
+    g = c.graph
+    assert nx.is_directed_acyclic_graph(g) and "target" in g
+    combinators = {d["op"] for _, d in g.nodes(data=True) if d.get("kind") == "combinator"}
+    assert LABELS[form] | {f"{base} {bp.name}"} <= combinators
+    if cr:
+        assert "reward r" in g and g.has_edge("x", "reward r") and nx.has_path(g, "reward r", "target")
+
+
+def test_diffusion_target_refuses_models_and_other_methods():
+    q = _diffusion(0.0)
+    with pytest.raises(ppl.PlanError, match="mixes diffusion models with the ordinary model"):
+        ppl.compile(q * p)
+    with pytest.raises(ppl.PlanError, match="mixes diffusion models with the ordinary energy"):
+        ppl.compile(q * ppl.energy(lambda x: (x ** 2).sum()))
+    with pytest.raises(ppl.PlanError, match="method='fkc', not 'smc'"):
+        ppl.sample(q ** 2, method="smc")
 
 
 def test_gaussian_closed_form_is_the_reference():
@@ -96,3 +157,42 @@ def test_cuda_request_without_a_gpu_is_a_clear_error(runtime):
     else:
         with pytest.raises(ppl.PPLError, match="cuda"):
             ppl.sample(p, method="is", runtime=runtime, device="cuda", particles=100)
+
+
+# --- the compiler needs no runtime; a run imports only its own ---------------------------------------------------
+RUNTIME_FREE = """
+import sys, numpy as np, ppl
+m = ppl.model(data={"s": np.ones(3)}, mu=ppl.Normal(0.0, 1.0), tau=ppl.HalfNormal(1.0),
+              theta=lambda mu, tau: ppl.Normal(mu, tau, shape=(3,)), w=ppl.Dirichlet(np.ones(4)),
+              x=ppl.markov(init=lambda mu: ppl.Normal(mu, 1.0), step=lambda prev: ppl.Normal(prev, 1.0), length=5),
+              y=lambda theta, s: ppl.Normal(theta, s)).condition(y=np.zeros(3))
+schools = ppl.load_ppl("{examples}/eight_schools_noncentered.ppl",
+                       data={"J": 3, "y": [1.0, 2.0, 0.0], "sigma": [1.0, 1.0, 2.0]})
+sv = ppl.load_ppl("{examples}/sv.ppl", data={"T": 4, "y": [0.1, -0.3, 0.2, 0.0]})
+compiled = [ppl.compile(m.tilt(lambda theta: -(theta ** 2).sum())), schools.compile(), sv.compile()]
+assert compiled[0].layout["w"]["ushape"] == (3,) and compiled[0].layout["x"]["shape"] == (5,)
+print("compiled", "jax" in sys.modules, "torch" in sys.modules)
+if len(sys.argv) > 1:
+    r = ppl.sample(compiled[0], method="is", runtime=sys.argv[1], particles=100, seed=0, progress=False)
+    r = ppl.sample(compiled[1], method="smc", runtime=sys.argv[1], particles=100, seed=0, progress=False)
+    print("ran", "jax" in sys.modules, "torch" in sys.modules)
+"""
+
+
+@pytest.mark.parametrize("runtime", [None, "numpyro", "pyro"])
+def test_compiler_needs_no_runtime_and_a_run_imports_only_its_own(runtime, tmp_path):
+    """Shapes, supports and the plan come from a numpy trace: compiling imports neither JAX nor torch; a Pyro run
+    never imports JAX and a NumPyro run never imports torch."""
+    import os
+    import subprocess
+    import sys
+    examples = os.path.abspath(os.path.join(os.path.dirname(__file__), "..", "examples"))
+    script = tmp_path / "run.py"
+    script.write_text(RUNTIME_FREE.replace("{examples}", examples))
+    out = subprocess.run([sys.executable, str(script)] + ([runtime] if runtime else []), capture_output=True,
+                         text=True, timeout=300)
+    assert out.returncode == 0, out.stderr[-2000:]
+    lines = out.stdout.split("\n")
+    assert "compiled False False" in lines
+    if runtime:
+        assert f"ran {runtime == 'numpyro'} {runtime == 'pyro'}" in lines

@@ -232,8 +232,7 @@ def test_errors_name_the_problem():
 
 def test_plan_prints_exponents():
     q, qc = gaussian(M1), gaussian(M2)
-    from ppl.compiler.diffusion_plan import plan_diffusion
-    text = str(plan_diffusion((ppl.geometric(q, qc, 3.0) ** 2) * q))
+    text = str(ppl.compile((ppl.geometric(q, qc, 3.0) ** 2) * q))
     assert f"-3 x log {q.name}" in text and f"+6 x log {qc.name}" in text  # (1 - 3) * 2 + 1 and 3 * 2
 
 
