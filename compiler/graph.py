@@ -6,6 +6,7 @@ combinator that weighs it, up to the root `target`.
 import networkx as nx
 
 from ..diffusion import SITE
+from ..errors import NameResolutionError, PlanError
 
 
 def _model_nodes(g, m):
@@ -23,15 +24,27 @@ def _model_nodes(g, m):
             g.add_node(f"{m.name}:lik {name}", kind="factor", term="likelihood")
             g.add_edge(node, f"{m.name}:lik {name}")
         elif s.kind == "deterministic":
-            g.add_node(f"{m.name}.{name}", kind="deterministic")
+            g.add_node(f"{m.name}.{name}", kind="deterministic", model=m, site=name)
         else:
             g.add_node(f"{m.name}:factor {name}", kind="factor", term="factor")
 
 
 def _read(g, m, name, reader):
     s = m.sites.get(name)
+    if s is not None and s.kind == "factor":
+        raise NameResolutionError(f"in model {m.name}, {name!r} is a factor; factors cannot be read")
     src = name if s is not None and s.kind == "latent" and name not in m.observed else f"{m.name}.{name}"
     g.add_edge(src, reader)
+
+
+def _add_model(g, m):
+    """The nodes of model m and the edges from what each site reads."""
+    _model_nodes(g, m)
+    for name, s in m.sites.items():
+        reader = {"latent": f"{m.name}:prior {name}" if name not in m.observed else f"{m.name}:lik {name}",
+                  "deterministic": f"{m.name}.{name}", "factor": f"{m.name}:factor {name}"}[s.kind]
+        for p in s.parents:
+            _read(g, m, p, reader)
 
 
 def _global(g, name):
@@ -41,8 +54,10 @@ def _global(g, name):
     return next((n for n, k in g.nodes(data="kind") if k == "deterministic" and n.endswith("." + name)), name)
 
 
-def build_graph(target, terms):
-    """The inference graph of a (folded) target; `terms` label the factor nodes with coefficients."""
+def build_graph(target, terms, chosen=None, reference=None):
+    """The inference graph of a (folded) target; `terms` add the folded factors; `chosen` {site: term} marks
+    each latent site's reference factor, which then generates the site (an edge factor -> site instead of
+    site -> factor); `reference` is the user's reference model, outside the target."""
     g = nx.DiGraph()
     counter = [0]
 
@@ -56,12 +71,7 @@ def build_graph(target, terms):
         """Nodes and edges of t; returns its combinator node (from the node's own kind, label, children and
         functions)."""
         if t.kind == "model":
-            _model_nodes(g, t)
-            for name, s in t.sites.items():
-                reader = {"latent": f"{t.name}:prior {name}" if name not in t.observed else f"{t.name}:lik {name}",
-                          "deterministic": f"{t.name}.{name}", "factor": f"{t.name}:factor {name}"}[s.kind]
-                for p in s.parents:
-                    _read(g, t, p, reader)
+            _add_model(g, t)
             node = combinator(t.label)
             for n in list(g.nodes):
                 if n.startswith(f"{t.name}:"):
@@ -92,4 +102,55 @@ def build_graph(target, terms):
             node = f"{t.kind} {t.site}"
             g.add_node(node, kind="factor", term=t.kind, folded_from=t.origin)
             g.add_edge(node, "target")
+    if reference is not None:
+        _add_model(g, reference)
+    for site, t in (chosen or {}).items():
+        ref = f"{t.model.name}:prior {site}" if t.kind == "prior" else f"gaussian {site}"
+        if g.has_edge(site, ref):
+            g.remove_edge(site, ref)
+        g.add_edge(ref, site)
+        g.nodes[ref]["reference"] = True
     return g
+
+
+class Node:
+    """One step of the evaluation order: a latent site (drawn from its reference `term`) or a deterministic site
+    of `model`; `reads` the steps it reads, as ('latent', site) or ('det', model name, site)."""
+
+    def __init__(self, kind, name, model, term=None, reads=()):
+        self.kind, self.name, self.model, self.term, self.reads = kind, name, model, term, list(reads)
+
+
+def _step_key(g, n):
+    a = g.nodes[n]
+    if a.get("kind") == "latent":
+        return ("latent", n)
+    if a.get("kind") == "deterministic":
+        return ("det", a["model"].name, a["site"])
+    return None
+
+
+def evaluation_order(g, chosen):
+    """The latent and deterministic sites of the inference graph `g` in a topological order (declaration order
+    among those free to go): each after what it reads."""
+    rank = {n: i for i, n in enumerate(g.nodes)}
+    try:
+        nodes = list(nx.lexicographical_topological_sort(g, key=rank.get))
+    except nx.NetworkXUnfeasible:
+        cycle = [g.nodes[u].get("site", u) for u, _ in nx.find_cycle(g) if _step_key(g, u) is not None]
+        raise PlanError(f"the sites depend on each other in a cycle: {' -> '.join(cycle)}") from None
+    order = []
+    for n in nodes:
+        key = _step_key(g, n)
+        if key is None:
+            continue
+        if key[0] == "latent":
+            t = chosen[n]
+            ref = f"{t.model.name}:prior {n}" if t.kind == "prior" else f"gaussian {n}"
+            reads = [k for k in (_step_key(g, p) for p in g.predecessors(ref)) if k is not None]
+            order.append(Node("latent", n, t.model, t, reads))
+        else:
+            a = g.nodes[n]
+            reads = [k for k in (_step_key(g, p) for p in g.predecessors(n)) if k is not None]
+            order.append(Node("det", a["site"], a["model"], reads=reads))
+    return order

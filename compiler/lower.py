@@ -190,7 +190,7 @@ class Program:
         values, dets = {}, {}
         for i, node in enumerate(self.compiled.order):
             m = node.model if node.kind == "det" else node.term.model
-            reads = self._reads(node)
+            reads = node.reads
             if node.kind == "det":
                 site = m.sites[node.name]
                 fn = lambda vals, s=site, m=m: s(ev.env(m, vals[0], vals[1]))  # noqa: E731
@@ -203,14 +203,6 @@ class Program:
             values[node.name] = rt.sample(d, keys[i])
         return self._unconstrain(values, dets)
 
-    def _reads(self, node):
-        """The batched values (latent names, (model, deterministic) pairs) a node reads."""
-        from .plan import _resolve
-        m = node.model if node.kind == "det" else node.term.model
-        if node.kind == "latent" and node.term.kind == "gaussian":
-            return []
-        parents = m.sites[node.name].parents
-        return [r for r in (_resolve(m, p, self.compiled.chosen) for p in parents) if r is not None]
 
     def _pick(self, reads, values, dets):
         v = {r[1]: values[r[1]] for r in reads if r[0] == "latent"}

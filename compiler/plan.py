@@ -8,34 +8,14 @@ first with c > 0; or the user's `reference` model). Then
 
 so tempering π_β ∝ π0 · L^β never scales the reference: β = 0 is proper.
 """
-import networkx as nx
 import numpy as np
 
 from ..errors import NameResolutionError, PlanError, ShapeError, SupportError
 from ..target import Model, Target
 from .gaussian import fold_gaussians
-from .graph import build_graph
+from .graph import build_graph, evaluation_order
 from .lower import support_name
 from .terms import Term, expand
-
-
-class Node:
-    """One step of the evaluation order: a latent site (from its reference term) or a deterministic site."""
-
-    def __init__(self, kind, name, model, term=None):
-        self.kind, self.name, self.model, self.term = kind, name, model, term
-
-
-def _resolve(model, name, chosen):
-    """The evaluation node a site of `model` reads when it reads `name` (None for data and observations)."""
-    s = model.sites.get(name)
-    if s is None or (s.kind == "latent" and name in model.observed):
-        return None
-    if s.kind == "latent":
-        return ("latent", name) if name in chosen else None
-    if s.kind == "deterministic":
-        return ("det", model.name, name)
-    raise NameResolutionError(f"in model {model.name}, {name!r} is a factor; factors cannot be read")
 
 
 def _choose_reference(terms, latent):
@@ -89,8 +69,8 @@ class Compiled:
         self.ref_coef = np.array([1.0 if any(t is c for c in chosen.values()) else 0.0 for t in terms])
         self.rest_coef = np.array([t.coef for t in terms]) - self.ref_coef
         self._check_names()
-        self.order = self._order()
-        self.graph = build_graph(self.target, terms)
+        self.graph = build_graph(self.target, terms, chosen, reference)
+        self.order = evaluation_order(self.graph, chosen)
         self.layout = self._infer_layout()
 
     def _check_names(self):
@@ -102,30 +82,6 @@ class Compiled:
                     raise NameResolutionError(f"{t.kind} {t.fn.name} reads {', '.join(map(repr, missing))}, which is "
                                               f"not a latent or deterministic site of the target (sites: "
                                               f"{', '.join(sorted(known)) or 'none'})")
-
-    # --- evaluation order -------------------------------------------------
-    def _order(self):
-        g = nx.DiGraph()
-        for site, t in self.chosen.items():
-            g.add_node(("latent", site), node=Node("latent", site, t.model, t))
-            if t.kind == "prior":
-                for p in t.model.sites[site].parents:
-                    src = _resolve(t.model, p, self.chosen)
-                    if src is not None:
-                        g.add_edge(src, ("latent", site))
-        for m in self.models:
-            for name, s in m.sites.items():
-                if s.kind == "deterministic":
-                    g.add_node(("det", m.name, name), node=Node("det", name, m))
-                    for p in s.parents:
-                        src = _resolve(m, p, self.chosen)
-                        if src is not None:
-                            g.add_edge(src, ("det", m.name, name))
-        try:
-            return [g.nodes[n]["node"] for n in nx.topological_sort(g)]
-        except nx.NetworkXUnfeasible:
-            cycle = " -> ".join(str(n[-1]) for n, _ in nx.find_cycle(g))
-            raise PlanError(f"the sites depend on each other in a cycle: {cycle}") from None
 
     # --- shapes and supports, from one particle traced on numpy (no runtime) --
     def _infer_layout(self):

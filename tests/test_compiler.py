@@ -196,3 +196,25 @@ def test_compiler_needs_no_runtime_and_a_run_imports_only_its_own(runtime, tmp_p
     assert "compiled False False" in lines
     if runtime:
         assert f"ran {runtime == 'numpyro'} {runtime == 'pyro'}" in lines
+
+
+def test_the_planner_orders_the_inference_graph():
+    """The evaluation order is a topological order of the printed inference graph: each latent site is generated
+    by its reference factor (an edge factor -> site), each deterministic site after what it reads."""
+    m = ppl.model(name="m", a=ppl.Normal(0.0, 1.0), d=ppl.deterministic(lambda a, b: a + b), b=ppl.HalfNormal(1.0),
+                  c=lambda d, a: ppl.Normal(d, 1.0), y=lambda c: ppl.Normal(c, 1.0)).condition(y=0.5)
+    other = ppl.model(name="o", c=ppl.Normal(0.0, 3.0))
+    c = ppl.compile(m * other, fold=False)
+    g = c.graph
+    assert [(n.kind, n.name) for n in c.order] == [("latent", "a"), ("latent", "b"), ("det", "d"), ("latent", "c")]
+    steps = [n.name if n.kind == "latent" else f"{n.model.name}.{n.name}" for n in c.order]
+    assert not any(nx.has_path(g, v, u) for i, u in enumerate(steps) for v in steps[i + 1:])
+    assert g.has_edge("m:prior c", "c") and g.nodes["m:prior c"]["reference"] and not g.has_edge("c", "m:prior c")
+    assert g.has_edge("c", "o:prior c") and "reference" not in g.nodes["o:prior c"]    # the other factor reads c
+    assert nx.has_path(g, "a", "m.d") and nx.has_path(g, "m.d", "c") and nx.has_path(g, "b", "c")
+    assert [r for r in c.order[3].reads] == [("det", "m", "d"), ("latent", "a")]
+    with pytest.raises(ppl.PlanError, match="cycle: (u -> v|v -> u)"):
+        ppl.compile(ppl.model(u=lambda v: ppl.Normal(v, 1.0), v=lambda u: ppl.Normal(u, 1.0)))
+    with pytest.raises(ppl.NameResolutionError, match="'f' is a factor; factors cannot be read"):
+        ppl.compile(ppl.model(x=ppl.Normal(0.0, 1.0), f=ppl.factor(lambda x: -x * x),
+                              z=lambda f: ppl.Normal(f, 1.0)))
