@@ -1,4 +1,4 @@
-"""HMC and NUTS: NumPyro's own samplers (JAX) or Pyro's (torch) on the compiled potential.
+"""HMC and NUTS: the runtime's own samplers (NumPyro's or Pyro's, `rt.mcmc`) on the compiled potential.
 
 Over the flat unconstrained particle z ∈ ℝ^D the potential is
 
@@ -46,7 +46,7 @@ def _initial_points(prog, rt, key, chains):
     """`chains` reference draws at which the potential is finite, from 8 × chains candidates (one jit on JAX)."""
     def candidates(key):
         z = prog.sample_reference(key, 8 * chains)
-        ref, rest = rt.vmap(prog._ref_rest)(z)
+        ref, rest = rt.vmap(prog.log_parts)(z)
         return z, rt.xp.isfinite(ref + rest)
     z, finite = rt.jit(candidates)(key)
     ok = np.flatnonzero(rt.to_numpy(finite))
@@ -55,69 +55,6 @@ def _initial_points(prog, rt, key, chains):
                              f"target density; cannot start {chains} chains (check the target's support and "
                              f"parameters, or pass reference=... closer to the target)")
     return rt.asarray(rt.to_numpy(z)[ok[:chains]])
-
-
-def _numpyro(prog, key, z0, kind, warmup, draws, target_accept, max_tree_depth, num_steps, dense_mass, progress):
-    """NumPyro's MCMC, chains vectorized. Returns z [C, S, D], per-draw stats [C, S], step size [C] and
-    the mean acceptance probability [C]."""
-    import jax
-    from numpyro.infer import HMC, MCMC, NUTS
-
-    def potential(z):
-        ref, rest = prog._ref_rest(z)
-        return -(ref + rest)
-
-    common = dict(potential_fn=potential, target_accept_prob=target_accept, dense_mass=dense_mass)
-    # a fixed num_steps needs trajectory_length=None, or NumPyro does not adapt the step size
-    steps = {} if num_steps is None else {"num_steps": num_steps, "trajectory_length": None}
-    kernel = NUTS(max_tree_depth=max_tree_depth, **common) if kind == "nuts" else HMC(**steps, **common)
-    chains = z0.shape[0]
-    mcmc = MCMC(kernel, num_warmup=warmup, num_samples=draws, num_chains=chains,
-                chain_method="vectorized", progress_bar=bool(progress))
-    fields = ("diverging", "energy", "num_steps", "accept_prob", "adapt_state.step_size")
-    mcmc.run(key, init_params=z0 if chains > 1 else z0[0], extra_fields=fields)
-    z = mcmc.get_samples(group_by_chain=True)
-    extra = jax.device_get(mcmc.get_extra_fields(group_by_chain=True))
-    stats = {"diverging": extra["diverging"], "energy": extra["energy"], "n_steps": extra["num_steps"],
-             "acceptance_rate": extra["accept_prob"], "step_size": extra["adapt_state.step_size"]}
-    stats = {k: np.asarray(v) for k, v in stats.items()}
-    return z, stats, stats["step_size"][:, -1], stats["acceptance_rate"].mean(axis=1)
-
-
-def _pyro(prog, key, z0, kind, warmup, draws, target_accept, max_tree_depth, num_steps, dense_mass, progress):
-    """Pyro's MCMC, one chain after the other (each seeded from `key`). Same returns as `_numpyro`
-    (Pyro keeps no per-draw energy, tree size or acceptance probability: its acceptance rate per chain)."""
-    import torch
-    from pyro.infer.mcmc import HMC, MCMC, NUTS
-
-    def potential(params):
-        ref, rest = prog._ref_rest(params["z"])
-        return -(ref + rest)
-
-    zs, stats, steps, accept = [], {"diverging": [], "step_size": []}, [], []
-    seeds = prog.rt.split(key, z0.shape[0])
-    for c in range(z0.shape[0]):  # Pyro runs one chain per process; chains are few, particles are not
-        common = dict(potential_fn=potential, target_accept_prob=target_accept, full_mass=dense_mass)
-        kernel = (NUTS(max_tree_depth=max_tree_depth, **common) if kind == "nuts"
-                  else HMC(num_steps=num_steps, **common))
-        mcmc = MCMC(kernel, num_samples=draws, warmup_steps=warmup, initial_params={"z": z0[c]},
-                    disable_progbar=not progress)
-        with torch.random.fork_rng(devices=[]):
-            torch.manual_seed(int(seeds[c]))
-            try:
-                mcmc.run()
-            except RuntimeError as e:  # Pyro's tree building fails on NaN energies
-                raise InferenceError(f"{kind} (Pyro) failed in chain {c}: {e}; the target density is probably "
-                                     f"NaN somewhere in the region the chain explored") from None
-        zs.append(mcmc.get_samples()["z"].detach())
-        info = mcmc.diagnostics()
-        diverging = np.zeros(draws, dtype=bool)
-        diverging[np.asarray(info["divergences"]["chain 0"], dtype=int)] = True
-        stats["diverging"].append(diverging)
-        stats["step_size"].append(np.full(draws, float(kernel.step_size)))
-        steps.append(float(kernel.step_size))
-        accept.append(float(info["acceptance rate"]["chain 0"]))
-    return torch.stack(zs), {k: np.stack(v) for k, v in stats.items()}, np.asarray(steps), accept
 
 
 def _labelled(table, column):
@@ -210,18 +147,25 @@ def _run(kind, compiled, rt, key, particles, progress, num_warmup=1000, num_samp
     if prog.dim == 0:
         raise InferenceError(f"{kind}: the target has no latent sites to sample")
     k_init, k_run = rt.split(key, 2)
+    k_pred = rt.split(key, 3)[2]   # a third key, leaving the chains' keys as they were
     z0 = _initial_points(prog, rt, k_init, chains)
-    sampler = _numpyro if rt.framework == "jax" else _pyro
-    z, stats, step_size, accept = sampler(prog, k_run, z0, kind, warmup, draws, float(target_accept),
+    def potential(z):
+        ref, rest = prog.log_parts(z)
+        return -(ref + rest)
+
+    z, stats, step_size, accept = rt.mcmc(potential, k_run, z0, kind, warmup, draws, float(target_accept),
                                           max_tree_depth, num_steps, bool(dense_mass), progress)
-    flat = prog.to_constrained(z.reshape((chains * draws, prog.dim)))
-    samples = {k: v.reshape((chains, draws) + v.shape[1:]) for k, v in flat.items()}
+    zs = z.reshape((chains * draws, prog.dim))
+    by_chain = lambda d: {k: v.reshape((chains, draws) + v.shape[1:]) for k, v in d.items()}  # noqa: E731
+    samples = by_chain(prog.to_constrained(zs))
+    pointwise = dict(log_likelihood=by_chain(prog.log_likelihood(zs)), predictive=by_chain(prog.predictive(k_pred, zs)),
+                     observed={name: t.model.observed[t.site] for name, t in prog.observed})
     diag = diagnose(samples, stats, chains)
     diag.update(step_size=np.asarray(step_size, dtype=float).tolist(),
                 acceptance_rate=np.asarray(accept, dtype=float).tolist(), chains=chains, num_warmup=warmup,
                 num_samples=draws)
     return Result(samples, None, method=kind, runtime=rt.name, device=rt.device, diagnostics=diag,
-                  sample_stats=stats)
+                  sample_stats=stats, **pointwise)
 
 
 @method("nuts")

@@ -4,6 +4,7 @@ XLA:CPU's concurrency-optimized scheduler deadlocks (every thread idle, the call
 step of a model with batched Cholesky factors from about 1000 particles up (gp_pois_regr, jax 0.10.2), so it is
 switched off here unless XLA_FLAGS already sets it; that takes effect if JAX has not started its CPU backend yet.
 """
+import functools
 import os
 
 _SCHEDULER_FLAG = "--xla_cpu_enable_concurrency_optimized_scheduler"
@@ -32,10 +33,6 @@ class _Numpy:
     @staticmethod
     def take(x, idx, axis=0):
         return jnp.take(x, idx, axis=axis)
-
-    @staticmethod
-    def index_update(x, idx, value):
-        return x.at[idx].set(value)
 
     @staticmethod
     def index_add(x, idx, value):
@@ -87,12 +84,59 @@ class NumPyroRuntime(Runtime):
     def to_numpy(self, x):
         return np.asarray(jax.device_get(x))
 
-    def block(self, x):
-        return jax.block_until_ready(x)
-
     # distributions and transforms
     def biject_to(self, constraint):
         return biject_to(constraint)
+
+    @staticmethod
+    @functools.cache
+    def _sorted_class():
+        from jax.scipy.special import gammaln
+
+        class Sorted(dist.Distribution):
+            def __init__(self, base, support):
+                self.base, self._support = base, support
+                super().__init__(batch_shape=tuple(base.batch_shape[:-1]), event_shape=tuple(base.batch_shape[-1:]))
+
+            @property
+            def support(self):
+                return self._support
+
+            def sample(self, key, sample_shape=()):
+                return jnp.sort(self.base.sample(key, sample_shape), axis=-1)
+
+            def log_prob(self, x):
+                return self.base.log_prob(x).sum(-1) + gammaln(self.event_shape[0] + 1.0)
+        return Sorted
+
+    @staticmethod
+    @functools.cache
+    def _markov_class():
+        from ..stdlib.markov import _Lowered
+
+        class Chain(_Lowered, dist.Distribution):
+            def __init__(self, chain, rt, params):
+                batch, event = self._setup(chain, rt, params)
+                dist.Distribution.__init__(self, batch_shape=batch, event_shape=event)
+
+            @property
+            def support(self):
+                return dist.constraints.independent(dist.constraints.real, len(self.event_shape))
+
+            def sample(self, key, sample_shape=()):
+                if sample_shape:
+                    raise PPLError("a MarkovChain is sampled one path per particle (sample_shape=())")
+                if not self.batch_shape:
+                    return self._one_particle().sample(key)[0]
+                k0, k1 = jax.random.split(key)
+                x0 = self._init.sample(k0)
+
+                def step(prev, tk):
+                    x = self._step_batched(prev, tk[0]).sample(tk[1])
+                    return x, x
+                _, xs = jax.lax.scan(step, x0, (self._ts, jax.random.split(k1, self._chain.length - 1)))
+                return jnp.concatenate([x0[:, None], jnp.moveaxis(xs, 0, 1)], axis=1)
+        return Chain
 
     # function transforms
     def vmap(self, fn, in_axes=0):
@@ -126,9 +170,6 @@ class NumPyroRuntime(Runtime):
     def fori_loop(self, lower, upper, body, init):
         return jax.lax.fori_loop(lower, upper, body, init)
 
-    def while_loop(self, cond, body, init):
-        return jax.lax.while_loop(cond, body, init)
-
     def scan(self, f, init, xs, length=None):
         return jax.lax.scan(f, init, xs, length=length)
 
@@ -144,3 +185,36 @@ class NumPyroRuntime(Runtime):
     def hvp(self, fn):
         """(z, v) -> ∇²fn(z) v for a scalar per-particle `fn(z)` (unbatched)."""
         return lambda z, v: jax.jvp(jax.grad(fn), (z,), (v,))[1]
+
+    def batch(self, fn):
+        """fn over the leading axis of its arguments: vmapped and jitted."""
+        return jax.jit(jax.vmap(fn))
+
+    # engines of the runtime's own libraries
+    def mcmc(self, potential, key, z0, kind, warmup, draws, target_accept, max_tree_depth, num_steps, dense_mass,
+             progress):
+        """NumPyro's HMC or NUTS (`kind`) on `potential(z)` = −log density, chains vectorized from z0 [C, D].
+        Returns z [C, S, D], per-draw stats [C, S], the adapted step size [C] and the mean acceptance
+        probability [C]."""
+        from numpyro.infer import HMC, MCMC, NUTS
+        common = dict(potential_fn=potential, target_accept_prob=target_accept, dense_mass=dense_mass)
+        # a fixed num_steps needs trajectory_length=None, or NumPyro does not adapt the step size
+        steps = {} if num_steps is None else {"num_steps": num_steps, "trajectory_length": None}
+        kernel = NUTS(max_tree_depth=max_tree_depth, **common) if kind == "nuts" else HMC(**steps, **common)
+        chains = z0.shape[0]
+        mcmc = MCMC(kernel, num_warmup=warmup, num_samples=draws, num_chains=chains,
+                    chain_method="vectorized", progress_bar=bool(progress))
+        fields = ("diverging", "energy", "num_steps", "accept_prob", "adapt_state.step_size")
+        mcmc.run(key, init_params=z0 if chains > 1 else z0[0], extra_fields=fields)
+        z = mcmc.get_samples(group_by_chain=True)
+        extra = jax.device_get(mcmc.get_extra_fields(group_by_chain=True))
+        stats = {"diverging": extra["diverging"], "energy": extra["energy"], "n_steps": extra["num_steps"],
+                 "acceptance_rate": extra["accept_prob"], "step_size": extra["adapt_state.step_size"]}
+        stats = {k: np.asarray(v) for k, v in stats.items()}
+        return z, stats, stats["step_size"][:, -1], stats["acceptance_rate"].mean(axis=1)
+
+    def temp_memory(self, step, init, key):
+        """Bytes of temporary buffers XLA allocates for the jitted `step(key, init(key))`, from its compiled
+        memory analysis: nothing is allocated or run."""
+        state = jax.eval_shape(init, key)
+        return step.lower(key, state).compile().memory_analysis().temp_size_in_bytes

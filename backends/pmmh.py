@@ -77,11 +77,7 @@ def run(compiled, rt, key, particles=100, progress=None, chains=4, num_warmup=50
         value = info.log_c.sum() + rest_log_density(ss, ev, env) + ldj
         return rt.xp.where(rt.xp.isnan(value), -float("inf"), value)
 
-    if rt.framework == "jax":
-        batch = rt.jit(rt.vmap(log_target))
-    else:
-        def batch(keys, us):
-            return rt.xp.stack([rt.asarray(log_target(k, u)) for k, u in zip(keys, us)])
+    batch = rt.batch(log_target)
     k0, key = rt.split(key, 2)
     u = params.initial(k0, chains).astype(np.float64)
     d = params.dim

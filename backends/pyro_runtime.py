@@ -1,10 +1,13 @@
 """The torch runtime (Pyro distributions and transforms); device-agnostic, eager."""
+import functools
+import math
+
 import numpy as np
 import pyro.distributions as dist
 import torch
 from torch.distributions import biject_to
 
-from ..errors import PPLError
+from ..errors import InferenceError, PPLError
 from .runtime import Runtime, register
 
 # No argument/support checks under vmap (they call .item()). Through Pyro's own switch, not torch's: Pyro's
@@ -115,11 +118,6 @@ class _Numpy:
     def maximum(self, a, b):
         return torch.maximum(torch.as_tensor(a), torch.as_tensor(b))
 
-    def index_update(self, x, idx, value):
-        x = x.clone()
-        x[idx] = value
-        return x
-
     def index_add(self, x, idx, value):
         """x with value[j] added at x[idx[j]] (repeated indices accumulate)."""
         return x.index_add(0, idx, value)
@@ -164,14 +162,57 @@ class PyroRuntime(Runtime):
     def to_numpy(self, x):
         return x.detach().cpu().numpy()
 
-    def block(self, x):
-        if self.torch_device.type == "cuda":
-            torch.cuda.synchronize(self.torch_device)
-        return x
-
     # distributions and transforms
     def biject_to(self, constraint):
         return biject_to(constraint)
+
+    @staticmethod
+    @functools.cache
+    def _sorted_class():
+        class Sorted(dist.TorchDistribution):
+            arg_constraints = {}
+
+            def __init__(self, base, support):
+                self.base, self._support = base, support
+                super().__init__(base.batch_shape[:-1], base.batch_shape[-1:], validate_args=False)
+
+            @property
+            def support(self):
+                return self._support
+
+            def sample(self, sample_shape=torch.Size()):
+                return torch.sort(self.base.sample(sample_shape), dim=-1).values
+
+            def log_prob(self, x):
+                return self.base.log_prob(x).sum(-1) + math.lgamma(self.event_shape[0] + 1.0)
+        return Sorted
+
+    @staticmethod
+    @functools.cache
+    def _markov_class():
+        from ..stdlib.markov import _Lowered
+
+        class Chain(_Lowered, dist.TorchDistribution):
+            arg_constraints = {}
+
+            def __init__(self, chain, rt, params):
+                batch, event = self._setup(chain, rt, params)
+                dist.TorchDistribution.__init__(self, torch.Size(batch), torch.Size(event), validate_args=False)
+
+            @property
+            def support(self):
+                return dist.constraints.independent(dist.constraints.real, len(self.event_shape))
+
+            def sample(self, sample_shape=torch.Size()):
+                if sample_shape:
+                    raise PPLError("a MarkovChain is sampled one path per particle (sample_shape=())")
+                if not self.batch_shape:
+                    return self._one_particle().sample()[0]
+                xs = [self._init.sample()]
+                for t in self._ts:
+                    xs.append(self._step_batched(xs[-1], t).sample())
+                return torch.stack(xs, 1)
+        return Chain
 
     # function transforms
     def vmap(self, fn, in_axes=0):
@@ -220,12 +261,6 @@ class PyroRuntime(Runtime):
             state = body(i, state)
         return state
 
-    def while_loop(self, cond, body, init):
-        state = init
-        while bool(cond(state)):
-            state = body(state)
-        return state
-
     def scan(self, f, init, xs, length=None):
         """`jax.lax.scan` for pytrees of tensors (None leaves stay None)."""
         from torch.utils._pytree import tree_flatten, tree_unflatten
@@ -256,3 +291,46 @@ class PyroRuntime(Runtime):
             with torch.enable_grad():
                 return torch.func.jvp(torch.func.grad(fn), (z,), (v,))[1]
         return hvp
+
+    def batch(self, fn):
+        """fn over the leading axis of its arguments: a loop (torch.func.vmap cannot trace functions that branch on
+        values, as a particle filter's resampling does)."""
+        def batched(*args):
+            return torch.stack([self.asarray(fn(*a)) for a in zip(*args)])
+        return batched
+
+    # engines of the runtime's own libraries
+    def mcmc(self, potential, key, z0, kind, warmup, draws, target_accept, max_tree_depth, num_steps, dense_mass,
+             progress):
+        """Pyro's HMC or NUTS (`kind`) on `potential(z)` = −log density, one chain after the other from z0 [C, D]
+        (each seeded from `key`). Returns as NumPyro's (Pyro keeps no per-draw energy, tree size or acceptance
+        probability: its acceptance rate per chain)."""
+        from pyro.infer.mcmc import HMC, MCMC, NUTS
+        zs, stats, steps, accept = [], {"diverging": [], "step_size": []}, [], []
+        seeds = self.split(key, z0.shape[0])
+        for c in range(z0.shape[0]):  # Pyro runs one chain per process; chains are few, particles are not
+            common = dict(potential_fn=lambda params: potential(params["z"]), target_accept_prob=target_accept,
+                          full_mass=dense_mass)
+            kernel = (NUTS(max_tree_depth=max_tree_depth, **common) if kind == "nuts"
+                      else HMC(num_steps=num_steps, **common))
+            mcmc = MCMC(kernel, num_samples=draws, warmup_steps=warmup, initial_params={"z": z0[c]},
+                        disable_progbar=not progress)
+            with torch.random.fork_rng(devices=[]):
+                torch.manual_seed(int(seeds[c]))
+                try:
+                    mcmc.run()
+                except RuntimeError as e:  # Pyro's tree building fails on NaN energies
+                    raise InferenceError(f"{kind} (Pyro) failed in chain {c}: {e}; the target density is probably "
+                                         f"NaN somewhere in the region the chain explored") from None
+            zs.append(mcmc.get_samples()["z"].detach())
+            info = mcmc.diagnostics()
+            diverging = np.zeros(draws, dtype=bool)
+            diverging[np.asarray(info["divergences"]["chain 0"], dtype=int)] = True
+            stats["diverging"].append(diverging)
+            stats["step_size"].append(np.full(draws, float(kernel.step_size)))
+            steps.append(float(kernel.step_size))
+            accept.append(float(info["acceptance rate"]["chain 0"]))
+        return torch.stack(zs), {k: np.stack(v) for k, v in stats.items()}, np.asarray(steps), accept
+
+    def temp_memory(self, step, init, key):
+        raise PPLError("the memory of a compiled step is known on the JAX runtime only (runtime='numpyro')")

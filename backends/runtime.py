@@ -1,10 +1,14 @@
-"""The runtime interface: everything the algorithms need from an array library.
+"""The runtime contract: everything the algorithms may use of an array library.
 
-Algorithms (importance sampling, SMC, FKC) are written once against `Runtime`;
-`numpyro_runtime` (JAX) and `pyro_runtime` (torch) are the only modules where
-the two differ. A key is the runtime's functional PRNG key (a JAX key, or an
-integer seed on torch); keys are split, never reused.
+Algorithms (importance sampling, SMC, particle filters, FKC, PMMH, HMC/NUTS) are written once against
+`RuntimeContract` and its numpy-like namespace `XP`; `numpyro_runtime` (JAX) and `pyro_runtime` (torch)
+are the only modules where the two differ (tests/test_runtime_contract.py checks that both fulfil it and
+that the algorithms use nothing else). A new runtime is one module implementing the contract, registered
+under its name. A key is the runtime's functional PRNG key (a JAX key, or an integer seed on torch); keys
+are split, never reused.
 """
+from typing import Any, Protocol
+
 from ..errors import UnknownNameError
 
 RUNTIMES = {}
@@ -18,6 +22,14 @@ def register(name):
         RUNTIMES[name] = cls
         return cls
     return deco
+
+
+#: the runtime that computes in each array framework (for user functions dispatching on their arrays' type)
+FRAMEWORKS = {"jax": "numpyro", "torch": "pyro"}
+
+
+def runtime_of(framework):
+    return FRAMEWORKS[framework]
 
 
 def get_runtime(name="numpyro", device="cpu"):
@@ -34,17 +46,122 @@ def get_runtime(name="numpyro", device="cpu"):
     return RUNTIMES[name](device)
 
 
+#: the numpy-like names algorithms may call on `rt.xp` (numpy's meaning, `axis=` keywords; `index_add(x, idx, v)`
+#: adds v[j] at x[idx[j]] out of place, `take(x, idx, axis)`, `cholesky`, `logsumexp` as in scipy)
+XP = ("abs", "arange", "argmax", "asarray", "broadcast_to", "ceil", "cholesky", "clip", "concatenate", "cos",
+      "cumsum", "diag", "einsum", "exp", "expm1", "floor", "full", "index_add", "isfinite", "isnan", "log",
+      "logsumexp", "max", "maximum", "mean", "minimum", "ones", "searchsorted", "sign", "sin", "sort", "sqrt",
+      "stack", "sum", "take", "where", "zeros")
+
+
+class RuntimeContract(Protocol):
+    """What an algorithm may use of a runtime `rt` (all batched over a leading particle axis where it says so)."""
+
+    name: str             # the registry name ('numpyro', 'pyro')
+    framework: str        # the array framework ('jax', 'torch'), as `ppl.math.framework` names it
+    device: Any
+    dtype: Any            # the float type of arrays it makes
+    xp: Any               # the numpy-like namespace (the names in `XP`)
+    distributions: Any    # the distribution library (`numpyro.distributions` / `pyro.distributions`)
+
+    # arrays
+    def asarray(self, x, dtype=None):
+        """x as an array on the device (tracers pass through)."""
+
+    def asindex(self, x):
+        """x as integer indices."""
+
+    def to_numpy(self, x):
+        """a numpy copy of x."""
+
+    # keys and randomness
+    def key(self, seed):
+        """the key of an integer seed."""
+
+    def split(self, key, n=2):
+        """n independent keys (indexable)."""
+
+    def normal(self, key, shape):
+        """standard normal draws."""
+
+    def uniform(self, key, shape):
+        """uniform draws on [0, 1)."""
+
+    def sample(self, d, key):
+        """a draw from the runtime distribution d."""
+
+    # function transforms
+    def vmap(self, fn, in_axes=0):
+        """fn mapped over a leading axis."""
+
+    def jit(self, fn, static_argnames=()):
+        """fn compiled (the identity where there is no compiler)."""
+
+    def batch(self, fn):
+        """fn over the leading axis of its arguments, jitted: vectorized where possible."""
+
+    def value_and_grad(self, fn):
+        """`(value, aux), grad` batched over z of a per-particle `fn(z, arg)`."""
+
+    def hvp(self, fn):
+        """(z, v) -> Hessian of a scalar fn at z times v."""
+
+    def stop_gradient(self, x):
+        """x without gradient."""
+
+    # control flow (pytrees)
+    def scan(self, f, init, xs, length=None):
+        """`jax.lax.scan`."""
+
+    def fori_loop(self, lower, upper, body, init):
+        """`jax.lax.fori_loop`."""
+
+    def cond(self, pred, true_fn, false_fn, *operands):
+        """`jax.lax.cond`: only the branch taken runs."""
+
+    def tree_map(self, f, *trees):
+        """f over the leaves of pytrees."""
+
+    # distributions and transforms
+    def biject_to(self, constraint):
+        """the bijection from the reals onto a constraint's set."""
+
+    def constraint(self, name):
+        """the runtime's constraint for a support name of `stdlib.distributions.SUPPORTS`."""
+
+    def sorted_distribution(self, base, support):
+        """the sorted i.i.d. draws of `base` (ordered supports)."""
+
+    def markov_distribution(self, chain, params):
+        """a `stdlib.markov.MarkovChain` as a runtime distribution."""
+
+    # engines of the runtime's own libraries
+    def mcmc(self, potential, key, z0, kind, warmup, draws, target_accept, max_tree_depth, num_steps, dense_mass,
+             progress):
+        """the library's HMC / NUTS on `potential` (see `backends/hmc.py`)."""
+
+    def temp_memory(self, step, init, key):
+        """bytes a compiled `step(key, init(key))` allocates (or PPLError)."""
+
+
 class Runtime:
-    """Array ops (`xp`, numpy-like), keys, vmap/grad/jit, loops and the runtime's distributions."""
+    """Shared parts of the runtimes (each fulfils `RuntimeContract`)."""
 
     name = "abstract"
-    #: numpy-like namespace: exp, log, sum(x, axis=), where, cumsum, searchsorted, logsumexp, ...
     xp = None
-    #: `numpyro.distributions` or `pyro.distributions`
     distributions = None
 
     def __init__(self, device="cpu"):
         self.device = device
+
+    def sorted_distribution(self, base, support):
+        """K i.i.d. draws of `base` (K its last batch axis), sorted: density K! Π_k p(x_k) on the support
+        `support` ('ordered' or 'positive_ordered'); the class is the runtime's `_sorted_class()`."""
+        return self._sorted_class()(base, self.constraint(support))
+
+    def markov_distribution(self, chain, params):
+        """The distribution of a `stdlib.markov.MarkovChain` path (the runtime's `_markov_class()`)."""
+        return self._markov_class()(chain, self, params)
 
     def constraint(self, name):
         """The runtime's constraint for a support name of `stdlib.distributions.SUPPORTS`."""

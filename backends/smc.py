@@ -268,15 +268,10 @@ class SMC(fk.FeynmanKac):
         return allp, origin, xp.mean(ys[4]), rho
 
     def step_memory(self, n):
-        """Bytes of temporary buffers XLA allocates for one step with `n` particles, from the compiled step's
-        memory analysis: nothing is allocated or run (JAX runtime only). With `batch_size` it stays near
-        batch_size × (memory of one particle's density) instead of n × that."""
-        import jax
-        if self.rt.framework != "jax":
-            raise PPLError("step_memory needs the JAX runtime (runtime='numpyro')")
-        key = jax.random.PRNGKey(0)
-        state = jax.eval_shape(lambda k: fk.init(self, k, n), key)
-        return self.step.lower(key, state).compile().memory_analysis().temp_size_in_bytes
+        """Bytes of temporary buffers one step with `n` particles allocates, from the compiled step: nothing is
+        allocated or run (JAX runtime only). With `batch_size` it stays near batch_size × (memory of one
+        particle's density) instead of n × that."""
+        return self.rt.temp_memory(self.step, lambda k: fk.init(self, k, n), self.rt.key(0))
 
     # ---- the outer loop over temperatures (Python: the number of steps is unknown) ---------------------
     def run(self, key, n, progress=False, desc="smc"):

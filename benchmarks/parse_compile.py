@@ -10,8 +10,7 @@ import json
 import statistics
 import time
 
-from ppl.language import load_ppl
-from ppl.parser import parse
+from ppl import load_ppl, parse
 from ppl.stdlib.targets import EXAMPLE_DATA, example_paths
 
 

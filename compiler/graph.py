@@ -47,11 +47,20 @@ def _add_model(g, m):
             _read(g, m, p, reader)
 
 
-def _global(g, name):
-    """The node a reward or energy reads as `name`: a latent site, else the first deterministic so named."""
-    if g.nodes.get(name, {}).get("kind") == "latent":
-        return name
-    return next((n for n, k in g.nodes(data="kind") if k == "deterministic" and n.endswith("." + name)), name)
+def readable(models, latent):
+    """What a reward or energy may read, by name: {name: ('latent', name) | ('det', model name, name)}: the latent
+    sites, then each deterministic site by its name (the first model that has it wins)."""
+    out = {}
+    for m in models:
+        for n, s in m.sites.items():
+            if s.kind == "deterministic":
+                out.setdefault(n, ("det", m.name, n))
+    out.update({n: ("latent", n) for n in latent})
+    return out
+
+
+def _node_of(key):
+    return key[1] if key[0] == "latent" else f"{key[1]}.{key[2]}"
 
 
 def build_graph(target, terms, chosen=None, reference=None):
@@ -60,6 +69,9 @@ def build_graph(target, terms, chosen=None, reference=None):
     site -> factor); `reference` is the user's reference model, outside the target."""
     g = nx.DiGraph()
     counter = [0]
+    models = list({id(m): m for m in target.models()}.values())
+    names = readable(models, [n for m in models for n, s in m.sites.items()
+                              if s.kind == "latent" and n not in m.observed])
 
     def combinator(label):
         counter[0] += 1
@@ -88,7 +100,7 @@ def build_graph(target, terms, chosen=None, reference=None):
             f = f"{fn.kind} {fn.name}"
             g.add_node(f, kind="factor", term=fn.kind)
             for p in fn.parents:
-                g.add_edge(_global(g, p), f)
+                g.add_edge(_node_of(names[p]) if p in names else p, f)
             g.add_edge(f, node)
         return node
 
@@ -105,12 +117,17 @@ def build_graph(target, terms, chosen=None, reference=None):
     if reference is not None:
         _add_model(g, reference)
     for site, t in (chosen or {}).items():
-        ref = f"{t.model.name}:prior {site}" if t.kind == "prior" else f"gaussian {site}"
+        ref = _reference(site, t)
         if g.has_edge(site, ref):
             g.remove_edge(site, ref)
         g.add_edge(ref, site)
         g.nodes[ref]["reference"] = True
     return g
+
+
+def _reference(site, term):
+    """The graph node of the reference factor `term` of `site`."""
+    return f"{term.model.name}:prior {site}" if term.kind == "prior" else f"gaussian {site}"
 
 
 class Node:
@@ -133,7 +150,9 @@ def _step_key(g, n):
 def evaluation_order(g, chosen):
     """The latent and deterministic sites of the inference graph `g` in a topological order (declaration order
     among those free to go): each after what it reads."""
-    rank = {n: i for i, n in enumerate(g.nodes)}
+    rank = {n: (i, 1) for i, n in enumerate(g.nodes)}
+    for site, t in chosen.items():     # a reference factor goes with the site it generates (a folded one is last)
+        rank[_reference(site, t)] = (rank[site][0], 0)
     try:
         nodes = list(nx.lexicographical_topological_sort(g, key=rank.get))
     except nx.NetworkXUnfeasible:
@@ -146,8 +165,7 @@ def evaluation_order(g, chosen):
             continue
         if key[0] == "latent":
             t = chosen[n]
-            ref = f"{t.model.name}:prior {n}" if t.kind == "prior" else f"gaussian {n}"
-            reads = [k for k in (_step_key(g, p) for p in g.predecessors(ref)) if k is not None]
+            reads = [k for k in (_step_key(g, p) for p in g.predecessors(_reference(n, t))) if k is not None]
             order.append(Node("latent", n, t.model, t, reads))
         else:
             a = g.nodes[n]

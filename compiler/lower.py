@@ -57,42 +57,24 @@ class Evaluator:
                            f"(e.g. ppl.Normal(...)), got {type(d).__name__}")
         return d
 
-    def latent_values(self, z, layout=None):
-        """Constrained latent values, deterministics, log|det J| and the reference distributions used.
-
-        With `layout=None` this is a trace: z is ignored, u = 0, and the layout is built.
-        """
-        rt, values, dets, ldj, dists = self.rt, {}, {}, 0.0, {}
-        build = layout is None
-        layout = {} if build else layout
-        offset = 0
+    def run(self, handler):
+        """The site interpreter: walk the evaluation order once; each deterministic site is computed from what it
+        reads and each latent site takes the value `handler` gives it. Returns (values, deterministics by model)."""
+        values, dets = {}, {}
         for node in self.c.order:
             if node.kind == "det":
-                dets.setdefault(node.model.name, {})[node.name] = \
-                    node.model.sites[node.name](self.env(node.model, values, dets))
-                continue
-            t = node.term
-            d = self.spec(t, self.env(t.model, values, dets)).lower(rt)
-            dists[id(t)] = d
-            if d.support.is_discrete:
-                raise PlanError(f"latent site {node.name!r} is discrete ({type(d).__name__}); observe it or "
-                                f"marginalize it out")
-            tr = rt.biject_to(d.support)
-            if build:
-                shape = tuple(d.batch_shape) + tuple(d.event_shape)
-                ushape = tuple(tr.inverse_shape(shape))
-                layout[node.name] = {"shape": shape, "ushape": ushape, "offset": offset,
-                                     "size": int(np.prod(ushape, dtype=int)), "support": support_name(d.support),
-                                     "from": t.label}
-                offset += layout[node.name]["size"]
-                u = rt.xp.zeros(ushape)
+                dets.setdefault(node.model.name, {})[node.name] = handler.deterministic(node, values, dets)
             else:
-                e = layout[node.name]
-                u = z[e["offset"]:e["offset"] + e["size"]].reshape(e["ushape"])
-            x = tr(u)
-            ldj = ldj + tr.log_abs_det_jacobian(u, x).sum()
-            values[node.name] = x
-        return values, dets, ldj, dists, layout
+                values[node.name] = handler.latent(node, values, dets)
+        return values, dets
+
+    def latent_values(self, z, layout=None):
+        """Constrained latent values, deterministics, log|det J| and the reference distributions used, at the flat
+        unconstrained z [D] (one particle). With `layout=None` this is a trace: z is ignored, u = 0, and the
+        layout is built."""
+        h = Constrain(self, z, layout)
+        values, dets = self.run(h)
+        return values, dets, h.ldj, h.dists, h.layout
 
     def term_dist(self, t, values, dets, dists):
         """The runtime distribution of a prior, gaussian or likelihood term (built once per evaluation)."""
@@ -102,10 +84,8 @@ class Evaluator:
         return d
 
     def global_env(self, values, dets):
-        """What rewards and energies read: latent values, and each deterministic site by name (first model wins)."""
-        glob = {}
-        for m in self.c.models:
-            glob.update({k: v for k, v in dets.get(m.name, {}).items() if k not in glob})
+        """What rewards and energies read (`Compiled.readable`): latent values and deterministics by name."""
+        glob = {n: dets[k[1]][k[2]] for n, k in self.c.readable.items() if k[0] == "det"}
         glob.update(values)
         return glob
 
@@ -139,6 +119,109 @@ class Evaluator:
         return layout
 
 
+class Handler:
+    """One purpose of the site interpreter (`Evaluator.run`), per particle: what value a latent site takes.
+    Deterministic sites are computed from what they read."""
+
+    def __init__(self, ev):
+        self.ev, self.rt = ev, ev.rt
+
+    def deterministic(self, node, values, dets):
+        return node.model.sites[node.name](self.ev.env(node.model, values, dets))
+
+    def reference(self, node, values, dets):
+        """The runtime distribution of the latent site's reference factor."""
+        return self.ev.spec(node.term, self.ev.env(node.term.model, values, dets)).lower(self.rt)
+
+    def latent(self, node, values, dets):
+        raise NotImplementedError
+
+
+class Constrain(Handler):
+    """x = T(u), u the site's slice of the flat z, T = biject_to(support of its reference); log|det J| is
+    accumulated. With `layout=None` (a trace) u = 0 and the layout (shapes, supports, offsets) is built."""
+
+    def __init__(self, ev, z, layout=None):
+        super().__init__(ev)
+        self.z, self.build = z, layout is None
+        self.layout = {} if layout is None else layout
+        self.ldj, self.dists, self.offset = 0.0, {}, 0
+
+    def latent(self, node, values, dets):
+        t, rt = node.term, self.rt
+        d = self.dists[id(t)] = self.reference(node, values, dets)
+        if d.support.is_discrete:
+            raise PlanError(f"latent site {node.name!r} is discrete ({type(d).__name__}); observe it or "
+                            f"marginalize it out", site=node.name)
+        tr = rt.biject_to(d.support)
+        if self.build:
+            shape = tuple(d.batch_shape) + tuple(d.event_shape)
+            ushape = tuple(tr.inverse_shape(shape))
+            e = self.layout[node.name] = {"shape": shape, "ushape": ushape, "offset": self.offset,
+                                          "size": int(np.prod(ushape, dtype=int)), "support": support_name(d.support),
+                                          "from": t.label}
+            self.offset += e["size"]
+            u = rt.xp.zeros(ushape)
+        else:
+            e = self.layout[node.name]
+            u = self.z[e["offset"]:e["offset"] + e["size"]].reshape(e["ushape"])
+        x = tr(u)
+        self.ldj = self.ldj + tr.log_abs_det_jacobian(u, x).sum()
+        return x
+
+
+class Unconstrain(Handler):
+    """The given constrained values x stay; u = T⁻¹(x) is collected in layout order (`parts`)."""
+
+    def __init__(self, ev, x):
+        super().__init__(ev)
+        self.x, self.parts = x, []
+
+    def latent(self, node, values, dets):
+        x = self.x[node.name]
+        self.parts.append(self.rt.biject_to(self.reference(node, values, dets).support).inv(x).reshape(-1))
+        return x
+
+
+class SampleBatched(Handler):
+    """Exact draws from the reference π0 for n particles at once (ancestral, batched over particles rather than
+    vmapped per particle: torch cannot vmap its samplers): each site given the batched values it reads; the
+    i-th step of the order uses the i-th of the split keys."""
+
+    def __init__(self, ev, key, n):
+        super().__init__(ev)
+        self.n, self.keys, self.i = n, ev.rt.split(key, max(len(ev.c.order), 1)), -1
+
+    def deterministic(self, node, values, dets):
+        self.i += 1
+        site, m = node.model.sites[node.name], node.model
+        return self._batched(lambda vals: site(self.ev.env(m, vals[0], vals[1])), node.reads, values, dets)
+
+    def latent(self, node, values, dets):
+        self.i += 1
+        t, ev = node.term, self.ev
+        spec_of = lambda vals: ev.spec(t, ev.env(t.model, vals[0], vals[1]))  # noqa: E731
+        d = per_particle(self.rt, spec_of, _pick(node.reads, values, dets)) if node.reads else \
+            repeated(self.rt, spec_of(({}, {})), self.n)
+        return self.rt.sample(d, self.keys[self.i])
+
+    def _batched(self, fn, reads, values, dets):
+        if not reads:
+            v = self.rt.asarray(fn(({}, {})))
+            return self.rt.xp.broadcast_to(v, (self.n,) + tuple(v.shape))
+        return self.rt.vmap(fn)(_pick(reads, values, dets))
+
+
+def _pick(reads, values, dets):
+    """The values `reads` names: ({latent: value}, {model: {deterministic: value}})."""
+    v = {r[1]: values[r[1]] for r in reads if r[0] == "latent"}
+    d = {}
+    for r in reads:
+        if r[0] == "det":
+            d.setdefault(r[1], {})[r[2]] = dets[r[1]][r[2]]
+    return v, d
+
+
 class Program:
     """The runtime program: batched functions of flat unconstrained particles z [N, D]."""
 
@@ -149,27 +232,65 @@ class Program:
         self.layout, self.dim = compiled.layout, compiled.dim
         self._ref_coef = self.rt.asarray(compiled.ref_coef)
         self._rest_coef = self.rt.asarray(compiled.rest_coef)
-        self.log_densities = self.rt.jit(self.rt.vmap(self._ref_rest))
+        self.log_densities = self.rt.jit(self.rt.vmap(self.log_parts))
         self.value_and_grad = self.rt.jit(self.rt.value_and_grad(self._tempered))
         self.to_constrained_arrays = self.rt.jit(self.rt.vmap(self._constrained))
         self._sample_reference = self.rt.jit(self._sample, static_argnames=("n",))
+        seen = {}
+        for t in compiled.terms:    # each observed site once (a model may appear several times in the target)
+            if t.kind == "likelihood":
+                seen.setdefault((t.model.name, t.site), t)
+        sites = [site for _, site in seen]
+        #: (name, term) of each observed site: its name, or model.site where two models observe the same name
+        self.observed = [(site if sites.count(site) == 1 else f"{m}.{site}", t) for (m, site), t in seen.items()]
+        self._log_likelihood = self.rt.jit(self.rt.vmap(self._pointwise))
+        self._predictive = self.rt.jit(self._predict)
 
     # per particle
-    def _ref_rest(self, z):
+    def log_parts(self, z):
+        """(log π0(z) + log|det J|, log L(z)) for one particle z [D]."""
         values, dets, ldj, dists, _ = self.ev.latent_values(z, self.layout)
         terms, _ = self.ev.term_values(values, dets, dists)
         t = self.rt.xp.stack([self.rt.asarray(v) if isinstance(v, float) else v for v in terms])
         return (t * self._ref_coef).sum() + ldj, (t * self._rest_coef).sum()
 
     def _tempered(self, z, beta):
-        ref, rest = self._ref_rest(z)
+        ref, rest = self.log_parts(z)
         return ref + beta * rest, (ref, rest)
 
     def _constrained(self, z):
         values, dets, _, _, _ = self.ev.latent_values(z, self.layout)
         return self.ev.global_env(values, dets)
 
+    def _pointwise(self, z):
+        values, dets, _, dists, _ = self.ev.latent_values(z, self.layout)
+        return {name: self.ev.term_dist(t, values, dets, dists).log_prob(self.ev.obs[t.model.name][t.site])
+                for name, t in self.observed}
+
+    def _values(self, z):
+        values, dets, _, _, _ = self.ev.latent_values(z, self.layout)
+        return values, dets
+
+    def _predict(self, key, z):
+        ev, rt = self.ev, self.rt
+        batched = rt.vmap(self._values)(z)
+        out = {}
+        for k, (name, t) in zip(rt.split(key, max(len(self.observed), 1)), self.observed):
+            spec_of = lambda vals, t=t: ev.spec(t, ev.env(t.model, vals[0], vals[1]))  # noqa: E731
+            out[name] = rt.sample(per_particle(rt, spec_of, batched), k)
+        return out
+
     # batched
+    def log_likelihood(self, z):
+        """Pointwise log-likelihood of each observed site at each particle, log p(y_j | θ_i) (elementwise over
+        the site's batch shape; the target's coefficients are not applied): numpy [N, *batch shape]."""
+        return {k: self.rt.to_numpy(v) for k, v in self._log_likelihood(z).items()}
+
+    def predictive(self, key, z):
+        """Replicated observations y_rep ~ p(y | θ_i), one per particle, for each observed site: numpy
+        [N, *shape]."""
+        return {k: self.rt.to_numpy(v) for k, v in self._predictive(key, z).items()}
+
     def log_reference(self, z):
         return self.log_densities(z)[0]
 
@@ -185,51 +306,12 @@ class Program:
         return self._sample_reference(key, n=n)
 
     def _sample(self, key, n):
-        rt, ev = self.rt, self.ev
-        keys = rt.split(key, max(len(self.compiled.order), 1))
-        values, dets = {}, {}
-        for i, node in enumerate(self.compiled.order):
-            m = node.model if node.kind == "det" else node.term.model
-            reads = node.reads
-            if node.kind == "det":
-                site = m.sites[node.name]
-                fn = lambda vals, s=site, m=m: s(ev.env(m, vals[0], vals[1]))  # noqa: E731
-                dets.setdefault(m.name, {})[node.name] = self._batched(fn, reads, values, dets, n)
-                continue
-            t = node.term
-            spec_of = lambda vals, t=t: ev.spec(t, ev.env(t.model, vals[0], vals[1]))  # noqa: E731
-            d = per_particle(rt, spec_of, self._pick(reads, values, dets)) if reads else \
-                repeated(rt, spec_of(({}, {})), n)
-            values[node.name] = rt.sample(d, keys[i])
-        return self._unconstrain(values, dets)
+        values, _ = self.ev.run(SampleBatched(self.ev, key, n))
+        return self._unconstrain(values)
 
-
-    def _pick(self, reads, values, dets):
-        v = {r[1]: values[r[1]] for r in reads if r[0] == "latent"}
-        d = {}
-        for r in reads:
-            if r[0] == "det":
-                d.setdefault(r[1], {})[r[2]] = dets[r[1]][r[2]]
-        return v, d
-
-    def _batched(self, fn, reads, values, dets, n):
-        if not reads:
-            v = self.rt.asarray(fn(({}, {})))
-            return self.rt.xp.broadcast_to(v, (n,) + tuple(v.shape))
-        return self.rt.vmap(fn)(self._pick(reads, values, dets))
-
-    def _unconstrain(self, values, dets):
-        ev, rt = self.ev, self.rt
-
-        def per_particle(vals):
-            vals, dts = dict(vals), {}
-            parts = []
-            for node in self.compiled.order:
-                if node.kind == "det":
-                    dts.setdefault(node.model.name, {})[node.name] = \
-                        node.model.sites[node.name](ev.env(node.model, vals, dts))
-                    continue
-                d = ev.spec(node.term, ev.env(node.term.model, vals, dts)).lower(rt)
-                parts.append(rt.biject_to(d.support).inv(vals[node.name]).reshape(-1))
-            return rt.xp.concatenate(parts) if parts else rt.xp.zeros((0,))
-        return rt.vmap(per_particle)(values)
+    def _unconstrain(self, values):
+        def one(x):
+            h = Unconstrain(self.ev, x)
+            self.ev.run(h)
+            return self.rt.xp.concatenate(h.parts) if h.parts else self.rt.xp.zeros((0,))
+        return self.rt.vmap(one)(values)

@@ -13,7 +13,7 @@ import numpy as np
 from ..errors import NameResolutionError, PlanError, ShapeError, SupportError
 from ..target import Model, Target
 from .gaussian import fold_gaussians
-from .graph import build_graph, evaluation_order
+from .graph import build_graph, evaluation_order, readable
 from .lower import support_name
 from .terms import Term, expand
 
@@ -28,7 +28,8 @@ def _choose_reference(terms, latent):
                 + normalized)
         if not best:
             raise PlanError(f"site {site!r} has no normalized prior with a positive coefficient to start from "
-                            f"(flat, energy-only or negatively weighted); pass reference=ppl.model({site}=...)")
+                            f"(flat, energy-only or negatively weighted); pass reference=ppl.model({site}=...)",
+                            site=site)
         chosen[site] = best[0]
     return chosen
 
@@ -68,13 +69,14 @@ class Compiled:
         self.latent = latent
         self.ref_coef = np.array([1.0 if any(t is c for c in chosen.values()) else 0.0 for t in terms])
         self.rest_coef = np.array([t.coef for t in terms]) - self.ref_coef
+        self.readable = readable(self.models, latent)   # what rewards read, by name
         self._check_names()
         self.graph = build_graph(self.target, terms, chosen, reference)
         self.order = evaluation_order(self.graph, chosen)
         self.layout = self._infer_layout()
 
     def _check_names(self):
-        known = set(self.latent) | {n for m in self.models for n, s in m.sites.items() if s.kind == "deterministic"}
+        known = self.readable
         for t in self.terms:
             if t.kind in ("reward", "energy"):
                 missing = [p for p in t.fn.parents if p not in known]
@@ -99,16 +101,17 @@ class Compiled:
             shape = tuple(d.batch_shape) + tuple(d.event_shape)
             if shape != entry["shape"]:
                 raise ShapeError(f"site {t.site!r} has shape {entry['shape']} in {entry['from']} but {shape} in "
-                                 f"{t.label}; sites combined by * must agree in shape")
+                                 f"{t.label}; sites combined by * must agree in shape", site=t.site)
             if support_name(d.support) != entry["support"]:
                 raise SupportError(f"site {t.site!r} has support {entry['support']} in {entry['from']} but "
-                                   f"{support_name(d.support)} in {t.label}; sites combined by * must agree in support")
+                                   f"{support_name(d.support)} in {t.label}; sites combined by * must agree in support",
+                                   site=t.site)
         elif t.kind == "likelihood":
             obs = np.shape(t.model.observed[t.site])
             shape = tuple(d.batch_shape) + tuple(d.event_shape)
             if obs != shape:
                 raise ShapeError(f"observed {t.site!r} of model {t.model.name} has shape {obs}, but its "
-                                 f"distribution has shape {shape}")
+                                 f"distribution has shape {shape}", site=t.site)
         elif t.kind in ("reward", "energy", "factor"):
             value = d
             if np.shape(value) != ():

@@ -36,11 +36,11 @@ class StateSpace:
             elif t.kind == "prior" and t.site == self.name:
                 if t.coef != 1.0:
                     raise PlanError(f"the state path {self.name!r} enters the target with exponent {t.coef:g}; a "
-                                    f"particle filter needs it once (anneal the observations instead)")
+                                    f"particle filter needs it once (anneal the observations instead)", site=self.name)
             elif self._reads_state(t):
                 raise PlanError(f"{t.label} reads the whole state path {self.name!r}; a particle filter needs every "
                                 f"term that reads it to be an observation elementwise in time "
-                                f"(y ~ f(x) with y observed)")
+                                f"(y ~ f(x) with y observed)", site=self.name)
         self.rest = [t for t in compiled.terms if t not in self.observations and not
                      (t.kind == "prior" and t.site == self.name)]
         for m in compiled.models:
@@ -48,7 +48,7 @@ class StateSpace:
                 if s.kind == "deterministic" and self.name in s.parents and m is self.model:
                     raise PlanError(f"deterministic site {n!r} reads the state path {self.name!r}; a particle "
                                     f"filter cannot evaluate it one time step at a time: write it into the "
-                                    f"observation's distribution")
+                                    f"observation's distribution", site=n)
 
     def _reads_state(self, t):
         if t.kind in ("reward", "energy"):
@@ -63,13 +63,14 @@ class StateSpace:
             raise PlanError(f"method 'pf' filters with the static parameters fixed, but "
                             f"{', '.join(repr(n) for n in self.static)} {'is' if len(self.static) == 1 else 'are'} "
                             f"latent: condition on {'it' if len(self.static) == 1 else 'them'} "
-                            f"(target.condition({self.static[0]}=...)) or sample them with method='pmmh'")
+                            f"(target.condition({self.static[0]}=...)) or sample them with method='pmmh'",
+                            site=self.static[0])
 
     def observed_value(self, term, length):
         y = np.asarray(term.model.observed[term.site])
         if y.ndim == 0 or y.shape[0] != length:
             raise PlanError(f"observation {term.site!r} has shape {y.shape}; a particle filter needs its leading "
-                            f"axis to be time (length {length} of {self.name!r})")
+                            f"axis to be time (length {length} of {self.name!r})", site=term.site)
         return y
 
     def __str__(self):

@@ -8,6 +8,8 @@ positive reals, the centre of an interval, the uniform point of a simplex), so d
 rewards and factors run on numpy and show their shapes. Nothing is imported from JAX or torch: the
 plan of a target is the same whichever runtime will run it.
 """
+import functools
+
 import numpy as np
 
 from ..errors import PPLError
@@ -150,6 +152,31 @@ class ShapeRuntime:
 
     def biject_to(self, support):
         return _Transform(support)
+
+    def sorted_distribution(self, base, support):
+        """Sorted iid draws of `base`: its last batch axis becomes the event, on the support `support`."""
+        return AbstractDistribution(base.batch_shape[:-1], base.batch_shape[-1:], self.constraint(support))
+
+    def markov_distribution(self, chain, params):
+        """A `stdlib.markov.MarkovChain` path as far as shapes go: init and one step are checked, `log_prob`
+        gives zeros."""
+        return self._markov_class()(chain, self, params)
+
+    @staticmethod
+    @functools.cache
+    def _markov_class():
+        from ..stdlib.markov import _Lowered   # not at the top: stdlib.markov imports the compiler
+
+        class Chain(_Lowered, AbstractDistribution):
+            def __init__(self, chain, rt, params):
+                batch, event = self._setup(chain, rt, params)
+                AbstractDistribution.__init__(self, batch, event, Support("Real", len(event)))
+
+            def log_prob(self, path):
+                if self._chain.length > 1:   # one step, for its checks of shape and support
+                    self._step(path[0], self._ts[0], self._arrays)
+                return np.zeros(self.batch_shape)
+        return Chain
 
     def __repr__(self):
         return "shapes (numpy, abstract)"

@@ -16,7 +16,7 @@ from .target import Model, Target, deterministic, energy, factor, geometric, mod
 from .stdlib.markov import MarkovChain, MarkovSpec, markov
 from .compiler import compile
 from .api import sample
-from .language import load_ppl, parse
+from .lang import load_ppl, parse
 from .diffusion import diffusion, train_score
 from .stdlib.diffusion import VESDE, VPSDE, GaussianMixture
 from .result import Result

@@ -88,7 +88,7 @@ def _run(prog, args):
 
 def main(argv=None):
     args = _parser().parse_args(argv)
-    from .language import load_ppl
+    from .lang import load_ppl
     try:
         prog = load_ppl(args.file if args.file.endswith(".ppl") else _read(args.file), data=args.data,
                         allow_python=args.allow_python, filename=args.file)

@@ -2,7 +2,15 @@
 
 
 class PPLError(Exception):
-    """Base class of every error this package raises on bad input or a failed run."""
+    """Base class of every error this package raises on bad input or a failed run.
+
+    `site` names the model site the error is about (None if none): a `.ppl` program locates the error at the
+    site's statement (`PPLError(message, site="theta")`).
+    """
+
+    def __init__(self, *args, site=None):
+        super().__init__(*args)
+        self.site = site
 
 
 class NameResolutionError(PPLError):

@@ -80,8 +80,11 @@ def load(path):
         log_weights = None
     stats = {k: idata.sample_stats[k].values.reshape(shape)
              for k, shape in meta["sample_stats_shapes"].items()} if "sample_stats" in idata.groups() else {}
+    groups = {g: {k: idata[g][k].values for k in idata[g].data_vars} if g in idata.groups() else None
+              for g in ("log_likelihood", "posterior_predictive", "observed_data")}
     result = Result(samples, log_weights, meta["log_z"], meta["log_z_se"], method=meta["method"],
                     runtime=meta["runtime"], device=meta["device"], diagnostics=meta["diagnostics"],
-                    sample_stats=stats)
+                    sample_stats=stats, log_likelihood=groups["log_likelihood"],
+                    predictive=groups["posterior_predictive"], observed=groups["observed_data"])
     result.wall_time, result.seed = meta["wall_time"], meta["seed"]
     return result

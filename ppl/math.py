@@ -32,9 +32,10 @@ def framework(*xs):
 
 
 @functools.lru_cache(maxsize=None)
-def _torch_xp(device):
-    from .backends.pyro_runtime import PyroRuntime
-    return PyroRuntime(device).xp
+def _xp(framework, device="cpu"):
+    """The numpy-like namespace of the runtime that computes in `framework` (through the runtime registry)."""
+    from .backends.runtime import get_runtime, runtime_of
+    return get_runtime(runtime_of(framework), device).xp
 
 
 class _NumpyXP:
@@ -56,11 +57,9 @@ def namespace(*xs):
     """The numpy-like namespace of the runtime owning `xs` (torch shim, jax.numpy, or numpy for constants)."""
     fw = framework(*xs)
     if fw == "torch":
-        dev = next(str(x.device) for x in _leaves(xs) if type(x).__module__.startswith("torch"))
-        return _torch_xp(dev)
+        return _xp(fw, next(str(x.device) for x in _leaves(xs) if type(x).__module__.startswith("torch")))
     if fw == "jax":
-        from .backends.numpyro_runtime import NumPyroRuntime
-        return NumPyroRuntime.xp
+        return _xp(fw)
     return _NUMPY
 
 

@@ -37,8 +37,13 @@ class Result:
     """Samples, weights and log Z of one run of `ppl.sample`."""
 
     def __init__(self, samples, log_weights=None, log_z=None, log_z_se=None, method="", runtime="", device="",
-                 diagnostics=None, sample_stats=None):
+                 diagnostics=None, sample_stats=None, log_likelihood=None, predictive=None, observed=None):
         self.samples = {k: np.asarray(v) for k, v in samples.items()}
+        #: pointwise log p(y_j | θ) per observed site [C, N, *shape] (for `az.loo` / `az.waic`), replicated
+        #: observations y_rep ~ p(y | θ) [C, N, *shape], and the observed values, where the method gives them
+        self.log_likelihood = {k: np.asarray(v) for k, v in (log_likelihood or {}).items()}
+        self.predictive = {k: np.asarray(v) for k, v in (predictive or {}).items()}
+        self.observed = {k: np.asarray(v) for k, v in (observed or {}).items()}
         self.log_weights = None if log_weights is None else np.asarray(log_weights, dtype=np.float64)
         self.log_z = None if log_z is None else float(log_z)
         self.log_z_se = None if log_z_se is None else float(log_z_se)
@@ -122,13 +127,18 @@ class Result:
 
     def to_arviz(self):
         """InferenceData: equally weighted draws per chain (weighted runs are resampled systematically),
-        `log_marginal_likelihood` per chain and per-step diagnostics in `sample_stats`."""
+        `log_marginal_likelihood` per chain and per-step diagnostics in `sample_stats`; where the method gives
+        them, `log_likelihood` (so `az.loo(result.to_arviz())` works), `posterior_predictive` and
+        `observed_data`."""
         import arviz as az
-        posterior = self.samples
+        groups = {"posterior": self.samples, "log_likelihood": self.log_likelihood,
+                  "posterior_predictive": self.predictive}
         if self.log_weights is not None:
             rng = np.random.default_rng(0 if self.seed is None else self.seed)
             idx = np.stack([systematic_indices(w, rng.uniform()) for w in self.weights])
-            posterior = {k: np.stack([v[c][idx[c]] for c in range(v.shape[0])]) for k, v in self.samples.items()}
+            groups = {g: {k: np.stack([v[c][idx[c]] for c in range(v.shape[0])]) for k, v in arrays.items()}
+                      for g, arrays in groups.items()}
+        posterior = groups["posterior"]
         stats = dict(self.sample_stats)
         attrs = {"method": self.method, "runtime": self.runtime, "device": str(self.device)}
         if self.log_z is not None:
@@ -136,7 +146,10 @@ class Result:
             stats["log_marginal_likelihood"] = np.asarray(per_chain, dtype=float).reshape(-1, 1)
         with warnings.catch_warnings():  # per-run statistics have one "draw": ArviZ's shape heuristic warns
             warnings.filterwarnings("ignore", message="More chains")
-            return az.from_dict(posterior=posterior, sample_stats=stats or None, attrs=attrs)
+            return az.from_dict(posterior=posterior, sample_stats=stats or None, attrs=attrs,
+                                log_likelihood=groups["log_likelihood"] or None,
+                                posterior_predictive=groups["posterior_predictive"] or None,
+                                observed_data=self.observed or None)
 
     def plot(self, path=None, var_names=None):
         """Marginal densities and pairwise scatter of `var_names` plus per-method panels (see `ppl.plots`)."""

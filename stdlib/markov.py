@@ -10,7 +10,6 @@ and samples by ancestral simulation (a scan on JAX, a loop over t on torch), bat
 particles. A particle filter reads `site.markov` (a `MarkovSpec`) to propose and weight
 one step at a time.
 """
-import functools
 import numbers
 from typing import Callable, NamedTuple, Tuple, Union
 
@@ -90,7 +89,7 @@ class MarkovSite(Site):
                 value = None
             if value is None or value.ndim != 0 or value.dtype.kind not in "iu" or int(value) < 1:
                 raise ValueRangeError(f"{self._label()}: its length {length!r} must be a positive int, got "
-                                      f"{value!r}")
+                                      f"{value!r}", site=self.name)
             length = int(value)
         reads = dict.fromkeys(spec.init_parents + spec.step_parents)
         return MarkovChain(spec, {p: env[p] for p in reads}, length, self.name or "ppl.markov")
@@ -130,10 +129,10 @@ class MarkovChain(Distribution):
     def _checked(self, d, what):
         if not isinstance(d, Distribution) or isinstance(d, MarkovChain):
             raise PPLError(f"site {self.site!r} (ppl.markov): {what} must return the distribution of one state "
-                           f"(e.g. ppl.Normal(...)), got {type(d).__name__}")
+                           f"(e.g. ppl.Normal(...)), got {type(d).__name__}", site=self.site)
         if d.is_discrete or not d.is_normalized:
             raise SupportError(f"site {self.site!r} (ppl.markov): {what} returned {d.family}; a state needs a "
-                               f"normalized continuous distribution on the reals")
+                               f"normalized continuous distribution on the reals", site=self.site)
         return d
 
     def arrays(self, rt):
@@ -150,14 +149,15 @@ class MarkovChain(Distribution):
 
     def lower(self, rt, params=None):
         """The runtime distribution; with `params` (from `broadcast_params`, batched) its batch is the particles."""
-        return _chain_class(rt.name)(self, rt, params)
+        return rt.markov_distribution(self, params)
 
     def __repr__(self):
         return f"MarkovChain({self.site}, T={self.length})"
 
 
 class _Lowered:
-    """The part of the lowered chain shared by both runtimes (mixed into a numpyro / pyro distribution)."""
+    """The part of the lowered chain shared by the runtimes: mixed into each runtime's distribution class
+    (`rt.markov_distribution`)."""
 
     def _setup(self, chain, rt, params):
         """(batch_shape, event_shape); checks the initial distribution."""
@@ -166,7 +166,7 @@ class _Lowered:
         one = init.lower(rt)
         if support_name(one.support) != "Real":
             raise SupportError(f"site {chain.site!r} (ppl.markov): init has support {support_name(one.support)}; "
-                               f"a state needs a distribution on the reals")
+                               f"a state needs a distribution on the reals", site=chain.site)
         self._state_shape = tuple(one.batch_shape) + tuple(one.event_shape)
         self._ts = rt.asindex(np.arange(1, chain.length))
         if params is None:
@@ -186,10 +186,11 @@ class _Lowered:
         shape = tuple(d.batch_shape[batch_dims:]) + tuple(d.event_shape)
         if shape != self._state_shape:
             raise ShapeError(f"site {self._chain.site!r} (ppl.markov): step returns a state of shape {shape}, "
-                             f"but init's has shape {self._state_shape}")
+                             f"but init's has shape {self._state_shape}", site=self._chain.site)
         if support_name(d.support) != "Real":
             raise SupportError(f"site {self._chain.site!r} (ppl.markov): step has support "
-                               f"{support_name(d.support)}; a state needs a distribution on the reals")
+                               f"{support_name(d.support)}; a state needs a distribution on the reals",
+                               site=self._chain.site)
         return d
 
     def _log_prob_one(self, arrays, path):
@@ -217,72 +218,3 @@ class _Lowered:
     def _one_particle(self):
         """This chain batched over one particle (to sample an unbatched chain)."""
         return repeated(self._rt, self._chain, 1)
-
-
-@functools.lru_cache(maxsize=None)
-def _chain_class(runtime):
-    """The runtime's distribution class of Markov chain paths (built once per runtime)."""
-    if runtime == "shapes":
-        from ..compiler.shapes import AbstractDistribution, Support
-
-        class Chain(_Lowered, AbstractDistribution):
-            def __init__(self, chain, rt, params):
-                batch, event = self._setup(chain, rt, params)
-                AbstractDistribution.__init__(self, batch, event, Support("Real", len(event)))
-
-            def log_prob(self, path):
-                if self._chain.length > 1:   # one step, for its checks of shape and support
-                    self._step(path[0], self._ts[0], self._arrays)
-                return np.zeros(self.batch_shape)
-    elif runtime == "numpyro":
-        import jax
-        import jax.numpy as jnp
-        import numpyro.distributions as nd
-
-        class Chain(_Lowered, nd.Distribution):
-            def __init__(self, chain, rt, params):
-                batch, event = self._setup(chain, rt, params)
-                nd.Distribution.__init__(self, batch_shape=batch, event_shape=event)
-
-            @property
-            def support(self):
-                return nd.constraints.independent(nd.constraints.real, len(self.event_shape))
-
-            def sample(self, key, sample_shape=()):
-                if sample_shape:
-                    raise PPLError("a MarkovChain is sampled one path per particle (sample_shape=())")
-                if not self.batch_shape:
-                    return self._one_particle().sample(key)[0]
-                k0, k1 = jax.random.split(key)
-                x0 = self._init.sample(k0)
-
-                def step(prev, tk):
-                    x = self._step_batched(prev, tk[0]).sample(tk[1])
-                    return x, x
-                _, xs = jax.lax.scan(step, x0, (self._ts, jax.random.split(k1, self._chain.length - 1)))
-                return jnp.concatenate([x0[:, None], jnp.moveaxis(xs, 0, 1)], axis=1)
-    else:
-        import torch
-        import pyro.distributions as pd
-
-        class Chain(_Lowered, pd.TorchDistribution):
-            arg_constraints = {}
-
-            def __init__(self, chain, rt, params):
-                batch, event = self._setup(chain, rt, params)
-                pd.TorchDistribution.__init__(self, torch.Size(batch), torch.Size(event), validate_args=False)
-
-            @property
-            def support(self):
-                return pd.constraints.independent(pd.constraints.real, len(self.event_shape))
-
-            def sample(self, sample_shape=torch.Size()):
-                if sample_shape:
-                    raise PPLError("a MarkovChain is sampled one path per particle (sample_shape=())")
-                if not self.batch_shape:
-                    return self._one_particle().sample()[0]
-                xs = [self._init.sample()]
-                for t in self._ts:
-                    xs.append(self._step_batched(xs[-1], t).sample())
-                return torch.stack(xs, 1)
-    return Chain

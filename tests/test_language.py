@@ -7,8 +7,9 @@ import pytest
 from hypothesis import HealthCheck, given, settings, strategies as st
 
 import ppl
+from ppl import load_ppl
 from ppl.errors import PPLError, SourceError
-from ppl.language import load_ppl
+from ppl.lang.syntax import ModelDef
 
 REF = os.path.join(os.path.dirname(__file__), "..", "..", "shared", "reference", "posteriordb")
 EXAMPLES = os.path.join(os.path.dirname(__file__), "..", "examples")
@@ -64,7 +65,8 @@ def total_log_density(compiled, rt, z):
 # ---- parsing and errors --------------------------------------------------------
 def test_parse_positions_and_syntax_error_rendering():
     tree = ppl.parse("model m {\n  x ~ normal(0, 1)\n}\n")
-    assert tree.args[0].op == "model" and tree.args[0].args[1][0].line == 2
+    model = tree.items[0]
+    assert isinstance(model, ModelDef) and model.name == "m" and model.body[0].line == 2
     with pytest.raises(SourceError) as e:
         load_ppl("model m {\n  x ~ normal(0, 1\n  y = 2\n}\n", filename="bad.ppl")
     text = str(e.value)
@@ -88,6 +90,21 @@ def test_semantic_errors_are_located(src, message, line, col):
     assert message in e.value.message, e.value.render()
     assert (e.value.line, e.value.column) == (line, col), e.value.render()
     assert e.value.source_line is not None
+
+
+@pytest.mark.parametrize("src, message, line, col", [
+    ("model a {\n  x ~ normal(0, 1)\n}\nmodel b {\n  y ~ normal(0, 1)\n  x ~ normal(0, 1) [2]\n}\ntarget t = b * a",
+     "site 'x' has shape (2,) in prior b.x but () in prior a.x", 6, 3),
+    ("model m {\n  z ~ normal(0, 1)\n  x ~ poisson(3)\n}", "latent site 'x' is discrete", 3, 3),
+    ("model m {\n  z ~ normal(0, 1)\n  x : real\n}", "site 'x' has no normalized prior", 3, 3),
+    ("data y : real[3]\nmodel m {\n  x ~ normal(0, 1)\n  y ~ normal(x, 1) [2]\n}", "observed 'y' of model m", 4, 3),
+    ("model m {\n  x ~ normal(0, 1) [3]\n  factor x\n}", "a factor must return one real per particle", None, None),
+])
+def test_compiler_errors_are_located_at_the_site_they_name(src, message, line, col):
+    with pytest.raises(SourceError) as e:
+        load_ppl(src, filename="f.ppl", y=[1.0, 2.0, 3.0]).compile()
+    assert message in e.value.message and e.value.filename == "f.ppl", e.value.render()
+    assert (e.value.line, e.value.column) == (line, col), e.value.render()
 
 
 def test_data_shape_and_type_are_checked():
@@ -173,7 +190,7 @@ def test_loop_recursion_equals_vectorized_and_is_a_scan():
     for rt in RUNTIMES:
         np.testing.assert_allclose(total_log_density(loop, rt, z), total_log_density(vec, rt, z), rtol=2e-4)
     prog = loop.lower("numpyro")
-    jaxpr = str(jax.make_jaxpr(prog._ref_rest)(prog.rt.asarray(z[0])))
+    jaxpr = str(jax.make_jaxpr(prog.log_parts)(prog.rt.asarray(z[0])))
     assert jaxpr.count("scan[") == 1  # the outer loop is one scan; the inner K = 5 loop is unrolled
 
 

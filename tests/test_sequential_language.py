@@ -8,7 +8,7 @@ import pytest
 
 import ppl
 from ppl.errors import SourceError
-from ppl.language import load_ppl
+from ppl import load_ppl
 
 EXAMPLES = os.path.join(os.path.dirname(__file__), "..", "examples")
 RUNTIMES = ["numpyro", "pyro"]
@@ -149,3 +149,11 @@ def test_state_errors_are_located(body, message, at):
     line = src.splitlines()[err.line - 1]
     assert line.index(at) + 1 == err.column, err.render()
     assert err.render().startswith(f"f.ppl:{err.line}:{err.column}: ")
+
+
+def test_particle_filter_errors_are_located_at_the_site_they_name():
+    src = HEAD + "  mu ~ normal(0, 1)\n" + INIT.replace("0, 1", "mu, 1") + \
+        "  for t in 2:T { x[t] ~ normal(x[t - 1], 1) }\n}\nsample m with pf(particles = 10)\n"
+    with pytest.raises(SourceError, match="but 'mu' is latent") as e:
+        load_ppl(src, filename="f.ppl", T=5).sample()
+    assert (e.value.line, e.value.column) == (4, 3), e.value.render()

@@ -1,0 +1,346 @@
+"""The interpreter of expressions and statements, for one particle.
+
+User text is never evaluated as Python: a site function walks the syntax tree. It computes with the
+runtime of its input arrays through `ppl.math` (`fw` is "numpy" for data and constants, "jax" or "torch"
+inside a runtime, which vmaps it over particles). Indices are 1-based and slices `a:b` include both
+ends, as in Stan. Loops of more than `UNROLL` iterations become a runtime scan.
+"""
+import sys
+
+import numpy as np
+
+from .. import math as pm
+from ..errors import PPLError, SourceError
+from ..stdlib import distributions as D
+from . import syntax as S
+from .names import assigned
+from .source import suggest
+
+#: loops with at most this many iterations are unrolled; longer ones become a runtime scan
+UNROLL = 8
+
+_BINOPS = {"+": lambda a, b: a + b, "-": lambda a, b: a - b, "*": lambda a, b: a * b, "/": lambda a, b: a / b,
+           "%": lambda a, b: a % b, "==": lambda a, b: a == b, "!=": lambda a, b: a != b,
+           "<": lambda a, b: a < b, ">": lambda a, b: a > b, "<=": lambda a, b: a <= b, ">=": lambda a, b: a >= b}
+
+
+def scalar(v):
+    """numpy 0-d values become Python numbers, so constants mix with torch and JAX arrays."""
+    if isinstance(v, np.ndarray) and v.ndim == 0 or isinstance(v, np.generic):
+        return v.item()
+    return v
+
+
+def concrete_int(v):
+    """A Python int from a value known before sampling (data or a constant), else None."""
+    v = scalar(v)
+    if isinstance(v, (bool, np.bool_)):
+        return None
+    if isinstance(v, int):
+        return v
+    if isinstance(v, float) and v.is_integer():
+        return int(v)
+    try:
+        a = np.asarray(v)
+    except Exception:  # a tracer or a tensor under vmap
+        return None
+    if a.ndim == 0 and a.dtype.kind in "iuf" and float(a) == int(a):
+        return int(a)
+    return None
+
+
+def _as_index(v, fw, node, src, size=None):
+    """0-based index from a 1-based value: a Python int, or an integer array on the runtime."""
+    i = concrete_int(v)
+    if i is not None:
+        if i < 1 or (size is not None and i > size):
+            raise src.error(node, f"index {i} is out of range" + (f" 1..{size}" if size is not None else ""),
+                            hint="indices start at 1")
+        return i - 1
+    if fw == "torch":
+        return (v - 1).long()
+    if fw == "jax":
+        return (v - 1).astype("int32")
+    return (np.asarray(v) - 1).astype(int)
+
+
+class Interpreter:
+    """Evaluates expressions and statements of one model (or target) against an environment dict.
+
+    `src` (a `Source`) locates errors; `functions` are the `use`d Python callables by name."""
+
+    def __init__(self, src, functions=None):
+        self.src, self.functions = src, {} if functions is None else functions
+
+    # -- expressions --------------------------------------------------------
+    def ev(self, node, env, fw):
+        if isinstance(node, S.Number):
+            return node.value
+        if isinstance(node, S.Name):
+            if node.name not in env:
+                raise self.src.error(node, f"unknown name {node.name!r}")
+            return env[node.name]
+        try:   # by the node's class: _binop for a BinOp, ...
+            return getattr(self, "_" + type(node).__name__.lower())(node, env, fw)
+        except SourceError:
+            raise
+        except PPLError as e:
+            raise self.src.error(node, str(e)) from None
+        except Exception as e:  # noqa: BLE001 (a runtime's own error, located and wrapped)
+            raise self.src.error(node, _describe(e), hint=_hint(e)) from None
+
+    def _string(self, node, env, fw):
+        raise self.src.error(node, "a string is not a value here")
+
+    def _binop(self, node, env, fw):
+        a, b = self.ev(node.left, env, fw), self.ev(node.right, env, fw)
+        if node.op == "@":
+            return a @ b
+        return scalar(_BINOPS[node.op](a, b))
+
+    def _pow(self, node, env, fw):
+        return scalar(self.ev(node.base, env, fw) ** self.ev(node.exponent, env, fw))
+
+    def _neg(self, node, env, fw):
+        return -self.ev(node.operand, env, fw)
+
+    def _and(self, node, env, fw):
+        a, b = self.ev(node.left, env, fw), self.ev(node.right, env, fw)
+        return a and b if fw == "numpy" else pm.namespace(a, b).logical_and(a, b)
+
+    def _or(self, node, env, fw):
+        a, b = self.ev(node.left, env, fw), self.ev(node.right, env, fw)
+        return a or b if fw == "numpy" else pm.namespace(a, b).logical_or(a, b)
+
+    def _not(self, node, env, fw):
+        a = self.ev(node.operand, env, fw)
+        return (not a) if fw == "numpy" else pm.namespace(a).logical_not(a)
+
+    def _vector(self, node, env, fw):
+        xs = [self.ev(x, env, fw) for x in node.items]
+        if fw == "numpy" and pm.framework(*xs) == "numpy":
+            return np.asarray(xs, dtype=np.float32)
+        xp = pm.namespace(*xs)
+        like = next(x for x in xs if pm.framework(x) != "numpy")
+        return xp.stack([x if pm.framework(x) != "numpy" else _full_like(like, x) for x in xs])
+
+    def _index(self, node, env, fw):
+        x = self.ev(node.value, env, fw)
+        return x[self.indices(node.indices, x, env, fw)]
+
+    def indices(self, items, x, env, fw):
+        shape = tuple(getattr(x, "shape", ()))
+        if len(items) > len(shape):
+            raise self.src.error(items[0], f"{len(items)} indices for a value with {len(shape)} dimension(s)")
+        out = []
+        for k, it in enumerate(items):
+            size = int(shape[k]) if shape else None
+            if isinstance(it, S.Slice):
+                lo, hi = (None if e is None else concrete_int(self.ev(e, env, fw)) for e in (it.lo, it.hi))
+                for e, v in zip((it.lo, it.hi), (lo, hi)):
+                    if e is not None and v is None:
+                        raise self.src.error(e, "slice bounds must be integers known before sampling "
+                                                "(data or constants)")
+                if (lo is not None and lo < 1) or (hi is not None and size is not None and hi > size):
+                    raise self.src.error(it, f"slice {lo}:{hi} is out of range 1..{size}",
+                                         hint="indices start at 1 and a:b includes b")
+                out.append(slice(None if lo is None else lo - 1, hi))
+            else:
+                out.append(_as_index(self.ev(it, env, fw), fw, it, self.src, size))
+        return tuple(out)
+
+    def _arguments(self, args, env, fw):
+        return ([self.ev(a, env, fw) for a in args.positional],
+                {k.name: self.ev(k.value, env, fw) for k in args.keywords})
+
+    def _call(self, node, env, fw):
+        name = node.func
+        if name in D.FAMILIES:
+            raise self.src.error(node, f"the distribution {name}(...) is not a value",
+                                 hint=f"use it after ~, or as logpdf({name}(...), x)")
+        if name == "logpdf":
+            return self.logpdf(node, env, fw)
+        pos, kw = self._arguments(node.args, env, fw)
+        if name in ("zeros", "ones"):
+            return scalar(getattr(pm, name)(*pos, like=_like(env)))
+        if name == "rep":
+            return pm.rep(*pos, like=_like(env))
+        if name == "size":
+            if len(pos) != 1:
+                raise self.src.error(node, "size(x) takes one argument")
+            return int(getattr(pos[0], "shape", (1,))[0]) if getattr(pos[0], "shape", ()) else 1
+        fn = pm.BUILTINS.get(name) or self.functions.get(name)
+        if fn is None:
+            raise self.src.error(node, f"unknown function {name!r}", hint=suggest(name, list(pm.BUILTINS)))
+        return scalar(fn(*pos, **kw))
+
+    def distribution(self, node, env, fw, shape=None):
+        """The `Distribution` of `normal(mu, sigma) [dims]`: a `Dist`, or a `Call` inside logpdf(...)."""
+        name = node.func if isinstance(node, S.Call) else node.family
+        if name not in D.FAMILIES:
+            raise self.src.error(node, f"unknown distribution {name!r}",
+                                 hint=suggest(name, list(D.FAMILIES)) or f"known: {', '.join(sorted(D.FAMILIES))}")
+        pos, kw = self._arguments(node.args, env, fw)
+        if shape is None and isinstance(node, S.Dist) and node.shape:
+            shape = self.shape(node.shape, env, fw)
+        try:
+            return D.make(name, *pos, shape=shape or (), **kw)
+        except PPLError as e:
+            raise self.src.error(node, str(e)) from None
+
+    def shape(self, exprs, env, fw):
+        out = []
+        for e in exprs:
+            n = concrete_int(self.ev(e, env, fw))
+            if n is None or n < 0:
+                raise self.src.error(e, "a dimension must be a non-negative integer known before sampling")
+            out.append(n)
+        return tuple(out)
+
+    def logpdf(self, node, env, fw):
+        args = node.args.positional
+        if len(args) != 2 or not isinstance(args[0], S.Call) or args[0].func not in D.FAMILIES:
+            raise self.src.error(node, "logpdf takes a distribution and a value: logpdf(normal(mu, sigma), y)")
+        d = self.distribution(args[0], env, fw)
+        return log_density(d, self.ev(args[1], env, fw), env)
+
+    # -- statements ----------------------------------------------------------
+    def run(self, stmts, env, fw):
+        """Execute statements in order, mutating `env`; observations add to env['__logp']."""
+        for s in stmts:   # by the statement's class: _s_assign for an Assign, ...
+            getattr(self, "_s_" + type(s).__name__.lower())(s, env, fw)
+
+    def _s_assign(self, s, env, fw):
+        self.store(s.target, self.ev(s.value, env, fw), env, fw)
+
+    def _s_augassign(self, s, env, fw):
+        old = self.ev(s.target.expr(), env, fw)
+        self.store(s.target, scalar(_BINOPS[s.op[0]](old, self.ev(s.value, env, fw))), env, fw)
+
+    def store(self, lv, value, env, fw):
+        if lv.indices is None:
+            env[lv.name] = value
+            return
+        x = env[lv.name]
+        try:
+            env[lv.name] = _set_index(x, self.indices(lv.indices, x, env, fw), value, fw)
+        except SourceError:
+            raise
+        except Exception as e:  # noqa: BLE001
+            raise self.src.error(lv, _describe(e), hint=_hint(e)) from None
+
+    def _s_tilde(self, s, env, fw):
+        value = self.ev(s.target.expr(), env, fw)
+        d = self.distribution(s.dist, env, fw)
+        env["__logp"] = env["__logp"] + pm.sum(log_density(d, value, env))
+
+    def _s_factor(self, s, env, fw):
+        env["__logp"] = env["__logp"] + self.ev(s.value, env, fw)
+
+    def _s_for(self, s, env, fw):
+        lo, hi = (concrete_int(self.ev(n, env, fw)) for n in (s.lo, s.hi))
+        if lo is None or hi is None:
+            raise self.src.error(s.lo if lo is None else s.hi,
+                                 "loop bounds must be integers known before sampling (data or constants)")
+        before = set(env)
+        carried = [n for n in sorted(assigned(s.body) | {"__logp"}) if n in env]
+        if hi - lo + 1 <= UNROLL or fw == "numpy":
+            for t in range(lo, hi + 1):
+                env[s.var] = t
+                self.run(s.body, env, fw)
+        else:
+            like = _like(env)
+
+            def step(carry, t):
+                local = dict(env)
+                local.update(carry)
+                local[s.var] = t
+                self.run(s.body, local, fw)
+                return {n: local[n] for n in carried}, None
+            init = {n: _full_like(like, env[n]) if pm.framework(env[n]) == "numpy" else env[n] for n in carried}
+            try:
+                final, _ = pm.scan(step, init, range(lo, hi + 1), like=like)
+            except SourceError:
+                raise
+            except Exception as e:  # noqa: BLE001
+                raise self.src.error(s, f"this loop cannot be compiled to a scan: {_describe(e)}",
+                                     hint="each variable the loop updates must keep its shape and type; "
+                                          "initialize it with real numbers (0.0, zeros(T))") from None
+            env.update(final)
+        for n in set(env) - before:
+            del env[n]
+
+
+def log_density(d, value, env):
+    """Elementwise log density of the `Distribution` d at `value`, on the runtime of the arrays in `env`."""
+    from ..backends.runtime import get_runtime
+    like = _like(env, value)
+    fw = pm.framework(like)
+    if fw == "numpy":   # constants: on the runtime already in use (NumPyro if none is)
+        fw = "torch" if "torch" in sys.modules and "jax" not in sys.modules else "jax"
+    rt = get_runtime("pyro", str(getattr(like, "device", "cpu"))) if fw == "torch" else get_runtime("numpyro")
+    return d.lower(rt).log_prob(rt.asarray(value))
+
+
+def _like(env, *more):
+    """An array of the runtime in use (the first torch/JAX array found), or None for constants."""
+    for v in list(more) + list(env.values()):
+        if pm.framework(v) != "numpy" and hasattr(v, "shape"):
+            return v
+    return None
+
+
+def _full_like(like, value):
+    if like is None:
+        return np.asarray(value, dtype=np.float32)
+    xp = pm.namespace(like)
+    value = np.asarray(value, dtype=np.float32)
+    if pm.framework(like) == "torch":
+        import torch
+        return torch.as_tensor(value, device=like.device)
+    return xp.asarray(value)
+
+
+def _set_index(x, idx, value, fw):
+    """x with x[idx] = value, out of place (JAX `.at[].set`; torch: an updated copy, or `index_put`)."""
+    if fw == "jax" or pm.framework(x, value) == "jax":
+        import jax.numpy as jnp
+        return jnp.asarray(x).at[idx].set(value)
+    if pm.framework(x, value) == "torch":
+        import torch
+        like = value if isinstance(value, torch.Tensor) else x
+        x = x if isinstance(x, torch.Tensor) else _full_like(like, x)
+        value = value if isinstance(value, torch.Tensor) else torch.as_tensor(value, dtype=x.dtype, device=x.device)
+        try:  # a copy updated in place: fast, but vmap refuses it while x is unbatched and value batched
+            y = x.clone()
+            y[idx] = value
+            return y
+        except RuntimeError:
+            pass
+        if not any(isinstance(i, slice) for i in idx):
+            return x.index_put(tuple(i if isinstance(i, torch.Tensor) else torch.tensor(i, device=x.device)
+                                     for i in idx), value)
+        axes = [torch.arange(x.shape[k], device=x.device)[i] if isinstance(i, slice) else
+                torch.as_tensor(i, device=x.device).reshape(1) for k, i in enumerate(idx)]
+        grid = torch.meshgrid(*axes, indexing="ij")
+        keep = [len(a) if isinstance(i, slice) else 1 for a, i in zip(axes, idx)]
+        return x.index_put(grid, value.reshape(tuple(keep)))
+    y = np.array(x, dtype=np.float32, copy=True)
+    y[idx] = value
+    return y
+
+
+def _describe(e):
+    msg = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+    if "Concretization" in type(e).__name__ or "concrete" in msg.lower():
+        return "a value that depends on the parameters is used where a constant is needed"
+    return f"{type(e).__name__}: {msg[:300]}"
+
+
+def _hint(e):
+    text = str(e)
+    if "shape" in text or "size" in text or "broadcast" in text:
+        return "check the shapes of the operands (declared dims, [J] suffixes, 1-based indices)"
+    if "Concretization" in type(e).__name__:
+        return "loop bounds, slice bounds and shapes must come from data or constants"
+    return None

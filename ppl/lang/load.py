@@ -1,0 +1,332 @@
+"""Loading a `.ppl` program: data, `use`d functions, models, targets and `sample` statements.
+
+`load_ppl(path_or_text, data=None)` returns a `PPLFile` whose `.models` are `ppl.model(...)` objects and
+whose `.targets` are the same `Power`, `Product`, `Geometric` and `Tilt` trees the Python API builds: one
+compiler, two front ends. Errors the compiler raises about a site are located at the site's statement.
+"""
+import importlib
+import json
+import os
+
+import numpy as np
+
+from .. import math as pm
+from ..errors import PPLError, SourceError
+from ..target import Reward, geometric
+from . import syntax as S
+from .interpret import Interpreter, scalar
+from .lower import ModelBuilder, type_parts
+from .names import reads
+from .parser import parse
+from .source import Source, suggest
+
+
+class RunSpec:
+    """`sample NAME with METHOD(options) on RUNTIME`."""
+
+    def __init__(self, target, method, options, runtime, node):
+        self.target, self.method, self.options, self.runtime, self.node = target, method, options, runtime, node
+
+    def __repr__(self):
+        return f"sample {self.target} with {self.method}({self.options}) on {self.runtime}"
+
+
+class PPLFile:
+    """A loaded `.ppl` program: `.data`, `.models`, `.targets` (Python target objects), `.runs` and its `.src`."""
+
+    def __init__(self, src):
+        self.src = src
+        self.data, self.models, self.targets, self.runs, self.functions = {}, {}, {}, [], {}
+
+    def target(self, name=None):
+        """The target called `name`; by default the one the first `sample` statement names, else the last."""
+        if name is None:
+            if self.runs:
+                name = self.runs[0].target
+            elif self.targets:
+                name = list(self.targets)[-1]
+            elif self.models:
+                name = list(self.models)[-1]
+            else:
+                raise self.src.error(None, "the program defines no model or target")
+        if name in self.targets:
+            return self.targets[name]
+        if name in self.models:
+            return self.models[name]
+        raise self.src.error(None, f"no target or model named {name!r}; defined: "
+                                   f"{', '.join(list(self.targets) + list(self.models)) or 'none'}")
+
+    def run_spec(self, name=None):
+        name = name or self.default_name()
+        return next((r for r in self.runs if r.target == name), None)
+
+    def default_name(self):
+        if self.runs:
+            return self.runs[0].target
+        return (list(self.targets) or list(self.models) or [None])[-1]
+
+    def compile(self, name=None, reference=None, fold=None):
+        """`ppl.compile` of a target (with the `reference` and `fold` of its `sample` statement by default);
+        errors about a site are located at its statement."""
+        from ..compiler import compile as compile_target
+        options = self.run_spec(name).options if self.run_spec(name) else {}
+        reference = options.get("reference") if reference is None else reference
+        fold = options.get("fold", True) if fold is None else fold
+        target = self.target(name)
+        try:
+            return compile_target(target, reference=reference, fold=fold)
+        except SourceError:
+            raise
+        except PPLError as e:
+            raise self.locate(e, target) or self.src.error(None, str(e)) from None
+
+    def locate(self, e, target):
+        """`e` as a `SourceError` at the statement of the site of `target` it names (`e.site`); None if it names
+        none."""
+        source = next((m.sites[e.site].source for m in target.models() if e.site in m.sites), None)
+        return None if source is None else self.src.error_at(source[1], source[2], str(e))
+
+    def sample(self, name=None, **overrides):
+        """Run `ppl.sample` on a target with the options of its `sample` statement, updated by `overrides`;
+        errors about a site are located at its statement."""
+        from ..api import sample
+        name = name or self.default_name()
+        spec = self.run_spec(name)
+        kw = dict(spec.options) if spec else {}
+        if spec and spec.runtime:
+            kw.setdefault("runtime", spec.runtime)
+        if spec:
+            kw.setdefault("method", spec.method)
+        kw.update({k: v for k, v in overrides.items() if v is not None})
+        compiled = self.compile(name, reference=kw.pop("reference", None), fold=kw.pop("fold", None))
+        try:
+            return sample(compiled, **kw)
+        except SourceError:
+            raise
+        except TypeError as e:
+            raise self.src.error(spec.node if spec else None,
+                                 f"bad option for method {kw.get('method', 'is')!r}: {e}") from None
+        except PPLError as e:
+            located = self.locate(e, self.target(name))
+            if located is None:
+                raise
+            raise located from None
+
+
+def _read_data(data, filename):
+    if data is None:
+        return {}
+    if isinstance(data, (str, os.PathLike)):
+        try:
+            with open(data) as f:
+                data = json.load(f)
+        except (OSError, ValueError) as e:
+            raise SourceError(f"cannot read data file: {e}", filename=str(data)) from None
+    if not isinstance(data, dict):
+        raise SourceError(f"data must be a JSON object (name -> value), got {type(data).__name__}",
+                          filename=filename)
+    return dict(data)
+
+
+class Loader:
+    """Reads a program's items in order into a `PPLFile`, checking names, data and options."""
+
+    def __init__(self, text, filename, data, allow_python):
+        self.src = Source(text, filename)
+        self.out = PPLFile(self.src)
+        self.given = data
+        self.allow_python = allow_python
+        self.defined = {}
+        self.constants = Interpreter(self.src)
+
+    def define(self, name, node):
+        if name in self.defined:
+            raise self.src.error(node, f"{name!r} is already defined at line {self.defined[name].line}")
+        self.defined[name] = node
+
+    def load(self):
+        for item in parse(self.src.text, self.src.filename).items:   # _data for a Data item, ...
+            getattr(self, "_" + type(item).__name__.lower())(item)
+        return self.out
+
+    def constant(self, e):
+        """The value of an expression of data and constants."""
+        return self.constants.ev(e, dict(self.out.data), "numpy")
+
+    def _data(self, node):
+        name, typ = node.name, node.type
+        self.define(name, node)
+        if name not in self.given:
+            raise self.src.error(node, f"data {name!r} is declared but no value was given",
+                                 hint="pass it in the JSON file (--data data.json) or as a keyword argument")
+        tname, bounds, dims = type_parts(typ, self.src)
+        if tname not in ("int", "real"):
+            raise self.src.error(typ, f"data must be int or real (with dimensions), not {tname}")
+        value = self.given[name]
+        try:
+            arr = np.asarray(value, dtype=np.float64)
+        except (TypeError, ValueError):
+            raise self.src.error(node, f"data {name!r} is not numeric") from None
+        shape = self.constants.shape(dims, dict(self.out.data), "numpy") if dims else ()
+        if arr.shape != shape:
+            raise self.src.error(typ, f"data {name!r} has shape {arr.shape}, but its declaration says {shape}")
+        if not np.all(np.isfinite(arr)):
+            raise self.src.error(node, f"data {name!r} has non-finite values")
+        if tname == "int" and not np.all(arr == np.round(arr)):
+            raise self.src.error(typ, f"data {name!r} is declared int but has non-integer values")
+        for key, b in bounds.items():
+            limit = self.constant(b.value)
+            bad = arr < limit if key == "lower" else arr > limit
+            if np.any(bad):
+                raise self.src.error(b, f"data {name!r} violates {key}={limit}")
+        if tname == "int":
+            self.out.data[name] = int(arr) if arr.ndim == 0 else arr.astype(np.int64)
+        else:
+            self.out.data[name] = float(arr) if arr.ndim == 0 else arr.astype(np.float32)
+
+    def _use(self, node):
+        name, spec = node.name, node.spec
+        self.define(name, node)
+        module, _, attr = spec.partition(":")
+        if not self.allow_python:
+            raise self.src.error(node, f"refusing to import Python module {module!r}: `use` runs Python code",
+                                 hint="run with --allow-python (API: allow_python=True) if you trust it")
+        if not module or not attr:
+            raise self.src.error(node, f"expected \"module:attribute\", got {spec!r}")
+        try:
+            fn = getattr(importlib.import_module(module), attr)
+        except Exception as e:  # noqa: BLE001 (an import failure of the user's module)
+            raise self.src.error(node, f"cannot import {spec!r}: {type(e).__name__}: {e}") from None
+        if not callable(fn):
+            raise self.src.error(node, f"{spec!r} is not callable")
+        self.out.functions[name] = fn
+
+    def _modeldef(self, node):
+        self.define(node.name, node)
+        self.out.models[node.name] = ModelBuilder(node, self.src, self.out.data, self.out.functions).build()
+
+    def _targetdef(self, node):
+        self.define(node.name, node)
+        t = self.target_expr(node.expr)
+        if node.bindings:
+            obs = {b.name: self.constant(b.value) for b in node.bindings}
+            try:
+                t = t.condition(**obs)
+            except PPLError as e:
+                raise self.src.error(node.bindings[0], str(e)) from None
+        self.out.targets[node.name] = t
+
+    def target_expr(self, e):
+        err = self.src.error
+        if isinstance(e, S.Name):
+            if e.name in self.out.targets:
+                return self.out.targets[e.name]
+            if e.name in self.out.models:
+                return self.out.models[e.name]
+            raise err(e, f"{e.name!r} is not a model or target",
+                      hint=suggest(e.name, list(self.out.models) + list(self.out.targets)))
+        if isinstance(e, S.Pow):
+            return self.algebra(e.exponent, lambda: self.target_expr(e.base) ** self.number(e.exponent))
+        if isinstance(e, S.BinOp) and e.op == "*":
+            a, b = e.left, e.right
+            if _is_exp(b) or _is_exp(a):
+                base, ex = (a, b) if _is_exp(b) else (b, a)
+                return self.tilt(self.target_expr(base), ex.args.positional[0])
+            return self.algebra(e, lambda: self.target_expr(a) * self.target_expr(b))
+        if isinstance(e, S.Call) and e.func == "geometric":
+            args = e.args.positional
+            if len(args) != 3 or e.args.keywords:
+                raise err(e, "geometric takes three arguments: geometric(p, q, w)")
+            return self.algebra(e, lambda: geometric(self.target_expr(args[0]), self.target_expr(args[1]),
+                                                     self.number(args[2])))
+        raise err(e, "not a target expression", hint="targets combine models with ^ (power), * (product), "
+                                                     "geometric(p, q, w) and p * exp(r / lam) (tilt)")
+
+    def algebra(self, node, build):
+        try:
+            return build()
+        except SourceError:
+            raise
+        except PPLError as e:
+            raise self.src.error(node, str(e)) from None
+
+    def number(self, e):
+        v = scalar(self.constant(e))
+        if isinstance(v, bool) or not isinstance(v, (int, float)):
+            raise self.src.error(e, "expected a number known before sampling")
+        return float(v)
+
+    def tilt(self, base, expr):
+        """p * exp(r / lam): a reward tilt; r reads sites of the target by name, lam > 0 is a constant."""
+        lam = 1.0
+        if isinstance(expr, S.BinOp) and expr.op == "/" and not reads(expr.right):
+            lam, expr = self.number(expr.right), expr.left
+        sites = {n for m in base.models() for n in m.sites} | set(self.out.data)
+        parents = []
+        for n, where in reads(expr):
+            if n not in sites:
+                raise self.src.error(where, f"the reward reads {n!r}, which is not a site of the tilted target",
+                                     hint=suggest(n, sorted(sites)))
+            if n not in parents:
+                parents.append(n)
+        interp, data = Interpreter(self.src, self.out.functions), self.out.data
+        label = (self.src.line(expr.line) or "")[expr.column - 1:].strip()[:40] or "reward"
+
+        def reward(**env):
+            env = {**data, **env}
+            return interp.ev(expr, env, pm.framework(list(env.values())))
+        data_reads = [p for p in parents if p in data and not any(p in m.sites for m in base.models())]
+        r = Reward(lambda **env: reward(**env), [p for p in parents if p not in data_reads], label)
+        return self.algebra(expr, lambda: base.tilt(r, lam))
+
+    def _sample(self, node):
+        if node.target not in self.out.targets and node.target not in self.out.models:
+            raise self.src.error(node, f"sample: {node.target!r} is not a model or target")
+        if node.options.positional:
+            raise self.src.error(node.options.positional[0], "method options are named: smc(particles = 4096)")
+        options = {k.name: self.option(k.value) for k in node.options.keywords}
+        runtime = node.runtime
+        if runtime is not None and runtime.name not in ("numpyro", "pyro"):
+            raise self.src.error(runtime, f"unknown runtime {runtime.name!r}; choose numpyro or pyro")
+        self.out.runs.append(RunSpec(node.target, node.method, options, runtime and runtime.name, node))
+
+    def option(self, e):
+        if isinstance(e, S.String):
+            return e.value
+        if isinstance(e, S.Name) and e.name in self.out.models:
+            return self.out.models[e.name]
+        if isinstance(e, S.Name) and e.name in ("true", "false", "True", "False"):
+            return e.name.lower() == "true"
+        if isinstance(e, S.Call) and e.func not in pm.BUILTINS:
+            if e.args.positional:
+                raise self.src.error(e, "options are named: hmc(steps = 5)")
+            return {"name": e.func, **{k.name: self.option(k.value) for k in e.args.keywords}}
+        return scalar(self.constant(e))
+
+
+def _is_exp(e):
+    return isinstance(e, S.Call) and e.func == "exp" and len(e.args.positional) == 1 and not e.args.keywords
+
+
+def load_ppl(path_or_text, data=None, allow_python=False, filename=None, **values):
+    """Load a `.ppl` program (a path or the text itself) with `data` (a dict or a JSON path) and keyword values.
+
+    Returns a `PPLFile`: `.targets`, `.models`, `.target(name)`, `.compile(name)`, `.sample(name, **options)`.
+    `use NAME from "module:attr"` is refused unless `allow_python=True`.
+    """
+    text = path_or_text
+    if isinstance(path_or_text, os.PathLike) or (isinstance(path_or_text, str) and "\n" not in path_or_text
+                                                 and path_or_text.endswith(".ppl")):
+        try:
+            with open(path_or_text) as f:
+                text = f.read()
+        except OSError as e:
+            raise SourceError(f"cannot read program: {e.strerror}", filename=str(path_or_text)) from None
+        filename = filename or str(path_or_text)
+    filename = filename or "<string>"
+    given = _read_data(data, filename)
+    given.update(values)
+    try:
+        return Loader(text, filename, given, allow_python).load()
+    except RecursionError:
+        raise SourceError("the program nests too deeply", filename=filename) from None

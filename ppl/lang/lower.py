@@ -1,0 +1,491 @@
+"""Lowering a `model` block to a `ppl.model(...)`, with Stan-like type rules.
+
+Each statement becomes a site (see `ppl.target.Site`) whose function interprets the statement's syntax,
+and whose `source` is (file, line, column) of the statement: a latent site (`x ~ dist`, `x : type ~ dist`,
+or a flat `x : type`), an observation (`y ~ dist` for data y), a deterministic value (`=` and its indexed and
+looped updates, grouped), a factor, or a latent state drawn element by element (a `ppl.markov` site). A
+declared type restricts its distribution to the type's support: the language never truncates silently.
+"""
+import math as _pymath
+
+import numpy as np
+
+from .. import math as pm
+from ..errors import PPLError
+from ..stdlib import distributions as D
+from ..stdlib.markov import markov
+from ..target import Model, Site
+from . import syntax as S
+from .interpret import Interpreter, concrete_int
+from .names import PREV, State, assigned, free, lag, markov_reads, reads, state_names, walk
+from .source import suggest
+
+_POSITIVE = {"half_normal", "half_cauchy", "lognormal", "exponential", "gamma", "inverse_gamma"}
+_REAL = {"normal", "cauchy", "student_t", "laplace"}
+_UNIT = {"beta"}
+_HALF_HINT = {"normal": "half_normal(scale)", "cauchy": "half_cauchy(scale)"}
+
+
+class _Group:
+    """Deterministic values computed by several statements (a definition, indexed updates, loops)."""
+
+    def __init__(self):
+        self.names, self.stmts, self.logp, self.loop = [], [], False, None
+
+
+class ModelBuilder:
+    """Builds the `Model` of one `ModelDef` over the program's `data` and `use`d `functions`."""
+
+    def __init__(self, node, src, data, functions):
+        self.node, self.src, self.data = node, src, data
+        self.name = node.name
+        self.interp = Interpreter(src, functions)
+        self.sites, self.observed, self.positions = {}, {}, {}
+        self.kinds = {}  # name -> 'latent' | 'observed' | 'det' | 'factor'
+
+    def build(self):
+        groups, owner = [], {}
+        self.states = state_names(self.node.body)
+        for i, s in enumerate(self.node.body):
+            if isinstance(s, S.Declare) and s.name in self.states:
+                self.state_declare(s)
+            elif isinstance(s, S.Declare):
+                self.declare(s)
+            elif isinstance(s, S.Tilde) and s.target.name in self.states:
+                self.state_init(s)
+            elif isinstance(s, S.Tilde):
+                self.tilde(s)
+            elif isinstance(s, S.For) and any(isinstance(b, S.Tilde) and b.target.name in self.states
+                                              for b in walk(s.body)):
+                self.state_loop(s)
+            elif isinstance(s, S.Factor):
+                self.factor(s)
+            elif isinstance(s, (S.Assign, S.AugAssign)):
+                lv = s.target
+                self._writable(lv.name, lv, first=isinstance(s, S.Assign) and lv.indices is None)
+                if lv.name not in owner:
+                    g = _Group()
+                    g.names.append(lv.name)
+                    groups.append(g)
+                    owner[lv.name] = g
+                    self.kinds[lv.name] = "det"
+                    self.positions[lv.name] = lv
+                owner[lv.name].stmts.append((i, s))
+            elif isinstance(s, S.For):
+                self.check_loop(s)
+                written = [n for n in sorted(assigned(s.body)) if n in owner]
+                for n in assigned(s.body):
+                    if n in self.kinds and self.kinds[n] != "det" or n in self.data:
+                        raise self.src.error(s, f"the loop assigns to {n!r}, which is "
+                                                f"{'data' if n in self.data else 'a ' + self.kinds[n] + ' site'}")
+                merged = list(dict.fromkeys(owner[n] for n in written))
+                g = merged[0] if merged else _Group()
+                for other in merged[1:]:
+                    g.names += other.names
+                    g.stmts += other.stmts
+                    g.logp = g.logp or other.logp
+                    groups.remove(other)
+                    for n in other.names:
+                        owner[n] = g
+                if not merged:
+                    groups.append(g)
+                g.stmts.append((i, s))
+                g.stmts.sort(key=lambda x: x[0])
+                if any(isinstance(b, (S.Tilde, S.Factor)) for b in walk(s.body)):
+                    g.logp = True
+                    g.loop = g.loop or s
+                elif not written:
+                    raise self.src.error(s, "this loop has no effect: it neither updates a value defined before "
+                                            "it nor observes data",
+                                         hint="define the value first (x = zeros(T)) and assign x[t] in the loop")
+        for g in groups:
+            self.group_sites(g)
+        for st in self.states.values():
+            self.state_site(st)
+        self.check_reads_after_writes(groups)
+        data = {k: v for k, v in self.data.items() if k not in self.observed}
+        try:
+            return Model(self.sites, data=data, observed=self.observed, name=self.name)
+        except PPLError as e:
+            raise self.src.error(self.node, str(e)) from None
+
+    # -- statements ----------------------------------------------------------
+    def _writable(self, name, node, first):
+        if name in self.data:
+            raise self.src.error(node, f"{name!r} is data and cannot be assigned")
+        kind = self.kinds.get(name)
+        if kind in ("latent", "observed"):
+            raise self.src.error(node, f"{name!r} is already a {kind} site (line {self.positions[name].line})")
+        if kind is None and not first:
+            raise self.src.error(node, f"{name!r} is updated before it is defined",
+                                 hint=f"define it first, e.g. {name} = zeros(T)")
+
+    def _new(self, name, node, kind):
+        if name in self.kinds:
+            raise self.src.error(node, f"{name!r} is already defined at line {self.positions[name].line}")
+        self.kinds[name], self.positions[name] = kind, node
+
+    def _source(self, node):
+        return self.src.filename, node.line, node.column
+
+    def site(self, name, kind, fn, parents, node, constant=None):
+        """The site `name`, its source the statement `node`."""
+        if constant is not None:
+            self.sites[name] = Site(kind, constant, source=self._source(node))
+        else:
+            self.sites[name] = Site(kind, fn, parents, source=self._source(node))
+
+    def parents(self, names_read):
+        out = []
+        for name, where in names_read:
+            if name in self.kinds or name in self.data:
+                if name not in out:
+                    out.append(name)
+            else:
+                raise self.src.error(where, f"unknown name {name!r} in model {self.name}",
+                                     hint=suggest(name, list(self.kinds) + list(self.data))
+                                     or "declare data with `data NAME : type`; define values before using them")
+        return out
+
+    def declare(self, s):
+        name, typ, dist = s.name, s.type, s.dist
+        if name in self.data:
+            raise self.src.error(s, f"{name!r} is data; its type is given by its data declaration",
+                                 hint=f"observe it with `{name} ~ ...`")
+        self._new(name, s, "latent")
+        tname, bounds, dims = type_parts(typ, self.src)
+        parents = self.parents(reads([b.value for b in bounds.values()], dims, dist))
+        interp, src = self.interp, self.src
+
+        def shape_of(env, fw):
+            shape = interp.shape(dims, env, fw) if dims else ()
+            if tname in ("simplex", "ordered", "positive_ordered"):
+                if len(shape) != 1:
+                    raise src.error(typ, f"{tname} takes one dimension: {tname}[K]")
+            return shape
+
+        if dist is None:
+            fn, factor = self.flat(typ, tname, bounds, shape_of)
+        else:
+            factor = None
+
+            def fn(**env):
+                fw = pm.framework(list(env.values()))
+                return self.constrained(dist, typ, tname, bounds, shape_of(env, fw), env, fw)
+        self.add_latent(name, fn, parents, s)
+        if factor is not None:
+            fname = f"{name}:flat"
+            self.kinds[fname], self.positions[fname] = "factor", s
+            self.site(fname, "factor", factor, parents, s)
+
+    def add_latent(self, name, fn, parents, node):
+        """A latent site; one that reads only data is a constant distribution, as in the Python API."""
+        constant = fn(**{p: self.data[p] for p in parents}) if all(p in self.data for p in parents) else None
+        self.site(name, "latent", fn, parents, node, constant=constant)
+
+    def flat(self, typ, tname, bounds, shape_of):
+        """A site without a distribution: flat on its type's support (see docs/language.md)."""
+        interp, src = self.interp, self.src
+        if tname == "int":
+            raise src.error(typ, "an integer parameter cannot be sampled; declare it as data")
+        if tname in ("ordered", "positive_ordered") or (tname == "real" and set(bounds) <= {"lower"}):
+            if "lower" in bounds:
+                lo = bounds["lower"].value
+                if not isinstance(lo, S.Number) or lo.value != 0:
+                    raise src.error(lo, "a one-sided bound must be lower=0 (the positive reals)",
+                                    hint="reparameterize: x = a + y with y : real<lower=0>")
+            support = {"real": "positive" if bounds else "real"}.get(tname, tname)
+            return (lambda **env: D.flat(shape=shape_of(env, pm.framework(list(env.values()))), support=support)), None
+        if tname == "simplex":
+            def fn(**env):
+                k = shape_of(env, "numpy")[0]
+                return D.make("dirichlet", np.ones(k, dtype=np.float32))
+
+            def factor(**env):
+                return -_pymath.lgamma(shape_of(env, "numpy")[0])
+            return fn, factor
+        if tname == "real" and set(bounds) == {"lower", "upper"} or set(bounds) == {"upper"}:
+            if "lower" not in bounds:
+                raise src.error(typ, "a one-sided bound must be lower=0", hint="use real<lower=a, upper=b>")
+
+            def ends(env):
+                fw = pm.framework(list(env.values()))
+                return interp.ev(bounds["lower"].value, env, fw), interp.ev(bounds["upper"].value, env, fw), fw
+
+            def fn(**env):
+                lo, hi, fw = ends(env)
+                return D.make("uniform", lo, hi, shape=shape_of(env, fw))
+
+            def factor(**env):
+                lo, hi, fw = ends(env)
+                n = int(np.prod(shape_of(env, fw), dtype=int))
+                return n * pm.log(hi - lo)
+            return fn, factor
+        raise src.error(typ, f"cannot declare a flat {tname} parameter here")
+
+    def constrained(self, dist, typ, tname, bounds, shape, env, fw):
+        """The distribution of `x : type ~ dist`, checked against the type's support."""
+        fam, src = dist.family, self.src
+        if tname in ("ordered", "positive_ordered"):
+            base_ok = _POSITIVE if tname == "positive_ordered" else _REAL
+            if fam not in base_ok:
+                raise src.error(dist, f"{tname}[K] ~ {fam}(...): the elements need a "
+                                      f"{'positive' if tname == 'positive_ordered' else 'real'} distribution",
+                                hint=f"one of {', '.join(sorted(base_ok))}")
+            return SortedIID(self.interp.distribution(dist, env, fw, shape=shape), tname)
+        if tname == "simplex" and fam != "dirichlet":
+            raise src.error(dist, f"simplex[K] ~ {fam}(...): a simplex needs dirichlet(alpha)")
+        if tname == "int":
+            raise src.error(typ, "an integer parameter cannot be sampled; declare it as data")
+        if tname == "real" and bounds:
+            if set(bounds) == {"lower"} and fam not in _POSITIVE:
+                raise src.error(dist, f"real<lower=0> ~ {fam}(...): {fam} is not a distribution on the positive "
+                                      f"reals and the language does not truncate",
+                                hint=f"write {_HALF_HINT[fam]}" if fam in _HALF_HINT else
+                                f"one of {', '.join(sorted(_POSITIVE))}")
+            if set(bounds) == {"lower", "upper"} and fam not in _UNIT | {"uniform"}:
+                raise src.error(dist, f"real<lower=..., upper=...> ~ {fam}(...): use uniform(lower, upper) or "
+                                      f"beta(a, b) on (0, 1); the language does not truncate")
+        d = self.interp.distribution(dist, env, fw)
+        if shape and tname != "simplex":
+            d = D.Distribution(d.family, d.params, shape)
+        return d
+
+    def tilde(self, s):
+        lv, dist = s.target, s.dist
+        name, idx = lv.name, lv.indices
+        if name in self.data:
+            site = name
+            value = self.data[name]
+            if idx is not None:
+                ix = self.interp.indices(idx, np.asarray(value), dict(self.data), "numpy")
+                value = np.asarray(value)[ix]
+                site = f"{name}[{', '.join(_fmt_index(i) for i in ix)}]"
+            if site in self.observed:
+                raise self.src.error(lv, f"{site} is observed twice (line {self.positions[site].line})")
+            self.kinds[site], self.positions[site] = "observed", s
+            self.observed[site] = np.asarray(value)
+        else:
+            if idx is not None:
+                raise self.src.error(lv, f"{name!r} is not data; a latent site is declared whole",
+                                     hint=f"write {name} ~ normal(0, 1) [J] and index {name}[j] where you use it")
+            self._new(name, lv, "latent")
+            site = name
+        parents = self.parents(reads(dist))
+        interp = self.interp
+        fn = lambda **env: interp.distribution(dist, env, pm.framework(list(env.values())))  # noqa: E731
+        self.add_latent(site, fn, parents, s)
+
+    def factor(self, s):
+        name = f"factor@{s.line}"
+        self.kinds[name], self.positions[name] = "factor", s
+        interp = self.interp
+        self.site(name, "factor", lambda **env: interp.ev(s.value, env, pm.framework(list(env.values()))),
+                  self.parents(reads(s.value)), s)
+
+    # -- latent states: x : real[T], x[1] ~ p0, for t in 2:T { x[t] ~ p(. | x[t - 1]) } ----------------
+    def state_declare(self, s):
+        name, typ = s.name, s.type
+        if name in self.data:
+            raise self.src.error(s, f"{name!r} is data; its type is given by its data declaration")
+        self._new(name, s, "latent")
+        tname, bounds, dims = type_parts(typ, self.src)
+        if tname != "real" or bounds or not dims or len(dims) > 2:
+            raise self.src.error(typ, f"a latent state drawn element by element is declared real[T] (or real[T, D] "
+                                      f"for a vector state)", hint=f"write {name} : real[T]")
+        self.states[name] = State(s, dims, self.interp.shape(dims, dict(self.data), "numpy"))
+
+    def _state(self, name, node):
+        st = self.states[name]
+        if st.decl is None:
+            raise self.src.error(node, f"the state {name!r} is drawn before its declaration",
+                                 hint=f"declare it first: {name} : real[T]")
+        return st
+
+    def state_init(self, s):
+        """`x[1] ~ dist`: the initial state; it reads no element of x."""
+        lv, dist = s.target, s.dist
+        name, idx = lv.name, lv.indices
+        st = self._state(name, lv)
+        if idx is None or len(idx) != 1 or isinstance(idx[0], S.Slice):
+            raise self.src.error(lv, f"a state is drawn one time step at a time",
+                                 hint=f"draw {name}[1] ~ ... and then {name}[t] ~ ... in a loop over t")
+        k = concrete_int(self.interp.ev(idx[0], dict(self.data), "numpy"))
+        if k != 1:
+            raise self.src.error(lv, f"{name}[{k}] is drawn outside the loop; only the initial state {name}[1] is",
+                                 hint=f"draw {name}[2:{st.shape[0]}] in one loop: for t in 2:{st.shape[0]} "
+                                      f"{{ {name}[t] ~ ... }}")
+        if st.init is not None:
+            raise self.src.error(lv, f"{name}[1] is drawn twice (first at line {st.init.line})",
+                                 hint="each element of a state has one distribution")
+        names_read = reads(dist)
+        for n, where in names_read:
+            if n == name:
+                raise self.src.error(where, f"the initial state {name}[1] cannot read {name}",
+                                     hint="its distribution reads parameters and data only")
+        st.init, st.init_parents = s, self.parents(names_read)
+
+    def state_loop(self, s):
+        """`for t in 2:T { locals; x[t] ~ dist }`: the transition, reading x[t - 1] (as PREV) and t."""
+        var, body = s.var, s.body
+        tildes = [b for b in body if isinstance(b, S.Tilde)]
+        name = tildes[0].target.name if tildes else None
+        st = self._state(name, s) if name in self.states else None
+        bad = [b for b in body if not isinstance(b, (S.Tilde, S.Assign, S.AugAssign))] + tildes[1:]
+        if st is None or bad or body[-1] is not tildes[0]:
+            raise self.src.error(bad[0] if bad else s, "a loop that draws a latent state holds local assignments "
+                                                       "and, last, the one draw x[t] ~ ...",
+                                 hint="observe data after the loop (y ~ normal(0, exp(x / 2))) or in a loop of "
+                                      "its own")
+        if st.loop is not None:
+            raise self.src.error(s, f"{name}[{var}] is drawn twice: by this loop and by the loop at line "
+                                    f"{st.loop.line}", hint=f"one loop draws {name}[2:{st.shape[0]}]")
+        lv = tildes[0].target
+        if lv.indices is None or len(lv.indices) != 1 or lag(lv.indices[0], var) != 0:
+            raise self.src.error(lv, f"the loop must draw {name}[{var}], the state at its own time step",
+                                 hint=f"for {var} in 2:{st.shape[0]} {{ {name}[{var}] ~ normal({name}[{var} - 1], "
+                                      f"1) }}")
+        for b in body[:-1]:
+            local = b.target.name
+            if local in self.kinds or local in self.data:
+                raise self.src.error(b, f"a loop that draws a latent state only defines values local to one step; "
+                                        f"{local!r} is defined outside it", hint=f"rename the local value {local}")
+        lo, hi = (concrete_int(self.interp.ev(n, dict(self.data), "numpy")) for n in (s.lo, s.hi))
+        if lo != 2:
+            raise self.src.error(s.lo, f"the loop must start right after the initial state {name}[1]: "
+                                       f"for {var} in 2:{st.shape[0]}, not {lo}",
+                                 hint=f"only {name}[1] is drawn outside the loop")
+        if hi != st.shape[0]:
+            raise self.src.error(s.hi, f"the loop must run to the last state {name}[{st.shape[0]}], not {hi}",
+                                 hint=f"the declaration {name} : real[...] says how many states there are")
+        assigns = [markov_reads(b, name, var, self.src) for b in body[:-1]]
+        dist = markov_reads(tildes[0].dist, name, var, self.src)
+        defined = assigned(assigns)
+        names_read = free(assigns) + [r for r in reads(dist) if r[0] not in defined]
+        st.reads_t = any(n == var for n, _ in names_read)
+        names_read = [r for r in names_read if r[0] not in (PREV, var)]
+        for n, where in names_read:
+            if n in ("prev", "t"):
+                raise self.src.error(where, f"a latent state's step cannot read a value named {n!r}",
+                                     hint=f"rename {n}")
+        st.loop, st.var, st.assigns, st.dist = s, var, assigns, dist
+        st.step_parents = self.parents(names_read)
+
+    def state_site(self, st):
+        """The `ppl.markov` site of a state: x[1] ~ init, x[t] ~ step(x[t - 1], t) (0-based t in ppl.markov)."""
+        name, length = st.decl.name, st.shape[0]
+        if st.init is None:
+            raise self.src.error(st.loop or st.decl, f"the initial state {name}[1] has no distribution",
+                                 hint=f"draw it before the loop: {name}[1] ~ normal(0, 1)")
+        if st.loop is None and length > 1:
+            raise self.src.error(st.decl, f"{name}[2:{length}] have no distribution",
+                                 hint=f"draw them in a loop: for t in 2:{length} {{ {name}[t] ~ normal({name}[t - 1], "
+                                      f"1) }}")
+        interp, shape, init_dist = self.interp, st.shape[1:], st.init.dist
+
+        def init(**env):
+            return _state_dist(interp.distribution(init_dist, env, pm.framework(list(env.values()))), shape)
+
+        def step(prev, t=None, **env):
+            env = {**env, PREV: prev}
+            if st.reads_t:
+                env[st.var] = t + 1
+            fw = pm.framework(list(env.values()))
+            interp.run(st.assigns, env, fw)
+            return _state_dist(interp.distribution(st.dist, env, fw), shape)
+
+        dim = st.dims[0]
+        by_name = isinstance(dim, S.Name) and dim.name in self.data
+        self.sites[name] = markov(init, step, dim.name if by_name else length, init_parents=st.init_parents,
+                                  step_parents=["prev"] + (["t"] if st.reads_t else []) + st.step_parents
+                                  if st.loop else ["prev"])
+        self.sites[name].source = self._source(st.decl)
+
+    def check_loop(self, s):
+        for b in walk(s.body):
+            if isinstance(b, S.Declare):
+                raise self.src.error(b, "parameters cannot be declared inside a loop",
+                                     hint="declare a vector before the loop (x ~ normal(0, 1) [T]) and index it")
+            if isinstance(b, S.Tilde) and b.target.name not in self.data:
+                raise self.src.error(b, f"{b.target.name!r} is not data: only data and latent states "
+                                        f"can be drawn inside a loop",
+                                     hint="declare latent vectors before the loop: x ~ normal(0, 1) [T]; or a "
+                                          "latent state x : real[T] drawn by x[1] ~ ... and "
+                                          "for t in 2:T { x[t] ~ ... }")
+
+    def group_sites(self, g):
+        stmts = [s for _, s in g.stmts]
+        parents = self.parents(free(stmts))
+        interp = self.interp
+
+        def run(env):
+            env = dict(env)
+            env["__logp"] = 0.0
+            interp.run(stmts, env, pm.framework(list(env.values())))
+            return env
+
+        for n in g.names:
+            self.site(n, "deterministic", lambda n=n, **env: run(env)[n], parents, self.positions[n])
+        if g.logp:
+            name = f"loop@{g.loop.line}"
+            self.kinds[name], self.positions[name] = "factor", g.loop
+            self.site(name, "factor", lambda **env: run(env)["__logp"], parents, g.loop)
+
+    def check_reads_after_writes(self, groups):
+        stmts = self.node.body
+        for g in groups:
+            idx = [i for i, _ in g.stmts]
+            first, last = min(idx), max(idx)
+            for i in range(first + 1, last):
+                if i in idx:
+                    continue
+                for n, where in free([stmts[i]]):
+                    if n in g.names:
+                        raise self.src.error(where, f"{n!r} is read here before its last update at line "
+                                                    f"{stmts[last].line}", hint=f"finish computing {n} first")
+
+
+def type_parts(typ, src):
+    """(type name, {'lower' / 'upper': Bound}, dims or None) of a `Type`."""
+    bounds = {}
+    for b in typ.bounds:
+        if b.key not in ("lower", "upper"):
+            raise src.error(b, f"unknown bound {b.key!r}; use lower= and upper=")
+        bounds[b.key] = b
+    return typ.name, bounds, typ.dims
+
+
+def _fmt_index(i):
+    if isinstance(i, slice):
+        return f"{'' if i.start is None else i.start + 1}:{'' if i.stop is None else i.stop}"
+    return str(np.asarray(i) + 1) if not isinstance(i, int) else str(i + 1)
+
+
+def _state_dist(d, shape):
+    """A one-state distribution expanded to the state's shape (families with scalar events only)."""
+    vector_family = any(f == d.family for f, _ in D.PARAM_EVENT_DIMS)
+    return D.Distribution(d.family, d.params, shape) if shape and not d.shape and not vector_family else d
+
+
+class SortedIID(D.Distribution):
+    """K iid draws of a scalar family, sorted: density K! Π_k p(x_k) on the ordered cone (normalized).
+
+    Stan's `ordered[K] x; x ~ normal(0, 2)` has the same posterior (its density lacks the K!). `support`
+    is 'ordered' or 'positive_ordered'; each runtime makes the distribution (`rt.sorted_distribution`).
+    """
+
+    def __init__(self, base, support):
+        super().__init__(base.family, base.params, base.shape)
+        self.base_family, self.support = base.family, support
+        self.family = f"Sorted{base.family}"
+
+    def _base(self):
+        return D.Distribution(self.base_family, self.params, self.shape)
+
+    def broadcast_params(self, rt):
+        base = self._base()
+        batch = tuple(base.lower(rt).batch_shape)
+        return {k: rt.xp.broadcast_to(rt.asarray(v), batch) for k, v in self.params.items()}
+
+    def lower(self, rt, params=None):
+        return rt.sorted_distribution(self._base().lower(rt, params), self.support)
