@@ -44,7 +44,7 @@ def main():
         print(f"{name:28s} {text.count(chr(10)):5d} {t_parse:9.2f} {t_load:8.2f} {t_comp:11.1f} "
               f"{t_load + t_comp:9.1f}")
     print("parse: text -> AST; load: parse + checks + lowering to ppl targets (includes parse);\n"
-          "compile: ppl.compile (terms, graph, plan, and an abstract shape trace of every site: jax.eval_shape)")
+          "compile: ppl.compile (terms, graph, plan, and a shape trace of every site on numpy)")
 
 
 if __name__ == "__main__":

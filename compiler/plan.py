@@ -90,8 +90,8 @@ class Compiled:
         """Shapes, supports and checks from one particle traced by the shape interpreter (`shapes.py`)."""
         import warnings
         from .lower import Evaluator
-        from .shapes import ShapeRuntime
-        with warnings.catch_warnings(), np.errstate(all="ignore"):
+        from .shapes import ShapeRuntime, tracing
+        with warnings.catch_warnings(), np.errstate(all="ignore"), tracing():
             warnings.simplefilter("ignore", RuntimeWarning)
             return Evaluator(self, ShapeRuntime()).trace(self._check_term)
 

@@ -8,6 +8,8 @@ positive reals, the centre of an interval, the uniform point of a simplex), so d
 rewards and factors run on numpy and show their shapes. Nothing is imported from JAX or torch: the
 plan of a target is the same whichever runtime will run it.
 """
+import contextlib
+import contextvars
 import functools
 
 import numpy as np
@@ -15,6 +17,24 @@ import numpy as np
 from ..errors import PPLError
 from ..math import _NUMPY
 from ..stdlib.distributions import PARAM_EVENT_DIMS
+
+
+_TRACING = contextvars.ContextVar("ppl_shape_trace", default=False)
+
+
+@contextlib.contextmanager
+def tracing():
+    """While the compiler traces a particle on numpy: code that would evaluate constants on a runtime (a `.ppl`
+    log density of numpy values) uses the shape runtime instead (`tracing_shapes()`)."""
+    token = _TRACING.set(True)
+    try:
+        yield
+    finally:
+        _TRACING.reset(token)
+
+
+def tracing_shapes():
+    return _TRACING.get()
 
 
 class Support:
@@ -81,7 +101,9 @@ class AbstractDistribution:
         return AbstractDistribution(shape, self.event_shape, self.support)
 
     def log_prob(self, x):
-        return np.zeros(self.batch_shape)
+        """Zeros of the shape the runtime's log density of x has (batch shape broadcast with x's)."""
+        x_batch = np.shape(x)[:max(np.ndim(x) - len(self.event_shape), 0)]
+        return np.zeros(np.broadcast_shapes(self.batch_shape, x_batch))
 
 
 def _family(family):

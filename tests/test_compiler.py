@@ -169,7 +169,8 @@ m = ppl.model(data={"s": np.ones(3)}, mu=ppl.Normal(0.0, 1.0), tau=ppl.HalfNorma
 schools = ppl.load_ppl("{examples}/eight_schools_noncentered.ppl",
                        data={"J": 3, "y": [1.0, 2.0, 0.0], "sigma": [1.0, 1.0, 2.0]})
 sv = ppl.load_ppl("{examples}/sv.ppl", data={"T": 4, "y": [0.1, -0.3, 0.2, 0.0]})
-compiled = [ppl.compile(m.tilt(lambda theta: -(theta ** 2).sum())), schools.compile(), sv.compile()]
+ark = ppl.load_ppl("{examples}/arK.ppl", data={"K": 2, "T": 6, "y": [0.1, -0.3, 0.2, 0.0, 0.5, 0.4]})
+compiled = [ppl.compile(m.tilt(lambda theta: -(theta ** 2).sum())), schools.compile(), sv.compile(), ark.compile()]
 assert compiled[0].layout["w"]["ushape"] == (3,) and compiled[0].layout["x"]["shape"] == (5,)
 print("compiled", "jax" in sys.modules, "torch" in sys.modules)
 if len(sys.argv) > 1:

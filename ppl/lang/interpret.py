@@ -274,8 +274,11 @@ class Interpreter:
 def log_density(d, value, env):
     """Elementwise log density of the `Distribution` d at `value`, on the runtime of the arrays in `env`."""
     from ..backends.runtime import get_runtime
+    from ..compiler.shapes import ShapeRuntime, tracing_shapes
     like = _like(env, value)
     fw = pm.framework(like)
+    if fw == "numpy" and tracing_shapes():   # the compiler's numpy trace: shapes only
+        return d.lower(ShapeRuntime()).log_prob(value)
     if fw == "numpy":   # constants: on the runtime already in use (NumPyro if none is)
         fw = "torch" if "torch" in sys.modules and "jax" not in sys.modules else "jax"
     rt = get_runtime("pyro", str(getattr(like, "device", "cpu"))) if fw == "torch" else get_runtime("numpyro")
