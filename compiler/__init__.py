@@ -11,17 +11,15 @@ PLANNERS = {"model": Compiled, "diffusion": DiffusionPlan}
 def compile(target, reference=None, fold=True):
     """Compile a target: the inference graph, the checks and the plan, by the planner of its bases' kind
     (models: `Compiled`, the reference / rest plan and the layout; diffusion bases: `DiffusionPlan`, for FKC).
-    A target with only energies or rewards is planned as a model target."""
+    A target with only energies or rewards is planned as a model target; one that mixes kinds goes to the
+    planner of its non-model kind, which says what it cannot combine."""
     if isinstance(target, tuple(PLANNERS.values())):
         return target
     if not isinstance(target, Target):
         raise PlanError(f"expected a target (ppl.model(...) or an expression of targets), got {type(target).__name__}")
-    kinds = list(dict.fromkeys(leaf.kind for leaf, _ in target.linear() if leaf.kind in PLANNERS))
-    if "diffusion" in kinds:
-        if reference is not None:
-            raise PlanError("reference= applies to model targets; a diffusion target starts from its SDE's prior")
-        return DiffusionPlan(target)
-    return Compiled(target, reference=reference, fold_closed_forms=fold)
+    kinds = {leaf.kind for leaf, _ in target.linear() if leaf.kind in PLANNERS}
+    kind = min(kinds - {"model"}, default="model")
+    return PLANNERS[kind](target, reference=reference, fold=fold)
 
 
 __all__ = ["Compiled", "DiffusionPlan", "PLANNERS", "compile"]

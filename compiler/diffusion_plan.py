@@ -34,9 +34,11 @@ class DiffusionPlan:
     methods = ("fkc",)     # what samples it
     what = "diffusion models"
 
-    def __init__(self, target):
+    def __init__(self, target, reference=None, fold=True):
         if not isinstance(target, Target):
             raise PlanError(f"expected a target, got {type(target).__name__}")
+        if reference is not None:
+            raise PlanError("reference= applies to model targets; a diffusion target starts from its SDE's prior")
         bases, rewards = _collect(target)
         self.target = target
         self.bases = [(b, beta) for b, beta in bases.items() if beta != 0.0]

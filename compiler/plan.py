@@ -40,7 +40,7 @@ class Compiled:
     `str()` prints the plan; `.lower(runtime)` gives the runtime program over flat [N, D] arrays.
     """
 
-    def __init__(self, target, reference=None, fold_closed_forms=True):
+    def __init__(self, target, reference=None, fold=True):
         if not isinstance(target, Target):
             raise PlanError(f"expected a target (ppl.model(...) or an expression of targets), got {type(target).__name__}")
         self.target = target.folded()
@@ -48,7 +48,7 @@ class Compiled:
         self.models = list({id(m): m for m in self.target.models()}.values())
         latent = list(dict.fromkeys(n for m in self.models for n, s in m.sites.items()
                                     if s.kind == "latent" and n not in m.observed))
-        if fold_closed_forms and reference is None:
+        if fold and reference is None:
             terms = fold_gaussians(terms)
         self.reference = reference
         if reference is not None:
