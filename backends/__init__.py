@@ -14,13 +14,13 @@ def method(name):
 
 
 def get_method(name):
-    from . import importance  # noqa: F401  (each backend module registers itself)
-    for module in ("smc", "hmc", "fkc", "pf", "pmmh"):
-        try:
-            __import__(f"{__name__}.{module}")
-        except ModuleNotFoundError as e:
-            if e.name != f"{__name__}.{module}":
-                raise
+    """The method registered as `name`; every module of this package but the runtimes registers its own, so a
+    new method is one module."""
+    import importlib
+    import pkgutil
+    for m in pkgutil.iter_modules(__path__):
+        if not m.name.endswith("runtime"):
+            importlib.import_module(f"{__name__}.{m.name}")
     if name not in METHODS:
         raise UnknownNameError(f"unknown method {name!r}; choose one of {', '.join(sorted(METHODS))}")
     return METHODS[name]
