@@ -1,9 +1,33 @@
 """`ppl.sample`: compile a target, lower it to a runtime, run a method, return a `Result`."""
+import inspect
+import numbers
 import time
 
 from .backends import get_method, get_runtime
 from .compiler import compile
-from .errors import PlanError
+from .errors import PlanError, UnknownNameError, ValueRangeError
+
+
+def _integer(value, what, low, high=None):
+    """value as an int in [low, high), or a ValueRangeError naming `what` (no bools, floats or strings)."""
+    if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < low or \
+            (high is not None and value >= high):
+        bound = f">= {low}" + (f" and < {high}" if high is not None else "")
+        raise ValueRangeError(f"{what} must be an integer {bound}, got {value!r}")
+    return int(value)
+
+
+def _check_options(method, run, options):
+    """Options the method's `run` does not take, named with the ones it does (a method that forwards
+    **options checks them itself)."""
+    params = inspect.signature(run).parameters
+    if any(p.kind == p.VAR_KEYWORD for p in params.values()):
+        return
+    unknown = sorted(set(options) - set(params))
+    if unknown:
+        known = [n for n in params if n not in ("compiled", "plan", "rt", "key", "particles", "progress")]
+        raise UnknownNameError(f"method {method!r} has no option(s) {', '.join(unknown)}; its options: "
+                               f"{', '.join(known)}")
 
 
 def sample(target, method="is", runtime="numpyro", device="cpu", particles=10_000, seed=0, reference=None,
@@ -14,6 +38,9 @@ def sample(target, method="is", runtime="numpyro", device="cpu", particles=10_00
     proposal; `fold=False` keeps Gaussian factors unmerged. Other options go to the method.
     """
     run = get_method(method)
+    seed = _integer(seed, "seed", 0, 2 ** 63)
+    particles = _integer(particles, "particles", 1)
+    _check_options(method, run, options)
     rt = get_runtime(runtime, device)
     compiled = compile(target, reference=reference, fold=fold)
     allowed = getattr(compiled, "methods", None)

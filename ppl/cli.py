@@ -16,6 +16,7 @@ from .errors import PPLError
 def _parser():
     p = argparse.ArgumentParser(prog="ppl", description="Declare a target distribution in a .ppl file; get "
                                                         "samples and log Z back.")
+    p.add_argument("--version", action="version", version=f"%(prog)s {_version()}")
     sub = p.add_subparsers(dest="command", required=True)
 
     def common(sp):
@@ -57,7 +58,7 @@ def graph_text(g):
 def _run(prog, args):
     name = args.target or prog.default_name()
     spec = prog.run_spec(name)
-    method = args.method or (spec.method if spec else "is")
+    method = args.method if args.method is not None else (spec.method if spec else "is")
     options = dict(spec.options) if spec and spec.method == method else \
         {k: v for k, v in (spec.options if spec else {}).items() if k in ("reference", "fold", "particles", "seed")}
     options.update(method=method, seed=args.seed)
@@ -110,6 +111,14 @@ def main(argv=None):
         print("interrupted", file=sys.stderr)
         return 130
     return 0
+
+
+def _version():
+    from importlib.metadata import PackageNotFoundError, version
+    try:
+        return version("ppl")
+    except PackageNotFoundError:
+        return "unknown (not installed)"
 
 
 def _read(path):

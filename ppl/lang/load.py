@@ -11,7 +11,7 @@ import os
 import numpy as np
 
 from .. import math as pm
-from ..errors import PPLError, SourceError
+from ..errors import PPLError, SourceError, ValueRangeError
 from ..target import Reward, geometric
 from . import syntax as S
 from .interpret import Interpreter, scalar
@@ -314,6 +314,8 @@ def load_ppl(path_or_text, data=None, allow_python=False, filename=None, **value
     Returns a `PPLFile`: `.targets`, `.models`, `.target(name)`, `.compile(name)`, `.sample(name, **options)`.
     `use NAME from "module:attr"` is refused unless `allow_python=True`.
     """
+    if not isinstance(allow_python, bool):
+        raise ValueRangeError(f"allow_python must be True or False, got {allow_python!r}")
     text = path_or_text
     if isinstance(path_or_text, os.PathLike) or (isinstance(path_or_text, str) and "\n" not in path_or_text
                                                  and path_or_text.endswith(".ppl")):

@@ -1,0 +1,61 @@
+"""Bad input to the Python API and the command line: a PPLError naming the problem (exit 2 from the CLI), never a
+traceback or a silently wrong number (issue 14)."""
+import pytest
+
+import ppl
+from ppl.cli import main
+
+TARGET = ppl.model(x=ppl.Normal(0.0, 1.0), y=lambda x: ppl.Normal(x, 1.0)).condition(y=0.5)
+PROGRAM = "model m { x ~ normal(0, 1) }\nsample m with is(particles = 100)\n"
+
+
+@pytest.mark.parametrize("particles", [0, -1, 2.5, "100", True, None])
+def test_particles_must_be_a_positive_integer(particles):
+    with pytest.raises(ppl.ValueRangeError, match="particles must be an integer >= 1"):
+        ppl.sample(TARGET, particles=particles)
+
+
+@pytest.mark.parametrize("seed", [None, "abc", 2 ** 70, 2 ** 63, 1.5, -1, False])
+def test_seed_must_be_an_integer_in_range(seed):
+    with pytest.raises(ppl.ValueRangeError, match="seed must be an integer >= 0 and < 9223372036854775808"):
+        ppl.sample(TARGET, particles=10, seed=seed)
+
+
+def test_unknown_options_are_named_with_the_known_ones():
+    with pytest.raises(ppl.UnknownNameError, match=r"method 'is' has no option\(s\) stepz; its options: batch_size"):
+        ppl.sample(TARGET, method="is", particles=10, stepz=3)
+    with pytest.raises(ppl.UnknownNameError, match=r"method 'smc' has no option\(s\) kernal; its options: runs, "
+                                                   r"kernel, kernel_options"):
+        ppl.sample(TARGET, method="smc", particles=100, kernal="mala")
+
+
+@pytest.mark.parametrize("particles", [2, 3, 9])
+def test_smc_refuses_too_few_particles(particles):
+    with pytest.raises(ppl.ValueRangeError, match="SMC needs particles >= 10"):
+        ppl.sample(TARGET, method="smc", particles=particles)
+
+
+@pytest.mark.parametrize("flag", ["False", "yes", 1, None])
+def test_allow_python_takes_only_a_bool(flag):
+    with pytest.raises(ppl.ValueRangeError, match="allow_python must be True or False"):
+        ppl.load_ppl(PROGRAM, allow_python=flag)
+
+
+@pytest.mark.parametrize("args, message", [
+    (["--method", ""], "unknown method ''"),
+    (["--seed", str(2 ** 63)], "seed must be an integer"),
+    (["--particles", "0"], "particles must be an integer >= 1"),
+    (["--method", "smc", "--particles", "3"], "SMC needs particles >= 10"),
+])
+def test_cli_bad_run_options_exit_2(tmp_path, capsys, args, message):
+    program = tmp_path / "m.ppl"
+    program.write_text(PROGRAM)
+    assert main(["run", str(program)] + args) == 2
+    err = capsys.readouterr().err
+    assert message in err and "Traceback" not in err
+
+
+def test_cli_version(capsys):
+    with pytest.raises(SystemExit) as e:
+        main(["--version"])
+    assert e.value.code == 0 and capsys.readouterr().out.startswith("ppl ")
