@@ -59,3 +59,10 @@ def test_cli_version(capsys):
     with pytest.raises(SystemExit) as e:
         main(["--version"])
     assert e.value.code == 0 and capsys.readouterr().out.startswith("ppl ")
+
+
+@pytest.mark.parametrize("value, what", [("3", "strings"), (True, "booleans"), ([1, "2"], "strings"),
+                                         ([[1, 2], [3]], "not numbers")])
+def test_int_data_must_be_numbers(value, what):
+    with pytest.raises(ppl.SourceError, match=f"data 'N' is declared int but its value is {what}"):
+        ppl.load_ppl("data N : int\nmodel m { x ~ normal(0, 1) }\n", data={"N": value})

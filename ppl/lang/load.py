@@ -164,9 +164,13 @@ class Loader:
             raise self.src.error(typ, f"data must be int or real (with dimensions), not {tname}")
         value = self.given[name]
         try:
-            arr = np.asarray(value, dtype=np.float64)
+            kind = np.asarray(value).dtype.kind
         except (TypeError, ValueError):
-            raise self.src.error(node, f"data {name!r} is not numeric") from None
+            kind = "O"
+        if kind not in "iuf":   # no strings ("3"), booleans (true) or ragged lists, even where numpy would convert
+            what = {"b": "booleans", "U": "strings", "S": "strings"}.get(kind, "not numbers")
+            raise self.src.error(node, f"data {name!r} is declared {tname} but its value is {what}: {value!r:.60}")
+        arr = np.asarray(value, dtype=np.float64)
         shape = self.constants.shape(dims, dict(self.out.data), "numpy") if dims else ()
         if arr.shape != shape:
             raise self.src.error(typ, f"data {name!r} has shape {arr.shape}, but its declaration says {shape}")
