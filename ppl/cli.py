@@ -8,6 +8,7 @@
 Errors in the program print `file:line:col: message`, the line and a caret, and exit with status 2.
 """
 import argparse
+import os
 import sys
 
 from .errors import PPLError
@@ -33,7 +34,7 @@ def _parser():
     run.add_argument("--device", help="cpu or cuda (default cpu)")
     run.add_argument("--particles", type=int, help="number of particles / draws")
     run.add_argument("--seed", type=int, default=0)
-    run.add_argument("--out", help="save the result as ArviZ NetCDF")
+    run.add_argument("--out", help="save the result as NetCDF (.nc): ArviZ InferenceData that ppl.load reads back")
     run.add_argument("--plot", help="save a figure of the result")
     check = sub.add_parser("check", help="parse and check a program")
     common(check)
@@ -55,7 +56,23 @@ def graph_text(g):
     return "\n".join(lines)
 
 
+def _check_output(path, what, extensions):
+    """Refuse an output path before a run, not after it: its folder must exist and its extension be known."""
+    folder = os.path.dirname(os.path.abspath(path))
+    if not os.path.isdir(folder):
+        raise PPLError(f"{what} {path}: the folder {folder} does not exist")
+    ext = os.path.splitext(path)[1].lstrip(".").lower()
+    if ext not in extensions:
+        raise PPLError(f"{what} {path}: unknown extension {'.' + ext if ext else '(none)'}; use one of "
+                       f"{', '.join('.' + e for e in sorted(extensions))}")
+
+
 def _run(prog, args):
+    if args.out:
+        _check_output(args.out, "--out", {"nc"})
+    if args.plot:
+        from matplotlib.backend_bases import FigureCanvasBase
+        _check_output(args.plot, "--plot", set(FigureCanvasBase.get_supported_filetypes()))
     name = args.target or prog.default_name()
     spec = prog.run_spec(name)
     method = args.method if args.method is not None else (spec.method if spec else "is")
@@ -77,14 +94,11 @@ def _run(prog, args):
         print(f"log Z = {result.log_z:.6g}{se}")
     print(f"method {method} on {options['runtime']}, {getattr(result, 'wall_time', float('nan')):.2f} s")
     if args.out:
-        result.to_arviz().to_netcdf(args.out)
+        result.save(args.out)
         print(f"saved {args.out}")
     if args.plot:
-        if hasattr(result, "plot"):
-            result.plot(args.plot)
-            print(f"saved {args.plot}")
-        else:
-            print("plotting is unavailable in this version (Result has no plot method)", file=sys.stderr)
+        result.plot(args.plot)
+        print(f"saved {args.plot}")
 
 
 def main(argv=None):

@@ -9,6 +9,7 @@ user) plus what a `Result` needs to come back unchanged:
   arrays) and the original shapes of the `sample_stats` arrays.
 """
 import json
+import os
 import warnings
 
 import numpy as np
@@ -46,6 +47,9 @@ def _decode(x):
 def save(result, path):
     """Write `result` to the NetCDF file `path`; returns `path`."""
     import xarray as xr
+    folder = os.path.dirname(os.path.abspath(str(path)))
+    if not os.path.isdir(folder):
+        raise PPLError(f"cannot save a result to {path!s}: the folder {folder} does not exist")
     idata = result.to_arviz()
     meta = {"method": result.method, "runtime": result.runtime, "device": str(result.device),
             "log_z": result.log_z, "log_z_se": result.log_z_se, "wall_time": result.wall_time, "seed": result.seed,

@@ -66,3 +66,33 @@ def test_cli_version(capsys):
 def test_int_data_must_be_numbers(value, what):
     with pytest.raises(ppl.SourceError, match=f"data 'N' is declared int but its value is {what}"):
         ppl.load_ppl("data N : int\nmodel m { x ~ normal(0, 1) }\n", data={"N": value})
+
+
+@pytest.mark.parametrize("args, message", [
+    (["--out", "missing_dir/r.nc"], "the folder"),
+    (["--out", "r.csv"], "unknown extension .csv; use one of .nc"),
+    (["--plot", "missing_dir/p.png"], "the folder"),
+    (["--plot", "p.xyz"], "unknown extension .xyz"),
+])
+def test_cli_checks_output_paths_before_the_run(tmp_path, capsys, monkeypatch, args, message):
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "m.ppl").write_text(PROGRAM)
+    assert main(["run", "m.ppl"] + args) == 2
+    captured = capsys.readouterr()
+    assert message in captured.err and "log Z" not in captured.out     # refused before sampling
+
+
+def test_cli_output_loads_with_ppl_and_arviz(tmp_path, monkeypatch):
+    import arviz as az
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "m.ppl").write_text(PROGRAM)
+    assert main(["run", "m.ppl", "--out", "r.nc"]) == 0
+    r = ppl.load("r.nc")
+    assert r.method == "is" and r.log_z is not None and r.samples["x"].shape == (1, 100)
+    assert "x" in az.from_netcdf("r.nc").posterior
+
+
+def test_save_to_a_missing_folder(tmp_path):
+    r = ppl.sample(TARGET, particles=10)
+    with pytest.raises(ppl.PPLError, match="the folder .* does not exist"):
+        r.save(tmp_path / "nope" / "r.nc")
