@@ -306,6 +306,8 @@ class Program:
         return self._sample_reference(key, n=n)
 
     def _sample(self, key, n):
+        if self.dim == 0:   # nothing latent: every particle is the empty point
+            return self.rt.xp.zeros((n, 0))
         values, _ = self.ev.run(SampleBatched(self.ev, key, n))
         return self._unconstrain(values)
 

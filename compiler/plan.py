@@ -10,7 +10,7 @@ so tempering π_β ∝ π0 · L^β never scales the reference: β = 0 is proper.
 """
 import numpy as np
 
-from ..errors import NameResolutionError, PlanError, ShapeError, SupportError
+from ..errors import NameResolutionError, PlanError, ShapeError, SupportError, UserFunctionError
 from ..target import Model, Target
 from .gaussian import fold_gaussians
 from .graph import build_graph, evaluation_order, readable
@@ -114,6 +114,11 @@ class Compiled:
                                  f"distribution has shape {shape}", site=t.site)
         elif t.kind in ("reward", "energy", "factor"):
             value = d
+            kind = np.asarray(value).dtype.kind if isinstance(value, (int, float, np.ndarray, np.generic)) else "O"
+            if kind not in "biuf":
+                what = {"reward": "a reward", "energy": "an energy", "factor": "a factor"}[t.kind]
+                raise UserFunctionError(f"{what} must return one real per particle; {t.label} returned "
+                                        f"{type(value).__name__} {value!r:.40}")
             if np.shape(value) != ():
                 what = {"reward": "a reward", "energy": "an energy", "factor": "a factor"}[t.kind]
                 raise ShapeError(f"{what} must return one real per particle; {t.label} returned shape "

@@ -8,7 +8,7 @@
 """
 from . import math
 from .errors import (InferenceError, NameResolutionError, PlanError, PPLError, ShapeError, SourceError,
-                     SupportError, UnknownNameError, ValueRangeError)
+                     SupportError, UnknownNameError, UserFunctionError, ValueRangeError)
 from .stdlib.distributions import (Bernoulli, Beta, Binomial, Categorical, Cauchy, Dirichlet, Distribution,
                                    Exponential, Flat, Gamma, HalfCauchy, HalfNormal, InverseGamma, Laplace,
                                    LogNormal, MultivariateNormal, Normal, Poisson, StudentT, Uniform)
@@ -28,7 +28,8 @@ __all__ = [
     "Model", "Distribution", "Normal", "HalfNormal", "HalfCauchy", "Cauchy", "StudentT", "LogNormal",
     "Exponential", "Gamma", "InverseGamma", "Beta", "Uniform", "Laplace", "Dirichlet", "MultivariateNormal",
     "Bernoulli", "Binomial", "Poisson", "Categorical", "Flat", "PPLError", "NameResolutionError", "ShapeError",
-    "SupportError", "ValueRangeError", "PlanError", "UnknownNameError", "InferenceError", "SourceError",
+    "SupportError", "ValueRangeError", "UserFunctionError", "PlanError", "UnknownNameError", "InferenceError",
+    "SourceError",
     "load_ppl", "parse", "load",
     "diffusion", "train_score", "VPSDE", "VESDE", "GaussianMixture",
 ]

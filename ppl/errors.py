@@ -37,6 +37,10 @@ class UnknownNameError(PPLError):
     """An unknown distribution, method, runtime, resampler or option."""
 
 
+class UserFunctionError(PPLError):
+    """A user function (a site, a reward, an energy) raised or returned something it must not."""
+
+
 class InferenceError(PPLError):
     """A run failed loudly: every weight vanished, the schedule stalled, non-finite densities."""
 

@@ -23,7 +23,7 @@ import numbers
 
 import numpy as np
 
-from .errors import NameResolutionError, ValueRangeError, PPLError
+from .errors import NameResolutionError, PPLError, UserFunctionError, ValueRangeError
 from .stdlib.distributions import Distribution
 
 
@@ -44,8 +44,28 @@ def arg_names(fn, what):
     if not callable(fn):
         raise PPLError(f"{what} must be callable, got {type(fn).__name__}")
     params = inspect.signature(fn).parameters.values()
+    if any(p.kind in (p.VAR_POSITIONAL, p.VAR_KEYWORD) for p in params):
+        raise PPLError(f"{what} reads sites by its argument names; *args / **kwargs name none "
+                       f"(write e.g. lambda x, y: ...)")
     return tuple(p.name for p in params if p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY)
                  and p.default is inspect.Parameter.empty)
+
+
+NUMPY_HINT = ("; numpy functions (np.sin, np.exp, ...) cannot run on the runtime's arrays (JAX tracers, torch "
+              "tensors under vmap): use ppl.math (ppl.math.sin, ppl.math.exp, ...)")
+
+
+def call_user(fn, kwargs, what, site=None):
+    """fn(**kwargs) for a user function: an exception it raises becomes a `UserFunctionError` naming `what`
+    (with a hint when numpy met a runtime array)."""
+    try:
+        return fn(**kwargs)
+    except PPLError:
+        raise
+    except Exception as e:  # noqa: BLE001 (anything user code raises)
+        text = f"{type(e).__name__}: {e}"
+        hint = NUMPY_HINT if "Tracer" in type(e).__name__ or "__array__" in text or "data pointer" in text else ""
+        raise UserFunctionError(f"{what} raised {text}{hint}", site=site) from e
 
 
 class Site:
@@ -66,7 +86,7 @@ class Site:
             self.parents = tuple(parents) if parents is not None else arg_names(fn, f"{kind} site")
 
     def __call__(self, env):
-        return self.fn(**{p: env[p] for p in self.parents})
+        return call_user(self.fn, {p: env[p] for p in self.parents}, f"{self.kind} site {self.name!r}", self.name)
 
     def named(self, name):
         """This site as it is called `name` in a model (a copy: one site object may serve several models)."""
@@ -275,7 +295,7 @@ class Reward:
         self.name = name or getattr(fn, "__name__", kind)
 
     def __call__(self, env):
-        return self.fn(**{p: env[p] for p in self.parents})
+        return call_user(self.fn, {p: env[p] for p in self.parents}, f"{self.kind} {self.name}")
 
 
 class Tilt(Target):

@@ -5,7 +5,9 @@ batch `shape`. `lower(rt)` builds the same family from the runtime's own library
 (`numpyro.distributions` or `pyro.distributions`), so log densities, samplers and
 supports are NumPyro's and Pyro's, not ours.
 """
-from ..errors import UnknownNameError, PPLError
+import numbers
+
+from ..errors import PPLError, UnknownNameError, ValueRangeError
 
 #: name in the `.ppl` language -> (class name shared by numpyro/pyro, positional parameter names)
 FAMILIES = {
@@ -51,6 +53,11 @@ class Distribution:
     def __init__(self, family, params, shape=()):
         self.family, self.params = family, dict(params)
         self.shape = (shape,) if isinstance(shape, int) else tuple(shape)
+        if any(isinstance(n, bool) or not isinstance(n, numbers.Integral) or n < 0 for n in self.shape):
+            raise ValueRangeError(f"{family}: shape must be non-negative integers, got {shape!r}")
+        for k, v in self.params.items():
+            if k != "support" and (v is None or isinstance(v, (str, bytes))):
+                raise ValueRangeError(f"{family}: parameter {k} must be a number or an array, got {v!r}")
 
     @property
     def is_discrete(self):

@@ -1,5 +1,6 @@
 """Bad input to the Python API and the command line: a PPLError naming the problem (exit 2 from the CLI), never a
 traceback or a silently wrong number (issue 14)."""
+import numpy as np
 import pytest
 
 import ppl
@@ -96,3 +97,43 @@ def test_save_to_a_missing_folder(tmp_path):
     r = ppl.sample(TARGET, particles=10)
     with pytest.raises(ppl.PPLError, match="the folder .* does not exist"):
         r.save(tmp_path / "nope" / "r.nc")
+
+
+P = ppl.model(x=ppl.Normal(0.0, 1.0))
+
+
+def _raise(x):
+    return 1 / 0
+
+
+@pytest.mark.parametrize("runtime", ["numpyro", "pyro"])
+@pytest.mark.parametrize("reward, error, message", [
+    (lambda x: "a", ppl.UserFunctionError, "a reward must return one real per particle; reward <lambda> returned str"),
+    (lambda x: None, ppl.UserFunctionError, "returned NoneType"),
+    (_raise, ppl.UserFunctionError, "reward _raise raised ZeroDivisionError: division by zero"),
+    (lambda x: np.sin(x), ppl.UserFunctionError, "use ppl.math"),
+])
+def test_user_functions_fail_by_name(runtime, reward, error, message):
+    with pytest.raises(error, match=message):
+        ppl.sample(P.tilt(reward), particles=10, runtime=runtime)
+
+
+def test_rewards_read_sites_by_name():
+    with pytest.raises(ppl.PPLError, match=r"\*args / \*\*kwargs name none"):
+        P.tilt(lambda *a: 0.0)
+
+
+def test_bad_distribution_arguments():
+    with pytest.raises(ppl.ValueRangeError, match="parameter loc must be a number or an array, got 'a'"):
+        ppl.Normal("a", 1.0)
+    with pytest.raises(ppl.ValueRangeError, match=r"shape must be non-negative integers, got \(-1,\)"):
+        ppl.Normal(0.0, 1.0, shape=(-1,))
+
+
+def test_a_target_with_nothing_latent():
+    """Importance sampling gives its exact log Z (every particle is the empty point); SMC has nothing to move."""
+    target = ppl.model(y=ppl.Normal(0.0, 1.0)).condition(y=0.3)
+    r = ppl.sample(target, particles=10)
+    assert r.log_z == pytest.approx(-0.5 * np.log(2 * np.pi) - 0.045, abs=1e-5)
+    with pytest.raises(ppl.PPLError, match="no latent sites"):
+        ppl.sample(target, method="smc", particles=10)
