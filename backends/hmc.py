@@ -29,6 +29,7 @@ from ..result import Result
 from . import method
 
 RHAT_MAX, ESS_PER_CHAIN_MIN, EBFMI_MIN = 1.01, 100, 0.3
+MIN_DRAWS = 4   # per chain: ArviZ's split R-hat, ESS and E-BFMI need a few
 OPTIONS = ("num_warmup", "num_samples", "chains", "target_accept", "max_tree_depth", "num_steps", "dense_mass")
 
 
@@ -136,8 +137,12 @@ def _run(kind, compiled, rt, key, particles, progress, num_warmup=1000, num_samp
                                f"its options: {', '.join(OPTIONS)}")
     chains = _count(chains, "chains", 1)
     warmup = _count(num_warmup, "num_warmup", 0)
-    draws = _count(num_samples if num_samples is not None else math.ceil(_count(particles, "particles", 1) / chains),
-                   "num_samples", 1)
+    draws = num_samples if num_samples is not None else math.ceil(_count(particles, "particles", 1) / chains)
+    if isinstance(draws, int) and draws < MIN_DRAWS:
+        raise ValueRangeError(f"{kind} needs at least {MIN_DRAWS} draws per chain for its diagnostics (R-hat, ESS, "
+                              f"E-BFMI), got {draws}" + ("" if num_samples is not None else
+                                                         f" (particles={particles} over chains={chains})"))
+    draws = _count(draws, "num_samples", MIN_DRAWS)
     max_tree_depth = _count(max_tree_depth, "max_tree_depth", 1)
     if num_steps is not None:
         num_steps = _count(num_steps, "num_steps", 1)

@@ -137,3 +137,10 @@ def test_a_target_with_nothing_latent():
     assert r.log_z == pytest.approx(-0.5 * np.log(2 * np.pi) - 0.045, abs=1e-5)
     with pytest.raises(ppl.PPLError, match="no latent sites"):
         ppl.sample(target, method="smc", particles=10)
+
+
+@pytest.mark.parametrize("runtime", ["numpyro", "pyro"])
+@pytest.mark.parametrize("particles", [1, 2, 12])
+def test_nuts_with_too_few_draws(runtime, particles):
+    with pytest.raises(ppl.ValueRangeError, match="nuts needs at least 4 draws per chain"):
+        ppl.sample(P, method="nuts", runtime=runtime, particles=particles, chains=4, num_warmup=10)
