@@ -50,7 +50,7 @@ def test_nuts_result_has_loo_and_waic(tmp_path):
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         waic, loo = az.waic(idata), az.loo(idata)
-    assert waic.elpd_waic == pytest.approx(lppd - np.sum(np.var(flat, axis=0)), abs=1e-6)
+    assert waic.elpd_waic == pytest.approx(lppd - np.sum(np.var(flat, axis=0)), abs=1e-4)  # float32 log-likelihoods
     assert np.isfinite(loo.elpd_loo) and abs(loo.elpd_loo - waic.elpd_waic) < 1.0
     back = ppl.load(r.save(tmp_path / "r.nc"))
     np.testing.assert_allclose(back.log_likelihood["y"], ll)
