@@ -11,7 +11,7 @@ import numpy as np
 
 from ..errors import PlanError, PPLError
 from ..stdlib.distributions import Distribution, per_particle, repeated
-from .shapes import Support
+from .shapes import Support, check_size
 
 
 def support_name(constraint):
@@ -130,8 +130,13 @@ class Handler:
         return node.model.sites[node.name](self.ev.env(node.model, values, dets))
 
     def reference(self, node, values, dets):
-        """The runtime distribution of the latent site's reference factor."""
-        return self.ev.spec(node.term, self.ev.env(node.term.model, values, dets)).lower(self.rt)
+        """The runtime distribution of the latent site's reference factor (an error in building it names the
+        site)."""
+        try:
+            return self.ev.spec(node.term, self.ev.env(node.term.model, values, dets)).lower(self.rt)
+        except PPLError as e:
+            e.site = e.site or node.name
+            raise
 
     def latent(self, node, values, dets):
         raise NotImplementedError
@@ -157,6 +162,7 @@ class Constrain(Handler):
         if self.build:
             shape = tuple(d.batch_shape) + tuple(d.event_shape)
             ushape = tuple(tr.inverse_shape(shape))
+            check_size(f"latent site {node.name!r} of shape {shape}", int(np.prod(shape, dtype=float)), site=node.name)
             e = self.layout[node.name] = {"shape": shape, "ushape": ushape, "offset": self.offset,
                                           "size": int(np.prod(ushape, dtype=int)), "support": support_name(d.support),
                                           "from": t.label}
@@ -251,6 +257,9 @@ class Program:
         """(log π0(z) + log|det J|, log L(z)) for one particle z [D]."""
         values, dets, ldj, dists, _ = self.ev.latent_values(z, self.layout)
         terms, _ = self.ev.term_values(values, dets, dists)
+        if not terms:   # an empty target: density 1
+            zero = self.rt.xp.zeros(())
+            return zero + ldj, zero
         t = self.rt.xp.stack([self.rt.asarray(v) if isinstance(v, float) else v for v in terms])
         return (t * self._ref_coef).sum() + ldj, (t * self._rest_coef).sum()
 

@@ -45,6 +45,8 @@ class Compiled:
             raise PlanError(f"expected a target (ppl.model(...) or an expression of targets), got {type(target).__name__}")
         self.target = target.folded()
         terms = expand(self.target)
+        if not terms:
+            raise PlanError(f"the target {self.target.describe()} has no sites and no factors: nothing to sample")
         self.models = list({id(m): m for m in self.target.models()}.values())
         latent = list(dict.fromkeys(n for m in self.models for n, s in m.sites.items()
                                     if s.kind == "latent" and n not in m.observed))

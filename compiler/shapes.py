@@ -11,12 +11,29 @@ plan of a target is the same whichever runtime will run it.
 import contextlib
 import contextvars
 import functools
+import os
 
 import numpy as np
 
-from ..errors import PPLError
+from ..errors import PPLError, ShapeError
 from ..math import _NUMPY
 from ..stdlib.distributions import PARAM_EVENT_DIMS
+
+
+def memory_bytes():
+    """This machine's physical memory (None where the OS does not say)."""
+    try:
+        return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+    except (AttributeError, ValueError, OSError):
+        return None
+
+
+def check_size(what, elements, bytes_per_element=4, hint="", site=None):
+    """Refuse an array of `elements` numbers that cannot fit in this machine's memory, before allocating it."""
+    total, memory = elements * bytes_per_element, memory_bytes()
+    if memory is not None and total > memory:
+        raise ShapeError(f"{what} needs {elements:.3g} numbers ({total / 2 ** 30:.3g} GiB), more than this "
+                         f"machine's memory ({memory / 2 ** 30:.3g} GiB){hint}", site=site)
 
 
 _TRACING = contextvars.ContextVar("ppl_shape_trace", default=False)

@@ -5,6 +5,7 @@ import time
 
 from .backends import get_method, get_runtime
 from .compiler import compile
+from .compiler.shapes import check_size
 from .errors import PlanError, UnknownNameError, ValueRangeError
 
 
@@ -46,6 +47,10 @@ def sample(target, method="is", runtime="numpyro", device="cpu", particles=10_00
     allowed = getattr(compiled, "methods", None)
     if allowed is not None and method not in allowed:
         raise PlanError(f"the target contains {compiled.what}; sample it with method={allowed[0]!r}, not {method!r}")
+    dim = getattr(compiled, "dim", None)
+    if dim:
+        check_size(f"{particles} particles of dimension {dim}", particles * dim,
+                   hint="; use fewer particles" + (" or batch_size=" if method in ("is", "smc") else ""))
     start = time.perf_counter()
     result = run(compiled, rt, rt.key(seed), particles=particles, progress=progress, **options)
     result.wall_time = time.perf_counter() - start

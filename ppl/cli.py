@@ -138,10 +138,12 @@ def _version():
 def _read(path):
     from .errors import SourceError
     try:
-        with open(path) as f:
+        with open(path, encoding="utf-8") as f:
             return f.read()
     except OSError as e:
         raise SourceError(f"cannot read program: {e.strerror}", filename=path) from None
+    except UnicodeDecodeError:
+        raise SourceError("cannot read program: not a UTF-8 text file", filename=path) from None
 
 
 if __name__ == "__main__":

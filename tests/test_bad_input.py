@@ -144,3 +144,32 @@ def test_a_target_with_nothing_latent():
 def test_nuts_with_too_few_draws(runtime, particles):
     with pytest.raises(ppl.ValueRangeError, match="nuts needs at least 4 draws per chain"):
         ppl.sample(P, method="nuts", runtime=runtime, particles=particles, chains=4, num_warmup=10)
+
+
+@pytest.mark.parametrize("program, data, message", [
+    (b"\x89PNG\x00\xff binary", None, "m.ppl: cannot read program: not a UTF-8 text file"),
+    (b"model m {}\nsample m with is(particles = 10)\n", None, "m.ppl: the target m has no sites and no factors"),
+    (b"model m { x ~ normal(0, 1) [1e400] }\n", None, "m.ppl:1:29: a dimension must be a non-negative integer"),
+    (b"data y : real\nmodel m { x ~ normal(0, 1) }\n", "[" * 100000 + "]" * 100000,
+     "cannot read data file: nested too deeply"),
+    (b"model m { x ~ normal(0, 1) [100000000000] }\n", None, "m.ppl:1:11: latent site 'x' of shape (100000000000,) "
+                                                            "needs 1e+11 numbers"),
+    (b"data y : real[3]\nmodel m { s ~ half_normal(y) [2] }\n", '{"y": [1, 2, 3]}',
+     "m.ppl:2:11: a distribution with batch shape (3,) cannot be expanded to shape (2,)"),
+])
+def test_cli_bad_programs_exit_2_with_a_location(tmp_path, capsys, monkeypatch, program, data, message):
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "m.ppl").write_bytes(program)
+    args = ["run", "m.ppl"]
+    if data is not None:
+        (tmp_path / "d.json").write_text(data if data.startswith("{") else '{"y": ' + data + "}")
+        args += ["--data", "d.json"]
+    assert main(args) == 2
+    err = capsys.readouterr().err
+    assert message in err and "Traceback" not in err
+
+
+def test_particles_that_cannot_fit_in_memory_are_refused():
+    wide = ppl.model(x=ppl.Normal(0.0, 1.0, shape=(10 ** 6,)))
+    with pytest.raises(ppl.ShapeError, match=r"100000 particles of dimension 1000000 needs 1e\+11 numbers"):
+        ppl.sample(wide, particles=10 ** 5)

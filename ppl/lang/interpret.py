@@ -5,6 +5,7 @@ runtime of its input arrays through `ppl.math` (`fw` is "numpy" for data and con
 inside a runtime, which vmaps it over particles). Indices are 1-based and slices `a:b` include both
 ends, as in Stan. Loops of more than `UNROLL` iterations become a runtime scan.
 """
+import math
 import sys
 
 import numpy as np
@@ -38,13 +39,13 @@ def concrete_int(v):
         return None
     if isinstance(v, int):
         return v
-    if isinstance(v, float) and v.is_integer():
+    if isinstance(v, float) and math.isfinite(v) and v.is_integer():
         return int(v)
     try:
         a = np.asarray(v)
     except Exception:  # a tracer or a tensor under vmap
         return None
-    if a.ndim == 0 and a.dtype.kind in "iuf" and float(a) == int(a):
+    if a.ndim == 0 and a.dtype.kind in "iuf" and math.isfinite(float(a)) and float(a) == int(a):
         return int(a)
     return None
 

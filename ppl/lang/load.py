@@ -118,10 +118,12 @@ def _read_data(data, filename):
         return {}
     if isinstance(data, (str, os.PathLike)):
         try:
-            with open(data) as f:
+            with open(data, encoding="utf-8") as f:
                 data = json.load(f)
-        except (OSError, ValueError) as e:
+        except (OSError, ValueError) as e:   # UnicodeDecodeError and JSONDecodeError are ValueErrors
             raise SourceError(f"cannot read data file: {e}", filename=str(data)) from None
+        except RecursionError:
+            raise SourceError("cannot read data file: nested too deeply", filename=str(data)) from None
     if not isinstance(data, dict):
         raise SourceError(f"data must be a JSON object (name -> value), got {type(data).__name__}",
                           filename=filename)
@@ -324,10 +326,12 @@ def load_ppl(path_or_text, data=None, allow_python=False, filename=None, **value
     if isinstance(path_or_text, os.PathLike) or (isinstance(path_or_text, str) and "\n" not in path_or_text
                                                  and path_or_text.endswith(".ppl")):
         try:
-            with open(path_or_text) as f:
+            with open(path_or_text, encoding="utf-8") as f:
                 text = f.read()
         except OSError as e:
             raise SourceError(f"cannot read program: {e.strerror}", filename=str(path_or_text)) from None
+        except UnicodeDecodeError:
+            raise SourceError("cannot read program: not a UTF-8 text file", filename=str(path_or_text)) from None
         filename = filename or str(path_or_text)
     filename = filename or "<string>"
     given = _read_data(data, filename)
