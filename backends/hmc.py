@@ -24,9 +24,9 @@ import warnings
 
 import numpy as np
 
-from ..errors import InferenceError, UnknownNameError, ValueRangeError
+from ..errors import InferenceError, ValueRangeError
 from ..result import Result
-from . import method
+from . import check_options, integer, method
 
 RHAT_MAX, ESS_PER_CHAIN_MIN, EBFMI_MIN = 1.01, 100, 0.3
 MIN_DRAWS = 4   # per chain: ArviZ's split R-hat, ESS and E-BFMI need a few
@@ -35,12 +35,6 @@ OPTIONS = ("num_warmup", "num_samples", "chains", "target_accept", "max_tree_dep
 
 class ConvergenceWarning(UserWarning):
     """The MCMC run shows signs of non-convergence (R-hat, ESS, divergences or E-BFMI)."""
-
-
-def _count(value, what, minimum):
-    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < minimum:
-        raise ValueRangeError(f"{what} must be an integer >= {minimum}, got {value!r}")
-    return int(value)
 
 
 def _initial_points(prog, rt, key, chains):
@@ -132,20 +126,18 @@ def _divergent_site(samples, diverging):
 
 def _run(kind, compiled, rt, key, particles, progress, num_warmup=1000, num_samples=None, chains=4,
          target_accept=0.8, max_tree_depth=10, num_steps=None, dense_mass=False, **unknown):
-    if unknown:
-        raise UnknownNameError(f"method {kind!r} has no option(s) {', '.join(sorted(unknown))}; "
-                               f"its options: {', '.join(OPTIONS)}")
-    chains = _count(chains, "chains", 1)
-    warmup = _count(num_warmup, "num_warmup", 0)
-    draws = num_samples if num_samples is not None else math.ceil(_count(particles, "particles", 1) / chains)
+    check_options(kind, unknown, OPTIONS)
+    chains = integer(chains, "chains", 1)
+    warmup = integer(num_warmup, "num_warmup", 0)
+    draws = num_samples if num_samples is not None else math.ceil(integer(particles, "particles", 1) / chains)
     if isinstance(draws, int) and draws < MIN_DRAWS:
         raise ValueRangeError(f"{kind} needs at least {MIN_DRAWS} draws per chain for its diagnostics (R-hat, ESS, "
                               f"E-BFMI), got {draws}" + ("" if num_samples is not None else
                                                          f" (particles={particles} over chains={chains})"))
-    draws = _count(draws, "num_samples", MIN_DRAWS)
-    max_tree_depth = _count(max_tree_depth, "max_tree_depth", 1)
+    draws = integer(draws, "num_samples", MIN_DRAWS)
+    max_tree_depth = integer(max_tree_depth, "max_tree_depth", 1)
     if num_steps is not None:
-        num_steps = _count(num_steps, "num_steps", 1)
+        num_steps = integer(num_steps, "num_steps", 1)
     if not 0.0 < float(target_accept) < 1.0:
         raise ValueRangeError(f"target_accept must be in (0, 1), got {target_accept!r}")
     prog = compiled.lower(rt)

@@ -33,9 +33,9 @@ from typing import Any, NamedTuple
 
 import numpy as np
 
-from ..errors import InferenceError, PPLError, UnknownNameError, ValueRangeError
+from ..errors import InferenceError, PPLError, ValueRangeError
 from ..result import Result
-from . import fk, method
+from . import check_options, fk, method
 from .kernels import Particles, cloud_cholesky, get_kernel
 from .runtime import batched
 
@@ -353,11 +353,8 @@ def run(compiled, rt, key, particles=10_000, progress=None, runs=1, **options):
     if particles < MIN_PARTICLES:
         raise ValueRangeError(f"SMC needs particles >= {MIN_PARTICLES}, got {particles}: with fewer, the adaptive "
                               f"temperatures, the ESS and log Z degenerate (2-3 particles gave log Z off by 10-20)")
-    unknown = sorted(set(options) - set(inspect.signature(SMC.__init__).parameters))
-    if unknown:
-        known = [n for n in inspect.signature(SMC.__init__).parameters if n not in ("self", "program")]
-        raise UnknownNameError(f"method 'smc' has no option(s) {', '.join(unknown)}; its options: runs, "
-                               f"{', '.join(known)}")
+    check_options("smc", options, ["runs"] + [n for n in inspect.signature(SMC.__init__).parameters
+                                              if n not in ("self", "program")])
     smc = _cached_smc(compiled, rt, options)
     keys = rt.split(key, runs)
     samples, log_w, log_z, rel_var = [], [], [], []

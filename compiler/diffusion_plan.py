@@ -54,7 +54,7 @@ class DiffusionPlan:
                 raise PlanError(f"diffusion models {first.name} ({first.sde!r}) and {b.name} ({b.sde!r}) use "
                                 f"different forward SDEs; FKC needs one SDE for all factors")
         self.sde, self.dim = first.sde, first.dim
-        self.graph = build_graph(target, [])
+        self.graph = build_graph(target, [], {})   # no models: a reward reads the site x itself
         self.total_beta = sum(beta for _, beta in self.bases)
         if self.total_beta <= 0:
             raise PlanError(f"the exponents of the diffusion bases sum to {self.total_beta:g} <= 0; the target "

@@ -63,15 +63,13 @@ def _node_of(key):
     return key[1] if key[0] == "latent" else f"{key[1]}.{key[2]}"
 
 
-def build_graph(target, terms, chosen=None, reference=None):
-    """The inference graph of a (folded) target; `terms` add the folded factors; `chosen` {site: term} marks
-    each latent site's reference factor, which then generates the site (an edge factor -> site instead of
-    site -> factor); `reference` is the user's reference model, outside the target."""
+def build_graph(target, terms, names, chosen=None, reference=None):
+    """The inference graph of a (folded) target; `terms` add the folded factors; `names` is what rewards read
+    (`readable`); `chosen` {site: term} marks each latent site's reference factor, which then generates the
+    site (an edge factor -> site instead of site -> factor); `reference` is the user's reference model,
+    outside the target."""
     g = nx.DiGraph()
     counter = [0]
-    models = list({id(m): m for m in target.models()}.values())
-    names = readable(models, [n for m in models for n, s in m.sites.items()
-                              if s.kind == "latent" and n not in m.observed])
 
     def combinator(label):
         counter[0] += 1

@@ -73,7 +73,7 @@ class Compiled:
         self.rest_coef = np.array([t.coef for t in terms]) - self.ref_coef
         self.readable = readable(self.models, latent)   # what rewards read, by name
         self._check_names()
-        self.graph = build_graph(self.target, terms, chosen, reference)
+        self.graph = build_graph(self.target, terms, self.readable, chosen, reference)
         self.order = evaluation_order(self.graph, chosen)
         self.layout = self._infer_layout()
 
@@ -116,13 +116,12 @@ class Compiled:
                                  f"distribution has shape {shape}", site=t.site)
         elif t.kind in ("reward", "energy", "factor"):
             value = d
+            what = {"reward": "a reward", "energy": "an energy", "factor": "a factor"}[t.kind]
             kind = np.asarray(value).dtype.kind if isinstance(value, (int, float, np.ndarray, np.generic)) else "O"
             if kind not in "biuf":
-                what = {"reward": "a reward", "energy": "an energy", "factor": "a factor"}[t.kind]
                 raise UserFunctionError(f"{what} must return one real per particle; {t.label} returned "
                                         f"{type(value).__name__} {value!r:.40}")
             if np.shape(value) != ():
-                what = {"reward": "a reward", "energy": "an energy", "factor": "a factor"}[t.kind]
                 raise ShapeError(f"{what} must return one real per particle; {t.label} returned shape "
                                  f"{tuple(np.shape(value))} (sum over the site's elements?)")
 

@@ -1,34 +1,19 @@
 """`ppl.sample`: compile a target, lower it to a runtime, run a method, return a `Result`."""
 import inspect
-import numbers
 import time
 
-from .backends import get_method, get_runtime
+from .backends import check_options, get_method, get_runtime, integer
 from .compiler import compile
 from .compiler.shapes import check_size
-from .errors import PlanError, UnknownNameError, ValueRangeError
-
-
-def _integer(value, what, low, high=None):
-    """value as an int in [low, high), or a ValueRangeError naming `what` (no bools, floats or strings)."""
-    if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < low or \
-            (high is not None and value >= high):
-        bound = f">= {low}" + (f" and < {high}" if high is not None else "")
-        raise ValueRangeError(f"{what} must be an integer {bound}, got {value!r}")
-    return int(value)
+from .errors import PlanError
 
 
 def _check_options(method, run, options):
-    """Options the method's `run` does not take, named with the ones it does (a method that forwards
-    **options checks them itself)."""
+    """Options the method's `run` does not take (a method that forwards **options checks them itself)."""
     params = inspect.signature(run).parameters
-    if any(p.kind == p.VAR_KEYWORD for p in params.values()):
-        return
-    unknown = sorted(set(options) - set(params))
-    if unknown:
-        known = [n for n in params if n not in ("compiled", "plan", "rt", "key", "particles", "progress")]
-        raise UnknownNameError(f"method {method!r} has no option(s) {', '.join(unknown)}; its options: "
-                               f"{', '.join(known)}")
+    if not any(p.kind == p.VAR_KEYWORD for p in params.values()):
+        check_options(method, options,
+                      [n for n in params if n not in ("compiled", "plan", "rt", "key", "particles", "progress")])
 
 
 def sample(target, method="is", runtime="numpyro", device="cpu", particles=10_000, seed=0, reference=None,
@@ -39,8 +24,8 @@ def sample(target, method="is", runtime="numpyro", device="cpu", particles=10_00
     proposal; `fold=False` keeps Gaussian factors unmerged. Other options go to the method.
     """
     run = get_method(method)
-    seed = _integer(seed, "seed", 0, 2 ** 63)
-    particles = _integer(particles, "particles", 1)
+    seed = integer(seed, "seed", 0, 2 ** 63)
+    particles = integer(particles, "particles", 1)
     _check_options(method, run, options)
     rt = get_runtime(runtime, device)
     compiled = compile(target, reference=reference, fold=fold)
