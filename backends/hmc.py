@@ -38,18 +38,25 @@ class ConvergenceWarning(UserWarning):
 
 
 def _initial_points(prog, rt, key, chains):
-    """`chains` reference draws at which the potential is finite, from 8 × chains candidates (one jit on JAX)."""
+    """One start per chain: the draw of highest target density among 8 reference draws (one jit on JAX);
+    a chain whose 8 draws all have a non-finite density takes the best unused finite draw of the others."""
     def candidates(key):
         z = prog.sample_reference(key, 8 * chains)
         ref, rest = rt.vmap(prog.log_parts)(z)
-        return z, rt.xp.isfinite(ref + rest)
-    z, finite = rt.jit(candidates)(key)
-    ok = np.flatnonzero(rt.to_numpy(finite))
-    if ok.size < chains:
-        raise InferenceError(f"NUTS/HMC: only {ok.size} of {8 * chains} draws from the reference have a finite "
+        return z, ref + rest
+    z, log_density = rt.jit(candidates)(key)
+    lp = np.asarray(rt.to_numpy(log_density), dtype=float)
+    lp[~np.isfinite(lp)] = -np.inf
+    finite = np.flatnonzero(lp > -np.inf)
+    if finite.size < chains:
+        raise InferenceError(f"NUTS/HMC: only {finite.size} of {8 * chains} draws from the reference have a finite "
                              f"target density; cannot start {chains} chains (check the target's support and "
                              f"parameters, or pass reference=... closer to the target)")
-    return rt.asarray(rt.to_numpy(z)[ok[:chains]])
+    best = 8 * np.arange(chains) + lp.reshape(chains, 8).argmax(axis=1)
+    empty = lp[best] == -np.inf
+    spare = [i for i in finite[np.argsort(-lp[finite])] if i not in best]
+    best[empty] = spare[:empty.sum()]
+    return rt.asarray(rt.to_numpy(z)[best])
 
 
 def _labelled(table, column):

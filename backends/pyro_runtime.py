@@ -306,13 +306,20 @@ class PyroRuntime(Runtime):
         (each seeded from `key`). Returns as NumPyro's (Pyro keeps no per-draw energy, tree size or acceptance
         probability: its acceptance rate per chain)."""
         from pyro.infer.mcmc import HMC, MCMC, NUTS
+        fixed_steps = num_steps
+
+        class FixedStepsHMC(HMC):
+            """HMC with `num_steps` leapfrog steps of the adapted step size, as NumPyro's (Pyro's HMC reads
+            num_steps as a trajectory length num_steps × the initial step size)."""
+            num_steps = property(lambda self: fixed_steps)
+
         zs, stats, steps, accept = [], {"diverging": [], "step_size": []}, [], []
         seeds = self.split(key, z0.shape[0])
         for c in range(z0.shape[0]):  # Pyro runs one chain per process; chains are few, particles are not
             common = dict(potential_fn=lambda params: potential(params["z"]), target_accept_prob=target_accept,
                           full_mass=dense_mass)
             kernel = (NUTS(max_tree_depth=max_tree_depth, **common) if kind == "nuts"
-                      else HMC(num_steps=num_steps, **common))
+                      else HMC(**common) if num_steps is None else FixedStepsHMC(**common))
             mcmc = MCMC(kernel, num_samples=draws, warmup_steps=warmup, initial_params={"z": z0[c]},
                         disable_progbar=not progress)
             with torch.random.fork_rng(devices=[]):

@@ -19,16 +19,18 @@ TARGET = (ppl.geometric(A, B, 0.5) ** 2).tilt(lambda x, y: 0.5 * x - y, lam=1.0)
 EXACT = {"x": (1.0, 0.8, 0.0), "y": (-0.5, 0.5, 0.0), "z": (1.25, 5 / 16, 1.2)}
 SIZES = {"numpyro": dict(num_warmup=300, num_samples=500, chains=4),
          "pyro": dict(num_warmup=150, num_samples=150, chains=2)}
+# Pyro's HMC at 150 + 150 draws: R-hat ≥ 1.05 on 2 of 12 seeds (z mixes slowly); at 300 + 300: 0 of 16, max 1.043
+SIZES_PYRO_HMC = dict(num_warmup=300, num_samples=300, chains=2)
 
 
 @pytest.mark.parametrize("method", ["nuts", "hmc"])
 def test_algebra_target_moments(runtime, method):
     """Mean within K MCSE (ArviZ); variance within K SE of a sample variance with the run's ESS."""
-    size = SIZES[runtime]
+    size = SIZES_PYRO_HMC if (runtime, method) == ("pyro", "hmc") else SIZES[runtime]
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", ConvergenceWarning)
         r = ppl.sample(TARGET, method=method, runtime=runtime, seed=3, **size,
-                       **({"num_steps": 3} if method == "hmc" else {}))  # a quarter period
+                       **({"num_steps": 3} if method == "hmc" else {}))  # about 0.4 of a period
     c, s = size["chains"], size["num_samples"]
     assert r.log_weights is None and r.log_z is None and r.method == method
     assert {k: v.shape for k, v in r.samples.items()} == {"x": (c, s), "y": (c, s), "z": (c, s)}
