@@ -84,8 +84,9 @@ class Distribution:
             return getattr(lib, self.family)(**params)
         params = self.params
         if self.family == "ImproperUniform":
-            support = rt.constraint(params["support"])
-            return lib.ImproperUniform(support, self.shape, ())
+            support = rt.constraint(params["support"])  # vector supports (ordered, simplex) own the last axis
+            split = len(self.shape) - support.event_dim
+            return lib.ImproperUniform(support, self.shape[:split], self.shape[split:])
         kwargs = {k: rt.asarray(v) for k, v in params.items()}
         try:
             d = getattr(lib, self.family)(**kwargs)

@@ -143,3 +143,35 @@ def test_batch_size_evaluates_in_chunks_with_the_same_answer(runtime):
     chunked = ppl.sample(target, method="is", runtime=runtime, particles=1000, seed=3, batch_size=300)
     assert abs(whole.log_z - chunked.log_z) < 1e-5
     assert np.allclose(whole.log_weights, chunked.log_weights, atol=1e-5)
+
+
+FLAT_ORDERED = """
+data y1 : real[4]
+data y2 : real[4]
+model m {
+  mu : ordered[2]
+  for n in 1:4 { y1[n] ~ normal(mu[1], 1); y2[n] ~ normal(mu[2], 1) }
+}
+model q {
+  mu : ordered[2] ~ normal(0, 3)
+}
+target t = m
+"""
+
+
+def test_flat_ordered_site_with_a_reference(runtime):
+    """A flat ordered[2] prior (improper) with reference = q: Z = c1 c2 P(m1 < m2), c_k = ∫ Π_n N(y_kn | m, 1) dm,
+    m_k ~ N(ȳ_k, 1/n); the posterior of mu[2] - mu[1] is N(ȳ2 - ȳ1, 2/n) truncated to (0, ∞)."""
+    y1, y2 = np.array([0.3, -0.4, 0.8, 0.1]), np.array([0.9, 1.6, 0.7, 1.2])
+    n = len(y1)
+    log_c = lambda y: -(n - 1) / 2 * np.log(2 * np.pi) - 0.5 * np.log(n) - 0.5 * np.sum((y - y.mean()) ** 2)  # noqa: E731
+    gap, sd = y2.mean() - y1.mean(), np.sqrt(2 / n)
+    exact = log_c(y1) + log_c(y2) + st.norm.logcdf(gap / sd)
+    f = ppl.load_ppl(FLAT_ORDERED, data={"y1": y1.tolist(), "y2": y2.tolist()})
+    r = ppl.sample(f.target("t"), method="is", runtime=runtime, particles=40_000, seed=2, reference=f.models["q"])
+    assert abs(r.log_z - exact) < K * r.log_z_se, (r.log_z, exact, r.log_z_se)
+    diff = r.samples["mu"][..., 1] - r.samples["mu"][..., 0]
+    a = -gap / sd  # truncation point of the standardized difference
+    mean = gap + sd * st.norm.pdf(a) / st.norm.sf(a)
+    w = r.weights.reshape(-1)
+    assert abs(np.sum(w * diff.reshape(-1)) - mean) < K * sd / np.sqrt(r.ess), (np.sum(w * diff.reshape(-1)), mean)
