@@ -1,7 +1,9 @@
-"""Inference algorithms and the two runtimes. `METHODS` maps a method name to its `run` function."""
+"""Inference algorithms and the two runtimes. `METHODS[name][kind]` is the `run` function of method `name` for
+targets planned as `kind` ('model', 'diffusion', 'sequence': the plan's `kind`), so one name ('pf') can mean the
+particle filter of a state-space model and of a sequence model."""
 import numbers
 
-from ..errors import UnknownNameError, ValueRangeError
+from ..errors import PlanError, UnknownNameError, ValueRangeError
 from .runtime import get_runtime
 
 METHODS = {}
@@ -24,17 +26,20 @@ def check_options(method, given, known):
                                f"{', '.join(known)}")
 
 
-def method(name):
-    """Register `run(compiled, runtime, key, **options) -> Result` under `name`."""
+def method(name, kind="model"):
+    """Register `run(compiled, runtime, key, **options) -> Result` as method `name` for plans of `kind`."""
     def deco(fn):
-        METHODS[name] = fn
+        METHODS.setdefault(name, {})[kind] = fn
         return fn
     return deco
 
 
-def get_method(name):
-    """The method registered as `name`; every module of this package but the runtimes registers its own, so a
-    new method is one module."""
+KINDS = {"model": "models", "diffusion": "diffusion models", "sequence": "sequence models"}
+
+
+def get_method(name, kind=None):
+    """The method registered as `name` (for plans of `kind`; any kind when None); every module of this package
+    but the runtimes registers its own, so a new method is one module."""
     import importlib
     import pkgutil
     for m in pkgutil.iter_modules(__path__):
@@ -42,7 +47,14 @@ def get_method(name):
             importlib.import_module(f"{__name__}.{m.name}")
     if name not in METHODS:
         raise UnknownNameError(f"unknown method {name!r}; choose one of {', '.join(sorted(METHODS))}")
-    return METHODS[name]
+    if kind is None:
+        return next(iter(METHODS[name].values()))
+    if kind not in METHODS[name]:
+        kinds = " and ".join(KINDS.get(k, k) for k in METHODS[name])
+        fits = " or ".join(repr(n) for n, ks in sorted(METHODS.items()) if kind in ks)
+        raise PlanError(f"method {name!r} samples {kinds}; the target contains {KINDS.get(kind, kind)}: sample it "
+                        f"with method={fits}")
+    return METHODS[name][kind]
 
 
 __all__ = ["METHODS", "check_options", "integer", "method", "get_method", "get_runtime"]

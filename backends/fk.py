@@ -86,6 +86,10 @@ class FeynmanKac:
         """Whether step t may resample (a boolean, or a runtime boolean array)."""
         return True
 
+    def fix_ancestors(self, idx):
+        """The ancestors after resampling (conditional SMC keeps the reference particle's own)."""
+        return idx
+
     def track(self, particles, log_w, carry):
         """Anything to record after weighting and before resampling (filtering moments, ...): a pytree or None."""
         return None
@@ -139,7 +143,7 @@ def make_step(model, resampler="systematic", threshold=1.0, keep_ancestors=False
             # a branch, not a select: the resampler and the gathers run only at the steps that resample
             # (under vmap, e.g. PMMH's chains, JAX turns it back into a select)
             def select(w, x, eve):
-                idx = resample(rt, k_res, w)
+                idx = model.fix_ancestors(resample(rt, k_res, w))
                 return (idx,) + rt.tree_map(lambda a: xp.take(a, idx, axis=0), (x, eve))
             idx, x, eve = rt.cond(resampled, select, lambda w, x, eve: (xp.arange(n), x, eve),
                                   xp.exp(log_w), x, s.eve)

@@ -20,9 +20,8 @@ import warnings
 
 import numpy as np
 
-from ..compiler.diffusion_plan import DiffusionPlan
 from ..diffusion import SITE
-from ..errors import InferenceError, PlanError, UnknownNameError, ValueRangeError
+from ..errors import InferenceError, UnknownNameError, ValueRangeError
 from ..result import Result
 from . import fk, method
 
@@ -123,13 +122,10 @@ class FKC(fk.FeynmanKac):
         return (x, big_s), carry, None, None
 
 
-@method("fkc")
+@method("fkc", kind="diffusion")
 def run(plan, rt, key, particles=1000, progress=None, steps=500, t_min=1e-3, corrected=True, resample="always",
         resampler="systematic", start_resampling_step=0, noise="target", laplacian="exact", probes=1):
     """Sample a diffusion target (see the module docstring); options as named there."""
-    if not isinstance(plan, DiffusionPlan):
-        raise PlanError("method 'fkc' samples targets built from ppl.diffusion(...) bases; this target has none "
-                        "(use 'smc', 'is' or 'nuts')")
     if noise not in ("target", "tempered"):
         raise UnknownNameError(f"unknown noise {noise!r}; choose 'target' (sigma = g) or 'tempered' (g/sqrt(B))")
     sde, n, steps = plan.sde, int(particles), int(steps)

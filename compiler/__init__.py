@@ -3,14 +3,16 @@ from ..errors import PlanError
 from ..target import Target
 from .diffusion_plan import DiffusionPlan
 from .plan import Compiled
+from .sequence_plan import SequencePlan
 
 #: the planner for each kind of base: a target is planned by the planner of the kind of its bases
-PLANNERS = {"model": Compiled, "diffusion": DiffusionPlan}
+PLANNERS = {"model": Compiled, "diffusion": DiffusionPlan, "sequence": SequencePlan}
 
 
 def compile(target, reference=None, fold=True):
     """Compile a target: the inference graph, the checks and the plan, by the planner of its bases' kind
-    (models: `Compiled`, the reference / rest plan and the layout; diffusion bases: `DiffusionPlan`, for FKC).
+    (models: `Compiled`, the reference / rest plan and the layout; diffusion bases: `DiffusionPlan`, for FKC;
+    sequence models: `SequencePlan`).
     A target with only energies or rewards is planned as a model target; one that mixes kinds goes to the
     planner of its non-model kind, which says what it cannot combine."""
     if isinstance(target, tuple(PLANNERS.values())):
@@ -22,4 +24,4 @@ def compile(target, reference=None, fold=True):
     return PLANNERS[kind](target, reference=reference, fold=fold)
 
 
-__all__ = ["Compiled", "DiffusionPlan", "PLANNERS", "compile"]
+__all__ = ["Compiled", "DiffusionPlan", "PLANNERS", "SequencePlan", "compile"]

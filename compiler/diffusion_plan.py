@@ -31,8 +31,7 @@ def _collect(target):
 class DiffusionPlan:
     """`bases` [(DiffusionModel, β)], `rewards` [(Reward, c)], the shared `sde` and `dim`, B = Σ β_i."""
 
-    methods = ("fkc",)     # what samples it
-    what = "diffusion models"
+    kind = "diffusion"     # the methods registered for this kind sample it (backends.get_method)
 
     def __init__(self, target, reference=None, fold=True):
         if not isinstance(target, Target):

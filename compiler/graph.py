@@ -5,7 +5,6 @@ combinator that weighs it, up to the root `target`.
 """
 import networkx as nx
 
-from ..diffusion import SITE
 from ..errors import NameResolutionError, PlanError
 
 
@@ -88,10 +87,11 @@ def build_graph(target, terms, names, chosen=None, reference=None):
                     g.add_edge(n, node)
             return node
         node = combinator(t.label)
-        if t.kind == "diffusion":
-            g.add_node(f"{t.name}:score", kind="factor", term="score")
-            g.add_edge(SITE, f"{t.name}:score")
-            g.add_edge(f"{t.name}:score", node)
+        if t.kind in ("diffusion", "sequence"):     # a base over its one site, known by its score / next token
+            term = "score" if t.kind == "diffusion" else "next token"
+            g.add_node(f"{t.name}:{term}", kind="factor", term=term)
+            g.add_edge(t.site, f"{t.name}:{term}")
+            g.add_edge(f"{t.name}:{term}", node)
         for c in t.children():
             g.add_edge(walk(c), node)
         for fn in t.functions():
@@ -103,8 +103,8 @@ def build_graph(target, terms, names, chosen=None, reference=None):
         return node
 
     root = walk(target)
-    if g.has_node(SITE) and "kind" not in g.nodes[SITE]:
-        g.nodes[SITE]["kind"] = "latent"     # the site of the diffusion bases
+    for site in {leaf.site for leaf, _ in target.linear() if leaf.kind in ("diffusion", "sequence")}:
+        g.nodes[site].setdefault("kind", "latent")     # the one site of diffusion and sequence bases
     g.add_node("target", kind="combinator", op="target")
     g.add_edge(root, "target")
     for t in terms:

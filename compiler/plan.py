@@ -40,6 +40,8 @@ class Compiled:
     `str()` prints the plan; `.lower(runtime)` gives the runtime program over flat [N, D] arrays.
     """
 
+    kind = "model"     # the methods registered for this kind sample it (backends.get_method)
+
     def __init__(self, target, reference=None, fold=True):
         if not isinstance(target, Target):
             raise PlanError(f"expected a target (ppl.model(...) or an expression of targets), got {type(target).__name__}")

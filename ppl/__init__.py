@@ -18,6 +18,7 @@ from .compiler import compile
 from .api import sample
 from .lang import load_ppl, parse
 from .diffusion import diffusion, train_score
+from .sequence import autoregressive
 from .stdlib.diffusion import VESDE, VPSDE, GaussianMixture
 from .result import Result
 from .io import load
@@ -31,5 +32,5 @@ __all__ = [
     "SupportError", "ValueRangeError", "UserFunctionError", "PlanError", "UnknownNameError", "InferenceError",
     "SourceError",
     "load_ppl", "parse", "load",
-    "diffusion", "train_score", "VPSDE", "VESDE", "GaussianMixture",
+    "diffusion", "train_score", "VPSDE", "VESDE", "GaussianMixture", "autoregressive",
 ]

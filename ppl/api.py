@@ -5,7 +5,6 @@ import time
 from .backends import check_options, get_method, get_runtime, integer
 from .compiler import compile
 from .compiler.shapes import check_size
-from .errors import PlanError
 
 
 def _check_options(method, run, options):
@@ -23,15 +22,13 @@ def sample(target, method="is", runtime="numpyro", device="cpu", particles=10_00
     `reference` (a model over the target's latent sites) replaces the planner's reference /
     proposal; `fold=False` keeps Gaussian factors unmerged. Other options go to the method.
     """
-    run = get_method(method)
+    get_method(method)    # a known name, before compiling
     seed = integer(seed, "seed", 0, 2 ** 63)
     particles = integer(particles, "particles", 1)
-    _check_options(method, run, options)
     rt = get_runtime(runtime, device)
     compiled = compile(target, reference=reference, fold=fold)
-    allowed = getattr(compiled, "methods", None)
-    if allowed is not None and method not in allowed:
-        raise PlanError(f"the target contains {compiled.what}; sample it with method={allowed[0]!r}, not {method!r}")
+    run = get_method(method, compiled.kind)
+    _check_options(method, run, options)
     dim = getattr(compiled, "dim", None)
     if dim:
         check_size(f"{particles} particles of dimension {dim}", particles * dim,

@@ -10,25 +10,17 @@ import itertools
 import numpy as np
 
 from .errors import PlanError, PPLError, ShapeError
+from .math import module_framework
 from .stdlib.diffusion import SDE, GaussianMixture
 from .target import Target
 
 SITE = "x"
 
 
-def _framework(obj):
-    mod = type(obj).__module__
-    for cls in type(obj).__mro__:
-        if cls.__module__.startswith("torch.nn"):
-            return "torch"
-        if cls.__module__.startswith("flax"):
-            return "jax"
-    return "torch" if mod.startswith("torch") else None
-
-
 class DiffusionModel(Target):
     """A score-based base q: `score` (see `ppl.diffusion`), its forward `sde` and dimension `dim`."""
 
+    site = SITE
     _ids = itertools.count()
 
     def __init__(self, score, sde, dim, name=None, params=None):
@@ -42,7 +34,7 @@ class DiffusionModel(Target):
             raise PPLError(f"score must be callable score(x, t), a torch/flax module or a GaussianMixture, "
                            f"got {type(score).__name__}")
         self.score, self.sde, self.dim, self.params = score, sde, int(dim), params
-        self.framework = _framework(score)
+        self.framework = module_framework(score)
         if self.framework == "jax" and params is None:
             raise PPLError("a flax module score needs its parameters: ppl.diffusion(module, sde, dim, params=...)")
         self.name = name or f"q{next(self._ids)}"

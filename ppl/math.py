@@ -31,6 +31,17 @@ def framework(*xs):
     return "numpy"
 
 
+def module_framework(obj):
+    """'torch' for a torch `nn.Module` (or any torch object), 'jax' for a flax module, None otherwise: the
+    framework a user's model object computes in."""
+    for cls in type(obj).__mro__:
+        if cls.__module__.startswith("torch.nn"):
+            return "torch"
+        if cls.__module__.startswith("flax"):
+            return "jax"
+    return "torch" if type(obj).__module__.startswith("torch") else None
+
+
 @functools.lru_cache(maxsize=None)
 def _xp(framework, device="cpu"):
     """The numpy-like namespace of the runtime that computes in `framework` (through the runtime registry)."""

@@ -37,13 +37,17 @@ class Result:
     """Samples, weights and log Z of one run of `ppl.sample`."""
 
     def __init__(self, samples, log_weights=None, log_z=None, log_z_se=None, method="", runtime="", device="",
-                 diagnostics=None, sample_stats=None, log_likelihood=None, predictive=None, observed=None):
+                 diagnostics=None, sample_stats=None, log_likelihood=None, predictive=None, observed=None,
+                 sequences=None, answer=None):
         self.samples = {k: np.asarray(v) for k, v in samples.items()}
         #: pointwise log p(y_j | θ) per observed site [C, N, *shape] (for `az.loo` / `az.waic`), replicated
         #: observations y_rep ~ p(y | θ) [C, N, *shape], and the observed values, where the method gives them
         self.log_likelihood = {k: np.asarray(v) for k, v in (log_likelihood or {}).items()}
         self.predictive = {k: np.asarray(v) for k, v in (predictive or {}).items()}
         self.observed = {k: np.asarray(v) for k, v in (observed or {}).items()}
+        #: sequence targets: the generated sequences, chain after chain (token lists, or text with a decoder),
+        #: and the chosen answer (by the method's `select`)
+        self.sequences, self.answer = sequences, answer
         self.log_weights = None if log_weights is None else np.asarray(log_weights, dtype=np.float64)
         self.log_z = None if log_z is None else float(log_z)
         self.log_z_se = None if log_z_se is None else float(log_z_se)

@@ -1,0 +1,65 @@
+"""Planning for sequence targets: log γ(x) = Σ_i β_i log p_i(x) + Σ_j c_j r_j(x) over token sequences x.
+
+The target tree (`**`, `*`, `geometric`, `tilt` over `ppl.autoregressive` bases) is walked into exponents
+β_i per distinct base and coefficients c_j per reward, from the nodes' `linear` expansion. The bases must
+share a vocabulary, a maximum length, eos, the step delimiters and the prompt length; ordinary models and
+diffusion bases cannot be mixed in. A reward reads the prefixes (and optionally their lengths).
+"""
+from ..errors import PlanError, ShapeError
+from ..sequence import SITE
+from ..target import Target
+from .graph import build_graph
+
+
+class SequencePlan:
+    """`bases` [(SequenceModel, β)], `rewards` [(Reward, c)] and what the bases share (`vocab`, `length`,
+    `eos`, `pad`, `delimiters`, `prompt` length, `decode`)."""
+
+    kind = "sequence"      # the methods registered for this kind sample it (backends.get_method)
+
+    def __init__(self, target, reference=None, fold=True):
+        if not isinstance(target, Target):
+            raise PlanError(f"expected a target, got {type(target).__name__}")
+        if reference is not None:
+            raise PlanError("reference= applies to model targets; a sequence target proposes from its own bases")
+        bases, rewards = {}, []
+        for leaf, coef in target.linear():
+            if leaf.kind == "sequence":
+                bases[leaf] = bases.get(leaf, 0.0) + coef
+            elif leaf.kind == "reward":
+                if not 1 <= len(leaf.parents) <= 2:
+                    raise PlanError(f"a reward on a sequence target reads the prefixes (and optionally their "
+                                    f"lengths): reward(prefixes) or reward(prefixes, lengths); reward {leaf.name} "
+                                    f"reads {', '.join(leaf.parents) or 'nothing'}")
+                rewards.append((leaf, coef))
+            else:
+                what = leaf.describe() if leaf.kind in ("model", "diffusion") else leaf.name
+                raise PlanError(f"the target mixes sequence models with the {leaf.kind} {what}; combine only "
+                                f"ppl.autoregressive bases with **, *, geometric and tilt")
+        self.target = target
+        self.bases = [(b, beta) for b, beta in bases.items() if beta != 0.0]
+        self.rewards = [(r, c) for r, c in rewards if c != 0.0]
+        if not self.bases:
+            raise PlanError(f"{target.describe()}: every sequence base has exponent 0")
+        first = self.bases[0][0]
+        for b, _ in self.bases[1:]:
+            for key, value in first.signature.items():
+                if b.signature[key] != value:
+                    raise ShapeError(f"sequence models {first.name} and {b.name} combined by * must agree in "
+                                     f"{key}: {value!r} against {b.signature[key]!r}")
+        self.vocab, self.length, self.eos, self.pad = first.vocab, first.length, first.eos, first.pad
+        self.delimiters, self.prompt_length = first.delimiters, len(first.prompt)
+        self.decode = next((b.decode for b, _ in self.bases if b.decode is not None), None)
+        names = {p: ("latent", SITE) for r, _ in self.rewards for p in r.parents}
+        self.graph = build_graph(target, [], names)
+
+    def __str__(self):
+        steps = "one token" if self.delimiters is None else f"a chunk up to token {', '.join(map(str, self.delimiters))}"
+        lines = [f"target: {self.target.describe()}",
+                 f"site: {SITE} (at most {self.length} tokens of {self.vocab}; eos {self.eos}); a step is {steps}",
+                 "sequence factors (log γ = Σ β_i log p_i + Σ c_j r_j):"]
+        lines += [f"  {beta:+g} x log {b.name}" for b, beta in self.bases]
+        lines += [f"  {c:+g} x reward {r.name}" for r, c in self.rewards]
+        lines.append("proposal: the normalized combination of the bases per token; rewards on prefixes are twisting "
+                     "potentials (methods 'pf', 'pg', 'bon', 'wbon', 'beam')")
+        return "\n".join(lines)

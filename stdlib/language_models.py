@@ -1,0 +1,123 @@
+"""The next-token law of a language model, batched over particles, for the three forms `ppl.autoregressive`
+takes (a prefix callable, a stateful model, a Hugging Face causal LM). `next_token(lm, rt)` gives one interface:
+
+    start(n) -> (log_probs [n, V], state)                the law of the first generated token
+    advance(tokens [N], live [N], state, on_prefixes) -> (log_probs [N, V], state)
+                                                         after feeding `tokens` to the `live` particles; the others
+                                                         keep their state (they wait, or have ended);
+                                                         `on_prefixes(fn, arity)` applies a function of the prompt +
+                                                         tokens so far (see `arity`) to the live particles
+    reorder(state, idx) -> state                         the state of particles idx (after resampling)
+
+Log-probabilities may come unnormalized (logits); the caller normalizes them.
+"""
+import inspect
+
+from ..errors import PlanError
+
+
+def arity(fn):
+    """How a function of prefixes is called: 1 — `fn(prefixes)` on exact prefixes [n, t], once per distinct
+    length; 2 — `fn(prefixes, lengths)` once on left-padded prefixes and their lengths."""
+    params = inspect.signature(fn.forward if hasattr(fn, "forward") else fn).parameters.values()
+    required = [p for p in params if p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD)
+                and p.default is inspect.Parameter.empty]
+    return 2 if len(required) >= 2 else 1
+
+
+class PrefixModel:
+    """`f(prefixes) -> [N, V]` (or `f(prefixes, lengths)`) on the whole prefix at every step; no state."""
+
+    def __init__(self, fn, prompt, rt):
+        self.fn, self.rt, self.arity = fn, rt, arity(fn)
+        self.prompt = rt.asindex(list(prompt)).reshape(1, len(prompt))
+
+    def start(self, n):
+        prompt = self.rt.xp.broadcast_to(self.prompt, (n, self.prompt.shape[1]))
+        if self.arity == 2:
+            return self.fn(prompt, self.rt.asindex([self.prompt.shape[1]] * n)), None
+        return self.fn(prompt), None
+
+    def advance(self, tokens, live, state, on_prefixes):
+        return on_prefixes(self.fn, self.arity), None
+
+    def reorder(self, state, idx):
+        return None
+
+
+class StatefulModel:
+    """An object with `start(n)` and `advance(tokens, state)`; its state is a tensor or a tuple/list of them with
+    leading axis N: the particles that do not advance keep theirs, resampling takes rows."""
+
+    def __init__(self, obj, rt):
+        self.obj, self.rt = obj, rt
+
+    def start(self, n):
+        return self.obj.start(n)
+
+    def advance(self, tokens, live, state, on_prefixes):
+        xp = self.rt.xp
+        log_probs, new = self.obj.advance(tokens, state)
+        keep = self.rt.tree_map(lambda a, b: xp.where(live.reshape((-1,) + (1,) * (a.ndim - 1)), a, b), new, state)
+        return log_probs, keep
+
+    def reorder(self, state, idx):
+        return self.rt.tree_map(lambda a: self.rt.xp.take(a, idx, axis=0), state)
+
+
+class CausalLM:
+    """A Hugging Face causal LM: the prompt is encoded once, then one token per particle and step with the key/value
+    cache. Waiting particles are fed `pad` with attention mask 0 (their positions do not advance), so ragged
+    chunks share one forward pass; `reorder` permutes the cache (`Cache.reorder_cache`) with the mask."""
+
+    def __init__(self, model, prompt, pad, rt):
+        if not prompt:
+            raise PlanError("a causal LM needs a prompt of at least one token (e.g. its BOS token): "
+                            "ppl.autoregressive(model, ..., prompt=[bos])")
+        self.model, self.rt, self.pad = model, rt, pad
+        self.prompt = rt.asindex(list(prompt)).reshape(1, len(prompt))
+
+    def _forward(self, **kw):
+        import torch
+        with torch.no_grad():
+            out = self.model(use_cache=True, **kw)
+        return out.logits[:, -1], out.past_key_values
+
+    def start(self, n):
+        xp = self.rt.xp
+        ids = xp.broadcast_to(self.prompt, (n, self.prompt.shape[1])).contiguous()
+        mask = xp.ones(ids.shape).long()
+        logits, cache = self._forward(input_ids=ids, attention_mask=mask)
+        return logits, (cache, mask, xp.full((n,), ids.shape[1]).long())
+
+    def advance(self, tokens, live, state, on_prefixes):
+        xp = self.rt.xp
+        cache, mask, pos = state
+        ids = xp.where(live, tokens, self.pad).reshape(-1, 1)
+        mask = xp.concatenate([mask, live.reshape(-1, 1).long()], axis=1)
+        logits, cache = self._forward(input_ids=ids, attention_mask=mask, position_ids=pos.reshape(-1, 1),
+                                      past_key_values=cache)
+        return logits, (cache, mask, pos + live.long())
+
+    def reorder(self, state, idx):
+        cache, mask, pos = state
+        cache.reorder_cache(idx)
+        return cache, self.rt.xp.take(mask, idx, axis=0), self.rt.xp.take(pos, idx, axis=0)
+
+
+def is_causal_lm(obj):
+    """A Hugging Face causal LM (a torch module with a config that generates)."""
+    return hasattr(obj, "config") and hasattr(obj, "generate") and hasattr(obj, "forward")
+
+
+def next_token(lm, rt):
+    """The `next_token` interface of the sequence model `lm` on runtime `rt` (see the module docstring)."""
+    if lm.framework is not None and lm.framework != rt.framework:
+        want = {"torch": "pyro", "jax": "numpyro"}[lm.framework]
+        raise PlanError(f"the sequence model {lm.name} is a {lm.framework} module; sample it with runtime={want!r}")
+    obj = lm.next_logprobs
+    if is_causal_lm(obj):
+        return CausalLM(obj, lm.prompt, lm.pad, rt)
+    if hasattr(obj, "start") and hasattr(obj, "advance"):
+        return StatefulModel(obj, rt)
+    return PrefixModel(obj, lm.prompt, rt)

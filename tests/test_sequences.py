@@ -1,0 +1,237 @@
+"""Sequence targets (`ppl.autoregressive`): every method against exact enumeration over all sequences.
+
+The reference model is a fixed random order-2 Markov chain over V = 3 tokens, length 6 (729 sequences), as a
+prefix callable and as a stateful model; rewards are process rewards read on prefixes. Exact log Z and
+statistics by enumeration, with EOS (sequences end at their first eos or at the length) where asked.
+Tolerances: log Z within 4 reported SE; total variation of a statistic of resampled particles within 0.02.
+"""
+import itertools
+import math
+
+import numpy as np
+import pytest
+
+import ppl
+
+RUNTIMES = ["numpyro", "pyro"]
+V, L = 3, 6
+NONE = V
+
+
+def markov_table(seed):
+    """log p(next | prev2, prev1), [V + 1, V + 1, V], index V = no token yet."""
+    return np.log(np.random.default_rng(seed).dirichlet(np.ones(V) * 0.7, size=(V + 1, V + 1)))
+
+
+def prefix_model(table):
+    """The Markov chain as a prefix callable on either runtime."""
+    def next_logprobs(prefixes):
+        n, t = prefixes.shape
+        tab = ppl.math.asarray(table, like=prefixes)
+        if t == 0:
+            return ppl.math.zeros(n, 1, like=tab) + tab[NONE, NONE]
+        if t == 1:
+            return tab[NONE][prefixes[:, -1]]
+        return tab[prefixes[:, -2], prefixes[:, -1]]
+    return next_logprobs
+
+
+class StatefulMarkov:
+    """The same chain with its state (the last two tokens, [N, 2]) advanced one token at a time."""
+
+    def __init__(self, table, rt_like):
+        self.table, self.like = table, rt_like
+
+    def start(self, n):
+        tab = ppl.math.asarray(self.table, like=self.like)
+        state = ppl.math.zeros(n, 2, like=self.like) * 0 + NONE
+        return ppl.math.zeros(n, 1, like=tab) + tab[NONE, NONE], state
+
+    def advance(self, tokens, state):
+        import torch
+        tab = ppl.math.asarray(self.table, like=self.like)
+        state = torch.stack([state[:, 1], tokens.to(state.dtype)], dim=1)
+        return tab[state[:, 0].long(), state[:, 1].long()], state
+
+
+def count0(prefixes):
+    """Process reward: zeros so far, plus 1/2 if the newest token is 1 (an imperfect twist of the final one)."""
+    return ppl.math.sum((prefixes == 0) * 1.0, axis=1) + 0.5 * (prefixes[:, -1] == 1)
+
+
+def sequences(eos=None):
+    """Every complete sequence: up to its first eos, or L tokens without one."""
+    out = set()
+    for x in itertools.product(range(V), repeat=L):
+        out.add(x[:x.index(eos) + 1] if eos is not None and eos in x else x)
+    return sorted(out)
+
+
+def enumerate_target(tables, coefs, reward=None, lam=1.0, eos=None, puri=False, stat=lambda x: x.count(0)):
+    """(log Z, {statistic: probability}) of Π_i p_i^{c_i} · exp(r(x) / lam) by enumeration; with `puri`, of
+    Π_i p_i^{c_i} · Π_t exp(logit(r(x_{1:t})) / lam) instead (Puri et al.'s weighting)."""
+    logs, stats = [], []
+    for x in sequences(eos):
+        lx, h = 0.0, [NONE, NONE]
+        for v in x:
+            lx += sum(c * t[h[-2], h[-1], v] for t, c in zip(tables, coefs))
+            h.append(v)
+        if reward is not None and puri:
+            r = [float(reward(np.array([x[:t]]))[0]) for t in range(1, len(x) + 1)]
+            lx += sum(math.log(ri / (1 - ri)) for ri in r) / lam
+        elif reward is not None:
+            lx += float(reward(np.array([x]))[0]) / lam
+        logs.append(lx)
+        stats.append(stat(x))
+    logs = np.array(logs)
+    log_z = logs.max() + math.log(np.exp(logs - logs.max()).sum())
+    dist = {}
+    for st, p in zip(stats, np.exp(logs - log_z)):
+        dist[st] = dist.get(st, 0.0) + p
+    return log_z, dist
+
+
+def resampled_tv(result, exact, stat=lambda x: x.count(0), seed=0):
+    """Total variation between the statistic of N draws resampled from the result's weights and the exact law."""
+    w = result.weights.reshape(-1)
+    idx = np.random.default_rng(seed).choice(len(w), size=len(w), p=w / w.sum())
+    counts = {}
+    for i in idx:
+        st = stat(list(result.sequences[i]))
+        counts[st] = counts.get(st, 0) + 1
+    keys = set(counts) | set(exact)
+    return 0.5 * sum(abs(counts.get(k, 0) / len(idx) - exact.get(k, 0.0)) for k in keys)
+
+
+A, B = markov_table(0), markov_table(1)
+
+
+def check(result, log_z, dist, tv=0.02):
+    assert abs(result.log_z - log_z) < 4 * result.log_z_se, (result.log_z, result.log_z_se, log_z)
+    assert resampled_tv(result, dist) < tv
+
+
+@pytest.mark.parametrize("runtime", RUNTIMES)
+def test_tilted_log_z_and_law(runtime):
+    """p_M · exp(r/λ) with r a process reward on prefixes: log Z and the law of the count of zeros."""
+    lm = ppl.autoregressive(prefix_model(A), V, L)
+    r = ppl.sample(lm.tilt(count0, 2.0), method="pf", runtime=runtime, particles=20_000, seed=1)
+    check(r, *enumerate_target([A], [1.0], count0, 2.0))
+    assert r.samples["tokens"].shape == (1, 20_000, L) and len(r.diagnostics["ess"]) == L
+
+
+@pytest.mark.parametrize("runtime", RUNTIMES)
+@pytest.mark.parametrize("form", ["product", "geometric", "power"])
+def test_algebra_of_sequence_models(runtime, form):
+    """lm1 * lm2, geometric(lm1, lm2, 1.5) (guidance, w > 1) and lm ** 2, each tilted: the proposal is the
+    per-token normalized combination, its normalizer the weight."""
+    p, q = ppl.autoregressive(prefix_model(A), V, L), ppl.autoregressive(prefix_model(B), V, L)
+    target, coefs = {"product": (p * q, [1.0, 1.0]), "geometric": (ppl.geometric(p, q, 1.5), [-0.5, 1.5]),
+                     "power": (p ** 2, [2.0, 0.0])}[form]
+    r = ppl.sample(target.tilt(count0, 2.0), method="pf", runtime=runtime, particles=20_000, seed=2)
+    check(r, *enumerate_target([A, B], coefs, count0, 2.0))
+
+
+@pytest.mark.parametrize("runtime", RUNTIMES)
+def test_eos_and_chunked_steps(runtime):
+    """Token 2 ends a sequence (others go on); a step is a chunk up to token 1: log Z and the law of the length."""
+    lm = ppl.autoregressive(prefix_model(A), V, L, eos=2, step=1)
+    r = ppl.sample(lm.tilt(count0, 2.0), method="pf", runtime=runtime, particles=20_000, seed=3)
+    log_z, dist = enumerate_target([A], [1.0], count0, 2.0, eos=2, stat=len)
+    assert abs(r.log_z - log_z) < 4 * r.log_z_se
+    assert resampled_tv(r, dist, stat=len) < 0.02
+    lengths = r.diagnostics["lengths"][0]
+    assert lengths.min() < L and lengths.max() == L
+
+
+def test_stateful_model_waits_and_is_permuted():
+    """A stateful model (start / advance) under chunked steps: particles that end their chunk keep their state
+    while others go on, and resampling permutes it; exact against enumeration."""
+    import torch
+    lm = ppl.autoregressive(StatefulMarkov(A, torch.zeros(1)), V, L, eos=2, step=1)
+    r = ppl.sample(lm.tilt(count0, 2.0), method="pf", runtime="pyro", particles=20_000, seed=4,
+                   resample_threshold=1.0)
+    check(r, *enumerate_target([A], [1.0], count0, 2.0, eos=2))
+
+
+def unit_reward(prefixes):
+    """A PRM score in (0, 1): high when the newest token is 0."""
+    return 0.25 + 0.5 * (prefixes[:, -1] == 0)
+
+
+@pytest.mark.parametrize("runtime", RUNTIMES)
+def test_puri_weighting_targets_the_product_of_step_potentials(runtime):
+    """potential='puri' (weights softmax(logit(r)/T), replaced each step, resampled every step) targets
+    p_M · Π_t exp(logit(r(x_{1:t})) / T), not p_M · exp(r(x)/λ): its log Z and law match the former."""
+    lm = ppl.autoregressive(prefix_model(A), V, L)
+    r = ppl.sample(lm.tilt(unit_reward, 1.0), method="pf", runtime=runtime, particles=40_000, seed=5,
+                   potential="puri", temperature=0.5)
+    log_z, dist = enumerate_target([A], [1.0], unit_reward, 0.5, puri=True)
+    check(r, log_z, dist)
+    _, tilted = enumerate_target([A], [1.0], unit_reward, 1.0)
+    assert 0.5 * sum(abs(dist[k] - tilted.get(k, 0)) for k in dist) > 0.2     # a different target
+
+
+@pytest.mark.parametrize("runtime", RUNTIMES)
+def test_particle_gibbs_pools_to_the_target(runtime):
+    """Particle Gibbs: the sweeps' weighted particles pooled give the target's law; budget = N × iterations."""
+    lm = ppl.autoregressive(prefix_model(A), V, L)
+    r = ppl.sample(lm.tilt(count0, 2.0), method="pg", runtime=runtime, particles=5000, iterations=4, seed=6)
+    log_z, dist = enumerate_target([A], [1.0], count0, 2.0)
+    assert resampled_tv(r, dist) < 0.02
+    assert abs(r.log_z - log_z) < 4 * r.log_z_se
+    assert r.diagnostics["generations"] == 20_000 and len(r.diagnostics["references"]) == 4
+
+
+@pytest.mark.parametrize("runtime", RUNTIMES)
+def test_best_of_n_weighted_best_of_n_and_beam(runtime):
+    """bon takes the sequence of largest final reward, wbon the answer of largest total reward, beam keeps the
+    N / width best prefixes (its best final reward is far above the mean of N draws from the model)."""
+    lm = ppl.autoregressive(prefix_model(A), V, L)
+    target = lm.tilt(count0, 2.0)
+    answer = lambda seq: seq.count(0) % 2     # noqa: E731
+    r = ppl.sample(target, method="bon", runtime=runtime, particles=64, seed=7, answer=answer)
+    rewards = r.diagnostics["rewards"].reshape(-1)
+    assert r.answer == r.diagnostics["answers"][int(np.argmax(rewards))]
+    r = ppl.sample(target, method="wbon", runtime=runtime, particles=64, seed=7, answer=answer)
+    totals = {a: rewards[np.array(r.diagnostics["answers"]) == a].sum() for a in (0, 1)}
+    assert r.answer == max(totals, key=totals.get)
+    r = ppl.sample(target, method="beam", runtime=runtime, particles=16, beam_width=4, seed=7)
+    best = r.diagnostics["rewards"].reshape(-1)
+    assert r.answer == r.sequences[int(np.argmax(best))] and r.log_z is None
+    assert best.max() > rewards.mean() + 2 * rewards.std()
+
+
+def test_bad_input_is_named():
+    p = ppl.autoregressive(prefix_model(A), V, L)
+    with pytest.raises(ppl.ShapeError, match="vocab"):
+        ppl.compile(p * ppl.autoregressive(prefix_model(A), V + 1, L))
+    wrong = ppl.autoregressive(lambda x: ppl.math.zeros(x.shape[0], V + 1, like=x), V, L, name="wrong")
+    with pytest.raises(ppl.ShapeError, match="sequence model wrong returned log-probabilities of shape"):
+        ppl.sample(wrong, method="pf", runtime="pyro", particles=10)
+    nan = ppl.autoregressive(lambda x: ppl.math.zeros(x.shape[0], V, like=x) * float("nan"), V, L, name="nan")
+    with pytest.raises(ppl.InferenceError, match="sequence model nan returned NaN"):
+        ppl.sample(nan, method="pf", runtime="pyro", particles=10)
+    with pytest.raises(ppl.ShapeError, match="reward flat returned shape"):
+        def flat(prefixes):
+            return prefixes * 1.0
+        ppl.sample(p.tilt(flat), method="pf", runtime="pyro", particles=10)
+    with pytest.raises(ppl.UserFunctionError, match="reward broken raised ZeroDivisionError"):
+        def broken(prefixes):
+            return 1 / 0
+        ppl.sample(p.tilt(broken), method="pf", runtime="pyro", particles=10)
+    with pytest.raises(ppl.ValueRangeError, match="eos"):
+        ppl.autoregressive(prefix_model(A), V, L, eos=V)
+    with pytest.raises(ppl.UnknownNameError, match="potential"):
+        ppl.sample(p.tilt(count0), method="pf", runtime="pyro", particles=10, potential="nope")
+    with pytest.raises(ppl.PlanError, match="sample it with method="):
+        ppl.sample(p, method="smc", runtime="pyro", particles=10)
+    with pytest.raises(ppl.PlanError, match="mixes sequence models"):
+        ppl.compile(p * ppl.model(x=ppl.Normal(0, 1)))
+    import torch
+
+    class Net(torch.nn.Module):
+        def forward(self, prefixes):
+            return torch.zeros(prefixes.shape[0], V)
+    with pytest.raises(ppl.PlanError, match="runtime='pyro'"):
+        ppl.sample(ppl.autoregressive(Net(), V, L), method="pf", runtime="numpyro", particles=10)
