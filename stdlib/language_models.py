@@ -76,12 +76,16 @@ class CausalLM:
                             "ppl.autoregressive(model, ..., prompt=[bos])")
         self.model, self.rt, self.pad = model, rt, pad
         self.prompt = rt.asindex(list(prompt)).reshape(1, len(prompt))
+        # the cache's name: `cache` from transformers 5.x on, `past_key_values` before
+        self.cache_name = "cache" if "cache" in inspect.signature(model.forward).parameters else "past_key_values"
 
-    def _forward(self, **kw):
+    def _forward(self, cache=None, **kw):
         import torch
+        if cache is not None:
+            kw[self.cache_name] = cache
         with torch.no_grad():
             out = self.model(use_cache=True, **kw)
-        return out.logits[:, -1], out.past_key_values
+        return out.logits[:, -1], out[self.cache_name]
 
     def start(self, n):
         xp = self.rt.xp
@@ -95,8 +99,7 @@ class CausalLM:
         cache, mask, pos = state
         ids = xp.where(live, tokens, self.pad).reshape(-1, 1)
         mask = xp.concatenate([mask, live.reshape(-1, 1).long()], axis=1)
-        logits, cache = self._forward(input_ids=ids, attention_mask=mask, position_ids=pos.reshape(-1, 1),
-                                      past_key_values=cache)
+        logits, cache = self._forward(cache, input_ids=ids, attention_mask=mask, position_ids=pos.reshape(-1, 1))
         return logits, (cache, mask, pos + live.long())
 
     def reorder(self, state, idx):
