@@ -26,8 +26,8 @@ def run(plan, rt, key, particles=64, progress=None, beam_width=4, aggregate="mod
         raise ValueRangeError("beam search ranks prefixes by a process reward; the target has none (use .tilt)")
     gen = Generator(plan, rt, proposal, aggregate, "diff")
     s, states = gen.start(n)
-    for t, k in enumerate(rt.split(key, plan.length)):
-        s, states, stepped = gen.generate(k, s, states, t)
+    for k in rt.split(key, plan.length):
+        s, states, stepped = gen.generate(k, s, states)
         s = gen.score(s, stepped)
         if bool(rt.to_numpy(rt.xp.sum(~s.done) == 0)):
             break

@@ -41,7 +41,6 @@ class Sequences(NamedTuple):
     length: Any     # [N] tokens so far, prompt included
     done: Any       # [N] ended (eos, or L generated tokens)
     stale: Any      # [N] the newest token is not yet fed to the models (it ended a chunk)
-    step_of: Any    # [N, P + L] the step that generated each token (−1 for the prompt and padding)
     rows: Any       # [N, B, V] each base's normalized log-probabilities of the next token
     score: Any      # [N, J] each reward aggregated over the steps so far (A)
     memo: Any       # [N] what the potential carries over (R_{s−1}; the running max or sum)
@@ -75,6 +74,9 @@ class Generator:
                                   f"of a base in 0..{len(plan.bases) - 1}, got {proposal!r}")
         if not temperature > 0:
             raise ValueRangeError(f"temperature must be > 0, got {temperature!r}")
+        if temperature != 1.0 and potential != "puri":
+            raise ValueRangeError(f"temperature is Puri et al.'s T and applies to potential='puri' only (the tilt's "
+                                  f"lam scales the other potentials); got potential={potential!r}")
         self.plan, self.rt, self.proposal = plan, rt, proposal
         self.aggregate, self.potential, self.temperature = aggregate, potential, float(temperature)
         self.models = [next_token(b, rt) for b, _ in plan.bases]
@@ -155,8 +157,7 @@ class Generator:
         init = {"prod": 1.0, "min": np.inf}.get(self.aggregate, 0.0)
         memo = -np.inf if self.potential == "max" else 0.0
         false = rt.asarray(np.zeros(n, dtype=bool))
-        s = Sequences(rt.asindex(tokens), rt.asindex(np.full(n, self.p)), false, false,
-                      rt.asindex(np.full((n, self.width), -1)), xp.stack(rows, axis=1),
+        s = Sequences(rt.asindex(tokens), rt.asindex(np.full(n, self.p)), false, false, xp.stack(rows, axis=1),
                       rt.asarray(np.full((n, max(len(plan.rewards), 1)), init)), rt.asarray(np.full(n, memo)),
                       xp.zeros((n,)))
         return s, states
@@ -189,7 +190,7 @@ class Generator:
 
     # ---- one token, one step -------------------------------------------------------------------------------
 
-    def _emit(self, key, s, active, step, force, forced):
+    def _emit(self, key, s, active, force, forced):
         """One token for each `active` particle (`forced[i]` where `force[i]`: particle Gibbs' reference):
         (Sequences, the particles still inside their chunk, whether there are any)."""
         rt, xp, plan = self.rt, self.rt.xp, self.plan
@@ -205,13 +206,12 @@ class Generator:
         length = s.length + active
         ended = active & ((length >= self.width) | ((tok == plan.eos) if plan.eos is not None else False))
         inside = active & ~(ended | xp.take(self.delimiter, tok, axis=0))
-        s = s._replace(tokens=xp.where(at, tok.reshape(-1, 1), s.tokens), step_of=xp.where(at, step, s.step_of),
-                       length=length, done=s.done | ended, stale=s.stale | (active & ~ended),
+        s = s._replace(tokens=xp.where(at, tok.reshape(-1, 1), s.tokens), length=length, done=s.done | ended, stale=s.stale | (active & ~ended),
                        log_g=s.log_g + xp.where(active, inc, 0.0))
         return s, inside, xp.sum(inside) > 0
 
-    def generate(self, key, s, states, step, force=None, forced=None):
-        """Step `step` for every particle that has not ended: (Sequences with log_g the step's proposal part,
+    def generate(self, key, s, states, force=None, forced=None):
+        """The next step of every particle that has not ended: (Sequences with log_g the step's proposal part,
         states, which particles stepped)."""
         rt, xp = self.rt, self.rt.xp
         n = s.done.shape[0]
@@ -223,7 +223,7 @@ class Generator:
         s = s._replace(log_g=xp.zeros((n,)))
         active = stepped
         for k in rt.split(key, self.plan.length):
-            s, active, more = self.emit(k, s, active, rt.asindex(step), force, forced)
+            s, active, more = self.emit(k, s, active, force, forced)
             if not bool(rt.to_numpy(more)):
                 break
             s, states = self.feed(s, states, active)

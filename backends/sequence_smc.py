@@ -75,9 +75,9 @@ def sweep(gen, key, n, step, final, model, reference=None):
     if reference is not None:
         force, forced = rt.asarray(np.arange(n) == 0), rt.asindex(reference)
     records = []
-    for t, k in enumerate(rt.split(k1, gen.plan.length)):
+    for k in rt.split(k1, gen.plan.length):
         k_gen, k_step = rt.split(k, 2)
-        particles, states, stepped = gen.generate(k_gen, state.particles, states, t, force, forced)
+        particles, states, stepped = gen.generate(k_gen, state.particles, states, force, forced)
         particles = gen.score(particles, stepped)
         last = bool(rt.to_numpy(xp.sum(~particles.done) == 0))
         if gen.potential == "puri":      # Puri et al.: the weights are replaced, not multiplied
