@@ -6,26 +6,8 @@ under a power β). Ordinary models cannot be mixed in: FKC needs a score for eve
 """
 from ..diffusion import SITE
 from ..errors import PlanError, ShapeError
-from ..target import Target
 from .graph import build_graph
-
-
-def _collect(target):
-    """Exponents β_i per distinct base and coefficients c_j per reward, from the nodes' `linear` expansion."""
-    bases, rewards = {}, []
-    for leaf, coef in target.linear():
-        if leaf.kind == "diffusion":
-            bases[leaf] = bases.get(leaf, 0.0) + coef
-        elif leaf.kind == "reward":
-            if len(leaf.parents) != 1:
-                raise PlanError(f"a reward on a diffusion target reads the one site {SITE!r}; reward "
-                                f"{leaf.name} reads {', '.join(leaf.parents) or 'nothing'}")
-            rewards.append((leaf, coef))
-        else:
-            what = leaf.describe() if leaf.kind == "model" else leaf.name
-            raise PlanError(f"the target mixes diffusion models with the ordinary {leaf.kind} {what}; FKC needs a "
-                            f"score for every factor (combine only ppl.diffusion bases with **, *, geometric and tilt)")
-    return bases, rewards
+from .terms import exponents
 
 
 class DiffusionPlan:
@@ -34,16 +16,9 @@ class DiffusionPlan:
     kind = "diffusion"     # the methods registered for this kind sample it (backends.get_method)
 
     def __init__(self, target, reference=None, fold=True):
-        if not isinstance(target, Target):
-            raise PlanError(f"expected a target, got {type(target).__name__}")
-        if reference is not None:
-            raise PlanError("reference= applies to model targets; a diffusion target starts from its SDE's prior")
-        bases, rewards = _collect(target)
         self.target = target
-        self.bases = [(b, beta) for b, beta in bases.items() if beta != 0.0]
-        self.rewards = [(r, c) for r, c in rewards if c != 0.0]
-        if not self.bases:
-            raise PlanError(f"{target.describe()}: every diffusion base has exponent 0")
+        self.bases, self.rewards = exponents(target, reference, "diffusion", "ppl.diffusion", f"the one site {SITE!r}",
+                                             (1,), why="FKC needs a score for every factor: ")
         first = self.bases[0][0]
         for b, _ in self.bases:
             if b.dim != first.dim:

@@ -5,10 +5,10 @@ The target tree (`**`, `*`, `geometric`, `tilt` over `ppl.autoregressive` bases)
 share a vocabulary, a maximum length, eos, the step delimiters and the prompt length; ordinary models and
 diffusion bases cannot be mixed in. A reward reads the prefixes (and optionally their lengths).
 """
-from ..errors import PlanError, ShapeError
+from ..errors import ShapeError
 from ..sequence import SITE
-from ..target import Target
 from .graph import build_graph
+from .terms import exponents
 
 
 class SequencePlan:
@@ -18,29 +18,10 @@ class SequencePlan:
     kind = "sequence"      # the methods registered for this kind sample it (backends.get_method)
 
     def __init__(self, target, reference=None, fold=True):
-        if not isinstance(target, Target):
-            raise PlanError(f"expected a target, got {type(target).__name__}")
-        if reference is not None:
-            raise PlanError("reference= applies to model targets; a sequence target proposes from its own bases")
-        bases, rewards = {}, []
-        for leaf, coef in target.linear():
-            if leaf.kind == "sequence":
-                bases[leaf] = bases.get(leaf, 0.0) + coef
-            elif leaf.kind == "reward":
-                if not 1 <= len(leaf.parents) <= 2:
-                    raise PlanError(f"a reward on a sequence target reads the prefixes (and optionally their "
-                                    f"lengths): reward(prefixes) or reward(prefixes, lengths); reward {leaf.name} "
-                                    f"reads {', '.join(leaf.parents) or 'nothing'}")
-                rewards.append((leaf, coef))
-            else:
-                what = leaf.describe() if leaf.kind in ("model", "diffusion") else leaf.name
-                raise PlanError(f"the target mixes sequence models with the {leaf.kind} {what}; combine only "
-                                f"ppl.autoregressive bases with **, *, geometric and tilt")
         self.target = target
-        self.bases = [(b, beta) for b, beta in bases.items() if beta != 0.0]
-        self.rewards = [(r, c) for r, c in rewards if c != 0.0]
-        if not self.bases:
-            raise PlanError(f"{target.describe()}: every sequence base has exponent 0")
+        self.bases, self.rewards = exponents(target, reference, "sequence", "ppl.autoregressive",
+                                             "the prefixes (and optionally their lengths): reward(prefixes) or "
+                                             "reward(prefixes, lengths)", (1, 2))
         first = self.bases[0][0]
         for b, _ in self.bases[1:]:
             for key, value in first.signature.items():

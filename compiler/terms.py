@@ -2,7 +2,7 @@
 from dataclasses import dataclass, field
 
 from ..errors import PlanError
-from ..target import Model
+from ..target import Model, Target
 
 
 @dataclass
@@ -50,3 +50,30 @@ def expand(target):
         else:
             raise PlanError(f"{leaf.describe()} is a {leaf.kind} base; it cannot be expanded into log-density terms")
     return out
+
+
+def exponents(target, reference, kind, constructor, reads, arities, why=""):
+    """For targets over bases of one `kind` ('diffusion', 'sequence'): exponents β_i per distinct base and
+    coefficients c_j per reward, from the nodes' `linear` expansion (zero ones dropped): ([(base, β)],
+    [(reward, c)]). A reward must read `arities` names (`reads` says what); any other leaf is a PlanError."""
+    if not isinstance(target, Target):
+        raise PlanError(f"expected a target, got {type(target).__name__}")
+    if reference is not None:
+        raise PlanError(f"reference= applies to model targets, not to a target of {kind} models")
+    bases, rewards = {}, []
+    for leaf, coef in target.linear():
+        if leaf.kind == kind:
+            bases[leaf] = bases.get(leaf, 0.0) + coef
+        elif leaf.kind == "reward":
+            if len(leaf.parents) not in arities:
+                raise PlanError(f"a reward on a {kind} target reads {reads}; reward {leaf.name} reads "
+                                f"{', '.join(leaf.parents) or 'nothing'}")
+            rewards.append((leaf, coef))
+        else:
+            what = leaf.describe() if leaf.kind in ("model", "diffusion", "sequence") else leaf.name
+            raise PlanError(f"the target mixes {kind} models with the ordinary {leaf.kind} {what}; {why}combine only "
+                            f"{constructor} bases with **, *, geometric and tilt")
+    bases = [(b, beta) for b, beta in bases.items() if beta != 0.0]
+    if not bases:
+        raise PlanError(f"{target.describe()}: every {kind} base has exponent 0")
+    return bases, [(r, c) for r, c in rewards if c != 0.0]
