@@ -87,6 +87,7 @@ class Generator:
         delim[list(plan.delimiters or range(plan.vocab))] = True      # one-token steps: every token ends one
         self.delimiter = rt.asarray(delim)
         # the bookkeeping as jitted kernels of fixed shapes (on JAX one compilation each per N)
+        self._aranges = {}
         self.emit = rt.jit(self._emit)
         self._normalize = rt.jit(self._normalize_rows)
         self._newest = rt.jit(self._newest_tokens)
@@ -94,6 +95,12 @@ class Generator:
         self._update = rt.jit(self._update_scores)
         self._left = rt.jit(lambda tokens, length, cols, start: left_aligned(rt, tokens, length, cols, start, plan.pad),
                             static_argnames=("cols", "start"))
+
+    def arange(self, n):
+        """0..n−1 as indices, made once per n (not a host-to-device copy per token)."""
+        if n not in self._aranges:
+            self._aranges[n] = self.rt.asindex(np.arange(n))
+        return self._aranges[n]
 
     # ---- the models ----------------------------------------------------------------------------------------
 
@@ -164,7 +171,7 @@ class Generator:
 
     def _newest_tokens(self, s):
         n = s.length.shape[0]
-        return self.rt.xp.take(s.tokens.reshape(-1), self.rt.asindex(np.arange(n)) * self.width
+        return self.rt.xp.take(s.tokens.reshape(-1), self.arange(n) * self.width
                                + self.rt.xp.clip(s.length - 1, 0, self.width - 1), axis=0)
 
     def _keep_rows(self, s, live, rows):
@@ -200,9 +207,9 @@ class Generator:
         gumbel = -xp.log(-xp.log(xp.clip(rt.uniform(key, (n, v)), 1e-20, 1.0)))
         tok = xp.argmax(log_q + gumbel, axis=-1)
         tok = xp.where(force, xp.take(forced, xp.clip(s.length, 0, self.width - 1), axis=0), tok)
-        flat = rt.asindex(np.arange(n)) * v + tok
+        flat = self.arange(n) * v + tok
         inc = xp.take(u.reshape(-1), flat, axis=0) - xp.take(log_q.reshape(-1), flat, axis=0)
-        at = (rt.asindex(np.arange(self.width)).reshape(1, -1) == s.length.reshape(-1, 1)) & active.reshape(-1, 1)
+        at = (self.arange(self.width).reshape(1, -1) == s.length.reshape(-1, 1)) & active.reshape(-1, 1)
         length = s.length + active
         ended = active & ((length >= self.width) | ((tok == plan.eos) if plan.eos is not None else False))
         inside = active & ~(ended | xp.take(self.delimiter, tok, axis=0))

@@ -175,7 +175,7 @@ def _smc(plan, rt, resampler, threshold, every, window, potential, aggregate, te
 
 
 def _particles(particles, what):
-    return integer(particles, f"{what}: particles", 2 if what != "bon" else 1)
+    return integer(particles, f"{what}: particles", 1)
 
 
 @method("pf", kind="sequence")

@@ -301,3 +301,15 @@ def test_causal_lm_pf_exact():
     r = ppl.sample(lm.tilt(twos, 1.5), method="pf", runtime="pyro", particles=20_000, seed=8, resample_threshold=1.0)
     assert abs(r.log_z - log_z) < 4 * r.log_z_se
     assert resampled_tv(r, dist, stat=len) < 0.02
+
+
+def test_reasoning_scaling_example_runs(tmp_path):
+    """examples/reasoning_scaling.py --quick: trains its solver briefly, runs all five methods, writes its plot."""
+    import subprocess
+    import sys
+    from pathlib import Path
+    example = Path(__file__).resolve().parent.parent / "examples" / "reasoning_scaling.py"
+    out = subprocess.run([sys.executable, str(example), str(tmp_path / "scaling.png"), "--quick"],
+                         capture_output=True, text=True, timeout=600)
+    assert out.returncode == 0, out.stderr[-2000:]
+    assert "accuracy over 6 problems" in out.stdout and (tmp_path / "scaling.png").exists()

@@ -1,0 +1,149 @@
+"""Inference-time scaling on the synthetic reasoning task of examples/reasoning_scaling.py (issue 11), over seeds.
+
+One solver (the example's partly trained GRU) and the example's noisy PRM; each of `--problems` held-out problems
+is solved by every method at every budget N with `--seeds` sampler seeds (the same seeds for every method, so
+the comparisons are paired). Prints
+
+* accuracy per method and N: the mean over problems of each problem's accuracy over the seeds, ± its standard
+  error over problems (which includes the seed-to-seed variation);
+* the margins PF − BoN and PF − WBoN per N, ± the standard error of the paired per-problem differences;
+* the wall time per generation of each method (all of `ppl.sample`: generation, PRM calls, bookkeeping);
+* the overhead of the SMC bookkeeping: `method="pf"` against plain batched sampling of the same number of
+  sequences from the same model (a loop of `advance` calls with categorical sampling, no weights), without a
+  reward (pf on the untilted model) and with the PRM (pf on the tilted target against the loop that also
+  calls the PRM after every step), as a % of the plain loop's time per step.
+
+By default the table also has "bon:prod" and "wbon:prod": BoN and WBoN whose final reward is the product of the
+PRM's scores of all steps (aggregate="prod") instead of the last one, the same step-level information PF uses.
+
+    python benchmarks/reasoning_scaling.py [--problems 100] [--seeds 5] [--budgets 1 2 4 8 16 32 64]
+                                           [--methods bon wbon beam pf pg bon:prod wbon:prod]
+
+About 15 minutes on one CPU thread with the defaults.
+"""
+import argparse
+import math
+import os
+import statistics
+import sys
+import time
+
+import numpy as np
+import torch
+
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "examples"))
+import ppl  # noqa: E402
+from reasoning_scaling import MU, SIGMA, STEPS, TARGET_ACCURACY, evaluate, options, solver_report  # noqa: E402
+from reasoning_task import EOS, SEP, VOCAB, GRUSolver, NoisyPRM, ProblemLM, make_problems, train_solver  # noqa: E402
+
+
+def plain_sampling(lm, n, gen, prm=None):
+    """n sequences of the solver by a loop of `advance` calls with categorical sampling (no weights, no
+    resampling), calling `prm` on the prefixes after each step when given."""
+    logp, state = lm.start(n)
+    tokens = []
+    for t in range(2 * STEPS + 1):
+        tokens.append(torch.multinomial(logp.exp(), 1, generator=gen)[:, 0])
+        logp, state = lm.advance(tokens[-1], state)
+        if prm is not None and (t % 2 == 1 or t == 2 * STEPS):  # a step ends at ';' and at EOS
+            prm(torch.stack(tokens, 1), torch.full((n,), t + 1))
+    return torch.stack(tokens, 1)
+
+
+def median_time(fn, repeats):
+    """The median wall time of `repeats` calls of fn (after one warm-up call)."""
+    fn()
+    times = []
+    for _ in range(repeats):
+        t0 = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - t0)
+    return statistics.median(times)
+
+
+def overhead(model, prompt, results, sizes, repeats):
+    """Rows (N, plain ms/step, pf ms/step, overhead %, plain+PRM ms/step, pf+PRM ms/step, overhead %) for `model`."""
+    lm = ProblemLM(model, prompt)
+    prm = NoisyPRM(results, 0, MU, SIGMA)
+    base = ppl.autoregressive(lm, VOCAB, 2 * STEPS + 1, eos=EOS, step=SEP, name="solver")
+    tilted = base.tilt(prm, 1.0)
+    gen = torch.Generator().manual_seed(0)
+    steps = 2 * STEPS + 1  # tokens per sequence: a step of the plain loop is one token for all particles
+    rows = []
+    for n in sizes:
+        pf = options("pf", n)
+        t = [median_time(lambda: plain_sampling(lm, n, gen), repeats),
+             median_time(lambda: ppl.sample(base, method="pf", runtime="pyro", particles=n, seed=1), repeats),
+             median_time(lambda: plain_sampling(lm, n, gen, prm), repeats),
+             median_time(lambda: ppl.sample(tilted, runtime="pyro", seed=1, **pf), repeats)]
+        ms = [1e3 * x / steps for x in t]
+        rows.append((n, ms[0], ms[1], 100 * (ms[1] / ms[0] - 1), ms[2], ms[3], 100 * (ms[3] / ms[2] - 1)))
+    return rows
+
+
+def mean_se(x):
+    """Mean and standard error over the first axis."""
+    return x.mean(0), x.std(0, ddof=1) / math.sqrt(x.shape[0])
+
+
+def main(argv=None):
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--problems", type=int, default=100)
+    ap.add_argument("--seeds", type=int, default=5)
+    ap.add_argument("--budgets", type=int, nargs="+", default=[1, 2, 4, 8, 16, 32, 64])
+    ap.add_argument("--methods", nargs="+", default=["bon", "wbon", "beam", "pf", "pg", "bon:prod", "wbon:prod"])
+    ap.add_argument("--overhead-sizes", type=int, nargs="+", default=[16, 64, 256])
+    ap.add_argument("--repeats", type=int, default=20)
+    ap.add_argument("--overhead-only", action="store_true", help="only the bookkeeping table")
+    ap.add_argument("--overhead-hidden", type=int, nargs="+", default=[128, 1024],
+                    help="GRU widths for the overhead table (the trained 128, and untrained wider ones: the time of a "
+                         "step does not depend on the weights)")
+    args = ap.parse_args(argv)
+    torch.set_num_threads(1)
+    model, info = train_solver(STEPS, TARGET_ACCURACY, seed=0)
+    prompts, results = make_problems(args.problems, STEPS, seed=12345)
+    single, chain, prm_error = solver_report(model, prompts, results)
+    print(f"solver: GRU(128), {info['updates']} updates in {info['seconds']:.0f} s; one sample: answer right "
+          f"{single:.3f}, whole chain right {chain:.3f}; PRM misjudges {prm_error:.3f} of the prefixes")
+    if not args.overhead_only:
+        scaling(model, prompts, results, args)
+    print(f"\nSMC bookkeeping: pf vs plain batched sampling of the same N sequences, ms per token step "
+          f"(median of {args.repeats})")
+    print(f"{'GRU':>5} {'N':>5} {'plain':>8} {'pf':>8} {'overhead':>9} {'plain+PRM':>10} {'pf+PRM':>8} {'overhead':>9}")
+    for hidden in args.overhead_hidden:
+        solver = model if hidden == model.gru.hidden_size else GRUSolver(hidden=hidden).eval()
+        for n, a, b, o, c, d, p in overhead(solver, prompts[0], results[0], args.overhead_sizes, args.repeats):
+            print(f"{hidden:5d} {n:5d} {a:8.3f} {b:8.3f} {o:8.0f}% {c:10.3f} {d:8.3f} {p:8.0f}%")
+
+
+def scaling(model, prompts, results, args):
+    """The accuracy, margin and wall-time tables."""
+    t0 = time.perf_counter()
+    runs = [evaluate(model, prompts, results, args.budgets, seed, args.methods) for seed in range(args.seeds)]
+    per_problem = {m: np.mean([r[m] for r, _ in runs], axis=0).T for m in args.methods}  # [problems, budgets]
+    print(f"\naccuracy, {args.problems} problems x {args.seeds} seeds (mean ± standard error over problems; "
+          f"{time.perf_counter() - t0:.0f} s)")
+    width = max(13, max(map(len, args.methods)))
+    print(f"{'N':>4} " + " ".join(f"{m:>{width}}" for m in args.methods))
+    for b, n in enumerate(args.budgets):
+        cells = []
+        for m in args.methods:
+            mean, se = mean_se(per_problem[m][:, b])
+            cells.append(f"{mean:.3f} ± {se:.3f}")
+        print(f"{n:4d} " + " ".join(f"{c:>{width}}" for c in cells))
+    baselines = [m for m in args.methods if m != "pf" and m.split(":")[0] in ("bon", "wbon")]
+    if "pf" in args.methods and baselines:
+        print("\nmargins (paired over problems, ± standard error)")
+        print(f"{'N':>4} " + " ".join(f"{'pf - ' + m:>{width + 2}}" for m in baselines))
+        for b, n in enumerate(args.budgets):
+            cells = []
+            for m in baselines:
+                mean, se = mean_se(per_problem["pf"][:, b] - per_problem[m][:, b])
+                cells.append(f"{mean:+.3f} ± {se:.3f}")
+            print(f"{n:4d} " + " ".join(f"{c:>{width + 2}}" for c in cells))
+    print("\nwall time per generation (ms, mean over seeds)")
+    print("  " + "  ".join(f"{m} {1e3 * np.mean([s[m] for _, s in runs]):.2f}" for m in args.methods))
+
+
+if __name__ == "__main__":
+    main()
