@@ -22,6 +22,7 @@ import numpy as np
 
 from ..errors import InferenceError, ValueRangeError
 from ..result import Result, normalized
+from ..target import call_user
 from . import fk, integer, method
 from .generation import Generator
 
@@ -133,7 +134,9 @@ def sequence_result(gen, chains, method, rt, answer=None, select="argmax", by=No
     rewards = np.stack([rt.to_numpy(gen.reward(s)).astype(np.float64) for s, _ in chains])
     log_w = None if chains[0][1] is None else np.stack([rt.to_numpy(w).astype(np.float64) for _, w in chains])
     flat = [s for chain in seqs for s in chain]
-    answers = flat if answer is None else [answer(s) for s in flat]
+    if answer is not None and not callable(answer):
+        raise ValueRangeError(f"answer must be a function of one sequence, got {type(answer).__name__}")
+    answers = flat if answer is None else [call_user(lambda: answer(s), {}, "the answer function") for s in flat]
     if by == "reward":
         weights = rewards.reshape(-1)
         if select == "vote" and np.any(weights < 0):

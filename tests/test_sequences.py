@@ -220,6 +220,8 @@ def test_bad_input_is_named():
         def broken(prefixes):
             return 1 / 0
         ppl.sample(p.tilt(broken), method="pf", runtime="pyro", particles=10)
+    with pytest.raises(ppl.UserFunctionError, match="the answer function raised KeyError"):
+        ppl.sample(p.tilt(count0), method="pf", runtime="pyro", particles=10, answer=lambda seq: {}[0])
     with pytest.raises(ppl.ValueRangeError, match="eos"):
         ppl.autoregressive(prefix_model(A), V, L, eos=V)
     with pytest.raises(ppl.UnknownNameError, match="potential"):
