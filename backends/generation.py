@@ -97,9 +97,8 @@ class Generator:
                             static_argnames=("cols", "start"))
 
     def arange(self, n):
-        """0..n−1 as indices, made once per n (not a host-to-device copy per token)."""
-        if n not in self._aranges:
-            self._aranges[n] = self.rt.asindex(np.arange(n))
+        """0..n−1 as indices, made once per n by `start` (not a host-to-device copy per token; made outside the
+        jitted kernels, so they capture a constant, not a tracer)."""
         return self._aranges[n]
 
     # ---- the models ----------------------------------------------------------------------------------------
@@ -153,6 +152,8 @@ class Generator:
     def start(self, n):
         """(Sequences of the empty generation for n particles, the models' states)."""
         rt, xp, plan = self.rt, self.rt.xp, self.plan
+        for m in (n, self.width):
+            self._aranges.setdefault(m, rt.asindex(np.arange(m)))
         rows, states = [], []
         for b, m in enumerate(self.models):
             out, state = call_user(lambda: m.start(n), {}, f"sequence model {plan.bases[b][0].name}")
