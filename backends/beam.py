@@ -29,7 +29,7 @@ def run(plan, rt, key, particles=64, progress=None, beam_width=4, aggregate="mod
     for k in rt.split(key, plan.length):
         s, states, stepped = gen.generate(k, s, states)
         s = gen.score(s, stepped)
-        if bool(rt.to_numpy(rt.xp.sum(~s.done) == 0)):
+        if gen.finished(s):
             break
         r = rt.to_numpy(gen.reward(s))
         keep = np.argsort(-r, kind="stable")[:n // width]

@@ -214,8 +214,8 @@ class Generator:
         length = s.length + active
         ended = active & ((length >= self.width) | ((tok == plan.eos) if plan.eos is not None else False))
         inside = active & ~(ended | xp.take(self.delimiter, tok, axis=0))
-        s = s._replace(tokens=xp.where(at, tok.reshape(-1, 1), s.tokens), length=length, done=s.done | ended, stale=s.stale | (active & ~ended),
-                       log_g=s.log_g + xp.where(active, inc, 0.0))
+        s = s._replace(tokens=xp.where(at, tok.reshape(-1, 1), s.tokens), length=length, done=s.done | ended,
+                       stale=s.stale | (active & ~ended), log_g=s.log_g + xp.where(active, inc, 0.0))
         return s, inside, xp.sum(inside) > 0
 
     def generate(self, key, s, states, force=None, forced=None):
@@ -243,7 +243,7 @@ class Generator:
         a = {"prod": lambda: s.score * values, "min": lambda: xp.minimum(s.score, values)}.get(
             self.aggregate, lambda: values)()
         a = xp.where(stepped.reshape(-1, 1), a, s.score)
-        total = xp.sum(self.coefs.reshape(1, -1) * a, axis=1)
+        total = self._total(a)
         if self.potential == "puri":
             p = xp.clip(a[:, 0], CLIP, 1.0 - CLIP)
             s = s._replace(score=a, memo=total, log_g=s.log_g + (xp.log(p) - xp.log(1.0 - p)) / self.temperature)
@@ -256,7 +256,6 @@ class Generator:
     def score(self, s, stepped):
         """The rewards on the prefixes after a step, aggregated, and the step's log potential added to log_g."""
         rt, xp, plan = self.rt, self.rt.xp, self.plan
-        n = s.done.shape[0]
         if not plan.rewards:
             return s
         values = []
@@ -276,9 +275,13 @@ class Generator:
             raise InferenceError(f"a reward returned NaN ({', '.join(r.name for r, _ in plan.rewards)})")
         return s
 
+    def _total(self, a):
+        return self.rt.xp.sum(self.coefs.reshape(1, -1) * a, axis=1)
+
     def reward(self, s):
         """R = Σ_j c_j A_j of each sequence (its aggregated reward so far)."""
-        xp = self.rt.xp
-        if not self.plan.rewards:
-            return xp.zeros((s.done.shape[0],))
-        return xp.sum(self.coefs.reshape(1, -1) * s.score, axis=1)
+        return self._total(s.score) if self.plan.rewards else self.rt.xp.zeros((s.done.shape[0],))
+
+    def finished(self, s):
+        """Whether every sequence has ended (a host bool)."""
+        return bool(self.rt.to_numpy(self.rt.xp.sum(~s.done) == 0))

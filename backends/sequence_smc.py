@@ -80,7 +80,7 @@ def sweep(gen, key, n, step, final, model, reference=None):
         k_gen, k_step = rt.split(k, 2)
         particles, states, stepped = gen.generate(k_gen, state.particles, states, force, forced)
         particles = gen.score(particles, stepped)
-        last = bool(rt.to_numpy(xp.sum(~particles.done) == 0))
+        last = gen.finished(particles)
         if gen.potential == "puri":      # Puri et al.: the weights are replaced, not multiplied
             state = state._replace(log_w=xp.full((n,), -math.log(n)))
         state, info = (final if last else step)(k_step, state._replace(particles=particles))
@@ -217,9 +217,10 @@ def run_pg(plan, rt, key, particles=16, progress=None, iterations=4, potential="
             first = (float(rt.to_numpy(state.log_z)), math.sqrt(record["rel_var"]), record)
         chains.append((state.particles, state.log_w))
         w = normalized(rt.to_numpy(state.log_w))
-        b = int(np.searchsorted(np.cumsum(w), float(rt.to_numpy(rt.uniform(keys[2 * i + 1], (1,)))[0]) * w.sum()))
-        reference = rt.to_numpy(state.particles.tokens)[min(b, n - 1)]
-        references.append(decoded(plan, reference[None], [int(rt.to_numpy(state.particles.length)[min(b, n - 1)])])[0])
+        u = float(rt.to_numpy(rt.uniform(keys[2 * i + 1], (1,)))[0])
+        b = min(int(np.searchsorted(np.cumsum(w), u * w.sum())), n - 1)
+        reference = rt.to_numpy(state.particles.tokens)[b]
+        references.append(decoded(plan, reference[None], rt.to_numpy(state.particles.length)[b:b + 1])[0])
     log_z, se, record = first
     record.pop("rel_var")
     record["references"] = references

@@ -91,6 +91,7 @@ def build_graph(target, terms, names, chosen=None, reference=None):
             term = "score" if t.kind == "diffusion" else "next token"
             g.add_node(f"{t.name}:{term}", kind="factor", term=term)
             g.add_edge(t.site, f"{t.name}:{term}")
+            g.nodes[t.site].setdefault("kind", "latent")
             g.add_edge(f"{t.name}:{term}", node)
         for c in t.children():
             g.add_edge(walk(c), node)
@@ -103,8 +104,6 @@ def build_graph(target, terms, names, chosen=None, reference=None):
         return node
 
     root = walk(target)
-    for site in {leaf.site for leaf, _ in target.linear() if leaf.kind in ("diffusion", "sequence")}:
-        g.nodes[site].setdefault("kind", "latent")     # the one site of diffusion and sequence bases
     g.add_node("target", kind="combinator", op="target")
     g.add_edge(root, "target")
     for t in terms:
