@@ -28,24 +28,41 @@ def pareto_khat(log_w):
     return float(k)
 
 
-class Importance(fk.FeynmanKac):
-    """M0 = the reference π0, log G_0 = log L; no move."""
+def weights_khat(log_w):
+    """Pareto k̂ of log weights: inf with 5 or fewer finite ones, -inf when they are all equal."""
+    finite = log_w[np.isfinite(log_w)]
+    if finite.size <= 5:
+        return float("inf")
+    return -float("inf") if np.ptp(finite) < 1e-9 else pareto_khat(finite)
 
-    def __init__(self, program, batch_size=None):
-        self.program, self.rt = program, program.rt
-        self.log_rest = batched(self.rt, lambda z, _: program.log_densities(z), batch_size)
+
+class Importance(fk.FeynmanKac):
+    """M0 = the reference π0, log G_0 = log L; or, with a fitted `proposal` q on the unconstrained space
+    (`backends/proposals.py`), M0 = q and log G_0 = log γ − log q; no move."""
+
+    def __init__(self, program, batch_size=None, proposal=None):
+        self.program, self.rt, self.proposal = program, program.rt, proposal
+        if proposal is not None:
+            proposal.check(program)
+        self.log_parts = batched(self.rt, lambda z, _: program.log_densities(z), batch_size)
 
     def init(self, key, n):
+        if self.proposal is not None:
+            return self.proposal.sample(self.rt, key, n), None
         return self.program.sample_reference(key, n), None
 
     def log_potential(self, t, z, log_w, carry):
-        return self.log_rest(z, None)[1], z, carry
+        ref, rest = self.log_parts(z, None)
+        if self.proposal is None:
+            return rest, z, carry
+        return ref + rest - self.proposal.log_prob(self.rt, z), z, carry
 
 
 @method("is")
-def run(compiled, rt, key, particles=10_000, progress=None, batch_size=None):
-    """Importance sampling of `compiled` with `particles` draws from its reference."""
-    model = Importance(compiled.lower(rt), batch_size)
+def run(compiled, rt, key, particles=10_000, progress=None, batch_size=None, proposal=None):
+    """Importance sampling of `compiled` with `particles` draws from its reference, or from `proposal` (a
+    fitted `Proposal`, given as `reference=`)."""
+    model = Importance(compiled.lower(rt), batch_size, proposal)
     k0, k1 = rt.split(key, 2)
     step = rt.jit(lambda k, s: fk.make_step(model, threshold=0.0)(k, s, move=False))
     state, info = step(k1, fk.init(model, k0, particles))
@@ -55,8 +72,7 @@ def run(compiled, rt, key, particles=10_000, progress=None, batch_size=None):
         raise InferenceError(f"importance sampling: all {particles} weights vanished (log densities were "
                              f"-inf or NaN on every particle); the proposal misses the target's support")
     ess = float(rt.to_numpy(info.ess))
-    finite = log_w[np.isfinite(log_w)]
-    k = float("inf") if finite.size <= 5 else (-np.inf if np.ptp(finite) < 1e-9 else pareto_khat(finite))
+    k = weights_khat(log_w)
     if k > 0.7:
         warnings.warn(f"importance sampling: Pareto k-hat = {k:.2f} > 0.7; the weights have a heavy tail and "
                       f"log Z and moments are unreliable (ESS = {ess:.0f} of {particles}); use SMC or a wider "
@@ -65,4 +81,5 @@ def run(compiled, rt, key, particles=10_000, progress=None, batch_size=None):
     diagnostics = {"ess": ess, "pareto_k": k, "non_finite": non_finite, "log_z_per_chain": [log_z]}
     se = math.sqrt(float(rt.to_numpy(info.rel_var)))
     return Result(samples, log_w[None], log_z, se, method="is", runtime=rt.name, device=rt.device,
-                  diagnostics=diagnostics)
+                  diagnostics=diagnostics, proposal=proposal,
+                  unconstrained=None if proposal is None else rt.to_numpy(state.particles)[None])

@@ -5,6 +5,7 @@ import time
 from .backends import check_options, get_method, get_runtime, integer
 from .compiler import compile
 from .compiler.shapes import check_size
+from .errors import PlanError
 
 
 def _check_options(method, run, options):
@@ -20,9 +21,17 @@ def sample(target, method="is", runtime="numpyro", device="cpu", particles=10_00
     """Sample `target` with `method` ('is', 'smc', 'nuts', 'hmc', 'fkc') on `runtime` ('numpyro' | 'pyro').
 
     `reference` (a model over the target's latent sites) replaces the planner's reference /
-    proposal; `fold=False` keeps Gaussian factors unmerged. Other options go to the method.
+    proposal; for 'is' and 'ais' it may also be a fitted proposal on the unconstrained space (`r.proposal` of
+    an 'ais' run, `ppl.amortize(...)(context)`); `fold=False` keeps Gaussian factors unmerged. Other options go to the method.
     """
     get_method(method)    # a known name, before compiling
+    from .backends.proposals import Proposal
+    if isinstance(reference, Proposal):    # a fitted density on the unconstrained space (e.g. r.proposal)
+        if "proposal" not in inspect.signature(get_method(method)).parameters:
+            raise PlanError(f"reference= a fitted proposal ({reference!r}) is a density on the unconstrained "
+                            f"space, which methods 'is' and 'ais' sample from; method {method!r} takes a "
+                            f"reference model: reference=ppl.model(...)")
+        reference, options = None, {**options, "proposal": reference}
     seed = integer(seed, "seed", 0, 2 ** 63)
     particles = integer(particles, "particles", 1)
     rt = get_runtime(runtime, device)

@@ -38,7 +38,7 @@ class Result:
 
     def __init__(self, samples, log_weights=None, log_z=None, log_z_se=None, method="", runtime="", device="",
                  diagnostics=None, sample_stats=None, log_likelihood=None, predictive=None, observed=None,
-                 sequences=None, answer=None):
+                 sequences=None, answer=None, proposal=None, unconstrained=None):
         self.samples = {k: np.asarray(v) for k, v in samples.items()}
         #: pointwise log p(y_j | θ) per observed site [C, N, *shape] (for `az.loo` / `az.waic`), replicated
         #: observations y_rep ~ p(y | θ) [C, N, *shape], and the observed values, where the method gives them
@@ -48,6 +48,9 @@ class Result:
         #: sequence targets: the generated sequences, chain after chain (token lists, or text with a decoder),
         #: and the chosen answer (by the method's `select`)
         self.sequences, self.answer = sequences, answer
+        #: the proposal the draws came from, where it is a fitted density (`ais`, or `is` with one as reference=)
+        #: and the draws on its unconstrained space [C, N, D] (for control variates from its components)
+        self.proposal, self.unconstrained = proposal, unconstrained
         self.log_weights = None if log_weights is None else np.asarray(log_weights, dtype=np.float64)
         self.log_z = None if log_z is None else float(log_z)
         self.log_z_se = None if log_z_se is None else float(log_z_se)
@@ -154,6 +157,13 @@ class Result:
                                 log_likelihood=groups["log_likelihood"] or None,
                                 posterior_predictive=groups["posterior_predictive"] or None,
                                 observed_data=self.observed or None)
+
+    def expect(self, functions):
+        """E[f] for every f in `functions` ({name: f(site, ...)}) from these draws: an `Expectations` table
+        (self-normalized estimates with delta-method errors for weighted draws, ArviZ ESS for MCMC chains;
+        a mixture proposal's components as control variates, see `ppl.expect`)."""
+        from .expect import expect_draws
+        return expect_draws(self, functions)
 
     def plot(self, path=None, var_names=None):
         """Marginal densities and pairwise scatter of `var_names` plus per-method panels (see `ppl.plots`)."""
