@@ -143,6 +143,14 @@ class RuntimeContract(Protocol):
     def temp_memory(self, step, init, key):
         """bytes a compiled `step(key, init(key))` allocates (or PPLError)."""
 
+    def flow(self, dim, hidden, orders):
+        """a masked autoregressive flow on R^dim from the library's affine autoregressive transforms, one per
+        variable order in `orders`, with MADE nets of widths `hidden` (see `backends/flows.py`): an engine with
+        `init(seed)` (params of the identity map), `log_prob(params, s)`, `sample(params, key, n)` and
+        `trainer(params, s, w, lr, batch, seed)` (w: numpy weights), whose `run(k)` takes k more Adam steps on
+        −Σ w log q(s) (on minibatches of `batch` draws resampled ∝ w, or all draws where batch is None) and
+        returns the params; params are values: never changed in place once returned."""
+
 
 class Runtime:
     """Shared parts of the runtimes (each fulfils `RuntimeContract`)."""
