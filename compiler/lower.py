@@ -7,6 +7,8 @@ reference), each deterministic site is computed, then every term ℓ_t is evalua
 
     log_reference(z) = Σ_t r_t ℓ_t + log|det J|     log_rest(z) = Σ_t (c_t − r_t) ℓ_t
 """
+import contextlib
+
 import numpy as np
 
 from ..errors import PlanError, PPLError
@@ -36,6 +38,19 @@ class Evaluator:
     def _observed(self, m, name, value):
         d = m.sites[name].constant
         return self.rt.asindex(value) if d is not None and d.family == "Categorical" else self.rt.asarray(value)
+
+    @contextlib.contextmanager
+    def substituted(self, obs, data):
+        """Evaluation with other observed values and data ({model: {name: array}}, overriding those given;
+        arrays may be tracers), as NumPyro's `substitute`: one traced program for a family of targets that
+        differ only in their data (`ppl.amortize`)."""
+        saved = self.obs, self.data
+        self.obs = {m: {**v, **obs.get(m, {})} for m, v in saved[0].items()}
+        self.data = {m: {**v, **data.get(m, {})} for m, v in saved[1].items()}
+        try:
+            yield self
+        finally:
+            self.obs, self.data = saved
 
     def env(self, model, values, dets):
         """What a site of `model` can read: latent values, the model's data, observations and deterministics."""

@@ -16,8 +16,10 @@ from .target import Model, Target, deterministic, energy, factor, geometric, mod
 from .stdlib.markov import MarkovChain, MarkovSpec, markov
 from .compiler import compile
 from .api import sample
+from .expect import Expectations, expect
 from .lang import load_ppl, parse
 from .diffusion import diffusion, train_score
+from .amortize import amortize
 from .sequence import autoregressive
 from .stdlib.diffusion import VESDE, VPSDE, GaussianMixture
 from .result import Result
@@ -25,12 +27,12 @@ from .io import load
 
 __all__ = [
     "math", "model", "deterministic", "factor", "energy", "geometric", "markov", "MarkovChain", "MarkovSpec",
-    "compile", "sample", "Result", "Target",
+    "compile", "sample", "expect", "Expectations", "Result", "Target",
     "Model", "Distribution", "Normal", "HalfNormal", "HalfCauchy", "Cauchy", "StudentT", "LogNormal",
     "Exponential", "Gamma", "InverseGamma", "Beta", "Uniform", "Laplace", "Dirichlet", "MultivariateNormal",
     "Bernoulli", "Binomial", "Poisson", "Categorical", "Flat", "PPLError", "NameResolutionError", "ShapeError",
     "SupportError", "ValueRangeError", "UserFunctionError", "PlanError", "UnknownNameError", "InferenceError",
     "SourceError",
     "load_ppl", "parse", "load",
-    "diffusion", "train_score", "VPSDE", "VESDE", "GaussianMixture", "autoregressive",
+    "diffusion", "train_score", "VPSDE", "VESDE", "GaussianMixture", "autoregressive", "amortize",
 ]

@@ -1,0 +1,717 @@
+"""Amortized proposals: one conditional density q_θ(z | c) for a family of targets γ_c indexed by a context c,
+trained with BRAIn's self-normalized gradient (Pandey et al. 2024, arXiv 2402.02479).
+
+For a context c with target π_c = γ_c / Z_c on the unconstrained latent space (log γ_c(z) = log π0(z) +
+log|J(z)| + log L(z), the compiled program's `log_densities`), draw y_1..y_n ~ r (detached) and set
+
+    α̂_i = normalized γ_c(y_i) / r(y_i),      β̂_i = normalized q_θ(y_i | c) / r(y_i),
+    ĝ(θ) = Σ_i (α̂_i − β̂_i) ∇_θ log q_θ(y_i | c).
+
+ĝ estimates −∇_θ of the self-normalized KL between π_c and q_θ; the β̂ term is a baseline that leaves its
+mean unchanged but removes the part of Σ α̂_i ∇ log q_θ that is noise (for r = q_θ, β̂_i = 1/n and it
+subtracts the score's sample mean, whose expectation is 0). The sampler r is q_θ itself at the current θ
+(default), the target's reference π0 (`sampler="prior"`), or any fixed `Proposal`. Each step averages ĝ over
+a minibatch of training contexts and takes an Adam step on the loss −Σ (α̂ − β̂) log q_θ (weights held
+fixed).
+
+The targets of the family share one latent layout. Each training context is compiled once; when the targets
+differ only in their data and observed values (the usual `model.condition(y=c)`), one runtime function
+evaluates all of them, batched over contexts (jitted once on JAX; there all the steps run as one compiled
+scan), and that shared evaluation is checked against the contexts' own programs on `verify` of them: thousands
+of training contexts are fine (2000 set up in ~3 s on CPU, mostly `ppl.compile`). Otherwise (a site reads c
+through a closure, or the structure changes with c) every context is lowered to its own program, with an
+`AmortizeWarning`: one JAX compilation (~0.3 s) per context, so keep to a few dozen contexts there.
+`Amortized.evaluate` runs importance sampling from q(· | c) on many new contexts in the same batched way.
+"""
+import math
+import time
+import warnings
+
+import numpy as np
+
+from .errors import PPLError, ShapeError, UnknownNameError, UserFunctionError, ValueRangeError
+
+
+class AmortizeWarning(UserWarning):
+    """Amortized training fell back to a slower path (one program per training context)."""
+
+
+# ------------------------------------------------------------------------------------------ the estimator
+def _xp(x):
+    from .math import namespace
+    return namespace(x)
+
+
+def _detach(x):
+    if hasattr(x, "detach"):
+        return x.detach()
+    if type(x).__module__.startswith("jax"):
+        import jax
+        return jax.lax.stop_gradient(x)
+    return x
+
+
+def _normalized(xp, a):
+    """exp(a − logsumexp(a)) over the last axis; non-finite entries get weight 0 (an all-non-finite row: nan)."""
+    a = xp.where(xp.isfinite(a), a, -math.inf)
+    return xp.exp(a - xp.logsumexp(a, axis=-1, keepdims=True))
+
+
+def brain_weights(log_target, log_q, log_r=None):
+    """(α̂, β̂) [..., n]: α̂ = normalized γ(y)/r(y), β̂ = normalized q(y)/r(y) over the last axis, for draws
+    y ~ r. `log_r=None` means r = q (then β̂ = 1/n). A row whose target weights are all non-finite gets
+    α̂ = β̂ (no gradient). Works on numpy, torch and JAX arrays (no gradient flows through the weights)."""
+    log_target, log_q = _detach(log_target), _detach(log_q)
+    xp = _xp(log_target)
+    n = log_q.shape[-1]
+    if log_r is None:
+        log_r = log_q
+        beta = xp.ones_like(log_q) / n
+    else:
+        log_r = _detach(log_r)
+        beta = _normalized(xp, log_q - log_r)
+    alpha = _normalized(xp, log_target - log_r)
+    alpha = xp.where(xp.isfinite(alpha), alpha, beta)
+    return alpha, beta
+
+
+def brain_gradient(grad_log_q, log_target, log_q, log_r=None, baseline=True):
+    """Σ_i (α̂_i − β̂_i) ∇ log q(y_i) [..., P] from the scores `grad_log_q` [..., n, P] of draws y ~ r (an
+    estimate of −∇_θ KL(π ‖ q_θ), the ascent direction); `baseline=False` gives the plain self-normalized
+    importance-sampling gradient Σ_i α̂_i ∇ log q(y_i)."""
+    alpha, beta = brain_weights(log_target, log_q, log_r)
+    w = alpha - beta if baseline else alpha
+    return (w[..., None] * grad_log_q).sum(-2)
+
+
+def brain_loss(log_target, log_q, log_r=None):
+    """The surrogate loss −mean_c Σ_i (α̂_i − β̂_i) log q_θ(y_i | c) over contexts (rows): its gradient in θ is
+    −(mean over contexts of `brain_gradient`). `log_q` [B, n] carries the gradient; the weights do not."""
+    alpha, beta = brain_weights(log_target, log_q, log_r)
+    return -((alpha - beta) * log_q).sum(-1).mean()
+
+
+def _diag_normal_log_prob(xp, y, mean, log_scale):
+    u = (y - mean) * xp.exp(-log_scale)
+    return (-0.5 * u * u - log_scale).sum(-1) - 0.5 * y.shape[-1] * math.log(2 * math.pi)
+
+
+def _stats(xp, log_gamma, log_q, log_r):
+    """(loss, ESS/n) of a minibatch: loss = Σ β̂ (log q − log γ), the self-normalized estimate of
+    KL(q ‖ π_c) − log Z_c, averaged over contexts; ESS/n = 1 / (n Σ α̂²), averaged."""
+    alpha, beta = brain_weights(log_gamma, log_q, log_r)
+    n = log_q.shape[-1]
+    d = xp.where(xp.isfinite(log_gamma), log_q - log_gamma, 0.0 * log_q)
+    return (beta * d).sum(-1).mean(), (1.0 / (n * (alpha * alpha).sum(-1))).mean()
+
+
+# ------------------------------------------------------------------------------------------ the family
+def _contexts(contexts):
+    if hasattr(contexts, "detach"):
+        contexts = contexts.detach().cpu().numpy()
+    if isinstance(contexts, (str, bytes, dict)) or contexts is None:
+        raise PPLError(f"contexts must be an array [M, ...] (one context per row), got {type(contexts).__name__}")
+    try:
+        a = np.asarray(contexts)
+    except (TypeError, ValueError):
+        raise PPLError("contexts must be an array [M, ...] (one context per row) of numbers") from None
+    if a.dtype.kind not in "biuf":
+        raise PPLError(f"contexts must be an array [M, ...] of numbers, got dtype {a.dtype}")
+    if a.ndim == 0 or len(a) == 0:
+        raise PPLError(f"contexts must be a non-empty array [M, ...] (one context per row), got shape {a.shape}")
+    return a.astype(np.float64) if a.dtype.kind == "f" else a
+
+
+def _call_family(family, c, where):
+    from .compiler import compile
+    from .target import Target
+    try:
+        target = family(c)
+    except PPLError:
+        raise
+    except Exception as e:
+        raise UserFunctionError(f"the family raised on {where}: {type(e).__name__}: {e}") from e
+    if not isinstance(target, Target):
+        raise PPLError(f"the family must return a ppl target (e.g. ppl.model(...).condition(y=c)); on {where} it "
+                       f"returned {type(target).__name__}")
+    compiled = compile(target)
+    if getattr(compiled, "kind", None) != "model":
+        raise PPLError(f"amortize trains proposals for model targets; on {where} the family gave a "
+                       f"{compiled.kind} target")
+    return compiled
+
+
+def _signature(ev):
+    """The structure of an evaluator's data and observations, by model position: (keys, shapes, scalars)."""
+    out = []
+    for part in (ev.data, ev.obs):
+        for values in part.values():
+            out.append(tuple((k, ("scalar", v) if isinstance(v, (int, float)) else
+                              ("array", tuple(v.shape), str(v.dtype))) for k, v in values.items()))
+    return tuple(out)
+
+
+class _Family:
+    """The targets of a set of contexts on one runtime: log γ_c for a minibatch of them, and their priors π0.
+    `like`: a _Family whose shared evaluation (and its compilations) these contexts reuse."""
+
+    def __init__(self, family, contexts, rt, verify, like=None, what="training context"):
+        from .backends.proposals import layout_of
+        from .compiler.lower import Evaluator
+        self.rt, self.family = rt, family
+        self.compiled = [_call_family(family, c, f"{what} {j}") for j, c in enumerate(contexts)]
+        base = like.compiled[0] if like is not None else self.compiled[0]
+        self.sites, self.dim = layout_of(base.layout), base.dim
+        for j, comp in enumerate(self.compiled):
+            if layout_of(comp.layout) != self.sites:
+                raise ShapeError(f"every target of the family must have the same latent layout: "
+                                 f"{'the training contexts have' if like is not None else 'context 0 has'} "
+                                 f"{self.sites}, {what} {j} has {layout_of(comp.layout)}")
+        if self.dim == 0:
+            raise ShapeError("the family's targets have no latent sites: there is nothing to propose")
+        self.program = like.program if like is not None else self.compiled[0].lower(rt)
+        self.programs = {} if like is not None else {0: self.program}
+        evs = [Evaluator(c, rt) for c in self.compiled]
+        if like is None:
+            self.shared = self._share(evs) and self._verify(verify)
+        else:
+            self._parts, self._sample = getattr(like, "_parts", None), getattr(like, "_sample", None)
+            self.shared = like.shared and self._stack(evs) and self._verify(verify)
+        if not self.shared:
+            warnings.warn(f"the family's targets differ beyond their data and observed values (or in their "
+                          f"structure): each of the {len(contexts)} {what}s is lowered to its own "
+                          f"program{' (one JAX compilation each)' if rt.name == 'numpyro' else ''}",
+                          AmortizeWarning, stacklevel=3)
+
+    def _stack(self, evs):
+        """The contexts' data and observations, stacked [M, ...] under the base program's model names; False
+        when their structure differs from the base program's."""
+        base = self.program.compiled
+        if any(len(c.models) != len(base.models) or [t.kind for t in c.terms] != [t.kind for t in base.terms]
+               for c in self.compiled):
+            return False
+        sig = _signature(self.program.ev)
+        if any(_signature(ev) != sig for ev in evs):
+            return False
+        names = [m.name for m in base.models]
+
+        def rename(part, comp):
+            return {n: {k: v for k, v in part[m.name].items() if not isinstance(v, (int, float))}
+                    for n, m in zip(names, comp.models)}
+        rt = self.rt
+        per = [(rename(ev.obs, c), rename(ev.data, c)) for ev, c in zip(evs, self.compiled)]
+        def stack(*a):     # in numpy: a JAX stack of thousands of arrays is one huge compilation
+            x = np.stack([rt.to_numpy(v) for v in a])
+            return rt.asindex(x) if x.dtype.kind in "iub" else rt.asarray(x)
+        self.stacked = rt.tree_map(stack, *per)
+        return True
+
+    # shared evaluation: the base program with the data and observations of another context
+    def _share(self, evs):
+        if not self._stack(evs):
+            return False
+        rt, ev, program = self.rt, self.program.ev, self.program
+
+        def swapped(fn):
+            def call(arrays, *args):
+                with ev.substituted(*arrays):
+                    return fn(*args)
+            return call
+
+        one = swapped(lambda z: rt.vmap(program.log_parts)(z))
+        self._parts = rt.jit(lambda stacked, idx, y: rt.vmap(one)(rt.tree_map(lambda a: a[idx], stacked), y))
+        sample = swapped(lambda key, n: program._sample(key, n))
+        self._sample = rt.jit(lambda stacked, j, key, n: sample(rt.tree_map(lambda a: a[j], stacked), key, n),
+                              static_argnames=("n",))
+        return True
+
+    def _verify(self, verify):
+        """The shared evaluation equals each context's own program at 4 points, on `verify` contexts spread
+        over the training set (all when verify=None)."""
+        m = len(self.compiled)
+        k = m if verify is None else max(1, min(int(verify), m))
+        idx = np.unique(np.round(np.linspace(0, m - 1, k)).astype(int))
+        rt = self.rt
+        z = rt.asarray(np.random.default_rng(12345).normal(size=(4, self.dim)))
+        ref, rest = self._parts(self.stacked, rt.asindex(idx), rt.xp.stack([z] * len(idx)))
+        owns = [self.compiled[j].lower(rt) for j in idx]
+        mine = rt.jit(lambda z: [rt.vmap(own.log_parts)(z) for own in owns])(z)   # one compilation for all
+        for b, (r2, l2) in enumerate(mine):
+            for a, e in ((ref[b], r2), (rest[b], l2)):
+                a, e = self.rt.to_numpy(a).astype(np.float64), self.rt.to_numpy(e).astype(np.float64)
+                if not np.allclose(a, e, rtol=1e-4, atol=1e-3, equal_nan=True):
+                    return False
+        return True
+
+    def _own(self, j):
+        if j not in self.programs:
+            self.programs[j] = self.compiled[j].lower(self.rt)
+        return self.programs[j]
+
+    def log_parts(self, idx, y):
+        """(log π0 + log|J|, log L) [B, n] at y [B, n, D] for the training contexts `idx` [B] (numpy ints)."""
+        if self.shared:
+            return self._parts(self.stacked, self.rt.asindex(idx), y)
+        parts = [self._own(int(j)).log_densities(y[b]) for b, j in enumerate(idx)]
+        return self.rt.xp.stack([p[0] for p in parts]), self.rt.xp.stack([p[1] for p in parts])
+
+    def sample_prior(self, idx, key, n):
+        """y [B, n, D] from each context's reference π0."""
+        keys = self.rt.split(key, len(idx))
+        if self.shared:
+            return self.rt.xp.stack([self._sample(self.stacked, self.rt.asindex(int(j)), k, n=n)
+                                     for j, k in zip(idx, keys)])
+        return self.rt.xp.stack([self._own(int(j)).sample_reference(k, n) for j, k in zip(idx, keys)])
+
+
+# ------------------------------------------------------------------------------------------ proposals
+def _init_mlp(rng, sizes):
+    """[(W [in, out], b [out])] with torch's default uniform(±1/sqrt(in)) initialization; the last layer 0."""
+    layers = []
+    for i, (a, b) in enumerate(zip(sizes[:-1], sizes[1:])):
+        s = 1.0 / math.sqrt(a)
+        last = i == len(sizes) - 2
+        layers.append((np.zeros((a, b)) if last else rng.uniform(-s, s, (a, b)),
+                       np.zeros(b) if last else rng.uniform(-s, s, b)))
+    return layers
+
+
+def _standardization(contexts):
+    flat = contexts.reshape(len(contexts), -1).astype(np.float64)
+    shift = flat.mean(0)
+    scale = flat.std(0)
+    return shift, np.where(scale > 1e-8 * (1 + np.abs(shift)), scale, 1.0)
+
+
+def _torch_default(context_shape, dim, hidden, depth, shift, scale, seed):
+    import torch
+
+    class DiagonalGaussianMLP(torch.nn.Module):
+        """context c -> (mean, log σ) [B, D] of q(z | c) = N(mean, diag σ²): a linear map of the standardized
+        context plus an MLP of it (tanh; the MLP's last layer and the linear map start at 0, so q starts at
+        N(0, I))."""
+
+        def __init__(self):
+            super().__init__()
+            k = int(np.prod(context_shape))
+            self.register_buffer("shift", torch.as_tensor(shift, dtype=torch.float32))
+            self.register_buffer("scale", torch.as_tensor(scale, dtype=torch.float32))
+            self.linear = torch.nn.Linear(k, 2 * dim)
+            sizes = [k] + [hidden] * depth + [2 * dim]
+            mods = []
+            for i in range(len(sizes) - 1):
+                mods.append(torch.nn.Linear(sizes[i], sizes[i + 1]))
+                if i < len(sizes) - 2:
+                    mods.append(torch.nn.Tanh())
+            self.mlp = torch.nn.Sequential(*mods)
+            with torch.no_grad():
+                for p in (self.linear.weight, self.linear.bias, mods[-1].weight, mods[-1].bias):
+                    p.zero_()
+
+        def forward(self, c):
+            x = (c.reshape(len(c), -1) - self.shift) / self.scale
+            out = self.linear(x) + self.mlp(x)
+            return out[:, :dim], out[:, dim:]
+
+    with torch.random.fork_rng():
+        torch.manual_seed(seed)
+        return DiagonalGaussianMLP()
+
+
+def _jax_default(context_shape, dim, hidden, depth, shift, scale, seed):
+    """(params, apply): the same network as the torch default, as a pure JAX function."""
+    import jax.numpy as jnp
+    rng = np.random.default_rng(seed)
+    k = int(np.prod(context_shape))
+    params = {"linear": [(np.zeros((k, 2 * dim)), np.zeros(2 * dim))],
+              "mlp": _init_mlp(rng, [k] + [hidden] * depth + [2 * dim])}
+    params = {n: [(jnp.asarray(w, jnp.float32), jnp.asarray(b, jnp.float32)) for w, b in v]
+              for n, v in params.items()}
+    shift, scale = jnp.asarray(shift, jnp.float32), jnp.asarray(scale, jnp.float32)
+
+    def apply(params, c):
+        x = (c.reshape(c.shape[0], -1) - shift) / scale
+        (w, b), = params["linear"]
+        out, h = x @ w + b, x
+        for i, (w, b) in enumerate(params["mlp"]):
+            h = h @ w + b
+            if i < len(params["mlp"]) - 1:
+                h = jnp.tanh(h)
+        out = out + h
+        return out[:, :dim], out[:, dim:]
+    return params, apply
+
+
+class _Torch:
+    """Training on torch: a module c -> (mean, log σ), or one with `sample(n, c)` / `log_prob(z, c)`."""
+
+    def __init__(self, module, rt, lr, dim):
+        import torch
+        self.torch, self.rt, self.dim = torch, rt, dim
+        general = callable(getattr(module, "sample", None)) and callable(getattr(module, "log_prob", None))
+        if not callable(getattr(module, "parameters", None)) or not (general or callable(module)):
+            raise PPLError("on runtime 'pyro' the proposal must be a torch nn.Module mapping contexts [B, ...] to "
+                           "(mean [B, D], log_scale [B, D]), or one with sample(n, c) and log_prob(z, c)")
+        self.module, self.general = module.to(rt.torch_device) if hasattr(module, "to") else module, general
+        params = list(module.parameters())
+        if not params:
+            raise PPLError("the proposal module has no parameters to train")
+        self.opt = torch.optim.Adam(params, lr=lr)
+
+    def gaussian(self, c):
+        out = self.module(c)
+        if not (isinstance(out, (tuple, list)) and len(out) == 2):
+            raise PPLError("the proposal module must return (mean [B, D], log_scale [B, D])")
+        _check_gaussian(*out, len(c), self.dim)
+        return out
+
+    def draw(self, c, key, n):
+        """y [B, n, D] ~ q(· | c), detached."""
+        torch = self.torch
+        with torch.no_grad():
+            if self.general:
+                with torch.random.fork_rng():
+                    torch.manual_seed(int(key))
+                    y = self.module.sample(n, c).detach()
+                _check_draws(y, len(c), n, self.dim)
+                return y
+            mean, log_scale = self.gaussian(c)
+            return mean[:, None] + torch.exp(log_scale)[:, None] * self.rt.normal(key, (len(c), n, self.dim))
+
+    def log_prob(self, c, y):
+        """log q(y | c) [B, n], with its gradient in the module's parameters."""
+        if self.general:
+            out = self.module.log_prob(y, c)
+            if tuple(out.shape) != tuple(y.shape[:2]):
+                raise ShapeError(f"the proposal's log_prob(z, c) returned shape {tuple(out.shape)} for z of shape "
+                                 f"{tuple(y.shape)}; expected [B, n] = {tuple(y.shape[:2])}")
+            return out
+        mean, log_scale = self.gaussian(c)
+        return _diag_normal_log_prob(self.rt.xp, y, mean[:, None], log_scale[:, None])
+
+    def log_density(self, c, y):
+        """log q(y | c) [B, n], without gradient."""
+        with self.torch.no_grad():
+            return self.log_prob(c, y)
+
+    def step(self, c, y, log_gamma, log_r):
+        """One Adam step on `brain_loss`; returns the minibatch's (loss, ESS/n)."""
+        log_q = self.log_prob(c, y)
+        loss = brain_loss(log_gamma, log_q, log_r)
+        if not bool(self.torch.isfinite(loss)):
+            raise_nonfinite()    # before the step: the module keeps its last finite parameters
+        self.opt.zero_grad()
+        loss.backward()
+        self.opt.step()
+        with self.torch.no_grad():
+            return _stats(self.rt.xp, log_gamma, log_q.detach(), log_r)
+
+    def parameters_at(self, c):
+        with self.torch.no_grad():
+            mean, log_scale = self.gaussian(self.rt.asarray(c[None]))
+        return self.rt.to_numpy(mean[0]).astype(np.float64), self.rt.to_numpy(log_scale[0]).astype(np.float64)
+
+
+class _Jax:
+    """Training on JAX: a pure pair (params pytree, apply(params, c) -> (mean, log σ)), Adam from
+    `jax.example_libraries.optimizers`; drawing and the step are jitted."""
+
+    general = False
+
+    def __init__(self, pair, rt, lr, dim):
+        import jax
+        from jax.example_libraries import optimizers
+        if not (isinstance(pair, (tuple, list)) and len(pair) == 2 and callable(pair[1])):
+            raise PPLError("on runtime 'numpyro' the proposal must be a pair (params, apply) with "
+                           "apply(params, c [B, ...]) -> (mean [B, D], log_scale [B, D]) in JAX")
+        self.rt, self.apply, self.dim, self.checked = rt, pair[1], dim, False
+        init, update, self.get_params = optimizers.adam(lr)
+        self.state, self.i = init(jax.tree_util.tree_map(lambda a: rt.asarray(a), pair[0])), 0
+        xp, apply = rt.xp, self.apply
+
+        def log_prob(params, c, y):
+            mean, log_scale = apply(params, c)
+            return _diag_normal_log_prob(xp, y, mean[:, None], log_scale[:, None])
+
+        def draw(params, c, key, n):
+            mean, log_scale = apply(params, c)
+            eps = jax.random.normal(key, (c.shape[0], n, mean.shape[-1]), dtype=mean.dtype)
+            return jax.lax.stop_gradient(mean[:, None] + xp.exp(log_scale)[:, None] * eps)
+
+        def loss(params, c, y, log_gamma, log_r):
+            log_q = log_prob(params, c, y)
+            return brain_loss(log_gamma, log_q, log_r), log_q
+
+        def step(i, state, c, y, log_gamma, log_r):
+            (value, log_q), grads = jax.value_and_grad(loss, has_aux=True)(self.get_params(state), c, y,
+                                                                            log_gamma, log_r)
+            return update(i, grads, state), value, _stats(xp, log_gamma, log_q, log_r)
+
+        self._draw = jax.jit(draw, static_argnames=("n",))
+        self._step = jax.jit(step)
+        self._log_prob = jax.jit(log_prob)
+        self._raw = (draw, step)
+
+    @property
+    def params(self):
+        return self.get_params(self.state)
+
+    def _check(self, c):
+        if not self.checked:
+            c = c[:1]
+            out = self.apply(self.params, c)
+            if not (isinstance(out, (tuple, list)) and len(out) == 2):
+                raise PPLError("apply(params, c) must return (mean [B, D], log_scale [B, D])")
+            _check_gaussian(*out, 1, self.dim)
+            self.checked = True
+
+    def draw(self, c, key, n):
+        self._check(c)
+        return self._draw(self.params, c, key, n=n)
+
+    def log_prob(self, c, y):
+        self._check(c)
+        return self._log_prob(self.params, c, y)
+
+    log_density = log_prob
+
+    def step(self, c, y, log_gamma, log_r):
+        """One Adam step; returns the minibatch's (loss, ESS/n) as device scalars (no synchronization)."""
+        self._check(c)
+        self.state, _, stats = self._step(self.i, self.state, c, y, log_gamma, log_r)
+        self.i += 1
+        return stats
+
+    def train_fused(self, parts, stacked, ctx, idx, keys, n):
+        """All steps in one compiled scan (drawing from q, the shared log γ evaluation `parts`, the Adam step),
+        for minibatches `idx` [steps, B] and keys [steps]; returns (losses, ESS/n) [steps]."""
+        import jax
+        draw, step = self._raw
+        self._check(ctx)
+
+        def train(state, xs, stacked, ctx):    # the data are arguments, not constants of the compilation
+            def body(state, x):
+                i, b, key = x
+                c = ctx[b]
+                y = draw(self.get_params(state), c, key, n)
+                ref, rest = parts(stacked, b, y)
+                state, _, stats = step(i, state, c, y, ref + rest, None)
+                return state, stats
+            return jax.lax.scan(body, state, xs)
+
+        steps = len(idx)
+        xs = (self.i + jax.numpy.arange(steps), idx, keys)
+        self.state, (losses, esses) = jax.jit(train)(self.state, xs, stacked, ctx)
+        self.i += steps
+        return np.asarray(losses, dtype=np.float64), np.asarray(esses, dtype=np.float64)
+
+    def parameters_at(self, c):
+        mean, log_scale = self.apply(self.params, self.rt.asarray(c[None]))
+        return np.asarray(mean[0], dtype=np.float64), np.asarray(log_scale[0], dtype=np.float64)
+
+
+def raise_nonfinite():
+    from .errors import InferenceError
+    raise InferenceError("the amortized training loss became non-finite (a diverging proposal scale, or target "
+                         "densities overflowing): lower lr, or start closer (sampler='prior')")
+
+
+def _check_gaussian(mean, log_scale, b, dim):
+    for name, a in (("mean", mean), ("log_scale", log_scale)):
+        if tuple(a.shape) != (b, dim):
+            raise ShapeError(f"the proposal returned {name} of shape {tuple(a.shape)} for {b} contexts; expected "
+                             f"({b}, {dim}), the dimension of the targets' unconstrained latent space")
+
+
+def _check_draws(y, b, n, dim):
+    if tuple(y.shape) != (b, n, dim):
+        raise ShapeError(f"the proposal's sample(n, c) returned shape {tuple(y.shape)}; expected [B, n, D] = "
+                         f"{(b, n, dim)}")
+
+
+def _module_proposal(module, c, dim, sites):
+    """q(z | c) of a general torch conditional module at one context, as a `Proposal` (runtime 'pyro')."""
+    from .backends.proposals import Proposal
+
+    class ConditionalModule(Proposal):
+        family = "conditional"
+
+        def __init__(self):
+            self.module, self.c = module, c
+
+        @property
+        def dim(self):
+            return dim
+
+        def _ctx(self, rt):
+            if rt.name != "pyro":
+                raise PPLError("a torch proposal module proposes on runtime 'pyro' only")
+            return rt.asarray(self.c[None])
+
+        def sample(self, rt, key, n):
+            import torch
+            with torch.no_grad(), torch.random.fork_rng():
+                torch.manual_seed(int(key))
+                return self.module.sample(n, self._ctx(rt))[0]
+
+        def log_prob(self, rt, z):
+            import torch
+            with torch.no_grad():
+                return self.module.log_prob(z[None], self._ctx(rt))[0]
+    return ConditionalModule().bound(sites)
+
+
+# ------------------------------------------------------------------------------------------ the result
+class Amortized:
+    """A trained conditional proposal. `amortized(c)` is the fitted `Proposal` for context c (a diagonal
+    `proposals.Gaussian` on the unconstrained space for Gaussian proposals), bound to the family's layout:
+    `ppl.sample(family(c), method="is", reference=amortized(c))`.
+
+    Attributes: `history` ({"loss": [steps], "ess": [steps]}: the minibatch's self-normalized estimate of
+    KL(q ‖ π_c) − log Z_c and the sampler's ESS / n, averaged over its contexts), `seconds` (training time),
+    `proposal` (the trained module, or (params, apply) on JAX), `runtime`, `sites`, `dim`, `contexts`,
+    `shared` (whether one shared function evaluated all the training contexts)."""
+
+    def __init__(self, family, trainer, fam, contexts, history, seconds, runtime):
+        self.family, self._trainer, self._fam = family, trainer, fam
+        self.sites, self.dim, self.shared = fam.sites, fam.dim, fam.shared
+        self.contexts, self.history, self.seconds, self.runtime = contexts, history, seconds, runtime
+        self.context_shape = contexts.shape[1:]
+        self.proposal = trainer.module if isinstance(trainer, _Torch) else (trainer.params, trainer.apply)
+
+    def _context(self, c):
+        if hasattr(c, "detach"):
+            c = c.detach().cpu().numpy()
+        c = np.asarray(c, dtype=np.float64)
+        if c.shape != self.context_shape:
+            raise ShapeError(f"a context of this amortized proposal has shape {self.context_shape}, got {c.shape}")
+        return c
+
+    def evaluate(self, contexts, particles=1000, seed=0, verify=2):
+        """Importance sampling of family(c) from q(· | c) for each of `contexts` [K, ...], batched over them
+        (one shared evaluation when the family allows, as in training): log w = log γ_c(y) − log q(y | c),
+        y ~ q(· | c); log Ẑ_c = logmeanexp(log w), se = sqrt(Σ W²), ESS = 1 / Σ W² (W the normalized
+        weights; method "is"'s estimates), Pareto k̂ of the weights. Returns numpy arrays [K] by name:
+        "log_z", "log_z_se", "ess", "pareto_k"."""
+        from .backends.importance import pareto_khat
+        contexts = _contexts(contexts)
+        if contexts.shape[1:] != self.context_shape:
+            raise ShapeError(f"contexts of this amortized proposal have shape {self.context_shape}, got "
+                             f"{contexts.shape[1:]}")
+        if isinstance(particles, bool) or not isinstance(particles, (int, np.integer)) or particles < 2:
+            raise ValueRangeError(f"particles must be an integer >= 2, got {particles!r}")
+        rt, t = self._fam.rt, self._trainer
+        fam = _Family(self.family, contexts, rt, verify, like=self._fam, what="context")
+        c = rt.asarray(contexts.astype(np.float32))
+        y = t.draw(c, rt.key(seed), particles)
+        log_q = t.log_density(c, y)
+        ref, rest = fam.log_parts(np.arange(len(contexts)), y)
+        log_w = rt.to_numpy(ref + rest - log_q).astype(np.float64)
+        log_w = np.where(np.isfinite(log_w), log_w, -np.inf)
+        top = log_w.max(axis=1, keepdims=True)
+        w = np.exp(log_w - top)
+        log_z = top[:, 0] + np.log(w.mean(axis=1))
+        w = w / w.sum(axis=1, keepdims=True)
+        s2 = (w * w).sum(axis=1)
+        return {"log_z": log_z, "log_z_se": np.sqrt(s2), "ess": 1.0 / s2,
+                "pareto_k": np.array([pareto_khat(row) for row in log_w])}
+
+    def __call__(self, c):
+        """The proposal q(· | c) for context c, checked against family(c)'s layout."""
+        from .backends.proposals import Gaussian, layout_of
+        c = self._context(c)
+        comp = _call_family(self.family, c, "the new context")
+        if layout_of(comp.layout) != self.sites:
+            raise ShapeError(f"family(c) has the latent layout {layout_of(comp.layout)}; the amortized proposal "
+                             f"was trained on {self.sites}")
+        if self._trainer.general:
+            return _module_proposal(self._trainer.module, c, self.dim, self.sites)
+        mean, log_scale = self._trainer.parameters_at(c)
+        if not (np.all(np.isfinite(mean)) and np.all(np.isfinite(log_scale))):
+            raise PPLError(f"the amortized proposal is not finite at this context (mean {mean}, log σ {log_scale})")
+        return Gaussian(mean, np.diag(np.exp(2 * log_scale))).bound(self.sites)
+
+    def __repr__(self):
+        return (f"Amortized(dim={self.dim}, contexts={len(self.contexts)}, runtime={self.runtime!r}, "
+                f"steps={len(self.history['loss'])}, final ESS/n={self.history['ess'][-1]:.3f})")
+
+
+# ------------------------------------------------------------------------------------------ entry point
+def amortize(family, contexts, proposal=None, runtime="numpyro", steps=1000, particles=32, batch=16, lr=3e-3,
+             sampler=None, hidden=64, depth=2, seed=0, device="cpu", verify=8):
+    """Train a conditional proposal q_θ(z | c) for the targets `family(c)`, c in `contexts`, with BRAIn's
+    self-normalized gradient (module docstring): each of `steps` Adam steps (learning rate `lr`) draws
+    `batch` training contexts and `particles` draws y ~ r per context, and follows
+    mean_c Σ_i (α̂_i − β̂_i) ∇_θ log q_θ(y_i | c).
+
+    family: c -> a ppl model target (e.g. `lambda c: m.condition(y=c)`), the same latent layout for every c.
+    contexts: array [M, ...] of training contexts (leading axis = contexts).
+    proposal: None (an MLP conditional diagonal Gaussian, `hidden` units x `depth` tanh layers plus a linear
+        map, on standardized contexts); on 'pyro' a torch module c [B, ...] -> (mean [B, D], log_scale [B, D]),
+        or one with `sample(n, c) -> z [B, n, D]` and `log_prob(z, c) -> [B, n]`; on 'numpyro' a pair
+        (params, apply) with `apply(params, c) -> (mean, log_scale)` in JAX.
+    sampler: None (r = q_θ at the current θ), "prior" (each target's reference π0) or a fixed `Proposal`.
+    verify: how many training contexts check the shared evaluation against their own programs (None: all).
+    Returns an `Amortized`: `amortized(c)` is the `Proposal` for a new context c.
+    """
+    from .backends.proposals import Proposal
+    from .backends.runtime import get_runtime
+    if not callable(family):
+        raise PPLError(f"family must be a callable context -> ppl target, got {type(family).__name__}")
+    contexts = _contexts(contexts)
+    for name, v, lo in (("steps", steps, 1), ("particles", particles, 2), ("batch", batch, 1),
+                        ("hidden", hidden, 1), ("depth", depth, 0)):
+        if isinstance(v, bool) or not isinstance(v, (int, np.integer)) or v < lo:
+            raise ValueRangeError(f"{name} must be an integer >= {lo}, got {v!r}")
+    if isinstance(lr, bool) or not (isinstance(lr, (int, float)) and lr > 0 and math.isfinite(lr)):
+        raise ValueRangeError(f"lr must be a positive number, got {lr!r}")
+    if verify is not None and (isinstance(verify, bool) or not isinstance(verify, (int, np.integer)) or verify < 1):
+        raise ValueRangeError(f"verify must be None (all) or an integer >= 1, got {verify!r}")
+    if not (sampler is None or isinstance(sampler, Proposal) or (isinstance(sampler, str) and sampler == "prior")):
+        raise UnknownNameError(f"sampler must be None (the proposal itself), 'prior' or a fitted Proposal, got "
+                               f"{sampler!r}")
+    rt = get_runtime(runtime, device)
+    fam = _Family(family, contexts, rt, verify)
+    if isinstance(sampler, Proposal):
+        sampler.check(fam.program)
+    shift, scale = _standardization(contexts)
+    if rt.name == "pyro":
+        module = proposal if proposal is not None else _torch_default(contexts.shape[1:], fam.dim, hidden, depth,
+                                                                       shift, scale, seed)
+        trainer = _Torch(module, rt, lr, fam.dim)
+    elif rt.name == "numpyro":
+        pair = proposal if proposal is not None else _jax_default(contexts.shape[1:], fam.dim, hidden, depth,
+                                                                   shift, scale, seed)
+        trainer = _Jax(pair, rt, lr, fam.dim)
+    else:
+        raise UnknownNameError(f"amortize trains on runtime 'numpyro' or 'pyro', not {rt.name!r}")
+
+    ctx = rt.asarray(contexts.astype(np.float32))
+    rng = np.random.default_rng(seed)
+    keys = rt.split(rt.key(seed), steps)
+    m, b = len(contexts), min(batch, len(contexts))
+    batches = np.stack([np.sort(rng.choice(m, size=b, replace=False)) for _ in range(steps)])
+    start = time.perf_counter()
+    if sampler is None and fam.shared and isinstance(trainer, _Jax):     # one compiled scan over all steps
+        losses, esses = trainer.train_fused(fam._parts, fam.stacked, ctx, rt.asindex(batches), keys, particles)
+    else:
+        stats = []
+        for s, idx in enumerate(batches):
+            c = ctx[rt.asindex(idx)]
+            log_r = None
+            if sampler is None:
+                y = trainer.draw(c, keys[s], particles)
+            elif isinstance(sampler, str):     # "prior"
+                y = fam.sample_prior(idx, keys[s], particles)
+            else:
+                y = sampler.sample(rt, keys[s], b * particles).reshape(b, particles, fam.dim)
+                log_r = sampler.log_prob(rt, y.reshape(b * particles, fam.dim)).reshape(b, particles)
+            ref, rest = fam.log_parts(idx, y)
+            if isinstance(sampler, str):
+                log_r = ref
+            stats.append(trainer.step(c, y, ref + rest, log_r))
+        losses, esses = (np.array([float(v[k]) for v in stats]) for k in (0, 1))
+    seconds = time.perf_counter() - start
+    if not np.all(np.isfinite(losses)):
+        raise_nonfinite()
+    return Amortized(family, trainer, fam, contexts, {"loss": losses, "ess": esses}, seconds, rt.name)
