@@ -68,3 +68,10 @@ def test_console_script_exits_2_without_traceback(tmp_path):
     bad.write_text("model m { x ~ normal(0, 1 }\n")
     p = subprocess.run([sys.executable, "-m", "ppl.cli", "check", str(bad)], capture_output=True, text=True)
     assert p.returncode == 2 and "bad.ppl:1:27: unexpected '}'" in p.stderr and "Traceback" not in p.stderr
+
+
+def test_run_ais(capsys):
+    program, data = paths("eight_schools_noncentered")
+    assert main(["run", program, "--data", data, "--method", "ais", "--particles", "500", "--seed", "0"]) == 0
+    text = capsys.readouterr().out
+    assert "log Z = " in text and "method ais on numpyro" in text
