@@ -17,7 +17,9 @@ improved by `tol` (relative) on the best so far for `patience` iterations, or wh
 less than one for the end; the rest of the budget is then one fresh batch from the best proposal (highest efficiency).
 
 Estimates (`reuse=`): 'final' (default) uses the fresh batch with its own weights γ/q: unbiased for Z, with
-se(log Z) ≈ sqrt(Σ W² − 1/n + 1/n) as for `is`. 'mixture' pools every draw with the weights w above (AMIS):
+se(log Z) ≈ sqrt(Σ W² − 1/n), the delta method (`is` adds 1/n, a guard for poor proposals that makes it
+conservative when ESS ≈ n: on eight schools and German credit the sd of z-scores over 30 seeds was 0.59 with
+it). 'mixture' pools every draw with the weights w above (AMIS):
 more draws, but the proposals were fitted to the draws they reweight, which biases log Z downwards (on
 German credit, 2000 draws × 6 iterations: −0.02, 3 se). PSIS k̂ is reported per iteration (q_t's own
 weights) and for the estimate (`ImportanceWarning` above 0.7).
@@ -202,7 +204,7 @@ def _result(program, rt, pool, table, q, compiled, reuse):
     w /= w.sum()
     n = len(lw)
     log_z = float(logsumexp(lw) - math.log(n))
-    se = math.sqrt(max(float((w * w).sum()) - 1.0 / n, 0.0) + 1.0 / n)
+    se = math.sqrt(max(float((w * w).sum()) - 1.0 / n, 0.0))     # the delta method: var(w) / (n mean(w)²)
     k = weights_khat(lw)
     ess = 1.0 / float((w * w).sum())
     if k > 0.7:
