@@ -30,27 +30,20 @@ import warnings
 import numpy as np
 
 from ..errors import InferenceError, UnknownNameError, ValueRangeError
-from ..result import Result
+from ..result import Result, kish_ess
 from . import integer, method
 from .importance import ImportanceWarning, weights_khat
 from .proposals import FAMILIES, Gaussian, Mixture, Pool, StudentT, layout_of, logsumexp
 from .runtime import batched
+from .smc import next_beta
 
 
-def _ess(log_w):
-    w = np.exp(log_w - np.max(log_w))
-    return w.sum() ** 2 / (w * w).sum()
-
-
-def _tempering(log_w, target):
-    """The largest a ∈ (0, 1] with ESS(a · log w) ≥ target (bisection; ESS(a) falls as a grows)."""
-    if _ess(log_w) >= target:
-        return 1.0
-    lo, hi = 0.0, 1.0
-    for _ in range(50):
-        mid = 0.5 * (lo + hi)
-        lo, hi = (mid, hi) if _ess(mid * log_w) >= target else (lo, mid)
-    return max(lo, 1e-12)
+def _tempering(rt, log_w, target):
+    """The largest a ∈ (0, 1] with ESS(a · log w) ≥ target: SMC's bisection on the conditional ESS
+    (`smc.next_beta`) from uniform weights, where it is the ESS of w^a."""
+    n = len(log_w)
+    uniform = rt.asarray(np.full(n, -math.log(n)))
+    return float(rt.to_numpy(next_beta(rt, uniform, rt.asarray(log_w), 0.0, target / n)))
 
 
 @method("ais")
@@ -95,7 +88,7 @@ def run(compiled, rt, key, particles=4000, family="gaussian", budget=None, max_i
         if not np.isfinite(pool.log_weights()).any():
             raise InferenceError(f"ais: every weight vanished after {sum(pool.sizes)} draws (log γ was -inf or "
                                  f"NaN on all of them); the start misses the target's support")
-        eff = _ess(own) / n if np.isfinite(own).any() else 0.0
+        eff = float(kish_ess(own)) / n if np.isfinite(own).any() else 0.0
         log_z = float(logsumexp(own) - math.log(n))
         table.append({"iteration": len(table), "draws": n, "family": "reference" if q is None else q.family,
                       "tempering": a, "ess_per_draw": eff, "pareto_k": weights_khat(own), "log_z": log_z})
@@ -114,7 +107,7 @@ def run(compiled, rt, key, particles=4000, family="gaussian", budget=None, max_i
     while len(table) <= max_iterations and sum(pool.sizes) + 2 * particles <= budget and stale < patience:
         if not fresh:   # the cross-entropy fit to the tempered pooled weights
             lw = pool.log_weights()
-            a = _tempering(lw, target_ess * particles)
+            a = _tempering(rt, lw, target_ess * particles)
             w = np.exp(a * (lw - np.max(lw)))
             q = _fit(family, q, pool.z, w / w.sum(), rt, u, df)
         fresh = False

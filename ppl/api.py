@@ -22,7 +22,8 @@ def sample(target, method="is", runtime="numpyro", device="cpu", particles=10_00
 
     `reference` (a model over the target's latent sites) replaces the planner's reference /
     proposal; for 'is' and 'ais' it may also be a fitted proposal on the unconstrained space (`r.proposal` of
-    an 'ais' run, `ppl.amortize(...)(context)`); `fold=False` keeps Gaussian factors unmerged. Other options go to the method.
+    an 'ais' run, `ppl.amortize(...)(context)`); `fold=False` keeps Gaussian factors unmerged. Other options
+    go to the method.
     """
     get_method(method)    # a known name, before compiling
     from .backends.proposals import Proposal

@@ -165,19 +165,14 @@ def expect(target, functions, budget=20_000, runtime="numpyro", device="cpu", se
             predicted = v * min(v / v_prev, 1.0) if v_prev > 0 else v
             if predicted / (left - n_batch) >= v / left:
                 break
-    # the final fresh sample from g_α, with β cross-fitted: each half's control-variate coefficients are the
-    # least-squares fit on the other half, so both halves' estimates stay unbiased
+    # the final fresh sample from g_α, with cross-fitted control variates (unbiased)
     shift = log_zhat        # responses in units of Ẑ
     pool, values = Pool(rt), []
     n_final = budget - spent
     draw(q, n_final)
     f = values[0]
     y, cv = _regressors(pool.log_target, q, pool.z, f, normalized, shift)
-    halves = np.arange(n_final) % 2 == 0
-    resid = np.empty_like(y)
-    for fit_on in (halves, ~halves):
-        beta = _ols(cv[:, fit_on], y[:, fit_on], np.full(fit_on.sum(), 1.0 / fit_on.sum()))
-        resid[:, ~fit_on] = y[:, ~fit_on] - beta.T @ cv[:, ~fit_on]
+    resid = _cross_fitted(y, cv)
     means = resid.mean(1)
     w = np.exp(pool.log_target - q.log_density(pool.z) - shift)
     var_pi = (f ** 2 * w).sum(1) / w.sum() - ((f * w).sum(1) / w.sum()) ** 2
@@ -227,14 +222,8 @@ def expect_draws(result, functions):
     from .backends.proposals import Mixture
     q, z = result.proposal, result.unconstrained
     if isinstance(q, Mixture) and z is not None and c == 1:
-        z = z.reshape(c * n, -1)
-        log_gk = q.component_log_densities(z)
-        cv = np.exp(log_gk - np.log(q.weights)[:, None] - logsumexp(log_gk, axis=0)) - 1.0
-        halves = np.arange(c * n) % 2 == 0
-        fitted = np.empty_like(resid)
-        for fit_on in (halves, ~halves):
-            beta = _ols(cv[:, fit_on], resid[:, fit_on], np.full(fit_on.sum(), 1.0 / fit_on.sum()))
-            fitted[:, ~fit_on] = resid[:, ~fit_on] - beta.T @ cv[:, ~fit_on]
+        cv, _ = _control_variates(q, z.reshape(c * n, -1))
+        fitted = _cross_fitted(resid, cv)
         est, resid = est + fitted.mean(1), fitted - fitted.mean(1, keepdims=True)
     var_pi = ((f - est[:, None]) ** 2) @ w
     for j, name in enumerate(names):
@@ -247,19 +236,29 @@ def expect_draws(result, functions):
 def _regressors(log_target, q, z, f, normalized, shift):
     """The responses y = [1 (Z unknown), f_j] · γ/g_α · e^{−shift} and the control variates g_k/g_α − 1
     [K, n] (mean 0 under g_α)."""
-    log_gk = q.component_log_densities(z)          # log α_k g_k
-    log_ga = logsumexp(log_gk, axis=0)
+    cv, log_ga = _control_variates(q, z)
     ratio = np.exp(log_target - log_ga - shift)
     y = f * ratio if normalized else np.concatenate([ratio[None], f * ratio])
-    cv = np.exp(log_gk - np.log(q.weights)[:, None] - log_ga) - 1.0
     return y, cv
 
 
-def _ols(cv, y, v):
-    """β [K, J]: argmin Σ_i v_i |y_i − β' cv_i|² (minimum norm: Σ_k α_k cv_k = 0, so cv is rank deficient)."""
-    a = (cv * v) @ cv.T
-    b = (cv * v) @ y.T
-    return np.linalg.lstsq(a, b, rcond=1e-10)[0]
+def _control_variates(q, z):
+    """g_k/q − 1 [K, n] for the components g_k of the mixture q = Σ α_k g_k (mean 0 under q), and log q."""
+    log_gk = q.component_log_densities(z)          # log α_k g_k
+    log_q = logsumexp(log_gk, axis=0)
+    return np.exp(log_gk - np.log(q.weights)[:, None] - log_q) - 1.0, log_q
+
+
+def _cross_fitted(y, cv):
+    """y − β' cv with β cross-fitted on halves (each half's β [K, J] is the least-squares fit on the other
+    half, minimum norm: Σ_k α_k cv_k = 0 makes cv rank deficient), so each half's mean keeps y's mean."""
+    halves = np.arange(y.shape[1]) % 2 == 0
+    out = np.empty_like(y)
+    for fit_on in (halves, ~halves):
+        a, b = cv[:, fit_on] @ cv[:, fit_on].T, cv[:, fit_on] @ y[:, fit_on].T
+        beta = np.linalg.lstsq(a, b, rcond=1e-10)[0]
+        out[:, ~fit_on] = y[:, ~fit_on] - beta.T @ cv[:, ~fit_on]
+    return out
 
 
 def _alpha(log_g, log_num, steps=300, floor=1e-3):
