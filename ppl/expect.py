@@ -57,7 +57,8 @@ class Expectations:
     def __repr__(self):
         width = max(8, *(len(n) for n in self.rows))
         lines = [f"{'function':<{width}} {'estimate':>14} {'se':>12} {'ess':>10}"]
-        lines += [f"{n:<{width}} {r['estimate']:>14.6g} {r['se']:>12.4g} {r['ess']:>10.1f}" for n, r in self.rows.items()]
+        lines += [f"{n:<{width}} {r['estimate']:>14.6g} {r['se']:>12.4g} {r['ess']:>10.1f}"
+                  for n, r in self.rows.items()]
         return "\n".join(lines)
 
 
