@@ -1,5 +1,6 @@
 """Lowering a `model` block to a `ppl.model(...)`, with Stan-like type rules.
 
+Statements are taken in dependency order (`names.dependency_order`, so they may be written in any order).
 Each statement becomes a site (see `ppl.target.Site`) whose function interprets the statement's syntax,
 and whose `source` is (file, line, column) of the statement: a latent site (`x ~ dist`, `x : type ~ dist`,
 or a flat `x : type`), an observation (`y ~ dist` for data y), a deterministic value (`=` and its indexed and
@@ -17,7 +18,8 @@ from ..stdlib.markov import markov
 from ..target import Model, Site
 from . import syntax as S
 from .interpret import Interpreter, concrete_int
-from .names import PREV, State, assigned, free, lag, markov_reads, reads, state_names, walk
+from .names import (PREV, State, assigned, dependency_order, free, lag, markov_reads, reads, state_names, walk,
+                    writes)
 from .source import suggest
 
 _POSITIVE = {"half_normal", "half_cauchy", "lognormal", "exponential", "gamma", "inverse_gamma"}
@@ -46,7 +48,8 @@ class ModelBuilder:
     def build(self):
         groups, owner = [], {}
         self.states = state_names(self.node.body)
-        for i, s in enumerate(self.node.body):
+        self.defined = sorted(set().union(*(writes(s, self.data) for s in self.node.body)))
+        for i, s in dependency_order(self.node.body, self.data, self.src, self.name):
             if isinstance(s, S.Declare) and s.name in self.states:
                 self.state_declare(s)
             elif isinstance(s, S.Declare):
@@ -143,7 +146,7 @@ class ModelBuilder:
                     out.append(name)
             else:
                 raise self.src.error(where, f"unknown name {name!r} in model {self.name}",
-                                     hint=suggest(name, list(self.kinds) + list(self.data))
+                                     hint=suggest(name, self.defined + list(self.data))
                                      or "declare data with `data NAME : type`; define values before using them")
         return out
 
