@@ -2,7 +2,9 @@
 import numpy as np
 import pytest
 
+import ppl
 from ppl import load_ppl
+from ppl.backends import get_runtime
 from ppl.errors import SourceError
 
 EIGHT_DATA = {"J": 8, "y": [28.0, 8.0, -3.0, 7.0, -1.0, 1.0, 18.0, 12.0],
@@ -106,3 +108,30 @@ def test_unknown_name_suggests_a_name_defined_later():
     with pytest.raises(SourceError) as e:
         load_ppl("model m {\n  y ~ normal(muu, 1)\n  mu ~ normal(0, 1)\n}")
     assert e.value.hint == "did you mean 'mu'?"
+
+
+# ---- half_student_t(df, scale): |StudentT(df, 0, scale)| on both runtimes ------------------------------------
+@pytest.mark.parametrize("runtime", ["numpyro", "pyro"])
+def test_half_student_t_density_is_twice_the_t_density(runtime):
+    from scipy import stats
+    rt = get_runtime(runtime)
+    x = np.array([0.01, 0.5, 1.0, 3.0, 40.0], np.float32)
+    d = ppl.HalfStudentT(np.float32(3.5), np.float32(2.0), shape=(5,)).lower(rt)
+    np.testing.assert_allclose(rt.to_numpy(d.log_prob(rt.asarray(x))),
+                               np.log(2) + stats.t(3.5, 0, 2.0).logpdf(x), rtol=1e-5)
+
+
+@pytest.mark.parametrize("runtime", ["numpyro", "pyro"])
+def test_half_student_t_posterior_matches_quadrature(runtime):
+    """s ~ half_student_t(4, 2), y ~ normal(0, s) for y = (1.5, -3): log Z and E[s | y] by quadrature."""
+    from scipy import integrate, stats
+    y = np.array([1.5, -3.0])
+    joint = lambda s: 2 * stats.t(4, 0, 2).pdf(s) * np.prod(stats.norm(0, s).pdf(y))  # noqa: E731
+    z = integrate.quad(joint, 0, np.inf)[0]
+    mean = integrate.quad(lambda s: s * joint(s), 0, np.inf)[0] / z
+    prog = load_ppl("data y : real[2]\nmodel m {\n  s ~ half_student_t(4, 2)\n  y ~ normal(0, s) [2]\n}", y=list(y))
+    r = prog.sample("m", method="is", runtime=runtime, particles=20000, seed=0)
+    assert abs(r.log_z - np.log(z)) < 4 * r.log_z_se
+    s, w = r.samples["s"][0], r.weights[0]
+    se = np.sqrt(np.sum(w ** 2 * (s - mean) ** 2))
+    assert abs(np.sum(w * s) - mean) < 4 * se

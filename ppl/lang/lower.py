@@ -22,10 +22,11 @@ from .names import (PREV, State, assigned, dependency_order, free, lag, markov_r
                     writes)
 from .source import suggest
 
-_POSITIVE = {"half_normal", "half_cauchy", "lognormal", "exponential", "gamma", "inverse_gamma"}
+_POSITIVE = {"half_normal", "half_cauchy", "half_student_t", "lognormal", "exponential", "gamma", "inverse_gamma"}
 _REAL = {"normal", "cauchy", "student_t", "laplace"}
 _UNIT = {"beta"}
-_HALF_HINT = {"normal": "half_normal(scale)", "cauchy": "half_cauchy(scale)"}
+_HALF_HINT = {"normal": "half_normal(scale)", "cauchy": "half_cauchy(scale)",
+              "student_t": "half_student_t(df, scale)"}
 
 
 class _Group:
