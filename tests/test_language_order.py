@@ -135,3 +135,38 @@ def test_half_student_t_posterior_matches_quadrature(runtime):
     s, w = r.samples["s"][0], r.weights[0]
     se = np.sqrt(np.sum(w ** 2 * (s - mean) ** 2))
     assert abs(np.sum(w * s) - mean) < 4 * se
+
+
+# ---- values of data alone are computed once, as data ----------------------------------------------------------
+DATA_ONLY = HEAD + """model m {
+  y ~ normal(mu, sigma)
+  mu ~ normal(ybar, 5 * sd_y)
+  tau ~ half_cauchy(sd_y)
+  w = zeros(J)
+  for j in 1:J { w[j] = 1 / square(sigma[j]) }
+  ybar = sum(w * y) / sum(w)
+  sd_y = sd(y)
+  twice = 2 * mu
+}"""
+
+
+@pytest.mark.parametrize("runtime", ["numpyro", "pyro"])
+def test_data_only_values_are_data_not_draws(runtime):
+    y, s = np.array(EIGHT_DATA["y"]), np.array(EIGHT_DATA["sigma"])
+    ybar, sd_y = float(np.sum(y / s ** 2) / np.sum(1 / s ** 2)), float(np.std(y, ddof=1))
+    literal = HEAD + f"model m {{\n  mu ~ normal({ybar!r}, {5 * sd_y!r})\n  tau ~ half_cauchy({sd_y!r})\n" \
+                     f"  twice = 2 * mu\n  y ~ normal(mu, sigma)\n}}"
+    prog = load_ppl(DATA_ONLY, data=EIGHT_DATA)
+    model = prog.models["m"]
+    assert set(model.sites) == {"mu", "tau", "twice", "y"}
+    np.testing.assert_allclose([model.data["ybar"], model.data["sd_y"]], [ybar, sd_y], rtol=1e-6)
+    a, b = (p.sample("m", method="is", runtime=runtime, particles=2000, seed=1)
+            for p in (prog, load_ppl(literal, data=EIGHT_DATA)))
+    assert set(a.samples) == {"mu", "tau", "twice"} and "sd_y" not in a.summary().index
+    np.testing.assert_allclose(a.log_z, b.log_z, rtol=1e-5)
+    np.testing.assert_allclose(a.samples["mu"], b.samples["mu"], rtol=1e-5)
+
+
+def test_a_value_updated_from_a_parameter_is_not_data():
+    prog = load_ppl("model m {\n  a ~ normal(0, 1)\n  x = zeros(2)\n  x[1] = a\n  c = 3\n  d = c * x\n}")
+    assert set(prog.models["m"].sites) == {"a", "x", "d"} and prog.models["m"].data["c"] == 3

@@ -40,7 +40,7 @@ class ModelBuilder:
     """Builds the `Model` of one `ModelDef` over the program's `data` and `use`d `functions`."""
 
     def __init__(self, node, src, data, functions):
-        self.node, self.src, self.data = node, src, data
+        self.node, self.src, self.data = node, src, dict(data)
         self.name = node.name
         self.interp = Interpreter(src, functions)
         self.sites, self.observed, self.positions = {}, {}, {}
@@ -50,7 +50,7 @@ class ModelBuilder:
         groups, owner = [], {}
         self.states = state_names(self.node.body)
         self.defined = sorted(set().union(*(writes(s, self.data) for s in self.node.body)))
-        for i, s in dependency_order(self.node.body, self.data, self.src, self.name):
+        for i, s in self.data_values(dependency_order(self.node.body, self.data, self.src, self.name)):
             if isinstance(s, S.Declare) and s.name in self.states:
                 self.state_declare(s)
             elif isinstance(s, S.Declare):
@@ -112,6 +112,34 @@ class ModelBuilder:
             return Model(self.sites, data=data, observed=self.observed, name=self.name)
         except PPLError as e:
             raise self.src.error(self.node, str(e)) from None
+
+    def data_values(self, ordered):
+        """Values computed from data and constants alone, evaluated once (numpy) and added to the data; returns
+        the other statements [(index, statement)], in order.
+
+        A value is data-only when every statement writing it (`=`, updates, loops without `~` or `factor`)
+        reads only data and data-only values. Readers come after all writers (`dependency_order`), so a name
+        is tainted by a non-data-only writer before anything reads it.
+        """
+        known, tainted, candidates = set(self.data), set(), []
+        for i, s in ordered:
+            wrote = writes(s, ())
+            pure = isinstance(s, (S.Assign, S.AugAssign)) or isinstance(s, S.For) and not any(
+                isinstance(b, (S.Tilde, S.Factor)) for b in walk(s.body))
+            if pure and not wrote & set(self.data) and {n for n, _ in free([s])} <= known | wrote:
+                candidates.append((i, s))
+                known |= wrote
+            else:
+                tainted |= wrote
+                known -= wrote
+        once = [(i, s) for i, s in candidates if not writes(s, ()) & tainted]
+        if once:
+            env = dict(self.data)
+            self.interp.run([s for _, s in once], env, "numpy")
+            for n in set().union(*(writes(s, ()) for _, s in once)) & set(env):
+                self.data[n] = _as_data(env[n])
+        done = {i for i, _ in once}
+        return [(i, s) for i, s in ordered if i not in done]
 
     # -- statements ----------------------------------------------------------
     def _writable(self, name, node, first):
@@ -457,6 +485,15 @@ def type_parts(typ, src):
             raise src.error(b, f"unknown bound {b.key!r}; use lower= and upper=")
         bounds[b.key] = b
     return typ.name, bounds, typ.dims
+
+
+def _as_data(v):
+    """A computed value as the loader stores data: Python numbers for scalars, float32 / int64 arrays."""
+    arr = np.asarray(v)
+    integral = arr.dtype.kind in "iub"
+    if arr.ndim == 0:
+        return int(arr) if integral else float(arr)
+    return arr.astype(np.int64 if integral else np.float32)
 
 
 def _fmt_index(i):
