@@ -170,3 +170,25 @@ def test_data_only_values_are_data_not_draws(runtime):
 def test_a_value_updated_from_a_parameter_is_not_data():
     prog = load_ppl("model m {\n  a ~ normal(0, 1)\n  x = zeros(2)\n  x[1] = a\n  c = 3\n  d = c * x\n}")
     assert set(prog.models["m"].sites) == {"a", "x", "d"} and prog.models["m"].data["c"] == 3
+
+
+def test_loop_locals_are_not_draws_and_data_values_bound_loops():
+    """`d` is local to one step of the loop (not a site); `n = T - 1` is data, read by the loop bound and by a
+    deterministic site (a parent named `n` once filled the site function's own default argument)."""
+    y = np.array([0.1, 0.5, 0.2, 0.9])
+    src = """data T : int
+data y : real[T]
+model m {
+  n = T - 1
+  mu ~ normal(0, 1)
+  acc = 0.0
+  for t in 1:n {
+    d = y[t + 1] - y[t]
+    acc += square(d - mu)
+  }
+  factor -acc
+}"""
+    r = load_ppl(src, T=4, y=list(y)).sample("m", method="is", particles=100, seed=0)
+    assert set(r.samples) == {"mu", "acc"}
+    mu = r.samples["mu"][0]
+    np.testing.assert_allclose(r.samples["acc"][0], ((np.diff(y)[None] - mu[:, None]) ** 2).sum(1), rtol=1e-4)

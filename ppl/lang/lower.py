@@ -456,8 +456,11 @@ class ModelBuilder:
             interp.run(stmts, env, pm.framework(list(env.values())))
             return env
 
+        def value(name):   # a closure, not a default argument, which a parent of the same name would fill
+            return lambda **env: run(env)[name]
+
         for n in g.names:
-            self.site(n, "deterministic", lambda n=n, **env: run(env)[n], parents, self.positions[n])
+            self.site(n, "deterministic", value(n), parents, self.positions[n])
         if g.logp:
             name = f"loop@{g.loop.line}"
             self.kinds[name], self.positions[name] = "factor", g.loop
