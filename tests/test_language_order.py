@@ -192,3 +192,13 @@ model m {
     assert set(r.samples) == {"mu", "acc"}
     mu = r.samples["mu"][0]
     np.testing.assert_allclose(r.samples["acc"][0], ((np.diff(y)[None] - mu[:, None]) ** 2).sum(1), rtol=1e-4)
+
+
+# ---- the summary is labelled 1-based, as the language indexes ---------------------------------------------------
+def test_summary_labels_are_one_based():
+    prog = load_ppl("model m {\n  theta ~ normal(0, 1) [2, 2]\n  s ~ half_normal(1)\n}")
+    r = prog.sample("m", method="nuts", chains=2, num_warmup=100, num_samples=100, seed=0)
+    table = r.summary()
+    assert sorted(table.index) == ["s", "theta[1, 1]", "theta[1, 2]", "theta[2, 1]", "theta[2, 2]"]
+    assert np.isfinite(table["r_hat"]).all() and np.isfinite(table["ess_bulk"]).all()
+    np.testing.assert_allclose(table.loc["theta[2, 1]", "mean"], r.samples["theta"][..., 1, 0].mean(), rtol=1e-6)
