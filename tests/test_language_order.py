@@ -202,3 +202,16 @@ def test_summary_labels_are_one_based():
     assert sorted(table.index) == ["s", "theta[1, 1]", "theta[1, 2]", "theta[2, 1]", "theta[2, 2]"]
     assert np.isfinite(table["r_hat"]).all() and np.isfinite(table["ess_bulk"]).all()
     np.testing.assert_allclose(table.loc["theta[2, 1]", "mean"], r.samples["theta"][..., 1, 0].mean(), rtol=1e-6)
+
+
+def test_axis_counts_from_one_and_axis_zero_is_located():
+    src = "data A : real[2, 3]\nmodel m {\n  mu ~ normal(0, 1)\n  r = sum(A, axis = 2)\n  c = sum(A, axis = 1)\n" \
+          "  l = sum(A, axis = -1)\n  factor -square(mu - r[1])\n}"
+    data = {"A": [[1, 2, 3], [4, 5, 6]]}
+    m = load_ppl(src, **data).models["m"]
+    np.testing.assert_allclose(m.data["r"], [6, 15])
+    np.testing.assert_allclose(m.data["c"], [5, 7, 9])
+    np.testing.assert_allclose(m.data["l"], [6, 15])
+    with pytest.raises(SourceError) as e:
+        load_ppl(src.replace("axis = 2", "axis = 0"), **data)
+    assert "axes count from 1" in e.value.message and (e.value.line, e.value.column) == (4, 14)
