@@ -79,7 +79,7 @@ class Support:
         return tuple(shape[:-1]) + (shape[-1] - 1,) if self.name == "Simplex" else tuple(shape)
 
 
-_POSITIVE = ("HalfNormal", "HalfCauchy", "LogNormal", "Exponential", "Gamma", "InverseGamma")
+_POSITIVE = ("HalfNormal", "HalfCauchy", "HalfStudentT", "LogNormal", "Exponential", "Gamma", "InverseGamma")
 _REAL = ("Normal", "Cauchy", "StudentT", "Laplace")
 #: support of the flat density by its `.ppl` name
 _FLAT = {"real": "Real", "positive": "Positive", "unit_interval": "UnitInterval", "simplex": "Simplex",

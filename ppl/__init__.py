@@ -10,8 +10,8 @@ from . import math
 from .errors import (InferenceError, NameResolutionError, PlanError, PPLError, ShapeError, SourceError,
                      SupportError, UnknownNameError, UserFunctionError, ValueRangeError)
 from .stdlib.distributions import (Bernoulli, Beta, Binomial, Categorical, Cauchy, Dirichlet, Distribution,
-                                   Exponential, Flat, Gamma, HalfCauchy, HalfNormal, InverseGamma, Laplace,
-                                   LogNormal, MultivariateNormal, Normal, Poisson, StudentT, Uniform)
+                                   Exponential, Flat, Gamma, HalfCauchy, HalfNormal, HalfStudentT, InverseGamma,
+                                   Laplace, LogNormal, MultivariateNormal, Normal, Poisson, StudentT, Uniform)
 from .target import Model, Target, deterministic, energy, factor, geometric, model
 from .stdlib.markov import MarkovChain, MarkovSpec, markov
 from .compiler import compile
@@ -28,7 +28,7 @@ from .io import load
 __all__ = [
     "math", "model", "deterministic", "factor", "energy", "geometric", "markov", "MarkovChain", "MarkovSpec",
     "compile", "sample", "expect", "Expectations", "Result", "Target",
-    "Model", "Distribution", "Normal", "HalfNormal", "HalfCauchy", "Cauchy", "StudentT", "LogNormal",
+    "Model", "Distribution", "Normal", "HalfNormal", "HalfCauchy", "HalfStudentT", "Cauchy", "StudentT", "LogNormal",
     "Exponential", "Gamma", "InverseGamma", "Beta", "Uniform", "Laplace", "Dirichlet", "MultivariateNormal",
     "Bernoulli", "Binomial", "Poisson", "Categorical", "Flat", "PPLError", "NameResolutionError", "ShapeError",
     "SupportError", "ValueRangeError", "UserFunctionError", "PlanError", "UnknownNameError", "InferenceError",

@@ -95,7 +95,8 @@ class Result:
 
     def summary(self, var_names=None):
         """One table (pandas DataFrame) for every method, a row per scalar component: weighted mean, sd, MCSE
-        of the mean, 5% and 95% quantiles, bulk and tail ESS, and R-hat.
+        of the mean, 5% and 95% quantiles, bulk and tail ESS, and R-hat. Rows are labelled 1-based as in the
+        language (`theta[1]` is `samples["theta"][..., 0]`).
 
         MCMC draws: ESS, MCSE and rank-normalized R-hat from ArviZ. Weighted runs (IS, SMC, FKC): both ESS
         columns are the Kish ESS (Σw)²/Σw² summed over runs, MCSE = sd / √ESS, and R-hat is ArviZ's across the
@@ -115,12 +116,14 @@ class Result:
             x, w = self._pooled(name)
             flat = x.reshape(len(x), -1)
             for j in range(flat.shape[1]):
-                label = name if x.ndim == 1 else f"{name}[{', '.join(map(str, np.unravel_index(j, x.shape[1:])))}]"
+                at = np.unravel_index(j, x.shape[1:])
+                key = name if x.ndim == 1 else f"{name}[{', '.join(map(str, at))}]"   # ArviZ's, 0-based
+                label = name if x.ndim == 1 else f"{name}[{', '.join(str(i + 1) for i in at)}]"
                 col = flat[:, j]
                 m = float(np.dot(w, col))
                 sd = float(np.sqrt(np.dot(w, (col - m) ** 2)))
                 if self.log_weights is None:
-                    mcse, ess_bulk, ess_tail = (float(stats.loc[label, k])
+                    mcse, ess_bulk, ess_tail = (float(stats.loc[key, k])
                                                 for k in ("mcse_mean", "ess_bulk", "ess_tail"))
                 else:
                     ess_bulk = ess_tail = ess
@@ -128,7 +131,7 @@ class Result:
                 rows.append({"mean": m, "sd": sd, "mcse_mean": mcse, "5%": float(_weighted_quantile(col, w, 0.05)),
                              "95%": float(_weighted_quantile(col, w, 0.95)), "ess_bulk": ess_bulk,
                              "ess_tail": ess_tail,
-                             "r_hat": float(stats.loc[label, "r_hat"]) if stats is not None else float("nan")})
+                             "r_hat": float(stats.loc[key, "r_hat"]) if stats is not None else float("nan")})
                 index.append(label)
         return pd.DataFrame(rows, index=index, columns=list(self.SUMMARY_COLUMNS))
 

@@ -14,6 +14,7 @@ FAMILIES = {
     "normal": ("Normal", ("loc", "scale")),
     "half_normal": ("HalfNormal", ("scale",)),
     "half_cauchy": ("HalfCauchy", ("scale",)),
+    "half_student_t": ("HalfStudentT", ("df", "scale")),
     "cauchy": ("Cauchy", ("loc", "scale")),
     "student_t": ("StudentT", ("df", "loc", "scale")),
     "lognormal": ("LogNormal", ("loc", "scale")),
@@ -34,6 +35,10 @@ FAMILIES = {
     "categorical_logits": ("Categorical", ("logits",)),
     "flat": ("ImproperUniform", ()),
 }
+
+#: families the runtime libraries lack, built from ones they have (same parameters, normalized):
+#: HalfStudentT(df, s) is |StudentT(df, 0, s)|, density 2 t_df(x; 0, s) on (0, ∞)
+_COMPOSED = {"HalfStudentT": lambda lib, df, scale: lib.FoldedDistribution(lib.StudentT(df, 0.0, scale))}
 
 #: keyword spellings accepted for each class (Python API: `Bernoulli(probs=p)`)
 _ALIASES = {"Bernoulli": ("logits", "probs"), "Binomial": ("probs", "logits"),
@@ -81,7 +86,7 @@ class Distribution:
         """The runtime's distribution object; `params` (from `broadcast_params`, batched) overrides."""
         lib = rt.distributions
         if params is not None:
-            return getattr(lib, self.family)(**params)
+            return _constructor(lib, self.family)(**params)
         params = self.params
         if self.family == "ImproperUniform":
             support = rt.constraint(params["support"])  # vector supports (ordered, simplex) own the last axis
@@ -89,7 +94,7 @@ class Distribution:
             return lib.ImproperUniform(support, self.shape[:split], self.shape[split:])
         kwargs = {k: rt.asarray(v) for k, v in params.items()}
         try:
-            d = getattr(lib, self.family)(**kwargs)
+            d = _constructor(lib, self.family)(**kwargs)
         except (TypeError, ValueError) as e:
             raise PPLError(f"{self.family}: bad parameters {sorted(params)}: {e}") from None
         return d.expand(self.shape) if self.shape else d
@@ -98,6 +103,13 @@ class Distribution:
         args = ", ".join(f"{k}={v!r}" if not hasattr(v, "shape") or v.shape == () else f"{k}=<{type(v).__name__}{tuple(v.shape)}>"
                          for k, v in self.params.items())
         return f"{self.family}({args}{', shape=' + str(self.shape) if self.shape else ''})"
+
+
+def _constructor(lib, family):
+    """The library's class `family`, or its composition from `_COMPOSED`."""
+    if family in _COMPOSED and not hasattr(lib, family):
+        return lambda **params: _COMPOSED[family](lib, **params)
+    return getattr(lib, family)
 
 
 def per_particle(rt, spec_of, *args):
@@ -156,6 +168,7 @@ def _family(name):
 
 
 Normal, HalfNormal, HalfCauchy, Cauchy = (_family(n) for n in ("normal", "half_normal", "half_cauchy", "cauchy"))
+HalfStudentT = _family("half_student_t")
 StudentT, LogNormal, Exponential, Gamma = (_family(n) for n in ("student_t", "lognormal", "exponential", "gamma"))
 InverseGamma, Beta, Uniform, Laplace = (_family(n) for n in ("inverse_gamma", "beta", "uniform", "laplace"))
 Dirichlet, MultivariateNormal, Poisson = (_family(n) for n in ("dirichlet", "multivariate_normal", "poisson"))

@@ -123,7 +123,7 @@ def test_constrained_sites_and_summary(runtime):
     assert (r.samples["s"] > 0).all() and np.allclose(r.samples["w"].sum(-1), 1, atol=1e-5)
     assert abs(r.mean("s") - 1.5) < K * np.sqrt(0.75 / r.ess)
     table = r.summary()
-    assert list(table.index) == ["s", "w[0]", "w[1]", "w[2]"]
+    assert list(table.index) == ["s", "w[1]", "w[2]", "w[3]"]
     assert list(table.columns) == list(ppl.Result.SUMMARY_COLUMNS)
     idata = r.to_arviz()
     assert idata.posterior["w"].shape == (1, 20_000, 3)

@@ -126,7 +126,7 @@ def test_summary_is_one_table_for_every_method():
     tables = {"nuts": mcmc_result().summary(), "is": is_result().summary(), "smc": smc.summary()}
     for table in tables.values():
         assert list(table.columns) == list(ppl.Result.SUMMARY_COLUMNS)
-    assert list(tables["smc"].index) == ["x", "s[0]", "s[1]"]
+    assert list(tables["smc"].index) == ["x", "s[1]", "s[2]"]
     row = tables["smc"].loc["x"]
     assert row["ess_bulk"] == row["ess_tail"] == pytest.approx(smc.ess)
     assert row["mcse_mean"] == pytest.approx(row["sd"] / np.sqrt(smc.ess))

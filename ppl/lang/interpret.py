@@ -173,7 +173,18 @@ class Interpreter:
         fn = pm.BUILTINS.get(name) or self.functions.get(name)
         if fn is None:
             raise self.src.error(node, f"unknown function {name!r}", hint=suggest(name, list(pm.BUILTINS)))
+        if "axis" in kw and name in pm.BUILTINS:
+            kw["axis"] = self._axis(next(k for k in node.args.keywords if k.name == "axis"), kw["axis"])
         return scalar(fn(*pos, **kw))
+
+    def _axis(self, node, k):
+        """A built-in's `axis = k` counts from 1 as indexing does (k = 1 the first axis); negative k from the
+        end; returned 0-based for `ppl.math`."""
+        k = concrete_int(k)
+        if k is None or k == 0:
+            raise self.src.error(node, "axis must be a nonzero integer known before sampling: axes count from 1 "
+                                       "as indices do", hint="axis = 1 is the first axis, axis = -1 the last")
+        return k - 1 if k > 0 else k
 
     def distribution(self, node, env, fw, shape=None):
         """The `Distribution` of `normal(mu, sigma) [dims]`: a `Dist`, or a `Call` inside logpdf(...)."""

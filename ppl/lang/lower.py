@@ -1,5 +1,6 @@
 """Lowering a `model` block to a `ppl.model(...)`, with Stan-like type rules.
 
+Statements are taken in dependency order (`names.dependency_order`, so they may be written in any order).
 Each statement becomes a site (see `ppl.target.Site`) whose function interprets the statement's syntax,
 and whose `source` is (file, line, column) of the statement: a latent site (`x ~ dist`, `x : type ~ dist`,
 or a flat `x : type`), an observation (`y ~ dist` for data y), a deterministic value (`=` and its indexed and
@@ -17,13 +18,15 @@ from ..stdlib.markov import markov
 from ..target import Model, Site
 from . import syntax as S
 from .interpret import Interpreter, concrete_int
-from .names import PREV, State, assigned, free, lag, markov_reads, reads, state_names, walk
+from .names import (PREV, State, assigned, dependency_order, free, lag, markov_reads, reads, state_names, walk,
+                    writes)
 from .source import suggest
 
-_POSITIVE = {"half_normal", "half_cauchy", "lognormal", "exponential", "gamma", "inverse_gamma"}
+_POSITIVE = {"half_normal", "half_cauchy", "half_student_t", "lognormal", "exponential", "gamma", "inverse_gamma"}
 _REAL = {"normal", "cauchy", "student_t", "laplace"}
 _UNIT = {"beta"}
-_HALF_HINT = {"normal": "half_normal(scale)", "cauchy": "half_cauchy(scale)"}
+_HALF_HINT = {"normal": "half_normal(scale)", "cauchy": "half_cauchy(scale)",
+              "student_t": "half_student_t(df, scale)"}
 
 
 class _Group:
@@ -37,7 +40,7 @@ class ModelBuilder:
     """Builds the `Model` of one `ModelDef` over the program's `data` and `use`d `functions`."""
 
     def __init__(self, node, src, data, functions):
-        self.node, self.src, self.data = node, src, data
+        self.node, self.src, self.data = node, src, dict(data)
         self.name = node.name
         self.interp = Interpreter(src, functions)
         self.sites, self.observed, self.positions = {}, {}, {}
@@ -46,7 +49,8 @@ class ModelBuilder:
     def build(self):
         groups, owner = [], {}
         self.states = state_names(self.node.body)
-        for i, s in enumerate(self.node.body):
+        self.defined = sorted(set().union(*(writes(s, self.data) for s in self.node.body)))
+        for i, s in self.data_values(dependency_order(self.node.body, self.data, self.src, self.name)):
             if isinstance(s, S.Declare) and s.name in self.states:
                 self.state_declare(s)
             elif isinstance(s, S.Declare):
@@ -109,6 +113,34 @@ class ModelBuilder:
         except PPLError as e:
             raise self.src.error(self.node, str(e)) from None
 
+    def data_values(self, ordered):
+        """Values computed from data and constants alone, evaluated once (numpy) and added to the data; returns
+        the other statements [(index, statement)], in order.
+
+        A value is data-only when every statement writing it (`=`, updates, loops without `~` or `factor`)
+        reads only data and data-only values. Readers come after all writers (`dependency_order`), so a name
+        is tainted by a non-data-only writer before anything reads it.
+        """
+        known, tainted, candidates = set(self.data), set(), []
+        for i, s in ordered:
+            wrote = writes(s, ())
+            pure = isinstance(s, (S.Assign, S.AugAssign)) or isinstance(s, S.For) and not any(
+                isinstance(b, (S.Tilde, S.Factor)) for b in walk(s.body))
+            if pure and not wrote & set(self.data) and {n for n, _ in free([s])} <= known | wrote:
+                candidates.append((i, s))
+                known |= wrote
+            else:
+                tainted |= wrote
+                known -= wrote
+        once = [(i, s) for i, s in candidates if not writes(s, ()) & tainted]
+        if once:
+            env = dict(self.data)
+            self.interp.run([s for _, s in once], env, "numpy")
+            for n in set().union(*(writes(s, ()) for _, s in once)) & set(env):
+                self.data[n] = _as_data(env[n])
+        done = {i for i, _ in once}
+        return [(i, s) for i, s in ordered if i not in done]
+
     # -- statements ----------------------------------------------------------
     def _writable(self, name, node, first):
         if name in self.data:
@@ -143,7 +175,7 @@ class ModelBuilder:
                     out.append(name)
             else:
                 raise self.src.error(where, f"unknown name {name!r} in model {self.name}",
-                                     hint=suggest(name, list(self.kinds) + list(self.data))
+                                     hint=suggest(name, self.defined + list(self.data))
                                      or "declare data with `data NAME : type`; define values before using them")
         return out
 
@@ -424,8 +456,11 @@ class ModelBuilder:
             interp.run(stmts, env, pm.framework(list(env.values())))
             return env
 
+        def value(name):   # a closure, not a default argument, which a parent of the same name would fill
+            return lambda **env: run(env)[name]
+
         for n in g.names:
-            self.site(n, "deterministic", lambda n=n, **env: run(env)[n], parents, self.positions[n])
+            self.site(n, "deterministic", value(n), parents, self.positions[n])
         if g.logp:
             name = f"loop@{g.loop.line}"
             self.kinds[name], self.positions[name] = "factor", g.loop
@@ -453,6 +488,15 @@ def type_parts(typ, src):
             raise src.error(b, f"unknown bound {b.key!r}; use lower= and upper=")
         bounds[b.key] = b
     return typ.name, bounds, typ.dims
+
+
+def _as_data(v):
+    """A computed value as the loader stores data: Python numbers for scalars, float32 / int64 arrays."""
+    arr = np.asarray(v)
+    integral = arr.dtype.kind in "iub"
+    if arr.ndim == 0:
+        return int(arr) if integral else float(arr)
+    return arr.astype(np.int64 if integral else np.float32)
 
 
 def _fmt_index(i):

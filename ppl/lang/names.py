@@ -1,8 +1,11 @@
-"""Static analysis of model statements: the names they read and write, and the reads of a Markov state.
+"""Static analysis of model statements: the names they read and write, their dependency order, and the reads
+of a Markov state.
 
 A latent state `x : real[T]` is drawn element by element (`x[1] ~ p0`, `for t in 2:T { x[t] ~ p(x[t - 1]) }`);
 its transition may read only the previous state, which `markov_reads` renames to `PREV`.
 """
+import networkx as nx
+
 from . import syntax as S
 
 #: the name under which a Markov step reads the previous state x[t - 1]
@@ -46,6 +49,9 @@ def free(stmts, defined=()):
             need(s.target.expr(), s.dist)
         elif isinstance(s, S.Factor):
             need(s.value)
+        elif isinstance(s, S.Declare):
+            need(tuple(b.value for b in s.type.bounds), s.type.dims, s.dist)
+            defined.add(s.name)
         elif isinstance(s, S.For):
             need(s.lo, s.hi)
             out.extend(free(s.body, defined | {s.var}))
@@ -61,6 +67,51 @@ def assigned(stmts):
         elif isinstance(s, S.For):
             out |= assigned(s.body)
     return out
+
+
+def writes(s, data):
+    """The model's names a top-level statement defines or updates (data it observes excluded)."""
+    if isinstance(s, S.Declare):
+        out = {s.name}
+    elif isinstance(s, (S.Assign, S.AugAssign, S.Tilde)):
+        out = {s.target.name}
+    elif isinstance(s, S.For):
+        out = assigned(s.body) | {b.target.name for b in walk(s.body) if isinstance(b, S.Tilde)}
+    else:
+        out = set()
+    return out - set(data)
+
+
+def dependency_order(stmts, data, src, model):
+    """The statements [(index, statement)] ordered so that each comes after every statement writing a name it reads.
+
+    Statements writing the same name (a definition, its indexed updates, loops, a state's declaration, x[1] and
+    its loop) keep their order; otherwise the order of the source is kept where the dependencies allow (a loop
+    is one unit). A cycle is an error located at one of its reads, naming the values in it.
+    """
+    wrote = [writes(s, data) for s in stmts]
+    graph = nx.DiGraph()
+    graph.add_nodes_from(range(len(stmts)))
+    last = {}
+    for i, names in enumerate(wrote):
+        for n in names:
+            if n in last:
+                graph.add_edge(last[n], i, name=n, node=None)
+            last[n] = i
+    for j, s in enumerate(stmts):
+        for n, node in free([s]):
+            for i, names in enumerate(wrote):
+                if i != j and n in names and n not in wrote[j] and not graph.has_edge(i, j):
+                    graph.add_edge(i, j, name=n, node=node)
+    try:
+        return [(i, stmts[i]) for i in nx.lexicographical_topological_sort(graph)]
+    except nx.NetworkXUnfeasible:
+        cycle = nx.find_cycle(graph)
+    reads_ = [graph.edges[e] for e in cycle]
+    first = min(reads_, key=lambda e: (e["node"].line, e["node"].column) if e["node"] else (1e9, 0))
+    path = " -> ".join([e["name"] for e in reads_] + [reads_[0]["name"]])
+    raise src.error(first["node"], f"cyclic dependency in model {model}: {path} (each value is computed from the "
+                                   f"one before it)", hint="a value cannot depend on itself; break the cycle")
 
 
 def walk(stmts):
