@@ -2,7 +2,8 @@
 
     ppl run FILE [--data data.json] [--target NAME] [--method is|smc|nuts|fkc] [--runtime numpyro|pyro]
                  [--device cpu|cuda] [--particles N] [--seed S] [--out result.nc] [--plot out.png] [--allow-python]
-    ppl check FILE [--data data.json]            parse and check (names, shapes, supports, the plan)
+    ppl check FILE [--data data.json]            parse and check (names, shapes, supports, the plan); without
+                                                 --data, missing data are symbolic and what needs them is skipped
     ppl compile FILE [--data data.json] --graph  print the plan and the inference graph
 
 Errors in the program print `file:line:col: message`, the line and a caret, and exit with status 2.
@@ -101,16 +102,25 @@ def _run(prog, args):
         print(f"saved {args.plot}")
 
 
+def _check(prog, filename):
+    """Compile every target (or model) that could be built; say what the symbolic data left unchecked."""
+    for name in list(prog.targets) or list(prog.models):
+        prog.compile(name)
+    print(f"{filename}: ok ({len(prog.models)} model(s), {len(prog.targets)} target(s) built)")
+    if prog.symbolic:
+        print(f"symbolic data (no --data): {', '.join(prog.symbolic)}; pass --data to check shapes and values")
+        for name, datum in prog.unbuilt.items():
+            print(f"  {name}: checked up to where it needs the value of {datum}")
+
+
 def main(argv=None):
     args = _parser().parse_args(argv)
     from .lang import load_ppl
     try:
         prog = load_ppl(args.file if args.file.endswith(".ppl") else _read(args.file), data=args.data,
-                        allow_python=args.allow_python, filename=args.file)
+                        allow_python=args.allow_python, filename=args.file, symbolic=args.command == "check")
         if args.command == "check":
-            for name in list(prog.targets) or list(prog.models):
-                prog.compile(name)
-            print(f"{args.file}: ok ({len(prog.models)} model(s), {len(prog.targets)} target(s))")
+            _check(prog, args.file)
         elif args.command == "compile":
             compiled = prog.compile(args.target)
             print(compiled)

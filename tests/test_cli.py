@@ -1,6 +1,7 @@
 """The `ppl` command line: every example runs on both runtimes; errors exit 2 with a located message."""
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 
@@ -75,3 +76,27 @@ def test_run_ais(capsys):
     assert main(["run", program, "--data", data, "--method", "ais", "--particles", "500", "--seed", "0"]) == 0
     text = capsys.readouterr().out
     assert "log Z = " in text and "method ais on numpyro" in text
+
+
+@pytest.mark.parametrize("program", sorted(str(p) for p in (Path(__file__).parents[1] / "examples").glob("*.ppl")))
+def test_check_without_data(program, capsys):
+    """`ppl check FILE` without --data checks what it can and says which data are symbolic; `run` still refuses."""
+    assert main(["check", program]) == 0
+    out = capsys.readouterr().out
+    assert ": ok (" in out and "symbolic data (no --data): " in out and "needs the value of" in out
+    assert main(["run", program, "--particles", "10"]) == 2
+    assert "is declared but no value was given" in capsys.readouterr().err
+
+
+def test_check_without_data_finds_names_and_types(tmp_path, capsys):
+    text = (Path(__file__).parents[1] / "examples" / "eight_schools_noncentered.ppl").read_text()
+    for old, new, where in [("normal(theta, sigma)", "normal(thetaa, sigma)", ":12:14: unknown name 'thetaa'"),
+                            ("mu ~ normal(0, 5)", "mu ~ normale(0, 5)", ":8:8: unknown distribution 'normale'"),
+                            ("data sigma : real<lower=0>[J]", "data sigma : real<low=0>[J]", "unknown bound 'low'"),
+                            ("target posterior = eight_schools", "target posterior = eight_school",
+                             "'eight_school' is not a model or target")]:
+        bad = tmp_path / "bad.ppl"
+        bad.write_text(text.replace(old, new))
+        assert main(["check", str(bad)]) == 2
+        err = capsys.readouterr().err
+        assert where in err and "^" in err and "Traceback" not in err, err
