@@ -106,6 +106,8 @@ def _check(prog, filename):
     """Compile every target (or model) that could be built; say what the symbolic data left unchecked."""
     for name in list(prog.targets) or list(prog.models):
         prog.compile(name)
+    for spec in prog.runs:
+        prog.check_run(spec, None if spec.target in prog.unbuilt else prog.compile(spec.target).kind)
     print(f"{filename}: ok ({len(prog.models)} model(s), {len(prog.targets)} target(s) built)")
     if prog.symbolic:
         print(f"symbolic data (no --data): {', '.join(prog.symbolic)}; pass --data to check shapes and values")

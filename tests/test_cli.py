@@ -100,3 +100,37 @@ def test_check_without_data_finds_names_and_types(tmp_path, capsys):
         assert main(["check", str(bad)]) == 2
         err = capsys.readouterr().err
         assert where in err and "^" in err and "Traceback" not in err, err
+
+
+@pytest.mark.parametrize("statement, message", [
+    ("smc(particles = 200, move = hmc(steps = 5))", "method 'smc' has no option(s) move; its options: runs, kernel"),
+    ("smc(particles = 200, kernel = hmc(steps = 5))", "kernel 'hmc' has no option 'steps' (its options: n_leapfrog"),
+    ("smc(particles = 200, kernel = \"leap\")", "unknown SMC kernel 'leap'"),
+    ("nuts(chain = 2)", "method 'nuts' has no option(s) chain; its options: num_warmup, num_samples, chains"),
+    ("nope(particles = 10)", "unknown method 'nope'"),
+])
+def test_check_validates_sample_statements(statement, message, tmp_path, capsys):
+    """`check` reports the located error the run would: unknown methods, options and kernels."""
+    bad = tmp_path / "bad.ppl"
+    bad.write_text(f"model hot {{ x ~ normal(0, 1) }}\nsample hot with {statement}\n")
+    for command in ("check", "run"):
+        assert main([command, str(bad)]) == 2
+        err = capsys.readouterr().err
+        assert err.startswith(f"{bad}:2:1: {message}") and "^" in err, err
+
+
+def test_kernel_as_a_call(tmp_path, capsys):
+    good = tmp_path / "good.ppl"
+    good.write_text("model hot { x ~ normal(0, 1) }\nsample hot with smc(particles = 100, kernel = hmc(n_leapfrog = 3))\n")
+    assert main(["check", str(good)]) == 0 and main(["run", str(good)]) == 0
+    assert "method smc" in capsys.readouterr().out
+
+
+def test_particle_filter_without_observations(tmp_path, capsys):
+    bad = tmp_path / "pf.ppl"
+    bad.write_text("data T : int\nmodel m {\n  x : real[T]\n  x[1] ~ normal(0, 1)\n"
+                   "  for t in 2:T { x[t] ~ normal(x[t - 1], 1) }\n}\nsample m with pf(particles = 10)\n")
+    data = tmp_path / "d.json"
+    data.write_text('{"T": 5}')
+    assert main(["run", str(bad), "--data", str(data)]) == 2
+    assert "the target observes none" in capsys.readouterr().err

@@ -89,6 +89,26 @@ class PPLFile:
         source = next((m.sites[e.site].source for m in target.models() if e.site in m.sites), None)
         return None if source is None else self.src.error_at(source[1], source[2], str(e))
 
+    def check_run(self, spec, kind=None, options=None):
+        """A located error where the `sample` statement `spec` names an unknown method or kernel, or an option the
+        method (for plans of `kind`) or its kernel does not take; `options` (default: the statement's) are what
+        the run would pass."""
+        from ..backends import check_options, get_method, option_names
+        from ..backends.kernels import get_kernel
+        options = spec.options if options is None else options
+        method = options.get("method", spec.method)
+        given = {k: v for k, v in options.items() if k not in ("method", "runtime", "device", "particles", "seed",
+                                                               "reference", "fold", "progress")}
+        try:
+            known = option_names(get_method(method, kind))
+            check_options(method, given, known)
+            given = _expand(given)
+            check_options(method, given, known)
+            if isinstance(given.get("kernel"), str):
+                get_kernel(given["kernel"]).options(given.get("kernel_options"))
+        except PPLError as e:
+            raise self.src.error(spec.node, str(e)) from None
+
     def sample(self, name=None, **overrides):
         """Run `ppl.sample` on a target with the options of its `sample` statement, updated by `overrides`;
         errors about a site are located at its statement."""
@@ -102,6 +122,9 @@ class PPLFile:
             kw.setdefault("method", spec.method)
         kw.update({k: v for k, v in overrides.items() if v is not None})
         compiled = self.compile(name, reference=kw.pop("reference", None), fold=kw.pop("fold", None))
+        if spec:
+            self.check_run(spec, compiled.kind, kw)
+        kw = _expand(kw)
         try:
             return sample(compiled, **kw)
         except SourceError:
@@ -114,6 +137,20 @@ class PPLFile:
             if located is None:
                 raise
             raise located from None
+
+
+def _expand(options):
+    """An option given as a call, `kernel = hmc(n_leapfrog = 5)`: kernel="hmc", kernel_options={"n_leapfrog": 5}."""
+    out = {}
+    for key, value in options.items():
+        if isinstance(value, dict) and "name" in value:
+            value = dict(value)
+            out[key] = value.pop("name")
+            if value:
+                out[key + "_options"] = value
+        else:
+            out[key] = value
+    return out
 
 
 def _read_data(data, filename):
