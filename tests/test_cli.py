@@ -134,3 +134,16 @@ def test_particle_filter_without_observations(tmp_path, capsys):
     data.write_text('{"T": 5}')
     assert main(["run", str(bad), "--data", str(data)]) == 2
     assert "the target observes none" in capsys.readouterr().err
+
+
+def test_mcmc_flags_and_dropped_options(tmp_path, capsys):
+    """--chains/--warmup/--draws reach nuts; the statement's options of another method are named, not reused;
+    warnings print as `warning: message` without a source line."""
+    prog = tmp_path / "m.ppl"
+    prog.write_text("model m { x ~ normal(0, 1) }\nsample m with is(particles = 300)\n")
+    assert main(["run", str(prog), "--method", "nuts", "--chains", "2", "--warmup", "20", "--draws", "20"]) == 0
+    out, err = capsys.readouterr()
+    assert "method nuts" in out and "note: --method nuts: the options particles of line 2" in err
+    assert all(line.startswith(("warning: ", "note: ")) for line in err.splitlines() if line.strip()), err
+    assert main(["run", str(prog), "--chains", "2"]) == 2
+    assert "--chains: method 'is' has no option chains" in capsys.readouterr().err
