@@ -121,7 +121,8 @@ def test_check_validates_sample_statements(statement, message, tmp_path, capsys)
 
 def test_kernel_as_a_call(tmp_path, capsys):
     good = tmp_path / "good.ppl"
-    good.write_text("model hot { x ~ normal(0, 1) }\nsample hot with smc(particles = 100, kernel = hmc(n_leapfrog = 3))\n")
+    good.write_text("model hot { x ~ normal(0, 1) }\n"
+                    "sample hot with smc(particles = 100, kernel = hmc(n_leapfrog = 3))\n")
     assert main(["check", str(good)]) == 0 and main(["run", str(good)]) == 0
     assert "method smc" in capsys.readouterr().out
 

@@ -34,7 +34,8 @@ def mutants(draw):
 
 
 @pytest.mark.filterwarnings("ignore")
-@settings(max_examples=150, deadline=None, derandomize=True, suppress_health_check=[HealthCheck.too_slow, HealthCheck.function_scoped_fixture])
+@settings(max_examples=150, deadline=None, derandomize=True,
+          suppress_health_check=[HealthCheck.too_slow, HealthCheck.function_scoped_fixture])
 @given(text=mutants())
 def test_check_of_mutated_programs(text, tmp_path_factory, capsys):
     path = tmp_path_factory.mktemp("fuzz") / "m.ppl"
