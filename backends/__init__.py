@@ -1,6 +1,7 @@
 """Inference algorithms and the two runtimes. `METHODS[name][kind]` is the `run` function of method `name` for
 targets planned as `kind` ('model', 'diffusion', 'sequence': the plan's `kind`), so one name ('pf') can mean the
 particle filter of a state-space model and of a sequence model."""
+import inspect
 import numbers
 
 from ..errors import PlanError, UnknownNameError, ValueRangeError
@@ -24,6 +25,14 @@ def check_options(method, given, known):
     if unknown:
         raise UnknownNameError(f"method {method!r} has no option(s) {', '.join(unknown)}; its options: "
                                f"{', '.join(known)}")
+
+
+def option_names(run):
+    """The options a method's `run` takes: `run.options` where it passes **options on, else its parameters."""
+    if hasattr(run, "options"):
+        return list(run.options)
+    internal = ("compiled", "plan", "rt", "key", "particles", "progress")
+    return [n for n, p in inspect.signature(run).parameters.items() if n not in internal and p.kind != p.VAR_KEYWORD]
 
 
 def method(name, kind="model"):

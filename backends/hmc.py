@@ -186,3 +186,6 @@ def run_hmc(compiled, rt, key, particles=4000, progress=None, **options):
     near-Gaussian target then has period ≈ 2π and the chain barely moves: prefer num_steps ≈ (π/2) / step size.
     """
     return _run("hmc", compiled, rt, key, particles, progress, **options)
+
+
+run_nuts.options = run_hmc.options = OPTIONS

@@ -24,7 +24,7 @@ import numpy as np
 
 from ..compiler.lower import Evaluator
 from ..compiler.sequential import StateSpace
-from ..errors import InferenceError, PPLError, ValueRangeError
+from ..errors import InferenceError, PlanError, PPLError, ValueRangeError
 from ..result import Result
 from ..stdlib.distributions import per_particle, repeated
 from . import fk, method
@@ -238,6 +238,10 @@ def run(compiled, rt, key, particles=1000, progress=None, resampler="systematic"
     if sig not in cache:   # built and checked once per target and options; a run is then one jitted call
         ss = StateSpace(compiled)
         ss.check_fixed()
+        if not ss.observations:
+            raise PlanError(f"a particle filter weights the state {ss.name!r} by observations of it, and the target "
+                            f"observes none (y[t] ~ ... reading {ss.name}[t], with the data y given): "
+                            f"use 'smc' or 'is' for the state's prior")
         ev = Evaluator(compiled, rt)
         env = model_env(ev, ss)
         path = StatePath(ss, rt, env, proposal)

@@ -35,7 +35,7 @@ import numpy as np
 
 from ..errors import InferenceError, PPLError, ValueRangeError
 from ..result import Result
-from . import check_options, fk, method
+from . import check_options, fk, method, option_names
 from .kernels import Particles, cloud_cholesky, get_kernel
 from .runtime import batched
 
@@ -364,8 +364,7 @@ def run(compiled, rt, key, particles=10_000, progress=None, runs=1, **options):
     if particles < MIN_PARTICLES:
         raise ValueRangeError(f"SMC needs particles >= {MIN_PARTICLES}, got {particles}: with fewer, the adaptive "
                               f"temperatures, the ESS and log Z degenerate (2-3 particles gave log Z off by 10-20)")
-    check_options("smc", options, ["runs"] + [n for n in inspect.signature(SMC.__init__).parameters
-                                              if n not in ("self", "program")])
+    check_options("smc", options, option_names(run))
     smc = _cached_smc(compiled, rt, options)
     keys = rt.split(key, runs)
     samples, log_w, log_z, rel_var = [], [], [], []
@@ -396,3 +395,6 @@ def run(compiled, rt, key, particles=10_000, progress=None, runs=1, **options):
                     "resampled": _padded(diag["resampled"])[:, None]}
     return Result(out, np.stack(log_w), total, se, method="smc", runtime=rt.name, device=rt.device,
                   diagnostics=diagnostics, sample_stats=sample_stats)
+
+
+run.options = ("runs", *[n for n in inspect.signature(SMC.__init__).parameters if n not in ("self", "program")])

@@ -2,18 +2,11 @@
 import inspect
 import time
 
-from .backends import check_options, get_method, get_runtime, integer
+from .backends import check_options, get_method, get_runtime, integer, option_names
 from .compiler import compile
 from .compiler.shapes import check_size
 from .errors import PlanError
 
-
-def _check_options(method, run, options):
-    """Options the method's `run` does not take (a method that forwards **options checks them itself)."""
-    params = inspect.signature(run).parameters
-    if not any(p.kind == p.VAR_KEYWORD for p in params.values()):
-        check_options(method, options,
-                      [n for n in params if n not in ("compiled", "plan", "rt", "key", "particles", "progress")])
 
 
 def sample(target, method="is", runtime="numpyro", device="cpu", particles=10_000, seed=0, reference=None,
@@ -38,7 +31,7 @@ def sample(target, method="is", runtime="numpyro", device="cpu", particles=10_00
     rt = get_runtime(runtime, device)
     compiled = compile(target, reference=reference, fold=fold)
     run = get_method(method, compiled.kind)
-    _check_options(method, run, options)
+    check_options(method, options, option_names(run))
     dim = getattr(compiled, "dim", None)
     if dim:
         check_size(f"{particles} particles of dimension {dim}", particles * dim,

@@ -2,7 +2,9 @@
 
     ppl run FILE [--data data.json] [--target NAME] [--method is|smc|nuts|fkc] [--runtime numpyro|pyro]
                  [--device cpu|cuda] [--particles N] [--seed S] [--out result.nc] [--plot out.png] [--allow-python]
-    ppl check FILE [--data data.json]            parse and check (names, shapes, supports, the plan)
+                 [--chains C] [--warmup W] [--draws D]    (nuts, hmc, pmmh)
+    ppl check FILE [--data data.json]            parse and check (names, shapes, supports, the plan); without
+                                                 --data, missing data are symbolic and what needs them is skipped
     ppl compile FILE [--data data.json] --graph  print the plan and the inference graph
 
 Errors in the program print `file:line:col: message`, the line and a caret, and exit with status 2.
@@ -10,8 +12,13 @@ Errors in the program print `file:line:col: message`, the line and a caret, and 
 import argparse
 import os
 import sys
+import warnings
 
 from .errors import PPLError
+
+
+#: flags passed to the method as its options (the method must take them)
+FLAG_OPTIONS = {"--chains": "chains", "--warmup": "num_warmup", "--draws": "num_samples"}
 
 
 def _parser():
@@ -34,6 +41,8 @@ def _parser():
     run.add_argument("--device", help="cpu or cuda (default cpu)")
     run.add_argument("--particles", type=int, help="number of particles / draws")
     run.add_argument("--seed", type=int, default=0)
+    for flag, option in FLAG_OPTIONS.items():
+        run.add_argument(flag, type=int, dest=option, help=f"{option} of nuts, hmc or pmmh")
     run.add_argument("--out", help="save the result as NetCDF (.nc): ArviZ InferenceData that ppl.load reads back")
     run.add_argument("--plot", help="save a figure of the result")
     check = sub.add_parser("check", help="parse and check a program")
@@ -76,11 +85,24 @@ def _run(prog, args):
     name = args.target or prog.default_name()
     spec = prog.run_spec(name)
     method = args.method if args.method is not None else (spec.method if spec else "is")
-    options = dict(spec.options) if spec and spec.method == method else \
-        {k: v for k, v in (spec.options if spec else {}).items() if k in ("reference", "fold", "particles", "seed")}
+    if spec and spec.method == method:
+        options = dict(spec.options)
+    else:
+        options = {k: v for k, v in (spec.options if spec else {}).items() if k in ("reference", "fold")}
+        dropped = [k for k in (spec.options if spec else {}) if k not in options]
+        if dropped:
+            print(f"note: --method {method}: the options {', '.join(dropped)} of line {spec.node.line} "
+                  f"(sample {spec.target} with {spec.method}) are not used", file=sys.stderr)
     options.update(method=method, seed=args.seed)
     for key in ("runtime", "device", "particles"):
         if getattr(args, key) is not None:
+            options[key] = getattr(args, key)
+    from .backends import get_method, option_names
+    for flag, key in FLAG_OPTIONS.items():
+        if getattr(args, key) is not None:
+            if key not in option_names(get_method(method)):
+                raise PPLError(f"{flag}: method {method!r} has no option {key}; it is an option of nuts, hmc "
+                               f"and pmmh")
             options[key] = getattr(args, key)
     options.setdefault("runtime", (spec.runtime if spec and spec.runtime else "numpyro"))
     if sys.stderr.isatty():
@@ -101,16 +123,38 @@ def _run(prog, args):
         print(f"saved {args.plot}")
 
 
+def _check(prog, filename):
+    """Compile every target (or model) that could be built; say what the symbolic data left unchecked."""
+    for name in list(prog.targets) or list(prog.models):
+        prog.compile(name)
+    for spec in prog.runs:
+        prog.check_run(spec, None if spec.target in prog.unbuilt else prog.compile(spec.target).kind)
+    print(f"{filename}: ok ({len(prog.models)} model(s), {len(prog.targets)} target(s) built)")
+    if prog.symbolic:
+        print(f"symbolic data (no --data): {', '.join(prog.symbolic)}; pass --data to check shapes and values")
+        for name, datum in prog.unbuilt.items():
+            print(f"  {name}: checked up to where it needs the value of {datum}")
+
+
+def _show_warning(message, category, filename, lineno, file=None, line=None):
+    """A warning as `warning: message`, without the internal source line Python shows."""
+    print(f"warning: {message}", file=file or sys.stderr)
+
+
 def main(argv=None):
     args = _parser().parse_args(argv)
+    with warnings.catch_warnings():   # restores warnings.showwarning on return
+        warnings.showwarning = _show_warning
+        return _main(args)
+
+
+def _main(args):
     from .lang import load_ppl
     try:
         prog = load_ppl(args.file if args.file.endswith(".ppl") else _read(args.file), data=args.data,
-                        allow_python=args.allow_python, filename=args.file)
+                        allow_python=args.allow_python, filename=args.file, symbolic=args.command == "check")
         if args.command == "check":
-            for name in list(prog.targets) or list(prog.models):
-                prog.compile(name)
-            print(f"{args.file}: ok ({len(prog.models)} model(s), {len(prog.targets)} target(s))")
+            _check(prog, args.file)
         elif args.command == "compile":
             compiled = prog.compile(args.target)
             print(compiled)

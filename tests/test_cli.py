@@ -1,6 +1,7 @@
 """The `ppl` command line: every example runs on both runtimes; errors exit 2 with a located message."""
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 
@@ -75,3 +76,75 @@ def test_run_ais(capsys):
     assert main(["run", program, "--data", data, "--method", "ais", "--particles", "500", "--seed", "0"]) == 0
     text = capsys.readouterr().out
     assert "log Z = " in text and "method ais on numpyro" in text
+
+
+@pytest.mark.parametrize("program", sorted(str(p) for p in (Path(__file__).parents[1] / "examples").glob("*.ppl")))
+def test_check_without_data(program, capsys):
+    """`ppl check FILE` without --data checks what it can and says which data are symbolic; `run` still refuses."""
+    assert main(["check", program]) == 0
+    out = capsys.readouterr().out
+    assert ": ok (" in out and "symbolic data (no --data): " in out and "needs the value of" in out
+    assert main(["run", program, "--particles", "10"]) == 2
+    assert "is declared but no value was given" in capsys.readouterr().err
+
+
+def test_check_without_data_finds_names_and_types(tmp_path, capsys):
+    text = (Path(__file__).parents[1] / "examples" / "eight_schools_noncentered.ppl").read_text()
+    for old, new, where in [("normal(theta, sigma)", "normal(thetaa, sigma)", ":12:14: unknown name 'thetaa'"),
+                            ("mu ~ normal(0, 5)", "mu ~ normale(0, 5)", ":8:8: unknown distribution 'normale'"),
+                            ("data sigma : real<lower=0>[J]", "data sigma : real<low=0>[J]", "unknown bound 'low'"),
+                            ("target posterior = eight_schools", "target posterior = eight_school",
+                             "'eight_school' is not a model or target")]:
+        bad = tmp_path / "bad.ppl"
+        bad.write_text(text.replace(old, new))
+        assert main(["check", str(bad)]) == 2
+        err = capsys.readouterr().err
+        assert where in err and "^" in err and "Traceback" not in err, err
+
+
+@pytest.mark.parametrize("statement, message", [
+    ("smc(particles = 200, move = hmc(steps = 5))", "method 'smc' has no option(s) move; its options: runs, kernel"),
+    ("smc(particles = 200, kernel = hmc(steps = 5))", "kernel 'hmc' has no option 'steps' (its options: n_leapfrog"),
+    ("smc(particles = 200, kernel = \"leap\")", "unknown SMC kernel 'leap'"),
+    ("nuts(chain = 2)", "method 'nuts' has no option(s) chain; its options: num_warmup, num_samples, chains"),
+    ("nope(particles = 10)", "unknown method 'nope'"),
+])
+def test_check_validates_sample_statements(statement, message, tmp_path, capsys):
+    """`check` reports the located error the run would: unknown methods, options and kernels."""
+    bad = tmp_path / "bad.ppl"
+    bad.write_text(f"model hot {{ x ~ normal(0, 1) }}\nsample hot with {statement}\n")
+    for command in ("check", "run"):
+        assert main([command, str(bad)]) == 2
+        err = capsys.readouterr().err
+        assert err.startswith(f"{bad}:2:1: {message}") and "^" in err, err
+
+
+def test_kernel_as_a_call(tmp_path, capsys):
+    good = tmp_path / "good.ppl"
+    good.write_text("model hot { x ~ normal(0, 1) }\n"
+                    "sample hot with smc(particles = 100, kernel = hmc(n_leapfrog = 3))\n")
+    assert main(["check", str(good)]) == 0 and main(["run", str(good)]) == 0
+    assert "method smc" in capsys.readouterr().out
+
+
+def test_particle_filter_without_observations(tmp_path, capsys):
+    bad = tmp_path / "pf.ppl"
+    bad.write_text("data T : int\nmodel m {\n  x : real[T]\n  x[1] ~ normal(0, 1)\n"
+                   "  for t in 2:T { x[t] ~ normal(x[t - 1], 1) }\n}\nsample m with pf(particles = 10)\n")
+    data = tmp_path / "d.json"
+    data.write_text('{"T": 5}')
+    assert main(["run", str(bad), "--data", str(data)]) == 2
+    assert "the target observes none" in capsys.readouterr().err
+
+
+def test_mcmc_flags_and_dropped_options(tmp_path, capsys):
+    """--chains/--warmup/--draws reach nuts; the statement's options of another method are named, not reused;
+    warnings print as `warning: message` without a source line."""
+    prog = tmp_path / "m.ppl"
+    prog.write_text("model m { x ~ normal(0, 1) }\nsample m with is(particles = 300)\n")
+    assert main(["run", str(prog), "--method", "nuts", "--chains", "2", "--warmup", "20", "--draws", "20"]) == 0
+    out, err = capsys.readouterr()
+    assert "method nuts" in out and "note: --method nuts: the options particles of line 2" in err
+    assert all(line.startswith(("warning: ", "note: ")) for line in err.splitlines() if line.strip()), err
+    assert main(["run", str(prog), "--chains", "2"]) == 2
+    assert "--chains: method 'is' has no option chains" in capsys.readouterr().err

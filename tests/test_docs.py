@@ -20,3 +20,32 @@ def test_python_blocks_run(path, tmp_path, monkeypatch):
     namespace = {}
     for block in python_blocks(path):
         exec(compile(block, str(path), "exec"), namespace)
+
+
+#: bash lines that set up a machine (install, the whole test suite), not run here
+SETUP = ("bash scripts/demo.sh", "bash scripts/test.sh")
+#: appended to a `ppl run` line with this method, to keep the test fast
+SMALL = {"nuts": ["--chains", "2", "--warmup", "50", "--draws", "50"], "hmc": ["--chains", "2", "--warmup", "50",
+                                                                           "--draws", "50"]}
+
+
+def bash_lines(path):
+    blocks = re.findall(r"```bash\n(.*?)```", path.read_text(), flags=re.S)
+    return [line.split("#")[0].strip() for block in blocks for line in block.splitlines() if line.split("#")[0].strip()]
+
+
+@pytest.mark.filterwarnings("ignore::UserWarning")
+@pytest.mark.parametrize("path", [f for f in FILES if bash_lines(f)], ids=lambda p: p.name)
+def test_bash_lines_run(path, tmp_path, monkeypatch):
+    """Every `ppl ...` line of a bash block runs (in a folder where examples/ is the repository's)."""
+    from ppl.cli import main
+    (tmp_path / "examples").symlink_to(ROOT / "examples")
+    monkeypatch.chdir(tmp_path)
+    for line in bash_lines(path):
+        if line.startswith(SETUP):
+            continue
+        words = line.split()
+        assert words[0] == "ppl", f"{path.name}: a bash line that is neither `ppl ...` nor setup: {line}"
+        method = words[words.index("--method") + 1] if "--method" in words else None
+        small = SMALL.get(method, [] if "--particles" in words else ["--particles", "500"])
+        assert main(words[1:] + (small if words[1] == "run" else [])) == 0, line

@@ -19,6 +19,7 @@ from .lower import ModelBuilder, type_parts
 from .names import reads
 from .parser import parse
 from .source import Source, suggest
+from .symbolic import NeedsData, Symbolic
 
 
 class RunSpec:
@@ -37,6 +38,8 @@ class PPLFile:
     def __init__(self, src):
         self.src = src
         self.data, self.models, self.targets, self.runs, self.functions = {}, {}, {}, [], {}
+        self.symbolic = []   # data loaded without a value (symbolic=True)
+        self.unbuilt = {}    # model or target name -> the symbolic datum its building needed
 
     def target(self, name=None):
         """The target called `name`; by default the one the first `sample` statement names, else the last."""
@@ -86,6 +89,26 @@ class PPLFile:
         source = next((m.sites[e.site].source for m in target.models() if e.site in m.sites), None)
         return None if source is None else self.src.error_at(source[1], source[2], str(e))
 
+    def check_run(self, spec, kind=None, options=None):
+        """A located error where the `sample` statement `spec` names an unknown method or kernel, or an option the
+        method (for plans of `kind`) or its kernel does not take; `options` (default: the statement's) are what
+        the run would pass."""
+        from ..backends import check_options, get_method, option_names
+        from ..backends.kernels import get_kernel
+        options = spec.options if options is None else options
+        method = options.get("method", spec.method)
+        given = {k: v for k, v in options.items() if k not in ("method", "runtime", "device", "particles", "seed",
+                                                               "reference", "fold", "progress")}
+        try:
+            known = option_names(get_method(method, kind))
+            check_options(method, given, known)
+            given = _expand(given)
+            check_options(method, given, known)
+            if isinstance(given.get("kernel"), str):
+                get_kernel(given["kernel"]).options(given.get("kernel_options"))
+        except PPLError as e:
+            raise self.src.error(spec.node, str(e)) from None
+
     def sample(self, name=None, **overrides):
         """Run `ppl.sample` on a target with the options of its `sample` statement, updated by `overrides`;
         errors about a site are located at its statement."""
@@ -99,6 +122,9 @@ class PPLFile:
             kw.setdefault("method", spec.method)
         kw.update({k: v for k, v in overrides.items() if v is not None})
         compiled = self.compile(name, reference=kw.pop("reference", None), fold=kw.pop("fold", None))
+        if spec:
+            self.check_run(spec, compiled.kind, kw)
+        kw = _expand(kw)
         try:
             return sample(compiled, **kw)
         except SourceError:
@@ -111,6 +137,20 @@ class PPLFile:
             if located is None:
                 raise
             raise located from None
+
+
+def _expand(options):
+    """An option given as a call, `kernel = hmc(n_leapfrog = 5)`: kernel="hmc", kernel_options={"n_leapfrog": 5}."""
+    out = {}
+    for key, value in options.items():
+        if isinstance(value, dict) and "name" in value:
+            value = dict(value)
+            out[key] = value.pop("name")
+            if value:
+                out[key + "_options"] = value
+        else:
+            out[key] = value
+    return out
 
 
 def _read_data(data, filename):
@@ -133,11 +173,12 @@ def _read_data(data, filename):
 class Loader:
     """Reads a program's items in order into a `PPLFile`, checking names, data and options."""
 
-    def __init__(self, text, filename, data, allow_python):
+    def __init__(self, text, filename, data, allow_python, symbolic=False):
         self.src = Source(text, filename)
         self.out = PPLFile(self.src)
         self.given = data
         self.allow_python = allow_python
+        self.symbolic = symbolic
         self.defined = {}
         self.constants = Interpreter(self.src)
 
@@ -148,7 +189,10 @@ class Loader:
 
     def load(self):
         for item in parse(self.src.text, self.src.filename).items:   # _data for a Data item, ...
-            getattr(self, "_" + type(item).__name__.lower())(item)
+            try:
+                getattr(self, "_" + type(item).__name__.lower())(item)
+            except NeedsData as e:   # only with symbolic data: this model or target is checked no further
+                self.out.unbuilt[getattr(item, "name", None) or item.target] = e.name
         return self.out
 
     def constant(self, e):
@@ -158,6 +202,11 @@ class Loader:
     def _data(self, node):
         name, typ = node.name, node.type
         self.define(name, node)
+        if name not in self.given and self.symbolic:
+            type_parts(typ, self.src)
+            self.out.symbolic.append(name)
+            self.out.data[name] = Symbolic(name)
+            return
         if name not in self.given:
             raise self.src.error(node, f"data {name!r} is declared but no value was given",
                                  hint="pass it in the JSON file (--data data.json) or as a keyword argument")
@@ -225,6 +274,8 @@ class Loader:
     def target_expr(self, e):
         err = self.src.error
         if isinstance(e, S.Name):
+            if e.name in self.out.unbuilt:
+                raise NeedsData(self.out.unbuilt[e.name])
             if e.name in self.out.targets:
                 return self.out.targets[e.name]
             if e.name in self.out.models:
@@ -286,7 +337,8 @@ class Loader:
         return self.algebra(expr, lambda: base.tilt(r, lam))
 
     def _sample(self, node):
-        if node.target not in self.out.targets and node.target not in self.out.models:
+        if node.target not in self.out.targets and node.target not in self.out.models \
+                and node.target not in self.out.unbuilt:
             raise self.src.error(node, f"sample: {node.target!r} is not a model or target")
         if node.options.positional:
             raise self.src.error(node.options.positional[0], "method options are named: smc(particles = 4096)")
@@ -299,6 +351,8 @@ class Loader:
     def option(self, e):
         if isinstance(e, S.String):
             return e.value
+        if isinstance(e, S.Name) and e.name in self.out.unbuilt:
+            raise NeedsData(self.out.unbuilt[e.name])
         if isinstance(e, S.Name) and e.name in self.out.models:
             return self.out.models[e.name]
         if isinstance(e, S.Name) and e.name in ("true", "false", "True", "False"):
@@ -314,8 +368,11 @@ def _is_exp(e):
     return isinstance(e, S.Call) and e.func == "exp" and len(e.args.positional) == 1 and not e.args.keywords
 
 
-def load_ppl(path_or_text, data=None, allow_python=False, filename=None, **values):
+def load_ppl(path_or_text, data=None, allow_python=False, filename=None, symbolic=False, **values):
     """Load a `.ppl` program (a path or the text itself) with `data` (a dict or a JSON path) and keyword values.
+
+    With `symbolic=True` a datum without a value is a placeholder (`.symbolic` lists them): whatever needs its
+    value is not built (`.unbuilt`: name -> the datum), and everything else is checked as usual.
 
     Returns a `PPLFile`: `.targets`, `.models`, `.target(name)`, `.compile(name)`, `.sample(name, **options)`.
     `use NAME from "module:attr"` is refused unless `allow_python=True`.
@@ -337,6 +394,6 @@ def load_ppl(path_or_text, data=None, allow_python=False, filename=None, **value
     given = _read_data(data, filename)
     given.update(values)
     try:
-        return Loader(text, filename, given, allow_python).load()
+        return Loader(text, filename, given, allow_python, symbolic).load()
     except RecursionError:
         raise SourceError("the program nests too deeply", filename=filename) from None

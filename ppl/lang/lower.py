@@ -21,6 +21,7 @@ from .interpret import Interpreter, concrete_int
 from .names import (PREV, State, assigned, dependency_order, free, lag, markov_reads, reads, state_names, walk,
                     writes)
 from .source import suggest
+from .symbolic import Symbolic
 
 _POSITIVE = {"half_normal", "half_cauchy", "half_student_t", "lognormal", "exponential", "gamma", "inverse_gamma"}
 _REAL = {"normal", "cauchy", "student_t", "laplace"}
@@ -212,7 +213,8 @@ class ModelBuilder:
 
     def add_latent(self, name, fn, parents, node):
         """A latent site; one that reads only data is a constant distribution, as in the Python API."""
-        constant = fn(**{p: self.data[p] for p in parents}) if all(p in self.data for p in parents) else None
+        known = all(p in self.data and not isinstance(self.data[p], Symbolic) for p in parents)
+        constant = fn(**{p: self.data[p] for p in parents}) if known else None
         self.site(name, "latent", fn, parents, node, constant=constant)
 
     def flat(self, typ, tname, bounds, shape_of):
@@ -296,7 +298,7 @@ class ModelBuilder:
             if site in self.observed:
                 raise self.src.error(lv, f"{site} is observed twice (line {self.positions[site].line})")
             self.kinds[site], self.positions[site] = "observed", s
-            self.observed[site] = np.asarray(value)
+            self.observed[site] = value if isinstance(value, Symbolic) else np.asarray(value)
         else:
             if idx is not None:
                 raise self.src.error(lv, f"{name!r} is not data; a latent site is declared whole",
