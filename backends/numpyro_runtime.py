@@ -93,7 +93,8 @@ class NumPyroRuntime(Runtime):
         return jax.device_put(jnp.asarray(np.asarray(x), dtype=jnp.int32), self.jax_device)
 
     def to_numpy(self, x):
-        return np.asarray(jax.device_get(x))
+        """a writable numpy copy (device_get's array is read-only)."""
+        return np.array(jax.device_get(x))
 
     # distributions and transforms
     def biject_to(self, constraint):

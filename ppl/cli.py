@@ -1,7 +1,8 @@
 """The `ppl` command line.
 
     ppl run FILE [--data data.json] [--target NAME] [--method is|smc|nuts|fkc] [--runtime numpyro|pyro]
-                 [--device cpu|cuda] [--particles N] [--seed S] [--out result.nc] [--plot out.png] [--allow-python]
+                 [--device cpu|cuda] [--particles N] [--seed S] [--float64] [--out result.nc] [--plot out.png]
+                 [--allow-python]
     ppl check FILE [--data data.json]            parse and check (names, shapes, supports, the plan)
     ppl compile FILE [--data data.json] --graph  print the plan and the inference graph
 
@@ -34,6 +35,8 @@ def _parser():
     run.add_argument("--device", help="cpu or cuda (default cpu)")
     run.add_argument("--particles", type=int, help="number of particles / draws")
     run.add_argument("--seed", type=int, default=0)
+    run.add_argument("--float64", action="store_true",
+                     help='compute in float64 (precision="float64"; default: the file\'s, else float32)')
     run.add_argument("--out", help="save the result as NetCDF (.nc): ArviZ InferenceData that ppl.load reads back")
     run.add_argument("--plot", help="save a figure of the result")
     check = sub.add_parser("check", help="parse and check a program")
@@ -77,12 +80,15 @@ def _run(prog, args):
     spec = prog.run_spec(name)
     method = args.method if args.method is not None else (spec.method if spec else "is")
     options = dict(spec.options) if spec and spec.method == method else \
-        {k: v for k, v in (spec.options if spec else {}).items() if k in ("reference", "fold", "particles", "seed")}
+        {k: v for k, v in (spec.options if spec else {}).items()
+         if k in ("reference", "fold", "particles", "seed", "precision")}
     options.update(method=method, seed=args.seed)
     for key in ("runtime", "device", "particles"):
         if getattr(args, key) is not None:
             options[key] = getattr(args, key)
     options.setdefault("runtime", (spec.runtime if spec and spec.runtime else "numpyro"))
+    if args.float64:
+        options["precision"] = "float64"
     if sys.stderr.isatty():
         options.setdefault("progress", True)
     result = prog.sample(name, **options)
