@@ -72,11 +72,13 @@ def test_ordinary_runs_do_not_warn():
 
 def test_cli_float64_and_the_sample_statement_option(tmp_path, capsys):
     program = tmp_path / "m.ppl"
-    program.write_text("model m {\n  x ~ normal(100000000, 10)\n  y ~ normal(x, 1)\n}\ntarget post = m | y = 100000003\n"
+    program.write_text("model m {\n  x ~ normal(100000000, 10)\n  y ~ normal(x, 1)\n}\n"
+                       "target post = m | y = 100000003\n"
                        "sample post with is(particles = 2000, precision = \"float64\")\n")
     prog = ppl.load_ppl(str(program))
     r = prog.sample()
-    assert r.samples["x"].dtype == np.float64 and abs(offset(r) - POSTERIOR_OFFSET) < 4 * POSTERIOR_SD / math.sqrt(r.ess)
+    assert r.samples["x"].dtype == np.float64
+    assert abs(offset(r) - POSTERIOR_OFFSET) < 4 * POSTERIOR_SD / math.sqrt(r.ess)
     program.write_text(program.read_text().replace(', precision = "float64"', ""))
     assert main(["run", str(program), "--float64", "--method", "smc", "--runtime", "pyro"]) == 0
     log_z = float(capsys.readouterr().out.split("log Z = ")[1].split()[0])
