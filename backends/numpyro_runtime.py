@@ -32,6 +32,11 @@ class _Numpy:
     logsumexp = staticmethod(logsumexp)
 
     @staticmethod
+    def arange(n, dtype=None):
+        """int32 (the index type of `asindex`) unless told otherwise, also under x64."""
+        return jnp.arange(n, dtype=dtype or jnp.int32)
+
+    @staticmethod
     def take(x, idx, axis=0):
         return jnp.take(x, idx, axis=axis)
 
@@ -52,8 +57,8 @@ class NumPyroRuntime(Runtime):
     xp = _Numpy()
     distributions = dist
 
-    def __init__(self, device="cpu"):
-        super().__init__(device)
+    def __init__(self, device="cpu", precision="float32"):
+        super().__init__(device, precision)
         platform = "gpu" if str(device).startswith("cuda") else "cpu"
         try:
             devices = jax.devices(platform)
@@ -61,7 +66,12 @@ class NumPyroRuntime(Runtime):
             raise PPLError(f"device {device!r} requested but JAX sees no {platform} device") from None
         index = int(str(device).split(":")[1]) if ":" in str(device) else 0
         self.jax_device = devices[index]
-        self.dtype = jnp.float32
+        self.dtype = jnp.float64 if precision == "float64" else jnp.float32
+
+    def scope(self):
+        """JAX's x64 switch (global config) set for this precision, restored on exit: jitted functions are cached
+        per setting, so a float32 run after a float64 one compiles (or reuses) float32 code."""
+        return jax.enable_x64(self.precision == "float64")
 
     # arrays
     def asarray(self, x, dtype=None):
@@ -83,7 +93,8 @@ class NumPyroRuntime(Runtime):
         return jax.device_put(jnp.asarray(np.asarray(x), dtype=jnp.int32), self.jax_device)
 
     def to_numpy(self, x):
-        return np.asarray(jax.device_get(x))
+        """a writable numpy copy (device_get's array is read-only)."""
+        return np.array(jax.device_get(x))
 
     # distributions and transforms
     def biject_to(self, constraint):

@@ -233,7 +233,7 @@ def run(compiled, rt, key, particles=1000, progress=None, resampler="systematic"
     if proposal is not None and getattr(proposal, "markov", None) is None:
         raise PPLError("proposal= must be a ppl.markov(init, step, length) site over the same state")
     cache = _CACHE.setdefault(compiled, {})
-    sig = (rt.name, str(rt.device), particles, resampler, resample_threshold, smoother, proposal)
+    sig = (rt.name, str(rt.device), rt.precision, particles, resampler, resample_threshold, smoother, proposal)
     k_check, k_run, k_smooth = rt.split(key, 3)
     if sig not in cache:   # built and checked once per target and options; a run is then one jitted call
         ss = StateSpace(compiled)

@@ -1,4 +1,5 @@
 """The torch runtime (Pyro distributions and transforms); device-agnostic, eager."""
+import contextlib
 import functools
 import math
 import warnings
@@ -137,13 +138,24 @@ class PyroRuntime(Runtime):
     framework = "torch"
     distributions = dist
 
-    def __init__(self, device="cpu"):
-        super().__init__(device)
+    def __init__(self, device="cpu", precision="float32"):
+        super().__init__(device, precision)
         if str(device).startswith("cuda") and not torch.cuda.is_available():
             raise PPLError(f"device {device!r} requested but torch sees no CUDA device")
         self.torch_device = torch.device(device)
-        self.dtype = torch.float32
+        self.dtype = torch.float64 if precision == "float64" else torch.float32
         self.xp = _Numpy(self)
+
+    @contextlib.contextmanager
+    def scope(self):
+        """torch's default dtype set to `dtype` (for tensors made from Python floats, e.g. distribution
+        parameters), the previous one restored on exit."""
+        previous = torch.get_default_dtype()
+        torch.set_default_dtype(self.dtype)
+        try:
+            yield
+        finally:
+            torch.set_default_dtype(previous)
 
     # arrays
     def asarray(self, x, dtype=None):

@@ -32,8 +32,12 @@ def runtime_of(framework):
     return FRAMEWORKS[framework]
 
 
-def get_runtime(name="numpyro", device="cpu"):
-    """The runtime called `name` ('numpyro' = JAX, 'pyro' = torch) placing arrays on `device`."""
+#: the float precisions a runtime computes in (its `dtype`)
+PRECISIONS = ("float32", "float64")
+
+
+def get_runtime(name="numpyro", device="cpu", precision="float32"):
+    """The runtime called `name` ('numpyro' = JAX, 'pyro' = torch) placing arrays of `precision` on `device`."""
     if isinstance(name, Runtime):
         return name
     if name in MODULES and name not in RUNTIMES:
@@ -43,7 +47,9 @@ def get_runtime(name="numpyro", device="cpu"):
         raise UnknownNameError(f"unknown runtime {name!r}; choose one of {', '.join(sorted(MODULES))}")
     if device not in ("cpu", "cuda") and not str(device).startswith("cuda:"):
         raise UnknownNameError(f"unknown device {device!r}; choose 'cpu' or 'cuda'")
-    return RUNTIMES[name](device)
+    if precision not in PRECISIONS:
+        raise UnknownNameError(f"unknown precision {precision!r}; choose one of {', '.join(PRECISIONS)}")
+    return RUNTIMES[name](device, precision)
 
 
 #: the numpy-like names algorithms may call on `rt.xp` (numpy's meaning, `axis=` keywords; `index_add(x, idx, v)`
@@ -60,11 +66,16 @@ class RuntimeContract(Protocol):
     name: str             # the registry name ('numpyro', 'pyro')
     framework: str        # the array framework ('jax', 'torch'), as `ppl.math.framework` names it
     device: Any
-    dtype: Any            # the float type of arrays it makes
+    precision: str        # 'float32' | 'float64' (of `PRECISIONS`)
+    dtype: Any            # the float type of arrays it makes, of that precision
     xp: Any               # the numpy-like namespace (the names in `XP`)
     distributions: Any    # the distribution library (`numpyro.distributions` / `pyro.distributions`)
 
     # arrays
+    def scope(self):
+        """A context manager inside which the framework makes floats of `dtype` (a run happens inside it; on
+        exit the framework's previous setting is back)."""
+
     def asarray(self, x, dtype=None):
         """x as an array on the device (tracers pass through)."""
 
@@ -159,8 +170,8 @@ class Runtime:
     xp = None
     distributions = None
 
-    def __init__(self, device="cpu"):
-        self.device = device
+    def __init__(self, device="cpu", precision="float32"):
+        self.device, self.precision = device, precision
 
     def sorted_distribution(self, base, support):
         """K i.i.d. draws of `base` (K its last batch axis), sorted: density K! Π_k p(x_k) on the support
@@ -178,7 +189,7 @@ class Runtime:
                 "ordered": c.ordered_vector, "positive_ordered": c.positive_ordered_vector}[name]
 
     def __repr__(self):
-        return f"{self.name} on {self.device}"
+        return f"{self.name} on {self.device}" + ("" if self.precision == "float32" else f" in {self.precision}")
 
 
 def batched(rt, fn, batch_size):

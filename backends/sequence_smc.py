@@ -164,7 +164,7 @@ def _smc(plan, rt, resampler, threshold, every, window, potential, aggregate, te
     """(generator, model, jitted step, jitted last step), built once per target, runtime and options (a run is
     then the models' calls and jitted kernels); one generator for all of them."""
     cache = _CACHE.setdefault(plan.target, {})
-    g_sig = (rt.name, str(rt.device), potential, aggregate, temperature, proposal)
+    g_sig = (rt.name, str(rt.device), rt.precision, potential, aggregate, temperature, proposal)
     sig = g_sig + (resampler, threshold, every, window, conditional)
     if sig not in cache:
         if g_sig not in cache:

@@ -344,7 +344,7 @@ _CACHE = weakref.WeakKeyDictionary()
 def _cached_smc(compiled, rt, options):
     """One `SMC` (and so one jit-compiled step) per compiled target, runtime and options."""
     per_target = _CACHE.setdefault(compiled, {})
-    key = (rt.name, str(rt.device), repr(sorted((k, np.asarray(v).tolist() if k == "schedule" else v)
+    key = (rt.name, str(rt.device), rt.precision, repr(sorted((k, np.asarray(v).tolist() if k == "schedule" else v)
                                                  for k, v in options.items())))
     if key not in per_target:
         per_target[key] = SMC(compiled.lower(rt), **options)

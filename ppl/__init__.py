@@ -23,6 +23,7 @@ from .amortize import amortize
 from .sequence import autoregressive
 from .stdlib.diffusion import VESDE, VPSDE, GaussianMixture
 from .result import Result
+from .precision import PrecisionWarning
 from .io import load
 
 __all__ = [
@@ -32,7 +33,7 @@ __all__ = [
     "Exponential", "Gamma", "InverseGamma", "Beta", "Uniform", "Laplace", "Dirichlet", "MultivariateNormal",
     "Bernoulli", "Binomial", "Poisson", "Categorical", "Flat", "PPLError", "NameResolutionError", "ShapeError",
     "SupportError", "ValueRangeError", "UserFunctionError", "PlanError", "UnknownNameError", "InferenceError",
-    "SourceError",
+    "SourceError", "PrecisionWarning",
     "load_ppl", "parse", "load",
     "diffusion", "train_score", "VPSDE", "VESDE", "GaussianMixture", "autoregressive", "amortize",
 ]

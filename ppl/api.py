@@ -6,17 +6,19 @@ from .backends import check_options, get_method, get_runtime, integer, option_na
 from .compiler import compile
 from .compiler.shapes import check_size
 from .errors import PlanError
+from .precision import check as check_precision
 
 
 
 def sample(target, method="is", runtime="numpyro", device="cpu", particles=10_000, seed=0, reference=None,
-           fold=True, progress=None, **options):
+           fold=True, progress=None, precision="float32", **options):
     """Sample `target` with `method` ('is', 'smc', 'nuts', 'hmc', 'fkc') on `runtime` ('numpyro' | 'pyro').
 
     `reference` (a model over the target's latent sites) replaces the planner's reference /
     proposal; for 'is' and 'ais' it may also be a fitted proposal on the unconstrained space (`r.proposal` of
-    an 'ais' run, `ppl.amortize(...)(context)`); `fold=False` keeps Gaussian factors unmerged. Other options
-    go to the method.
+    an 'ais' run, `ppl.amortize(...)(context)`); `fold=False` keeps Gaussian factors unmerged; `precision`
+    ('float32' | 'float64') is the float type of every array of the run (a `ppl.PrecisionWarning` says when
+    float32 rounding looks to have broken it). Other options go to the method.
     """
     get_method(method)    # a known name, before compiling
     from .backends.proposals import Proposal
@@ -28,7 +30,7 @@ def sample(target, method="is", runtime="numpyro", device="cpu", particles=10_00
         reference, options = None, {**options, "proposal": reference}
     seed = integer(seed, "seed", 0, 2 ** 63)
     particles = integer(particles, "particles", 1)
-    rt = get_runtime(runtime, device)
+    rt = get_runtime(runtime, device, precision)
     compiled = compile(target, reference=reference, fold=fold)
     run = get_method(method, compiled.kind)
     check_options(method, options, option_names(run))
@@ -37,7 +39,9 @@ def sample(target, method="is", runtime="numpyro", device="cpu", particles=10_00
         check_size(f"{particles} particles of dimension {dim}", particles * dim,
                    hint="; use fewer particles" + (" or batch_size=" if method in ("is", "smc") else ""))
     start = time.perf_counter()
-    result = run(compiled, rt, rt.key(seed), particles=particles, progress=progress, **options)
+    with rt.scope():
+        result = run(compiled, rt, rt.key(seed), particles=particles, progress=progress, **options)
     result.wall_time = time.perf_counter() - start
     result.seed = seed
+    check_precision(result, getattr(compiled, "layout", None), rt.precision)
     return result

@@ -1,8 +1,8 @@
 """The `ppl` command line.
 
     ppl run FILE [--data data.json] [--target NAME] [--method is|smc|nuts|fkc] [--runtime numpyro|pyro]
-                 [--device cpu|cuda] [--particles N] [--seed S] [--out result.nc] [--plot out.png] [--allow-python]
-                 [--chains C] [--warmup W] [--draws D]    (nuts, hmc, pmmh)
+                 [--device cpu|cuda] [--particles N] [--seed S] [--float64] [--out result.nc] [--plot out.png]
+                 [--allow-python] [--chains C] [--warmup W] [--draws D]    (the last three: nuts, hmc, pmmh)
     ppl check FILE [--data data.json]            parse and check (names, shapes, supports, the plan); without
                                                  --data, missing data are symbolic and what needs them is skipped
     ppl compile FILE [--data data.json] --graph  print the plan and the inference graph
@@ -43,6 +43,8 @@ def _parser():
     run.add_argument("--seed", type=int, default=0)
     for flag, option in FLAG_OPTIONS.items():
         run.add_argument(flag, type=int, dest=option, help=f"{option} of nuts, hmc or pmmh")
+    run.add_argument("--float64", action="store_true",
+                     help='compute in float64 (precision="float64"; default: the file\'s, else float32)')
     run.add_argument("--out", help="save the result as NetCDF (.nc): ArviZ InferenceData that ppl.load reads back")
     run.add_argument("--plot", help="save a figure of the result")
     check = sub.add_parser("check", help="parse and check a program")
@@ -88,7 +90,7 @@ def _run(prog, args):
     if spec and spec.method == method:
         options = dict(spec.options)
     else:
-        options = {k: v for k, v in (spec.options if spec else {}).items() if k in ("reference", "fold")}
+        options = {k: v for k, v in (spec.options if spec else {}).items() if k in ("reference", "fold", "precision")}
         dropped = [k for k in (spec.options if spec else {}) if k not in options]
         if dropped:
             print(f"note: --method {method}: the options {', '.join(dropped)} of line {spec.node.line} "
@@ -105,6 +107,8 @@ def _run(prog, args):
                                f"and pmmh")
             options[key] = getattr(args, key)
     options.setdefault("runtime", (spec.runtime if spec and spec.runtime else "numpyro"))
+    if args.float64:
+        options["precision"] = "float64"
     if sys.stderr.isatty():
         options.setdefault("progress", True)
     result = prog.sample(name, **options)

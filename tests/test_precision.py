@@ -1,0 +1,85 @@
+"""precision="float64": exact answers where float32 rounds them away; float32 again afterwards; the
+PrecisionWarning names a site whose draws float32 made all equal, and stays silent on ordinary runs."""
+import math
+import warnings
+
+import numpy as np
+import pytest
+
+import ppl
+from ppl.cli import main
+
+#: prior N(1e8, 10²), y | x ~ N(x, 1), y = 1e8 + 3: the posterior is N(1e8 + 300/101, 100/101), and
+#: log Z = log N(y; 1e8, 101)
+POSTERIOR_OFFSET, POSTERIOR_SD = 300 / 101, math.sqrt(100 / 101)
+LOG_Z = -0.5 * math.log(2 * math.pi * 101) - 9 / 202
+
+
+def shifted():
+    return ppl.model(x=ppl.Normal(1e8, 10.0), y=lambda x: ppl.Normal(x, 1.0)).condition(y=1e8 + 3)
+
+
+def offset(r):
+    x, w = r.samples["x"].reshape(-1), (r.weights / r.weights.shape[0]).reshape(-1)
+    return float(np.sum((x - 1e8) * w))
+
+
+def run(*args, **kw):
+    """ppl.sample with its PrecisionWarnings collected."""
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always", ppl.PrecisionWarning)
+        r = ppl.sample(*args, **kw)
+    return r, [str(w.message) for w in caught if issubclass(w.category, ppl.PrecisionWarning)]
+
+
+@pytest.mark.parametrize("runtime", ["numpyro", "pyro"])
+def test_float64_keeps_a_large_mean_and_float32_warns(runtime):
+    point = ppl.model(x=ppl.Normal(1e8, 1.0))
+    r32, said = run(point, method="is", runtime=runtime, particles=1000)
+    assert np.ptp(r32.samples["x"]) == 0 and len(said) == 1 and "'x'" in said[0] and 'precision="float64"' in said[0]
+    r64, said = run(point, method="is", runtime=runtime, particles=1000, precision="float64")
+    x = r64.samples["x"]
+    assert not said and x.dtype == np.float64
+    assert abs(x.mean() - 1e8) < 4 / math.sqrt(1000) and abs(x.std() - 1) < 0.1
+    r, _ = run(point, method="is", runtime=runtime, particles=10)     # float32 again in the same process
+    assert r.samples["x"].dtype == np.float32
+
+
+@pytest.mark.parametrize("runtime", ["numpyro", "pyro"])
+@pytest.mark.parametrize("method", ["is", "smc"])
+def test_float64_posterior_and_log_z_are_exact(method, runtime):
+    r, said = run(shifted(), method=method, runtime=runtime, particles=4000, seed=1, precision="float64")
+    assert not said
+    assert abs(offset(r) - POSTERIOR_OFFSET) < 4 * POSTERIOR_SD / math.sqrt(r.ess)
+    assert abs(r.log_z - LOG_Z) < 4 * r.log_z_se
+    r32, _ = run(shifted(), method=method, runtime=runtime, particles=1000, seed=1)
+    assert abs(offset(r32)) < 1 and r32.samples["x"].dtype == np.float32   # float32 rounds the data away
+
+
+def test_nuts_in_float64():
+    r, said = run(shifted(), method="nuts", particles=500, chains=2, num_warmup=300, precision="float64")
+    x = r.samples["x"]
+    assert not said and x.dtype == np.float64
+    assert abs(x.mean() - 1e8 - POSTERIOR_OFFSET) < 0.3 and abs(x.std() - POSTERIOR_SD) < 0.2
+
+
+def test_ordinary_runs_do_not_warn():
+    m = ppl.model(mu=ppl.Normal(0.0, 1.0), s=ppl.HalfNormal(1.0), y=lambda mu, s: ppl.Normal(mu, s, shape=(3,)))
+    target = m.condition(y=np.array([0.3, -0.2, 1.1]))
+    for method in ("is", "smc"):
+        assert not run(target, method=method, particles=1000)[1]
+
+
+def test_cli_float64_and_the_sample_statement_option(tmp_path, capsys):
+    program = tmp_path / "m.ppl"
+    program.write_text("model m {\n  x ~ normal(100000000, 10)\n  y ~ normal(x, 1)\n}\n"
+                       "target post = m | y = 100000003\n"
+                       "sample post with is(particles = 2000, precision = \"float64\")\n")
+    prog = ppl.load_ppl(str(program))
+    r = prog.sample()
+    assert r.samples["x"].dtype == np.float64
+    assert abs(offset(r) - POSTERIOR_OFFSET) < 4 * POSTERIOR_SD / math.sqrt(r.ess)
+    program.write_text(program.read_text().replace(', precision = "float64"', ""))
+    assert main(["run", str(program), "--float64", "--method", "smc", "--runtime", "pyro"]) == 0
+    log_z = float(capsys.readouterr().out.split("log Z = ")[1].split()[0])
+    assert abs(log_z - LOG_Z) < 0.2
