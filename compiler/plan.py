@@ -71,7 +71,8 @@ class Compiled:
         self.terms = terms
         self.chosen = chosen
         self.latent = latent
-        self.ref_coef = np.array([1.0 if any(t is c for c in chosen.values()) else 0.0 for t in terms])
+        ref_ids = {id(c) for c in chosen.values()}
+        self.ref_coef = np.array([1.0 if id(t) in ref_ids else 0.0 for t in terms])
         self.rest_coef = np.array([t.coef for t in terms]) - self.ref_coef
         self.readable = readable(self.models, latent)   # what rewards read, by name
         self._check_names()
@@ -80,7 +81,7 @@ class Compiled:
         self.layout = self._infer_layout()
 
     def _check_names(self):
-        known = self.readable
+        known = set(self.readable)
         for t in self.terms:
             if t.kind in ("reward", "energy"):
                 missing = [p for p in t.fn.parents if p not in known]
