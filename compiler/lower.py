@@ -34,6 +34,7 @@ class Evaluator:
                      for m in compiled.models}
         self.obs = {m.name: {k: self._observed(m, k, v) for k, v in m.observed.items()} for m in compiled.models}
         self.ref = {id(t) for t in compiled.chosen.values()}
+        self.categorical = set()   # terms whose distribution is categorical: their observations are indices
 
     def _observed(self, m, name, value):
         d = m.sites[name].constant
@@ -95,8 +96,17 @@ class Evaluator:
         """The runtime distribution of a prior, gaussian or likelihood term (built once per evaluation)."""
         d = dists.get(id(t))
         if d is None:
-            d = dists[id(t)] = self.spec(t, self.env(t.model, values, dets)).lower(self.rt)
+            spec = self.spec(t, self.env(t.model, values, dets))
+            if spec.family == "Categorical":
+                self.categorical.add(id(t))
+            d = dists[id(t)] = spec.lower(self.rt)
         return d
+
+    def observed_log_prob(self, t, values, dets, dists):
+        """log p(y | ·) of a likelihood term at its observation y (as indices for a categorical)."""
+        d = self.term_dist(t, values, dets, dists)
+        y = self.obs[t.model.name][t.site]
+        return d.log_prob(self.rt.asindex(y) if id(t) in self.categorical else y)
 
     def global_env(self, values, dets):
         """What rewards and energies read (`Compiled.readable`): latent values and deterministics by name."""
@@ -116,8 +126,8 @@ class Evaluator:
             elif t.kind == "factor":
                 out.append(t.model.sites[t.site](self.env(t.model, values, dets)))
             else:
-                x = self.obs[t.model.name][t.site] if t.kind == "likelihood" else values[t.site]
-                out.append(self.term_dist(t, values, dets, dists).log_prob(x).sum())
+                out.append((self.observed_log_prob(t, values, dets, dists) if t.kind == "likelihood" else
+                            self.term_dist(t, values, dets, dists).log_prob(values[t.site])).sum())
         return out, glob
 
     def trace(self, check):
@@ -288,8 +298,7 @@ class Program:
 
     def _pointwise(self, z):
         values, dets, _, dists, _ = self.ev.latent_values(z, self.layout)
-        return {name: self.ev.term_dist(t, values, dets, dists).log_prob(self.ev.obs[t.model.name][t.site])
-                for name, t in self.observed}
+        return {name: self.ev.observed_log_prob(t, values, dets, dists) for name, t in self.observed}
 
     def _values(self, z):
         values, dets, _, _, _ = self.ev.latent_values(z, self.layout)

@@ -302,3 +302,36 @@ def test_only_ppl_errors(case):
             prog.compile(name)
     except PPLError:
         pass
+
+
+FLAT_SIMPLEX = """
+data n : int<lower=0>
+data k : int[n]
+model counts {
+  p : simplex[3]
+  k ~ categorical(p) [n]
+}
+sample counts with is(particles = 20000)
+"""
+
+
+@pytest.mark.parametrize("runtime", ["numpyro", "pyro"])
+def test_flat_simplex_with_a_categorical_likelihood(runtime):
+    """p flat on the simplex (density 1), k_i ~ Categorical(p) observed under a latent p: the posterior is
+    Dirichlet(1 + counts), log Z = Σ log Γ(1 + c_j) − log Γ(K + n) (the categorical's values are indices)."""
+    from scipy.special import gammaln
+    k = [0, 1, 1, 2, 2, 2]
+    counts = np.bincount(k, minlength=3)
+    r = load_ppl(FLAT_SIMPLEX, n=len(k), k=k).sample("counts", runtime=runtime, seed=1)
+    exact = gammaln(1 + counts).sum() - gammaln(3 + len(k))
+    assert abs(r.log_z - exact) < 4 * r.log_z_se
+    w = np.exp(r.log_weights[0] - r.log_weights[0].max())
+    mean = (w[:, None] * r.samples["p"][0]).sum(0) / w.sum()
+    np.testing.assert_allclose(mean, (1 + counts) / (3 + len(k)), atol=0.01)
+
+
+def test_an_integer_bound_past_int32_is_a_real():
+    """A bound of 1e11 written as an integer: JAX's 32-bit integers overflowed; it is read as a real."""
+    src = "model m { a ~ normal(0, 1)\n x : real<lower=a, upper=100000000000> }\nsample m with is(particles = 100)\n"
+    r = load_ppl(src).sample("m")
+    assert np.all(r.samples["x"] > r.samples["a"]) and np.isfinite(r.log_z)

@@ -75,8 +75,8 @@ class Interpreter:
 
     # -- expressions --------------------------------------------------------
     def ev(self, node, env, fw):
-        if isinstance(node, S.Number):
-            return node.value
+        if isinstance(node, S.Number):   # an integer past int32 is a real (JAX's integers are 32-bit)
+            return float(node.value) if isinstance(node.value, int) and abs(node.value) >= 2 ** 31 else node.value
         if isinstance(node, S.Name):
             if node.name not in env:
                 raise self.src.error(node, f"unknown name {node.name!r}")
