@@ -19,9 +19,13 @@ from .terms import Term, expand
 
 
 def _choose_reference(terms, latent):
+    by_site = {}
+    for t in terms:
+        if t.kind in ("prior", "gaussian") and t.coef > 0:
+            by_site.setdefault(t.site, []).append(t)
     chosen = {}
     for site in latent:
-        cands = [t for t in terms if t.site == site and t.kind in ("prior", "gaussian") and t.coef > 0]
+        cands = by_site.get(site, [])
         normalized = [t for t in cands if t.kind == "gaussian" or t.model.sites[site].constant is None
                       or t.model.sites[site].constant.is_normalized]
         best = ([t for t in normalized if t.kind == "gaussian"] + [t for t in normalized if t.coef == 1.0]

@@ -92,16 +92,18 @@ def dependency_order(stmts, data, src, model):
     wrote = [writes(s, data) for s in stmts]
     graph = nx.DiGraph()
     graph.add_nodes_from(range(len(stmts)))
-    last = {}
+    writers = {}
     for i, names in enumerate(wrote):
         for n in names:
-            if n in last:
-                graph.add_edge(last[n], i, name=n, node=None)
-            last[n] = i
+            if n in writers:
+                graph.add_edge(writers[n][-1], i, name=n, node=None)
+            writers.setdefault(n, []).append(i)
     for j, s in enumerate(stmts):
         for n, node in free([s]):
-            for i, names in enumerate(wrote):
-                if i != j and n in names and n not in wrote[j] and not graph.has_edge(i, j):
+            if n in wrote[j]:
+                continue
+            for i in writers.get(n, ()):
+                if not graph.has_edge(i, j):
                     graph.add_edge(i, j, name=n, node=node)
     try:
         return [(i, stmts[i]) for i in nx.lexicographical_topological_sort(graph)]
