@@ -56,7 +56,7 @@ def get_runtime(name="numpyro", device="cpu", precision="float32"):
 #: adds v[j] at x[idx[j]] out of place, `take(x, idx, axis)`, `cholesky`, `logsumexp` as in scipy)
 XP = ("abs", "arange", "argmax", "asarray", "broadcast_to", "ceil", "cholesky", "clip", "concatenate", "cos",
       "cumsum", "diag", "einsum", "exp", "expm1", "floor", "full", "index_add", "isfinite", "isnan", "log",
-      "logsumexp", "max", "maximum", "mean", "minimum", "ones", "searchsorted", "sign", "sin", "sort", "sqrt",
+      "logsumexp", "max", "maximum", "mean", "min", "minimum", "ones", "searchsorted", "sign", "sin", "sort", "sqrt",
       "stack", "sum", "take", "where", "zeros")
 
 

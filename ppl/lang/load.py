@@ -93,12 +93,14 @@ class PPLFile:
         """A located error where the `sample` statement `spec` names an unknown method or kernel, or an option the
         method (for plans of `kind`) or its kernel does not take; `options` (default: the statement's) are what
         the run would pass."""
+        import inspect
+        from ..api import sample
         from ..backends import check_options, get_method, option_names
         from ..backends.kernels import get_kernel
         options = spec.options if options is None else options
         method = options.get("method", spec.method)
-        given = {k: v for k, v in options.items() if k not in ("method", "runtime", "device", "particles", "seed",
-                                                               "reference", "fold", "progress")}
+        own = inspect.signature(sample).parameters    # ppl.sample's own options (method, seed, precision, ...)
+        given = {k: v for k, v in options.items() if k not in own}
         try:
             known = option_names(get_method(method, kind))
             check_options(method, given, known)
