@@ -204,7 +204,7 @@ def _calibration(runtime, particles, length, data_seed, seeds=50):
     m = LG["d1"][0]()
     x, y = m.simulate(length, seed=data_seed)
     exact = m.kalman(y)["log_lik"]
-    target = lg_target(m, y[:, 0])
+    target = ppl.compile(lg_target(m, y[:, 0]))   # compiled once: the seeds reuse one jitted filter
     lz, se = [], []
     for s in range(seeds):
         r = ppl.sample(target, method="pf", particles=particles, seed=s, runtime=runtime, **PF)
