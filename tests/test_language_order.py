@@ -6,6 +6,7 @@ import ppl
 from ppl import load_ppl
 from ppl.backends import get_runtime
 from ppl.errors import SourceError
+from test_sequential_language import SV   # the state model, in source order
 
 EIGHT_DATA = {"J": 8, "y": [28.0, 8.0, -3.0, 7.0, -1.0, 1.0, 18.0, 12.0],
               "sigma": [15.0, 10.0, 16.0, 11.0, 9.0, 11.0, 10.0, 18.0]}
@@ -32,15 +33,6 @@ EIGHT_REVERSED = HEAD + """model m {
   mu ~ normal(0, 5)
 }"""
 
-SV = """data T : int
-data y : real[T]
-model sv {
-  mu ~ normal(0, 1); phi ~ uniform(-1, 1); sigma ~ half_normal(1)
-  x : real[T]
-  x[1] ~ normal(mu, sigma / sqrt(1 - phi ^ 2))
-  for t in 2:T { x[t] ~ normal(mu + phi * (x[t - 1] - mu), sigma) }
-  y ~ normal(0, exp(x / 2))
-}"""
 SV_SHUFFLED = """data T : int
 data y : real[T]
 model sv {
