@@ -19,15 +19,6 @@ RUNTIMES = ["numpyro", "pyro"]
 S0, NOBS = 1.0, 10     # mu ~ N(0, S0²), y_1..y_NOBS ~ N(mu, 1)
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_torch_thread():
-    """Small torch ops on a shared 2-core machine are 10x slower with 2 threads than with 1."""
-    import torch
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
-
 
 def family(c):
     return ppl.model(mu=ppl.Normal(0, S0), y=lambda mu: ppl.Normal(mu, 1, shape=(NOBS,))).condition(y=c)

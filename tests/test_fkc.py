@@ -17,15 +17,6 @@ from ppl.stdlib.diffusion import GaussianMixture, VESDE, VPSDE
 
 RUNTIMES = ["numpyro", "pyro"]
 
-
-@pytest.fixture(autouse=True, scope="module")
-def one_torch_thread():
-    """torch's intra-op thread pool contends with JAX's on small machines (30x slower steps on 2 cores)."""
-    import torch
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
 SDE = VPSDE()
 T_MIN = 1e-3
 M1, M2, S = np.array([1.0, -0.5]), np.array([-0.5, 0.5]), 0.7
