@@ -107,8 +107,14 @@ def init(model, key, n):
     """The loop's initial state: M0 draws with uniform weights, log Z = 0, each particle its own Eve."""
     rt = model.rt
     particles, carry = model.init(key, n)
-    return FKState(particles, rt.asarray(np.full(n, -math.log(n))), rt.asarray(0.0), rt.asindex(np.arange(n)),
-                   carry, rt.asindex(0))
+    return shard(rt, FKState(particles, rt.asarray(np.full(n, -math.log(n))), rt.asarray(0.0),
+                             rt.asindex(np.arange(n)), carry, rt.asindex(0)))
+
+
+def shard(rt, s):
+    """The state with its particle arrays (particles, weights, Eves) split over the runtime's devices
+    (`sharding`); the rest is replicated."""
+    return s._replace(particles=rt.shard(s.particles), log_w=rt.shard(s.log_w), eve=rt.shard(s.eve))
 
 
 def relative_variance(rt, log_w, eve):
@@ -159,7 +165,7 @@ def make_step(model, resampler="systematic", threshold=1.0, keep_ancestors=False
             if origin is not None:
                 eve = xp.take(eve, origin, axis=0)
                 log_w = xp.full((origin.shape[0],), -math.log(origin.shape[0]))
-        state = FKState(x, log_w, s.log_z + log_c, eve, carry, s.t + 1)
+        state = shard(rt, FKState(x, log_w, s.log_z + log_c, eve, carry, s.t + 1))
         return state, StepInfo(log_c, ess, resampled, xp.sum(~finite), rel_var,
                                idx if keep_ancestors else None, tracked, info)
     return step

@@ -24,6 +24,7 @@ from ..diffusion import SITE
 from ..errors import InferenceError, UnknownNameError, ValueRangeError
 from ..result import Result
 from . import fk, method
+from .sharding import shards_particles
 
 
 class FKCWarning(UserWarning):
@@ -123,6 +124,7 @@ class FKC(fk.FeynmanKac):
 
 
 @method("fkc", kind="diffusion")
+@shards_particles
 def run(plan, rt, key, particles=1000, progress=None, steps=500, t_min=1e-3, corrected=True, resample="always",
         resampler="systematic", start_resampling_step=0, noise="target", laplacian="exact", probes=1):
     """Sample a diffusion target (see the module docstring); options as named there."""

@@ -14,6 +14,7 @@ from ..errors import InferenceError
 from ..result import Result
 from . import fk, method
 from .runtime import batched
+from .sharding import shards_particles
 
 
 class ImportanceWarning(UserWarning):
@@ -59,6 +60,7 @@ class Importance(fk.FeynmanKac):
 
 
 @method("is")
+@shards_particles
 def run(compiled, rt, key, particles=10_000, progress=None, batch_size=None, proposal=None):
     """Importance sampling of `compiled` with `particles` draws from its reference, or from `proposal` (a
     fitted `Proposal`, given as `reference=`)."""
@@ -78,7 +80,8 @@ def run(compiled, rt, key, particles=10_000, progress=None, batch_size=None, pro
                       f"log Z and moments are unreliable (ESS = {ess:.0f} of {particles}); use SMC or a wider "
                       f"proposal (reference=...)", ImportanceWarning, stacklevel=3)
     samples = {k_: v[None] for k_, v in model.program.to_constrained(state.particles).items()}
-    diagnostics = {"ess": ess, "pareto_k": k, "non_finite": non_finite, "log_z_per_chain": [log_z]}
+    diagnostics = {"ess": ess, "pareto_k": k, "non_finite": non_finite, "log_z_per_chain": [log_z],
+                   "particle_devices": rt.device_count(state.log_w)}
     se = math.sqrt(float(rt.to_numpy(info.rel_var)))
     return Result(samples, log_w[None], log_z, se, method="is", runtime=rt.name, device=rt.device,
                   diagnostics=diagnostics, proposal=proposal,

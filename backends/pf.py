@@ -28,6 +28,7 @@ from ..errors import InferenceError, PlanError, PPLError, ValueRangeError
 from ..result import Result
 from ..stdlib.distributions import per_particle, repeated
 from . import fk, method
+from .sharding import shards_particles
 
 
 class Particles(NamedTuple):
@@ -219,6 +220,7 @@ _CACHE = weakref.WeakKeyDictionary()
 
 
 @method("pf")
+@shards_particles
 def run(compiled, rt, key, particles=1000, progress=None, resampler="systematic", resample_threshold=0.5,
         smoother="genealogy", smoother_draws=None, proposal=None):
     """Particle filter of a state-space target with its static parameters fixed (see the module docstring).
@@ -233,7 +235,7 @@ def run(compiled, rt, key, particles=1000, progress=None, resampler="systematic"
     if proposal is not None and getattr(proposal, "markov", None) is None:
         raise PPLError("proposal= must be a ppl.markov(init, step, length) site over the same state")
     cache = _CACHE.setdefault(compiled, {})
-    sig = (rt.name, str(rt.device), rt.precision, particles, resampler, resample_threshold, smoother, proposal)
+    sig = (repr(rt), particles, resampler, resample_threshold, smoother, proposal)
     k_check, k_run, k_smooth = rt.split(key, 3)
     if sig not in cache:   # built and checked once per target and options; a run is then one jitted call
         ss = StateSpace(compiled)
