@@ -11,6 +11,10 @@ The model supplies them (`FeynmanKac`); this module owns everything else. One st
              (waste-free SMC: M = N/P, then its move grows them back to N and says where each came from);
 3. move:     x ← M_{t+1}(x) (skipped with `move=False`, e.g. after the last observation of a filter).
 
+On several devices (`sharding`) the state's particle arrays are split along the particle axis, after `init`
+and after every step (a sharding constraint inside the jitted step): the sums of 1–2 are then global
+collectives and resampling draws ancestors from all N particles, so the estimator is the one-device one.
+
 The state carries each particle's time-0 ancestor ("Eve") for the single-run standard error of log Z
 (Chan & Lai 2013; Lee & Whiteley 2018): with F_k = Σ_{i: E_i = k} W_i,
 

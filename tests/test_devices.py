@@ -1,0 +1,103 @@
+"""devices=: particles split over 4 forced host CPU devices (a subprocess with
+XLA_FLAGS=--xla_force_host_platform_device_count=4) against one device and the exact answer.
+
+The target is N(0, I₅) tilted by exp(a·x / λ): log Z = |a|² / (2λ²), posterior N(a / λ, I). Tolerances: 5
+standard errors of log Z (the run's own se) and 5 / sqrt(ESS) for the posterior means (sd 1).
+"""
+import json
+import os
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+import ppl
+from ppl.errors import DeviceError
+
+A, LAM = [0.2, 0.4, 0.6, 0.8, 1.0], 1.5
+EXACT_LOG_Z = sum(a * a for a in A) / (2 * LAM ** 2)
+EXACT_MEAN = np.array(A) / LAM
+
+SCRIPT = """
+import hashlib, json, sys
+import numpy as np
+import ppl
+A, LAM = {A!r}, {LAM!r}
+target = ppl.compile(ppl.model(x=ppl.Normal(0.0, 1.0, shape=(5,))).tilt(
+    lambda x: sum(A[i] * x[i] for i in range(5)), LAM))
+method, options = sys.argv[1], json.loads(sys.argv[2])
+out = {{}}
+for d in (1, 4):
+    r = ppl.sample(target, method=method, particles=2000, seed=3, devices=d, **options)
+    x, w = r.samples["x"].reshape(-1, 5), r.weights.reshape(-1)
+    out[d] = {{"log_z": r.log_z, "se": r.log_z_se, "ess": r.ess, "mean": (w[:, None] * x).sum(0).tolist(),
+              "particle_devices": r.diagnostics["particle_devices"],
+              "samples": hashlib.sha1(r.samples["x"].tobytes()).hexdigest()}}
+errors = {{}}
+for name, kw in {{"indivisible": dict(method=method, particles=2001, devices=4),
+                 "nuts": dict(method="nuts", particles=4, devices=4)}}.items():
+    try:
+        ppl.sample(target, seed=0, **kw)
+    except ppl.PPLError as e:
+        errors[name] = [type(e).__name__, str(e)]
+out["errors"] = errors
+print(json.dumps(out))
+"""
+
+
+def on_four_devices(method, **options):
+    """The script's results, run on 4 forced host CPU devices."""
+    env = {**os.environ, "XLA_FLAGS": "--xla_force_host_platform_device_count=4", "JAX_PLATFORMS": "cpu"}
+    proc = subprocess.run([sys.executable, "-c", SCRIPT.format(A=A, LAM=LAM), method, json.dumps(options)],
+                          env=env, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    return json.loads(proc.stdout.strip().splitlines()[-1])
+
+
+def check_exact(r):
+    assert abs(r["log_z"] - EXACT_LOG_Z) < 5 * r["se"], (r, EXACT_LOG_Z)
+    assert np.all(np.abs(np.array(r["mean"]) - EXACT_MEAN) < 5 / np.sqrt(r["ess"])), (r["mean"], EXACT_MEAN)
+
+
+def check_errors(errors):
+    kind, message = errors["indivisible"]
+    assert kind == "ValueRangeError" and "divisible" in message and "2001" in message
+    kind, message = errors["nuts"]
+    assert kind == "DeviceError" and "'nuts'" in message
+
+
+def test_importance_sampling_on_four_devices():
+    """IS on 4 devices: the particles really split 4 ways, the same draws as on one device (bitwise), log Z
+    equal up to the order of float32 sums, both at the exact answer."""
+    out = on_four_devices("is")
+    one, four = out["1"], out["4"]
+    assert (one["particle_devices"], four["particle_devices"]) == (1, 4)
+    assert four["samples"] == one["samples"]
+    assert abs(four["log_z"] - one["log_z"]) < 1e-5 and abs(four["ess"] - one["ess"]) < 1e-2 * one["ess"]
+    check_exact(one)
+    check_exact(four)
+    check_errors(out["errors"])
+
+
+def test_smc_on_four_devices():
+    """Adaptive tempered SMC (MALA moves) on 4 devices: the particles stay split 4 ways through resampling and
+    moves; log Z and moments at the exact answer and within Monte Carlo error of one device's."""
+    out = on_four_devices("smc", kernel="mala")
+    one, four = out["1"], out["4"]
+    assert (one["particle_devices"], four["particle_devices"]) == (1, 4)
+    check_exact(one)
+    check_exact(four)
+    assert abs(four["log_z"] - one["log_z"]) < 3 * one["se"]
+    check_errors(out["errors"])
+
+
+def test_devices_errors_in_this_process():
+    """The Pyro runtime runs on one device; more devices than JAX sees names the XLA flag."""
+    target = ppl.model(x=ppl.Normal(0.0, 1.0))
+    with pytest.raises(DeviceError, match="numpyro"):
+        ppl.sample(target, runtime="pyro", particles=100, devices=2)
+    import jax
+    n = len(jax.devices()) + 1
+    with pytest.raises(DeviceError, match="xla_force_host_platform_device_count"):
+        ppl.sample(target, particles=100 * n, devices=n)
