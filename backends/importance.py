@@ -7,6 +7,7 @@ warning when k̂ > 0.7.
 """
 import math
 import warnings
+import weakref
 
 import numpy as np
 
@@ -59,14 +60,27 @@ class Importance(fk.FeynmanKac):
         return ref + rest - self.proposal.log_prob(self.rt, z), z, carry
 
 
+_CACHE = weakref.WeakKeyDictionary()
+
+
+def _cached_step(compiled, rt, batch_size, proposal):
+    """One `Importance` model and its jit-compiled weighting step per compiled target, runtime and options (a
+    new lambda per run would compile again on every call)."""
+    per_target = _CACHE.setdefault(compiled, {})
+    key = (repr(rt), batch_size, proposal)
+    if key not in per_target:
+        model = Importance(compiled.lower(rt), batch_size, proposal)
+        per_target[key] = model, rt.jit(lambda k, s: fk.make_step(model, threshold=0.0)(k, s, move=False))
+    return per_target[key]
+
+
 @method("is")
 @shards_particles
 def run(compiled, rt, key, particles=10_000, progress=None, batch_size=None, proposal=None):
     """Importance sampling of `compiled` with `particles` draws from its reference, or from `proposal` (a
     fitted `Proposal`, given as `reference=`)."""
-    model = Importance(compiled.lower(rt), batch_size, proposal)
+    model, step = _cached_step(compiled, rt, batch_size, proposal)
     k0, k1 = rt.split(key, 2)
-    step = rt.jit(lambda k, s: fk.make_step(model, threshold=0.0)(k, s, move=False))
     state, info = step(k1, fk.init(model, k0, particles))
     log_w = rt.to_numpy(state.log_w).astype(np.float64)
     log_z, non_finite = float(rt.to_numpy(info.log_c)), int(rt.to_numpy(info.non_finite))

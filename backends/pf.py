@@ -262,7 +262,8 @@ def run(compiled, rt, key, particles=1000, progress=None, resampler="systematic"
     mean, var = rt.to_numpy(info.tracked[0]), rt.to_numpy(info.tracked[1])
     diagnostics = {"ess": rt.to_numpy(info.ess).astype(np.float64), "resampled": rt.to_numpy(info.resampled),
                    "log_c": log_z_path, "filter_mean": {name: mean}, "filter_var": {name: var},
-                   "log_z_per_chain": [log_z], "particles": particles, "smoother": smoother}
+                   "log_z_per_chain": [log_z], "particles": particles, "smoother": smoother,
+                   "particle_devices": rt.device_count(state.log_w)}
     if smoother is None:
         samples, log_w = {name: rt.to_numpy(state.particles.x)[None]}, rt.to_numpy(state.log_w)[None]
     elif smoother == "genealogy":

@@ -19,24 +19,28 @@ A, LAM = [0.2, 0.4, 0.6, 0.8, 1.0], 1.5
 EXACT_LOG_Z = sum(a * a for a in A) / (2 * LAM ** 2)
 EXACT_MEAN = np.array(A) / LAM
 
+TILTED = f"""
+A, LAM = {A!r}, {LAM!r}
+target = ppl.model(x=ppl.Normal(0.0, 1.0, shape=(5,))).tilt(lambda x: sum(A[i] * x[i] for i in range(5)), LAM)
+"""
+
 SCRIPT = """
 import hashlib, json, sys
 import numpy as np
 import ppl
-A, LAM = {A!r}, {LAM!r}
-target = ppl.compile(ppl.model(x=ppl.Normal(0.0, 1.0, shape=(5,))).tilt(
-    lambda x: sum(A[i] * x[i] for i in range(5)), LAM))
-method, options = sys.argv[1], json.loads(sys.argv[2])
-out = {{}}
+exec(sys.argv[1])      # defines target
+target, site = ppl.compile(target), sys.argv[2]
+method, particles, options = sys.argv[3], int(sys.argv[4]), json.loads(sys.argv[5])
+out = {}
 for d in (1, 4):
-    r = ppl.sample(target, method=method, particles=2000, seed=3, devices=d, **options)
-    x, w = r.samples["x"].reshape(-1, 5), r.weights.reshape(-1)
-    out[d] = {{"log_z": r.log_z, "se": r.log_z_se, "ess": r.ess, "mean": (w[:, None] * x).sum(0).tolist(),
+    r = ppl.sample(target, method=method, particles=particles, seed=3, devices=d, **options)
+    x, w = r.samples[site].reshape(particles, -1), r.weights.reshape(-1)
+    out[d] = {"log_z": r.log_z, "se": r.log_z_se, "ess": r.ess, "mean": (w[:, None] * x).sum(0).tolist(),
               "particle_devices": r.diagnostics["particle_devices"],
-              "samples": hashlib.sha1(r.samples["x"].tobytes()).hexdigest()}}
-errors = {{}}
-for name, kw in {{"indivisible": dict(method=method, particles=2001, devices=4),
-                 "nuts": dict(method="nuts", particles=4, devices=4)}}.items():
+              "samples": hashlib.sha1(r.samples[site].tobytes()).hexdigest()}
+errors = {}
+for name, kw in {"indivisible": dict(method=method, particles=particles + 1, devices=4),
+                 "nuts": dict(method="nuts", particles=4, devices=4)}.items():
     try:
         ppl.sample(target, seed=0, **kw)
     except ppl.PPLError as e:
@@ -46,13 +50,17 @@ print(json.dumps(out))
 """
 
 
-def on_four_devices(method, **options):
-    """The script's results, run on 4 forced host CPU devices."""
+def on_four_devices(target_code, site, method, particles, **options):
+    """The script's results (`method` on the target that `target_code` defines, with 1 and 4 of 4 forced host
+    CPU devices; the errors of indivisible particles and of a method that does not shard)."""
     env = {**os.environ, "XLA_FLAGS": "--xla_force_host_platform_device_count=4", "JAX_PLATFORMS": "cpu"}
-    proc = subprocess.run([sys.executable, "-c", SCRIPT.format(A=A, LAM=LAM), method, json.dumps(options)],
-                          env=env, capture_output=True, text=True, timeout=300)
+    proc = subprocess.run([sys.executable, "-c", SCRIPT, target_code, site, method, str(particles),
+                           json.dumps(options)], env=env, capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0, proc.stderr[-3000:]
-    return json.loads(proc.stdout.strip().splitlines()[-1])
+    out = json.loads(proc.stdout.strip().splitlines()[-1])
+    assert (out["1"]["particle_devices"], out["4"]["particle_devices"]) == (1, 4)
+    check_errors(out["errors"], particles + 1)
+    return out["1"], out["4"]
 
 
 def check_exact(r):
@@ -60,9 +68,9 @@ def check_exact(r):
     assert np.all(np.abs(np.array(r["mean"]) - EXACT_MEAN) < 5 / np.sqrt(r["ess"])), (r["mean"], EXACT_MEAN)
 
 
-def check_errors(errors):
+def check_errors(errors, particles):
     kind, message = errors["indivisible"]
-    assert kind == "ValueRangeError" and "divisible" in message and "2001" in message
+    assert kind == "ValueRangeError" and "divisible" in message and str(particles) in message
     kind, message = errors["nuts"]
     assert kind == "DeviceError" and "'nuts'" in message
 
@@ -70,26 +78,20 @@ def check_errors(errors):
 def test_importance_sampling_on_four_devices():
     """IS on 4 devices: the particles really split 4 ways, the same draws as on one device (bitwise), log Z
     equal up to the order of float32 sums, both at the exact answer."""
-    out = on_four_devices("is")
-    one, four = out["1"], out["4"]
-    assert (one["particle_devices"], four["particle_devices"]) == (1, 4)
+    one, four = on_four_devices(TILTED, "x", "is", 2000)
     assert four["samples"] == one["samples"]
     assert abs(four["log_z"] - one["log_z"]) < 1e-5 and abs(four["ess"] - one["ess"]) < 1e-2 * one["ess"]
     check_exact(one)
     check_exact(four)
-    check_errors(out["errors"])
 
 
 def test_smc_on_four_devices():
     """Adaptive tempered SMC (MALA moves) on 4 devices: the particles stay split 4 ways through resampling and
     moves; log Z and moments at the exact answer and within Monte Carlo error of one device's."""
-    out = on_four_devices("smc", kernel="mala")
-    one, four = out["1"], out["4"]
-    assert (one["particle_devices"], four["particle_devices"]) == (1, 4)
+    one, four = on_four_devices(TILTED, "x", "smc", 2000, kernel="mala")
     check_exact(one)
     check_exact(four)
     assert abs(four["log_z"] - one["log_z"]) < 3 * one["se"]
-    check_errors(out["errors"])
 
 
 def test_devices_errors_in_this_process():
