@@ -59,8 +59,9 @@ def on_four_devices(target_code, site, method, particles, **options):
     assert proc.returncode == 0, proc.stderr[-3000:]
     out = json.loads(proc.stdout.strip().splitlines()[-1])
     assert (out["1"]["particle_devices"], out["4"]["particle_devices"]) == (1, 4)
-    check_errors(out["errors"], particles + 1)
-    return out["1"], out["4"]
+    kind, message = out["errors"]["indivisible"]
+    assert kind == "ValueRangeError" and "divisible" in message and str(particles + 1) in message
+    return out["1"], out["4"], out["errors"]
 
 
 def check_exact(r):
@@ -68,17 +69,12 @@ def check_exact(r):
     assert np.all(np.abs(np.array(r["mean"]) - EXACT_MEAN) < 5 / np.sqrt(r["ess"])), (r["mean"], EXACT_MEAN)
 
 
-def check_errors(errors, particles):
-    kind, message = errors["indivisible"]
-    assert kind == "ValueRangeError" and "divisible" in message and str(particles) in message
-    kind, message = errors["nuts"]
-    assert kind == "DeviceError" and "'nuts'" in message
-
-
 def test_importance_sampling_on_four_devices():
     """IS on 4 devices: the particles really split 4 ways, the same draws as on one device (bitwise), log Z
-    equal up to the order of float32 sums, both at the exact answer."""
-    one, four = on_four_devices(TILTED, "x", "is", 2000)
+    equal up to the order of float32 sums, both at the exact answer; nuts does not shard."""
+    one, four, errors = on_four_devices(TILTED, "x", "is", 2000)
+    kind, message = errors["nuts"]
+    assert kind == "DeviceError" and "'nuts'" in message
     assert four["samples"] == one["samples"]
     assert abs(four["log_z"] - one["log_z"]) < 1e-5 and abs(four["ess"] - one["ess"]) < 1e-2 * one["ess"]
     check_exact(one)
@@ -88,7 +84,7 @@ def test_importance_sampling_on_four_devices():
 def test_smc_on_four_devices():
     """Adaptive tempered SMC (MALA moves) on 4 devices: the particles stay split 4 ways through resampling and
     moves; log Z and moments at the exact answer and within Monte Carlo error of one device's."""
-    one, four = on_four_devices(TILTED, "x", "smc", 2000, kernel="mala")
+    one, four, _ = on_four_devices(TILTED, "x", "smc", 2000, kernel="mala")
     check_exact(one)
     check_exact(four)
     assert abs(four["log_z"] - one["log_z"]) < 3 * one["se"]
@@ -103,3 +99,46 @@ def test_devices_errors_in_this_process():
     n = len(jax.devices()) + 1
     with pytest.raises(DeviceError, match="xla_force_host_platform_device_count"):
         ppl.sample(target, particles=100 * n, devices=n)
+
+
+@pytest.mark.slow
+def test_particle_filter_on_four_devices():
+    """A bootstrap filter of a 1-d linear-Gaussian state-space model (T = 30) on 4 devices: log Z at the Kalman
+    log-likelihood and within Monte Carlo error of one device's."""
+    from ssm_reference import LinearGaussianSSM
+    m = LinearGaussianSSM(0.9, 1.0, 1.0, 1.0, 0.0, 1 / 0.19)
+    y = m.simulate(30, seed=0)[1][:, 0]
+    code = f"""
+y = np.array({y.tolist()!r})
+target = ppl.model(x=ppl.markov(init=lambda: ppl.Normal(0.0, {(1 / 0.19) ** 0.5!r}),
+                                step=lambda prev: ppl.Normal(0.9 * prev, 1.0), length=len(y)),
+                   y=lambda x: ppl.Normal(x, 1.0)).condition(y=y)
+"""
+    one, four, _ = on_four_devices(code, "x", "pf", 1000, resample_threshold=0.5)
+    exact = m.kalman(y)["log_lik"]
+    for r in (one, four):
+        assert abs(r["log_z"] - exact) < 4 * r["se"], (r["log_z"], r["se"], exact)
+    assert abs(four["log_z"] - one["log_z"]) < 3 * one["se"]
+
+
+@pytest.mark.slow
+def test_fkc_on_four_devices():
+    """FKC of classifier-free guidance q^(1−w) q_c^w of two Gaussians (VP SDE, 200 steps) on 4 devices: log Z
+    at its closed form (DESIGN §5; per-run sd ~0.003) and the mean at m1 + w (m2 − m1) (sd 0.7 / sqrt(2000))."""
+    from ppl.stdlib.diffusion import VPSDE
+    m1, m2, s, w, t_min = np.array([1.0, -0.5]), np.array([-0.5, 0.5]), 0.7, 2.0, 1e-3
+    code = f"""
+from ppl.stdlib.diffusion import GaussianMixture, VPSDE
+q = [ppl.diffusion(GaussianMixture(np.array([m]), sd={s!r}), VPSDE(), 2) for m in ({m1.tolist()!r}, {m2.tolist()!r})]
+target = ppl.geometric(q[0], q[1], {w!r})
+"""
+    one, four, _ = on_four_devices(code, "x", "fkc", 2000, steps=200, t_min=t_min)
+
+    def log_z(t):
+        a, s2 = VPSDE().marginal(t)
+        return w * (w - 1) * a * a * np.sum((m1 - m2) ** 2) / (2 * (a * a * s * s + s2))
+    exact = log_z(t_min) - log_z(VPSDE().T)
+    for r in (one, four):
+        assert abs(r["log_z"] - exact) < 0.02, (r["log_z"], exact)
+        np.testing.assert_allclose(r["mean"], m1 + w * (m2 - m1), atol=0.07)
+    assert abs(four["log_z"] - one["log_z"]) < 0.01
