@@ -3,7 +3,8 @@ and log G_0 = log L = log γ − log π0.
 
 log Z ≈ log c_0 = logmeanexp(log L); se(log Z) from the core's family estimate, which for one step is
 sqrt(Σ W²) (the delta method's Σ W² − 1/N, plus 1/N); ESS = 1/Σ W²; Pareto k̂ from PSIS (ArviZ), with a
-warning when k̂ > 0.7.
+warning when k̂ > 0.7. On several devices (`sharding`) each weighs its own draws; log Z and the ESS are
+global sums, and the draws are the one-device draws.
 """
 import math
 import warnings

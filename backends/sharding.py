@@ -7,7 +7,10 @@ densities, gradients and MCMC moves run on each device's own particles; the glob
 weights, ESS, the conditional ESS of the tempering bisection, the resampler's cumulative sum) and the gathers of
 resampling become collectives. Resampling is therefore global, exactly as on one device: the estimator, and so
 its variance, is the one-device estimator (the same draws, up to the order of floating-point sums), not an
-average of independent per-device runs.
+average of independent per-device runs. (SMC's cross moves split the particles into halves, [:N/2] and
+[N/2:]; XLA redistributes each half over all devices, collective permutes of N/(2k) particles per move phase,
+so that every device moves its share; the compiled IS step has no collective on the particles but the
+reductions and the resampling branch.)
 """
 from ..errors import DeviceError, ValueRangeError
 

@@ -360,7 +360,9 @@ def run(compiled, rt, key, particles=10_000, progress=None, runs=1, **options):
     Options: kernel ('hmc' | 'mala' | 'rwm'), kernel_options (the kernel's own, e.g. hmc's n_leapfrog (5) and
     step_jitter (10)), target_ess (0.5), resample_threshold (1.0), resampler ('systematic' | 'stratified' |
     'multinomial' | 'residual'), moves ('auto' or an int), max_moves (50), decorrelation (0.1), step_size,
-    schedule (fixed temperatures 0..1), waste_free (chain length P), batch_size."""
+    schedule (fixed temperatures 0..1), waste_free (chain length P), batch_size. With `ppl.sample(...,
+    devices=k)` the particles are split over k devices and the bisection, ESS and resampling stay global
+    (`sharding`): the same estimator as on one device."""
     if not isinstance(runs, int) or runs < 1:
         raise ValueRangeError(f"runs must be a positive integer, got {runs!r}")
     if particles < MIN_PARTICLES:
