@@ -110,6 +110,12 @@ class NumPyroRuntime(Runtime):
         spec = NamedSharding(self.mesh, PartitionSpec(sharding.AXIS))
         return jax.tree_util.tree_map(lambda a: jax.lax.with_sharding_constraint(a, spec), tree)
 
+    def replicate(self, tree):
+        """The leaves of `tree` whole on every device of the mesh (inside jit: an all-gather); unchanged on one."""
+        if self.mesh is None:
+            return tree
+        return jax.tree_util.tree_map(lambda a: jax.lax.with_sharding_constraint(a, self.placement), tree)
+
     def device_count(self, x):
         """How many devices hold parts of the array x."""
         return len(x.sharding.device_set)

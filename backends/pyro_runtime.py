@@ -182,6 +182,9 @@ class PyroRuntime(Runtime):
         """One device: the particles stay where they are."""
         return tree
 
+    def replicate(self, tree):
+        return tree
+
     def device_count(self, x):
         return 1
 

@@ -92,6 +92,9 @@ class RuntimeContract(Protocol):
         """the leaves of a pytree of particle arrays (leading axis N) split over the `n_devices` devices, inside
         or outside a jitted function (the identity on one device)."""
 
+    def replicate(self, tree):
+        """the leaves of a pytree whole on every device (an all-gather; the identity on one device)."""
+
     def device_count(self, x):
         """how many devices hold parts of the array x."""
 

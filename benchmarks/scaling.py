@@ -74,7 +74,7 @@ def main():
                           str(args.devices_n)], env=env, capture_output=True, text=True, check=True).stdout
     print()
     print(row(["method", "devices", "N", "first s", "best s", "particles/s", "log Z"]))
-    for method, d, n, first, best, log_z in map(json.loads, out.strip().splitlines()):
+    for method, d, n, first, best, log_z in (json.loads(s) for s in out.splitlines() if s.startswith("[")):
         print(row([method, d, n, f"{first:.2f}", f"{best:.3f}", f"{n / best:.3g}", f"{log_z:.4f}"]))
 
 
