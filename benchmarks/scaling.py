@@ -8,6 +8,10 @@ time is left out (it is printed as the first run). Forced host devices share the
 they measure the partitioning's overhead, not a speed-up; on several GPUs the same run splits the work.
 
     python benchmarks/scaling.py [--million] [--repeats 2]
+
+Measured on 2 shared CPU cores (load ~9; 211 s in all, mostly XLA compiles), N = 10^5, particles/s:
+IS 2.3e6 (1 device), 1.5e6 (2 and 4 forced host devices); SMC 4.8e5, 3.5e5, 3.1e5; log Z the same to all
+printed digits on 1, 2 and 4 devices. One device: JAX IS 1.5e6 and SMC 3.9e5, torch IS 1.2e5 and SMC 3.7e4.
 """
 import argparse
 import json
