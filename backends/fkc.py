@@ -24,6 +24,7 @@ from ..diffusion import SITE
 from ..errors import InferenceError, UnknownNameError, ValueRangeError
 from ..result import Result
 from . import fk, method
+from .sharding import shards_particles
 
 
 class FKCWarning(UserWarning):
@@ -123,6 +124,7 @@ class FKC(fk.FeynmanKac):
 
 
 @method("fkc", kind="diffusion")
+@shards_particles
 def run(plan, rt, key, particles=1000, progress=None, steps=500, t_min=1e-3, corrected=True, resample="always",
         resampler="systematic", start_resampling_step=0, noise="target", laplacian="exact", probes=1):
     """Sample a diffusion target (see the module docstring); options as named there."""
@@ -153,7 +155,8 @@ def run(plan, rt, key, particles=1000, progress=None, steps=500, t_min=1e-3, cor
                              f"increase steps or use noise='target'")
     diagnostics = {"ess": rt.to_numpy(ess), "resampled": rt.to_numpy(resampled).astype(bool),
                    "t": np.asarray(sde.T - model.dt * np.arange(steps)), "t_min": t_min, "steps": steps,
-                   "total_beta": plan.total_beta, "noise": noise, "corrected": bool(corrected)}
+                   "total_beta": plan.total_beta, "noise": noise, "corrected": bool(corrected),
+                   "particle_devices": rt.device_count(state.log_w)}
     if not corrected:
         return Result({SITE: x[None]}, None, method="fkc", runtime=rt.name, device=rt.device, diagnostics=diagnostics)
     diagnostics["log_z_per_chain"] = [log_z]

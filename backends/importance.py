@@ -3,10 +3,12 @@ and log G_0 = log L = log γ − log π0.
 
 log Z ≈ log c_0 = logmeanexp(log L); se(log Z) from the core's family estimate, which for one step is
 sqrt(Σ W²) (the delta method's Σ W² − 1/N, plus 1/N); ESS = 1/Σ W²; Pareto k̂ from PSIS (ArviZ), with a
-warning when k̂ > 0.7.
+warning when k̂ > 0.7. On several devices (`sharding`) each weighs its own draws; log Z and the ESS are
+global sums, and the draws are the one-device draws.
 """
 import math
 import warnings
+import weakref
 
 import numpy as np
 
@@ -14,6 +16,7 @@ from ..errors import InferenceError
 from ..result import Result
 from . import fk, method
 from .runtime import batched
+from .sharding import shards_particles
 
 
 class ImportanceWarning(UserWarning):
@@ -58,13 +61,27 @@ class Importance(fk.FeynmanKac):
         return ref + rest - self.proposal.log_prob(self.rt, z), z, carry
 
 
+_CACHE = weakref.WeakKeyDictionary()
+
+
+def _cached_step(compiled, rt, batch_size, proposal):
+    """One `Importance` model and its jit-compiled weighting step per compiled target, runtime and options (a
+    new lambda per run would compile again on every call)."""
+    per_target = _CACHE.setdefault(compiled, {})
+    key = (repr(rt), batch_size, proposal)
+    if key not in per_target:
+        model = Importance(compiled.lower(rt), batch_size, proposal)
+        per_target[key] = model, rt.jit(lambda k, s: fk.make_step(model, threshold=0.0)(k, s, move=False))
+    return per_target[key]
+
+
 @method("is")
+@shards_particles
 def run(compiled, rt, key, particles=10_000, progress=None, batch_size=None, proposal=None):
     """Importance sampling of `compiled` with `particles` draws from its reference, or from `proposal` (a
     fitted `Proposal`, given as `reference=`)."""
-    model = Importance(compiled.lower(rt), batch_size, proposal)
+    model, step = _cached_step(compiled, rt, batch_size, proposal)
     k0, k1 = rt.split(key, 2)
-    step = rt.jit(lambda k, s: fk.make_step(model, threshold=0.0)(k, s, move=False))
     state, info = step(k1, fk.init(model, k0, particles))
     log_w = rt.to_numpy(state.log_w).astype(np.float64)
     log_z, non_finite = float(rt.to_numpy(info.log_c)), int(rt.to_numpy(info.non_finite))
@@ -78,7 +95,8 @@ def run(compiled, rt, key, particles=10_000, progress=None, batch_size=None, pro
                       f"log Z and moments are unreliable (ESS = {ess:.0f} of {particles}); use SMC or a wider "
                       f"proposal (reference=...)", ImportanceWarning, stacklevel=3)
     samples = {k_: v[None] for k_, v in model.program.to_constrained(state.particles).items()}
-    diagnostics = {"ess": ess, "pareto_k": k, "non_finite": non_finite, "log_z_per_chain": [log_z]}
+    diagnostics = {"ess": ess, "pareto_k": k, "non_finite": non_finite, "log_z_per_chain": [log_z],
+                   "particle_devices": rt.device_count(state.log_w)}
     se = math.sqrt(float(rt.to_numpy(info.rel_var)))
     return Result(samples, log_w[None], log_z, se, method="is", runtime=rt.name, device=rt.device,
                   diagnostics=diagnostics, proposal=proposal,

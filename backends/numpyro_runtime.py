@@ -17,9 +17,11 @@ import jax.numpy as jnp  # noqa: E402
 import numpy as np  # noqa: E402
 import numpyro.distributions as dist  # noqa: E402
 from jax.scipy.special import logsumexp  # noqa: E402
+from jax.sharding import NamedSharding, PartitionSpec  # noqa: E402
 from numpyro.distributions.transforms import biject_to  # noqa: E402
 
 from ..errors import PPLError  # noqa: E402
+from . import sharding  # noqa: E402
 from .runtime import Runtime, register  # noqa: E402
 
 
@@ -57,15 +59,19 @@ class NumPyroRuntime(Runtime):
     xp = _Numpy()
     distributions = dist
 
-    def __init__(self, device="cpu", precision="float32"):
+    def __init__(self, device="cpu", precision="float32", devices=None):
         super().__init__(device, precision)
         platform = "gpu" if str(device).startswith("cuda") else "cpu"
         try:
-            devices = jax.devices(platform)
+            available = jax.devices(platform)
         except RuntimeError:
             raise PPLError(f"device {device!r} requested but JAX sees no {platform} device") from None
         index = int(str(device).split(":")[1]) if ":" in str(device) else 0
-        self.jax_device = devices[index]
+        self.jax_device = available[index]
+        self.mesh = sharding.mesh(devices, available)
+        self.n_devices = 1 if self.mesh is None else self.mesh.size
+        # where the runtime's arrays live: its device, or replicated on every device of the mesh
+        self.placement = self.jax_device if self.mesh is None else NamedSharding(self.mesh, PartitionSpec())
         self.dtype = jnp.float64 if precision == "float64" else jnp.float32
 
     def scope(self):
@@ -80,21 +86,39 @@ class NumPyroRuntime(Runtime):
         if isinstance(x, jax.core.Tracer) and dtype is None:
             return x
         if isinstance(x, jax.Array) and dtype is None:
-            return jax.device_put(x, self.jax_device)
+            return jax.device_put(x, self.placement)
         a = np.asarray(x)
         if dtype is None:
             dtype = self.dtype if a.dtype.kind in "fbiu" and a.dtype.kind != "b" else a.dtype
-        return jax.device_put(jnp.asarray(a, dtype=dtype), self.jax_device)
+        return jax.device_put(jnp.asarray(a, dtype=dtype), self.placement)
 
     def asindex(self, x):
         """x as integer indices: a traced or device array is cast in place, anything else is put on the device."""
         if isinstance(x, jax.Array):
             return x.astype(jnp.int32)
-        return jax.device_put(jnp.asarray(np.asarray(x), dtype=jnp.int32), self.jax_device)
+        return jax.device_put(jnp.asarray(np.asarray(x), dtype=jnp.int32), self.placement)
 
     def to_numpy(self, x):
         """a writable numpy copy (device_get's array is read-only)."""
         return np.array(jax.device_get(x))
+
+    def shard(self, tree):
+        """The leaves of `tree` (each with a leading particle axis) split along the mesh's particle axis, inside
+        jit (a sharding constraint for XLA's partitioner) or outside (placed); unchanged on one device."""
+        if self.mesh is None:
+            return tree
+        spec = NamedSharding(self.mesh, PartitionSpec(sharding.AXIS))
+        return jax.tree_util.tree_map(lambda a: jax.lax.with_sharding_constraint(a, spec), tree)
+
+    def replicate(self, tree):
+        """The leaves of `tree` whole on every device of the mesh (inside jit: an all-gather); unchanged on one."""
+        if self.mesh is None:
+            return tree
+        return jax.tree_util.tree_map(lambda a: jax.lax.with_sharding_constraint(a, self.placement), tree)
+
+    def device_count(self, x):
+        """How many devices hold parts of the array x."""
+        return len(x.sharding.device_set)
 
     # distributions and transforms
     def biject_to(self, constraint):
@@ -163,7 +187,7 @@ class NumPyroRuntime(Runtime):
 
     # keys and randomness
     def key(self, seed):
-        return jax.device_put(jax.random.PRNGKey(int(seed)), self.jax_device)
+        return jax.device_put(jax.random.PRNGKey(int(seed)), self.placement)
 
     def split(self, key, n=2):
         return jax.random.split(key, n)
@@ -228,7 +252,7 @@ class NumPyroRuntime(Runtime):
     def flow(self, dim, hidden, orders):
         """A masked autoregressive flow from NumPyro's `InverseAutoregressiveTransform` with `AutoregressiveNN`
         (jitted; see `_Flow`)."""
-        return _flow(self.jax_device, int(dim), tuple(int(h) for h in hidden),
+        return _flow(self.placement, int(dim), tuple(int(h) for h in hidden),
                      tuple(tuple(int(i) for i in o) for o in orders))
 
     def temp_memory(self, step, init, key):

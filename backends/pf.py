@@ -28,6 +28,7 @@ from ..errors import InferenceError, PlanError, PPLError, ValueRangeError
 from ..result import Result
 from ..stdlib.distributions import per_particle, repeated
 from . import fk, method
+from .sharding import shards_particles
 
 
 class Particles(NamedTuple):
@@ -219,6 +220,7 @@ _CACHE = weakref.WeakKeyDictionary()
 
 
 @method("pf")
+@shards_particles
 def run(compiled, rt, key, particles=1000, progress=None, resampler="systematic", resample_threshold=0.5,
         smoother="genealogy", smoother_draws=None, proposal=None):
     """Particle filter of a state-space target with its static parameters fixed (see the module docstring).
@@ -233,7 +235,7 @@ def run(compiled, rt, key, particles=1000, progress=None, resampler="systematic"
     if proposal is not None and getattr(proposal, "markov", None) is None:
         raise PPLError("proposal= must be a ppl.markov(init, step, length) site over the same state")
     cache = _CACHE.setdefault(compiled, {})
-    sig = (rt.name, str(rt.device), rt.precision, particles, resampler, resample_threshold, smoother, proposal)
+    sig = (repr(rt), particles, resampler, resample_threshold, smoother, proposal)
     k_check, k_run, k_smooth = rt.split(key, 3)
     if sig not in cache:   # built and checked once per target and options; a run is then one jitted call
         ss = StateSpace(compiled)
@@ -260,7 +262,8 @@ def run(compiled, rt, key, particles=1000, progress=None, resampler="systematic"
     mean, var = rt.to_numpy(info.tracked[0]), rt.to_numpy(info.tracked[1])
     diagnostics = {"ess": rt.to_numpy(info.ess).astype(np.float64), "resampled": rt.to_numpy(info.resampled),
                    "log_c": log_z_path, "filter_mean": {name: mean}, "filter_var": {name: var},
-                   "log_z_per_chain": [log_z], "particles": particles, "smoother": smoother}
+                   "log_z_per_chain": [log_z], "particles": particles, "smoother": smoother,
+                   "particle_devices": rt.device_count(state.log_w)}
     if smoother is None:
         samples, log_w = {name: rt.to_numpy(state.particles.x)[None]}, rt.to_numpy(state.log_w)[None]
     elif smoother == "genealogy":

@@ -9,7 +9,7 @@ import pyro.distributions as dist
 import torch
 from torch.distributions import biject_to
 
-from ..errors import InferenceError, PPLError
+from ..errors import DeviceError, InferenceError, PPLError
 from .runtime import Runtime, register
 
 # No argument/support checks under vmap (they call .item()). Through Pyro's own switch, not torch's: Pyro's
@@ -138,8 +138,11 @@ class PyroRuntime(Runtime):
     framework = "torch"
     distributions = dist
 
-    def __init__(self, device="cpu", precision="float32"):
+    def __init__(self, device="cpu", precision="float32", devices=None):
         super().__init__(device, precision)
+        if devices not in (None, 1):
+            raise DeviceError(f"devices={devices!r}: splitting particles over several devices needs the JAX "
+                              f"runtime (runtime='numpyro'); the Pyro runtime runs on one device (device=...)")
         if str(device).startswith("cuda") and not torch.cuda.is_available():
             raise PPLError(f"device {device!r} requested but torch sees no CUDA device")
         self.torch_device = torch.device(device)
@@ -174,6 +177,16 @@ class PyroRuntime(Runtime):
 
     def to_numpy(self, x):
         return x.detach().cpu().numpy()
+
+    def shard(self, tree):
+        """One device: the particles stay where they are."""
+        return tree
+
+    def replicate(self, tree):
+        return tree
+
+    def device_count(self, x):
+        return 1
 
     # distributions and transforms
     def biject_to(self, constraint):

@@ -36,8 +36,10 @@ def runtime_of(framework):
 PRECISIONS = ("float32", "float64")
 
 
-def get_runtime(name="numpyro", device="cpu", precision="float32"):
-    """The runtime called `name` ('numpyro' = JAX, 'pyro' = torch) placing arrays of `precision` on `device`."""
+def get_runtime(name="numpyro", device="cpu", precision="float32", devices=None):
+    """The runtime called `name` ('numpyro' = JAX, 'pyro' = torch) placing arrays of `precision` on `device`,
+    or, with `devices` (an integer, "all", a list of JAX devices; JAX only), splitting particles over several
+    (`sharding`)."""
     if isinstance(name, Runtime):
         return name
     if name in MODULES and name not in RUNTIMES:
@@ -49,7 +51,7 @@ def get_runtime(name="numpyro", device="cpu", precision="float32"):
         raise UnknownNameError(f"unknown device {device!r}; choose 'cpu' or 'cuda'")
     if precision not in PRECISIONS:
         raise UnknownNameError(f"unknown precision {precision!r}; choose one of {', '.join(PRECISIONS)}")
-    return RUNTIMES[name](device, precision)
+    return RUNTIMES[name](device, precision, devices)
 
 
 #: the numpy-like names algorithms may call on `rt.xp` (numpy's meaning, `axis=` keywords; `index_add(x, idx, v)`
@@ -67,6 +69,7 @@ class RuntimeContract(Protocol):
     framework: str        # the array framework ('jax', 'torch'), as `ppl.math.framework` names it
     device: Any
     precision: str        # 'float32' | 'float64' (of `PRECISIONS`)
+    n_devices: int        # how many devices the particles are split over (`shard`)
     dtype: Any            # the float type of arrays it makes, of that precision
     xp: Any               # the numpy-like namespace (the names in `XP`)
     distributions: Any    # the distribution library (`numpyro.distributions` / `pyro.distributions`)
@@ -84,6 +87,16 @@ class RuntimeContract(Protocol):
 
     def to_numpy(self, x):
         """a numpy copy of x."""
+
+    def shard(self, tree):
+        """the leaves of a pytree of particle arrays (leading axis N) split over the `n_devices` devices, inside
+        or outside a jitted function (the identity on one device)."""
+
+    def replicate(self, tree):
+        """the leaves of a pytree whole on every device (an all-gather; the identity on one device)."""
+
+    def device_count(self, x):
+        """how many devices hold parts of the array x."""
 
     # keys and randomness
     def key(self, seed):
@@ -169,6 +182,7 @@ class Runtime:
     name = "abstract"
     xp = None
     distributions = None
+    n_devices = 1
 
     def __init__(self, device="cpu", precision="float32"):
         self.device, self.precision = device, precision
@@ -189,7 +203,8 @@ class Runtime:
                 "ordered": c.ordered_vector, "positive_ordered": c.positive_ordered_vector}[name]
 
     def __repr__(self):
-        return f"{self.name} on {self.device}" + ("" if self.precision == "float32" else f" in {self.precision}")
+        return f"{self.name} on {self.device}" + ("" if self.n_devices == 1 else f" x{self.n_devices}") + \
+            ("" if self.precision == "float32" else f" in {self.precision}")
 
 
 def batched(rt, fn, batch_size):

@@ -38,6 +38,7 @@ from ..result import Result
 from . import check_options, fk, method, option_names
 from .kernels import Particles, cloud_cholesky, get_kernel
 from .runtime import batched
+from .sharding import shards_particles
 
 NEG_INF = -float("inf")
 #: fewer particles than this and adaptive tempering degenerates (its ESS criterion has nothing to measure)
@@ -344,7 +345,7 @@ _CACHE = weakref.WeakKeyDictionary()
 def _cached_smc(compiled, rt, options):
     """One `SMC` (and so one jit-compiled step) per compiled target, runtime and options."""
     per_target = _CACHE.setdefault(compiled, {})
-    key = (rt.name, str(rt.device), rt.precision, repr(sorted((k, np.asarray(v).tolist() if k == "schedule" else v)
+    key = (repr(rt), repr(sorted((k, np.asarray(v).tolist() if k == "schedule" else v)
                                                  for k, v in options.items())))
     if key not in per_target:
         per_target[key] = SMC(compiled.lower(rt), **options)
@@ -352,13 +353,16 @@ def _cached_smc(compiled, rt, options):
 
 
 @method("smc")
+@shards_particles
 def run(compiled, rt, key, particles=10_000, progress=None, runs=1, **options):
     """Adaptive tempered SMC of `compiled` with `particles` particles, `runs` independent runs.
 
     Options: kernel ('hmc' | 'mala' | 'rwm'), kernel_options (the kernel's own, e.g. hmc's n_leapfrog (5) and
     step_jitter (10)), target_ess (0.5), resample_threshold (1.0), resampler ('systematic' | 'stratified' |
     'multinomial' | 'residual'), moves ('auto' or an int), max_moves (50), decorrelation (0.1), step_size,
-    schedule (fixed temperatures 0..1), waste_free (chain length P), batch_size."""
+    schedule (fixed temperatures 0..1), waste_free (chain length P), batch_size. With `ppl.sample(...,
+    devices=k)` the particles are split over k devices and the bisection, ESS and resampling stay global
+    (`sharding`): the same estimator as on one device."""
     if not isinstance(runs, int) or runs < 1:
         raise ValueRangeError(f"runs must be a positive integer, got {runs!r}")
     if particles < MIN_PARTICLES:
@@ -367,7 +371,7 @@ def run(compiled, rt, key, particles=10_000, progress=None, runs=1, **options):
     check_options("smc", options, option_names(run))
     smc = _cached_smc(compiled, rt, options)
     keys = rt.split(key, runs)
-    samples, log_w, log_z, rel_var = [], [], [], []
+    samples, log_w, log_z, rel_var, spread = [], [], [], [], []
     diag = {k: [] for k in ("beta", "ess", "resampled", "acceptance", "step_size", "n_moves", "non_finite")}
     for c in range(runs):
         state, infos = smc.run(keys[c], particles, progress, desc=f"smc {c + 1}/{runs}" if runs > 1 else "smc")
@@ -378,6 +382,7 @@ def run(compiled, rt, key, particles=10_000, progress=None, runs=1, **options):
             per_step = [getattr(i.model, k) if k in SMCInfo._fields else getattr(i, k) for i in infos]
             diag[k].append(np.array([0.0] + per_step if k == "beta" else per_step))
         rel_var.append(infos[-1].rel_var)
+        spread.append(rt.device_count(state.particles.z))
     log_z_arr = np.array(log_z)
     if runs > 1:
         m = log_z_arr.max()
@@ -389,7 +394,7 @@ def run(compiled, rt, key, particles=10_000, progress=None, runs=1, **options):
     diagnostics = {k: v if runs > 1 else v[0] for k, v in diag.items()}
     diagnostics.update({"log_z_per_chain": log_z, "n_steps": [len(b) - 1 for b in diag["beta"]],
                         "eve_relative_variance": rel_var, "kernel": smc.kernel.name, "resampler": smc.resampler,
-                        "particles": particles, "runs": runs})
+                        "particles": particles, "runs": runs, "particle_devices": min(spread)})
     sample_stats = {"beta": _padded(diag["beta"])[:, None], "ess": _padded(diag["ess"])[:, None],
                     "acceptance": _padded(diag["acceptance"])[:, None],
                     "resampled": _padded(diag["resampled"])[:, None]}

@@ -7,8 +7,8 @@
     print(r.log_z, r.log_z_se)
 """
 from . import math
-from .errors import (InferenceError, NameResolutionError, PlanError, PPLError, ShapeError, SourceError,
-                     SupportError, UnknownNameError, UserFunctionError, ValueRangeError)
+from .errors import (DeviceError, InferenceError, NameResolutionError, PlanError, PPLError, ShapeError,
+                     SourceError, SupportError, UnknownNameError, UserFunctionError, ValueRangeError)
 from .stdlib.distributions import (Bernoulli, Beta, Binomial, Categorical, Cauchy, Dirichlet, Distribution,
                                    Exponential, Flat, Gamma, HalfCauchy, HalfNormal, HalfStudentT, InverseGamma,
                                    Laplace, LogNormal, MultivariateNormal, Normal, Poisson, StudentT, Uniform)
@@ -33,7 +33,7 @@ __all__ = [
     "Exponential", "Gamma", "InverseGamma", "Beta", "Uniform", "Laplace", "Dirichlet", "MultivariateNormal",
     "Bernoulli", "Binomial", "Poisson", "Categorical", "Flat", "PPLError", "NameResolutionError", "ShapeError",
     "SupportError", "ValueRangeError", "UserFunctionError", "PlanError", "UnknownNameError", "InferenceError",
-    "SourceError", "PrecisionWarning",
+    "DeviceError", "SourceError", "PrecisionWarning",
     "load_ppl", "parse", "load",
     "diffusion", "train_score", "VPSDE", "VESDE", "GaussianMixture", "autoregressive", "amortize",
 ]

@@ -2,7 +2,7 @@
 import inspect
 import time
 
-from .backends import check_options, get_method, get_runtime, integer, option_names
+from .backends import check_options, get_method, get_runtime, integer, option_names, sharding
 from .compiler import compile
 from .compiler.shapes import check_size
 from .errors import PlanError
@@ -11,14 +11,16 @@ from .precision import check as check_precision
 
 
 def sample(target, method="is", runtime="numpyro", device="cpu", particles=10_000, seed=0, reference=None,
-           fold=True, progress=None, precision="float32", **options):
+           fold=True, progress=None, precision="float32", devices=None, **options):
     """Sample `target` with `method` ('is', 'smc', 'nuts', 'hmc', 'fkc') on `runtime` ('numpyro' | 'pyro').
 
     `reference` (a model over the target's latent sites) replaces the planner's reference /
     proposal; for 'is' and 'ais' it may also be a fitted proposal on the unconstrained space (`r.proposal` of
     an 'ais' run, `ppl.amortize(...)(context)`); `fold=False` keeps Gaussian factors unmerged; `precision`
     ('float32' | 'float64') is the float type of every array of the run (a `ppl.PrecisionWarning` says when
-    float32 rounding looks to have broken it). Other options go to the method.
+    float32 rounding looks to have broken it); `devices` (an integer, "all" or a list of JAX devices; methods
+    'is', 'smc', 'pf', 'fkc' on runtime 'numpyro') splits the particles over several devices, with global
+    resampling (`backends/sharding.py`). Other options go to the method.
     """
     get_method(method)    # a known name, before compiling
     from .backends.proposals import Proposal
@@ -30,10 +32,11 @@ def sample(target, method="is", runtime="numpyro", device="cpu", particles=10_00
         reference, options = None, {**options, "proposal": reference}
     seed = integer(seed, "seed", 0, 2 ** 63)
     particles = integer(particles, "particles", 1)
-    rt = get_runtime(runtime, device, precision)
+    rt = get_runtime(runtime, device, precision, devices)
     compiled = compile(target, reference=reference, fold=fold)
     run = get_method(method, compiled.kind)
     check_options(method, options, option_names(run))
+    sharding.check(method, run, particles, rt.n_devices)
     dim = getattr(compiled, "dim", None)
     if dim:
         check_size(f"{particles} particles of dimension {dim}", particles * dim,

@@ -41,6 +41,10 @@ class UserFunctionError(PPLError):
     """A user function (a site, a reward, an energy) raised or returned something it must not."""
 
 
+class DeviceError(PPLError):
+    """A device request the runtime or method cannot serve (several devices on torch, more than JAX sees)."""
+
+
 class InferenceError(PPLError):
     """A run failed loudly: every weight vanished, the schedule stalled, non-finite densities."""
 

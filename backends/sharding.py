@@ -1,0 +1,61 @@
+"""Particles over several devices (JAX's SPMD): which devices, and the shardings that spread the particles.
+
+The particle axis is split along a 1-d `jax.sharding.Mesh` with axis name "particles": every array with a
+leading particle axis is placed with `NamedSharding(mesh, PartitionSpec("particles"))`, everything else (keys,
+β, step sizes, log Z) replicated on the mesh. The jitted step of `fk` is then partitioned by XLA (GSPMD):
+densities, gradients and MCMC moves run on each device's own particles; the global reductions (logsumexp of the
+weights, ESS, the conditional ESS of the tempering bisection, the resampler's cumulative sum) and the gathers of
+resampling become collectives. Resampling is therefore global, exactly as on one device: the estimator, and so
+its variance, is the one-device estimator (the same draws, up to the order of floating-point sums), not an
+average of independent per-device runs. (SMC's cross moves split the particles into halves, [:N/2] and
+[N/2:]; XLA redistributes each half over all devices, collective permutes of N/(2k) particles per move phase,
+so that every device moves its share; the compiled IS step has no collective on the particles but the
+reductions and the resampling branch.)
+"""
+from ..errors import DeviceError, ValueRangeError
+
+AXIS = "particles"
+
+
+def mesh(devices, available):
+    """The 1-d mesh over `devices` (an integer: the first that many of the JAX devices `available`; "all"; a list
+    of JAX devices), or None for one device (None, 1, or a list of one)."""
+    import jax
+    import numpy as np
+    from jax.sharding import Mesh
+    if devices is None or devices == 1:
+        return None
+    if devices == "all":
+        chosen = available
+    elif isinstance(devices, int) and not isinstance(devices, bool):
+        if devices < 1:
+            raise ValueRangeError(f"devices must be >= 1, 'all' or a list of JAX devices, got {devices!r}")
+        if devices > len(available):
+            raise DeviceError(f"devices={devices} requested but JAX sees {len(available)} "
+                              f"{available[0].platform} device(s); on CPU set the environment variable "
+                              f"XLA_FLAGS=--xla_force_host_platform_device_count={devices} before JAX starts")
+        chosen = available[:devices]
+    elif isinstance(devices, (list, tuple)) and devices and all(isinstance(d, jax.Device) for d in devices):
+        chosen = list(devices)
+    else:
+        raise ValueRangeError(f"devices must be an integer, 'all' or a list of JAX devices, got {devices!r}")
+    return None if len(chosen) == 1 else Mesh(np.array(chosen), (AXIS,))
+
+
+def check(method, run, particles, n_devices):
+    """A clear error unless `run` (method `method`) splits its particles over devices and `particles` divides
+    evenly among `n_devices` of them."""
+    if n_devices == 1:
+        return
+    if not getattr(run, "shards_particles", False):
+        raise DeviceError(f"method {method!r} runs on one device; devices= (here {n_devices}) is for the particle "
+                          f"methods 'is', 'smc', 'pf' and 'fkc'")
+    if particles % n_devices:
+        raise ValueRangeError(f"particles ({particles}) must be divisible by the number of devices ({n_devices}): "
+                              f"each device holds particles / devices of them")
+
+
+def shards_particles(run):
+    """Mark a method's `run` as one whose particles `check` lets split over devices."""
+    run.shards_particles = True
+    return run
