@@ -7,6 +7,7 @@ reference), each deterministic site is computed, then every term ℓ_t is evalua
 
     log_reference(z) = Σ_t r_t ℓ_t + log|det J|     log_rest(z) = Σ_t (c_t − r_t) ℓ_t
 """
+import collections
 import contextlib
 
 import numpy as np
@@ -54,13 +55,11 @@ class Evaluator:
             self.obs, self.data = saved
 
     def env(self, model, values, dets):
-        """What a site of `model` can read: latent values, the model's data, observations and deterministics."""
-        env = dict(values)
-        if model is not None:
-            env.update(self.data[model.name])
-            env.update(self.obs[model.name])
-            env.update(dets.get(model.name, {}))
-        return env
+        """What a site of `model` can read: its deterministics, observations, data and the latent values (a view,
+        the first found wins; what is written to it stays in it): no copy per site, so lowering is linear."""
+        if model is None:
+            return collections.ChainMap({}, values)
+        return collections.ChainMap({}, dets.get(model.name, {}), self.obs[model.name], self.data[model.name], values)
 
     def spec(self, term, env):
         """The `Distribution` of a prior, gaussian or likelihood term in environment `env`."""
