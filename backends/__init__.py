@@ -4,6 +4,7 @@ particle filter of a state-space model and of a sequence model."""
 import inspect
 import numbers
 
+from .. import advice
 from ..errors import PlanError, UnknownNameError, ValueRangeError
 from .runtime import get_runtime
 
@@ -60,9 +61,9 @@ def get_method(name, kind=None):
         return next(iter(METHODS[name].values()))
     if kind not in METHODS[name]:
         kinds = " and ".join(KINDS.get(k, k) for k in METHODS[name])
-        fits = " or ".join(repr(n) for n, ks in sorted(METHODS.items()) if kind in ks)
-        raise PlanError(f"method {name!r} samples {kinds}; the target contains {KINDS.get(kind, kind)}: sample it "
-                        f"with method={fits}")
+        fits = " or ".join(advice.options(n, True) for n, ks in sorted(METHODS.items()) if kind in ks)
+        raise PlanError(f"method {name!r} samples {kinds}; the target contains {KINDS.get(kind, kind)}: use "
+                        f"{fits}")
     return METHODS[name][kind]
 
 

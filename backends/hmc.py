@@ -24,6 +24,7 @@ import warnings
 
 import numpy as np
 
+from .. import advice
 from ..errors import InferenceError, ValueRangeError
 from ..result import Result
 from . import check_options, integer, method
@@ -51,7 +52,8 @@ def _initial_points(prog, rt, key, chains):
     if finite.size < chains:
         raise InferenceError(f"NUTS/HMC: only {finite.size} of {8 * chains} draws from the reference have a finite "
                              f"target density; cannot start {chains} chains (check the target's support and "
-                             f"parameters, or pass reference=... closer to the target)")
+                             f"parameters, or pass {advice.reference(prog.compiled.latent)} closer to the "
+                             f"target)")
     best = 8 * np.arange(chains) + lp.reshape(chains, 8).argmax(axis=1)
     empty = lp[best] == -np.inf
     spare = [i for i in finite[np.argsort(-lp[finite])] if i not in best]
@@ -72,9 +74,9 @@ def _worst(values, bad, what):
     return shown + (f" and {len(names) - 3} more" if len(names) > 3 else ""), names
 
 
-def diagnose(samples, stats, chains, method="NUTS/HMC"):
+def diagnose(samples, stats, chains, method="nuts", warmup=None, target_accept=None):
     """ArviZ diagnostics of draws `samples` {site: [C, S, ...]} and `stats` {name: [C, S]}; warns on failure,
-    naming `method`."""
+    naming `method` and advising options for it (from its `warmup` and `target_accept`, where given)."""
     import arviz as az
     log = logging.getLogger("arviz")
     level = log.level
@@ -95,29 +97,37 @@ def diagnose(samples, stats, chains, method="NUTS/HMC"):
     ess = {k: v for k, v in ess.items() if np.isfinite(v)}
     diag["r_hat_max"] = max(r_hat.values(), default=float("nan"))
     diag["ess_min"] = min(ess.values(), default=float("nan"))
+    draws = next(iter(samples.values())).shape[1]
     shown, bad = _worst(r_hat, lambda v: v > RHAT_MAX, "max")
     if bad:
-        warnings.warn(f"{method}: R-hat > {RHAT_MAX} for {shown}: the chains disagree; run longer "
-                      f"(num_warmup, num_samples) or reparametrize", ConvergenceWarning, stacklevel=4)
+        longer = advice.options(method, num_warmup=2 * warmup if warmup else ..., num_samples=2 * draws)
+        advice.warn(f"{method}: R-hat > {RHAT_MAX} for {shown}: the chains disagree; run longer ({longer}) or "
+                    f"reparametrize {bad[0]}", ConvergenceWarning)
     shown, bad = _worst(ess, lambda v: v < ESS_PER_CHAIN_MIN * chains, "min")
     if bad:
-        warnings.warn(f"{method}: low effective sample size (< {ESS_PER_CHAIN_MIN} per chain) for {shown}; "
-                      f"means and quantiles are unreliable; run longer", ConvergenceWarning, stacklevel=4)
+        needed = 100 * math.ceil(draws * ESS_PER_CHAIN_MIN * chains / max(ess[bad[0]], 1.0) * 1.25 / 100)
+        advice.warn(f"{method}: low effective sample size (< {ESS_PER_CHAIN_MIN} per chain) for {shown}; "
+                    f"means and quantiles are unreliable; run longer ({advice.options(method, num_samples=needed)})",
+                    ConvergenceWarning)
     if diag["divergences"]:
-        warnings.warn(f"{method}: {diag['divergences']} divergent transitions after warmup (per chain "
-                      f"{diag['divergences_per_chain']}); they concentrate in {_divergent_site(samples, diverging)}; "
-                      f"raise target_accept or reparametrize (non-centered)", ConvergenceWarning, stacklevel=4)
+        site, where = _divergent_site(samples, diverging)
+        accept = advice.options(method, target_accept=round(min(0.99, (1 + target_accept) / 2), 3)
+                                if target_accept else ...)
+        reparam = f"reparametrize {site} non-centered ({advice.noncentered(site)})" if site else "reparametrize"
+        advice.warn(f"{method}: {diag['divergences']} divergent transitions after warmup (per chain "
+                    f"{diag['divergences_per_chain']}); they concentrate in {where}; raise target_accept ({accept}) "
+                    f"or {reparam}", ConvergenceWarning)
     low = [i for i, v in enumerate(diag["e_bfmi"] or []) if v < EBFMI_MIN]
     if low:
-        warnings.warn(f"{method}: E-BFMI < {EBFMI_MIN} in chains {low} ({diag['e_bfmi']}): the momentum "
-                      f"resampling explores the energy poorly (heavy tails or a funnel)", ConvergenceWarning,
-                      stacklevel=4)
+        advice.warn(f"{method}: E-BFMI < {EBFMI_MIN} in chains {low} ({diag['e_bfmi']}): the momentum "
+                    f"resampling explores the energy poorly (heavy tails or a funnel)", ConvergenceWarning)
     return diag
 
 
 def _divergent_site(samples, diverging):
-    """The scalar component whose divergent draws sit furthest (in sd) from the mean of all draws."""
-    best, where = 0.0, "no particular parameter"
+    """The scalar component whose divergent draws sit furthest (in sd) from the mean of all draws, and a
+    description: (label, text), or (None, 'no particular parameter')."""
+    best, label, where = 0.0, None, "no particular parameter"
     for name, x in samples.items():
         flat = x.reshape(x.shape[0] * x.shape[1], -1).astype(np.float64)
         sd = flat.std(axis=0)
@@ -128,7 +138,7 @@ def _divergent_site(samples, diverging):
             best = float(score[j])
             label = name if x.ndim == 2 else f"{name}[{', '.join(map(str, np.unravel_index(j, x.shape[2:])))}]"
             where = f"{label} ({'low' if best < 0 else 'high'} values, {best:+.1f} sd from its mean)"
-    return where
+    return label, where
 
 
 def _run(kind, compiled, rt, key, particles, progress, num_warmup=1000, num_samples=None, chains=4,
@@ -138,9 +148,9 @@ def _run(kind, compiled, rt, key, particles, progress, num_warmup=1000, num_samp
     warmup = integer(num_warmup, "num_warmup", 0)
     draws = num_samples if num_samples is not None else math.ceil(integer(particles, "particles", 1) / chains)
     if isinstance(draws, int) and draws < MIN_DRAWS:
+        given = "" if num_samples is not None else f" ({advice.options(kind, particles=particles, chains=chains)})"
         raise ValueRangeError(f"{kind} needs at least {MIN_DRAWS} draws per chain for its diagnostics (R-hat, ESS, "
-                              f"E-BFMI), got {draws}" + ("" if num_samples is not None else
-                                                         f" (particles={particles} over chains={chains})"))
+                              f"E-BFMI), got {draws}{given}")
     draws = integer(draws, "num_samples", MIN_DRAWS)
     max_tree_depth = integer(max_tree_depth, "max_tree_depth", 1)
     if num_steps is not None:
@@ -164,7 +174,7 @@ def _run(kind, compiled, rt, key, particles, progress, num_warmup=1000, num_samp
     samples = by_chain(prog.to_constrained(zs))
     pointwise = dict(log_likelihood=by_chain(prog.log_likelihood(zs)), predictive=by_chain(prog.predictive(k_pred, zs)),
                      observed={name: t.model.observed[t.site] for name, t in prog.observed})
-    diag = diagnose(samples, stats, chains)
+    diag = diagnose(samples, stats, chains, kind, warmup, float(target_accept))
     diag.update(step_size=np.asarray(step_size, dtype=float).tolist(),
                 acceptance_rate=np.asarray(accept, dtype=float).tolist(), chains=chains, num_warmup=warmup,
                 num_samples=draws)

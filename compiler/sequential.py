@@ -10,6 +10,7 @@ t with θ fixed; PMMH samples θ around it.
 """
 import numpy as np
 
+from .. import advice
 from ..errors import PlanError
 
 
@@ -63,7 +64,7 @@ class StateSpace:
             raise PlanError(f"method 'pf' filters with the static parameters fixed, but "
                             f"{', '.join(repr(n) for n in self.static)} {'is' if len(self.static) == 1 else 'are'} "
                             f"latent: condition on {'it' if len(self.static) == 1 else 'them'} "
-                            f"(target.condition({self.static[0]}=...)) or sample them with method='pmmh'",
+                            f"({advice.condition(self.static[0])}) or sample them with {advice.options('pmmh', True)}",
                             site=self.static[0])
 
     def observed_value(self, term, length):

@@ -2,6 +2,7 @@
 import inspect
 import time
 
+from . import advice
 from .backends import check_options, get_method, get_runtime, integer, option_names
 from .compiler import compile
 from .compiler.shapes import check_size
@@ -37,7 +38,8 @@ def sample(target, method="is", runtime="numpyro", device="cpu", particles=10_00
     dim = getattr(compiled, "dim", None)
     if dim:
         check_size(f"{particles} particles of dimension {dim}", particles * dim,
-                   hint="; use fewer particles" + (" or batch_size=" if method in ("is", "smc") else ""))
+                   hint=f"; use fewer particles ({advice.options(method, particles=...)})" +
+                   (f" or batches ({advice.options(method, batch_size=...)})" if method in ("is", "smc") else ""))
     start = time.perf_counter()
     with rt.scope():
         result = run(compiled, rt, rt.key(seed), particles=particles, progress=progress, **options)

@@ -1,15 +1,12 @@
 """Float precision: the warning that a run's answer was lost to rounding (float32 by default)."""
-import warnings
-
 import numpy as np
+
+from . import advice
 
 
 class PrecisionWarning(UserWarning):
     """A run looks broken by float rounding: a continuous latent site whose draws are all equal, or
     non-finite samples, log weights or log Z. Rerun with precision="float64" (`ppl run --float64`)."""
-
-
-HINT = 'rerun with precision="float64" (ppl run --float64)'
 
 
 def check(result, layout, precision):
@@ -30,6 +27,6 @@ def check(result, layout, precision):
     if result.log_z is not None and np.isnan(result.log_z):
         sites.append("log Z (NaN)")
     if sites:
-        advice = HINT if precision == "float32" else "check the model's scales"
-        warnings.warn(f"{precision} rounding may have broken this run: {', '.join(sites)}; {advice}",
-                      PrecisionWarning, stacklevel=3)
+        said = f"rerun with {advice.options(result.method, precision='float64')}" if precision == "float32" \
+            else "check the model's scales"
+        advice.warn(f"{precision} rounding may have broken this run: {', '.join(sites)}; {said}", PrecisionWarning)

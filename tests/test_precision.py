@@ -36,7 +36,7 @@ def run(*args, **kw):
 def test_float64_keeps_a_large_mean_and_float32_warns(runtime):
     point = ppl.model(x=ppl.Normal(1e8, 1.0))
     r32, said = run(point, method="is", runtime=runtime, particles=1000)
-    assert np.ptp(r32.samples["x"]) == 0 and len(said) == 1 and "'x'" in said[0] and 'precision="float64"' in said[0]
+    assert np.ptp(r32.samples["x"]) == 0 and len(said) == 1 and "'x'" in said[0] and "precision='float64'" in said[0]
     r64, said = run(point, method="is", runtime=runtime, particles=1000, precision="float64")
     x = r64.samples["x"]
     assert not said and x.dtype == np.float64
@@ -83,3 +83,4 @@ def test_cli_float64_and_the_sample_statement_option(tmp_path, capsys):
     assert main(["run", str(program), "--float64", "--method", "smc", "--runtime", "pyro"]) == 0
     log_z = float(capsys.readouterr().out.split("log Z = ")[1].split()[0])
     assert abs(log_z - LOG_Z) < 0.2
+

@@ -10,6 +10,7 @@ import os
 
 import numpy as np
 
+from .. import advice
 from .. import math as pm
 from ..errors import PPLError, SourceError, ValueRangeError
 from ..target import Reward, geometric
@@ -33,10 +34,13 @@ class RunSpec:
 
 
 class PPLFile:
-    """A loaded `.ppl` program: `.data`, `.models`, `.targets` (Python target objects), `.runs` and its `.src`."""
+    """A loaded `.ppl` program: `.data`, `.models`, `.targets` (Python target objects), `.runs` and its `.src`.
+
+    `.front` is the front end its messages spell options for: 'ppl' (the program's syntax), or 'cli' when
+    `ppl run` runs it (its flags where it has them)."""
 
     def __init__(self, src):
-        self.src = src
+        self.src, self.front = src, "ppl"
         self.data, self.models, self.targets, self.runs, self.functions = {}, {}, {}, [], {}
         self.symbolic = []   # data loaded without a value (symbolic=True)
         self.unbuilt = {}    # model or target name -> the symbolic datum its building needed
@@ -68,6 +72,12 @@ class PPLFile:
             return self.runs[0].target
         return (list(self.targets) or list(self.models) or [None])[-1]
 
+    def spelling(self, name=None, method=None):
+        """The advice of messages made inside the block spelled for `.front` and the `sample` statement of
+        target `name` (with `method`, default the statement's)."""
+        spec = self.run_spec(name)
+        return advice.front_end(self.front, name or self.default_name(), method or (spec.method if spec else None))
+
     def compile(self, name=None, reference=None, fold=None):
         """`ppl.compile` of a target (with the `reference` and `fold` of its `sample` statement by default);
         errors about a site are located at its statement."""
@@ -77,7 +87,8 @@ class PPLFile:
         fold = options.get("fold", True) if fold is None else fold
         target = self.target(name)
         try:
-            return compile_target(target, reference=reference, fold=fold)
+            with self.spelling(name):
+                return compile_target(target, reference=reference, fold=fold)
         except SourceError:
             raise
         except PPLError as e:
@@ -102,12 +113,13 @@ class PPLFile:
         own = inspect.signature(sample).parameters    # ppl.sample's own options (method, seed, precision, ...)
         given = {k: v for k, v in options.items() if k not in own}
         try:
-            known = option_names(get_method(method, kind))
-            check_options(method, given, known)
-            given = _expand(given)
-            check_options(method, given, known)
-            if isinstance(given.get("kernel"), str):
-                get_kernel(given["kernel"]).options(given.get("kernel_options"))
+            with self.spelling(spec.target, method):
+                known = option_names(get_method(method, kind))
+                check_options(method, given, known)
+                given = _expand(given)
+                check_options(method, given, known)
+                if isinstance(given.get("kernel"), str):
+                    get_kernel(given["kernel"]).options(given.get("kernel_options"))
         except PPLError as e:
             raise self.src.error(spec.node, str(e)) from None
 
@@ -128,7 +140,8 @@ class PPLFile:
             self.check_run(spec, compiled.kind, kw)
         kw = _expand(kw)
         try:
-            return sample(compiled, **kw)
+            with self.spelling(name, kw.get("method")):
+                return sample(compiled, **kw)
         except SourceError:
             raise
         except TypeError as e:
