@@ -26,6 +26,7 @@ import numpy as np
 
 from .. import advice
 from ..errors import InferenceError, ValueRangeError
+from ..precision import gradient_sites
 from ..result import Result
 from . import check_options, integer, method
 
@@ -175,6 +176,9 @@ def _run(kind, compiled, rt, key, particles, progress, num_warmup=1000, num_samp
     pointwise = dict(log_likelihood=by_chain(prog.log_likelihood(zs)), predictive=by_chain(prog.predictive(k_pred, zs)),
                      observed={name: t.model.observed[t.site] for name, t in prog.observed})
     diag = diagnose(samples, stats, chains, kind, warmup, float(target_accept))
+    ends = np.concatenate([rt.to_numpy(z0), rt.to_numpy(z).reshape((chains, draws, prog.dim))[:, -1]])
+    (value, _), grad = prog.value_and_grad(rt.asarray(ends), rt.asarray(1.0))   # at the chains' ends, once
+    diag["non_finite_gradient"] = gradient_sites(prog.layout, rt.to_numpy(grad), rt.to_numpy(value))
     diag.update(step_size=np.asarray(step_size, dtype=float).tolist(),
                 acceptance_rate=np.asarray(accept, dtype=float).tolist(), chains=chains, num_warmup=warmup,
                 num_samples=draws)

@@ -34,6 +34,7 @@ from typing import Any, NamedTuple
 import numpy as np
 
 from ..errors import InferenceError, PPLError, ValueRangeError
+from ..precision import gradient_sites
 from ..result import Result
 from . import check_options, fk, method, option_names
 from .kernels import Particles, cloud_cholesky, get_kernel
@@ -390,6 +391,9 @@ def run(compiled, rt, key, particles=10_000, progress=None, runs=1, **options):
     diagnostics.update({"log_z_per_chain": log_z, "n_steps": [len(b) - 1 for b in diag["beta"]],
                         "eve_relative_variance": rel_var, "kernel": smc.kernel.name, "resampler": smc.resampler,
                         "particles": particles, "runs": runs})
+    final = state.particles   # of the last run: its gradients at β = 1, checked once
+    diagnostics["non_finite_gradient"] = gradient_sites(smc.program.layout, rt.to_numpy(final.grad),
+                                                        rt.to_numpy(final.log_ref + final.log_rest))
     sample_stats = {"beta": _padded(diag["beta"])[:, None], "ess": _padded(diag["ess"])[:, None],
                     "acceptance": _padded(diag["acceptance"])[:, None],
                     "resampled": _padded(diag["resampled"])[:, None]}

@@ -84,3 +84,26 @@ def test_cli_float64_and_the_sample_statement_option(tmp_path, capsys):
     log_z = float(capsys.readouterr().out.split("log Z = ")[1].split()[0])
     assert abs(log_z - LOG_Z) < 0.2
 
+
+def overflowing_gradient():
+    """x ~ N(9.05, 0.05) with a factor -x^40: near x = 9 the density (-1.5e38) is finite in float32 but its
+    gradient (-40 x^39 = -6.6e38) overflows; in float64 both are finite."""
+    return ppl.model(x=ppl.Normal(9.05, 0.05), f=ppl.factor(lambda x: -x ** 40))
+
+
+@pytest.mark.filterwarnings("ignore::ppl.backends.hmc.ConvergenceWarning")
+@pytest.mark.parametrize("method, options", [("nuts", dict(num_warmup=10, num_samples=5, chains=1)),
+                                             ("smc", dict(particles=100, moves=1))])
+def test_non_finite_gradient_names_the_site(method, options):
+    _, said = run(overflowing_gradient(), method=method, runtime="pyro", **options)
+    assert any("gradient" in s and "'x'" in s and "precision='float64'" in s for s in said), said
+
+
+def test_gradient_check_is_silent_in_float64():
+    from ppl.backends import get_runtime
+    from ppl.precision import gradient_sites
+    rt = get_runtime("numpyro", precision="float64")
+    with rt.scope():
+        prog = ppl.compile(overflowing_gradient()).lower(rt)
+        (value, _), grad = prog.value_and_grad(rt.asarray(np.linspace(8.9, 9.2, 8)[:, None]), rt.asarray(1.0))
+    assert gradient_sites(prog.layout, rt.to_numpy(grad), rt.to_numpy(value)) == []
