@@ -28,7 +28,7 @@ from .. import advice
 from ..errors import InferenceError, ValueRangeError
 from ..precision import gradient_sites
 from ..result import Result
-from . import check_options, integer, method
+from . import check_options, check_value, integer, method
 
 RHAT_MAX, ESS_PER_CHAIN_MIN, EBFMI_MIN = 1.01, 100, 0.3
 MIN_DRAWS = 4   # per chain: ArviZ's split R-hat, ESS and E-BFMI need a few
@@ -145,8 +145,7 @@ def _divergent_site(samples, diverging):
 def _run(kind, compiled, rt, key, particles, progress, num_warmup=1000, num_samples=None, chains=4,
          target_accept=0.8, max_tree_depth=10, num_steps=None, dense_mass=False, **unknown):
     check_options(kind, unknown, OPTIONS)
-    chains = integer(chains, "chains", 1)
-    warmup = integer(num_warmup, "num_warmup", 0)
+    chains, warmup = check_value("chains", chains), check_value("num_warmup", num_warmup)
     draws = num_samples if num_samples is not None else math.ceil(integer(particles, "particles", 1) / chains)
     if isinstance(draws, int) and draws < MIN_DRAWS:
         given = "" if num_samples is not None else f" ({advice.options(kind, particles=particles, chains=chains)})"
@@ -156,8 +155,7 @@ def _run(kind, compiled, rt, key, particles, progress, num_warmup=1000, num_samp
     max_tree_depth = integer(max_tree_depth, "max_tree_depth", 1)
     if num_steps is not None:
         num_steps = integer(num_steps, "num_steps", 1)
-    if not 0.0 < float(target_accept) < 1.0:
-        raise ValueRangeError(f"target_accept must be in (0, 1), got {target_accept!r}")
+    target_accept = check_value("target_accept", target_accept)
     prog = compiled.lower(rt)
     if prog.dim == 0:
         raise InferenceError(f"{kind}: the target has no latent sites to sample")

@@ -36,7 +36,7 @@ import numpy as np
 from ..errors import InferenceError, PPLError, ValueRangeError
 from ..precision import gradient_sites
 from ..result import Result
-from . import check_options, fk, method, option_names
+from . import check_options, check_value, fk, method, option_names
 from .kernels import Particles, cloud_cholesky, get_kernel
 from .runtime import batched
 
@@ -147,12 +147,10 @@ class SMC(fk.FeynmanKac):
     def __init__(self, program, kernel="hmc", kernel_options=None, target_ess=0.5, resample_threshold=1.0,
                  resampler="systematic", moves="auto", max_moves=50, decorrelation=0.1, step_size=None,
                  schedule=None, waste_free=None, batch_size=None, bisection_iters=50, max_steps=2000):
-        if not 0 < target_ess < 1:
-            raise ValueRangeError(f"target_ess must be in (0, 1), got {target_ess!r}")
+        check_value("target_ess", target_ess)
         if not (moves == "auto" or (isinstance(moves, int) and moves >= 0)):
             raise ValueRangeError(f"moves must be 'auto' or an integer >= 0, got {moves!r}")
-        if not 0 < decorrelation < 1:
-            raise ValueRangeError(f"decorrelation must be in (0, 1), got {decorrelation!r}")
+        check_value("decorrelation", decorrelation)
         if waste_free is not None and (not isinstance(waste_free, int) or waste_free < 2):
             raise ValueRangeError(f"waste_free must be a chain length P >= 2, got {waste_free!r}")
         if batch_size is not None and (not isinstance(batch_size, int) or batch_size < 1):
@@ -360,8 +358,7 @@ def run(compiled, rt, key, particles=10_000, progress=None, runs=1, **options):
     step_jitter (10)), target_ess (0.5), resample_threshold (1.0), resampler ('systematic' | 'stratified' |
     'multinomial' | 'residual'), moves ('auto' or an int), max_moves (50), decorrelation (0.1), step_size,
     schedule (fixed temperatures 0..1), waste_free (chain length P), batch_size."""
-    if not isinstance(runs, int) or runs < 1:
-        raise ValueRangeError(f"runs must be a positive integer, got {runs!r}")
+    check_value("runs", runs)
     if particles < MIN_PARTICLES:
         raise ValueRangeError(f"SMC needs particles >= {MIN_PARTICLES}, got {particles}: with fewer, the adaptive "
                               f"temperatures, the ESS and log Z degenerate (2-3 particles gave log Z off by 10-20)")

@@ -3,7 +3,7 @@ import inspect
 import time
 
 from . import advice
-from .backends import check_options, get_method, get_runtime, integer, option_names
+from .backends import check_options, check_value, get_method, get_runtime, option_names
 from .compiler import compile
 from .compiler.shapes import check_size
 from .errors import PlanError
@@ -29,8 +29,7 @@ def sample(target, method="is", runtime="numpyro", device="cpu", particles=10_00
                             f"space, which methods 'is' and 'ais' sample from; method {method!r} takes a "
                             f"reference model: reference=ppl.model(...)")
         reference, options = None, {**options, "proposal": reference}
-    seed = integer(seed, "seed", 0, 2 ** 63)
-    particles = integer(particles, "particles", 1)
+    seed, particles = check_value("seed", seed), check_value("particles", particles)
     rt = get_runtime(runtime, device, precision)
     compiled = compile(target, reference=reference, fold=fold)
     run = get_method(method, compiled.kind)

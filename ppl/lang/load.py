@@ -101,14 +101,21 @@ class PPLFile:
         return None if source is None else self.src.error_at(source[1], source[2], str(e))
 
     def check_run(self, spec, kind=None, options=None):
-        """A located error where the `sample` statement `spec` names an unknown method or kernel, or an option the
-        method (for plans of `kind`) or its kernel does not take; `options` (default: the statement's) are what
-        the run would pass."""
+        """A located error where the `sample` statement `spec` names an unknown method or kernel, an option the
+        method (for plans of `kind`) or its kernel does not take, or a value out of its option's range
+        (`backends.VALUES`); `options` (default: the statement's) are what the run would pass."""
         import inspect
         from ..api import sample
-        from ..backends import check_options, get_method, option_names
+        from ..backends import check_options, check_value, get_method, option_names
         from ..backends.kernels import get_kernel
         options = spec.options if options is None else options
+        for key, value in options.items():
+            try:
+                check_value(key, value)
+            except PPLError as e:
+                written = next((k.value for k in spec.node.options.keywords if k.name == key), None)
+                here = written if written is not None and spec.options.get(key) is value else spec.node
+                raise self.src.error(here, str(e)) from None
         method = options.get("method", spec.method)
         own = inspect.signature(sample).parameters    # ppl.sample's own options (method, seed, precision, ...)
         given = {k: v for k, v in options.items() if k not in own}
