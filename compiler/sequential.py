@@ -21,8 +21,9 @@ class StateSpace:
         found = [(m, n) for m in compiled.models for n, s in m.sites.items()
                  if getattr(s, "markov", None) is not None and n not in m.observed]
         if not found:
-            raise PlanError("a particle filter needs a latent state that evolves over time (a ppl.markov site, "
-                            "or x[t] ~ ... in a loop of a .ppl model); this target has none: use 'smc' or 'nuts'")
+            raise PlanError(f"a particle filter needs a latent state that evolves over time (a ppl.markov site, "
+                            f"or x[t] ~ ... in a loop of a .ppl model); this target has none: use "
+                            f"{advice.options('smc', True)} or {advice.options('nuts', True)}")
         if len(found) > 1:
             raise PlanError(f"a particle filter runs over one state path; this target has "
                             f"{', '.join(repr(n) for _, n in found)}")

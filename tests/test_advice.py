@@ -77,3 +77,13 @@ def test_divergence_advice_fits_the_run():
     (w,) = _caught(lambda: diagnose(samples, stats, 4, "nuts", 1000, 0.8), ConvergenceWarning)
     assert "target_accept=0.9" in str(w.message) and "tau_raw=ppl.Normal(0, 1)" in str(w.message)
     assert w.filename == __file__
+
+
+def test_cli_suggests_another_method_as_a_flag(tmp_path, capsys):
+    path = tmp_path / "pf.ppl"
+    path.write_text("data T : int\nmodel m {\n  x : real[T]\n  x[1] ~ normal(0, 1)\n"
+                    "  for t in 2:T { x[t] ~ normal(x[t - 1], 1) }\n}\nsample m with pf(particles = 10)\n")
+    (tmp_path / "d.json").write_text('{"T": 5}')
+    assert main(["run", str(path), "--data", str(tmp_path / "d.json")]) == 2
+    err = capsys.readouterr().err
+    assert "use --method smc or --method is for the state's prior" in err and "method=" not in err, err
