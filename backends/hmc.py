@@ -103,7 +103,7 @@ def diagnose(samples, stats, chains, method="nuts", warmup=None, target_accept=N
     if bad:
         longer = advice.options(method, num_warmup=2 * warmup if warmup else ..., num_samples=2 * draws)
         advice.warn(f"{method}: R-hat > {RHAT_MAX} for {shown}: the chains disagree; run longer ({longer}) or "
-                    f"reparametrize {bad[0]}", ConvergenceWarning)
+                    f"reparametrize", ConvergenceWarning)
     shown, bad = _worst(ess, lambda v: v < ESS_PER_CHAIN_MIN * chains, "min")
     if bad:
         needed = 100 * math.ceil(draws * ESS_PER_CHAIN_MIN * chains / max(ess[bad[0]], 1.0) * 1.25 / 100)
