@@ -82,8 +82,8 @@ def get_method(name, kind=None):
     if kind not in METHODS[name]:
         kinds = " and ".join(KINDS.get(k, k) for k in METHODS[name])
         fits = " or ".join(advice.options(n, True) for n, ks in sorted(METHODS.items()) if kind in ks)
-        raise PlanError(f"method {name!r} samples {kinds}; the target contains {KINDS.get(kind, kind)}: use "
-                        f"{fits}")
+        raise PlanError(f"method {name!r} samples {kinds}; the target contains {KINDS.get(kind, kind)}",
+                        hint=f"use {fits}")
     return METHODS[name][kind]
 
 

@@ -56,8 +56,8 @@ def run(compiled, rt, key, particles=4000, family="gaussian", budget=None, max_i
     first proposal: 'laplace' (the default; 'reference' for mixtures) or 'reference' (the plan's π0)."""
     program = compiled.lower(rt)
     if program.dim == 0:
-        raise ValueRangeError(f"ais adapts a proposal over latent sites; the target has none (use "
-                              f"{advice.options('is', True)})")
+        raise ValueRangeError("ais adapts a proposal over latent sites; the target has none",
+                              hint=f"use {advice.options('is', True)}")
     budget = integer(budget if budget is not None else 10 * particles, "budget", 2 * particles)
     if family not in FAMILIES and family != "flow":
         raise UnknownNameError(f"unknown proposal family {family!r}; choose one of "

@@ -149,9 +149,9 @@ def run(plan, rt, key, particles=1000, progress=None, steps=500, t_min=1e-3, cor
     x, log_w = rt.to_numpy(state.particles[0]).astype(np.float64), rt.to_numpy(state.log_w).astype(np.float64)
     log_z = float(rt.to_numpy(state.log_z))
     if not np.all(np.isfinite(x)) or (corrected and not math.isfinite(log_z)):
-        raise InferenceError(f"fkc: the reverse SDE diverged (non-finite particles or weights) after {steps} steps; "
-                             f"use {advice.options('fkc', steps=2 * steps)} or "
-                             f"{advice.options('fkc', noise='target')}")
+        raise InferenceError(f"fkc: the reverse SDE diverged (non-finite particles or weights) after {steps} steps",
+                             hint=f"use {advice.options('fkc', steps=2 * steps)} or "
+                                  f"{advice.options('fkc', noise='target')}")
     diagnostics = {"ess": rt.to_numpy(ess), "resampled": rt.to_numpy(resampled).astype(bool),
                    "t": np.asarray(sde.T - model.dt * np.arange(steps)), "t_min": t_min, "steps": steps,
                    "total_beta": plan.total_beta, "noise": noise, "corrected": bool(corrected)}

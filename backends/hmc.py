@@ -52,9 +52,9 @@ def _initial_points(prog, rt, key, chains):
     finite = np.flatnonzero(lp > -np.inf)
     if finite.size < chains:
         raise InferenceError(f"NUTS/HMC: only {finite.size} of {8 * chains} draws from the reference have a finite "
-                             f"target density; cannot start {chains} chains (check the target's support and "
-                             f"parameters, or pass {advice.reference(prog.compiled.latent)} closer to the "
-                             f"target)")
+                             f"target density; cannot start {chains} chains",
+                             hint=f"check the target's support and parameters, or pass "
+                                  f"{advice.reference(prog.compiled.latent)} closer to the target")
     best = 8 * np.arange(chains) + lp.reshape(chains, 8).argmax(axis=1)
     empty = lp[best] == -np.inf
     spare = [i for i in finite[np.argsort(-lp[finite])] if i not in best]

@@ -241,9 +241,9 @@ def run(compiled, rt, key, particles=1000, progress=None, resampler="systematic"
         ss.check_fixed()
         if not ss.observations:
             raise PlanError(f"a particle filter weights the state {ss.name!r} by observations of it, and the target "
-                            f"observes none (y[t] ~ ... reading {ss.name}[t], with the data y given): "
-                            f"use {advice.options('smc', True)} or {advice.options('is', True)} for the state's "
-                            f"prior")
+                            f"observes none (y[t] ~ ... reading {ss.name}[t], with the data y given)",
+                            hint=f"use {advice.options('smc', True)} or {advice.options('is', True)} for the "
+                                 f"state's prior")
         ev = Evaluator(compiled, rt)
         env = model_env(ev, ss)
         path = StatePath(ss, rt, env, proposal)

@@ -67,7 +67,7 @@ def run(compiled, rt, key, particles=100, progress=None, chains=4, num_warmup=50
     ss = StateSpace(compiled)
     if not ss.static:
         raise PlanError(f"PMMH samples the static parameters of a state-space target, and this one has none "
-                        f"(every site but {ss.name!r} is observed): use {advice.options('pf', True)}")
+                        f"(every site but {ss.name!r} is observed)", hint=f"use {advice.options('pf', True)}")
     ev = Evaluator(compiled, rt)
     params = Parameters(ss, ev)
 

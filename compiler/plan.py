@@ -33,8 +33,8 @@ def _choose_reference(terms, latent):
                 + normalized)
         if not best:
             raise PlanError(f"site {site!r} has no normalized prior with a positive coefficient to start from "
-                            f"(flat, energy-only or negatively weighted); pass {advice.reference([site])}",
-                            site=site)
+                            f"(flat, energy-only or negatively weighted)", site=site,
+                            hint=f"pass {advice.reference([site])}")
         chosen[site] = best[0]
     return chosen
 

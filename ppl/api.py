@@ -37,7 +37,7 @@ def sample(target, method="is", runtime="numpyro", device="cpu", particles=10_00
     dim = getattr(compiled, "dim", None)
     if dim:
         check_size(f"{particles} particles of dimension {dim}", particles * dim,
-                   hint=f"; use fewer particles ({advice.options(method, particles=...)})" +
+                   hint=f"use fewer particles ({advice.options(method, particles=...)})" +
                    (f" or batches ({advice.options(method, batch_size=...)})" if method in ("is", "smc") else ""))
     start = time.perf_counter()
     with rt.scope():

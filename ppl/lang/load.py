@@ -92,13 +92,13 @@ class PPLFile:
         except SourceError:
             raise
         except PPLError as e:
-            raise self.locate(e, target) or self.src.error(None, str(e)) from None
+            raise self.locate(e, target) or self.src.relocate(None, e) from None
 
     def locate(self, e, target):
         """`e` as a `SourceError` at the statement of the site of `target` it names (`e.site`); None if it names
         none."""
         source = next((m.sites[e.site].source for m in target.models() if e.site in m.sites), None)
-        return None if source is None else self.src.error_at(source[1], source[2], str(e))
+        return None if source is None else self.src.error_at(source[1], source[2], e.message, e.hint)
 
     def check_run(self, spec, kind=None, options=None):
         """A located error where the `sample` statement `spec` names an unknown method or kernel, an option the
@@ -115,7 +115,7 @@ class PPLFile:
             except PPLError as e:
                 written = next((k.value for k in spec.node.options.keywords if k.name == key), None)
                 here = written if written is not None and spec.options.get(key) is value else spec.node
-                raise self.src.error(here, str(e)) from None
+                raise self.src.relocate(here, e) from None
         method = options.get("method", spec.method)
         own = inspect.signature(sample).parameters    # ppl.sample's own options (method, seed, precision, ...)
         given = {k: v for k, v in options.items() if k not in own}
@@ -128,7 +128,7 @@ class PPLFile:
                 if isinstance(given.get("kernel"), str):
                     get_kernel(given["kernel"]).options(given.get("kernel_options"))
         except PPLError as e:
-            raise self.src.error(spec.node, str(e)) from None
+            raise self.src.relocate(spec.node, e) from None
 
     def sample(self, name=None, **overrides):
         """Run `ppl.sample` on a target with the options of its `sample` statement, updated by `overrides`;
@@ -290,7 +290,7 @@ class Loader:
             try:
                 t = t.condition(**obs)
             except PPLError as e:
-                raise self.src.error(node.bindings[0], str(e)) from None
+                raise self.src.relocate(node.bindings[0], e) from None
         self.out.targets[node.name] = t
 
     def target_expr(self, e):
@@ -327,7 +327,7 @@ class Loader:
         except SourceError:
             raise
         except PPLError as e:
-            raise self.src.error(node, str(e)) from None
+            raise self.src.relocate(node, e) from None
 
     def number(self, e):
         v = scalar(self.constant(e))
