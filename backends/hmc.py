@@ -173,10 +173,15 @@ def _run(kind, compiled, rt, key, particles, progress, num_warmup=1000, num_samp
     samples = by_chain(prog.to_constrained(zs))
     pointwise = dict(log_likelihood=by_chain(prog.log_likelihood(zs)), predictive=by_chain(prog.predictive(k_pred, zs)),
                      observed={name: t.model.observed[t.site] for name, t in prog.observed})
+    if "z_grad" in stats:    # NumPyro's gradients at every draw, at no cost
+        grad, log_density = stats.pop("z_grad"), -stats.pop("potential_energy")
+    else:                    # else evaluated once, at the chains' starts and ends
+        ends = np.concatenate([rt.to_numpy(z0), rt.to_numpy(z).reshape((chains, draws, prog.dim))[:, -1]])
+        (value, _), grad = prog.value_and_grad(rt.asarray(ends), rt.asarray(1.0))
+        grad, log_density = rt.to_numpy(grad), rt.to_numpy(value)
     diag = diagnose(samples, stats, chains, kind, warmup, float(target_accept))
-    ends = np.concatenate([rt.to_numpy(z0), rt.to_numpy(z).reshape((chains, draws, prog.dim))[:, -1]])
-    (value, _), grad = prog.value_and_grad(rt.asarray(ends), rt.asarray(1.0))   # at the chains' ends, once
-    diag["non_finite_gradient"] = gradient_sites(prog.layout, rt.to_numpy(grad), rt.to_numpy(value))
+    diag["non_finite_gradient"] = gradient_sites(prog.layout, np.reshape(grad, (-1, prog.dim)),
+                                                 np.reshape(log_density, -1))
     diag.update(step_size=np.asarray(step_size, dtype=float).tolist(),
                 acceptance_rate=np.asarray(accept, dtype=float).tolist(), chains=chains, num_warmup=warmup,
                 num_samples=draws)

@@ -92,10 +92,11 @@ def overflowing_gradient():
 
 
 @pytest.mark.filterwarnings("ignore::ppl.backends.hmc.ConvergenceWarning")
-@pytest.mark.parametrize("method, options", [("nuts", dict(num_warmup=10, num_samples=5, chains=1)),
-                                             ("smc", dict(particles=100, moves=1))])
-def test_non_finite_gradient_names_the_site(method, options):
-    _, said = run(overflowing_gradient(), method=method, runtime="pyro", **options)
+@pytest.mark.parametrize("method, runtime, options", [
+    ("nuts", "pyro", dict(num_warmup=10, num_samples=5, chains=1)),
+    ("smc", "pyro", dict(particles=100, moves=1))])
+def test_non_finite_gradient_names_the_site(method, runtime, options):
+    _, said = run(overflowing_gradient(), method=method, runtime=runtime, **options)
     assert any("gradient" in s and "'x'" in s and "precision='float64'" in s for s in said), said
 
 
