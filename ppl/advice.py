@@ -48,6 +48,7 @@ class _Name(str):
 
 
 def _value(v, kind):
+    """`v` as written in `kind`: 'python', 'ppl' or a command-line 'flag'."""
     if isinstance(v, _Name):
         return str(v)
     if v is Ellipsis:
@@ -55,7 +56,7 @@ def _value(v, kind):
     if isinstance(v, bool):
         return str(v) if kind == "python" else str(v).lower()
     if isinstance(v, str):
-        return repr(v) if kind == "python" else f'"{v}"'
+        return {"python": repr(v), "ppl": f'"{v}"'}.get(kind, v)
     return f"{v:g}" if isinstance(v, float) else str(v)
 
 
@@ -72,7 +73,7 @@ def options(method, switch=False, **values):
             flags.append(f"--method {method}")
         if values.get("precision") == "float64":
             flags.append("--float64")
-        flags += [f"{FLAGS[k]} {'N' if v is Ellipsis else _value(v, 'cli')}" for k, v in values.items()
+        flags += [f"{FLAGS[k]} {'N' if v is Ellipsis else _value(v, 'flag')}" for k, v in values.items()
                   if k in FLAGS]
         values = {k: v for k, v in values.items() if k not in FLAGS and k != "precision"}
     said = [" ".join(flags)] if flags else []
