@@ -112,10 +112,11 @@ class PPLFile:
         for key, value in options.items():
             try:
                 check_value(key, value)
-            except PPLError as e:
+            except PPLError as e:   # located at the value where the statement gives it (else a flag or keyword did)
                 written = next((k.value for k in spec.node.options.keywords if k.name == key), None)
-                here = written if written is not None and spec.options.get(key) is value else spec.node
-                raise self.src.relocate(here, e) from None
+                if written is None or spec.options.get(key) is not value:
+                    raise
+                raise self.src.relocate(written, e) from None
         method = options.get("method", spec.method)
         own = inspect.signature(sample).parameters    # ppl.sample's own options (method, seed, precision, ...)
         given = {k: v for k, v in options.items() if k not in own}
