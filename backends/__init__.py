@@ -4,6 +4,7 @@ particle filter of a state-space model and of a sequence model."""
 import inspect
 import numbers
 
+from .. import advice
 from ..errors import PlanError, UnknownNameError, ValueRangeError
 from .runtime import get_runtime
 
@@ -17,6 +18,26 @@ def integer(value, what, low, high=None):
         bound = f">= {low}" + (f" and < {high}" if high is not None else "")
         raise ValueRangeError(f"{what} must be an integer {bound}, got {value!r}")
     return int(value)
+
+
+def fraction(value, what, closed=False):
+    """value as a float in (0, 1) ([0, 1] when `closed`), or a ValueRangeError naming `what`."""
+    if isinstance(value, bool) or not isinstance(value, numbers.Real) or \
+            not (0 <= value <= 1 if closed else 0 < value < 1):
+        raise ValueRangeError(f"{what} must be a number in {'[0, 1]' if closed else '(0, 1)'}, got {value!r}")
+    return float(value)
+
+
+#: options that mean one thing in every method taking them: name -> check(value, name), which returns the value
+VALUES = {"particles": lambda v, k: integer(v, k, 1), "seed": lambda v, k: integer(v, k, 0, 2 ** 63),
+          "chains": lambda v, k: integer(v, k, 1), "num_warmup": lambda v, k: integer(v, k, 0),
+          "runs": lambda v, k: integer(v, k, 1), "target_accept": fraction, "target_ess": fraction,
+          "decorrelation": fraction, "resample_threshold": lambda v, k: fraction(v, k, closed=True)}
+
+
+def check_value(name, value):
+    """`value` checked for option `name` where `VALUES` has a check for it (a ValueRangeError if it fails)."""
+    return VALUES[name](value, name) if name in VALUES else value
 
 
 def check_options(method, given, known):
@@ -60,10 +81,10 @@ def get_method(name, kind=None):
         return next(iter(METHODS[name].values()))
     if kind not in METHODS[name]:
         kinds = " and ".join(KINDS.get(k, k) for k in METHODS[name])
-        fits = " or ".join(repr(n) for n, ks in sorted(METHODS.items()) if kind in ks)
-        raise PlanError(f"method {name!r} samples {kinds}; the target contains {KINDS.get(kind, kind)}: sample it "
-                        f"with method={fits}")
+        fits = " or ".join(advice.options(n, True) for n, ks in sorted(METHODS.items()) if kind in ks)
+        raise PlanError(f"method {name!r} samples {kinds}; the target contains {KINDS.get(kind, kind)}",
+                        hint=f"use {fits}")
     return METHODS[name][kind]
 
 
-__all__ = ["METHODS", "check_options", "integer", "method", "get_method", "get_runtime"]
+__all__ = ["METHODS", "check_options", "check_value", "fraction", "integer", "method", "get_method", "get_runtime"]

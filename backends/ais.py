@@ -25,10 +25,10 @@ German credit, 2000 draws × 6 iterations: −0.02, 3 se). PSIS k̂ is reported 
 weights) and for the estimate (`ImportanceWarning` above 0.7).
 """
 import math
-import warnings
 
 import numpy as np
 
+from .. import advice
 from ..errors import InferenceError, UnknownNameError, ValueRangeError
 from ..result import Result, kish_ess
 from . import integer, method
@@ -56,7 +56,8 @@ def run(compiled, rt, key, particles=4000, family="gaussian", budget=None, max_i
     first proposal: 'laplace' (the default; 'reference' for mixtures) or 'reference' (the plan's π0)."""
     program = compiled.lower(rt)
     if program.dim == 0:
-        raise ValueRangeError("ais adapts a proposal over latent sites; the target has none (use method='is')")
+        raise ValueRangeError("ais adapts a proposal over latent sites; the target has none",
+                              hint=f"use {advice.options('is', True)}")
     budget = integer(budget if budget is not None else 10 * particles, "budget", 2 * particles)
     if family not in FAMILIES and family != "flow":
         raise UnknownNameError(f"unknown proposal family {family!r}; choose one of "
@@ -201,9 +202,9 @@ def _result(program, rt, pool, table, q, compiled, reuse):
     k = weights_khat(lw)
     ess = 1.0 / float((w * w).sum())
     if k > 0.7:
-        warnings.warn(f"ais: Pareto k-hat of the pooled weights = {k:.2f} > 0.7; log Z and moments are unreliable "
-                      f"(ESS = {ess:.0f} of {n}); try family='student_t' or 'mixture', or a larger budget",
-                      ImportanceWarning, stacklevel=3)
+        advice.warn(f"ais: Pareto k-hat of the pooled weights = {k:.2f} > 0.7; log Z and moments are unreliable "
+                    f"(ESS = {ess:.0f} of {n}); try {advice.options('ais', family='student_t')} or "
+                    f"'mixture', or a larger budget", ImportanceWarning)
     samples = {k_: v[None] for k_, v in program.to_constrained(rt.asarray(z)).items()}
     diagnostics = {"ess": ess, "pareto_k": k, "iterations": table, "log_z_per_chain": [log_z],
                    "draws": sum(pool.sizes)}

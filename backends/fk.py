@@ -32,8 +32,9 @@ from typing import Any, NamedTuple
 
 import numpy as np
 
-from ..errors import UnknownNameError, ValueRangeError
+from ..errors import UnknownNameError
 from ..stdlib.resamplers import RESAMPLERS
+from . import check_value
 
 NEG_INF = -float("inf")
 
@@ -102,8 +103,7 @@ class FeynmanKac:
 def check_resampling(resampler, threshold):
     if resampler not in RESAMPLERS:
         raise UnknownNameError(f"unknown resampler {resampler!r}; choose one of {', '.join(sorted(RESAMPLERS))}")
-    if not 0 <= threshold <= 1:
-        raise ValueRangeError(f"resample_threshold must be in [0, 1], got {threshold!r}")
+    check_value("resample_threshold", threshold)
     return RESAMPLERS[resampler]
 
 

@@ -16,11 +16,11 @@ of Π q_{i,T}^{β_i} ≈ that of the start. `corrected=False` runs the same SDE 
 sampler).
 """
 import math
-import warnings
 
 import numpy as np
 
 from ..diffusion import SITE
+from .. import advice
 from ..errors import InferenceError, UnknownNameError, ValueRangeError
 from ..result import Result
 from . import fk, method
@@ -134,8 +134,8 @@ def run(plan, rt, key, particles=1000, progress=None, steps=500, t_min=1e-3, cor
     if not 0 < t_min < sde.T or steps < 1:
         raise ValueRangeError(f"need 0 < t_min < T = {sde.T} and steps >= 1, got t_min={t_min}, steps={steps}")
     if noise == "tempered" and plan.total_beta > 2:
-        warnings.warn(f"the tempered-noise SDE (sigma = g/sqrt(B)) is unstable for B = {plan.total_beta:g} > 2; "
-                      f"use noise='target'", FKCWarning, stacklevel=3)
+        advice.warn(f"the tempered-noise SDE (sigma = g/sqrt(B)) is unstable for B = {plan.total_beta:g} > 2; "
+                    f"use {advice.options('fkc', noise='target')}", FKCWarning)
     threshold = _threshold(resample) if corrected else 0.0
     model = FKC(plan, rt, steps, t_min, corrected, noise, laplacian, probes, start_resampling_step)
     step = fk.make_step(model, resampler, threshold, error_every_step=False)   # FKC reports no log Z error
@@ -151,8 +151,9 @@ def run(plan, rt, key, particles=1000, progress=None, steps=500, t_min=1e-3, cor
     x, log_w = rt.to_numpy(state.particles[0]).astype(np.float64), rt.to_numpy(state.log_w).astype(np.float64)
     log_z = float(rt.to_numpy(state.log_z))
     if not np.all(np.isfinite(x)) or (corrected and not math.isfinite(log_z)):
-        raise InferenceError(f"fkc: the reverse SDE diverged (non-finite particles or weights) after {steps} steps; "
-                             f"increase steps or use noise='target'")
+        raise InferenceError(f"fkc: the reverse SDE diverged (non-finite particles or weights) after {steps} steps",
+                             hint=f"use {advice.options('fkc', steps=2 * steps)} or "
+                                  f"{advice.options('fkc', noise='target')}")
     diagnostics = {"ess": rt.to_numpy(ess), "resampled": rt.to_numpy(resampled).astype(bool),
                    "t": np.asarray(sde.T - model.dt * np.arange(steps)), "t_min": t_min, "steps": steps,
                    "total_beta": plan.total_beta, "noise": noise, "corrected": bool(corrected),

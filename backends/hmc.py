@@ -24,9 +24,11 @@ import warnings
 
 import numpy as np
 
+from .. import advice
 from ..errors import InferenceError, ValueRangeError
+from ..precision import gradient_sites
 from ..result import Result
-from . import check_options, integer, method
+from . import check_options, check_value, integer, method
 
 RHAT_MAX, ESS_PER_CHAIN_MIN, EBFMI_MIN = 1.01, 100, 0.3
 MIN_DRAWS = 4   # per chain: ArviZ's split R-hat, ESS and E-BFMI need a few
@@ -50,8 +52,9 @@ def _initial_points(prog, rt, key, chains):
     finite = np.flatnonzero(lp > -np.inf)
     if finite.size < chains:
         raise InferenceError(f"NUTS/HMC: only {finite.size} of {8 * chains} draws from the reference have a finite "
-                             f"target density; cannot start {chains} chains (check the target's support and "
-                             f"parameters, or pass reference=... closer to the target)")
+                             f"target density; cannot start {chains} chains",
+                             hint=f"check the target's support and parameters, or pass "
+                                  f"{advice.reference(prog.compiled.latent)} closer to the target")
     best = 8 * np.arange(chains) + lp.reshape(chains, 8).argmax(axis=1)
     empty = lp[best] == -np.inf
     spare = [i for i in finite[np.argsort(-lp[finite])] if i not in best]
@@ -72,9 +75,9 @@ def _worst(values, bad, what):
     return shown + (f" and {len(names) - 3} more" if len(names) > 3 else ""), names
 
 
-def diagnose(samples, stats, chains, method="NUTS/HMC"):
+def diagnose(samples, stats, chains, method="nuts", warmup=None, target_accept=None):
     """ArviZ diagnostics of draws `samples` {site: [C, S, ...]} and `stats` {name: [C, S]}; warns on failure,
-    naming `method`."""
+    naming `method` and advising options for it (from its `warmup` and `target_accept`, where given)."""
     import arviz as az
     log = logging.getLogger("arviz")
     level = log.level
@@ -95,29 +98,37 @@ def diagnose(samples, stats, chains, method="NUTS/HMC"):
     ess = {k: v for k, v in ess.items() if np.isfinite(v)}
     diag["r_hat_max"] = max(r_hat.values(), default=float("nan"))
     diag["ess_min"] = min(ess.values(), default=float("nan"))
+    draws = next(iter(samples.values())).shape[1]
     shown, bad = _worst(r_hat, lambda v: v > RHAT_MAX, "max")
     if bad:
-        warnings.warn(f"{method}: R-hat > {RHAT_MAX} for {shown}: the chains disagree; run longer "
-                      f"(num_warmup, num_samples) or reparametrize", ConvergenceWarning, stacklevel=4)
+        longer = advice.options(method, num_warmup=2 * warmup if warmup else ..., num_samples=2 * draws)
+        advice.warn(f"{method}: R-hat > {RHAT_MAX} for {shown}: the chains disagree; run longer ({longer}) or "
+                    f"reparametrize", ConvergenceWarning)
     shown, bad = _worst(ess, lambda v: v < ESS_PER_CHAIN_MIN * chains, "min")
     if bad:
-        warnings.warn(f"{method}: low effective sample size (< {ESS_PER_CHAIN_MIN} per chain) for {shown}; "
-                      f"means and quantiles are unreliable; run longer", ConvergenceWarning, stacklevel=4)
+        needed = 100 * math.ceil(draws * ESS_PER_CHAIN_MIN * chains / max(ess[bad[0]], 1.0) * 1.25 / 100)
+        advice.warn(f"{method}: low effective sample size (< {ESS_PER_CHAIN_MIN} per chain) for {shown}; "
+                    f"means and quantiles are unreliable; run longer ({advice.options(method, num_samples=needed)})",
+                    ConvergenceWarning)
     if diag["divergences"]:
-        warnings.warn(f"{method}: {diag['divergences']} divergent transitions after warmup (per chain "
-                      f"{diag['divergences_per_chain']}); they concentrate in {_divergent_site(samples, diverging)}; "
-                      f"raise target_accept or reparametrize (non-centered)", ConvergenceWarning, stacklevel=4)
+        site, where = _divergent_site(samples, diverging)
+        accept = advice.options(method, target_accept=round(min(0.99, (1 + target_accept) / 2), 3)
+                                if target_accept else ...)
+        reparam = f"reparametrize {site} non-centered ({advice.noncentered(site)})" if site else "reparametrize"
+        advice.warn(f"{method}: {diag['divergences']} divergent transitions after warmup (per chain "
+                    f"{diag['divergences_per_chain']}); they concentrate in {where}; raise target_accept ({accept}) "
+                    f"or {reparam}", ConvergenceWarning)
     low = [i for i, v in enumerate(diag["e_bfmi"] or []) if v < EBFMI_MIN]
     if low:
-        warnings.warn(f"{method}: E-BFMI < {EBFMI_MIN} in chains {low} ({diag['e_bfmi']}): the momentum "
-                      f"resampling explores the energy poorly (heavy tails or a funnel)", ConvergenceWarning,
-                      stacklevel=4)
+        advice.warn(f"{method}: E-BFMI < {EBFMI_MIN} in chains {low} ({diag['e_bfmi']}): the momentum "
+                    f"resampling explores the energy poorly (heavy tails or a funnel)", ConvergenceWarning)
     return diag
 
 
 def _divergent_site(samples, diverging):
-    """The scalar component whose divergent draws sit furthest (in sd) from the mean of all draws."""
-    best, where = 0.0, "no particular parameter"
+    """The scalar component whose divergent draws sit furthest (in sd) from the mean of all draws, and a
+    description: (label, text), or (None, 'no particular parameter')."""
+    best, label, where = 0.0, None, "no particular parameter"
     for name, x in samples.items():
         flat = x.reshape(x.shape[0] * x.shape[1], -1).astype(np.float64)
         sd = flat.std(axis=0)
@@ -128,25 +139,23 @@ def _divergent_site(samples, diverging):
             best = float(score[j])
             label = name if x.ndim == 2 else f"{name}[{', '.join(map(str, np.unravel_index(j, x.shape[2:])))}]"
             where = f"{label} ({'low' if best < 0 else 'high'} values, {best:+.1f} sd from its mean)"
-    return where
+    return label, where
 
 
 def _run(kind, compiled, rt, key, particles, progress, num_warmup=1000, num_samples=None, chains=4,
          target_accept=0.8, max_tree_depth=10, num_steps=None, dense_mass=False, **unknown):
     check_options(kind, unknown, OPTIONS)
-    chains = integer(chains, "chains", 1)
-    warmup = integer(num_warmup, "num_warmup", 0)
+    chains, warmup = check_value("chains", chains), check_value("num_warmup", num_warmup)
     draws = num_samples if num_samples is not None else math.ceil(integer(particles, "particles", 1) / chains)
     if isinstance(draws, int) and draws < MIN_DRAWS:
+        given = "" if num_samples is not None else f" ({advice.options(kind, particles=particles, chains=chains)})"
         raise ValueRangeError(f"{kind} needs at least {MIN_DRAWS} draws per chain for its diagnostics (R-hat, ESS, "
-                              f"E-BFMI), got {draws}" + ("" if num_samples is not None else
-                                                         f" (particles={particles} over chains={chains})"))
+                              f"E-BFMI), got {draws}{given}")
     draws = integer(draws, "num_samples", MIN_DRAWS)
     max_tree_depth = integer(max_tree_depth, "max_tree_depth", 1)
     if num_steps is not None:
         num_steps = integer(num_steps, "num_steps", 1)
-    if not 0.0 < float(target_accept) < 1.0:
-        raise ValueRangeError(f"target_accept must be in (0, 1), got {target_accept!r}")
+    target_accept = check_value("target_accept", target_accept)
     prog = compiled.lower(rt)
     if prog.dim == 0:
         raise InferenceError(f"{kind}: the target has no latent sites to sample")
@@ -164,7 +173,15 @@ def _run(kind, compiled, rt, key, particles, progress, num_warmup=1000, num_samp
     samples = by_chain(prog.to_constrained(zs))
     pointwise = dict(log_likelihood=by_chain(prog.log_likelihood(zs)), predictive=by_chain(prog.predictive(k_pred, zs)),
                      observed={name: t.model.observed[t.site] for name, t in prog.observed})
-    diag = diagnose(samples, stats, chains)
+    if "z_grad" in stats:    # NumPyro's gradients at every draw, at no cost
+        grad, log_density = stats.pop("z_grad"), -stats.pop("potential_energy")
+    else:                    # else evaluated once, at the chains' starts and ends
+        ends = np.concatenate([rt.to_numpy(z0), rt.to_numpy(z).reshape((chains, draws, prog.dim))[:, -1]])
+        (value, _), grad = prog.value_and_grad(rt.asarray(ends), rt.asarray(1.0))
+        grad, log_density = rt.to_numpy(grad), rt.to_numpy(value)
+    diag = diagnose(samples, stats, chains, kind, warmup, float(target_accept))
+    diag["non_finite_gradient"] = gradient_sites(prog.layout, np.reshape(grad, (-1, prog.dim)),
+                                                 np.reshape(log_density, -1))
     diag.update(step_size=np.asarray(step_size, dtype=float).tolist(),
                 acceptance_rate=np.asarray(accept, dtype=float).tolist(), chains=chains, num_warmup=warmup,
                 num_samples=draws)

@@ -12,6 +12,7 @@ import weakref
 
 import numpy as np
 
+from .. import advice
 from ..errors import InferenceError
 from ..result import Result
 from . import fk, method
@@ -29,6 +30,23 @@ def pareto_khat(log_w):
         warnings.simplefilter("ignore")
         _, k = az.psislw(np.asarray(log_w, dtype=np.float64).copy())
     return float(k)
+
+
+def narrowest(samples, w):
+    """'site (weighted sd p% of its sd under the proposal)' for the scalar component whose weighted sd is the
+    smallest share of its sd under the proposal (where the target is narrowest); None if none is narrower."""
+    best, said = 1.0, None
+    for name, x in samples.items():
+        flat = x.reshape(x.shape[0] * x.shape[1], -1).astype(np.float64)
+        sd = flat.std(axis=0)
+        mean = w @ flat
+        ratio = np.sqrt(np.maximum(w @ (flat - mean) ** 2, 0.0)) / np.where(sd > 0, sd, np.inf)
+        j = int(np.argmin(ratio))
+        if ratio[j] < best:
+            best = float(ratio[j])
+            said = name if flat.shape[1] == 1 and x.ndim == 2 else f"{name}[{j}]"
+            said = f"{said} (weighted sd {100 * best:.2g}% of its sd under the proposal)"
+    return said
 
 
 def weights_khat(log_w):
@@ -90,11 +108,15 @@ def run(compiled, rt, key, particles=10_000, progress=None, batch_size=None, pro
                              f"-inf or NaN on every particle); the proposal misses the target's support")
     ess = float(rt.to_numpy(info.ess))
     k = weights_khat(log_w)
-    if k > 0.7:
-        warnings.warn(f"importance sampling: Pareto k-hat = {k:.2f} > 0.7; the weights have a heavy tail and "
-                      f"log Z and moments are unreliable (ESS = {ess:.0f} of {particles}); use SMC or a wider "
-                      f"proposal (reference=...)", ImportanceWarning, stacklevel=3)
     samples = {k_: v[None] for k_, v in model.program.to_constrained(state.particles).items()}
+    if k > 0.7:
+        w = np.exp(log_w - log_w.max())
+        where = narrowest(samples, np.where(np.isfinite(w), w, 0.0) / np.nansum(w))
+        advice.warn(f"importance sampling: Pareto k-hat = {k:.2f} > 0.7; the weights have a heavy tail and "
+                    f"log Z and moments are unreliable (ESS = {ess:.0f} of {particles})"
+                    + (f"; the target is narrowest in {where}" if where else "")
+                    + f"; use SMC ({advice.options('smc', True)}) or a proposal closer to the target "
+                    f"({advice.reference(compiled.latent, 'is')})", ImportanceWarning)
     diagnostics = {"ess": ess, "pareto_k": k, "non_finite": non_finite, "log_z_per_chain": [log_z],
                    "particle_devices": rt.device_count(state.log_w)}
     se = math.sqrt(float(rt.to_numpy(info.rel_var)))

@@ -230,8 +230,8 @@ class NumPyroRuntime(Runtime):
     def mcmc(self, potential, key, z0, kind, warmup, draws, target_accept, max_tree_depth, num_steps, dense_mass,
              progress):
         """NumPyro's HMC or NUTS (`kind`) on `potential(z)` = −log density, chains vectorized from z0 [C, D].
-        Returns z [C, S, D], per-draw stats [C, S], the adapted step size [C] and the mean acceptance
-        probability [C]."""
+        Returns z [C, S, D], per-draw stats [C, S] (and "z_grad" [C, S, D], ∇ potential at each draw, with
+        "potential_energy" [C, S]), the adapted step size [C] and the mean acceptance probability [C]."""
         from numpyro.infer import HMC, MCMC, NUTS
         common = dict(potential_fn=potential, target_accept_prob=target_accept, dense_mass=dense_mass)
         # a fixed num_steps needs trajectory_length=None, or NumPyro does not adapt the step size
@@ -240,12 +240,14 @@ class NumPyroRuntime(Runtime):
         chains = z0.shape[0]
         mcmc = MCMC(kernel, num_warmup=warmup, num_samples=draws, num_chains=chains,
                     chain_method="vectorized", progress_bar=bool(progress))
-        fields = ("diverging", "energy", "num_steps", "accept_prob", "adapt_state.step_size")
+        fields = ("diverging", "energy", "num_steps", "accept_prob", "adapt_state.step_size", "z_grad",
+                  "potential_energy")
         mcmc.run(key, init_params=z0 if chains > 1 else z0[0], extra_fields=fields)
         z = mcmc.get_samples(group_by_chain=True)
         extra = jax.device_get(mcmc.get_extra_fields(group_by_chain=True))
         stats = {"diverging": extra["diverging"], "energy": extra["energy"], "n_steps": extra["num_steps"],
-                 "acceptance_rate": extra["accept_prob"], "step_size": extra["adapt_state.step_size"]}
+                 "acceptance_rate": extra["accept_prob"], "step_size": extra["adapt_state.step_size"],
+                 "z_grad": extra["z_grad"], "potential_energy": extra["potential_energy"]}
         stats = {k: np.asarray(v) for k, v in stats.items()}
         return z, stats, stats["step_size"][:, -1], stats["acceptance_rate"].mean(axis=1)
 

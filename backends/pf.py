@@ -24,6 +24,7 @@ import numpy as np
 
 from ..compiler.lower import Evaluator
 from ..compiler.sequential import StateSpace
+from .. import advice
 from ..errors import InferenceError, PlanError, PPLError, ValueRangeError
 from ..result import Result
 from ..stdlib.distributions import per_particle, repeated
@@ -242,8 +243,9 @@ def run(compiled, rt, key, particles=1000, progress=None, resampler="systematic"
         ss.check_fixed()
         if not ss.observations:
             raise PlanError(f"a particle filter weights the state {ss.name!r} by observations of it, and the target "
-                            f"observes none (y[t] ~ ... reading {ss.name}[t], with the data y given): "
-                            f"use 'smc' or 'is' for the state's prior")
+                            f"observes none (y[t] ~ ... reading {ss.name}[t], with the data y given)",
+                            hint=f"use {advice.options('smc', True)} or {advice.options('is', True)} for the "
+                                 f"state's prior")
         ev = Evaluator(compiled, rt)
         env = model_env(ev, ss)
         path = StatePath(ss, rt, env, proposal)

@@ -17,6 +17,7 @@ import numpy as np
 
 from ..compiler.lower import Evaluator
 from ..compiler.sequential import StateSpace
+from .. import advice
 from ..errors import PlanError, ValueRangeError
 from ..result import Result
 from . import method
@@ -66,7 +67,7 @@ def run(compiled, rt, key, particles=100, progress=None, chains=4, num_warmup=50
     ss = StateSpace(compiled)
     if not ss.static:
         raise PlanError(f"PMMH samples the static parameters of a state-space target, and this one has none "
-                        f"(every site but {ss.name!r} is observed): use method='pf'")
+                        f"(every site but {ss.name!r} is observed)", hint=f"use {advice.options('pf', True)}")
     ev = Evaluator(compiled, rt)
     params = Parameters(ss, ev)
 
@@ -107,7 +108,7 @@ def run(compiled, rt, key, particles=100, progress=None, chains=4, num_warmup=50
     constrain = rt.vmap(lambda v: params.constrain(v)[0])
     samples = {k: rt.to_numpy(v).reshape((chains, num_samples) + tuple(v.shape[1:]))
                for k, v in constrain(rt.asarray(z.reshape(-1, d))).items()}
-    diagnostics = diagnose(samples, {"diverging": np.zeros((chains, num_samples), bool)}, chains, "PMMH")
+    diagnostics = diagnose(samples, {"diverging": np.zeros((chains, num_samples), bool)}, chains, "pmmh", num_warmup)
     diagnostics.update({"acceptance_rate": accepted.mean(axis=1), "particles": particles, "chains": chains,
                         "proposal_scale": scale, "proposal_cholesky": chol})
     return Result(samples, None, method="pmmh", runtime=rt.name, device=rt.device, diagnostics=diagnostics)

@@ -34,8 +34,9 @@ from typing import Any, NamedTuple
 import numpy as np
 
 from ..errors import InferenceError, PPLError, ValueRangeError
+from ..precision import gradient_sites
 from ..result import Result
-from . import check_options, fk, method, option_names
+from . import check_options, check_value, fk, method, option_names
 from .kernels import Particles, cloud_cholesky, get_kernel
 from .runtime import batched
 from .sharding import shards_particles
@@ -147,12 +148,10 @@ class SMC(fk.FeynmanKac):
     def __init__(self, program, kernel="hmc", kernel_options=None, target_ess=0.5, resample_threshold=1.0,
                  resampler="systematic", moves="auto", max_moves=50, decorrelation=0.1, step_size=None,
                  schedule=None, waste_free=None, batch_size=None, bisection_iters=50, max_steps=2000):
-        if not 0 < target_ess < 1:
-            raise ValueRangeError(f"target_ess must be in (0, 1), got {target_ess!r}")
+        check_value("target_ess", target_ess)
         if not (moves == "auto" or (isinstance(moves, int) and moves >= 0)):
             raise ValueRangeError(f"moves must be 'auto' or an integer >= 0, got {moves!r}")
-        if not 0 < decorrelation < 1:
-            raise ValueRangeError(f"decorrelation must be in (0, 1), got {decorrelation!r}")
+        check_value("decorrelation", decorrelation)
         if waste_free is not None and (not isinstance(waste_free, int) or waste_free < 2):
             raise ValueRangeError(f"waste_free must be a chain length P >= 2, got {waste_free!r}")
         if batch_size is not None and (not isinstance(batch_size, int) or batch_size < 1):
@@ -363,8 +362,7 @@ def run(compiled, rt, key, particles=10_000, progress=None, runs=1, **options):
     schedule (fixed temperatures 0..1), waste_free (chain length P), batch_size. With `ppl.sample(...,
     devices=k)` the particles are split over k devices and the bisection, ESS and resampling stay global
     (`sharding`): the same estimator as on one device."""
-    if not isinstance(runs, int) or runs < 1:
-        raise ValueRangeError(f"runs must be a positive integer, got {runs!r}")
+    check_value("runs", runs)
     if particles < MIN_PARTICLES:
         raise ValueRangeError(f"SMC needs particles >= {MIN_PARTICLES}, got {particles}: with fewer, the adaptive "
                               f"temperatures, the ESS and log Z degenerate (2-3 particles gave log Z off by 10-20)")
@@ -395,6 +393,9 @@ def run(compiled, rt, key, particles=10_000, progress=None, runs=1, **options):
     diagnostics.update({"log_z_per_chain": log_z, "n_steps": [len(b) - 1 for b in diag["beta"]],
                         "eve_relative_variance": rel_var, "kernel": smc.kernel.name, "resampler": smc.resampler,
                         "particles": particles, "runs": runs, "particle_devices": min(spread)})
+    final = state.particles   # of the last run: its gradients at β = 1, checked once
+    diagnostics["non_finite_gradient"] = gradient_sites(smc.program.layout, rt.to_numpy(final.grad),
+                                                        rt.to_numpy(final.log_ref + final.log_rest))
     sample_stats = {"beta": _padded(diag["beta"])[:, None], "ess": _padded(diag["ess"])[:, None],
                     "acceptance": _padded(diag["acceptance"])[:, None],
                     "resampled": _padded(diag["resampled"])[:, None]}

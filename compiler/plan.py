@@ -10,6 +10,7 @@ so tempering π_β ∝ π0 · L^β never scales the reference: β = 0 is proper.
 """
 import numpy as np
 
+from .. import advice
 from ..errors import NameResolutionError, PlanError, ShapeError, SupportError, UserFunctionError
 from ..target import Model, Target
 from .gaussian import fold_gaussians
@@ -32,8 +33,8 @@ def _choose_reference(terms, latent):
                 + normalized)
         if not best:
             raise PlanError(f"site {site!r} has no normalized prior with a positive coefficient to start from "
-                            f"(flat, energy-only or negatively weighted); pass reference=ppl.model({site}=...)",
-                            site=site)
+                            f"(flat, energy-only or negatively weighted)", site=site,
+                            hint=f"pass {advice.reference([site])}")
         chosen[site] = best[0]
     return chosen
 
@@ -61,7 +62,8 @@ class Compiled:
         self.reference = reference
         if reference is not None:
             if not isinstance(reference, Model):
-                raise PlanError("reference= must be a ppl.model(...) over the target's latent sites")
+                raise PlanError(f"the reference must be a model over the target's latent sites, got "
+                                f"{type(reference).__name__} {reference!r:.40}")
             extra = set(reference.latent_names()) ^ set(latent)
             if extra:
                 raise NameResolutionError(f"the reference's sites {sorted(reference.latent_names())} differ from the "

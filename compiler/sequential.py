@@ -10,6 +10,7 @@ t with θ fixed; PMMH samples θ around it.
 """
 import numpy as np
 
+from .. import advice
 from ..errors import PlanError
 
 
@@ -21,7 +22,8 @@ class StateSpace:
                  if getattr(s, "markov", None) is not None and n not in m.observed]
         if not found:
             raise PlanError("a particle filter needs a latent state that evolves over time (a ppl.markov site, "
-                            "or x[t] ~ ... in a loop of a .ppl model); this target has none: use 'smc' or 'nuts'")
+                            "or x[t] ~ ... in a loop of a .ppl model); this target has none",
+                            hint=f"use {advice.options('smc', True)} or {advice.options('nuts', True)}")
         if len(found) > 1:
             raise PlanError(f"a particle filter runs over one state path; this target has "
                             f"{', '.join(repr(n) for _, n in found)}")
@@ -62,9 +64,10 @@ class StateSpace:
         if self.static:
             raise PlanError(f"method 'pf' filters with the static parameters fixed, but "
                             f"{', '.join(repr(n) for n in self.static)} {'is' if len(self.static) == 1 else 'are'} "
-                            f"latent: condition on {'it' if len(self.static) == 1 else 'them'} "
-                            f"(target.condition({self.static[0]}=...)) or sample them with method='pmmh'",
-                            site=self.static[0])
+                            f"latent", site=self.static[0],
+                            hint=f"condition on {'it' if len(self.static) == 1 else 'them'} "
+                                 f"({advice.condition(self.static[0])}) or sample them with "
+                                 f"{advice.options('pmmh', True)}")
 
     def observed_value(self, term, length):
         y = np.asarray(term.model.observed[term.site])

@@ -28,12 +28,12 @@ def memory_bytes():
         return None
 
 
-def check_size(what, elements, bytes_per_element=4, hint="", site=None):
+def check_size(what, elements, bytes_per_element=4, hint=None, site=None):
     """Refuse an array of `elements` numbers that cannot fit in this machine's memory, before allocating it."""
     total, memory = elements * bytes_per_element, memory_bytes()
     if memory is not None and total > memory:
         raise ShapeError(f"{what} needs {elements:.3g} numbers ({total / 2 ** 30:.3g} GiB), more than this "
-                         f"machine's memory ({memory / 2 ** 30:.3g} GiB){hint}", site=site)
+                         f"machine's memory ({memory / 2 ** 30:.3g} GiB)", site=site, hint=hint)
 
 
 _TRACING = contextvars.ContextVar("ppl_shape_trace", default=False)

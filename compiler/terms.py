@@ -59,7 +59,7 @@ def exponents(target, reference, kind, constructor, reads, arities, why=""):
     if not isinstance(target, Target):
         raise PlanError(f"expected a target, got {type(target).__name__}")
     if reference is not None:
-        raise PlanError(f"reference= applies to model targets, not to a target of {kind} models")
+        raise PlanError(f"a reference applies to model targets, not to a target of {kind} models")
     bases, rewards = {}, []
     for leaf, coef in target.linear():
         if leaf.kind == kind:

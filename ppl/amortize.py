@@ -25,10 +25,10 @@ through a closure, or the structure changes with c) every context is lowered to 
 """
 import math
 import time
-import warnings
 
 import numpy as np
 
+from . import advice
 from .errors import PPLError, ShapeError, UnknownNameError, UserFunctionError, ValueRangeError
 
 
@@ -178,10 +178,10 @@ class _Family:
             self._parts, self._sample = getattr(like, "_parts", None), getattr(like, "_sample", None)
             self.shared = like.shared and self._stack(evs) and self._verify(verify)
         if not self.shared:
-            warnings.warn(f"the family's targets differ beyond their data and observed values (or in their "
-                          f"structure): each of the {len(contexts)} {what}s is lowered to its own "
-                          f"program{' (one JAX compilation each)' if rt.name == 'numpyro' else ''}",
-                          AmortizeWarning, stacklevel=3)
+            advice.warn(f"the family's targets differ beyond their data and observed values (or in their "
+                        f"structure): each of the {len(contexts)} {what}s is lowered to its own "
+                        f"program{' (one JAX compilation each)' if rt.name == 'numpyro' else ''}",
+                        AmortizeWarning)
 
     def _stack(self, evs):
         """The contexts' data and observations, stacked [M, ...] under the base program's model names; False

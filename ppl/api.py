@@ -2,7 +2,8 @@
 import inspect
 import time
 
-from .backends import check_options, get_method, get_runtime, integer, option_names, sharding
+from . import advice
+from .backends import check_options, check_value, get_method, get_runtime, option_names, sharding
 from .compiler import compile
 from .compiler.shapes import check_size
 from .errors import PlanError
@@ -30,8 +31,7 @@ def sample(target, method="is", runtime="numpyro", device="cpu", particles=10_00
                             f"space, which methods 'is' and 'ais' sample from; method {method!r} takes a "
                             f"reference model: reference=ppl.model(...)")
         reference, options = None, {**options, "proposal": reference}
-    seed = integer(seed, "seed", 0, 2 ** 63)
-    particles = integer(particles, "particles", 1)
+    seed, particles = check_value("seed", seed), check_value("particles", particles)
     rt = get_runtime(runtime, device, precision, devices)
     compiled = compile(target, reference=reference, fold=fold)
     run = get_method(method, compiled.kind)
@@ -40,7 +40,8 @@ def sample(target, method="is", runtime="numpyro", device="cpu", particles=10_00
     dim = getattr(compiled, "dim", None)
     if dim:
         check_size(f"{particles} particles of dimension {dim}", particles * dim,
-                   hint="; use fewer particles" + (" or batch_size=" if method in ("is", "smc") else ""))
+                   hint=f"use fewer particles ({advice.options(method, particles=...)})" +
+                   (f" or batches ({advice.options(method, batch_size=...)})" if method in ("is", "smc") else ""))
     start = time.perf_counter()
     with rt.scope():
         result = run(compiled, rt, rt.key(seed), particles=particles, progress=progress, **options)

@@ -14,11 +14,12 @@ import os
 import sys
 import warnings
 
+from .advice import METHOD_FLAGS
 from .errors import PPLError
 
 
 #: flags passed to the method as its options (the method must take them)
-FLAG_OPTIONS = {"--chains": "chains", "--warmup": "num_warmup", "--draws": "num_samples"}
+FLAG_OPTIONS = {flag: option for option, flag in METHOD_FLAGS.items()}
 
 
 def _parser():
@@ -157,6 +158,7 @@ def _main(args):
     try:
         prog = load_ppl(args.file if args.file.endswith(".ppl") else _read(args.file), data=args.data,
                         allow_python=args.allow_python, filename=args.file, symbolic=args.command == "check")
+        prog.front = "cli"
         if args.command == "check":
             _check(prog, args.file)
         elif args.command == "compile":

@@ -5,12 +5,13 @@ class PPLError(Exception):
     """Base class of every error this package raises on bad input or a failed run.
 
     `site` names the model site the error is about (None if none): a `.ppl` program locates the error at the
-    site's statement (`PPLError(message, site="theta")`).
+    site's statement (`PPLError(message, site="theta")`). `hint` (None if none) says what to do: `str(e)` is
+    'message; hint', and a `.ppl` program shows the hint on a line of its own; `.message` is the message alone.
     """
 
-    def __init__(self, *args, site=None):
-        super().__init__(*args)
-        self.site = site
+    def __init__(self, *args, site=None, hint=None):
+        super().__init__(*((f"{args[0]}; {hint}", *args[1:]) if hint and args else args))
+        self.site, self.hint, self.message = site, hint, (args[0] if args else "")
 
 
 class NameResolutionError(PPLError):
@@ -53,9 +54,9 @@ class SourceError(PPLError):
     """An error located in `.ppl` source text: `file:line:col: message`, the line and a caret."""
 
     def __init__(self, message, *, filename="<string>", line=None, column=None, source_line=None, hint=None):
-        self.message, self.filename, self.line, self.column = message, filename, line, column
-        self.source_line, self.hint = source_line, hint
-        super().__init__(self.render())
+        super().__init__(message, hint=hint)
+        self.filename, self.line, self.column, self.source_line = filename, line, column, source_line
+        self.args = (self.render(),)
 
     def render(self):
         where = f"{self.filename}:{self.line}:{self.column}: " if self.line is not None else f"{self.filename}: "

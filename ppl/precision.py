@@ -1,15 +1,26 @@
-"""Float precision: the warning that a run's answer was lost to rounding (float32 by default)."""
-import warnings
+"""Float precision: the warning that a run's answer was lost to rounding (float32 by default).
 
+Gradient methods (nuts, hmc, smc) record in `diagnostics["non_finite_gradient"]` the sites where ∇ log γ was
+non-finite at a finite density, checked once per run (`gradient_sites`); the warning names them."""
 import numpy as np
+
+from . import advice
 
 
 class PrecisionWarning(UserWarning):
-    """A run looks broken by float rounding: a continuous latent site whose draws are all equal, or
-    non-finite samples, log weights or log Z. Rerun with precision="float64" (`ppl run --float64`)."""
+    """A run looks broken by float rounding: a continuous latent site whose draws are all equal, non-finite
+    samples, log weights or log Z, or a non-finite gradient of the log density. Rerun with precision="float64"
+    (`ppl run --float64`)."""
 
 
-HINT = 'rerun with precision="float64" (ppl run --float64)'
+def gradient_sites(layout, grad, log_density):
+    """The sites of `layout` with a non-finite component of `grad` [N, D] (numpy: ∇ log density at N points)
+    at a point whose `log_density` [N] is finite."""
+    grad = np.asarray(grad)[np.isfinite(np.asarray(log_density))]
+    if grad.size == 0:
+        return []
+    bad = ~np.isfinite(grad).all(axis=0)
+    return [name for name, e in layout.items() if bad[e["offset"]:e["offset"] + e["size"]].any()]
 
 
 def check(result, layout, precision):
@@ -29,7 +40,9 @@ def check(result, layout, precision):
         sites.append("the log weights (NaN)")
     if result.log_z is not None and np.isnan(result.log_z):
         sites.append("log Z (NaN)")
+    sites += [f"the gradient of the log density in {name!r} (non-finite)"
+              for name in (result.diagnostics or {}).get("non_finite_gradient", [])]
     if sites:
-        advice = HINT if precision == "float32" else "check the model's scales"
-        warnings.warn(f"{precision} rounding may have broken this run: {', '.join(sites)}; {advice}",
-                      PrecisionWarning, stacklevel=3)
+        said = f"rerun with {advice.options(result.method, precision='float64')}" if precision == "float32" \
+            else "check the model's scales"
+        advice.warn(f"{precision} rounding may have broken this run: {', '.join(sites)}; {said}", PrecisionWarning)

@@ -173,3 +173,15 @@ def test_particles_that_cannot_fit_in_memory_are_refused():
     wide = ppl.model(x=ppl.Normal(0.0, 1.0, shape=(10 ** 6,)))
     with pytest.raises(ppl.ShapeError, match=r"100000 particles of dimension 1000000 needs 1e\+11 numbers"):
         ppl.sample(wide, particles=10 ** 5)
+
+
+@pytest.mark.parametrize("options, message, column", [
+    ('particles = "abc"', "particles must be an integer >= 1, got 'abc'", 31),
+    ("particles = -3", "particles must be an integer >= 1, got -3", 31),
+    ("decorrelation = 2", "decorrelation must be a number in (0, 1), got 2", 35),
+    ("particles = 100, target_ess = 1.5", "target_ess must be a number in (0, 1), got 1.5", 49)])
+def test_check_validates_option_values_at_their_place(tmp_path, capsys, options, message, column):
+    (tmp_path / "m.ppl").write_text(f"model m {{ x ~ normal(0, 1) }}\nsample m with smc({options})\n")
+    assert main(["check", str(tmp_path / "m.ppl")]) == 2
+    err = capsys.readouterr().err
+    assert f"m.ppl:2:{column}: {message}" in err and "^" in err and "Traceback" not in err

@@ -91,7 +91,7 @@ def test_diffusion_target_refuses_models_and_other_methods():
         ppl.compile(q * p)
     with pytest.raises(ppl.PlanError, match="mixes diffusion models with the ordinary energy"):
         ppl.compile(q * ppl.energy(lambda x: (x ** 2).sum()))
-    with pytest.raises(ppl.PlanError, match="method 'smc' samples models; the target contains diffusion models: sample it with method='fkc'"):
+    with pytest.raises(ppl.PlanError, match="method 'smc' samples models; the target contains diffusion models; use method='fkc'"):
         ppl.sample(q ** 2, method="smc")
 
 

@@ -1,4 +1,4 @@
-"""A grammar fuzz: mutated example programs either check or fail with a PPLError (exit 2, no traceback)."""
+"""A grammar fuzz: mutated example programs either check (or run) or fail with a PPLError (exit 2, no traceback)."""
 import re
 from pathlib import Path
 
@@ -8,13 +8,17 @@ from hypothesis import strategies as st
 
 from ppl.cli import main
 
-EXAMPLES = sorted((Path(__file__).resolve().parents[1] / "examples").glob("*.ppl"))
+ROOT = Path(__file__).resolve().parents[1] / "examples"
+EXAMPLES = sorted(ROOT.glob("*.ppl"))
+#: small examples with their data in examples/ (few sites and data points: a run of 20 particles is quick)
+RUNNABLE = [(ROOT / "eight_schools_noncentered.ppl", ROOT / "eight_schools.data.json"),
+            (ROOT / "garch11.ppl", ROOT / "garch11.data.json")]
 TOKEN = re.compile(r"\s+|[A-Za-z_][A-Za-z_0-9]*|\d+(?:\.\d*)?(?:e-?\d+)?|\S")
 
 
-@st.composite
-def mutants(draw):
-    tokens = TOKEN.findall(draw(st.sampled_from(EXAMPLES)).read_text())
+def mutate(draw, text):
+    """`text` with 1 to 3 token edits drawn by `draw`."""
+    tokens = TOKEN.findall(text)
     for _ in range(draw(st.integers(1, 3))):
         i = draw(st.integers(0, len(tokens) - 1))
         op = draw(st.sampled_from(["delete", "duplicate", "swap", "insert", "truncate"]))
@@ -33,6 +37,18 @@ def mutants(draw):
     return "".join(tokens)
 
 
+@st.composite
+def mutants(draw):
+    return mutate(draw, draw(st.sampled_from(EXAMPLES)).read_text())
+
+
+@st.composite
+def runnable_mutants(draw):
+    """(a mutated program, its data file) of the small examples that run from examples/."""
+    program, data = draw(st.sampled_from(RUNNABLE))
+    return mutate(draw, program.read_text()), data
+
+
 @pytest.mark.filterwarnings("ignore")
 @settings(max_examples=150, deadline=None, derandomize=True,
           suppress_health_check=[HealthCheck.too_slow, HealthCheck.function_scoped_fixture])
@@ -41,4 +57,17 @@ def test_check_of_mutated_programs(text, tmp_path_factory, capsys):
     path = tmp_path_factory.mktemp("fuzz") / "m.ppl"
     path.write_text(text)
     assert main(["check", str(path)]) in (0, 2)
+    assert "Traceback" not in capsys.readouterr().err
+
+
+@pytest.mark.filterwarnings("ignore")
+@settings(max_examples=25, deadline=None, derandomize=True,
+          suppress_health_check=[HealthCheck.too_slow, HealthCheck.function_scoped_fixture])
+@given(case=runnable_mutants())
+def test_run_of_mutated_programs(case, tmp_path_factory, capsys):
+    text, data = case
+    path = tmp_path_factory.mktemp("fuzz") / "m.ppl"
+    path.write_text(text)
+    assert main(["run", str(path), "--data", str(data), "--method", "is", "--particles", "20",
+                 "--runtime", "pyro"]) in (0, 2)
     assert "Traceback" not in capsys.readouterr().err

@@ -36,7 +36,7 @@ def run(*args, **kw):
 def test_float64_keeps_a_large_mean_and_float32_warns(runtime):
     point = ppl.model(x=ppl.Normal(1e8, 1.0))
     r32, said = run(point, method="is", runtime=runtime, particles=1000)
-    assert np.ptp(r32.samples["x"]) == 0 and len(said) == 1 and "'x'" in said[0] and 'precision="float64"' in said[0]
+    assert np.ptp(r32.samples["x"]) == 0 and len(said) == 1 and "'x'" in said[0] and "precision='float64'" in said[0]
     r64, said = run(point, method="is", runtime=runtime, particles=1000, precision="float64")
     x = r64.samples["x"]
     assert not said and x.dtype == np.float64
@@ -83,3 +83,28 @@ def test_cli_float64_and_the_sample_statement_option(tmp_path, capsys):
     assert main(["run", str(program), "--float64", "--method", "smc", "--runtime", "pyro"]) == 0
     log_z = float(capsys.readouterr().out.split("log Z = ")[1].split()[0])
     assert abs(log_z - LOG_Z) < 0.2
+
+
+def overflowing_gradient():
+    """x ~ N(9.05, 0.05) with a factor -x^40: near x = 9 the density (-1.5e38) is finite in float32 but its
+    gradient (-40 x^39 = -6.6e38) overflows; in float64 both are finite."""
+    return ppl.model(x=ppl.Normal(9.05, 0.05), f=ppl.factor(lambda x: -x ** 40))
+
+
+@pytest.mark.filterwarnings("ignore::ppl.backends.hmc.ConvergenceWarning")
+@pytest.mark.parametrize("method, runtime, options", [
+    ("nuts", "pyro", dict(num_warmup=10, num_samples=5, chains=1)),
+    ("smc", "pyro", dict(particles=100, moves=1))])
+def test_non_finite_gradient_names_the_site(method, runtime, options):
+    _, said = run(overflowing_gradient(), method=method, runtime=runtime, **options)
+    assert any("gradient" in s and "'x'" in s and "precision='float64'" in s for s in said), said
+
+
+def test_gradient_check_is_silent_in_float64():
+    from ppl.backends import get_runtime
+    from ppl.precision import gradient_sites
+    rt = get_runtime("numpyro", precision="float64")
+    with rt.scope():
+        prog = ppl.compile(overflowing_gradient()).lower(rt)
+        (value, _), grad = prog.value_and_grad(rt.asarray(np.linspace(8.9, 9.2, 8)[:, None]), rt.asarray(1.0))
+    assert gradient_sites(prog.layout, rt.to_numpy(grad), rt.to_numpy(value)) == []

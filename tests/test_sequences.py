@@ -226,7 +226,7 @@ def test_bad_input_is_named():
         ppl.autoregressive(prefix_model(A), V, L, eos=V)
     with pytest.raises(ppl.UnknownNameError, match="potential"):
         ppl.sample(p.tilt(count0), method="pf", runtime="pyro", particles=10, potential="nope")
-    with pytest.raises(ppl.PlanError, match="sample it with method="):
+    with pytest.raises(ppl.PlanError, match="use method="):
         ppl.sample(p, method="smc", runtime="pyro", particles=10)
     with pytest.raises(ppl.PlanError, match="mixes sequence models"):
         ppl.compile(p * ppl.model(x=ppl.Normal(0, 1)))

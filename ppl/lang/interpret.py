@@ -86,7 +86,7 @@ class Interpreter:
         except SourceError:
             raise
         except PPLError as e:
-            raise self.src.error(node, str(e)) from None
+            raise self.src.relocate(node, e) from None
         except Exception as e:  # noqa: BLE001 (a runtime's own error, located and wrapped)
             raise self.src.error(node, _describe(e), hint=_hint(e)) from None
 
@@ -198,7 +198,7 @@ class Interpreter:
         try:
             return D.make(name, *pos, shape=shape or (), **kw)
         except PPLError as e:
-            raise self.src.error(node, str(e)) from None
+            raise self.src.relocate(node, e) from None
 
     def shape(self, exprs, env, fw):
         out = []

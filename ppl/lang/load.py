@@ -10,6 +10,7 @@ import os
 
 import numpy as np
 
+from .. import advice
 from .. import math as pm
 from ..errors import PPLError, SourceError, ValueRangeError
 from ..target import Reward, geometric
@@ -33,10 +34,13 @@ class RunSpec:
 
 
 class PPLFile:
-    """A loaded `.ppl` program: `.data`, `.models`, `.targets` (Python target objects), `.runs` and its `.src`."""
+    """A loaded `.ppl` program: `.data`, `.models`, `.targets` (Python target objects), `.runs` and its `.src`.
+
+    `.front` is the front end its messages spell options for: 'ppl' (the program's syntax), or 'cli' when
+    `ppl run` runs it (its flags where it has them)."""
 
     def __init__(self, src):
-        self.src = src
+        self.src, self.front = src, "ppl"
         self.data, self.models, self.targets, self.runs, self.functions = {}, {}, {}, [], {}
         self.symbolic = []   # data loaded without a value (symbolic=True)
         self.unbuilt = {}    # model or target name -> the symbolic datum its building needed
@@ -68,6 +72,12 @@ class PPLFile:
             return self.runs[0].target
         return (list(self.targets) or list(self.models) or [None])[-1]
 
+    def spelling(self, name=None, method=None):
+        """The advice of messages made inside the block spelled for `.front` and the `sample` statement of
+        target `name` (with `method`, default the statement's)."""
+        spec = self.run_spec(name)
+        return advice.front_end(self.front, name or self.default_name(), method or (spec.method if spec else None))
+
     def compile(self, name=None, reference=None, fold=None):
         """`ppl.compile` of a target (with the `reference` and `fold` of its `sample` statement by default);
         errors about a site are located at its statement."""
@@ -77,39 +87,49 @@ class PPLFile:
         fold = options.get("fold", True) if fold is None else fold
         target = self.target(name)
         try:
-            return compile_target(target, reference=reference, fold=fold)
+            with self.spelling(name):
+                return compile_target(target, reference=reference, fold=fold)
         except SourceError:
             raise
         except PPLError as e:
-            raise self.locate(e, target) or self.src.error(None, str(e)) from None
+            raise self.locate(e, target) or self.src.relocate(None, e) from None
 
     def locate(self, e, target):
         """`e` as a `SourceError` at the statement of the site of `target` it names (`e.site`); None if it names
         none."""
         source = next((m.sites[e.site].source for m in target.models() if e.site in m.sites), None)
-        return None if source is None else self.src.error_at(source[1], source[2], str(e))
+        return None if source is None else self.src.error_at(source[1], source[2], e.message, e.hint)
 
     def check_run(self, spec, kind=None, options=None):
-        """A located error where the `sample` statement `spec` names an unknown method or kernel, or an option the
-        method (for plans of `kind`) or its kernel does not take; `options` (default: the statement's) are what
-        the run would pass."""
+        """A located error where the `sample` statement `spec` names an unknown method or kernel, an option the
+        method (for plans of `kind`) or its kernel does not take, or a value out of its option's range
+        (`backends.VALUES`); `options` (default: the statement's) are what the run would pass."""
         import inspect
         from ..api import sample
-        from ..backends import check_options, get_method, option_names
+        from ..backends import check_options, check_value, get_method, option_names
         from ..backends.kernels import get_kernel
         options = spec.options if options is None else options
+        for key, value in options.items():
+            try:
+                check_value(key, value)
+            except PPLError as e:   # located at the value where the statement gives it (else a flag or keyword did)
+                written = next((k.value for k in spec.node.options.keywords if k.name == key), None)
+                if written is None or spec.options.get(key) is not value:
+                    raise
+                raise self.src.relocate(written, e) from None
         method = options.get("method", spec.method)
         own = inspect.signature(sample).parameters    # ppl.sample's own options (method, seed, precision, ...)
         given = {k: v for k, v in options.items() if k not in own}
         try:
-            known = option_names(get_method(method, kind))
-            check_options(method, given, known)
-            given = _expand(given)
-            check_options(method, given, known)
-            if isinstance(given.get("kernel"), str):
-                get_kernel(given["kernel"]).options(given.get("kernel_options"))
+            with self.spelling(spec.target, method):
+                known = option_names(get_method(method, kind))
+                check_options(method, given, known)
+                given = _expand(given)
+                check_options(method, given, known)
+                if isinstance(given.get("kernel"), str):
+                    get_kernel(given["kernel"]).options(given.get("kernel_options"))
         except PPLError as e:
-            raise self.src.error(spec.node, str(e)) from None
+            raise self.src.relocate(spec.node, e) from None
 
     def sample(self, name=None, **overrides):
         """Run `ppl.sample` on a target with the options of its `sample` statement, updated by `overrides`;
@@ -128,7 +148,8 @@ class PPLFile:
             self.check_run(spec, compiled.kind, kw)
         kw = _expand(kw)
         try:
-            return sample(compiled, **kw)
+            with self.spelling(name, kw.get("method")):
+                return sample(compiled, **kw)
         except SourceError:
             raise
         except TypeError as e:
@@ -270,7 +291,7 @@ class Loader:
             try:
                 t = t.condition(**obs)
             except PPLError as e:
-                raise self.src.error(node.bindings[0], str(e)) from None
+                raise self.src.relocate(node.bindings[0], e) from None
         self.out.targets[node.name] = t
 
     def target_expr(self, e):
@@ -307,7 +328,7 @@ class Loader:
         except SourceError:
             raise
         except PPLError as e:
-            raise self.src.error(node, str(e)) from None
+            raise self.src.relocate(node, e) from None
 
     def number(self, e):
         v = scalar(self.constant(e))

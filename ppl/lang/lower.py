@@ -112,7 +112,7 @@ class ModelBuilder:
         try:
             return Model(self.sites, data=data, observed=self.observed, name=self.name)
         except PPLError as e:
-            raise self.src.error(self.node, str(e)) from None
+            raise self.src.relocate(self.node, e) from None
 
     def data_values(self, ordered):
         """Values computed from data and constants alone, evaluated once (numpy) and added to the data; returns

@@ -24,6 +24,10 @@ class Source:
         """A `SourceError` at `where`: a syntax node (or anything with a line and column), or None."""
         return self.error_at(getattr(where, "line", None), getattr(where, "column", None), message, hint)
 
+    def relocate(self, where, e):
+        """The `PPLError` `e` (its message and hint) as a `SourceError` at `where`."""
+        return self.error(where, e.message, e.hint)
+
 
 def suggest(name, known):
     """'did you mean ...?' for the known name closest to `name`, or None."""
