@@ -3,6 +3,7 @@
     ppl run FILE [--data data.json] [--target NAME] [--method is|smc|nuts|fkc] [--runtime numpyro|pyro]
                  [--device cpu|cuda] [--particles N] [--seed S] [--float64] [--out result.nc] [--plot out.png]
                  [--allow-python] [--chains C] [--warmup W] [--draws D]    (the last three: nuts, hmc, pmmh)
+                 [--devices K|all]    (is, smc, pf, fkc on numpyro: the particles split over K devices)
     ppl check FILE [--data data.json]            parse and check (names, shapes, supports, the plan); without
                                                  --data, missing data are symbolic and what needs them is skipped
     ppl compile FILE [--data data.json] --graph  print the plan and the inference graph
@@ -44,6 +45,8 @@ def _parser():
     run.add_argument("--seed", type=int, default=0)
     for flag, option in FLAG_OPTIONS.items():
         run.add_argument(flag, type=int, dest=option, help=f"{option} of nuts, hmc or pmmh")
+    run.add_argument("--devices", type=_devices, help="split the particles over K JAX devices, or all of them "
+                     "(is, smc, pf, fkc on numpyro)")
     run.add_argument("--float64", action="store_true",
                      help='compute in float64 (precision="float64"; default: the file\'s, else float32)')
     run.add_argument("--out", help="save the result as NetCDF (.nc): ArviZ InferenceData that ppl.load reads back")
@@ -97,7 +100,7 @@ def _run(prog, args):
             print(f"note: --method {method}: the options {', '.join(dropped)} of line {spec.node.line} "
                   f"(sample {spec.target} with {spec.method}) are not used", file=sys.stderr)
     options.update(method=method, seed=args.seed)
-    for key in ("runtime", "device", "particles"):
+    for key in ("runtime", "device", "particles", "devices"):
         if getattr(args, key) is not None:
             options[key] = getattr(args, key)
     from .backends import get_method, option_names
@@ -151,6 +154,16 @@ def main(argv=None):
     with warnings.catch_warnings():   # restores warnings.showwarning on return
         warnings.showwarning = _show_warning
         return _main(args)
+
+
+def _devices(text):
+    """--devices: a positive integer or 'all'."""
+    if text == "all":
+        return text
+    try:
+        return int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number of devices or 'all', got {text!r}") from None
 
 
 def _main(args):

@@ -101,6 +101,22 @@ def test_devices_errors_in_this_process():
         ppl.sample(target, particles=100 * n, devices=n)
 
 
+def test_cli_devices_flag(capsys):
+    """`ppl run --devices K|all`: a bad value is a usage error, too many devices an error naming the flag to set
+    (exit 2, no traceback)."""
+    import jax
+    from ppl.cli import main
+    root = os.path.join(os.path.dirname(__file__), "..", "examples")
+    run = ["run", os.path.join(root, "eight_schools_noncentered.ppl"), "--data",
+           os.path.join(root, "eight_schools.data.json"), "--method", "is", "--particles", "1000"]
+    with pytest.raises(SystemExit) as e:
+        main(run + ["--devices", "x"])
+    assert e.value.code == 2 and "number of devices or 'all'" in capsys.readouterr().err
+    assert main(run + ["--devices", str(len(jax.devices()) + 1)]) == 2
+    err = capsys.readouterr().err
+    assert "xla_force_host_platform_device_count" in err and "Traceback" not in err
+
+
 @pytest.mark.slow
 def test_particle_filter_on_four_devices():
     """A bootstrap filter of a 1-d linear-Gaussian state-space model (T = 30) on 4 devices: log Z at the Kalman
