@@ -222,19 +222,26 @@ def test_the_planner_orders_the_inference_graph():
 
 
 def _check_time(tmp_path, n):
+    """The least CPU time of three `ppl check` runs of a chain of n sites (CPU time, and the least of three, so
+    that other processes and the garbage collector's timing do not enter)."""
+    import gc
     import time
     from ppl.cli import main
     path = tmp_path / f"chain{n}.ppl"
     path.write_text("model m {\n  x1 ~ normal(0, 1)\n" + "".join(f"  x{i} ~ normal(x{i - 1}, 1)\n"
                                                                for i in range(2, n + 1)) + "}\ntarget t = m\n")
-    start = time.perf_counter()
-    assert main(["check", str(path)]) == 0
-    return time.perf_counter() - start
+    times = []
+    for _ in range(3):
+        gc.collect()
+        start = time.process_time()
+        assert main(["check", str(path)]) == 0
+        times.append(time.process_time() - start)
+    return min(times)
 
 
 def test_check_time_is_linear_in_the_number_of_sites(tmp_path, capsys):
-    """`ppl check` of a chain of n sites: 4x the sites takes about 4x the time (it was quadratic: 8,000 sites
-    took 32 s against 4.9 s for 2,000, in the statement ordering and the choice of references)."""
+    """`ppl check` of a chain of n sites: 8x the sites takes about 8x the time (measured 9-11x; quadratic would be
+    64x: 8,000 sites took 32 s against 4.9 s for 2,000, in the statement ordering and the choice of references)."""
     _check_time(tmp_path, 50)   # warm: the grammar, imports
-    small, large = _check_time(tmp_path, 500), _check_time(tmp_path, 2000)
-    assert large / small < 7.0, (small, large)
+    small, large = _check_time(tmp_path, 250), _check_time(tmp_path, 2000)
+    assert large / small < 24.0, (small, large)
