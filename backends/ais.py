@@ -27,6 +27,7 @@ weights) and for the estimate (`ImportanceWarning` above 0.7).
 import math
 
 import numpy as np
+from scipy.optimize import brentq
 
 from .. import advice
 from ..errors import InferenceError, UnknownNameError, ValueRangeError
@@ -35,15 +36,21 @@ from . import integer, method
 from .importance import ImportanceWarning, weights_khat
 from .proposals import FAMILIES, Gaussian, Mixture, Pool, StudentT, layout_of, logsumexp
 from .runtime import batched
-from .smc import next_beta
 
 
-def _tempering(rt, log_w, target):
-    """The largest a ∈ (0, 1] with ESS(a · log w) ≥ target: SMC's bisection on the conditional ESS
-    (`smc.next_beta`) from uniform weights, where it is the ESS of w^a."""
-    n = len(log_w)
-    uniform = rt.asarray(np.full(n, -math.log(n)))
-    return float(rt.to_numpy(next_beta(rt, uniform, rt.asarray(log_w), 0.0, target / n)))
+def _tempering(log_w, target):
+    """The largest a ∈ (0, 1] with ESS(w^a) = (Σ w^a)² / Σ w^2a ≥ target (ESS decreases in a), on the host
+    pool in float64: a root by Brent's method (the pool grows each iteration, so no compiled bisection)."""
+    lw = log_w[np.isfinite(log_w)]
+    lw = lw - lw.max()
+
+    def excess(a):
+        return 2 * logsumexp(a * lw) - logsumexp(2 * a * lw) - math.log(target)
+
+    if excess(1.0) >= 0:
+        return 1.0
+    tiny = 2.0 ** -50
+    return tiny if excess(tiny) < 0 else float(brentq(excess, tiny, 1.0, xtol=1e-10))
 
 
 @method("ais")
@@ -108,7 +115,7 @@ def run(compiled, rt, key, particles=4000, family="gaussian", budget=None, max_i
     while len(table) <= max_iterations and sum(pool.sizes) + 2 * particles <= budget and stale < patience:
         if not fresh:   # the cross-entropy fit to the tempered pooled weights
             lw = pool.log_weights()
-            a = _tempering(rt, lw, target_ess * particles)
+            a = _tempering(lw, target_ess * particles)
             w = np.exp(a * (lw - np.max(lw)))
             q = _fit(family, q, pool.z, w / w.sum(), rt, u, df)
         fresh = False

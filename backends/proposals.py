@@ -19,6 +19,8 @@ import numpy as np
 
 from ..errors import PPLError, ShapeError
 
+#: the compiled draws, by (runtime, structure)
+_DRAWS = {}
 #: covariance floor relative to the largest variance (keeps fits positive definite from few effective draws)
 JITTER = 1e-6
 
@@ -53,6 +55,26 @@ class Proposal:
         out.__dict__.update(self.__dict__)
         out.sites = tuple(sites)
         return out
+
+    def arrays(self):
+        """The parameters `draw` reads (a tuple of numpy arrays, nested for mixtures)."""
+        raise NotImplementedError
+
+    def structure(self):
+        """What, besides `arrays()`, `draw` depends on: one compiled draw per structure and runtime."""
+        return self.family
+
+    def drawer(self):
+        """The pure draw `(rt, arrays, key, n) -> z [n, D]` of this family."""
+        raise NotImplementedError
+
+    def sample(self, rt, key, n):
+        """n draws z [n, D] (one compiled draw per runtime, structure and n: its parameters are arguments)."""
+        cache = (repr(rt), self.structure())
+        if cache not in _DRAWS:
+            draw = self.drawer()
+            _DRAWS[cache] = rt.jit(lambda key, arrays, n: draw(rt, arrays, key, n), static_argnames=("n",))
+        return _DRAWS[cache](key, rt.tree_map(rt.asarray, self.arrays()), n=n)
 
     def check(self, program):
         """A ShapeError unless this proposal is a density over `program`'s unconstrained space."""
@@ -95,9 +117,15 @@ class Gaussian(Proposal):
     def _std(self, rt, z):
         return rt.xp.einsum("ij,nj->ni", rt.asarray(self.prec_chol), z - rt.asarray(self.mean))
 
-    def sample(self, rt, key, n):
-        eps = rt.normal(key, (n, self.dim))
-        return rt.asarray(self.mean) + rt.xp.einsum("ij,nj->ni", rt.asarray(self.chol), eps)
+    def arrays(self):
+        return self.mean, self.chol
+
+    @staticmethod
+    def drawer():
+        def draw(rt, arrays, key, n):
+            mean, chol = arrays
+            return mean + rt.xp.einsum("ij,nj->ni", chol, rt.normal(key, (n, mean.shape[0])))
+        return draw
 
     def log_prob(self, rt, z):
         u = self._std(rt, z)
@@ -140,11 +168,18 @@ class StudentT(Gaussian):
             cov = _cov(z, wu, mean)
         return cls(mean, cov, v)
 
-    def sample(self, rt, key, n):
-        k1, k2 = rt.split(key, 2)
-        chi2 = rt.sample(rt.distributions.Chi2(rt.asarray(np.full(n, self.df))), k2)
-        eps = rt.normal(k1, (n, self.dim)) * rt.xp.sqrt(self.df / chi2)[:, None]
-        return rt.asarray(self.mean) + rt.xp.einsum("ij,nj->ni", rt.asarray(self.chol), eps)
+    def arrays(self):
+        return self.mean, self.chol, np.asarray(self.df)
+
+    @staticmethod
+    def drawer():
+        def draw(rt, arrays, key, n):
+            mean, chol, df = arrays
+            k1, k2 = rt.split(key, 2)
+            chi2 = rt.sample(rt.distributions.Chi2(df * rt.xp.ones(n)), k2)
+            eps = rt.normal(k1, (n, mean.shape[0])) * rt.xp.sqrt(df / chi2)[:, None]
+            return mean + rt.xp.einsum("ij,nj->ni", chol, eps)
+        return draw
 
     def log_prob(self, rt, z):
         u = self._std(rt, z)
@@ -195,14 +230,23 @@ class Mixture(Proposal):
     def log_density(self, z):
         return logsumexp(self.component_log_densities(z), axis=0)
 
-    def sample(self, rt, key, n):
-        k0, *ks = rt.split(key, len(self.components) + 1)
-        u = rt.uniform(k0, (n,))
-        which = rt.xp.minimum(rt.xp.searchsorted(rt.asarray(np.cumsum(self.weights)), u),
-                              len(self.components) - 1)
-        draws = rt.xp.stack([c.sample(rt, k, n) for c, k in zip(self.components, ks)])   # [K, n, D]
-        pick = (rt.xp.arange(len(self.components))[:, None] == which[None, :])
-        return (draws * rt.asarray(pick, dtype=draws.dtype)[:, :, None]).sum(axis=0)
+    def arrays(self):
+        return np.cumsum(self.weights), tuple(c.arrays() for c in self.components)
+
+    def structure(self):
+        return self.family, tuple(c.structure() for c in self.components)
+
+    def drawer(self):
+        draws = [c.drawer() for c in self.components]
+
+        def draw(rt, arrays, key, n):
+            cumulative, parts = arrays
+            k0, *ks = rt.split(key, len(draws) + 1)
+            which = rt.xp.minimum(rt.xp.searchsorted(cumulative, rt.uniform(k0, (n,))), len(draws) - 1)
+            z = rt.xp.stack([d(rt, a, k, n) for d, a, k in zip(draws, parts, ks)])   # [K, n, D]
+            pick = rt.xp.arange(len(draws))[:, None] == which[None, :]
+            return rt.xp.where(pick[:, :, None], z, 0.0 * z).sum(axis=0)
+        return draw
 
     def fit(self, z, w, previous=None, steps=5):
         """Weighted EM from the current components (responsibilities in float64)."""
@@ -242,8 +286,13 @@ class Pool:
         self.proposals, self.log_q, self.sizes = [], [], []
 
     def _log_q(self, q, z, log_ref):
-        return log_ref if q is None else np.asarray(self.rt.to_numpy(q.log_prob(self.rt, self.rt.asarray(z))),
-                                                    dtype=np.float64)
+        """log q on the draws: π0's from the run; in numpy float64 where the family has it (no compilation
+        for each new pool size), else on the runtime (flows)."""
+        if q is None:
+            return log_ref
+        if hasattr(q, "log_density"):
+            return q.log_density(z)
+        return np.asarray(self.rt.to_numpy(q.log_prob(self.rt, self.rt.asarray(z))), dtype=np.float64)
 
     def add(self, q, z, log_target, log_ref):
         """n draws z from q, with their log γ and log π0 + log|J|."""
