@@ -25,9 +25,10 @@ _FRONT = contextvars.ContextVar("ppl_front_end", default=Front())
 
 #: `ppl run`'s flags for options of the methods (nuts, hmc, pmmh)
 METHOD_FLAGS = {"chains": "--chains", "num_warmup": "--warmup", "num_samples": "--draws"}
+#: `ppl run`'s flags for options of every method
+RUN_FLAGS = {"runtime": "--runtime", "device": "--device", "particles": "--particles", "devices": "--devices"}
 #: every option `ppl run` sets with a flag (precision="float64" is --float64)
-FLAGS = {**METHOD_FLAGS, "particles": "--particles", "seed": "--seed", "runtime": "--runtime",
-         "device": "--device", "method": "--method"}
+FLAGS = {**METHOD_FLAGS, **RUN_FLAGS, "seed": "--seed", "method": "--method"}
 #: the packages whose frames a warning skips (the folders of `ppl`)
 PACKAGES = ("ppl", "ppl.compiler", "ppl.backends", "ppl.stdlib")
 

@@ -15,7 +15,7 @@ import os
 import sys
 import warnings
 
-from .advice import METHOD_FLAGS
+from .advice import METHOD_FLAGS, RUN_FLAGS
 from .errors import PPLError
 
 
@@ -100,7 +100,7 @@ def _run(prog, args):
             print(f"note: --method {method}: the options {', '.join(dropped)} of line {spec.node.line} "
                   f"(sample {spec.target} with {spec.method}) are not used", file=sys.stderr)
     options.update(method=method, seed=args.seed)
-    for key in ("runtime", "device", "particles", "devices"):
+    for key in RUN_FLAGS:
         if getattr(args, key) is not None:
             options[key] = getattr(args, key)
     from .backends import get_method, option_names

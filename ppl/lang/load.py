@@ -152,9 +152,6 @@ class PPLFile:
                 return sample(compiled, **kw)
         except SourceError:
             raise
-        except TypeError as e:
-            raise self.src.error(spec.node if spec else None,
-                                 f"bad option for method {kw.get('method', 'is')!r}: {e}") from None
         except PPLError as e:
             located = self.locate(e, self.target(name))
             if located is None:
