@@ -1,5 +1,4 @@
 import os
-import tempfile
 import warnings
 
 import pytest
@@ -13,12 +12,6 @@ RUNTIMES = ["numpyro", "pyro"]
 
 if os.environ.get("PYTEST_XDIST_WORKER"):   # one worker per core: the CLI runs in subprocesses get one thread too
     os.environ.setdefault("OMP_NUM_THREADS", "1")
-
-#: XLA programs compiled once for the whole run: the workers and the CLI subprocesses share JAX's persistent
-#: compilation cache (set before JAX is imported; every size of program is kept)
-os.environ.setdefault("JAX_COMPILATION_CACHE_DIR", os.path.join(tempfile.gettempdir(), f"ppl-tests-jax-{os.getuid()}"))
-os.environ.setdefault("JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS", "0")
-os.environ.setdefault("JAX_PERSISTENT_CACHE_MIN_ENTRY_SIZE_BYTES", "0")
 
 
 @pytest.fixture(autouse=True, scope="session")
