@@ -1,7 +1,7 @@
 """FKC on the paper's GMM-40 annealing benchmark (Skreta et al. 2025, §4.1 and its notebook), exact scores.
 
-Data: 40 modes, means (U(0, 1)² − ½) · 80 from torch seed 0 (FAB's / DEM's `GMM`), sd softplus(2) = 2.13,
-uniform weights, everything divided by 50. Target q_0^β, β = 3; its exact law is the 64,000-component mixture
+Data (`ppl.stdlib.diffusion.gmm40`): 40 modes, means (U(0, 1)² − ½) · 80 from torch seed 0 (FAB's / DEM's
+`GMM`), sd softplus(2) = 2.13, uniform weights, everything divided by 50. Target q_0^β, β = 3; its exact law is the 64,000-component mixture
 q_0³ / ∫ q_0³ (`GaussianMixture.power`), and log Z = log (∫ q_{t_min}³ / ∫ q_T³) is exact too. SDE: VE,
 geometric σ 0.01 → 10 (the paper's), or VP (β 0.1 → 20); start N(0, (α_T² + σ_T²)/β); 10,000 particles.
 
@@ -22,6 +22,7 @@ import numpy as np
 from scipy.optimize import linear_sum_assignment
 
 import ppl
+from ppl.stdlib.diffusion import gmm40
 
 BETA = 3
 SDES = {"ve": ppl.VESDE(0.01, 10.0), "vp": ppl.VPSDE(0.1, 20.0)}
@@ -37,14 +38,6 @@ CONFIGS = {
     "fkc-mala-ess": dict(moves=1, resample=0.5),
     "uncorrected-mala": dict(corrected=False, moves=1),
 }
-
-
-def gmm40():
-    import torch
-    gen = torch.Generator().manual_seed(0)
-    means = ((torch.rand((40, 2), generator=gen, dtype=torch.float64) - 0.5) * 2 * 40).numpy()
-    sd = float(np.log1p(np.exp(2.0)))
-    return ppl.GaussianMixture(means / 50, sd=sd / 50)
 
 
 def exact_log_z(gm, sde):

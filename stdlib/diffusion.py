@@ -228,3 +228,13 @@ class GaussianMixture:
 
     def __repr__(self):
         return f"GaussianMixture(K={len(self)}, d={self.dim})"
+
+
+def gmm40(scale=50.0):
+    """The 40-mode mixture of the FKC paper's annealing benchmark (Skreta et al. 2025; FAB's and DEM's `GMM`):
+    means (U(0, 1)² − ½) · 80 drawn with torch seed 0, sd softplus(2) = 2.13, uniform weights, all divided by
+    `scale`."""
+    import torch
+    gen = torch.Generator().manual_seed(0)
+    means = ((torch.rand((40, 2), generator=gen, dtype=torch.float64) - 0.5) * 2 * 40).numpy()
+    return GaussianMixture(means / scale, sd=math.log1p(math.exp(2.0)) / scale)
