@@ -123,9 +123,9 @@ class FKC(fk.FeynmanKac):
         self.coefs = rt.asarray(_schedules(plan, self.sde.T - self.dt * np.arange(steps + 1)))
         self.start = start_resampling_step
         self.moves = integer(moves, "moves", 0)
+        self.kernel = get_kernel(kernel)
+        self.kernel_options = self.kernel.options(kernel_options)
         if self.moves:
-            self.kernel = get_kernel(kernel)
-            self.kernel_options = self.kernel.options(kernel_options)
             self.densities = [b.density_fn(rt) for b, _ in plan.bases]
         if step_size is not None and not (isinstance(step_size, (int, float)) and step_size > 0):
             raise ValueRangeError(f"step_size must be a positive number, got {step_size!r}")
