@@ -11,6 +11,24 @@ W2 and energy distance on 1,000-point subsamples, MMD² (Gaussian kernels, bandw
 summed, 2,000 points), TV of 200 × 200 histograms, and log Z − exact. Each over `--seeds` seeds; the CPU time of
 a run (`time.process_time`, JIT compilation included) relative to the uncorrected sampler's.
 
+Measured (VE, 10,000 particles, 1000 steps, 5 seeds, numpyro, 2 shared CPU cores; exact log Z = 15.215; floor:
+mode TV 0.036, W2 0.087, energy 0.0007, MMD² ≈ 0, histogram TV 0.295; cpu = process time per run):
+
+    config                mode TV per seed                  mean   W2     energy  MMD²    hist TV  log Z − exact   cpu
+    uncorrected           .307 .308 .321 .317 .314          .313   .232   .0209   .174    .445     —               1.00x
+    uncorrected-tempered  .461 .466 .474 .461 .456          .464   .306   .0511   .490    .596     —               0.89x
+    fkc (main)            .137 .125 .097 .140 .340          .168   .233   .0411   .143    .365     +0.00 sd 0.32   0.95x
+    fkc-ess (resample=.5) .185 .210 .148 .195 .229          .193   .275   .0350   .152    .385     −0.26 sd 0.38   0.90x
+    fkc-tempered          .407 .372 .431 .348 .412          .394   .278   .0400   .347    .526     −4.91 sd 0.28   1.03x
+    fkc-mala (moves=1)    .037 .030 .043 .040 .046          .039   .092   .0007   .0011   .301     +0.19 sd 0.019  1.85x
+    fkc-mala-ess          .044 .036 .042 .038 .044          .041   .093   .0025   −.0005  .347     +0.19 sd 0.019  1.72x
+
+VP (β 0.1 → 20; exact log Z = 5.904): uncorrected mode TV .313–.330 (1.00x); fkc .088 .167 .098 .199 .136,
+log Z +0.38 sd 0.23 (0.85x); fkc-mala .052 .055 .038 .047 .052, log Z +0.47 sd 0.015 (1.80x).
+
+One MALA move per step (resample–move) brings every metric to its noise floor; the remaining log Z error is the
+O(dt) bias of the left-point increments (+0.38 at 500 steps, +0.19 at 1000: see `backends/fkc.py`).
+
     python benchmarks/fkc_gmm40.py [--sde ve|vp] [--seeds 5] [--particles 10000] [--steps 1000]
                                    [--configs uncorrected fkc ...] [--runtime numpyro]
 """
