@@ -1,21 +1,28 @@
-"""Feynman–Kac correctors (FKC) for diffusion targets γ_t = Π_i q_{i,t}^{β_i} · exp(R(x)), R = Σ_j c_j r_j.
+"""Feynman–Kac correctors (FKC) for diffusion targets γ_t = Π_i q_{i,t}^{β_i} · exp(R_t(x)), R_t = Σ_j c_j b_j(t) r_j.
 
-Reverse time τ = 1 − t, Euler–Maruyama on dx = v dτ + σ dW with
+b_j is a tilt's schedule (1 without one). Reverse time τ = 1 − t, Euler–Maruyama on dx = v dτ + σ dW with
 
-    S = Σ β_i s_i + ∇R,    v = −f + ((g² + σ²)/2) S,    σ = g (default) or g/√B (tempered noise), B = Σ β_i,
+    S = Σ β_i s_i + ∇R_t,    v = −f + ((g² + σ²)/2) S,    σ = g (default) or g/√B (tempered noise), B = Σ β_i,
 
-from x_T ~ N(0, (α_T² + σ_T²)/B I) with initial log weights R(x_T), and log-weight increments (DESIGN §5)
+from x_T ~ N(0, (α_T² + σ_T²)/B I) with initial log weights R_T(x_T), and log-weight increments (DESIGN §5;
+Skreta et al. 2025, Props 3.1–3.4)
 
-    dw = [ (B − 1) ∇·f − f·∇R + (g²/2) ( ‖S‖² − Σ β_i ‖s_i‖² + ΔR ) ] dτ
+    dw = [ (B − 1) ∇·f − f·∇R_t + (g²/2) ( ‖S‖² − Σ β_i ‖s_i‖² + ΔR_t ) ] dτ + ∂_τ R_t dτ
 
-(ΔR exact, or Hutchinson's estimate ε·∇²R ε with Rademacher ε). A Feynman–Kac model on the core loop of `fk`:
+(ΔR exact, or Hutchinson's estimate ε·∇²R ε with Rademacher ε; ∂_τ R_t dτ = R_{t_{k+1}} − R_{t_k} at fixed x).
+(q1 q2)^β is β_1 = β_2 = β, CFG q^{1−w} q_c^w is β = (1 − w, w). A Feynman–Kac model on the core loop of `fk`:
 log G_k = dw at x_k (the step's increment), resampled (systematic) every step or when ESS < threshold · N
 (from `start_resampling_step` on), then moved by the Euler step — the same law as stepping first, since the
-move acts on each particle independently. log Z = Σ_k log c_k estimates log(Z_0 / Z_T), Z_T the normalizer
-of Π q_{i,T}^{β_i} ≈ that of the start. `corrected=False` runs the same SDE without weights (the uncorrected
-sampler).
+move acts on each particle independently — and, with `moves`, by MCMC steps invariant for γ_{t_{k+1}} (`FKC`).
+log Z = Σ_k log c_k estimates log(Z_0 / Z_T), Z_T the normalizer of Π q_{i,T}^{β_i} ≈ that of the start.
+`corrected=False` runs the same SDE without weights (the uncorrected sampler).
+
+Left-point increments make log Z biased by O(dt): on an annealed Gaussian (σ_t² ≫ data variance) at
+equilibrium the step's expected log-increment misses (β−1)(β−2) u²/4 per dimension, u = g² dt / v_t (GMM-40
+with β = 3, VE, 1000 steps: +0.19, halving with each doubling of the steps).
 """
 import math
+from typing import Any, NamedTuple
 
 import numpy as np
 
@@ -23,7 +30,8 @@ from ..diffusion import SITE
 from .. import advice
 from ..errors import InferenceError, UnknownNameError, ValueRangeError
 from ..result import Result
-from . import fk, method
+from . import fk, integer, method
+from .kernels import Particles, get_kernel
 from .sharding import shards_particles
 
 
@@ -32,31 +40,50 @@ class FKCWarning(UserWarning):
 
 
 def _reward_terms(plan, rt, laplacian, probes):
-    """R(x) [N], ∇R [N, d], ΔR [N] for the plan's rewards (None when there are none)."""
+    """(terms, value_and_grad) for the plan's rewards r_j with per-step coefficients a [J] (None, None when
+    there are none): value_and_grad(x, a) is R = Σ_j a_j r_j(x) [N], ∇R [N, d] and the r_j(x) [N, J];
+    terms(x, key, a) adds ΔR [N]."""
     if not plan.rewards:
-        return None
+        return None, None
     xp = rt.xp
 
-    def total(z):
-        return sum(c * r.fn(z) for r, c in plan.rewards)
+    def values(z):
+        return xp.stack([r.fn(z) for r, _ in plan.rewards])
 
-    value_and_grad = rt.value_and_grad(lambda z, _: (lambda v: (v, v))(total(z)))
-    hvp = rt.hvp(total)
+    def total(z, a):
+        v = values(z)
+        return xp.sum(a * v), v
+
+    grad_fn = rt.value_and_grad(total)
     eye = rt.asarray(np.eye(plan.dim))
-    if laplacian == "exact":
-        lap1 = rt.vmap(lambda z: xp.sum(rt.vmap(lambda e: hvp(z, e))(eye) * eye))
-    elif laplacian == "hutchinson":
-        lap1 = rt.vmap(lambda z, eps: xp.mean(xp.sum(rt.vmap(lambda e: hvp(z, e))(eps) * eps, axis=-1)))
-    else:
+    if laplacian not in ("exact", "hutchinson"):
         raise UnknownNameError(f"unknown laplacian {laplacian!r}; choose 'exact' or 'hutchinson'")
 
-    def terms(x, key):
-        (r, _), grad = value_and_grad(x, 0.0)
+    def value_and_grad(x, a):
+        (r, v), grad = grad_fn(x, a)
+        return r, grad, v
+
+    def terms(x, key, a):
+        hvp = rt.hvp(lambda z: total(z, a)[0])
         if laplacian == "exact":
-            return r, grad, lap1(x)
-        eps = xp.sign(rt.normal(key, (x.shape[0], probes, plan.dim)))
-        return r, grad, lap1(x, eps)
-    return terms
+            lap = rt.vmap(lambda z: xp.sum(rt.vmap(lambda e: hvp(z, e))(eye) * eye))(x)
+        else:
+            eps = xp.sign(rt.normal(key, (x.shape[0], probes, plan.dim)))
+            lap = rt.vmap(lambda z, e: xp.mean(xp.sum(rt.vmap(lambda u: hvp(z, u))(e) * e, axis=-1)))(x, eps)
+        return value_and_grad(x, a) + (lap,)
+    return terms, value_and_grad
+
+
+def _schedules(plan, times):
+    """[K + 1, J]: c_j b_j(t_k) at the step times, b_j the tilt's schedule (1 when it has none)."""
+    cols = []
+    for r, c in plan.rewards:
+        b = np.ones_like(times) if r.schedule is None else np.broadcast_to(
+            np.asarray(r.schedule(times), dtype=np.float64), times.shape)
+        if not np.all(np.isfinite(b)):
+            raise ValueRangeError(f"the schedule of reward {r.name} is not finite on [t_min, T]")
+        cols.append(c * b)
+    return np.stack(cols, -1) if cols else np.zeros((len(times), 0))
 
 
 def _threshold(resample):
@@ -69,65 +96,135 @@ def _threshold(resample):
     raise ValueRangeError(f"resample must be 'always', 'never' or an ESS fraction in (0, 1], got {resample!r}")
 
 
+class Carry(NamedTuple):
+    """FKC's state between steps: the key of the step's Hutchinson probes (set by the caller) and the MCMC
+    kernel's step size."""
+    key: Any
+    step_size: Any
+
+
 class FKC(fk.FeynmanKac):
     """The reverse SDE as a Feynman–Kac model: particles (x, S) with S the combined score at x; step k is at
-    time t_k = T − k dt. log G_k = h(x, t_k) dt (+ R(x) at k = 0); M_k is one Euler–Maruyama step from t_k.
-    The carry is the key of the step's Hutchinson probes (set by the caller)."""
+    time t_k = T − k dt. log G_k = h(x, t_k) dt (+ R(x) at k = 0); M_k is one Euler–Maruyama step from t_k to
+    t_{k+1}, followed by `moves` steps of an MCMC kernel (resample–move) that leave γ_{t_{k+1}} invariant:
+    the weighted cloud after that Euler step stands for γ_{t_{k+1}} / Z_{t_{k+1}}, so the moves keep it
+    consistent (weights ride along unchanged) and bring the particles to local equilibrium, which the
+    weights then need not correct. The kernel's last density evaluation gives S at t_{k+1}, reused by G_{k+1}."""
 
-    def __init__(self, plan, rt, steps, t_min, corrected, noise, laplacian, probes, start_resampling_step):
+    def __init__(self, plan, rt, steps, t_min, corrected, noise, laplacian, probes, start_resampling_step,
+                 moves=0, kernel="mala", kernel_options=None, step_size=None):
         self.plan, self.rt, self.sde, self.corrected = plan, rt, plan.sde, corrected
         self.big_b = plan.total_beta
         self.noise_scale = 1.0 if noise == "target" else 1.0 / self.big_b
         self.betas = [beta for _, beta in plan.bases]
         self.scores = [b.score_fn(rt) for b, _ in plan.bases]
-        self.rewards = _reward_terms(plan, rt, laplacian, probes)
+        self.rewards, self.reward_grad = _reward_terms(plan, rt, laplacian, probes)
         self.dt = (self.sde.T - t_min) / steps
+        self.coefs = rt.asarray(_schedules(plan, self.sde.T - self.dt * np.arange(steps + 1)))
         self.start = start_resampling_step
+        self.moves = integer(moves, "moves", 0)
+        self.kernel = get_kernel(kernel)
+        self.kernel_options = self.kernel.options(kernel_options)
+        if self.moves:
+            self.densities = [b.density_fn(rt) for b, _ in plan.bases]
+        if step_size is not None and not (isinstance(step_size, (int, float)) and step_size > 0):
+            raise ValueRangeError(f"step_size must be a positive number, got {step_size!r}")
+        self.step_size = step_size
 
     def _t(self, k):
         return self.sde.T - self.dt * k
 
-    def init(self, key, n):
-        x = self.rt.normal(key, (n, self.plan.dim)) * math.sqrt(self.sde.prior_var / self.big_b)
-        return (x, self.rt.xp.zeros((n, self.plan.dim))), None
-
-    def log_potential(self, k, particles, log_w, key):
-        rt, xp, sde = self.rt, self.rt.xp, self.sde
-        x, n = particles[0], particles[0].shape[0]
+    def log_gamma(self, x, k):
+        """(log γ_t(x) [N], ∇ log γ_t(x) [N, d]) at t = t_k, log γ_t = Σ β_i log q_{i,t} + R_t (the moves'
+        target)."""
         t = self._t(k)
-        s = [rt.stop_gradient(fn(x, t * xp.ones((n,)))) for fn in self.scores]
-        big_s = sum(beta * si for beta, si in zip(self.betas, s))
+        xp, n = self.rt.xp, x.shape[0]
+        parts = [fn(x, t * xp.ones((n,))) for fn in self.densities]
+        log_g = sum(beta * lq for beta, (lq, _) in zip(self.betas, parts))
+        grad = sum(beta * s for beta, (_, s) in zip(self.betas, parts))
+        if self.reward_grad is not None:
+            r, grad_r, _ = self.reward_grad(x, self.coefs[k])
+            log_g, grad = log_g + r, grad + grad_r
+        return log_g, grad
+
+    def init(self, key, n):
+        rt, d = self.rt, self.plan.dim
+        x = rt.normal(key, (n, d)) * math.sqrt(self.sde.prior_var / self.big_b)
+        big_s = self.log_gamma(x, 0)[1] if self.moves else rt.xp.zeros((n, d))
+        h = 0.0
+        if self.moves:   # default: the kernel's step for dimension d at the scale of the start
+            h = self.step_size or self.kernel.initial_step(d) * math.sqrt(self.sde.prior_var / self.big_b)
+        return (x, big_s), Carry(key, rt.asarray(float(h)))
+
+    def log_potential(self, k, particles, log_w, carry):
+        rt, xp, sde = self.rt, self.rt.xp, self.sde
+        x, cached = particles
+        n = x.shape[0]
+        t = self._t(k)
         if self.rewards is not None:
-            r, grad_r, lap_r = self.rewards(x, key)
-            big_s = big_s + grad_r
+            r, grad_r, vals, lap_r = self.rewards(x, carry.key, self.coefs[k])
+        if self.moves and len(self.betas) == 1:   # the moves left S at (x, t_k): the one base's score from it
+            big_s = rt.stop_gradient(cached)
+            s = [(big_s - (grad_r if self.rewards is not None else 0.0)) / self.betas[0]]
+        else:
+            s = [rt.stop_gradient(fn(x, t * xp.ones((n,)))) for fn in self.scores]
+            big_s = sum(beta * si for beta, si in zip(self.betas, s))
+            if self.rewards is not None:
+                big_s = big_s + grad_r
         if not self.corrected:
-            return xp.zeros((n,)), (x, big_s), key
+            return xp.zeros((n,)), (x, big_s), carry
         g2 = sde.g2(t, xp)
         h = (self.big_b - 1.0) * sde.div_f(t, self.plan.dim) + 0.5 * g2 * (
             xp.sum(big_s * big_s, axis=-1) - sum(beta * xp.sum(si * si, axis=-1) for beta, si in zip(self.betas, s)))
         if self.rewards is not None:
-            h = h + 0.5 * g2 * lap_r - xp.sum(sde.f(x, t) * grad_r, axis=-1) + xp.where(k == 0, r / self.dt, 0.0)
-        return h * self.dt, (x, big_s), key
+            db = xp.sum(vals * (self.coefs[k + 1] - self.coefs[k]), axis=-1)   # ∂_τ R_t dτ at fixed x
+            h = h + 0.5 * g2 * lap_r - xp.sum(sde.f(x, t) * grad_r, axis=-1) \
+                + (xp.where(k == 0, r, 0.0) + db) / self.dt
+        return h * self.dt, (x, big_s), carry
 
     def can_resample(self, k):
         return k >= self.start
 
     def move(self, key, k, particles, log_w, carry):
-        """x ← x + (−f + ((g² + σ²)/2) S) dt + σ √dt ε at time t_k."""
+        """x ← x + (−f + ((g² + σ²)/2) S) dt + σ √dt ε at time t_k, then the MCMC moves at t_{k+1}; the step
+        size follows the acceptance rate, log h += acc − target."""
         rt, xp, sde = self.rt, self.rt.xp, self.sde
         x, big_s = particles
         t = self._t(k)
         g2 = sde.g2(t, xp)
+        k_sde, k_mcmc = rt.split(key, 2) if self.moves else (key, None)
         x = x + (-sde.f(x, t) + 0.5 * g2 * (1.0 + self.noise_scale) * big_s) * self.dt \
-            + xp.sqrt(g2 * self.noise_scale * self.dt) * rt.normal(key, x.shape)
-        return (x, big_s), carry, None, None
+            + xp.sqrt(g2 * self.noise_scale * self.dt) * rt.normal(k_sde, x.shape)
+        if not self.moves:
+            return (x, big_s), carry, None, None
+        one = 1.0 + 0.0 * carry.step_size
+        eye = rt.asarray(np.eye(self.plan.dim))
+
+        def density(z, _):
+            log_g, grad = self.log_gamma(z, k + 1)
+            return 0.0 * log_g, log_g, grad
+
+        def body(_, c):
+            kk, p, acc = c
+            kk, sub = rt.split(kk, 2)
+            p, ok = self.kernel.step(rt, sub, p, one, carry.step_size, eye, density, **self.kernel_options)
+            return kk, p, acc + xp.mean(ok * 1.0)
+
+        p = Particles(x, *density(x, one))
+        _, p, acc = rt.fori_loop(0, self.moves, body, (k_mcmc, p, 0.0 * one))
+        acc = acc / self.moves
+        h = carry.step_size * xp.exp(acc - self.kernel.target_accept)
+        return (p.z, p.grad), carry._replace(step_size=h), None, (acc, carry.step_size)
 
 
 @method("fkc", kind="diffusion")
 @shards_particles
 def run(plan, rt, key, particles=1000, progress=None, steps=500, t_min=1e-3, corrected=True, resample="always",
-        resampler="systematic", start_resampling_step=0, noise="target", laplacian="exact", probes=1):
-    """Sample a diffusion target (see the module docstring); options as named there."""
+        resampler="systematic", start_resampling_step=0, noise="target", laplacian="exact", probes=1, moves=0,
+        kernel="mala", kernel_options=None, step_size=None):
+    """Sample a diffusion target (see the module docstring); options as named there. `moves` MCMC steps of
+    `kernel` (mala | hmc | rwm, `kernels`; its `kernel_options`; initial `step_size`) after each Euler step
+    (resample–move, `FKC`) need the log density of every factor (`ppl.GaussianMixture` scores)."""
     if noise not in ("target", "tempered"):
         raise UnknownNameError(f"unknown noise {noise!r}; choose 'target' (sigma = g) or 'tempered' (g/sqrt(B))")
     sde, n, steps = plan.sde, int(particles), int(steps)
@@ -137,17 +234,18 @@ def run(plan, rt, key, particles=1000, progress=None, steps=500, t_min=1e-3, cor
         advice.warn(f"the tempered-noise SDE (sigma = g/sqrt(B)) is unstable for B = {plan.total_beta:g} > 2; "
                     f"use {advice.options('fkc', noise='target')}", FKCWarning)
     threshold = _threshold(resample) if corrected else 0.0
-    model = FKC(plan, rt, steps, t_min, corrected, noise, laplacian, probes, start_resampling_step)
+    model = FKC(plan, rt, steps, t_min, corrected, noise, laplacian, probes, start_resampling_step, moves, kernel,
+                kernel_options, step_size)
     step = fk.make_step(model, resampler, threshold, error_every_step=False)   # FKC reports no log Z error
 
     def body(state, xs):
         k_lap, k_step = rt.split(xs["key"], 2)
-        state, info = step(k_step, state._replace(carry=k_lap))
-        return state, (info.ess, info.resampled)
+        state, info = step(k_step, state._replace(carry=state.carry._replace(key=k_lap)))
+        return state, (info.ess, info.resampled, info.model)
 
     k_init, k_steps = rt.split(key, 2)
     loop = rt.jit(lambda s, keys: rt.scan(body, s, keys))
-    state, (ess, resampled) = loop(fk.init(model, k_init, n)._replace(carry=k_init), {"key": rt.split(k_steps, steps)})
+    state, (ess, resampled, moved) = loop(fk.init(model, k_init, n), {"key": rt.split(k_steps, steps)})
     x, log_w = rt.to_numpy(state.particles[0]).astype(np.float64), rt.to_numpy(state.log_w).astype(np.float64)
     log_z = float(rt.to_numpy(state.log_z))
     if not np.all(np.isfinite(x)) or (corrected and not math.isfinite(log_z)):
@@ -157,7 +255,9 @@ def run(plan, rt, key, particles=1000, progress=None, steps=500, t_min=1e-3, cor
     diagnostics = {"ess": rt.to_numpy(ess), "resampled": rt.to_numpy(resampled).astype(bool),
                    "t": np.asarray(sde.T - model.dt * np.arange(steps)), "t_min": t_min, "steps": steps,
                    "total_beta": plan.total_beta, "noise": noise, "corrected": bool(corrected),
-                   "particle_devices": rt.device_count(state.log_w)}
+                   "particle_devices": rt.device_count(state.log_w), "moves": model.moves}
+    if model.moves:
+        diagnostics["acceptance"], diagnostics["step_size"] = (rt.to_numpy(v) for v in moved)
     if not corrected:
         return Result({SITE: x[None]}, None, method="fkc", runtime=rt.name, device=rt.device, diagnostics=diagnostics)
     diagnostics["log_z_per_chain"] = [log_z]

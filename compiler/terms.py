@@ -39,6 +39,12 @@ def model_terms(model, coef):
     return out
 
 
+def _no_schedule(reward, kind):
+    if reward.schedule is not None:
+        raise PlanError(f"reward {reward.name} has a schedule b(t), which only diffusion targets (method 'fkc') "
+                        f"have; a {kind} target's tilt is constant")
+
+
 def expand(target):
     """The terms of `target`, in order, each with its coefficient (from the nodes' own `linear` expansion)."""
     out = []
@@ -46,6 +52,7 @@ def expand(target):
         if leaf.kind == "model":
             out.extend(model_terms(leaf, coef))
         elif leaf.kind in ("reward", "energy"):
+            _no_schedule(leaf, "model")
             out.append(Term(leaf.kind, coef, fn=leaf))
         else:
             raise PlanError(f"{leaf.describe()} is a {leaf.kind} base; it cannot be expanded into log-density terms")
@@ -68,6 +75,8 @@ def exponents(target, reference, kind, constructor, reads, arities, why=""):
             if len(leaf.parents) not in arities:
                 raise PlanError(f"a reward on a {kind} target reads {reads}; reward {leaf.name} reads "
                                 f"{', '.join(leaf.parents) or 'nothing'}")
+            if kind != "diffusion":
+                _no_schedule(leaf, kind)
             rewards.append((leaf, coef))
         else:
             what = leaf.describe() if leaf.kind in ("model", "diffusion", "sequence") else leaf.name

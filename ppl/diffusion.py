@@ -57,6 +57,14 @@ class DiffusionModel(Target):
             return lambda x, t: self.score.apply(self.params, x, t)
         return self.score
 
+    def density_fn(self, rt):
+        """The batched (log q_t(x) [N], score [N, dim]) = density(x, t) on runtime `rt`, for scores that know
+        their log density (`ppl.GaussianMixture`); a PlanError for a score alone."""
+        if not hasattr(self.score, "density_fn"):
+            raise PlanError(f"diffusion model {self.name} has only a score, but MCMC moves need its log density "
+                            f"log q_t(x)", hint="use moves=0, or a score that knows its log density (ppl.GaussianMixture)")
+        return self.score.density_fn(rt, self.sde)
+
     def describe(self):
         return f"{self.name}[diffusion {self.sde!r}, d={self.dim}]"
 

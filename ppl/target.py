@@ -119,9 +119,13 @@ class Target:
     def __pow__(self, beta):
         return Power(self, _positive(beta, "the exponent beta of p ** beta"))
 
-    def tilt(self, reward, lam=1.0):
-        """p · exp(r(x) / lam). `reward` reads sites by argument name and returns one real per particle."""
-        return Tilt(self, Reward(reward), _positive(lam, "the temperature lam of p.tilt(r, lam)"))
+    def tilt(self, reward, lam=1.0, schedule=None):
+        """p · exp(r(x) / lam). `reward` reads sites by argument name and returns one real per particle.
+        `schedule` (diffusion targets only): b(t), a numpy function of the diffusion time t (vectorized, b(0) = 1
+        for the tilt at data time), so that the target at time t is q_t · exp(b(t) r / lam) (FKC, Prop 3.4)."""
+        if schedule is not None and not callable(schedule):
+            raise PPLError(f"schedule must be a function b(t) of the diffusion time, got {type(schedule).__name__}")
+        return Tilt(self, Reward(reward, schedule=schedule), _positive(lam, "the temperature lam of p.tilt(r, lam)"))
 
     def condition(self, **data):
         """Observe sites: each name must be a latent site of some model in this target."""
@@ -286,10 +290,10 @@ class Reward:
     """A function of named sites returning one real per particle (written for one particle): a leaf of the
     expansion of kind 'reward' (a tilt's r) or 'energy' (an energy's E)."""
 
-    def __init__(self, fn, parents=None, name=None, kind="reward"):
+    def __init__(self, fn, parents=None, name=None, kind="reward", schedule=None):
         if isinstance(fn, Reward):
-            fn, parents, name = fn.fn, fn.parents, fn.name
-        self.fn, self.kind = fn, kind
+            fn, parents, name, schedule = fn.fn, fn.parents, fn.name, schedule or fn.schedule
+        self.fn, self.kind, self.schedule = fn, kind, schedule
         what = "an energy" if kind == "energy" else "a reward"
         self.parents = tuple(parents) if parents is not None else arg_names(fn, what)
         self.name = name or getattr(fn, "__name__", kind)
@@ -309,7 +313,8 @@ class Tilt(Target):
         return Tilt(c[0], self.reward, self.lam)
 
     def describe(self):
-        return f"({self.base.describe()}).tilt({self.reward.name}, {self.lam:g})"
+        sched = ", schedule" if self.reward.schedule is not None else ""
+        return f"({self.base.describe()}).tilt({self.reward.name}, {self.lam:g}{sched})"
 
     label = "tilt"
 

@@ -106,14 +106,15 @@ class VESDE(SDE):
 
 
 def _gauss_product(m1, c1, m2, c2):
-    """N(x; m1, C1) N(x; m2, C2) = N(m1; m2, C1 + C2) · N(x; m, C): returns (log c, m, C)."""
+    """N(x; m1, C1) N(x; m2, C2) = N(m1; m2, C1 + C2) · N(x; m, C), batched over leading axes: (log c, m, C)."""
     s = c1 + c2
     diff = m1 - m2
     _, logdet = np.linalg.slogdet(s)
-    log_c = -0.5 * (diff @ np.linalg.solve(s, diff) + logdet + len(m1) * math.log(2 * math.pi))
+    solve = lambda a, b: np.linalg.solve(a, b[..., None])[..., 0]  # noqa: E731
+    log_c = -0.5 * (np.sum(diff * solve(s, diff), -1) + logdet + m1.shape[-1] * math.log(2 * math.pi))
     c = c1 @ np.linalg.solve(s, c2)
-    m = c2 @ np.linalg.solve(s, m1) + c1 @ np.linalg.solve(s, m2)
-    return log_c, m, 0.5 * (c + c.T)
+    m = np.einsum("...ij,...j->...i", c2, solve(s, m1)) + np.einsum("...ij,...j->...i", c1, solve(s, m2))
+    return log_c, m, 0.5 * (c + np.swapaxes(c, -1, -2))
 
 
 class GaussianMixture:
@@ -158,16 +159,11 @@ class GaussianMixture:
         """(p · q) normalized, and log ∫ p q: a mixture over all pairs of components."""
         if other.dim != self.dim:
             raise ShapeError(f"cannot multiply mixtures of dimension {self.dim} and {other.dim}")
-        logw, means, covs = [], [], []
-        for i in range(len(self)):
-            for j in range(len(other)):
-                log_c, m, c = _gauss_product(self.means[i], self.cov[i], other.means[j], other.cov[j])
-                logw.append(math.log(self.weights[i]) + math.log(other.weights[j]) + log_c)
-                means.append(m)
-                covs.append(c)
-        logw = np.asarray(logw)
+        i, j = (a.ravel() for a in np.meshgrid(np.arange(len(self)), np.arange(len(other)), indexing="ij"))
+        log_c, means, covs = _gauss_product(self.means[i], self.cov[i], other.means[j], other.cov[j])
+        logw = np.log(self.weights[i]) + np.log(other.weights[j]) + log_c
         log_z = float(np.logaddexp.reduce(logw))
-        return GaussianMixture(np.stack(means), cov=np.stack(covs), weights=np.exp(logw - log_z)), log_z
+        return GaussianMixture(means, cov=covs, weights=np.exp(logw - log_z)), log_z
 
     def power(self, n):
         """p^n normalized (integer n >= 1) and log ∫ p^n."""
@@ -203,33 +199,42 @@ class GaussianMixture:
         lq = top[..., 0] + xp.log(xp.sum(xp.exp(logits - top), axis=-1))
         return lq, logits, proj / var
 
-    def score_fn(self, rt, sde):
-        """score(x [N, d], t [N]) = ∇ log q_t(x) on runtime `rt` (jit-compatible)."""
+    def density_fn(self, rt, sde):
+        """(log q_t(x) [N], ∇ log q_t(x) [N, d]) = density(x [N, d], t [N]) on runtime `rt`, in one pass
+        (jit-compatible)."""
         key = rt.name
         if key not in self._lowered:
             self._lowered[key] = tuple(rt.asarray(v) for v in (self.means, self.lam, self.u, np.log(self.weights)))
         means, lam, u, log_w = self._lowered[key]
         xp = rt.xp
 
-        def score(x, t):
+        def density(x, t):
             a = sde.alpha(t, xp)[:, None, None]
             s2 = sde.sigma2(t, xp)[:, None, None]
             lq, logits, white = self._log_components(xp, x, means, lam, u, log_w, a, s2)
             resp = xp.exp(logits - lq[:, None])
-            return -xp.einsum("nk,kde,nke->nd", resp, u, white)
-        return score
+            return lq, -xp.einsum("nk,kde,nke->nd", resp, u, white)
+        return density
+
+    def score_fn(self, rt, sde):
+        """score(x [N, d], t [N]) = ∇ log q_t(x) on runtime `rt` (jit-compatible)."""
+        density = self.density_fn(rt, sde)
+        return lambda x, t: density(x, t)[1]
 
     def log_prob_fn(self, rt, sde):
         """log q_t(x) [N] on runtime `rt`."""
-        self.score_fn(rt, sde)
-        means, lam, u, log_w = self._lowered[rt.name]
-        xp = rt.xp
-
-        def log_prob(x, t):
-            a = sde.alpha(t, xp)[:, None, None]
-            s2 = sde.sigma2(t, xp)[:, None, None]
-            return self._log_components(xp, x, means, lam, u, log_w, a, s2)[0]
-        return log_prob
+        density = self.density_fn(rt, sde)
+        return lambda x, t: density(x, t)[0]
 
     def __repr__(self):
         return f"GaussianMixture(K={len(self)}, d={self.dim})"
+
+
+def gmm40(scale=50.0):
+    """The 40-mode mixture of the FKC paper's annealing benchmark (Skreta et al. 2025; FAB's and DEM's `GMM`):
+    means (U(0, 1)² − ½) · 80 drawn with torch seed 0, sd softplus(2) = 2.13, uniform weights, all divided by
+    `scale`."""
+    import torch
+    gen = torch.Generator().manual_seed(0)
+    means = ((torch.rand((40, 2), generator=gen, dtype=torch.float64) - 0.5) * 2 * 40).numpy()
+    return GaussianMixture(means / scale, sd=math.log1p(math.exp(2.0)) / scale)
