@@ -495,7 +495,8 @@ class PyroRuntime(Runtime):
                     return (value, aux), grad
                 z = z.detach().requires_grad_(True)
                 value, aux = f(z, arg)
-                grad, = torch.autograd.grad(value.sum(), z)
+                grad = torch.autograd.grad(value.sum(), z, allow_unused=True)[0] if value.requires_grad else None
+                grad = torch.zeros_like(z) if grad is None else grad     # a density that ignores z
             detach = lambda a: a.detach() if isinstance(a, torch.Tensor) else a  # noqa: E731
             return (value.detach(), self.tree_map(detach, aux)), grad
         return value_and_grad
