@@ -1,15 +1,17 @@
 """The torch runtime (Pyro distributions and transforms); device-agnostic, eager but for `jit_pure`.
 
-`jit_pure` (the log densities and gradients of a compiled target) traces a pure function per input signature
-into one aten graph (`make_fx` over fake tensors, so a branch on array values fails the trace instead of being
-baked in) and compiles it with inductor (`torch.compile`): one fused kernel where eager torch runs every
-elementwise op of the vmapped density on its own (German credit: 21 ms instead of 65 ms a gradient of 1000
-particles; the 10-d mixture 0.3 ms instead of 7 ms, per-op dispatch). The first compiled result is checked
-against eager; a trace, compile or check that fails leaves that signature eager, with one warning.
-When to compile is `compile_mode` (environment PPL_TORCH_COMPILE, PPL_TORCH_COMPILE_AFTER): "auto" compiles a
-signature once its eager calls have taken PPL_TORCH_COMPILE_AFTER (2) seconds of CPU time, so small runs (the
-test suite's) never pay the seconds a compile takes; "on" compiles at the first call (benchmarks: the warm-up
-run pays it, as JAX's jit); "off" never.
+`jit_pure` (the log densities and gradients of a compiled target; in SMC also the kernel's whole move and the
+tempering bisection) traces a pure function per input signature into one aten graph (`make_fx` over fake
+tensors, so a branch on array values fails the trace instead of being baked in) and compiles it with inductor:
+fused kernels where eager torch runs every op of the vmapped density on its own (German credit: 21 ms instead
+of 65 ms a gradient of 1000 particles; the 10-d mixture 0.2 ms instead of 6 ms, per-op dispatch). The first
+compiled result is checked against eager; a trace, compile or check that fails leaves that signature eager,
+with one warning.
+When to compile is `compile_mode` (environment PPL_TORCH_COMPILE, PPL_TORCH_COMPILE_AFTER): "auto" traces a
+signature once its eager calls have taken PPL_TORCH_COMPILE_AFTER (2) seconds of CPU time and compiles it once
+they have taken as long as its compile is expected to (`_Compiled`), so small runs (the test suite's) never pay
+the seconds a compile takes; "on" compiles at the first call (benchmarks: the warm-up run pays it, as JAX's
+jit); "off" never.
 """
 import contextlib
 import functools
@@ -72,7 +74,7 @@ class _Signature:
             if isinstance(a, torch.Tensor):
                 if grad and a.requires_grad:
                     return None
-                parts.append(("t", tuple(a.shape), a.dtype, a.device))
+                parts.append(("t", tuple(a.shape), a.stride(), a.dtype, a.device))
             elif isinstance(a, float):
                 parts.append(("f",))
             elif a is None or isinstance(a, (bool, int, str)):
@@ -121,7 +123,12 @@ class _Compiled:
             e = self.entries[sig] = _Entry()
         if e.compiled is not None:
             compiled, out_spec = e.compiled
-            return tree_unflatten(list(compiled(*self._inputs(leaves))), out_spec)
+            try:
+                return tree_unflatten(list(compiled(*self._inputs(leaves))), out_spec)
+            except Exception as err:    # noqa: BLE001 -- a compiled graph that fails at run time: eager
+                e.compiled = None
+                self._fail(e, err)
+                return self.fn(*args)
         if not e.failed:
             if mode == "on" or e.eager_s >= _COMPILE["after"]:
                 if e.graph is None:
