@@ -185,6 +185,9 @@ class NumPyroRuntime(Runtime):
     def jit(self, fn, static_argnames=()):
         return jax.jit(fn, static_argnames=static_argnames)
 
+    def jit_pure(self, fn):
+        return jax.jit(fn)
+
     # keys and randomness
     def key(self, seed):
         return jax.device_put(jax.random.PRNGKey(int(seed)), self.placement)

@@ -164,7 +164,13 @@ class SMC(fk.FeynmanKac):
         self.step_size0 = step_size
         self.schedule = None if schedule is None else self._check_schedule(schedule)
         self.waste_free, self.iters, self.max_steps = waste_free, int(bisection_iters), int(max_steps)
-        self.density = make_density(self.rt, program, self.kernel.needs_grad, batch_size)
+        # compiled pure parts (on torch the step itself stays eager: it draws from keys and branches on values)
+        self.density = self.rt.jit_pure(make_density(self.rt, program, self.kernel.needs_grad, batch_size))
+        propose, options = self.kernel.propose, self.kernel_options
+        self._propose = self.rt.jit_pure(lambda draws, p, beta, h, chol: propose(self.rt, draws, p, beta, h, chol,
+                                                                                 self.density, **options))
+        self._next_beta = self.rt.jit_pure(lambda log_w, log_rest, beta: next_beta(self.rt, log_w, log_rest, beta,
+                                                                                   self.target_ess, self.iters))
         self.step = self.rt.jit(fk.make_step(self, resampler, resample_threshold))
 
     def _check_schedule(self, schedule):
@@ -194,7 +200,7 @@ class SMC(fk.FeynmanKac):
     def log_potential(self, t, p, log_w, c):
         """(β_t − β_{t−1}) log L, with β_t by bisection on the conditional ESS or from the schedule."""
         if self.schedule is None:
-            beta = next_beta(self.rt, log_w, p.log_rest, c.beta, self.target_ess, self.iters)
+            beta = self._next_beta(log_w, p.log_rest, c.beta)
         else:
             beta = self.schedule[t + 1]
         log_g = increment(self.rt, beta - c.beta, p.log_rest)
@@ -225,7 +231,7 @@ class SMC(fk.FeynmanKac):
 
     # ---- moves ----------------------------------------------------------------------------------------
     def _move_once(self, key, p, beta, h, chol):
-        return self.kernel.step(self.rt, key, p, beta, h, chol, self.density, **self.kernel_options)
+        return self._propose(self.kernel.draw(self.rt, key, p.z), p, beta, h, chol)
 
     def _regrad(self, p, beta):
         """Gradients of the tempered density at the new β (kernels with gradients)."""

@@ -5,13 +5,25 @@ particle count, target ESS 0.5, systematic resampling at every step (`--resample
 when ESS < N/2) and the same number of HMC moves per step with the same number of leapfrog steps. BlackJAX keeps
 its (hand-set) step size and identity mass; ours whitens moves by the particle covariance, tunes the step size
 between steps and jitters it per particle (its defaults).
-Wall time per run excludes the one-time jit compilation (a warm-up run on both sides).
 
-    python benchmarks/smc_vs_blackjax.py [--particles N ...] [--seeds S] [--moves M] [--leapfrog L]
-                                         [--resample-threshold T] [--targets ...] [--no-torch]
+Fair timing: every (target, N, sampler) runs in its own subprocess with the same number of CPU threads
+(`--threads`, default 1: torch.set_num_threads and XLA's single-threaded Eigen), so the torch column does not
+include contention with JAX's thread pool (in one process the two pools fought: 249 s instead of 65 s for one
+torch run on a loaded 2-core machine). Per run it reports wall and CPU time (time.process_time, all threads);
+both exclude the one-time compilation (a warm-up run on every side: JAX's jit, and on torch the inductor
+compiles of `jit_pure`, forced with PPL_TORCH_COMPILE=on; `--torch-compile off` measures eager torch).
+The table gives torch / JAX as the ratio of mean wall times and of mean CPU times, with the log Z error each
+achieved at that cost.
+
+    python benchmarks/smc_vs_blackjax.py [--particles N ...] [--large N] [--seeds S] [--large-seeds S]
+                                         [--moves M] [--leapfrog L] [--resample-threshold T] [--threads K]
+                                         [--targets ...] [--samplers ...] [--torch-compile on|auto|off]
 """
 import argparse
-import math
+import json
+import os
+import subprocess
+import sys
 import time
 
 import numpy as np
@@ -87,48 +99,113 @@ def run_ours(compiled, runtime, particles, moves, leapfrog, threshold, seed):
 
 
 def timed(fn, seeds):
+    t0, c0 = time.perf_counter(), time.process_time()
     fn(10_000)  # warm-up: jit compilation
+    warm = (time.perf_counter() - t0, time.process_time() - c0)
     out = []
     for s in seeds:
-        t0 = time.perf_counter()
+        t0, c0 = time.perf_counter(), time.process_time()
         log_z, steps = fn(s)
-        out.append((time.perf_counter() - t0, log_z, steps))
-    return np.array(out)
+        out.append((time.perf_counter() - t0, time.process_time() - c0, float(log_z), int(steps)))
+    return warm, out
+
+
+SAMPLERS = {"numpyro": "ppl numpyro (JAX)", "pyro": "ppl pyro (torch)", "blackjax": "blackjax"}
+
+
+def worker(args):
+    """One (target, N, sampler) in this process: prints one JSON line."""
+    if args.sampler == "pyro":
+        import torch
+        torch.set_num_threads(args.threads)
+    known = getattr(T, args.target)()
+    if args.sampler == "blackjax":
+        fn = lambda s: run_blackjax(args.target, args.n, args.moves, args.leapfrog, s)  # noqa: E731
+    else:
+        compiled = ppl.compile(known.target)
+        fn = lambda s: run_ours(compiled, args.sampler, args.n, args.moves, args.leapfrog,  # noqa: E731
+                                args.resample_threshold, s)
+    warm, runs = timed(fn, list(range(args.seeds)))
+    print("RESULT " + json.dumps({"warm": warm, "runs": runs, "log_z": known.log_z}), flush=True)
+
+
+def spawn(args, target, n, sampler, seeds):
+    env = dict(os.environ, PPL_TORCH_COMPILE=args.torch_compile)
+    if args.threads == 1:
+        env["XLA_FLAGS"] = (env.get("XLA_FLAGS", "") +
+                            " --xla_cpu_multi_thread_eigen=false intra_op_parallelism_threads=1").strip()
+        env.setdefault("OMP_NUM_THREADS", "1")
+    cmd = [sys.executable, __file__, "--worker", "--target", target, "--n", str(n), "--sampler", sampler,
+           "--seeds", str(seeds), "--moves", str(args.moves), "--leapfrog", str(args.leapfrog),
+           "--resample-threshold", str(args.resample_threshold), "--threads", str(args.threads)]
+    out = subprocess.run(cmd, env=env, capture_output=True, text=True)
+    lines = [ln for ln in out.stdout.splitlines() if ln.startswith("RESULT ")]
+    if out.returncode or not lines:
+        raise RuntimeError(f"{sampler} on {target} N={n} failed:\n{out.stderr[-3000:]}")
+    return json.loads(lines[-1][len("RESULT "):])
 
 
 def main():
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--particles", type=int, nargs="+", default=[2000, 1000])
+    ap.add_argument("--particles", type=int, nargs="+", default=[2000, 1000],
+                    help="particles per target (in the order of --targets)")
+    ap.add_argument("--large", type=int, default=10_000, help="one more row per target at this N (0: none)")
     ap.add_argument("--seeds", type=int, default=5)
+    ap.add_argument("--large-seeds", type=int, default=3)
     ap.add_argument("--moves", type=int, default=5)
     ap.add_argument("--leapfrog", type=int, default=5)
     ap.add_argument("--resample-threshold", type=float, default=1.0)
+    ap.add_argument("--threads", type=int, default=1, help="CPU threads of each runtime (its own process)")
     ap.add_argument("--targets", nargs="+", default=["gaussian_mixture", "german_credit"])
+    ap.add_argument("--samplers", nargs="+", default=["numpyro", "pyro", "blackjax"], choices=list(SAMPLERS))
+    ap.add_argument("--torch-compile", default="on", choices=["on", "auto", "off"])
     ap.add_argument("--no-torch", action="store_true")
+    # one measurement (internal: what `spawn` runs)
+    ap.add_argument("--worker", action="store_true", help=argparse.SUPPRESS)
+    ap.add_argument("--target", help=argparse.SUPPRESS)
+    ap.add_argument("--n", type=int, help=argparse.SUPPRESS)
+    ap.add_argument("--sampler", help=argparse.SUPPRESS)
     args = ap.parse_args()
-    seeds = list(range(args.seeds))
+    if args.worker:
+        return worker(args)
+    samplers = [s for s in args.samplers if not (args.no_torch and s == "pyro")]
+    import importlib.util
+    if "blackjax" in samplers and importlib.util.find_spec("blackjax") is None:
+        print("blackjax is not installed (pip install 'ppl[bench]'): its rows are left out", flush=True)
+        samplers.remove("blackjax")
     rows = []
     for name, n in zip(args.targets, args.particles * len(args.targets)):
-        known = getattr(T, name)()
-        compiled = ppl.compile(known.target)
-        runners = {"ppl numpyro (JAX)": lambda s: run_ours(compiled, "numpyro", n, args.moves, args.leapfrog,
-                                                                    args.resample_threshold, s),
-                   "blackjax": lambda s: run_blackjax(name, n, args.moves, args.leapfrog, s)}
-        if not args.no_torch:
-            runners["ppl pyro (torch)"] = lambda s: run_ours(compiled, "pyro", n, args.moves, args.leapfrog,
-                                                                   args.resample_threshold, s)
-        for label, fn in runners.items():
-            res = timed(fn, seeds)
-            err = res[:, 1] - known.log_z
-            rows.append((name, n, label, res[:, 0].mean(), res[:, 2].mean(), err.mean(), np.sqrt(np.mean(err ** 2)),
-                         res[:, 1].std(ddof=1)))
-            print(f"done {name} {label}", flush=True)
-    head = f"{'target':18s} {'N':>6s} {'sampler':20s} {'wall s':>8s} {'steps':>6s} {'bias':>8s} {'RMSE':>8s} {'sd':>8s}"
-    print(f"\nmoves/step = {args.moves} HMC x {args.leapfrog} leapfrog, {len(seeds)} seeds; log Z error = estimate - exact")
+        for size, seeds in [(n, args.seeds)] + ([(args.large, args.large_seeds)] if args.large else []):
+            for sampler in samplers:
+                r = spawn(args, name, size, sampler, seeds)
+                runs = np.array(r["runs"])
+                err = runs[:, 2] - r["log_z"]
+                rows.append(dict(target=name, n=size, sampler=sampler, wall=runs[:, 0].mean(), cpu=runs[:, 1].mean(),
+                                 warm=r["warm"][0], steps=runs[:, 3].mean(), bias=err.mean(),
+                                 rmse=np.sqrt(np.mean(err ** 2)), sd=runs[:, 2].std(ddof=1) if len(runs) > 1 else 0.0,
+                                 seeds=len(runs)))
+                print(f"done {name} N={size} {sampler}: wall {rows[-1]['wall']:.3f} s, cpu {rows[-1]['cpu']:.3f} s",
+                      flush=True)
+    print(f"\nmoves/step = {args.moves} HMC x {args.leapfrog} leapfrog, {args.threads} CPU thread(s) per runtime, "
+          f"each in its own process; torch compile {args.torch_compile}; times per run after a warm-up run; "
+          f"log Z error = estimate - exact")
+    head = (f"{'target':17s} {'N':>6s} {'sampler':18s} {'seeds':>5s} {'wall s':>8s} {'cpu s':>8s} {'x JAX':>6s} "
+            f"{'warm-up s':>9s} {'steps':>6s} {'bias':>7s} {'RMSE':>7s} {'sd':>7s}")
     print(head)
     print("-" * len(head))
-    for name, n, label, wall, steps, bias, rmse, sd in rows:
-        print(f"{name:18s} {n:6d} {label:20s} {wall:8.3f} {steps:6.1f} {bias:8.3f} {rmse:8.3f} {sd:8.3f}")
+    jax = {(r["target"], r["n"]): r for r in rows if r["sampler"] == "numpyro"}
+    for r in rows:
+        ref = jax.get((r["target"], r["n"]))
+        ratio = f"{r['wall'] / ref['wall']:6.2f}" if ref else f"{'':6s}"
+        print(f"{r['target']:17s} {r['n']:6d} {SAMPLERS[r['sampler']]:18s} {r['seeds']:5d} {r['wall']:8.3f} "
+              f"{r['cpu']:8.3f} {ratio} {r['warm']:9.1f} {r['steps']:6.1f} {r['bias']:7.3f} {r['rmse']:7.3f} "
+              f"{r['sd']:7.3f}")
+    torch_rows = [r for r in rows if r["sampler"] == "pyro" and (r["target"], r["n"]) in jax]
+    if torch_rows:
+        print("\ntorch / JAX (ppl, same target, N and moves):")
+        for r in torch_rows:
+            ref = jax[(r["target"], r["n"])]
+            print(f"  {r['target']:17s} N={r['n']:<6d} wall {r['wall'] / ref['wall']:.2f}x  cpu {r['cpu'] / ref['cpu']:.2f}x")
 
 
 if __name__ == "__main__":

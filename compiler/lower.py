@@ -262,8 +262,8 @@ class Program:
         self.layout, self.dim = compiled.layout, compiled.dim
         self._ref_coef = self.rt.asarray(compiled.ref_coef)
         self._rest_coef = self.rt.asarray(compiled.rest_coef)
-        self.log_densities = self.rt.jit(self.rt.vmap(self.log_parts))
-        self.value_and_grad = self.rt.jit(self.rt.value_and_grad(self._tempered))
+        self.log_densities = self.rt.jit_pure(self.rt.vmap(self.log_parts))
+        self.value_and_grad = self.rt.jit_pure(self.rt.value_and_grad(self._tempered))
         self.to_constrained_arrays = self.rt.jit(self.rt.vmap(self._constrained))
         self._sample_reference = self.rt.jit(self._sample, static_argnames=("n",))
         seen = {}

@@ -12,6 +12,10 @@ and the Jacobian of the linear map cancels in every acceptance ratio.
 A step is `step(rt, key, particles, beta, h, chol, density, **options) -> (particles, accepted [N])` with
 `particles = Particles(z, log_ref, log_rest, grad)`; `density(z, beta)` returns (log_ref, log_rest, grad of
 the tempered log density) and `grad` is the gradient at β (zeros of shape [N, 0] for gradient-free kernels).
+It is two parts: `draw(rt, key, z)`, the step's random numbers, and the deterministic
+`propose(rt, draws, particles, beta, h, chol, density, **options)`, a pure function of arrays that SMC compiles
+once (`rt.jit_pure`: on torch one fused graph for a move's density evaluations and arithmetic, which eager
+torch dispatches op by op; inlined into the jitted step on JAX).
 """
 import importlib
 import inspect
@@ -31,6 +35,8 @@ class Kernel(NamedTuple):
     target_accept: float
     initial_step: Callable
     defaults: dict
+    draw: Callable
+    propose: Callable
 
     def options(self, given):
         """The kernel's options: its defaults updated by `given` (unknown names are an error)."""
@@ -46,13 +52,19 @@ class Kernel(NamedTuple):
 KERNELS = {}
 
 
-def kernel(needs_grad, target_accept, initial_step):
-    """Register a step function as the kernel named after it; its keyword defaults are its options."""
-    def deco(fn):
-        params = inspect.signature(fn).parameters.values()
+def kernel(needs_grad, target_accept, initial_step, draw):
+    """Register a kernel's `propose` function as the kernel named after it, with its random draws `draw`; its
+    keyword defaults are its options."""
+    def deco(propose):
+        params = inspect.signature(propose).parameters.values()
         defaults = {p.name: p.default for p in params if p.default is not inspect.Parameter.empty}
-        KERNELS[fn.__name__] = Kernel(fn.__name__, fn, needs_grad, target_accept, initial_step, defaults)
-        return fn
+
+        def step(rt, key, p, beta, h, chol, density, **options):
+            return propose(rt, draw(rt, key, p.z), p, beta, h, chol, density, **options)
+        step.__name__ = propose.__name__
+        KERNELS[propose.__name__] = Kernel(propose.__name__, step, needs_grad, target_accept, initial_step,
+                                           defaults, draw, propose)
+        return propose
     return deco
 
 
@@ -68,11 +80,11 @@ def log_target(p, beta):
     return p.log_ref + beta * p.log_rest
 
 
-def accept(rt, key, log_ratio, new, old):
-    """Metropolis–Hastings selection per particle; NaN ratios (non-finite proposals) are rejections."""
+def accept(rt, u, log_ratio, new, old):
+    """Metropolis–Hastings selection per particle with uniform draws u [N]; NaN ratios (non-finite proposals)
+    are rejections."""
     xp = rt.xp
     log_ratio = xp.where(xp.isnan(log_ratio), -float("inf"), log_ratio)
-    u = rt.uniform(key, log_ratio.shape)
     ok = xp.log(u) < log_ratio
     pick = lambda a, b: xp.where(ok.reshape(ok.shape + (1,) * (a.ndim - 1)), a, b)  # noqa: E731
     return Particles(*(pick(a, b) for a, b in zip(new, old))), ok

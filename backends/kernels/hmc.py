@@ -3,9 +3,16 @@ from ...errors import ValueRangeError
 from . import Particles, accept, kernel, log_target
 
 
-@kernel(needs_grad=True, target_accept=0.7, initial_step=lambda d: 1.0 / d ** 0.25)
-def hmc(rt, key, p, beta, h, chol, density, n_leapfrog=5, step_jitter=10.0):
-    """HMC with `n_leapfrog` leapfrog steps of size h · J^u per particle, u ~ U(−1, 1), J = `step_jitter`.
+def draw(rt, key, z):
+    """The step-size jitter u ~ U(0, 1) [N, 1], the momenta [N, D] and the acceptance uniforms [N]."""
+    k0, k1, k2 = rt.split(key, 3)
+    n = z.shape[0]
+    return rt.uniform(k0, (n, 1)), rt.normal(k1, z.shape), rt.uniform(k2, (n,))
+
+
+@kernel(needs_grad=True, target_accept=0.7, initial_step=lambda d: 1.0 / d ** 0.25, draw=draw)
+def hmc(rt, draws, p, beta, h, chol, density, n_leapfrog=5, step_jitter=10.0):
+    """HMC with `n_leapfrog` leapfrog steps of size h · J^(2u − 1) per particle, u ~ U(0, 1), J = `step_jitter`.
     A random step size breaks the periodicity of fixed-length trajectories (Neal 2011, §5.4.2.2) and lets
     particles in narrow and in wide regions of one cloud both move (a funnel: the regression coefficients of
     sblrc-blr narrow tenfold with σ along the tempering path)."""
@@ -14,9 +21,8 @@ def hmc(rt, key, p, beta, h, chol, density, n_leapfrog=5, step_jitter=10.0):
     if not step_jitter >= 1:
         raise ValueRangeError(f"hmc: step_jitter must be >= 1 (1: no jitter), got {step_jitter!r}")
     xp = rt.xp
-    k0, k1, k2 = rt.split(key, 3)
-    h = h * step_jitter ** (2.0 * rt.uniform(k0, (p.z.shape[0], 1)) - 1.0)
-    m0 = rt.normal(k1, p.z.shape)
+    u, m0, u_accept = draws
+    h = h * step_jitter ** (2.0 * u - 1.0)
 
     def leapfrog(_, s):
         q, m = s
@@ -29,4 +35,4 @@ def hmc(rt, key, p, beta, h, chol, density, n_leapfrog=5, step_jitter=10.0):
     q, m = rt.fori_loop(0, n_leapfrog, leapfrog, (p, m0))
     log_ratio = (log_target(q, beta) - 0.5 * xp.sum(m * m, axis=-1)) \
         - (log_target(p, beta) - 0.5 * xp.sum(m0 * m0, axis=-1))
-    return accept(rt, k2, log_ratio, q, p)
+    return accept(rt, u_accept, log_ratio, q, p)

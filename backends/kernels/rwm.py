@@ -2,12 +2,17 @@
 from . import Particles, accept, kernel, log_target
 
 
-@kernel(needs_grad=False, target_accept=0.3, initial_step=lambda d: 2.38 / d ** 0.5)
-def rwm(rt, key, p, beta, h, chol, density):
-    """Random-walk Metropolis with proposal covariance h² Σ."""
+def draw(rt, key, z):
+    """ε [N, D] and the acceptance uniforms [N]."""
     k1, k2 = rt.split(key, 2)
-    dy = h * rt.normal(k1, p.z.shape)
-    z = p.z + dy @ chol.T
+    return rt.normal(k1, z.shape), rt.uniform(k2, (z.shape[0],))
+
+
+@kernel(needs_grad=False, target_accept=0.3, initial_step=lambda d: 2.38 / d ** 0.5, draw=draw)
+def rwm(rt, draws, p, beta, h, chol, density):
+    """Random-walk Metropolis with proposal covariance h² Σ."""
+    eps, u_accept = draws
+    z = p.z + (h * eps) @ chol.T
     ref, rest, _ = density(z, beta)
     new = Particles(z, ref, rest, p.grad)
-    return accept(rt, k2, log_target(new, beta) - log_target(p, beta), new, p)
+    return accept(rt, u_accept, log_target(new, beta) - log_target(p, beta), new, p)

@@ -1,0 +1,54 @@
+"""The torch runtime's compiled path (`PyroRuntime.jit_pure`: make_fx + inductor) against eager torch."""
+import warnings
+
+import numpy as np
+import pytest
+import torch
+
+import ppl
+from ppl.backends import get_runtime
+from ppl.backends.pyro_runtime import compiling
+from ppl.stdlib import targets as T
+
+
+def _program():
+    rt = get_runtime("pyro")
+    return rt, ppl.compile(T.german_credit(rows=200).target).lower(rt)
+
+
+def test_compiled_log_density_and_gradient_equal_eager():
+    rt, prog = _program()
+    with rt.scope():
+        zs = [0.3 * rt.normal(rt.key(s), (64, prog.dim)) for s in (0, 1)]
+        beta = rt.asarray(0.3)
+        with compiling("off"):
+            eager = [(prog.value_and_grad(z, beta), prog.log_densities(z)) for z in zs]
+        with compiling("on"):
+            prog.value_and_grad(zs[0], beta), prog.log_densities(zs[0])      # traced, compiled, checked
+            assert all(e.compiled is not None for e in prog.value_and_grad.entries.values())
+            assert all(e.compiled is not None for e in prog.log_densities.entries.values())
+            compiled = [(prog.value_and_grad(z, beta), prog.log_densities(z)) for z in zs]
+    for (((v0, (r0, s0)), g0), (a0, b0)), (((v1, (r1, s1)), g1), (a1, b1)) in zip(eager, compiled):
+        for a, b in ((v0, v1), (r0, r1), (s0, s1), (a0, a1), (b0, b1)):
+            np.testing.assert_allclose(b.numpy(), a.numpy(), rtol=1e-5, atol=1e-3)
+        np.testing.assert_allclose(g1.numpy(), g0.numpy(), rtol=1e-4, atol=1e-3)
+        assert not g1.requires_grad
+
+
+def test_a_branch_on_values_stays_eager_with_one_warning():
+    rt = get_runtime("pyro")
+    f = rt.jit_pure(lambda x: x * 2.0 if bool((x > 0).all()) else x - 1.0)
+    with compiling("on"), pytest.warns(RuntimeWarning, match="fell back to eager"):
+        assert torch.equal(f(torch.ones(3)), torch.full((3,), 2.0))
+    with compiling("on"), warnings.catch_warnings():
+        warnings.simplefilter("error")
+        assert torch.equal(f(-torch.ones(3)), torch.full((3,), -2.0))     # the same signature: eager, no warning
+
+
+def test_auto_leaves_small_work_eager():
+    rt, prog = _program()
+    with rt.scope(), compiling("auto", after=30.0):
+        z = rt.normal(rt.key(0), (8, prog.dim))
+        for _ in range(3):
+            prog.value_and_grad(z, rt.asarray(1.0))
+    assert all(e.compiled is None and e.graph is None for e in prog.value_and_grad.entries.values())
