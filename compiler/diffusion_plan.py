@@ -10,6 +10,18 @@ from .graph import build_graph
 from .terms import exponents
 
 
+def agree(bases):
+    """Diffusion bases combined in one target must share their dimension and forward SDE (else an error)."""
+    first = bases[0]
+    for b in bases:
+        if b.dim != first.dim:
+            raise ShapeError(f"diffusion models {first.name} (d={first.dim}) and {b.name} (d={b.dim}) "
+                             f"combined by * must agree in dimension")
+        if repr(b.sde) != repr(first.sde):
+            raise PlanError(f"diffusion models {first.name} ({first.sde!r}) and {b.name} ({b.sde!r}) use "
+                            f"different forward SDEs; FKC needs one SDE for all factors")
+
+
 class DiffusionPlan:
     """`bases` [(DiffusionModel, β)], `rewards` [(Reward, c)], the shared `sde` and `dim`, B = Σ β_i."""
 
@@ -19,15 +31,8 @@ class DiffusionPlan:
         self.target = target
         self.bases, self.rewards = exponents(target, reference, "diffusion", "ppl.diffusion", f"the one site {SITE!r}",
                                              (1,), why="FKC needs a score for every factor: ")
-        first = self.bases[0][0]
-        for b, _ in self.bases:
-            if b.dim != first.dim:
-                raise ShapeError(f"diffusion models {first.name} (d={first.dim}) and {b.name} (d={b.dim}) "
-                                 f"combined by * must agree in dimension")
-            if repr(b.sde) != repr(first.sde):
-                raise PlanError(f"diffusion models {first.name} ({first.sde!r}) and {b.name} ({b.sde!r}) use "
-                                f"different forward SDEs; FKC needs one SDE for all factors")
-        self.sde, self.dim = first.sde, first.dim
+        agree([b for b, _ in self.bases])
+        self.sde, self.dim = self.bases[0][0].sde, self.bases[0][0].dim
         self.graph = build_graph(target, [], {})   # no models: a reward reads the site x itself
         self.total_beta = sum(beta for _, beta in self.bases)
         if self.total_beta <= 0:

@@ -38,7 +38,8 @@ def _parser():
     run = sub.add_parser("run", help="sample a target and print a summary and log Z")
     common(run)
     run.add_argument("--target", help="the target to sample (default: the one of the first `sample` statement)")
-    run.add_argument("--method", help="is, smc, nuts, hmc or fkc (default: the file's, else is)")
+    run.add_argument("--method", help="is, smc, nuts, hmc or fkc (default: the file's, else fkc for a diffusion "
+                                      "target and is for others)")
     run.add_argument("--runtime", choices=["numpyro", "pyro"], help="default: the file's, else numpyro")
     run.add_argument("--device", help="cpu or cuda (default cpu)")
     run.add_argument("--particles", type=int, help="number of particles / draws")
@@ -90,7 +91,8 @@ def _run(prog, args):
         _check_output(args.plot, "--plot", set(FigureCanvasBase.get_supported_filetypes()))
     name = args.target or prog.default_name()
     spec = prog.run_spec(name)
-    method = args.method if args.method is not None else (spec.method if spec else "is")
+    default = "fkc" if prog.kind(name) == "diffusion" else "is"
+    method = args.method if args.method is not None else (spec.method if spec else default)
     if spec and spec.method == method:
         options = dict(spec.options)
     else:
@@ -133,11 +135,12 @@ def _run(prog, args):
 
 def _check(prog, filename):
     """Compile every target (or model) that could be built; say what the symbolic data left unchecked."""
-    for name in list(prog.targets) or list(prog.models):
+    for name in list(prog.targets) or list(prog.models) + list(prog.diffusions):
         prog.compile(name)
     for spec in prog.runs:
         prog.check_run(spec, None if spec.target in prog.unbuilt else prog.compile(spec.target).kind)
-    print(f"{filename}: ok ({len(prog.models)} model(s), {len(prog.targets)} target(s) built)")
+    diffusions = f"{len(prog.diffusions)} diffusion(s), " if prog.diffusions else ""
+    print(f"{filename}: ok ({len(prog.models)} model(s), {diffusions}{len(prog.targets)} target(s) built)")
     if prog.symbolic:
         print(f"symbolic data (no --data): {', '.join(prog.symbolic)}; pass --data to check shapes and values")
         for name, datum in prog.unbuilt.items():

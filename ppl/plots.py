@@ -3,8 +3,9 @@
 The top block is a corner plot of the chosen scalar components: marginal densities on
 the diagonal (ArviZ KDE) and pairwise scatter below it, drawn from `result.to_arviz()`
 (equally weighted draws; weighted runs are resampled). A bottom row adds, where the run
-has them: SMC's β schedule and ESS per step, the importance weights' distribution
-(IS and any other weighted run without a schedule), and the MCMC energy plot (E-BFMI).
+has them: SMC's β schedule and ESS per step, FKC's ESS along diffusion time, the importance
+weights' distribution (IS and any other weighted run without a schedule), and the MCMC
+energy plot (E-BFMI).
 """
 import numpy as np
 
@@ -57,6 +58,12 @@ def _panels(result):
                     ax.plot(np.arange(1, len(e) + 1), e, marker=".")
                 ax.set(xlabel="step", ylabel="ESS", title="ESS per step")
             panels.append(ess_panel)
+    elif ess is not None and "t" in result.diagnostics:   # FKC: one ESS per step of the reverse SDE
+        def ess_time_panel(ax):
+            ax.plot(result.diagnostics["t"], ess[0])
+            ax.invert_xaxis()
+            ax.set(xlabel="diffusion time t (from T to 0)", ylabel="ESS", title="ESS along the reverse SDE")
+        panels.append(ess_time_panel)
     elif result.log_weights is not None:
         def weight_panel(ax):
             w = result.weights.reshape(-1) * result.weights.shape[-1]

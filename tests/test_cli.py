@@ -94,7 +94,7 @@ def test_check_without_data_finds_names_and_types(tmp_path, capsys):
                             ("mu ~ normal(0, 5)", "mu ~ normale(0, 5)", ":8:8: unknown distribution 'normale'"),
                             ("data sigma : real<lower=0>[J]", "data sigma : real<low=0>[J]", "unknown bound 'low'"),
                             ("target posterior = eight_schools", "target posterior = eight_school",
-                             "'eight_school' is not a model or target")]:
+                             "'eight_school' is not a model, diffusion or target")]:
         bad = tmp_path / "bad.ppl"
         bad.write_text(text.replace(old, new))
         assert main(["check", str(bad)]) == 2

@@ -166,6 +166,15 @@ def test_tilt_has_exact_log_z(runtime):
     assert abs(r.log_z - 2.0) < 5 * r.log_z_se
 
 
+
+@pytest.mark.parametrize("runtime", RUNTIMES)
+def test_constant_vector_in_a_reward(runtime):
+    # x ~ N(0, I_2) tilted by exp(x . [0.5, 0.5]): log Z = |[0.5, 0.5]|^2 / 2 = 0.25 (constants in a site's vector)
+    prog = load_ppl("model m { x ~ normal(0, 1) [2] }\ntarget t = m * exp(sum(x * [0.5, 0.5]))")
+    r = prog.sample("t", method="is", runtime=runtime, particles=20000, seed=0)
+    assert abs(r.log_z - 0.25) < 5 * r.log_z_se
+
+
 # ---- loops, recursions, constrained types -----------------------------------
 ARK_VECTORIZED = """
 data K : int

@@ -119,8 +119,8 @@ class Interpreter:
 
     def _vector(self, node, env, fw):
         xs = [self.ev(x, env, fw) for x in node.items]
-        if fw == "numpy" and pm.framework(*xs) == "numpy":
-            return np.asarray(xs, dtype=np.float32)
+        if pm.framework(*xs) == "numpy":   # constants: on the runtime of the environment's arrays
+            return np.asarray(xs, dtype=np.float32) if fw == "numpy" else _full_like(_like(env), xs)
         xp = pm.namespace(*xs)
         like = next(x for x in xs if pm.framework(x) != "numpy")
         return xp.stack([x if pm.framework(x) != "numpy" else _full_like(like, x) for x in xs])

@@ -1,8 +1,8 @@
 """Loading a `.ppl` program: data, `use`d functions, models, targets and `sample` statements.
 
-`load_ppl(path_or_text, data=None)` returns a `PPLFile` whose `.models` are `ppl.model(...)` objects and
-whose `.targets` are the same `Power`, `Product`, `Geometric` and `Tilt` trees the Python API builds: one
-compiler, two front ends. Errors the compiler raises about a site are located at the site's statement.
+`load_ppl(path_or_text, data=None)` returns a `PPLFile` whose `.models` are `ppl.model(...)` objects, whose
+`.diffusions` are `ppl.diffusion(...)` bases, and whose `.targets` are the same `Power`, `Product`, `Geometric`
+and `Tilt` trees the Python API builds: one compiler, two front ends. Errors the compiler raises about a site are located at the site's statement.
 """
 import importlib
 import json
@@ -12,9 +12,12 @@ import numpy as np
 
 from .. import advice
 from .. import math as pm
+from ..compiler.diffusion_plan import DiffusionPlan, agree
+from ..diffusion import SITE
 from ..errors import PPLError, SourceError, ValueRangeError
 from ..target import Reward, geometric
 from . import syntax as S
+from .diffusion import build_diffusion
 from .interpret import Interpreter, scalar
 from .lower import ModelBuilder, type_parts
 from .names import reads
@@ -34,34 +37,35 @@ class RunSpec:
 
 
 class PPLFile:
-    """A loaded `.ppl` program: `.data`, `.models`, `.targets` (Python target objects), `.runs` and its `.src`.
+    """A loaded `.ppl` program: `.data`, `.models`, `.diffusions`, `.targets` (Python target objects), `.runs`
+    and its `.src`.
 
     `.front` is the front end its messages spell options for: 'ppl' (the program's syntax), or 'cli' when
     `ppl run` runs it (its flags where it has them)."""
 
     def __init__(self, src):
         self.src, self.front = src, "ppl"
-        self.data, self.models, self.targets, self.runs, self.functions = {}, {}, {}, [], {}
+        self.data, self.models, self.diffusions, self.targets, self.runs, self.functions = {}, {}, {}, {}, [], {}
         self.symbolic = []   # data loaded without a value (symbolic=True)
         self.unbuilt = {}    # model or target name -> the symbolic datum its building needed
 
+    def named(self):
+        """Everything a target expression or a `sample` statement may name: targets, then models and diffusions."""
+        return {**self.models, **self.diffusions, **self.targets}
+
     def target(self, name=None):
         """The target called `name`; by default the one the first `sample` statement names, else the last."""
+        name = name or self.default_name()
         if name is None:
-            if self.runs:
-                name = self.runs[0].target
-            elif self.targets:
-                name = list(self.targets)[-1]
-            elif self.models:
-                name = list(self.models)[-1]
-            else:
-                raise self.src.error(None, "the program defines no model or target")
-        if name in self.targets:
-            return self.targets[name]
-        if name in self.models:
-            return self.models[name]
-        raise self.src.error(None, f"no target or model named {name!r}; defined: "
-                                   f"{', '.join(list(self.targets) + list(self.models)) or 'none'}")
+            raise self.src.error(None, "the program defines no model, diffusion or target")
+        if name in self.named():
+            return self.named()[name]
+        raise self.src.error(None, f"no target, model or diffusion named {name!r}; defined: "
+                                   f"{', '.join(self.named()) or 'none'}")
+
+    def kind(self, name=None):
+        """'diffusion' for a target over diffusions (sampled by fkc), else 'model'."""
+        return "diffusion" if _diffusions(self.target(name)) else "model"
 
     def run_spec(self, name=None):
         name = name or self.default_name()
@@ -70,7 +74,7 @@ class PPLFile:
     def default_name(self):
         if self.runs:
             return self.runs[0].target
-        return (list(self.targets) or list(self.models) or [None])[-1]
+        return (list(self.targets) or list(self.models) or list(self.diffusions) or [None])[-1]
 
     def spelling(self, name=None, method=None):
         """The advice of messages made inside the block spelled for `.front` and the `sample` statement of
@@ -280,9 +284,23 @@ class Loader:
         self.define(node.name, node)
         self.out.models[node.name] = ModelBuilder(node, self.src, self.out.data, self.out.functions).build()
 
+    def _diffusiondef(self, node):
+        self.define(node.name, node)
+        self.out.diffusions[node.name] = build_diffusion(node, self.src, self.constant, self.out.functions)
+
     def _targetdef(self, node):
         self.define(node.name, node)
         t = self.target_expr(node.expr)
+        if _diffusions(t):
+            if node.bindings:
+                raise self.src.error(node.bindings[0], "a diffusion target cannot be conditioned: FKC samples "
+                                                       "products of powers of diffusions, tilted by rewards",
+                                     hint="to favour values near an observation, tilt by a reward: "
+                                          "q * exp(-sum(square(x - y)) / lam)")
+            try:
+                DiffusionPlan(t)   # what only the whole target shows: exponents summing to <= 0, a reward's reads
+            except PPLError as e:
+                raise self.src.relocate(node.expr, e) from None
         if node.bindings:
             obs = {b.name: self.constant(b.value) for b in node.bindings}
             try:
@@ -296,12 +314,9 @@ class Loader:
         if isinstance(e, S.Name):
             if e.name in self.out.unbuilt:
                 raise NeedsData(self.out.unbuilt[e.name])
-            if e.name in self.out.targets:
-                return self.out.targets[e.name]
-            if e.name in self.out.models:
-                return self.out.models[e.name]
-            raise err(e, f"{e.name!r} is not a model or target",
-                      hint=suggest(e.name, list(self.out.models) + list(self.out.targets)))
+            if e.name in self.out.named():
+                return self.out.named()[e.name]
+            raise err(e, f"{e.name!r} is not a model, diffusion or target", hint=suggest(e.name, list(self.out.named())))
         if isinstance(e, S.Pow):
             return self.algebra(e.exponent, lambda: self.target_expr(e.base) ** self.number(e.exponent))
         if isinstance(e, S.BinOp) and e.op == "*":
@@ -316,16 +331,28 @@ class Loader:
                 raise err(e, "geometric takes three arguments: geometric(p, q, w)")
             return self.algebra(e, lambda: geometric(self.target_expr(args[0]), self.target_expr(args[1]),
                                                      self.number(args[2])))
-        raise err(e, "not a target expression", hint="targets combine models with ^ (power), * (product), "
-                                                     "geometric(p, q, w) and p * exp(r / lam) (tilt)")
+        raise err(e, "not a target expression", hint="targets combine models (or diffusions) with ^ (power), "
+                                                     "* (product), geometric(p, q, w) and p * exp(r / lam) (tilt)")
 
     def algebra(self, node, build):
+        """`build()`, its errors located at `node`; diffusions are combined only with diffusions of one dimension
+        and SDE."""
         try:
-            return build()
+            t = build()
+            bases = _diffusions(t)
+            if bases:
+                agree(bases)
         except SourceError:
             raise
         except PPLError as e:
             raise self.src.relocate(node, e) from None
+        models = [leaf.name for leaf, _ in t.linear() if leaf.kind == "model"]
+        if bases and models:
+            raise self.src.error(node, f"the target combines the diffusion {bases[0].name} with the model "
+                                       f"{models[0]}; FKC needs a score for every factor",
+                                 hint="combine diffusions only with diffusions (^, *, geometric, exp tilts); "
+                                      "sample a model in a target of its own")
+        return t
 
     def number(self, e):
         v = scalar(self.constant(e))
@@ -338,28 +365,30 @@ class Loader:
         lam = 1.0
         if isinstance(expr, S.BinOp) and expr.op == "/" and not reads(expr.right):
             lam, expr = self.number(expr.right), expr.left
-        sites = {n for m in base.models() for n in m.sites} | set(self.out.data)
+        own = {n for m in base.models() for n in m.sites} | {q.site for q in _diffusions(base)}
+        sites = own | set(self.out.data)
         parents = []
         for n, where in reads(expr):
             if n not in sites:
+                hint = suggest(n, sorted(sites)) or (f"the site of a diffusion is {SITE}" if _diffusions(base) else None)
                 raise self.src.error(where, f"the reward reads {n!r}, which is not a site of the tilted target",
-                                     hint=suggest(n, sorted(sites)))
+                                     hint=hint)
             if n not in parents:
                 parents.append(n)
         interp, data = Interpreter(self.src, self.out.functions), self.out.data
         label = (self.src.line(expr.line) or "")[expr.column - 1:].strip()[:40] or "reward"
+        reads_sites = [p for p in parents if p in own]   # the others are data
 
-        def reward(**env):
-            env = {**data, **env}
+        def reward(*args, **env):   # sites by name (models), or positionally in `reads_sites` order (FKC: r(x))
+            env = {**data, **dict(zip(reads_sites, args)), **env}
             return interp.ev(expr, env, pm.framework(list(env.values())))
-        data_reads = [p for p in parents if p in data and not any(p in m.sites for m in base.models())]
-        r = Reward(lambda **env: reward(**env), [p for p in parents if p not in data_reads], label)
+        r = Reward(reward, reads_sites, label)
         return self.algebra(expr, lambda: base.tilt(r, lam))
 
     def _sample(self, node):
-        if node.target not in self.out.targets and node.target not in self.out.models \
-                and node.target not in self.out.unbuilt:
-            raise self.src.error(node, f"sample: {node.target!r} is not a model or target")
+        if node.target not in self.out.named() and node.target not in self.out.unbuilt:
+            raise self.src.error(node, f"sample: {node.target!r} is not a model, diffusion or target",
+                                 hint=suggest(node.target, list(self.out.named())))
         if node.options.positional:
             raise self.src.error(node.options.positional[0], "method options are named: smc(particles = 4096)")
         options = {k.name: self.option(k.value) for k in node.options.keywords}
@@ -382,6 +411,11 @@ class Loader:
                 raise self.src.error(e, "options are named: hmc(steps = 5)")
             return {"name": e.func, **{k.name: self.option(k.value) for k in e.args.keywords}}
         return scalar(self.constant(e))
+
+
+def _diffusions(t):
+    """The diffusion bases of target `t`, in order."""
+    return [leaf for leaf, _ in t.linear() if leaf.kind == "diffusion"]
 
 
 def _is_exp(e):

@@ -54,6 +54,9 @@ class _ToSyntax(Transformer):
     def model_def(self, meta, name, *stmts):
         return S.ModelDef(str(name), _statements(stmts), **_at(meta))
 
+    def diffusion_def(self, meta, name, func, args):
+        return S.DiffusionDef(str(name), S.Call(str(func), args, **_at(func)), **_at(meta))
+
     def target_def(self, meta, name, expr, *bindings):
         return S.TargetDef(str(name), expr, _statements(bindings), **_at(meta))
 

@@ -217,6 +217,13 @@ class ModelDef(Node):
 
 
 @_node
+class DiffusionDef(Node):
+    """`diffusion name = base(args)`: `base` is the `Call` of a constructor (`mixture`, `score`)."""
+    name: str
+    base: Call
+
+
+@_node
 class Binding(Node):
     """`name = value` after `|` in a target definition."""
     name: str
