@@ -29,6 +29,7 @@ from ..errors import InferenceError, ValueRangeError
 from ..precision import gradient_sites
 from ..result import Result
 from . import check_options, check_value, integer, method
+from .sharding import shards_chains
 
 RHAT_MAX, ESS_PER_CHAIN_MIN, EBFMI_MIN = 1.01, 100, 0.3
 MIN_DRAWS = 4   # per chain: ArviZ's split R-hat, ESS and E-BFMI need a few
@@ -146,6 +147,9 @@ def _run(kind, compiled, rt, key, particles, progress, num_warmup=1000, num_samp
          target_accept=0.8, max_tree_depth=10, num_steps=None, dense_mass=False, **unknown):
     check_options(kind, unknown, OPTIONS)
     chains, warmup = check_value("chains", chains), check_value("num_warmup", num_warmup)
+    if chains % rt.n_devices:
+        raise ValueRangeError(f"{kind}: chains ({chains}) must be divisible by the number of devices "
+                              f"({rt.n_devices}): each device runs chains / devices of them")
     draws = num_samples if num_samples is not None else math.ceil(integer(particles, "particles", 1) / chains)
     if isinstance(draws, int) and draws < MIN_DRAWS:
         given = "" if num_samples is not None else f" ({advice.options(kind, particles=particles, chains=chains)})"
@@ -168,6 +172,7 @@ def _run(kind, compiled, rt, key, particles, progress, num_warmup=1000, num_samp
 
     z, stats, step_size, accept = rt.mcmc(potential, k_run, z0, kind, warmup, draws, float(target_accept),
                                           max_tree_depth, num_steps, bool(dense_mass), progress)
+    chain_devices = rt.device_count(z)
     zs = z.reshape((chains * draws, prog.dim))
     by_chain = lambda d: {k: v.reshape((chains, draws) + v.shape[1:]) for k, v in d.items()}  # noqa: E731
     samples = by_chain(prog.to_constrained(zs))
@@ -184,18 +189,20 @@ def _run(kind, compiled, rt, key, particles, progress, num_warmup=1000, num_samp
                                                  np.reshape(log_density, -1))
     diag.update(step_size=np.asarray(step_size, dtype=float).tolist(),
                 acceptance_rate=np.asarray(accept, dtype=float).tolist(), chains=chains, num_warmup=warmup,
-                num_samples=draws)
+                num_samples=draws, chain_devices=chain_devices)
     return Result(samples, None, method=kind, runtime=rt.name, device=rt.device, diagnostics=diag,
                   sample_stats=stats, **pointwise)
 
 
 @method("nuts")
+@shards_chains
 def run_nuts(compiled, rt, key, particles=4000, progress=None, **options):
     """NUTS (options: see `OPTIONS`) on the compiled potential; samples [chains, num_samples, ...]."""
     return _run("nuts", compiled, rt, key, particles, progress, **options)
 
 
 @method("hmc")
+@shards_chains
 def run_hmc(compiled, rt, key, particles=4000, progress=None, **options):
     """Static HMC with `num_steps` leapfrog steps on the potential.
 

@@ -232,7 +232,8 @@ class NumPyroRuntime(Runtime):
     # engines of the runtime's own libraries
     def mcmc(self, potential, key, z0, kind, warmup, draws, target_accept, max_tree_depth, num_steps, dense_mass,
              progress):
-        """NumPyro's HMC or NUTS (`kind`) on `potential(z)` = −log density, chains vectorized from z0 [C, D].
+        """NumPyro's HMC or NUTS (`kind`) on `potential(z)` = −log density, chains vectorized from z0 [C, D]
+        (on a mesh: split over its devices, C / devices vectorized chains on each).
         Returns z [C, S, D], per-draw stats [C, S] (and "z_grad" [C, S, D], ∇ potential at each draw, with
         "potential_energy" [C, S]), the adapted step size [C] and the mean acceptance probability [C]."""
         from numpyro.infer import HMC, MCMC, NUTS
@@ -241,8 +242,10 @@ class NumPyroRuntime(Runtime):
         steps = {} if num_steps is None else {"num_steps": num_steps, "trajectory_length": None}
         kernel = NUTS(max_tree_depth=max_tree_depth, **common) if kind == "nuts" else HMC(**steps, **common)
         chains = z0.shape[0]
+        # several devices: each runs its share of the chains, vectorized (NumPyro's callable chain_method)
+        across = None if self.mesh is None else sharding.chains_across(self.mesh)
         mcmc = MCMC(kernel, num_warmup=warmup, num_samples=draws, num_chains=chains,
-                    chain_method="vectorized", progress_bar=bool(progress))
+                    chain_method=across or "vectorized", progress_bar=bool(progress) and across is None)
         fields = ("diverging", "energy", "num_steps", "accept_prob", "adapt_state.step_size", "z_grad",
                   "potential_energy")
         mcmc.run(key, init_params=z0 if chains > 1 else z0[0], extra_fields=fields)

@@ -7,7 +7,7 @@ densities, gradients and MCMC moves run on each device's own particles; the glob
 weights, ESS, the conditional ESS of the tempering bisection, the resampler's cumulative sum) and the gathers of
 resampling become collectives. Resampling is therefore global, exactly as on one device: the estimator, and so
 its variance, is the one-device estimator (the same draws, up to the order of floating-point sums), not an
-average of independent per-device runs. (SMC's cross moves split the particles into halves, [:N/2] and
+average of independent per-device runs. (SMC's cross moves split the particles into blocks, [:N/2] and
 [N/2:]; XLA redistributes each half over all devices, collective permutes of N/(2k) particles per move phase,
 so that every device moves its share; the compiled IS step has no collective on the particles but the
 reductions and the resampling branch.)
@@ -43,19 +43,39 @@ def mesh(devices, available):
 
 
 def check(method, run, particles, n_devices):
-    """A clear error unless `run` (method `method`) splits its particles over devices and `particles` divides
-    evenly among `n_devices` of them."""
+    """A clear error unless `run` (method `method`) splits its particles (or its chains) over devices and
+    `particles` divides evenly among `n_devices` of them."""
     if n_devices == 1:
         return
-    if not getattr(run, "shards_particles", False):
+    splits = getattr(run, "splits_over_devices", None)
+    if splits is None:
         raise DeviceError(f"method {method!r} runs on one device; devices= (here {n_devices}) is for the particle "
-                          f"methods 'is', 'smc', 'pf' and 'fkc'")
-    if particles % n_devices:
+                          f"methods 'is', 'smc', 'pf' and 'fkc' and the chains of 'nuts' and 'hmc'")
+    if splits == "particles" and particles % n_devices:
         raise ValueRangeError(f"particles ({particles}) must be divisible by the number of devices ({n_devices}): "
                               f"each device holds particles / devices of them")
 
 
 def shards_particles(run):
     """Mark a method's `run` as one whose particles `check` lets split over devices."""
-    run.shards_particles = True
+    run.splits_over_devices = "particles"
     return run
+
+
+def shards_chains(run):
+    """Mark a method's `run` (an MCMC method) as one whose chains are split over devices."""
+    run.splits_over_devices = "chains"
+    return run
+
+
+def chains_across(mesh):
+    """A NumPyro `chain_method` (a transform of the one-chain sampler f) that runs chains [C, ...] on the devices
+    of `mesh`: `shard_map` over the mesh's particle axis of `vmap` over each device's C / devices chains, so that
+    each device draws its own chains and nothing passes between them."""
+    import jax
+    from jax.sharding import PartitionSpec
+
+    def transform(f):
+        return jax.jit(jax.shard_map(jax.vmap(f), mesh=mesh, in_specs=PartitionSpec(AXIS),
+                                     out_specs=PartitionSpec(AXIS), check_vma=False))
+    return transform

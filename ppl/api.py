@@ -21,7 +21,7 @@ def sample(target, method="is", runtime="numpyro", device="cpu", particles=10_00
     ('float32' | 'float64') is the float type of every array of the run (a `ppl.PrecisionWarning` says when
     float32 rounding looks to have broken it); `devices` (an integer, "all" or a list of JAX devices; methods
     'is', 'smc', 'pf', 'fkc' on runtime 'numpyro') splits the particles over several devices, with global
-    resampling (`backends/sharding.py`). Other options go to the method.
+    resampling (`backends/sharding.py`), and the chains of 'nuts' and 'hmc'. Other options go to the method.
     """
     get_method(method)    # a known name, before compiling
     from .backends.proposals import Proposal
