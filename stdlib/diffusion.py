@@ -230,6 +230,77 @@ class GaussianMixture:
         return f"GaussianMixture(K={len(self)}, d={self.dim})"
 
 
+class DoubleWells:
+    """p(x) ∝ exp(−E(x)/T) on R^d, E(x) = Σ_i a (x_i² − 1)² + c x_i: independent tilted double wells.
+
+    Each coordinate's law is the 1-d mixture Σ_j w_j N(y_j, h²) on `nodes` nodes y_j of [−lim, lim] with
+    spacing h, w_j ∝ exp(−E(y_j)/T) (within O(h²) of the wells), which makes every use exact: as the score of
+    `ppl.diffusion`, the noised law q_t(x) = Π_i Σ_j w_j N(x_i; α_t y_j, α_t² h² + σ_t²) has a closed-form score
+    and log density; its tempered law q_t^β / ∫ q_t^β (≈ the wells at T/β) is a product of 1-d laws, so its
+    draws (inverse CDF) and normalizer (quadrature) are exact on a fine grid.
+    """
+
+    GRID = np.linspace(-12.0, 12.0, 24001)
+
+    def __init__(self, dim=8, a=2.0, c=0.5, temperature=2.0, lim=3.0, nodes=241):
+        if temperature <= 0 or a <= 0 or lim <= 1:
+            raise ValueRangeError(f"DoubleWells needs temperature > 0, a > 0, lim > 1; got {temperature}, {a}, {lim}")
+        self.dim, self.a, self.c, self.temperature = int(dim), float(a), float(c), float(temperature)
+        self.nodes = np.linspace(-lim, lim, int(nodes))
+        self.h = float(self.nodes[1] - self.nodes[0])
+        e = self.energy(self.nodes[:, None])
+        self.log_w = -(e - e.min()) / self.temperature
+        self.log_w -= np.logaddexp.reduce(self.log_w)
+        self._lowered = {}
+
+    def energy(self, x):
+        """E(x) [N] for numpy x [N, d]."""
+        x = np.asarray(x, dtype=np.float64)
+        return np.sum(self.a * (x * x - 1.0) ** 2 + self.c * x, axis=-1)
+
+    def _log_q1(self, sde=None, t=0.0, beta=1.0):
+        """β log q_t of one coordinate on `GRID` (t = 0: the mixture itself)."""
+        a, s2 = (1.0, 0.0) if sde is None else sde.marginal(t)
+        v = a * a * self.h ** 2 + s2
+        logits = self.log_w[None] - 0.5 * (self.GRID[:, None] - a * self.nodes[None]) ** 2 / v
+        return beta * (np.logaddexp.reduce(logits, axis=1) - 0.5 * math.log(2 * math.pi * v))
+
+    def log_norm(self, sde, t, beta=1.0):
+        """log ∫ q_t(x)^β dx over R^d (quadrature); log Z of q_{t_min}^β against q_T^β is a difference."""
+        return self.dim * float(np.logaddexp.reduce(self._log_q1(sde, t, beta)) + math.log(self.GRID[1] - self.GRID[0]))
+
+    def sample(self, n, rng, beta=1.0):
+        """n exact draws [n, d] of p^β / ∫ p^β (numpy, inverse CDF on `GRID`) with a numpy Generator."""
+        lq = self._log_q1(beta=beta)
+        cdf = np.cumsum(np.exp(lq - lq.max()))
+        return np.interp(rng.uniform(size=(n, self.dim)), cdf / cdf[-1], self.GRID)
+
+    def density_fn(self, rt, sde):
+        """(log q_t(x) [N], ∇ log q_t(x) [N, d]) = density(x [N, d], t [N]) on runtime `rt` (jit-compatible)."""
+        if rt.name not in self._lowered:
+            self._lowered[rt.name] = (rt.asarray(self.nodes), rt.asarray(self.log_w))
+        nodes, log_w = self._lowered[rt.name]
+        xp, h2 = rt.xp, self.h ** 2
+
+        def density(x, t):
+            a = sde.alpha(t, xp)[:, None, None]
+            v = a * a * h2 + sde.sigma2(t, xp)[:, None, None]
+            r = x[:, :, None] - a * nodes
+            logits = log_w - 0.5 * (r * r / v + xp.log(2 * math.pi * v))
+            lq = xp.logsumexp(logits, axis=-1)
+            resp = xp.exp(logits - lq[..., None])
+            return xp.sum(lq, axis=-1), -xp.sum(resp * r, axis=-1) / v[..., 0]
+        return density
+
+    def score_fn(self, rt, sde):
+        """score(x [N, d], t [N]) = ∇ log q_t(x) on runtime `rt` (jit-compatible)."""
+        density = self.density_fn(rt, sde)
+        return lambda x, t: density(x, t)[1]
+
+    def __repr__(self):
+        return f"DoubleWells(d={self.dim}, a={self.a:g}, c={self.c:g}, T={self.temperature:g})"
+
+
 def gmm40(scale=50.0):
     """The 40-mode mixture of the FKC paper's annealing benchmark (Skreta et al. 2025; FAB's and DEM's `GMM`):
     means (U(0, 1)² − ½) · 80 drawn with torch seed 0, sd softplus(2) = 2.13, uniform weights, all divided by
