@@ -20,6 +20,16 @@ log Z = Σ_k log c_k estimates log(Z_0 / Z_T), Z_T the normalizer of Π q_{i,T}^
 Left-point increments make log Z biased by O(dt): on an annealed Gaussian (σ_t² ≫ data variance) at
 equilibrium the step's expected log-increment misses (β−1)(β−2) u²/4 per dimension, u = g² dt / v_t (GMM-40
 with β = 3, VE, 1000 steps: +0.19, halving with each doubling of the steps).
+
+`increments="path"` replaces them, where every factor knows its log density, by the exact importance weight of
+each Euler step M(x'|x) = N(x + v dt, σ² dt) against a backward kernel L (an SMC sampler's weight, as in AIS):
+
+    log G = log γ_{t_{k+1}}(x') − log γ_{t_k}(x) + log L(x | x') − log M(x' | x),
+    L(x | x') = N(x' + (f(x') + ((σ² − g²)/2) S(x')) dt, σ² dt)   (the reversed SDE's Euler step),
+
+the continuous-time increment's discretization without its O(dt) bias: log Z is then exact up to Monte Carlo
+error at any dt (the start N(0, (α_T² + σ_T²)/B) standing for γ_T / Z_T). The weight of step k rides with the
+particle through its moves (invariant for γ_{t_{k+1}}) and is charged at step k + 1, the last one at t_min.
 """
 import math
 from typing import Any, NamedTuple
@@ -112,8 +122,12 @@ class FKC(fk.FeynmanKac):
     weights then need not correct. The kernel's last density evaluation gives S at t_{k+1}, reused by G_{k+1}."""
 
     def __init__(self, plan, rt, steps, t_min, corrected, noise, laplacian, probes, start_resampling_step,
-                 moves=0, kernel="mala", kernel_options=None, step_size=None):
+                 moves=0, kernel="mala", kernel_options=None, step_size=None, increments="sde"):
+        if increments not in ("sde", "path"):
+            raise UnknownNameError(f"unknown increments {increments!r}; choose 'sde' (FKC's continuous-time "
+                                   f"weights) or 'path' (exact weights of the Euler path, needs log densities)")
         self.plan, self.rt, self.sde, self.corrected = plan, rt, plan.sde, corrected
+        self.path, self.steps = increments == "path", steps
         self.big_b = plan.total_beta
         self.noise_scale = 1.0 if noise == "target" else 1.0 / self.big_b
         self.betas = [beta for _, beta in plan.bases]
@@ -125,7 +139,7 @@ class FKC(fk.FeynmanKac):
         self.moves = integer(moves, "moves", 0)
         self.kernel = get_kernel(kernel)
         self.kernel_options = self.kernel.options(kernel_options)
-        if self.moves:
+        if self.moves or self.path:
             self.densities = [b.density_fn(rt) for b, _ in plan.bases]
         if step_size is not None and not (isinstance(step_size, (int, float)) and step_size > 0):
             raise ValueRangeError(f"step_size must be a positive number, got {step_size!r}")
@@ -154,10 +168,17 @@ class FKC(fk.FeynmanKac):
         h = 0.0
         if self.moves:   # default: the kernel's step for dimension d at the scale of the start
             h = self.step_size or self.kernel.initial_step(d) * math.sqrt(self.sde.prior_var / self.big_b)
-        return (x, big_s), Carry(key, rt.asarray(float(h)))
+        carry = Carry(key, rt.asarray(float(h)))
+        if not self.path:
+            return (x, big_s), carry
+        log_g, big_s = self.log_gamma(x, 0)
+        start = self.reward_grad(x, self.coefs[0])[0] if self.reward_grad is not None else 0.0 * log_g
+        return (x, big_s, log_g, start), carry
 
     def log_potential(self, k, particles, log_w, carry):
         rt, xp, sde = self.rt, self.rt.xp, self.sde
+        if self.path:   # the weight of the transition into x, computed by `move` (R_T(x_T) at k = 0)
+            return particles[3] if self.corrected else 0.0 * particles[3], particles, carry
         x, cached = particles
         n = x.shape[0]
         t = self._t(k)
@@ -183,20 +204,23 @@ class FKC(fk.FeynmanKac):
         return h * self.dt, (x, big_s), carry
 
     def can_resample(self, k):
-        return k >= self.start
+        return (k >= self.start) & (k < self.steps)   # not at the path weights' closing step
 
     def move(self, key, k, particles, log_w, carry):
         """x ← x + (−f + ((g² + σ²)/2) S) dt + σ √dt ε at time t_k, then the MCMC moves at t_{k+1}; the step
         size follows the acceptance rate, log h += acc − target."""
         rt, xp, sde = self.rt, self.rt.xp, self.sde
-        x, big_s = particles
+        x, big_s = particles[:2]
         t = self._t(k)
         g2 = sde.g2(t, xp)
         k_sde, k_mcmc = rt.split(key, 2) if self.moves else (key, None)
-        x = x + (-sde.f(x, t) + 0.5 * g2 * (1.0 + self.noise_scale) * big_s) * self.dt \
-            + xp.sqrt(g2 * self.noise_scale * self.dt) * rt.normal(k_sde, x.shape)
+        x0, mean = x, x + (-sde.f(x, t) + 0.5 * g2 * (1.0 + self.noise_scale) * big_s) * self.dt
+        x = mean + xp.sqrt(g2 * self.noise_scale * self.dt) * rt.normal(k_sde, x.shape)
+        if self.path:
+            log_g, big_s = self.log_gamma(x, k + 1)
+            path = log_g - particles[2] + self._log_backward_ratio(x0, mean, x, big_s, t)
         if not self.moves:
-            return (x, big_s), carry, None, None
+            return ((x, big_s, log_g, path) if self.path else (x, big_s)), carry, None, None
         one = 1.0 + 0.0 * carry.step_size
         eye = rt.asarray(np.eye(self.plan.dim))
 
@@ -210,21 +234,33 @@ class FKC(fk.FeynmanKac):
             p, ok = self.kernel.step(rt, sub, p, one, carry.step_size, eye, density, **self.kernel_options)
             return kk, p, acc + xp.mean(ok * 1.0)
 
-        p = Particles(x, *density(x, one))
+        p = Particles(x, 0.0 * log_g, log_g, big_s) if self.path else Particles(x, *density(x, one))
         _, p, acc = rt.fori_loop(0, self.moves, body, (k_mcmc, p, 0.0 * one))
         acc = acc / self.moves
         h = carry.step_size * xp.exp(acc - self.kernel.target_accept)
-        return (p.z, p.grad), carry._replace(step_size=h), None, (acc, carry.step_size)
+        moved = (p.z, p.grad, p.log_rest, path) if self.path else (p.z, p.grad)
+        return moved, carry._replace(step_size=h), None, (acc, carry.step_size)
+
+    def _log_backward_ratio(self, x0, mean, x1, s1, t):
+        """log L(x0 | x1) − log M(x1 | x0) for the Euler step M = N(mean, σ² dt) and the backward kernel
+        L = N(x1 + (f(x1) + ((σ² − g²)/2) S(x1)) dt, σ² dt), the Euler step of the reversed SDE (for σ = g the
+        forward noising step). Any L gives exact weights; this one keeps their variance that of the SDE's."""
+        xp, sde = self.rt.xp, self.sde
+        g2 = sde.g2(t, xp)
+        var = g2 * self.noise_scale * self.dt
+        back = x1 + (sde.f(x1, t) + 0.5 * (g2 * self.noise_scale - g2) * s1) * self.dt
+        return (xp.sum((x1 - mean) ** 2, axis=-1) - xp.sum((x0 - back) ** 2, axis=-1)) / (2.0 * var)
 
 
 @method("fkc", kind="diffusion")
 @shards_particles
 def run(plan, rt, key, particles=1000, progress=None, steps=500, t_min=1e-3, corrected=True, resample="always",
         resampler="systematic", start_resampling_step=0, noise="target", laplacian="exact", probes=1, moves=0,
-        kernel="mala", kernel_options=None, step_size=None):
+        kernel="mala", kernel_options=None, step_size=None, increments="sde"):
     """Sample a diffusion target (see the module docstring); options as named there. `moves` MCMC steps of
     `kernel` (mala | hmc | rwm, `kernels`; its `kernel_options`; initial `step_size`) after each Euler step
-    (resample–move, `FKC`) need the log density of every factor (`ppl.GaussianMixture` scores)."""
+    (resample–move, `FKC`) and `increments="path"` (exact weights of the Euler path) need the log density of
+    every factor (`ppl.GaussianMixture`, `DoubleWells` scores)."""
     if noise not in ("target", "tempered"):
         raise UnknownNameError(f"unknown noise {noise!r}; choose 'target' (sigma = g) or 'tempered' (g/sqrt(B))")
     sde, n, steps = plan.sde, int(particles), int(steps)
@@ -235,7 +271,7 @@ def run(plan, rt, key, particles=1000, progress=None, steps=500, t_min=1e-3, cor
                     f"use {advice.options('fkc', noise='target')}", FKCWarning)
     threshold = _threshold(resample) if corrected else 0.0
     model = FKC(plan, rt, steps, t_min, corrected, noise, laplacian, probes, start_resampling_step, moves, kernel,
-                kernel_options, step_size)
+                kernel_options, step_size, increments)
     step = fk.make_step(model, resampler, threshold, error_every_step=False)   # FKC reports no log Z error
 
     def body(state, xs):
@@ -246,6 +282,8 @@ def run(plan, rt, key, particles=1000, progress=None, steps=500, t_min=1e-3, cor
     k_init, k_steps = rt.split(key, 2)
     loop = rt.jit(lambda s, keys: rt.scan(body, s, keys))
     state, (ess, resampled, moved) = loop(fk.init(model, k_init, n), {"key": rt.split(k_steps, steps)})
+    if model.path:   # the last transition's weight, at t_min (no resampling, no move)
+        state = rt.jit(lambda s, key: step(key, s, move=False)[0])(state, k_init)
     x, log_w = rt.to_numpy(state.particles[0]).astype(np.float64), rt.to_numpy(state.log_w).astype(np.float64)
     log_z = float(rt.to_numpy(state.log_z))
     if not np.all(np.isfinite(x)) or (corrected and not math.isfinite(log_z)):
@@ -255,7 +293,7 @@ def run(plan, rt, key, particles=1000, progress=None, steps=500, t_min=1e-3, cor
     diagnostics = {"ess": rt.to_numpy(ess), "resampled": rt.to_numpy(resampled).astype(bool),
                    "t": np.asarray(sde.T - model.dt * np.arange(steps)), "t_min": t_min, "steps": steps,
                    "total_beta": plan.total_beta, "noise": noise, "corrected": bool(corrected),
-                   "particle_devices": rt.device_count(state.log_w), "moves": model.moves}
+                   "particle_devices": rt.device_count(state.log_w), "moves": model.moves, "increments": increments}
     if model.moves:
         diagnostics["acceptance"], diagnostics["step_size"] = (rt.to_numpy(v) for v in moved)
     if not corrected:

@@ -22,12 +22,15 @@ mode TV 0.036, W2 0.087, energy 0.0007, MMD² ≈ 0, histogram TV 0.295; cpu = p
     fkc-tempered          .407 .372 .431 .348 .412          .394   .278   .0400   .347    .526     −4.91 sd 0.28   1.03x
     fkc-mala (moves=1)    .037 .030 .043 .040 .046          .039   .092   .0007   .0011   .301     +0.19 sd 0.019  1.85x
     fkc-mala-ess          .044 .036 .042 .038 .044          .041   .093   .0025   −.0005  .347     +0.19 sd 0.019  1.72x
+    fkc-mala-path         .044 .043 .043 .040 .038          .042   .096   .0019   −.0005  .306     +0.008 sd 0.006 1.66x
 
 VP (β 0.1 → 20; exact log Z = 5.904): uncorrected mode TV .313–.330 (1.00x); fkc .088 .167 .098 .199 .136,
 log Z +0.38 sd 0.23 (0.85x); fkc-mala .052 .055 .038 .047 .052, log Z +0.47 sd 0.015 (1.80x).
 
 One MALA move per step (resample–move) brings every metric to its noise floor; the remaining log Z error is the
-O(dt) bias of the left-point increments (+0.38 at 500 steps, +0.19 at 1000: see `backends/fkc.py`).
+O(dt) bias of the left-point increments (+0.38 at 500 steps, +0.19 at 1000: see `backends/fkc.py`), which the
+exact weights of the Euler path remove (fkc-mala-path, `increments="path"`: +0.008, sd 0.006; measured in a
+later run, where uncorrected took 9.4 s and fkc-mala 1.57x).
 
     python benchmarks/fkc_gmm40.py [--sde ve|vp] [--seeds 5] [--particles 10000] [--steps 1000]
                                    [--configs uncorrected fkc ...] [--runtime numpyro]
@@ -55,6 +58,7 @@ CONFIGS = {
     "fkc-mala": dict(moves=1),
     "fkc-mala-ess": dict(moves=1, resample=0.5),
     "uncorrected-mala": dict(corrected=False, moves=1),
+    "fkc-mala-path": dict(moves=1, increments="path"),
 }
 
 

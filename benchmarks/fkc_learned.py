@@ -27,6 +27,7 @@ mean over seeds, cpu = process time per run):
     trained at T                  .024   .213   .279   .003   —                 11.8
     exact score + FKC             .034   .065   .100   .004   +0.16 (0.06)      32.5
     exact score + FKC + MALA      .017   .035   .058   .003   +0.07 (0.004)     63.2
+    exact score + MALA + path     .018   .045   .085   .003   −0.006 (0.011)    65.3
 
     T = 0.8 (β = 2.5)
     noise floor                   .020   .032   .073   .001
@@ -37,16 +38,18 @@ mean over seeds, cpu = process time per run):
     trained at T                  .028   .283   .324   .002   —                 11.2
     exact score + FKC             .302   .237   .259   .016   +1.46 (0.27)      31.3
     exact score + FKC + MALA      .024   .029   .049   .002   +1.35 (0.018)     60.0
+    exact score + MALA + path     .022   .034   .046   .002   +0.02 (0.04)      58.8
 
 As in the paper's Table 3, FKC cuts the energy error of the annealed learned score by 1.3× at β = 1.33 and 4×
 at β = 2.5 (target score; 3× with tempered noise), and beats the score trained at the target temperature in
 energy (0.18 vs 0.28) though not in the marginals (x-W2 0.17 vs 0.03). At β = 2.5 the weights alone collapse the
 genealogy (x-W2 0.30 even with the exact score); one MALA move per step brings every metric to its floor, but
 needs log q_t, which a learned score does not give. Tempered noise is unstable for β > 2 (FKC warns; its
-log Z is off by −18). The log Z bias is the O(dt) bias of the left-point increments.
+log Z is off by −18). The log Z bias is the O(dt) bias of the left-point increments; where log q_t is known,
+`increments="path"` removes it (+1.35 → +0.02; the path rows from a later run, with their own exact draws).
 
     python benchmarks/fkc_learned.py [--seeds 3] [--particles 10000] [--steps 500] [--train-steps 10000]
-                                     [--hidden 256] [--runtime numpyro] [--exact-rows]
+                                     [--hidden 256] [--runtime numpyro] [--configs ...]
 """
 import argparse
 import time
@@ -69,6 +72,7 @@ CONFIGS = {
     "trained at T": ("direct", dict(corrected=False)),
     "exact score + FKC": ("exact", dict()),
     "exact score + FKC + MALA": ("exact", dict(moves=1)),
+    "exact score + MALA + path": ("exact", dict(moves=1, increments="path")),
 }
 
 
@@ -92,20 +96,25 @@ def main():
     ap.add_argument("--train-steps", type=int, default=10_000)
     ap.add_argument("--hidden", type=int, default=256)
     ap.add_argument("--runtime", default="numpyro")
-    ap.add_argument("--exact-rows", action="store_true", help="also run the exact-score rows (slower)")
+    ap.add_argument("--configs", nargs="+", choices=list(CONFIGS),
+                    default=[c for c in CONFIGS if CONFIGS[c][0] != "exact"], help="rows (default: the learned ones)")
     args = ap.parse_args()
     wells, rng = DoubleWells(temperature=T_TRAIN), np.random.default_rng(2024)
-    start = time.process_time()
     train = lambda beta: ppl.train_score(wells.sample(20_000, rng, beta), SDE, hidden=args.hidden,  # noqa: E731
                                          depth=3, steps=args.train_steps, seed=0)
-    scores = {"learned": train(1.0)}
-    print(f"trained the T = {T_TRAIN:g} score in {time.process_time() - start:.0f} s cpu")
-    configs = [c for c in CONFIGS if args.exact_rows or CONFIGS[c][0] != "exact"]
+    needs = {CONFIGS[c][0] for c in args.configs}
+    scores = {"exact": wells}
+    if "learned" in needs:
+        start = time.process_time()
+        scores["learned"] = train(1.0)
+        print(f"trained the T = {T_TRAIN:g} score in {time.process_time() - start:.0f} s cpu")
+    configs = args.configs
     names = ["x-W2", "E-W1", "E-W2", "well"]
     print(f"{wells!r}, {SDE!r}, {args.particles} particles, {args.steps} steps, {args.runtime}, {args.seeds} seeds")
     for temp in TEMPERATURES:
         beta = T_TRAIN / temp
-        scores["direct"], scores["exact"] = train(beta), wells
+        if "direct" in needs:
+            scores["direct"] = train(beta)
         lz = wells.log_norm(SDE, T_MIN, beta) - wells.log_norm(SDE, SDE.T, beta)
         floor = metrics(wells.sample(args.particles, rng, beta), wells.sample(args.particles, rng, beta), wells)
         print(f"\nT = {temp:g} (beta = {beta:.3g}); exact log Z = {lz:.3f}; noise floor: "

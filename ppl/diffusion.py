@@ -61,8 +61,9 @@ class DiffusionModel(Target):
         """The batched (log q_t(x) [N], score [N, dim]) = density(x, t) on runtime `rt`, for scores that know
         their log density (`ppl.GaussianMixture`); a PlanError for a score alone."""
         if not hasattr(self.score, "density_fn"):
-            raise PlanError(f"diffusion model {self.name} has only a score, but MCMC moves need its log density "
-                            f"log q_t(x)", hint="use moves=0, or a score that knows its log density (ppl.GaussianMixture)")
+            raise PlanError(f"diffusion model {self.name} has only a score, but MCMC moves and path increments need "
+                            f"its log density log q_t(x)", hint="use moves=0 and increments='sde', or a score that "
+                                                                 "knows its log density (ppl.GaussianMixture)")
         return self.score.density_fn(rt, self.sde)
 
     def describe(self):

@@ -344,6 +344,25 @@ def test_moves_make_the_annealed_mixture_exact(runtime):
     assert acc.shape == (200,) and 0.45 < acc[-50:].mean() < 0.65
 
 
+@pytest.mark.parametrize("runtime", RUNTIMES)
+def test_path_increments_make_log_z_unbiased(runtime):
+    """increments='path' (exact weights of the Euler path against its backward kernel) removes the O(dt) bias of
+    log Z. Measured per run over 8 seeds (numpyro; pyro alike on 4): FOUR^3 as above (1000 particles, 200 steps,
+    one MALA move) log Z − exact −0.008 (sd 0.125; +1.62 with the SDE increments), narrow share 0.829 (sd 0.016);
+    the scheduled tilt (2000 particles, 300 steps) log Z − exact −0.0005 (sd 0.0016). 4 sd of the means."""
+    exact_lz = FOUR.noised(SDE, T_MIN).power(3)[1] - FOUR.noised(SDE, SDE.T).power(3)[1]
+    rs = runs(ppl.diffusion(FOUR, SDE, 2) ** 3, runtime, range(4), particles=1000, steps=200, moves=1,
+              increments="path")
+    narrow = [np.sum(r.weights[0] * ((r.samples["x"][0][:, 0] < 0) & (r.samples["x"][0][:, 1] < 0))) for r in rs]
+    assert abs(np.mean(narrow) - 0.839) < 4 * 0.016 / 2, narrow
+    assert abs(np.mean([r.log_z for r in rs]) - exact_lz) < 4 * 0.125 / 2, ([r.log_z for r in rs], exact_lz)
+    assert rs[0].diagnostics["increments"] == "path"
+    _, lz = linear_tilt(TWO.noised(SDE, T_MIN), 1.0 - T_MIN)
+    target = ppl.diffusion(TWO, SDE, 2).tilt(lambda x: 0.8 * x[0] - 0.4 * x[1], 1.0, schedule=lambda t: 1.0 - t)
+    rs = runs(target, runtime, range(2), particles=2000, steps=300, moves=1, increments="path")
+    assert abs(np.mean([r.log_z for r in rs]) - lz) < 4 * 0.0016 / np.sqrt(2), ([r.log_z for r in rs], lz)
+
+
 def test_move_options_are_checked():
     q = gaussian(M1)
     with pytest.raises(ppl.ValueRangeError, match="moves"):
@@ -355,6 +374,10 @@ def test_move_options_are_checked():
     score_only = ppl.diffusion(lambda x, t: -x, SDE, 2)
     with pytest.raises(ppl.PlanError, match="only a score.*log density"):
         ppl.sample(score_only ** 2, method="fkc", moves=1, runtime="numpyro", particles=10, steps=2)
+    with pytest.raises(ppl.PlanError, match="only a score.*log density"):
+        ppl.sample(score_only ** 2, method="fkc", increments="path", runtime="numpyro", particles=10, steps=2)
+    with pytest.raises(ppl.UnknownNameError, match="increments"):
+        ppl.sample(q ** 2, method="fkc", increments="trapezoid", particles=10, steps=2)
     r = ppl.sample(q ** 2, method="fkc", moves=2, kernel="hmc", kernel_options={"n_leapfrog": 2}, particles=100,
                    steps=10, runtime="numpyro")
     assert r.diagnostics["moves"] == 2 and np.isfinite(r.log_z)
