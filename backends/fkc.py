@@ -218,7 +218,7 @@ class FKC(fk.FeynmanKac):
         x = mean + xp.sqrt(g2 * self.noise_scale * self.dt) * rt.normal(k_sde, x.shape)
         if self.path:
             log_g, big_s = self.log_gamma(x, k + 1)
-            path = log_g - particles[2] + self._log_backward_ratio(x0, mean, x, big_s, t)
+            path = log_g - particles[2] + self._log_backward_ratio(x0, mean, x, big_s, t, g2)
         if not self.moves:
             return ((x, big_s, log_g, path) if self.path else (x, big_s)), carry, None, None
         one = 1.0 + 0.0 * carry.step_size
@@ -241,12 +241,11 @@ class FKC(fk.FeynmanKac):
         moved = (p.z, p.grad, p.log_rest, path) if self.path else (p.z, p.grad)
         return moved, carry._replace(step_size=h), None, (acc, carry.step_size)
 
-    def _log_backward_ratio(self, x0, mean, x1, s1, t):
+    def _log_backward_ratio(self, x0, mean, x1, s1, t, g2):
         """log L(x0 | x1) − log M(x1 | x0) for the Euler step M = N(mean, σ² dt) and the backward kernel
         L = N(x1 + (f(x1) + ((σ² − g²)/2) S(x1)) dt, σ² dt), the Euler step of the reversed SDE (for σ = g the
         forward noising step). Any L gives exact weights; this one keeps their variance that of the SDE's."""
         xp, sde = self.rt.xp, self.sde
-        g2 = sde.g2(t, xp)
         var = g2 * self.noise_scale * self.dt
         back = x1 + (sde.f(x1, t) + 0.5 * (g2 * self.noise_scale - g2) * s1) * self.dt
         return (xp.sum((x1 - mean) ** 2, axis=-1) - xp.sum((x0 - back) ** 2, axis=-1)) / (2.0 * var)

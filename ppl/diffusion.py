@@ -11,7 +11,7 @@ import numpy as np
 
 from .errors import PlanError, PPLError, ShapeError
 from .math import module_framework
-from .stdlib.diffusion import SDE, DoubleWells, GaussianMixture
+from .stdlib.diffusion import SDE, DensityScore
 from .target import Target
 
 SITE = "x"
@@ -28,7 +28,7 @@ class DiffusionModel(Target):
             raise PPLError(f"sde must be ppl.VPSDE(...) or ppl.VESDE(...), got {type(sde).__name__}")
         if not isinstance(dim, (int, np.integer)) or dim < 1:
             raise ShapeError(f"dim must be a positive integer, got {dim!r}")
-        if isinstance(score, (GaussianMixture, DoubleWells)) and score.dim != dim:
+        if isinstance(score, DensityScore) and score.dim != dim:
             raise ShapeError(f"the score {score!r} has dimension {score.dim} but dim={dim}")
         if not callable(score) and not hasattr(score, "score_fn"):
             raise PPLError(f"score must be callable score(x, t), a torch/flax module or a GaussianMixture, "

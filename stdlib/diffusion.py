@@ -117,7 +117,22 @@ def _gauss_product(m1, c1, m2, c2):
     return log_c, m, 0.5 * (c + np.swapaxes(c, -1, -2))
 
 
-class GaussianMixture:
+class DensityScore:
+    """A data law p_0 whose noised law q_t is closed form: subclasses give `dim` and `density_fn(rt, sde)`,
+    (log q_t(x) [N], ∇ log q_t(x) [N, d]) = density(x [N, d], t [N]); the score and log density follow."""
+
+    def score_fn(self, rt, sde):
+        """score(x [N, d], t [N]) = ∇ log q_t(x) on runtime `rt` (jit-compatible)."""
+        density = self.density_fn(rt, sde)
+        return lambda x, t: density(x, t)[1]
+
+    def log_prob_fn(self, rt, sde):
+        """log q_t(x) [N] on runtime `rt`."""
+        density = self.density_fn(rt, sde)
+        return lambda x, t: density(x, t)[0]
+
+
+class GaussianMixture(DensityScore):
     """p_0 = Σ π_k N(μ_k, Σ_k): `means` [K, d]; `sd` (scalar, [K] or [K, d]) or `cov` [K, d, d]; `weights` [K].
 
     Used as the score of `ppl.diffusion`: the score of the noised mixture q_t is exact.
@@ -216,21 +231,11 @@ class GaussianMixture:
             return lq, -xp.einsum("nk,kde,nke->nd", resp, u, white)
         return density
 
-    def score_fn(self, rt, sde):
-        """score(x [N, d], t [N]) = ∇ log q_t(x) on runtime `rt` (jit-compatible)."""
-        density = self.density_fn(rt, sde)
-        return lambda x, t: density(x, t)[1]
-
-    def log_prob_fn(self, rt, sde):
-        """log q_t(x) [N] on runtime `rt`."""
-        density = self.density_fn(rt, sde)
-        return lambda x, t: density(x, t)[0]
-
     def __repr__(self):
         return f"GaussianMixture(K={len(self)}, d={self.dim})"
 
 
-class DoubleWells:
+class DoubleWells(DensityScore):
     """p(x) ∝ exp(−E(x)/T) on R^d, E(x) = Σ_i a (x_i² − 1)² + c x_i: independent tilted double wells.
 
     Each coordinate's law is the 1-d mixture Σ_j w_j N(y_j, h²) on `nodes` nodes y_j of [−lim, lim] with
@@ -291,11 +296,6 @@ class DoubleWells:
             resp = xp.exp(logits - lq[..., None])
             return xp.sum(lq, axis=-1), -xp.sum(resp * r, axis=-1) / v[..., 0]
         return density
-
-    def score_fn(self, rt, sde):
-        """score(x [N, d], t [N]) = ∇ log q_t(x) on runtime `rt` (jit-compatible)."""
-        density = self.density_fn(rt, sde)
-        return lambda x, t: density(x, t)[1]
 
     def __repr__(self):
         return f"DoubleWells(d={self.dim}, a={self.a:g}, c={self.c:g}, T={self.temperature:g})"
