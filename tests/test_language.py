@@ -73,6 +73,69 @@ def test_parse_positions_and_syntax_error_rendering():
     assert text.startswith("bad.ppl:3:3: unexpected 'y'") and "\n      y = 2\n      ^" in text
 
 
+def _grouped(e):
+    """An expression's tree written with every operation in parentheses."""
+    from ppl.lang import syntax as S
+    if isinstance(e, (S.Name, S.Number)):
+        return str(getattr(e, "name", getattr(e, "value", None)))
+    if isinstance(e, S.BinOp):
+        return f"({_grouped(e.left)} {e.op} {_grouped(e.right)})"
+    if isinstance(e, (S.And, S.Or)):
+        return f"({_grouped(e.left)} {type(e).__name__.lower()} {_grouped(e.right)})"
+    if isinstance(e, S.Pow):
+        return f"({_grouped(e.base)} ^ {_grouped(e.exponent)})"
+    if isinstance(e, S.Neg):
+        return f"(-{_grouped(e.operand)})"
+    if isinstance(e, S.Not):
+        return f"(not {_grouped(e.operand)})"
+    if isinstance(e, S.Index):
+        return f"{_grouped(e.value)}[{', '.join(_grouped(i) for i in e.indices)}]"
+    raise AssertionError(type(e))
+
+
+@pytest.mark.parametrize("text, grouped", [
+    ("a + b * c - d", "((a + (b * c)) - d)"),
+    ("a / b / c", "((a / b) / c)"),
+    ("-a ^ 2 * b", "((-(a ^ 2)) * b)"),
+    ("a ^ b ^ c", "(a ^ (b ^ c))"),
+    ("2 ^ -x ^ 2", "(2 ^ (-(x ^ 2)))"),
+    ("- - a", "(-(-a))"),
+    ("+a * b", "(a * b)"),
+    ("not a < b and c or d", "(((not (a < b)) and c) or d)"),
+    ("a or b and not c == d + 1", "(a or (b and (not (c == (d + 1)))))"),
+    ("a > b", "(a > b)"),                            # the old grammar lexed ">" as the end of bounds here
+    ("a < b and b > c", "((a < b) and (b > c))"),
+    ("(a + b) * x[i + 1][2]", "((a + b) * x[(i + 1)][2])"),
+])
+def test_expression_precedence(text, grouped):
+    """Expressions are read flat and grouped by precedence climbing (parser.py): the groups of the old grammar's
+    one-rule-per-level ladder."""
+    tree = ppl.parse(f"model m {{ x ~ normal(0, 1)\n  y = {text} }}")
+    assert _grouped(tree.items[0].body[1].value) == grouped
+
+
+@pytest.mark.parametrize("text, col, message", [
+    ("a < b < c", 13, "comparisons do not chain"),
+    ("a * not b", 11, "'not' cannot follow"),
+    ("a == not b", 12, "'not' cannot follow"),
+    ("-not b", 8, "'not' cannot follow"),
+])
+def test_misplaced_operators_are_located(text, col, message):
+    with pytest.raises(SourceError) as e:
+        ppl.parse(f"model m {{ x ~ normal(0, 1)\n  y = {text} }}", "f.ppl")
+    assert (e.value.line, e.value.column) == (2, col) and message in e.value.message, e.value.render()
+
+
+def test_bounds_and_loop_ranges_take_arithmetic_only():
+    """`<` and `>` close the bounds of a type; `not` in a loop range or a bound is an error, as before."""
+    tree = ppl.parse("data N : int\nmodel m { s : real<lower=0, upper=N+1>[N] ~ normal(0, 1)\n"
+                     "  for i in 1:N-1 { s[i] ~ normal(0, 1) } }")
+    assert _grouped(tree.items[1].body[0].type.bounds[1].value) == "(N + 1)"
+    assert _grouped(tree.items[1].body[1].hi) == "(N - 1)"
+    with pytest.raises(SourceError, match="'not' cannot follow"):
+        ppl.parse("model m { for i in not 1:2 { } }")
+
+
 @pytest.mark.parametrize("src, message, line, col", [
     ("model m {\n  x ~ nromal(0, 1)\n}", "unknown distribution 'nromal'", 2, 7),
     ("model m {\n  x ~ normal(0, 1)\n  y ~ normal(z, 1)\n}", "unknown name 'z'", 3, 14),

@@ -7,8 +7,8 @@ Syntax errors raise `SourceError` (`file:line:col: message`, the source line, a 
 import functools
 import importlib.resources
 
-from lark import Lark, Transformer, v_args
-from lark.exceptions import LarkError, UnexpectedCharacters, UnexpectedEOF, UnexpectedInput, UnexpectedToken, VisitError
+from lark import Lark, Token, Transformer, v_args
+from lark.exceptions import LarkError, UnexpectedCharacters, UnexpectedEOF, UnexpectedInput, UnexpectedToken
 
 from ..errors import PPLError
 from . import syntax as S
@@ -21,9 +21,9 @@ _TOKEN_NAMES = {"NAME": "a name", "NUMBER": "a number", "STRING": "a string", "T
                 "SEMICOLON": ";", "MINUS": "-", "PLUS": "+", "LESSTHAN": "<", "MORETHAN": ">"}
 
 
-def _at(meta_or_token):
-    """The position of a rule (its first token) or of a token, as keyword arguments of a node."""
-    return {"line": getattr(meta_or_token, "line", None), "column": getattr(meta_or_token, "column", None)}
+def _at(located):
+    """The position of a token or a node, as keyword arguments of a node."""
+    return {"line": located.line, "column": located.column}
 
 
 def _tuple(xs):
@@ -34,126 +34,197 @@ def _statements(stmts):
     return tuple(s for s in stmts if s is not None)
 
 
-@v_args(meta=True, inline=True)
+class _Misplaced(Exception):
+    """An operator the flat expression rule accepted where the language does not allow it."""
+
+    def __init__(self, token, message, hint=None):
+        super().__init__(message)
+        self.token, self.message, self.hint = token, message, hint
+
+
+# Binding powers for `_climb` (higher binds tighter): a binary operator's (left, right) power; left-associative
+# operators bind their right operand one level tighter, and ^ is right-associative with a unary exponent.
+_BINARY = {"OR": (1, 2), "AND": (2, 3), "COMPOP": (4, 5), "LESSTHAN": (4, 5), "MORETHAN": (4, 5), "ADDOP": (5, 6),
+           "MULOP": (6, 7), "CARET": (8, 7)}
+_PREFIX = {"NOT": 3, "ADDOP": 7}
+_ARITH = 4  # the least power inside `arith` (bounds and loop ranges): no `not`, `and`, `or` or comparison
+
+
+class _Prefix:
+    """`op operand` as read, before `_climb` knows how far the operator reaches."""
+    __slots__ = ("op", "operand")
+
+    def __init__(self, op, operand):
+        self.op, self.operand = op, operand
+
+
+def _combine(op, left, right):
+    kind, at = op.type, _at(op)
+    if kind == "OR":
+        return S.Or(left, right, **at)
+    if kind == "AND":
+        return S.And(left, right, **at)
+    if kind == "CARET":
+        return S.Pow(left, right, **at)
+    return S.BinOp(str(op), left, right, **at)
+
+
+def _climb(items, least):
+    """Group the flat `operand (op operand)*` of an expression by precedence (precedence climbing); an operator of
+    lower power than its place allows (`a * not b`, `a < b < c`) raises `_Misplaced`."""
+    stream = []
+    for i, item in enumerate(items):
+        if i % 2 == 0:
+            while isinstance(item, _Prefix):
+                stream.append(item.op)
+                item = item.operand
+        stream.append(item)
+    pos = 0
+
+    def operand(least):
+        nonlocal pos
+        item = stream[pos]
+        pos += 1
+        if not isinstance(item, Token):
+            return item
+        power = _PREFIX[item.type]
+        if power < least:
+            raise _Misplaced(item, f"'{item}' cannot follow an operator that binds tighter",
+                             hint=f"put parentheses around the '{item} ...' operand")
+        value = expression(power)
+        if item.type == "NOT":
+            return S.Not(value, **_at(item))
+        return S.Neg(value, **_at(item)) if item == "-" else value
+
+    def expression(least):
+        nonlocal pos
+        left, compared = operand(least), False
+        while pos < len(stream):
+            op = stream[pos]
+            power, right_power = _BINARY[op.type]
+            if power < least:
+                break
+            comparison = op.type in ("COMPOP", "LESSTHAN", "MORETHAN")
+            if comparison and compared:
+                raise _Misplaced(op, "comparisons do not chain", hint="write a < b and b < c")
+            pos += 1
+            left, compared = _combine(op, left, expression(right_power)), comparison
+        return left
+
+    return expression(least)
+
+
+@v_args(inline=True)
 class _ToSyntax(Transformer):
-    """Builds the syntax tree, bottom up; `empty` statements (a lone `;`) become None and are dropped."""
+    """Builds the syntax tree during the parse (the LALR parser calls these as it reduces, so no parse tree is
+    built); `empty` statements (a lone `;`) become None and are dropped. Each node is located at its first token,
+    a binary operator at the operator."""
 
     # ---- top-level items
-    def start(self, meta, *items):
+    def start(self, *items):
         return S.Program(_statements(items), line=1, column=1)
 
-    def empty(self, meta):
+    def empty(self):
         return None
 
-    def data_decl(self, meta, name, typ):
-        return S.Data(str(name), typ, **_at(meta))
+    def data_decl(self, kw, name, typ):
+        return S.Data(str(name), typ, **_at(kw))
 
-    def use_stmt(self, meta, name, spec):
-        return S.Use(str(name), str(spec)[1:-1], **_at(meta))
+    def use_stmt(self, kw, name, spec):
+        return S.Use(str(name), str(spec)[1:-1], **_at(kw))
 
-    def model_def(self, meta, name, *stmts):
-        return S.ModelDef(str(name), _statements(stmts), **_at(meta))
+    def model_def(self, kw, name, *stmts):
+        return S.ModelDef(str(name), _statements(stmts), **_at(kw))
 
-    def diffusion_def(self, meta, name, func, args):
-        return S.DiffusionDef(str(name), S.Call(str(func), args, **_at(func)), **_at(meta))
+    def diffusion_def(self, kw, name, func, args):
+        return S.DiffusionDef(str(name), S.Call(str(func), args, **_at(func)), **_at(kw))
 
-    def target_def(self, meta, name, expr, *bindings):
-        return S.TargetDef(str(name), expr, _statements(bindings), **_at(meta))
+    def target_def(self, kw, name, expr, *bindings):
+        return S.TargetDef(str(name), expr, _statements(bindings), **_at(kw))
 
-    def binding(self, meta, name, value):
-        return S.Binding(str(name), value, **_at(meta))
+    def binding(self, name, value):
+        return S.Binding(str(name), value, **_at(name))
 
-    def sample_stmt(self, meta, target, method, options, runtime):
+    def sample_stmt(self, kw, target, method, options, runtime):
         return S.Sample(str(target), str(method), options or S.Args(),
-                        None if runtime is None else S.Name(str(runtime), **_at(runtime)), **_at(meta))
+                        None if runtime is None else S.Name(str(runtime), **_at(runtime)), **_at(kw))
 
     # ---- model statements
-    def declare(self, meta, name, typ, dist):
-        return S.Declare(str(name), typ, dist, **_at(meta))
+    def declare(self, name, typ, dist):
+        return S.Declare(str(name), typ, dist, **_at(name))
 
-    def tilde(self, meta, target, dist):
-        return S.Tilde(target, dist, **_at(meta))
+    def tilde(self, target, dist):
+        return S.Tilde(target, dist, **_at(target))
 
-    def assign(self, meta, target, value):
-        return S.Assign(target, value, **_at(meta))
+    def assign(self, target, value):
+        return S.Assign(target, value, **_at(target))
 
-    def augassign(self, meta, target, op, value):
-        return S.AugAssign(target, str(op), value, **_at(meta))
+    def augassign(self, target, op, value):
+        return S.AugAssign(target, str(op), value, **_at(target))
 
-    def factor(self, meta, value):
-        return S.Factor(value, **_at(meta))
+    def factor(self, kw, value):
+        return S.Factor(value, **_at(kw))
 
-    def for_loop(self, meta, var, lo, hi, *body):
-        return S.For(str(var), lo, hi, _statements(body), **_at(meta))
+    def for_loop(self, kw, var, lo, hi, *body):
+        return S.For(str(var), lo, hi, _statements(body), **_at(kw))
 
-    def lvalue(self, meta, name, indices):
-        return S.LValue(str(name), _tuple(indices), **_at(meta))
+    def lvalue(self, name, indices):
+        return S.LValue(str(name), _tuple(indices), **_at(name))
 
-    def dist(self, meta, family, args, shape):
-        return S.Dist(str(family), args, _tuple(shape), **_at(meta))
+    def dist(self, family, args, shape):
+        return S.Dist(str(family), args, _tuple(shape), **_at(family))
 
     # ---- types
-    def type(self, meta, name, bounds, dims):
-        return S.Type(str(name), bounds or (), _tuple(dims), **_at(meta))
+    def type(self, name, bounds, dims):
+        return S.Type(str(name), bounds or (), _tuple(dims), **_at(name))
 
-    def bounds(self, meta, *bounds):
+    def bounds(self, *bounds):
         return tuple(bounds)
 
-    def bound(self, meta, key, value):
-        return S.Bound(str(key), value, **_at(meta))
+    def bound(self, key, value):
+        return S.Bound(str(key), value, **_at(key))
 
     # ---- expressions
-    def number(self, meta, tok):
+    def expr(self, *items):
+        return items[0] if len(items) == 1 and not isinstance(items[0], _Prefix) else _climb(items, 0)
+
+    def arith(self, *items):
+        return _climb(items, _ARITH)
+
+    def prefix(self, op, operand):
+        return _Prefix(op, operand)
+
+    def number(self, tok):
         text = str(tok)
         return S.Number(float(text) if any(c in text for c in ".eE") else int(text), **_at(tok))
 
-    def string(self, meta, tok):
+    def string(self, tok):
         return S.String(str(tok)[1:-1], **_at(tok))
 
-    def name(self, meta, tok):
+    def name(self, tok):
         return S.Name(str(tok), **_at(tok))
 
-    def call(self, meta, func, args):
+    def call(self, func, args):
         return S.Call(str(func), args, **_at(func))
 
-    def call_args(self, meta, *args):
+    def call_args(self, paren, *args):
         args = [a for a in args if a is not None]
         return S.Args(tuple(a for a in args if not isinstance(a, S.Keyword)),
-                      tuple(a for a in args if isinstance(a, S.Keyword)), **_at(meta))
+                      tuple(a for a in args if isinstance(a, S.Keyword)), **_at(paren))
 
-    def kwarg(self, meta, name, value):
-        return S.Keyword(str(name), value, **_at(meta))
+    def kwarg(self, name, value):
+        return S.Keyword(str(name), value, **_at(name))
 
-    def binop(self, meta, left, op, right):
-        return S.BinOp(str(op), left, right, **_at(op))
+    def index(self, value, indices):
+        return S.Index(value, indices, **_at(value))
 
-    compare = binop
+    def slice(self, lo, colon, hi):
+        return S.Slice(lo, hi, **_at(colon if lo is None else lo))
 
-    def pow(self, meta, base, exponent):
-        return S.Pow(base, exponent, **_at(meta))
+    def vector(self, bracket, items):
+        return S.Vector(items, **_at(bracket))
 
-    def neg(self, meta, operand):
-        return S.Neg(operand, **_at(meta))
-
-    def not_(self, meta, operand):
-        return S.Not(operand, **_at(meta))
-
-    def and_(self, meta, left, right):
-        return S.And(left, right, **_at(meta))
-
-    def or_(self, meta, left, right):
-        return S.Or(left, right, **_at(meta))
-
-    def index(self, meta, value, indices):
-        return S.Index(value, indices, **_at(meta))
-
-    def slice(self, meta, lo, hi):
-        return S.Slice(lo, hi, **_at(meta))
-
-    def vector(self, meta, items):
-        return S.Vector(items, **_at(meta))
-
-    def exprs(self, meta, *xs):
+    def exprs(self, *xs):
         return tuple(xs)
 
     indices = exprs
@@ -162,7 +233,7 @@ class _ToSyntax(Transformer):
 @functools.lru_cache(maxsize=1)
 def _parser():
     grammar = importlib.resources.files(__package__).joinpath("grammar.lark").read_text()
-    return Lark(grammar, parser="lalr", propagate_positions=True, maybe_placeholders=True)
+    return Lark(grammar, parser="lalr", transformer=_ToSyntax(), maybe_placeholders=True)
 
 
 def _expected(e):
@@ -179,7 +250,9 @@ def parse(text, filename="<string>"):
         raise PPLError(f"parse() takes the program text as a string, got {type(text).__name__}")
     src = Source(text, filename)
     try:
-        return _ToSyntax().transform(_parser().parse(text))
+        return _parser().parse(text)
+    except _Misplaced as e:
+        raise src.error_at(e.token.line, e.token.column, e.message, hint=e.hint) from None
     except UnexpectedCharacters as e:
         ch = text[e.pos_in_stream] if e.pos_in_stream is not None and e.pos_in_stream < len(text) else "?"
         hint = "strings use double quotes" if ch == "'" else ("comments start with #" if ch in "/" else None)
@@ -202,7 +275,5 @@ def parse(text, filename="<string>"):
         raise src.error_at(line, col, f"unexpected {what}; expected {_expected(e)}", hint=hint) from None
     except UnexpectedInput as e:
         raise src.error(e, f"syntax error: {e.__class__.__name__}") from None
-    except VisitError as e:
-        raise src.error(None, f"cannot read this program: {e.orig_exc}") from None
     except (LarkError, RecursionError) as e:
         raise src.error(None, f"cannot parse this program: {type(e).__name__}") from None

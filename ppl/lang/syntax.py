@@ -5,6 +5,7 @@ construct binds or refers to by spelling (a model's name, a loop variable, a dis
 plain strings; a `Name` node is a variable read by an expression. Sequences of nodes are tuples.
 """
 import dataclasses
+import functools
 from dataclasses import dataclass, field
 from typing import Optional, Tuple, Union
 
@@ -253,10 +254,16 @@ class Program(Node):
 
 
 # ---- traversal ------------------------------------------------------------------------------
+@functools.cache
+def _fields(cls):
+    """The names of the fields of node class `cls` that can hold child nodes (all but the position)."""
+    return tuple(f.name for f in dataclasses.fields(cls) if f.name not in ("line", "column"))
+
+
 def children(node):
     """The child nodes of `node`, in field order."""
-    for f in dataclasses.fields(node):
-        v = getattr(node, f.name)
+    for name in _fields(type(node)):
+        v = getattr(node, name)
         if isinstance(v, Node):
             yield v
         elif isinstance(v, tuple):
@@ -266,10 +273,10 @@ def children(node):
 def map_children(node, fn):
     """A copy of `node` with `fn` applied to each of its child nodes."""
     changes = {}
-    for f in dataclasses.fields(node):
-        v = getattr(node, f.name)
+    for name in _fields(type(node)):
+        v = getattr(node, name)
         if isinstance(v, Node):
-            changes[f.name] = fn(v)
+            changes[name] = fn(v)
         elif isinstance(v, tuple):
-            changes[f.name] = tuple(fn(x) if isinstance(x, Node) else x for x in v)
+            changes[name] = tuple(fn(x) if isinstance(x, Node) else x for x in v)
     return dataclasses.replace(node, **changes)
