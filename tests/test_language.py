@@ -116,9 +116,9 @@ def test_expression_precedence(text, grouped):
 
 @pytest.mark.parametrize("text, col, message", [
     ("a < b < c", 13, "comparisons do not chain"),
-    ("a * not b", 11, "'not' cannot follow"),
-    ("a == not b", 12, "'not' cannot follow"),
-    ("-not b", 8, "'not' cannot follow"),
+    ("a * not b", 11, "'not' cannot appear after"),
+    ("a == not b", 12, "'not' cannot appear after"),
+    ("-not b", 8, "'not' cannot appear after"),
 ])
 def test_misplaced_operators_are_located(text, col, message):
     with pytest.raises(SourceError) as e:
@@ -132,7 +132,7 @@ def test_bounds_and_loop_ranges_take_arithmetic_only():
                      "  for i in 1:N-1 { s[i] ~ normal(0, 1) } }")
     assert _grouped(tree.items[1].body[0].type.bounds[1].value) == "(N + 1)"
     assert _grouped(tree.items[1].body[1].hi) == "(N - 1)"
-    with pytest.raises(SourceError, match="'not' cannot follow"):
+    with pytest.raises(SourceError, match="'not' cannot appear in a bound or a loop range"):
         ppl.parse("model m { for i in not 1:2 { } }")
 
 

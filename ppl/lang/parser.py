@@ -89,8 +89,8 @@ def _climb(items, least):
             return item
         power = _PREFIX[item.type]
         if power < least:
-            raise _Misplaced(item, f"'{item}' cannot follow an operator that binds tighter",
-                             hint=f"put parentheses around the '{item} ...' operand")
+            where = "in a bound or a loop range" if pos == 1 else "after an operator that binds tighter"
+            raise _Misplaced(item, f"'{item}' cannot appear {where}", hint=f"put parentheses around '{item} ...'")
         value = expression(power)
         if item.type == "NOT":
             return S.Not(value, **_at(item))
