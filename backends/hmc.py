@@ -63,8 +63,14 @@ def _initial_points(prog, rt, key, chains):
     return rt.asarray(rt.to_numpy(z)[best])
 
 
+def one_based(label):
+    """ArviZ's 0-based component label `theta[0, 2]` as the language and `Result.summary` write it: `theta[1, 3]`."""
+    name, bracket, rest = str(label).partition("[")
+    return name if not bracket else f"{name}[{', '.join(str(int(i) + 1) for i in rest.rstrip(']').split(','))}]"
+
+
 def _labelled(table, column):
-    return {str(k): float(v) for k, v in table[column].items()}
+    return {one_based(k): float(v) for k, v in table[column].items()}
 
 
 def _worst(values, bad, what):
@@ -77,7 +83,8 @@ def _worst(values, bad, what):
 
 
 def diagnose(samples, stats, chains, method="nuts", warmup=None, target_accept=None):
-    """ArviZ diagnostics of draws `samples` {site: [C, S, ...]} and `stats` {name: [C, S]}; warns on failure,
+    """ArviZ diagnostics of draws `samples` {site: [C, S, ...]} and `stats` {name: [C, S]}, components labelled
+    1-based as in `Result.summary` (`theta[1]` is the first); warns on failure,
     naming `method` and advising options for it (from its `warmup` and `target_accept`, where given)."""
     import arviz as az
     log = logging.getLogger("arviz")
@@ -138,7 +145,7 @@ def _divergent_site(samples, diverging):
         j = int(np.argmax(np.abs(score)))
         if abs(score[j]) > abs(best):
             best = float(score[j])
-            label = name if x.ndim == 2 else f"{name}[{', '.join(map(str, np.unravel_index(j, x.shape[2:])))}]"
+            label = name if x.ndim == 2 else f"{name}[{', '.join(str(i + 1) for i in np.unravel_index(j, x.shape[2:]))}]"
             where = f"{label} ({'low' if best < 0 else 'high'} values, {best:+.1f} sd from its mean)"
     return label, where
 

@@ -101,6 +101,14 @@ def test_diagnose_names_the_parameter_with_high_rhat():
     assert any("R-hat" in m and "a (" in m and "tau" not in m for m in msgs), msgs
 
 
+def test_diagnose_labels_components_1_based_like_the_summary():
+    theta = np.stack([GOOD["a"], GOOD["a"] + np.arange(4)[:, None]], axis=-1)   # theta[2] disagrees
+    diag, msgs = _warnings(dict(GOOD, theta=theta), NO_DIV)
+    assert set(diag["r_hat"]) >= {"theta[1]", "theta[2]"} and "theta[0]" not in diag["r_hat"]
+    assert diag["r_hat"]["theta[2]"] > 1.01 > diag["r_hat"]["theta[1]"]
+    assert any("R-hat" in m and "theta[2] (" in m and "theta[1]" not in m for m in msgs), msgs
+
+
 def test_diagnose_low_ess():
     ar = np.zeros((4, 500))
     for t in range(1, 500):
