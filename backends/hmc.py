@@ -27,7 +27,7 @@ import numpy as np
 from .. import advice
 from ..errors import InferenceError, ValueRangeError
 from ..precision import gradient_sites
-from ..result import Result
+from ..result import Result, component_label
 from . import check_options, check_value, integer, method
 from .sharding import shards_chains
 
@@ -145,7 +145,7 @@ def _divergent_site(samples, diverging):
         j = int(np.argmax(np.abs(score)))
         if abs(score[j]) > abs(best):
             best = float(score[j])
-            label = name if x.ndim == 2 else f"{name}[{', '.join(str(i + 1) for i in np.unravel_index(j, x.shape[2:]))}]"
+            label = component_label(name, np.unravel_index(j, x.shape[2:]))
             where = f"{label} ({'low' if best < 0 else 'high'} values, {best:+.1f} sd from its mean)"
     return label, where
 

@@ -33,6 +33,12 @@ def _weighted_quantile(x, w, q):
     return x[order][np.minimum(np.searchsorted(cw, q * cw[-1]), len(x) - 1)]
 
 
+def component_label(name, at):
+    """The label of component `at` (0-based indices) of site `name`, 1-based as the language indexes:
+    `theta[1, 3]` for at = (0, 2); the bare name for a scalar (at = ())."""
+    return f"{name}[{', '.join(str(i + 1) for i in at)}]" if len(at) else name
+
+
 class Result:
     """Samples, weights and log Z of one run of `ppl.sample`."""
 
@@ -118,7 +124,7 @@ class Result:
             for j in range(flat.shape[1]):
                 at = np.unravel_index(j, x.shape[1:])
                 key = name if x.ndim == 1 else f"{name}[{', '.join(map(str, at))}]"   # ArviZ's, 0-based
-                label = name if x.ndim == 1 else f"{name}[{', '.join(str(i + 1) for i in at)}]"
+                label = component_label(name, at)
                 col = flat[:, j]
                 m = float(np.dot(w, col))
                 sd = float(np.sqrt(np.dot(w, (col - m) ** 2)))

@@ -33,14 +33,13 @@ def _collector_paused():
     """Python's cyclic garbage collector paused for the block. Parsing, lowering and compiling a program make
     hundreds of thousands of small acyclic nodes, and each collection that they trigger scans all the survivors
     again: a third of the time of `ppl check` at 50,000 sites. Any cycles made meanwhile are collected later."""
-    if not gc.isenabled():
-        yield
-        return
+    enabled = gc.isenabled()
     gc.disable()
     try:
         yield
     finally:
-        gc.enable()
+        if enabled:
+            gc.enable()
 
 
 class RunSpec:

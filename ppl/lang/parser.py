@@ -17,8 +17,8 @@ from .source import Source
 _TOKEN_NAMES = {"NAME": "a name", "NUMBER": "a number", "STRING": "a string", "TYPENAME": "a type",
                 "COMPOP": "a comparison", "ADDOP": "+ or -", "MULOP": "*, /, @ or %", "AUGOP": "+=",
                 "LBRACE": "{", "RBRACE": "}", "LPAR": "(", "RPAR": ")", "LSQB": "[", "RSQB": "]",
-                "EQUAL": "=", "TILDE": "~", "COLON": ":", "COMMA": ",", "CIRCUMFLEX": "^", "VBAR": "|",
-                "SEMICOLON": ";", "MINUS": "-", "PLUS": "+", "LESSTHAN": "<", "MORETHAN": ">"}
+                "EQUAL": "=", "TILDE": "~", "COLON": ":", "COMMA": ",", "CARET": "^", "VBAR": "|",
+                "SEMICOLON": ";", "LESSTHAN": "<", "MORETHAN": ">"}
 
 
 def _at(located):
