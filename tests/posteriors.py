@@ -29,6 +29,7 @@ import numpy as np
 
 import ppl
 from ppl import math as pm
+from ppl.result import component_label
 
 Posterior = namedtuple("Posterior", "name target reference params")
 
@@ -168,9 +169,8 @@ def agreement(result, ref, z=4.0, sd_tol=0.10):
     for param, (ref_mean, ref_sd, ref_mcse) in ref.items():
         site, idx = _site_of(param)
         mean, sd = float(np.asarray(result.mean(site))[idx]), float(np.asarray(result.std(site))[idx])
-        label = site if not idx else f"{site}[{', '.join(map(str, idx))}]"
         if result.log_weights is None:
-            mcse = result.diagnostics["mcse_mean"][label]
+            mcse = result.diagnostics["mcse_mean"][component_label(site, idx)]
         else:
             mcse = sd / np.sqrt(result.ess)
         score = abs(mean - ref_mean) / np.sqrt(mcse ** 2 + ref_mcse ** 2)
