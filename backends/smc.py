@@ -5,7 +5,10 @@ supplies only the path and the moves. One step β → β' (`step(key, state) -> 
 
 1. β' = β + δ: by bisection, the largest δ ≤ 1 − β whose conditional ESS
    CESS(δ) / N = (Σ_i W_i w_i)² / Σ_i W_i w_i²,  w_i = exp(+δ log L(z_i)),
-   is at least `target_ess` (Zhou, Johansen & Aston 2016); or β' from a fixed `schedule`.
+   is at least `target_ess` (Zhou, Johansen & Aston 2016); or β' from a fixed `schedule`. The default 0.7
+   takes 1.5x the steps of 0.5 and makes log Z trustworthy on hard posteriors: on sblrc-blr at 4000 particles
+   over 50 seeds, 0.5 gave log Z sd 0.115, mean error −0.066 and 2-se coverage 0.84; 0.7 gives sd 0.066,
+   mean error −0.002 and coverage 0.98 (more moves per step at 0.5 did not help: sd 0.10–0.11).
 2. reweight: log W_i ← log W_i + δ log L(z_i) − log c,  log Z ← log Z + log c,  c = Σ_i W_i w_i.
 3. resample (`resampler`) when ESS = 1 / Σ W_i² < `resample_threshold` · N. The default 1 resamples at every
    step that changed the weights: an adaptive step brings the ESS to target_ess · N anyway, and a threshold
@@ -145,7 +148,7 @@ class SMC(fk.FeynmanKac):
     """Tempered SMC as a Feynman–Kac model: M0 = π0, log G_t = (β_t − β_{t−1}) log L, M_t = `n_moves` steps of
     the kernel invariant for π_{β_t}. `step(key, state)` is one jitted step of the core loop; `run(key, n)`."""
 
-    def __init__(self, program, kernel="hmc", kernel_options=None, target_ess=0.5, resample_threshold=1.0,
+    def __init__(self, program, kernel="hmc", kernel_options=None, target_ess=0.7, resample_threshold=1.0,
                  resampler="systematic", moves="auto", max_moves=50, decorrelation=0.1, step_size=None,
                  schedule=None, waste_free=None, batch_size=None, bisection_iters=50, max_steps=2000):
         check_value("target_ess", target_ess)
@@ -363,7 +366,7 @@ def run(compiled, rt, key, particles=10_000, progress=None, runs=1, **options):
     """Adaptive tempered SMC of `compiled` with `particles` particles, `runs` independent runs.
 
     Options: kernel ('hmc' | 'mala' | 'rwm'), kernel_options (the kernel's own, e.g. hmc's n_leapfrog (5) and
-    step_jitter (10)), target_ess (0.5), resample_threshold (1.0), resampler ('systematic' | 'stratified' |
+    step_jitter (10)), target_ess (0.7), resample_threshold (1.0), resampler ('systematic' | 'stratified' |
     'multinomial' | 'residual'), moves ('auto' or an int), max_moves (50), decorrelation (0.1), step_size,
     schedule (fixed temperatures 0..1), waste_free (chain length P), batch_size. With `ppl.sample(...,
     devices=k)` the particles are split over k devices and the bisection, ESS and resampling stay global

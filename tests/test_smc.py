@@ -162,9 +162,11 @@ def test_reproducible_from_seed(runtime):
 @pytest.mark.parametrize("runtime", RUNTIMES)
 def test_options_schedule_waste_free_batches_and_arviz(runtime):
     """Fixed schedule, waste-free SMC with residual resampling, and chunked evaluation give the right log Z;
-    chunking does not change the result; to_arviz carries log Z and the schedule."""
+    chunking does not change the result; to_arviz carries log Z and the schedule. The se is the spread of 8 runs
+    (7 degrees of freedom: P(|t| > 5) = 0.002; with 3 runs it was 0.04 per check, and waste-free RWM at 1000
+    particles has a run-to-run log Z sd of 0.18, measured over 12 seeds)."""
     exact = sum(a * a for a in A) / (2 * LAM ** 2)
-    base = dict(method="smc", runtime=runtime, particles=1000, runs=3, seed=6)
+    base = dict(method="smc", runtime=runtime, particles=1000, runs=8, seed=6)
     fixed = ppl.sample(_tilted(), schedule=np.linspace(0, 1, 11) ** 2, kernel="mala", moves=3, **base)
     _check_log_z(fixed, exact)
     assert np.allclose(fixed.diagnostics["beta"][0], np.linspace(0, 1, 11) ** 2)
@@ -174,9 +176,9 @@ def test_options_schedule_waste_free_batches_and_arviz(runtime):
     np.testing.assert_allclose(wf.diagnostics["log_z_per_chain"], chunked.diagnostics["log_z_per_chain"], atol=1e-3)
     np.testing.assert_allclose(wf.samples["x"], chunked.samples["x"], atol=1e-3)
     idata = wf.to_arviz()
-    assert idata.sample_stats["log_marginal_likelihood"].shape == (3, 1)
-    assert idata.sample_stats["beta"].shape[:2] == (3, 1)
-    assert idata.posterior["x"].shape == (3, 1000, 5)
+    assert idata.sample_stats["log_marginal_likelihood"].shape == (8, 1)
+    assert idata.sample_stats["beta"].shape[:2] == (8, 1)
+    assert idata.posterior["x"].shape == (8, 1000, 5)
 
 
 # ---- long statistical runs --------------------------------------------------------------------------------
