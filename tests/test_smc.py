@@ -176,9 +176,10 @@ def test_options_schedule_waste_free_batches_and_arviz(runtime):
     np.testing.assert_allclose(wf.diagnostics["log_z_per_chain"], chunked.diagnostics["log_z_per_chain"], atol=1e-3)
     np.testing.assert_allclose(wf.samples["x"], chunked.samples["x"], atol=1e-3)
     idata = wf.to_arviz()
-    assert idata.sample_stats["log_marginal_likelihood"].shape == (8, 1)
-    assert idata.sample_stats["beta"].shape[:2] == (8, 1)
-    assert idata.posterior["x"].shape == (8, 1000, 5)
+    runs, particles = base["runs"], base["particles"]
+    assert idata.sample_stats["log_marginal_likelihood"].shape == (runs, 1)
+    assert idata.sample_stats["beta"].shape[:2] == (runs, 1)
+    assert idata.posterior["x"].shape == (runs, particles, 5)
 
 
 # ---- long statistical runs --------------------------------------------------------------------------------
