@@ -1,12 +1,15 @@
 """The `ppl` command line.
 
-    ppl run FILE [--data data.json] [--target NAME] [--method is|smc|nuts|fkc] [--runtime numpyro|pyro]
+    ppl run FILE [--data data.json] [--target NAME] [--method is|smc|nuts|fkc|pf|...] [--runtime numpyro|pyro]
                  [--device cpu|cuda] [--particles N] [--seed S] [--float64] [--out result.nc] [--plot out.png]
                  [--allow-python] [--chains C] [--warmup W] [--draws D]    (the last three: nuts, hmc, pmmh)
                  [--devices K|all]    (is, smc, pf, fkc on numpyro: the particles split over K devices)
     ppl check FILE [--data data.json]            parse and check (names, shapes, supports, the plan); without
                                                  --data, missing data are symbolic and what needs them is skipped
     ppl compile FILE [--data data.json] --graph  print the plan and the inference graph
+
+A sequence target prints log Z ± se, the ESS per step, the chosen answer and the top sequences by total weight,
+tokens counted from 1 as the language counts them.
 
 Errors in the program print `file:line:col: message`, the line and a caret, and exit with status 2.
 """
@@ -38,8 +41,8 @@ def _parser():
     run = sub.add_parser("run", help="sample a target and print a summary and log Z")
     common(run)
     run.add_argument("--target", help="the target to sample (default: the one of the first `sample` statement)")
-    run.add_argument("--method", help="is, smc, nuts, hmc or fkc (default: the file's, else fkc for a diffusion "
-                                      "target and is for others)")
+    run.add_argument("--method", help="is, smc, nuts, hmc, fkc, pf, pg, bon, wbon, beam, ... (default: the file's, "
+                                      "else fkc for a diffusion target, pf for a sequence target and is for others)")
     run.add_argument("--runtime", choices=["numpyro", "pyro"], help="default: the file's, else numpyro")
     run.add_argument("--device", help="cpu or cuda (default cpu)")
     run.add_argument("--particles", type=int, help="number of particles / draws")
@@ -91,7 +94,7 @@ def _run(prog, args):
         _check_output(args.plot, "--plot", set(FigureCanvasBase.get_supported_filetypes()))
     name = args.target or prog.default_name()
     spec = prog.run_spec(name)
-    default = "fkc" if prog.kind(name) == "diffusion" else "is"
+    default = {"diffusion": "fkc", "sequence": "pf"}.get(prog.kind(name), "is")
     method = args.method if args.method is not None else (spec.method if spec else default)
     if spec and spec.method == method:
         options = dict(spec.options)
@@ -118,9 +121,12 @@ def _run(prog, args):
     if sys.stderr.isatty():
         options.setdefault("progress", True)
     result = prog.sample(name, **options)
-    import pandas as pd
-    with pd.option_context("display.max_rows", 60, "display.max_columns", None, "display.width", 200):
-        print(result.summary())
+    if result.sequences is not None:
+        _print_sequences(result, shift="answer" not in options)
+    else:
+        import pandas as pd
+        with pd.option_context("display.max_rows", 60, "display.max_columns", None, "display.width", 200):
+            print(result.summary())
     if result.log_z is not None:
         se = f" ± {result.log_z_se:.4g}" if getattr(result, "log_z_se", None) is not None else ""
         print(f"log Z = {result.log_z:.6g}{se}")
@@ -133,13 +139,53 @@ def _run(prog, args):
         print(f"saved {args.plot}")
 
 
+def _tokens_text(seq, shift=1):
+    """A sequence of token ids as the language writes it (from 1), or its text."""
+    if isinstance(seq, str):
+        return repr(seq)
+    return "[" + ", ".join(str(int(t) + shift) for t in seq) + "]"
+
+
+def sequence_table(result, top=5):
+    """[(total weight, sequence)] of the `top` heaviest distinct sequences of a sequence result (weights pooled
+    over its chains; equal weights where the method has none)."""
+    import numpy as np
+    from .result import normalized
+    seqs = result.sequences
+    if result.log_weights is not None:
+        w = (normalized(result.log_weights) / result.log_weights.shape[0]).reshape(-1)
+    else:
+        w = np.full(len(seqs), 1.0 / len(seqs))
+    totals = {}
+    for s, x in zip(seqs, w):
+        key = s if isinstance(s, str) else tuple(s)
+        totals[key] = totals.get(key, 0.0) + float(x)
+    return sorted(((v, k) for k, v in totals.items()), key=lambda vk: -vk[0])[:top]
+
+
+def _print_sequences(result, shift=True):
+    """What `ppl run` prints of a sequence result: ESS per step, the answer and the top sequences, tokens from 1."""
+    import numpy as np
+    n = len(result.sequences)
+    ess = result.diagnostics.get("ess")
+    if ess is not None and len(ess):
+        print("ESS per step: " + " ".join(f"{float(e):.0f}" for e in np.ravel(ess)) + f"  (of {n} sequences)")
+    answer = result.answer
+    shown = _tokens_text(answer) if shift and isinstance(answer, (list, tuple, str)) else repr(answer)
+    print(f"answer: {shown}")
+    print("top sequences (total weight):")
+    for w, s in sequence_table(result):
+        print(f"  {w:8.4f}  {_tokens_text(s)}")
+
+
 def _check(prog, filename):
     """Compile every target (or model) that could be built; say what the symbolic data left unchecked."""
-    for name in list(prog.targets) or list(prog.models) + list(prog.diffusions):
+    for name in list(prog.targets) or list(prog.models) + list(prog.diffusions) + list(prog.sequences):
         prog.compile(name)
     for spec in prog.runs:
         prog.check_run(spec, None if spec.target in prog.unbuilt else prog.compile(spec.target).kind)
     diffusions = f"{len(prog.diffusions)} diffusion(s), " if prog.diffusions else ""
+    diffusions += f"{len(prog.sequences)} sequence(s), " if prog.sequences else ""
     print(f"{filename}: ok ({len(prog.models)} model(s), {diffusions}{len(prog.targets)} target(s) built)")
     if prog.symbolic:
         print(f"symbolic data (no --data): {', '.join(prog.symbolic)}; pass --data to check shapes and values")

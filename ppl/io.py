@@ -6,7 +6,8 @@ user) plus what a `Result` needs to come back unchanged:
 * group `ppl_weighted` (weighted runs only): the raw draws [C, N, ...] and `log_weights` [C, N];
 * attribute `ppl` of the `posterior` group: JSON with method, runtime, device, log Z and its
   standard error, wall time, seed, the diagnostics (numpy arrays tagged so they come back as
-  arrays) and the original shapes of the `sample_stats` arrays.
+  arrays) and the original shapes of the `sample_stats` arrays; for sequence targets, the sequences (token lists
+  or text) and the chosen answer.
 """
 import json
 import os
@@ -55,6 +56,9 @@ def save(result, path):
             "log_z": result.log_z, "log_z_se": result.log_z_se, "wall_time": result.wall_time, "seed": result.seed,
             "diagnostics": result.diagnostics, "weighted": result.log_weights is not None,
             "sample_stats_shapes": {k: list(np.shape(v)) for k, v in result.sample_stats.items()}}
+    if result.sequences is not None:
+        meta["sequences"] = result.sequences
+        meta["answer"] = result.answer
     idata.posterior.attrs["ppl"] = json.dumps(_encode(meta))
     if result.log_weights is not None:
         data = {k: (("chain", "draw") + tuple(f"{k}_dim_{i}" for i in range(v.ndim - 2)), v)
@@ -89,6 +93,7 @@ def load(path):
     result = Result(samples, log_weights, meta["log_z"], meta["log_z_se"], method=meta["method"],
                     runtime=meta["runtime"], device=meta["device"], diagnostics=meta["diagnostics"],
                     sample_stats=stats, log_likelihood=groups["log_likelihood"],
-                    predictive=groups["posterior_predictive"], observed=groups["observed_data"])
+                    predictive=groups["posterior_predictive"], observed=groups["observed_data"],
+                    sequences=meta.get("sequences"), answer=meta.get("answer"))
     result.wall_time, result.seed = meta["wall_time"], meta["seed"]
     return result

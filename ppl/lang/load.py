@@ -1,7 +1,7 @@
 """Loading a `.ppl` program: data, `use`d functions, models, targets and `sample` statements.
 
 `load_ppl(path_or_text, data=None)` returns a `PPLFile` whose `.models` are `ppl.model(...)` objects, whose
-`.diffusions` are `ppl.diffusion(...)` bases, and whose `.targets` are the same `Power`, `Product`, `Geometric`
+`.diffusions` are `ppl.diffusion(...)` bases, whose `.sequences` are `ppl.autoregressive(...)` bases, and whose `.targets` are the same `Power`, `Product`, `Geometric`
 and `Tilt` trees the Python API builds: one compiler, two front ends. Errors the compiler raises about a site are located at the site's statement.
 """
 import contextlib
@@ -20,6 +20,8 @@ from ..errors import PPLError, SourceError, ValueRangeError
 from ..target import Reward, geometric
 from . import syntax as S
 from .diffusion import build_diffusion
+from .sequence import build_sequence, is_sequence, sequence_bases, sequence_reward
+from .sequence import text as reward_text
 from .interpret import Interpreter, scalar
 from .lower import ModelBuilder, type_parts
 from .names import reads
@@ -53,8 +55,8 @@ class RunSpec:
 
 
 class PPLFile:
-    """A loaded `.ppl` program: `.data`, `.models`, `.diffusions`, `.targets` (Python target objects), `.runs`
-    and its `.src`.
+    """A loaded `.ppl` program: `.data`, `.models`, `.diffusions`, `.sequences`, `.targets` (Python target
+    objects), `.runs` and its `.src`.
 
     `.front` is the front end its messages spell options for: 'ppl' (the program's syntax), or 'cli' when
     `ppl run` runs it (its flags where it has them)."""
@@ -62,26 +64,30 @@ class PPLFile:
     def __init__(self, src):
         self.src, self.front = src, "ppl"
         self.data, self.models, self.diffusions, self.targets, self.runs, self.functions = {}, {}, {}, {}, [], {}
+        self.sequences = {}
         self.symbolic = []   # data loaded without a value (symbolic=True)
         self.unbuilt = {}    # model or target name -> the symbolic datum its building needed
 
     def named(self):
-        """Everything a target expression or a `sample` statement may name: targets, then models and diffusions."""
-        return {**self.models, **self.diffusions, **self.targets}
+        """Everything a target expression or a `sample` statement may name: targets, then models, diffusions and
+        sequences."""
+        return {**self.models, **self.diffusions, **self.sequences, **self.targets}
 
     def target(self, name=None):
         """The target called `name`; by default the one the first `sample` statement names, else the last."""
         name = name or self.default_name()
         if name is None:
-            raise self.src.error(None, "the program defines no model, diffusion or target")
+            raise self.src.error(None, "the program defines no model, diffusion, sequence or target")
         if name in self.named():
             return self.named()[name]
-        raise self.src.error(None, f"no target, model or diffusion named {name!r}; defined: "
+        raise self.src.error(None, f"no target, model, diffusion or sequence named {name!r}; defined: "
                                    f"{', '.join(self.named()) or 'none'}")
 
     def kind(self, name=None):
-        """'diffusion' for a target over diffusions (sampled by fkc), else 'model'."""
-        return "diffusion" if _diffusions(self.target(name)) else "model"
+        """'diffusion' for a target over diffusions (sampled by fkc), 'sequence' for one over sequences (sampled by
+        pf, pg, bon, wbon or beam), else 'model'."""
+        target = self.target(name)
+        return "diffusion" if _diffusions(target) else "sequence" if is_sequence(target) else "model"
 
     def run_spec(self, name=None):
         name = name or self.default_name()
@@ -90,7 +96,8 @@ class PPLFile:
     def default_name(self):
         if self.runs:
             return self.runs[0].target
-        return (list(self.targets) or list(self.models) or list(self.diffusions) or [None])[-1]
+        return (list(self.targets) or list(self.models) or list(self.diffusions) or list(self.sequences)
+                or [None])[-1]
 
     def spelling(self, name=None, method=None):
         """The advice of messages made inside the block spelled for `.front` and the `sample` statement of
@@ -167,6 +174,12 @@ class PPLFile:
         if spec:
             self.check_run(spec, compiled.kind, kw)
         kw = _expand(kw)
+        if compiled.kind == "sequence":   # the built-in tables make their arrays on the runtime of the run
+            from ..backends.runtime import get_runtime
+            from ..stdlib.sequence_tables import NGram
+            for base, _ in compiled.bases:
+                if isinstance(base.next_logprobs, NGram):
+                    base.next_logprobs.bind(get_runtime(kw.get("runtime", "numpyro"), kw.get("device") or "cpu"))
         try:
             with self.spelling(name, kw.get("method")):
                 return sample(compiled, **kw)
@@ -292,8 +305,8 @@ class Loader:
             fn = getattr(importlib.import_module(module), attr)
         except Exception as e:  # noqa: BLE001 (an import failure of the user's module)
             raise self.src.error(node, f"cannot import {spec!r}: {type(e).__name__}: {e}") from None
-        if not callable(fn):
-            raise self.src.error(node, f"{spec!r} is not callable")
+        if not callable(fn) and not (hasattr(fn, "start") and hasattr(fn, "advance")):
+            raise self.src.error(node, f"{spec!r} is not callable (nor a sequence model with start and advance)")
         self.out.functions[name] = fn
 
     def _modeldef(self, node):
@@ -304,9 +317,23 @@ class Loader:
         self.define(node.name, node)
         self.out.diffusions[node.name] = build_diffusion(node, self.src, self.constant, self.out.functions)
 
+    def _sequencedef(self, node):
+        self.define(node.name, node)
+        self.out.sequences[node.name] = build_sequence(node, self.src, self.constant, self.out.functions)
+
     def _targetdef(self, node):
         self.define(node.name, node)
         t = self.target_expr(node.expr)
+        if is_sequence(t):
+            if node.bindings:
+                raise self.src.error(node.bindings[0], "a sequence target cannot be conditioned: its one site is "
+                                                       "the generated tokens",
+                                     hint="to favour some sequences, tilt by a reward: lm * exp(count(tokens, 2) / lam)")
+            from ..compiler.sequence_plan import SequencePlan
+            try:
+                SequencePlan(t)   # what only the whole target shows: every base's exponent 0, a reward's arity
+            except PPLError as e:
+                raise self.src.relocate(node.expr, e) from None
         if _diffusions(t):
             if node.bindings:
                 raise self.src.error(node.bindings[0], "a diffusion target cannot be conditioned: FKC samples "
@@ -332,7 +359,8 @@ class Loader:
                 raise NeedsData(self.out.unbuilt[e.name])
             if e.name in self.out.named():
                 return self.out.named()[e.name]
-            raise err(e, f"{e.name!r} is not a model, diffusion or target", hint=suggest(e.name, list(self.out.named())))
+            raise err(e, f"{e.name!r} is not a model, diffusion, sequence or target",
+                      hint=suggest(e.name, list(self.out.named())))
         if isinstance(e, S.Pow):
             return self.algebra(e.exponent, lambda: self.target_expr(e.base) ** self.number(e.exponent))
         if isinstance(e, S.BinOp) and e.op == "*":
@@ -347,8 +375,9 @@ class Loader:
                 raise err(e, "geometric takes three arguments: geometric(p, q, w)")
             return self.algebra(e, lambda: geometric(self.target_expr(args[0]), self.target_expr(args[1]),
                                                      self.number(args[2])))
-        raise err(e, "not a target expression", hint="targets combine models (or diffusions) with ^ (power), "
-                                                     "* (product), geometric(p, q, w) and p * exp(r / lam) (tilt)")
+        raise err(e, "not a target expression", hint="targets combine models (or diffusions, or sequences) with ^ "
+                                                     "(power), * (product), geometric(p, q, w) and p * exp(r / lam) "
+                                                     "(tilt)")
 
     def algebra(self, node, build):
         """`build()`, its errors located at `node`; diffusions are combined only with diffusions of one dimension
@@ -368,6 +397,21 @@ class Loader:
                                        f"{models[0]}; FKC needs a score for every factor",
                                  hint="combine diffusions only with diffusions (^, *, geometric, exp tilts); "
                                       "sample a model in a target of its own")
+        seqs = sequence_bases(t)
+        if seqs and (models or bases):
+            other = f"the model {models[0]}" if models else f"the diffusion {bases[0].name}"
+            raise self.src.error(node, f"the target combines the sequence {seqs[0].name} with {other}; a sequence "
+                                       f"target is a law over token sequences only",
+                                 hint="combine sequences only with sequences (^, *, geometric, exp tilts by rewards "
+                                      "over tokens)")
+        for b in seqs[1:]:
+            for key, value in seqs[0].signature.items():
+                if b.signature[key] != value:
+                    show = {"eos": _token_text, "step": _token_text, "pad": _token_text}.get(key, repr)
+                    raise self.src.error(node, f"sequences {seqs[0].name} and {b.name} combined here must agree in "
+                                               f"{key}: {show(value)} against {show(b.signature[key])}",
+                                         hint="the bases of a sequence target share their vocabulary, length, eos, "
+                                              "steps and prompt length")
         return t
 
     def number(self, e):
@@ -381,6 +425,12 @@ class Loader:
         lam = 1.0
         if isinstance(expr, S.BinOp) and expr.op == "/" and not reads(expr.right):
             lam, expr = self.number(expr.right), expr.left
+        if is_sequence(base):
+            label = reward_text(expr)
+            label = label[1:-1] if label.startswith("(") and label.endswith(")") else label
+            r = sequence_reward(expr, self.src, self.out.data, self.out.functions, sequence_bases(base)[0].vocab,
+                                label)
+            return self.algebra(expr, lambda: base.tilt(r, lam))
         own = {n for m in base.models() for n in m.sites} | {q.site for q in _diffusions(base)}
         sites = own | set(self.out.data)
         parents = []
@@ -403,7 +453,7 @@ class Loader:
 
     def _sample(self, node):
         if node.target not in self.out.named() and node.target not in self.out.unbuilt:
-            raise self.src.error(node, f"sample: {node.target!r} is not a model, diffusion or target",
+            raise self.src.error(node, f"sample: {node.target!r} is not a model, diffusion, sequence or target",
                                  hint=suggest(node.target, list(self.out.named())))
         if node.options.positional:
             raise self.src.error(node.options.positional[0], "method options are named: smc(particles = 4096)")
@@ -420,6 +470,8 @@ class Loader:
             raise NeedsData(self.out.unbuilt[e.name])
         if isinstance(e, S.Name) and e.name in self.out.models:
             return self.out.models[e.name]
+        if isinstance(e, S.Name) and e.name in self.out.functions:   # answer = f: a `use`d Python function
+            return self.out.functions[e.name]
         if isinstance(e, S.Name) and e.name in ("true", "false", "True", "False"):
             return e.name.lower() == "true"
         if isinstance(e, S.Call) and e.func not in pm.BUILTINS:
@@ -427,6 +479,13 @@ class Loader:
                 raise self.src.error(e, "options are named: hmc(steps = 5)")
             return {"name": e.func, **{k.name: self.option(k.value) for k in e.args.keywords}}
         return scalar(self.constant(e))
+
+
+def _token_text(v):
+    """Token ids as the language writes them (from 1)."""
+    if v is None:
+        return "none"
+    return str(v + 1) if isinstance(v, int) else "[" + ", ".join(str(t + 1) for t in v) + "]"
 
 
 def _diffusions(t):

@@ -139,6 +139,9 @@ class _ToSyntax(Transformer):
     def diffusion_def(self, kw, name, func, args):
         return S.DiffusionDef(str(name), S.Call(str(func), args, **_at(func)), **_at(kw))
 
+    def sequence_def(self, kw, name, func, args):
+        return S.SequenceDef(str(name), S.Call(str(func), args, **_at(func)), **_at(kw))
+
     def target_def(self, kw, name, expr, *bindings):
         return S.TargetDef(str(name), expr, _statements(bindings), **_at(kw))
 

@@ -225,6 +225,13 @@ class DiffusionDef(Node):
 
 
 @_node
+class SequenceDef(Node):
+    """`sequence name = base(args)`: `base` is the `Call` of a constructor (`markov`, `ngram`, `autoregressive`)."""
+    name: str
+    base: Call
+
+
+@_node
 class Binding(Node):
     """`name = value` after `|` in a target definition."""
     name: str
