@@ -71,7 +71,7 @@ def check_table(table, order=None, one_based=False):
                          hint="each context axis has V + 1 entries: 'no token yet', then the V tokens")
     if not np.all(np.isfinite(p)) or np.any(p < 0):
         bad = np.argwhere(~np.isfinite(p) | (p < 0))[0]
-        raise ValueRangeError(f"a token table holds probabilities: entry {_at(bad, one_based)} is {p[tuple(bad)]!r}")
+        raise ValueRangeError(f"a token table holds probabilities: entry {_at(bad, one_based)} is {p[tuple(bad)]:g}")
     sums = p.sum(axis=-1)
     off = np.abs(sums - 1.0) > TOL
     off &= reachable(v, k)

@@ -427,7 +427,6 @@ class Loader:
             lam, expr = self.number(expr.right), expr.left
         if is_sequence(base):
             label = reward_text(expr)
-            label = label[1:-1] if label.startswith("(") and label.endswith(")") else label
             r = sequence_reward(expr, self.src, self.out.data, self.out.functions, sequence_bases(base)[0].vocab,
                                 label)
             return self.algebra(expr, lambda: base.tilt(r, lam))

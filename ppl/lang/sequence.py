@@ -184,8 +184,13 @@ def sequence_reward(expr, src, data, functions, vocab, label):
     return Reward(lambda prefixes, lengths: reward(prefixes, lengths), ("prefixes", "lengths"), label)
 
 
-def text(e):
-    """The source spelling of a reward expression (its label), with spaces around binary operators."""
+_POWER = {"or": 1, "and": 2, "==": 4, "!=": 4, "<": 4, ">": 4, "<=": 4, ">=": 4, "+": 5, "-": 5, "*": 6, "/": 6,
+          "%": 6, "@": 6}
+
+
+def text(e, least=0):
+    """The source spelling of a reward expression (its label): operators spaced, parentheses only where the
+    precedence needs them (`least`: the power the place needs)."""
     if isinstance(e, S.Number):
         return f"{e.value:g}" if isinstance(e.value, float) else str(e.value)
     if isinstance(e, S.Name):
@@ -197,15 +202,19 @@ def text(e):
     if isinstance(e, S.Call):
         args = [text(a) for a in e.args.positional] + [f"{k.name} = {text(k.value)}" for k in e.args.keywords]
         return f"{e.func}({', '.join(args)})"
-    if isinstance(e, (S.BinOp, S.And, S.Or, S.Pow)):
-        op = {S.And: "and", S.Or: "or", S.Pow: "^"}.get(type(e)) or e.op
-        left, right = (e.base, e.exponent) if isinstance(e, S.Pow) else (e.left, e.right)
-        return f"({text(left)} {op} {text(right)})"
-    if isinstance(e, S.Neg):
-        return f"-{text(e.operand)}"
-    if isinstance(e, S.Not):
-        return f"not {text(e.operand)}"
-    return type(e).__name__
+    if isinstance(e, S.Pow):
+        out, power = f"{text(e.base, 9)} ^ {text(e.exponent, 8)}", 8
+    elif isinstance(e, (S.BinOp, S.And, S.Or)):
+        op = {S.And: "and", S.Or: "or"}.get(type(e)) or e.op
+        power = _POWER[op]
+        out = f"{text(e.left, power)} {op} {text(e.right, power + 1)}"
+    elif isinstance(e, S.Neg):
+        out, power = f"-{text(e.operand, 7)}", 7
+    elif isinstance(e, S.Not):
+        out, power = f"not {text(e.operand, 3)}", 3
+    else:
+        return type(e).__name__
+    return f"({out})" if power < least else out
 
 
 def _reads_tokens_only(call):
