@@ -26,9 +26,10 @@ def run(plan, rt, key, particles=64, progress=None, beam_width=4, aggregate="mod
         raise ValueRangeError("beam search ranks prefixes by a process reward; the target has none (use .tilt)")
     gen = Generator(plan, rt, proposal, aggregate, "diff")
     s, states = gen.start(n)
+    force, forced = rt.xp.zeros((n,)) > 0, rt.asindex(np.zeros(gen.width, dtype=int))
     for k in rt.split(key, plan.length):
-        s, states, stepped = gen.generate(k, s, states)
-        s = gen.score(s, stepped)
+        s, states = gen.step(k, s, states, force, forced, pure=False)
+        gen.check(s.nan)
         if gen.finished(s):
             break
         r = rt.to_numpy(gen.reward(s))

@@ -32,7 +32,7 @@ from typing import Any, NamedTuple
 
 import numpy as np
 
-from ..errors import UnknownNameError
+from ..errors import UnknownNameError, ValueRangeError
 from ..stdlib.resamplers import RESAMPLERS
 from . import check_value
 
@@ -87,13 +87,12 @@ class FeynmanKac:
         """How many particles resampling draws (N; N/P for waste-free SMC, which then always resamples)."""
         return n
 
-    def can_resample(self, t):
-        """Whether step t may resample (a boolean, or a runtime boolean array)."""
+    def can_resample(self, t, particles=None):
+        """Whether step t may resample the weighted `particles` (a boolean, or a runtime boolean array)."""
         return True
 
-    def fix_ancestors(self, idx):
-        """The ancestors after resampling (conditional SMC keeps the reference particle's own)."""
-        return idx
+    conditional = False
+    """Conditional SMC (particle Gibbs): particle 0 is a fixed reference path that keeps its own lineage."""
 
     def track(self, particles, log_w, carry):
         """Anything to record after weighting and before resampling (filtering moments, ...): a pytree or None."""
@@ -107,10 +106,11 @@ def check_resampling(resampler, threshold):
     return RESAMPLERS[resampler]
 
 
-def init(model, key, n):
-    """The loop's initial state: M0 draws with uniform weights, log Z = 0, each particle its own Eve."""
+def init(model, key, n, **options):
+    """The loop's initial state: M0 draws with uniform weights, log Z = 0, each particle its own Eve (`options`
+    go to the model's `init`)."""
     rt = model.rt
-    particles, carry = model.init(key, n)
+    particles, carry = model.init(key, n, **options)
     return shard(rt, FKState(particles, rt.asarray(np.full(n, -math.log(n))), rt.asarray(0.0),
                              rt.asindex(np.arange(n)), carry, rt.asindex(0)))
 
@@ -135,12 +135,39 @@ def ancestors(rt, resample, key, w, m):
     return rt.replicate(resample(rt, key, rt.replicate(w), m))
 
 
-def make_step(model, resampler="systematic", threshold=1.0, keep_ancestors=False, error_every_step=True):
+def conditional_ancestors(rt, resample, key, w, n):
+    """Conditional SMC's ancestors (Andrieu, Doucet & Holenstein 2010): slot 0, the reference, keeps its own
+    and the other N − 1 are drawn i.i.d. from W (multinomial), so the reference lineage has 1 + Bin(N − 1, W_0)
+    copies. (Drawing N and overwriting slot 0 gives max(K, 1), K ~ Bin(N, W_0): a bias toward the proposal.)"""
+    xp = rt.xp
+    zero = rt.asindex(np.zeros(1, dtype=int))
+    if n == 1:
+        return zero
+    return xp.concatenate([zero, rt.asindex(ancestors(rt, resample, key, w, n - 1))])
+
+
+def tempered(rt, log_w, temperature):
+    """log p̃ with p̃ ∝ W^{1/T}: the resampling law flattened (T > 1) or sharpened (T < 1)."""
+    u = log_w / temperature
+    return u - rt.xp.logsumexp(u)
+
+
+def make_step(model, resampler="systematic", threshold=1.0, keep_ancestors=False, error_every_step=True,
+              temperature=None):
     """`step(key, state, move=True) -> (state, StepInfo)`: one weight–resample–move step of `model`.
+    `temperature(t, log W, ESS) -> T` (or None: T = 1) resamples by p̃ ∝ W^{1/T} and gives the survivors the
+    weights W_a / (N p̃_a), unnormalized (their sum, of expectation 1, enters the next log c_t), so the
+    weighted particles and log Z still estimate the target (entropic resampling, made consistent).
     With `error_every_step=False` the relative variance (a scatter over the Eves, a fifth of a bootstrap
     filter's step on CPU) is computed only at steps with `move=False`, the last ones; elsewhere it is None."""
     rt, xp = model.rt, model.rt.xp
     resample = check_resampling(resampler, threshold)
+    if model.conditional and resampler != "multinomial":
+        raise ValueRangeError(f"conditional SMC draws the N − 1 free ancestors i.i.d.: resampler='multinomial', "
+                              f"got {resampler!r}")
+    if model.conditional and temperature is not None:
+        raise ValueRangeError("conditional SMC resamples by the weights themselves: no resampling temperature")
+    draw = conditional_ancestors if model.conditional else ancestors
 
     def step(key, s, move=True):
         k_res, k_move = rt.split(key, 2)
@@ -156,15 +183,20 @@ def make_step(model, resampler="systematic", threshold=1.0, keep_ancestors=False
         tracked = model.track(x, log_w, carry)
         m = model.num_resampled(n)
         if m == n:
-            resampled = (ess < threshold * n) & model.can_resample(s.t)
+            resampled = (ess < threshold * n) & model.can_resample(s.t, x)
             # a branch, not a select: the resampler and the gathers run only at the steps that resample
             # (under vmap, e.g. PMMH's chains, JAX turns it back into a select)
-            def select(w, x, eve):
-                idx = model.fix_ancestors(ancestors(rt, resample, k_res, w, n))
-                return (idx,) + rt.tree_map(lambda a: xp.take(a, idx, axis=0), (x, eve))
-            idx, x, eve = rt.cond(resampled, select, lambda w, x, eve: (xp.arange(n), x, eve),
-                                  xp.exp(log_w), x, s.eve)
-            log_w = xp.where(resampled, -math.log(n), log_w)
+            def select(log_w, x, eve):
+                if temperature is None:
+                    idx = draw(rt, resample, k_res, xp.exp(log_w), n)
+                    log_w = xp.full((n,), -math.log(n))
+                else:
+                    log_p = tempered(rt, log_w, temperature(s.t, log_w, ess))
+                    idx = draw(rt, resample, k_res, xp.exp(log_p), n)
+                    log_w = xp.take(log_w - log_p, idx, axis=0) - math.log(n)
+                return (idx, log_w) + rt.tree_map(lambda a: xp.take(a, idx, axis=0), (x, eve))
+            idx, log_w, x, eve = rt.cond(resampled, select, lambda log_w, x, eve: (xp.arange(n), log_w, x, eve),
+                                         log_w, x, s.eve)
         else:
             resampled = 1.0 + 0.0 * log_c > 0
             idx = ancestors(rt, resample, k_res, xp.exp(log_w), m)

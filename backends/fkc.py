@@ -203,7 +203,7 @@ class FKC(fk.FeynmanKac):
                 + (xp.where(k == 0, r, 0.0) + db) / self.dt
         return h * self.dt, (x, big_s), carry
 
-    def can_resample(self, k):
+    def can_resample(self, k, particles=None):
         return (k >= self.start) & (k < self.steps)   # not at the path weights' closing step
 
     def move(self, key, k, particles, log_w, carry):

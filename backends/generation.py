@@ -21,13 +21,20 @@ log potential adds
                                          replaces the weights each step instead of multiplying them)
 
 Sequences that have ended add nothing (but under `puri`, as in Puri et al.'s code, they keep their last score).
+
+Two ways to run a step, the same arithmetic. `pure`: every base is a stateful model with array states or a
+prefix function of (prefixes, lengths), and every reward reads (prefixes, lengths): a step is then a pure
+function of arrays with fixed shapes (prefixes are the whole buffer, left-padded), so a whole generation is
+one compiled `scan` on JAX, with no host synchronization (checks are flags read at the end). `eager`: anything
+else (Hugging Face models, functions of exact prefixes): host reads decide which models to call, prefixes are
+cut to the longest, and a function of exact prefixes is called once per distinct length.
 """
 from typing import Any, NamedTuple
 
 import numpy as np
 
 from ..errors import InferenceError, ShapeError, UnknownNameError, ValueRangeError
-from ..stdlib.language_models import next_token
+from ..stdlib.language_models import CausalLM, PrefixModel, next_token
 from ..target import call_user
 
 POTENTIALS = ("diff", "max", "sum", "puri")
@@ -45,6 +52,11 @@ class Sequences(NamedTuple):
     score: Any      # [N, J] each reward aggregated over the steps so far (A)
     memo: Any       # [N] what the potential carries over (R_{s−1}; the running max or sum)
     log_g: Any      # [N] the log potential of the current step
+    nan: Any        # [N, B + J] whether base b / reward j returned NaN for the particle this step (`check`)
+
+
+class NotPure(Exception):
+    """A model or reward that the pure step cannot call (it reads exact prefixes)."""
 
 
 def left_aligned(rt, tokens, length, cols, start, pad):
@@ -86,26 +98,29 @@ class Generator:
         delim = np.zeros(plan.vocab, dtype=bool)
         delim[list(plan.delimiters or range(plan.vocab))] = True      # one-token steps: every token ends one
         self.delimiter = rt.asarray(delim)
-        # the bookkeeping as jitted kernels of fixed shapes (on JAX one compilation each per N)
-        self._aranges = {}
+        self.names = [b.name for b, _ in plan.bases] + [r.name for r, _ in plan.rewards]
+        # the bookkeeping of the eager step as jitted kernels of fixed shapes (on JAX one compilation each per N)
         self.emit = rt.jit(self._emit)
         self._normalize = rt.jit(self._normalize_rows)
-        self._newest = rt.jit(self._newest_tokens)
-        self._keep = rt.jit(self._keep_rows)
         self._update = rt.jit(self._update_scores)
         self._left = rt.jit(lambda tokens, length, cols, start: left_aligned(rt, tokens, length, cols, start, plan.pad),
                             static_argnames=("cols", "start"))
 
+    @property
+    def can_be_pure(self):
+        """Whether a step can run as a pure function of arrays (see the module docstring): no causal LM, no
+        function of exact prefixes."""
+        return all(not isinstance(m, CausalLM) and not (isinstance(m, PrefixModel) and m.arity == 1)
+                   for m in self.models) and all(len(r.parents) == 2 for r, _ in self.plan.rewards)
+
     def arange(self, n):
-        """0..n−1 as indices, made once per n by `start` (not a host-to-device copy per token; made outside the
-        jitted kernels, so they capture a constant, not a tracer)."""
-        return self._aranges[n]
+        return self.rt.asindex(np.arange(n))
 
     # ---- the models ----------------------------------------------------------------------------------------
 
     def _normalize_rows(self, out):
         rows = out - self.rt.xp.logsumexp(out, axis=-1, keepdims=True)
-        return rows, self.rt.xp.sum(self.rt.xp.isnan(rows)) > 0
+        return rows, self.rt.xp.sum(self.rt.xp.isnan(rows), axis=-1) > 0
 
     def _logprobs(self, out, b, n):
         """What base b returned for n particles, checked: log-probabilities [n, V] of the runtime's float type."""
@@ -119,23 +134,33 @@ class Generator:
                              f"expected [N, vocab] = [{n}, {plan.vocab}]")
         return xp.asarray(rt.asarray(out), rt.dtype)
 
-    def _rows(self, out, b):
-        """Normalized log-probabilities, checked for NaN."""
-        rows, bad = self._normalize(out)
-        if bool(self.rt.to_numpy(bad)):
-            raise InferenceError(f"sequence model {self.plan.bases[b][0].name} returned NaN log-probabilities (or a "
-                                 f"row with no finite entry)")
-        return rows
+    def check(self, nan):
+        """Raise on the first base or reward that has returned NaN (a host read of the flags [(N,) B + J])."""
+        nan = self.rt.to_numpy(nan)
+        bad = np.flatnonzero(nan.any(axis=0) if nan.ndim == 2 else nan)
+        if bad.size:
+            i = int(bad[0])
+            what = (f"sequence model {self.names[i]} returned NaN log-probabilities (or a row with no finite entry)"
+                    if i < len(self.models) else f"a reward returned NaN ({self.names[i]})")
+            raise InferenceError(what)
 
-    def apply(self, fn, arity, s, mask, start, check):
+    def _flag(self, s, i, bad):
+        """s with the flag of base or reward i raised for the particles `bad` [N]."""
+        return s._replace(nan=s.nan | (self.arange(s.nan.shape[1]) == i).reshape(1, -1) & bad.reshape(-1, 1))
+
+    def apply(self, fn, arity, s, mask, start, check, pure):
         """fn of the prefixes tokens[i, start:length_i] of the particles in `mask`: [N, ...] (rows outside the
-        mask are not to be read). arity 2: one call fn(left-padded prefixes, lengths); arity 1: fn on exact
-        prefixes tokens[:, start:t], one call on all N rows per distinct length t among the masked particles
-        (one call with token steps; fixed shapes, so JAX compiles each t once)."""
+        mask are not to be read). arity 2: one call fn(left-padded prefixes, lengths), the prefixes the whole
+        buffer when `pure`, else cut to the longest; arity 1 (eager only): fn on exact prefixes
+        tokens[:, start:t], one call on all N rows per distinct length t among the masked particles (one call
+        with token steps; fixed shapes, so JAX compiles each t once)."""
         rt, xp = self.rt, self.rt.xp
         n = mask.shape[0]
         if arity == 2:
-            return check(fn(self.prefixes(s, start), s.length - start), n)
+            cols = self.width - start if pure else int(rt.to_numpy(xp.max(s.length))) - start
+            return check(fn(self._left(s.tokens, s.length, cols=cols, start=start), s.length - start), n)
+        if pure:
+            raise NotPure(fn)
         lengths, m = rt.to_numpy(s.length), rt.to_numpy(mask)
         out = None
         for t in np.unique(lengths[m]) if m.any() else [lengths.max()]:
@@ -144,54 +169,53 @@ class Generator:
             out = part if out is None else xp.where(at, part, out)
         return out
 
-    def prefixes(self, s, start=0):
-        """tokens[i, start:length_i] of every sequence, right-aligned and left-padded: [N, max length − start]."""
-        cols = int(self.rt.to_numpy(self.rt.xp.max(s.length))) - start
-        return self._left(s.tokens, s.length, cols=cols, start=start)
-
     def start(self, n):
         """(Sequences of the empty generation for n particles, the models' states)."""
         rt, xp, plan = self.rt, self.rt.xp, self.plan
-        for m in (n, self.width):
-            self._aranges.setdefault(m, rt.asindex(np.arange(m)))
-        rows, states = [], []
+        rows, states, nan = [], [], xp.zeros((n, len(self.names))) > 0
         for b, m in enumerate(self.models):
             out, state = call_user(lambda: m.start(n), {}, f"sequence model {plan.bases[b][0].name}")
-            rows.append(self._rows(self._logprobs(out, b, n), b))
-            states.append(state)
+            row, bad = self._normalize(self._logprobs(out, b, n))
+            rows.append(row)
+            nan = nan | (self.arange(len(self.names)) == b).reshape(1, -1) & bad.reshape(-1, 1)
+            states.append(() if state is None else state)
         tokens = np.full((n, self.width), plan.pad)
         if self.p:
             tokens[:, :self.p] = plan.bases[0][0].prompt
         init = {"prod": 1.0, "min": np.inf}.get(self.aggregate, 0.0)
         memo = -np.inf if self.potential == "max" else 0.0
-        false = rt.asarray(np.zeros(n, dtype=bool))
+        false = xp.zeros((n,)) > 0
         s = Sequences(rt.asindex(tokens), rt.asindex(np.full(n, self.p)), false, false, xp.stack(rows, axis=1),
                       rt.asarray(np.full((n, max(len(plan.rewards), 1)), init)), rt.asarray(np.full(n, memo)),
-                      xp.zeros((n,)))
+                      xp.zeros((n,)), nan)
         return s, states
 
-    def _newest_tokens(self, s):
+    def newest(self, s):
+        """Each particle's newest token [N]."""
         n = s.length.shape[0]
         return self.rt.xp.take(s.tokens.reshape(-1), self.arange(n) * self.width
                                + self.rt.xp.clip(s.length - 1, 0, self.width - 1), axis=0)
 
-    def _keep_rows(self, s, live, rows):
+    def feed(self, s, states, live, pure):
+        """The models advanced by each `live` particle's newest token; the others keep their rows and state.
+        Eager: nothing is called when no particle is live."""
         xp = self.rt.xp
-        return s._replace(rows=xp.where(live.reshape(-1, 1, 1), rows, s.rows), stale=s.stale & ~live)
-
-    def feed(self, s, states, live):
-        """The models advanced by each `live` particle's newest token; the others keep their rows and state."""
+        if not pure and not bool(self.rt.to_numpy(xp.sum(live) > 0)):
+            return s, states
         n = live.shape[0]
-        newest = self._newest(s)
+        newest = self.newest(s)
         rows, new_states = [], []
         for b, m in enumerate(self.models):
             def on_prefixes(fn, arity, b=b):
-                return self.apply(fn, arity, s, live, 0, lambda out, k: self._logprobs(out, b, k))
+                return self.apply(fn, arity, s, live, 0, lambda out, k: self._logprobs(out, b, k), pure)
             out, state = call_user(lambda: m.advance(newest, live, states[b], on_prefixes), {},
                                    f"sequence model {self.plan.bases[b][0].name}")
-            rows.append(self._rows(self._logprobs(out, b, n), b))
-            new_states.append(state)
-        return self._keep(s, live, self.rt.xp.stack(rows, axis=1)), new_states
+            row, bad = self._normalize(self._logprobs(out, b, n))
+            s = self._flag(s, b, bad & live)
+            rows.append(row)
+            new_states.append(() if state is None else state)
+        rows = xp.where(live.reshape(-1, 1, 1), xp.stack(rows, axis=1), s.rows)
+        return s._replace(rows=rows, stale=s.stale & ~live), new_states
 
     def reorder(self, states, idx):
         return [m.reorder(state, idx) for m, state in zip(self.models, states)]
@@ -200,7 +224,7 @@ class Generator:
 
     def _emit(self, key, s, active, force, forced):
         """One token for each `active` particle (`forced[i]` where `force[i]`: particle Gibbs' reference):
-        (Sequences, the particles still inside their chunk, whether there are any)."""
+        (Sequences, the particles still inside their chunk)."""
         rt, xp, plan = self.rt, self.rt.xp, self.plan
         n, v = s.rows.shape[0], s.rows.shape[2]
         u = xp.sum(self.betas * s.rows, axis=1)
@@ -216,29 +240,39 @@ class Generator:
         inside = active & ~(ended | xp.take(self.delimiter, tok, axis=0))
         s = s._replace(tokens=xp.where(at, tok.reshape(-1, 1), s.tokens), length=length, done=s.done | ended,
                        stale=s.stale | (active & ~ended), log_g=s.log_g + xp.where(active, inc, 0.0))
-        return s, inside, xp.sum(inside) > 0
+        return s, inside
 
-    def generate(self, key, s, states, force=None, forced=None):
+    def generate(self, key, s, states, force, forced, pure):
         """The next step of every particle that has not ended: (Sequences with log_g the step's proposal part,
-        states, which particles stepped)."""
+        states, which particles stepped). A chunk is emitted token by token until every particle's chunk ends:
+        a `while_loop` when pure, a host-checked loop when eager."""
         rt, xp = self.rt, self.rt.xp
-        n = s.done.shape[0]
-        if force is None:
-            force, forced = rt.asarray(np.zeros(n, dtype=bool)), rt.asindex(np.zeros(self.width, dtype=int))
         stepped = ~s.done
-        if bool(rt.to_numpy(xp.sum(s.stale) > 0)):
-            s, states = self.feed(s, states, s.stale)
-        s = s._replace(log_g=xp.zeros((n,)))
-        active = stepped
-        for k in rt.split(key, self.plan.length):
-            s, active, more = self.emit(k, s, active, force, forced)
-            if not bool(rt.to_numpy(more)):
-                break
-            s, states = self.feed(s, states, active)
+        s, states = self.feed(s, states, s.stale, pure)
+        k_first, k_rest = rt.split(key, 2)
+        s, inside = self.emit(k_first, s._replace(log_g=xp.zeros(stepped.shape)), stepped, force, forced)
+        if self.plan.delimiters is None:            # a step is one token
+            return s, states, stepped
+
+        def chunk(loop):
+            k, s, states, inside = loop
+            k, k_tok = rt.split(k, 2)
+            s, states = self.feed(s, states, inside, pure)
+            s, inside = self.emit(k_tok, s, inside, force, forced)
+            return k, s, states, inside
+
+        if pure:
+            _, s, states, _ = rt.while_loop(lambda loop: xp.sum(loop[3]) > 0, chunk, (k_rest, s, states, inside))
+        else:
+            for k in rt.split(k_rest, self.plan.length):
+                if not bool(rt.to_numpy(xp.sum(inside) > 0)):
+                    break
+                s, states = self.feed(s, states, inside, pure)
+                s, inside = self.emit(k, s, inside, force, forced)
         return s, states, stepped
 
     def _update_scores(self, s, stepped, values):
-        """Aggregate the step's reward values [N, J] and add the step's log potential to log_g (and a NaN flag)."""
+        """Aggregate the step's reward values [N, J] and add the step's log potential to log_g (and NaN flags)."""
         xp = self.rt.xp
         a = {"prod": lambda: s.score * values, "min": lambda: xp.minimum(s.score, values)}.get(
             self.aggregate, lambda: values)()
@@ -251,9 +285,10 @@ class Generator:
             memo = {"diff": total, "max": xp.maximum(s.memo, total), "sum": s.memo + total}[self.potential]
             log_g = memo - s.memo if self.potential == "diff" else memo
             s = s._replace(score=a, memo=memo, log_g=s.log_g + xp.where(stepped, log_g, 0.0))
-        return s, xp.sum(xp.isnan(a)) > 0
+        b = len(self.models)
+        return s._replace(nan=xp.concatenate([s.nan[:, :b], s.nan[:, b:] | xp.isnan(a)], axis=1))
 
-    def score(self, s, stepped):
+    def score(self, s, stepped, pure):
         """The rewards on the prefixes after a step, aggregated, and the step's log potential added to log_g."""
         rt, xp, plan = self.rt, self.rt.xp, self.plan
         if not plan.rewards:
@@ -268,12 +303,15 @@ class Generator:
                     raise ShapeError(f"reward {r.name} returned shape {tuple(value.shape)} for {k} prefixes; a reward "
                                      f"on a sequence target returns one real per prefix, shape [N]")
                 return xp.asarray(rt.asarray(value), rt.dtype)
-            values.append(call_user(lambda: self.apply(r.fn, len(r.parents), s, stepped, self.p, check), {},
+            values.append(call_user(lambda: self.apply(r.fn, len(r.parents), s, stepped, self.p, check, pure), {},
                                     f"reward {r.name}"))
-        s, bad = self._update(s, stepped, xp.stack(values, axis=1))
-        if bool(rt.to_numpy(bad)):
-            raise InferenceError(f"a reward returned NaN ({', '.join(r.name for r, _ in plan.rewards)})")
-        return s
+        return self._update(s, stepped, xp.stack(values, axis=1))
+
+    def step(self, key, s, states, force, forced, pure):
+        """One step of generation and scoring: (Sequences with log_g the step's log potential and `nan` this
+        step's flags, states)."""
+        s, states, stepped = self.generate(key, s._replace(nan=s.nan & False), states, force, forced, pure)
+        return self.score(s, stepped, pure), states
 
     def _total(self, a):
         return self.rt.xp.sum(self.coefs.reshape(1, -1) * a, axis=1)

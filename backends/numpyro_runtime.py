@@ -212,6 +212,9 @@ class NumPyroRuntime(Runtime):
     def scan(self, f, init, xs, length=None):
         return jax.lax.scan(f, init, xs, length=length)
 
+    def while_loop(self, cond_fn, body_fn, init):
+        return jax.lax.while_loop(cond_fn, body_fn, init)
+
     def cond(self, pred, true_fn, false_fn, *operands):
         return jax.lax.cond(pred, true_fn, false_fn, *operands)
 

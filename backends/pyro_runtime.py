@@ -560,6 +560,12 @@ class PyroRuntime(Runtime):
         columns = zip(*(tree_flatten(y)[0] for y in ys))
         return carry, tree_unflatten([None if c[0] is None else torch.stack(list(c)) for c in columns], spec)
 
+    def while_loop(self, cond_fn, body_fn, init):
+        state = init
+        while bool(cond_fn(state)):
+            state = body_fn(state)
+        return state
+
     def cond(self, pred, true_fn, false_fn, *operands):
         return true_fn(*operands) if bool(pred) else false_fn(*operands)
 

@@ -145,6 +145,9 @@ class RuntimeContract(Protocol):
     def fori_loop(self, lower, upper, body, init):
         """`jax.lax.fori_loop`."""
 
+    def while_loop(self, cond_fn, body_fn, init):
+        """`jax.lax.while_loop`."""
+
     def cond(self, pred, true_fn, false_fn, *operands):
         """`jax.lax.cond`: only the branch taken runs."""
 

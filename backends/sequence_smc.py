@@ -9,6 +9,15 @@ the final weights W are those of γ and log Z = Σ_s log c_s estimates log Σ_x 
 the weights are replaced each step (Puri et al.), which with resampling every step (its default) targets
 p · Π_s G_s. Models' states (recurrent states, key/value caches) are reordered with the particles.
 
+A step is pure where the models allow (`generation`): then a whole sweep is one compiled function (init,
+a `scan` over the steps, one host read at the end); else it runs step by step. `compile=False` forces the
+latter; both use the same random draws for the same key.
+
+`resample_temperature` ("ess", "entropy" or a number T) resamples by p̃ ∝ W^{1/T} while the step is within
+the first `early_phase` fraction of the length (its_hub's entropic particle filter: T = max(1, (N / ESS)(1 −
+s/L)) for "ess", T = max(1, 1/β) with β = H + (1 − H) s/L and H the weights' entropy / log N for "entropy"),
+and gives the survivors the weights W/p̃ (`fk.make_step`), so that the sampler still targets γ.
+
 Budget = generations: 'pf', 'bon', 'wbon' run `particles` sequences, 'pg' `particles` × `iterations`.
 The chosen answer: `select='argmax'` the answer of the heaviest particle, `'vote'` the answer of largest total
 weight (answers by `answer(sequence)`, else the sequence itself); 'bon' takes the largest final reward R and
@@ -17,6 +26,7 @@ weight (answers by `answer(sequence)`, else the sequence itself); 'bon' takes th
 import math
 import weakref
 from collections import defaultdict
+from typing import Any, NamedTuple
 
 import numpy as np
 
@@ -27,30 +37,61 @@ from . import fk, integer, method
 from .generation import Generator
 
 
-class SequenceFK(fk.FeynmanKac):
-    """Steps of sequence generation as a Feynman–Kac model; the generation itself runs in `sweep` (it calls
-    the user's models), so log G_s is the `log_g` the generator left in the particles."""
+class Generation(NamedTuple):
+    """The particles of a sequence sweep: the sequences, the models' states when they travel with the
+    particles (a pure step; else ()), and each particle's row before the last resampling."""
+    seqs: Any
+    states: Any
+    slot: Any
 
-    def __init__(self, gen, schedule, conditional=False):
-        self.gen, self.rt, self.schedule, self.conditional = gen, gen.rt, schedule, conditional
+
+class SequenceFK(fk.FeynmanKac):
+    """Steps of sequence generation as a Feynman–Kac model: M0 and M_s generate step s of every sequence
+    (`Generator.step`), log G_s is the `log_g` it left in the particles. Pure: the models' states are in the
+    particles (resampling takes their rows); eager: they are held here and reordered after a resampling."""
+
+    def __init__(self, gen, schedule, conditional=False, pure=False):
+        self.gen, self.rt, self.schedule, self.conditional, self.pure = gen, gen.rt, schedule, conditional, pure
         self.states = None
 
-    def init(self, key, n):
-        particles, self.states = self.gen.start(n)
-        return particles, None
+    def init(self, key, n, forced=None):
+        rt, gen = self.rt, self.gen
+        seqs, states = gen.start(n)
+        force = (gen.arange(n) == 0) if self.conditional else rt.xp.zeros((n,)) > 0
+        forced = rt.asindex(np.zeros(gen.width, dtype=int)) if forced is None else forced
+        return self._step(key, seqs, states, (force, forced, rt.xp.sum(seqs.nan, axis=0) > 0))
 
-    def log_potential(self, t, particles, log_w, carry):
-        return particles.log_g, particles, carry
+    def _step(self, key, seqs, states, carry):
+        """(Generation, carry) after the next step; the carry's NaN flags [B + J] gather every step's."""
+        force, forced, nan = carry
+        seqs, states = self.gen.step(key, seqs, states, force, forced, self.pure)
+        carry = (force, forced, nan | (self.rt.xp.sum(seqs.nan, axis=0) > 0))
+        slot = self.gen.arange(seqs.done.shape[0])
+        if self.pure:
+            return Generation(seqs, states, slot), carry
+        self.gen.check(seqs.nan)
+        self.states = states
+        return Generation(seqs, (), slot), carry
 
-    def can_resample(self, t):
-        return self.rt.xp.take(self.schedule, self.rt.xp.clip(t, 0, self.schedule.shape[0] - 1), axis=0)
+    def log_potential(self, t, p, log_w, carry):
+        log_g = p.seqs.log_g
+        if self.gen.potential == "puri":      # Puri et al.: the weights are replaced, not multiplied
+            log_g = log_g - self.rt.xp.where(log_w > -math.inf, log_w, 0.0) - math.log(log_w.shape[0])
+        return log_g, p, carry
 
-    def fix_ancestors(self, idx):
-        """Conditional SMC: particle 0 is the reference and stays its own ancestor."""
-        if not self.conditional:
-            return idx
+    def can_resample(self, t, p=None):
+        """At the steps the schedule allows, and never after the last one (the final weights are γ's)."""
         xp = self.rt.xp
-        return xp.where(self.rt.asindex(np.arange(idx.shape[0])) == 0, 0, idx)
+        return xp.take(self.schedule, xp.clip(t, 0, self.schedule.shape[0] - 1), axis=0) & (xp.sum(~p.seqs.done) > 0)
+
+    def move(self, key, t, p, log_w, carry):
+        if not self.pure and bool(self.rt.to_numpy(self.rt.xp.sum(p.slot != self.gen.arange(p.slot.shape[0])) > 0)):
+            self.states = self.gen.reorder(self.states, p.slot)
+        return self._step(key, p.seqs, p.states if self.pure else self.states, carry) + (None, None)
+
+    def track(self, p, log_w, carry):
+        """Whether every sequence has ended (the steps after that change nothing)."""
+        return self.rt.xp.sum(~p.seqs.done) == 0
 
 
 def schedule(rt, length, every, window):
@@ -66,38 +107,98 @@ def schedule(rt, length, every, window):
     return rt.asarray(allowed)
 
 
-def sweep(gen, key, n, step, final, model, reference=None):
-    """One SMC pass over the steps: (final FKState, per-step (ESS, resampled, log c))."""
-    rt, xp = gen.rt, gen.rt.xp
-    k0, k1 = rt.split(key, 2)
-    state = fk.init(model, k0, n)
-    states = model.states
-    force = forced = None
-    if reference is not None:
-        force, forced = rt.asarray(np.arange(n) == 0), rt.asindex(reference)
-    records = []
-    for k in rt.split(k1, gen.plan.length):
-        k_gen, k_step = rt.split(k, 2)
-        particles, states, stepped = gen.generate(k_gen, state.particles, states, force, forced)
-        particles = gen.score(particles, stepped)
-        last = gen.finished(particles)
-        if gen.potential == "puri":      # Puri et al.: the weights are replaced, not multiplied
-            state = state._replace(log_w=xp.full((n,), -math.log(n)))
-        state, info = (final if last else step)(k_step, state._replace(particles=particles))
-        if not last and bool(rt.to_numpy(info.resampled)):
-            states = gen.reorder(states, info.ancestors)
-        records.append((info.ess, info.resampled, info.log_c, info.rel_var))
-        if last:
-            break
-    log_c = np.array([float(rt.to_numpy(r[2])) for r in records])
+def resampling_temperature(rt, spec, early_phase, length):
+    """`temperature(t, log W, ESS) -> T` for `fk.make_step` (see the module docstring), or None."""
+    if spec is None:
+        return None
+    if not (spec in ("ess", "entropy") or not isinstance(spec, (bool, str)) and isinstance(spec, (int, float))
+            and spec > 0):
+        raise ValueRangeError(f"resample_temperature must be 'ess', 'entropy' or a number > 0, got {spec!r}")
+    if isinstance(early_phase, bool) or not isinstance(early_phase, (int, float)) or not 0 < early_phase <= 1:
+        raise ValueRangeError(f"early_phase must be a fraction of the steps in (0, 1], got {early_phase!r}")
+    xp = rt.xp
+
+    def temperature(t, log_w, ess):
+        n = log_w.shape[0]
+        progress = (t + 1) / length
+        if spec == "ess":
+            value = xp.maximum(1.0, n / ess * (1.0 - progress))
+        elif spec == "entropy":
+            w = xp.exp(log_w)
+            h = -xp.sum(xp.where(w > 0, w * log_w, 0.0)) / math.log(n) if n > 1 else 1.0
+            value = xp.maximum(1.0, 1.0 / (h + (1.0 - h) * progress))
+        else:
+            value = float(spec)
+        return xp.where(progress <= early_phase, value, 1.0)
+    return temperature
+
+
+def stacked(rt, infos, last):
+    """StepInfo over the scanned steps and the last one, stacked along a leading axis (None stays None; the
+    relative variance is read from the final state)."""
+    last = last._replace(rel_var=None)
+    if infos is None:
+        return rt.tree_map(lambda a: None if a is None else a[None], last)
+    return rt.tree_map(lambda a, b: None if a is None else rt.xp.concatenate([a, b[None]]), infos, last)
+
+
+def pure_sweep(model, step, length):
+    """`sweep(key, forced, n) -> (final FKState, StepInfo [L])`: a whole sweep as one function of arrays (to
+    compile): M0, then L − 1 weight–resample–generate steps in a `scan`, then the last weighting. Steps after
+    every sequence has ended change nothing (their log c is 0; they never resample)."""
+    rt = model.rt
+
+    def sweep(key, forced, n):
+        k0, k1, k2 = rt.split(key, 3)
+        state = fk.init(model, k0, n, forced=forced)
+        infos = None
+        if length > 1:
+            state, infos = rt.scan(lambda s, k: step(k["key"], s), state, {"key": rt.split(k1, length - 1)})
+        state, last = step(k2, state, move=False)
+        return state, stacked(rt, infos, last)
+    return sweep
+
+
+def eager_sweep(model, step, length):
+    """The same sweep step by step (the models called from Python, the weighting and resampling jitted), with
+    the same keys; it stops at the step where every sequence has ended."""
+    rt = model.rt
+
+    def sweep(key, forced, n):
+        k0, k1, k2 = rt.split(key, 3)
+        state = fk.init(model, k0, n, forced=forced)
+        keys = list(rt.split(k1, length - 1)) if length > 1 else []
+        infos = []
+        for k in keys + [k2]:
+            state, info = step(k, state)
+            infos.append(info)
+            if bool(rt.to_numpy(info.tracked)):
+                break
+            particles, carry, _, _ = model.move(rt.split(k, 2)[1], state.t, state.particles, state.log_w,
+                                                state.carry)
+            state = state._replace(particles=particles, carry=carry)
+        infos = [info._replace(rel_var=None) for info in infos]
+        return state, rt.tree_map(lambda *a: None if a[0] is None else rt.xp.stack(a), *infos)
+    return sweep
+
+
+def sweep(runner, key, n, forced=None):
+    """One SMC pass over the steps: (final FKState, per-step record: ESS, resampled, log c, Var(Ẑ)/Ẑ²)."""
+    gen = runner.gen
+    rt = gen.rt
+    state, info = runner(key, forced, n)
+    ended = rt.to_numpy(info.tracked)
+    steps = int(np.argmax(ended)) + 1 if ended.any() else len(ended)
+    gen.check(state.carry[2])
+    log_c = rt.to_numpy(info.log_c)[:steps].astype(np.float64)
     if not np.all(np.isfinite(log_c)):
         t = int(np.argmin(np.isfinite(log_c))) + 1
         raise InferenceError(f"{gen.plan.target.describe()}: every weight vanished at step {t} (the potentials were "
                              f"-inf or NaN on all {n} particles)")
-    ess = np.array([float(rt.to_numpy(r[0])) for r in records])
-    resampled = np.array([bool(rt.to_numpy(r[1])) for r in records])
-    return state, {"ess": ess, "resampled": resampled, "log_c": log_c,
-                   "rel_var": float(rt.to_numpy(records[-1][3]))}
+    return state, {"ess": rt.to_numpy(info.ess)[:steps].astype(np.float64),
+                   "resampled": rt.to_numpy(info.resampled)[:steps].astype(bool), "log_c": log_c,
+                   "rel_var": float(rt.to_numpy(fk.relative_variance(rt, state.log_w, state.eve))),
+                   "compiled": runner.pure}
 
 
 def decoded(plan, tokens, length):
@@ -159,21 +260,56 @@ def sequence_result(gen, chains, method, rt, answer=None, select="argmax", by=No
 _CACHE = weakref.WeakKeyDictionary()
 
 
-def _smc(plan, rt, resampler, threshold, every, window, potential, aggregate, temperature, proposal,
-         conditional=False):
-    """(generator, model, jitted step, jitted last step), built once per target, runtime and options (a run is
-    then the models' calls and jitted kernels); one generator for all of them."""
+class Runner:
+    """A sweep of one target, runtime and set of options: `runner(key, forced, n)`; pure (compiled) when the
+    models allow and `compile` is not False, falling back to eager if tracing the models fails."""
+
+    def __init__(self, gen, schedule, resampler, threshold, temperature, conditional, compiled):
+        self.gen, self.rt = gen, gen.rt
+        if compiled and not gen.can_be_pure:
+            raise ValueRangeError("compile=True needs models with array states or functions of (prefixes, "
+                                  "lengths), and rewards of (prefixes, lengths); this target has a causal LM or a "
+                                  "function of exact prefixes")
+        self.pure = gen.can_be_pure if compiled is None else bool(compiled)
+        self.strict = compiled is not None
+        self.make = lambda pure: self._build(schedule, resampler, threshold, temperature, conditional, pure)
+        self.run = self.make(self.pure)
+
+    def _build(self, schedule, resampler, threshold, temperature, conditional, pure):
+        model = SequenceFK(self.gen, schedule, conditional, pure)
+        step = fk.make_step(model, resampler, threshold, error_every_step=False, temperature=temperature)
+        if pure:
+            return self.rt.jit(pure_sweep(model, step, self.gen.plan.length), static_argnames=("n",))
+        return eager_sweep(model, self.rt.jit(lambda k, s: step(k, s, move=False)), self.gen.plan.length)
+
+    def __call__(self, key, forced, n):
+        try:
+            return self.run(key, forced, n=n)
+        except Exception:  # noqa: BLE001 (a model that cannot be traced runs eagerly, and raises there if it must)
+            if not self.pure or self.strict:
+                raise
+            self.pure, self.run = False, self.make(False)
+            return self.run(key, forced, n=n)
+
+
+def _runner(plan, rt, resampler, threshold, every, window, potential, aggregate, temperature, proposal,
+            conditional=False, compiled=None, resample_temperature=None, early_phase=0.5):
+    """The `Runner` of a target, runtime and options, built once (then a run is one compiled call, or the
+    models' calls and jitted kernels); one generator for all of them."""
+    if compiled not in (None, True, False):
+        raise ValueRangeError(f"compile must be None (when the models allow), True or False, got {compiled!r}")
+    if potential == "puri" and resample_temperature is not None:
+        raise ValueRangeError("potential='puri' replaces the weights each step; resample_temperature does not apply")
     cache = _CACHE.setdefault(plan.target, {})
     g_sig = (rt.name, str(rt.device), rt.precision, potential, aggregate, temperature, proposal)
-    sig = g_sig + (resampler, threshold, every, window, conditional)
+    sig = g_sig + (resampler, threshold, every, window, conditional, compiled, resample_temperature, early_phase)
     if sig not in cache:
         if g_sig not in cache:
             cache[g_sig] = Generator(plan, rt, proposal, aggregate, potential, temperature)
         gen = cache[g_sig]
-        model = SequenceFK(gen, schedule(rt, plan.length, every, window), conditional)
-        step = fk.make_step(model, resampler, threshold, keep_ancestors=True, error_every_step=False)
-        last = fk.make_step(model, resampler, 0.0, error_every_step=False)
-        cache[sig] = gen, model, rt.jit(lambda k, s: step(k, s, move=False)), rt.jit(lambda k, s: last(k, s, move=False))
+        cache[sig] = Runner(gen, schedule(rt, plan.length, every, window), resampler, threshold,
+                            resampling_temperature(rt, resample_temperature, early_phase, plan.length), conditional,
+                            compiled)
     return cache[sig]
 
 
@@ -184,68 +320,73 @@ def _particles(particles, what):
 @method("pf", kind="sequence")
 def run(plan, rt, key, particles=64, progress=None, resampler="systematic", resample_threshold=None,
         potential="diff", aggregate="model", temperature=1.0, resample_every=1, resample_window=None, proposal=None,
-        answer=None, select="argmax"):
+        answer=None, select="argmax", resample_temperature=None, early_phase=0.5, compile=None):
     """Particle filtering of a sequence target (see the module docstring). `resample_threshold` is the ESS
     fraction (default 0.5; 1.0 under potential='puri': every step)."""
     n = _particles(particles, "pf")
     threshold = (1.0 if potential == "puri" else 0.5) if resample_threshold is None else resample_threshold
-    gen, model, step, final = _smc(plan, rt, resampler, threshold, resample_every, resample_window, potential,
-                                   aggregate, temperature, proposal)
-    state, record = sweep(gen, key, n, step, final, model)
+    runner = _runner(plan, rt, resampler, threshold, resample_every, resample_window, potential, aggregate,
+                     temperature, proposal, compiled=compile, resample_temperature=resample_temperature,
+                     early_phase=early_phase)
+    state, record = sweep(runner, key, n)
     log_z = float(rt.to_numpy(state.log_z))
-    return sequence_result(gen, [(state.particles, state.log_w)], "pf", rt, answer, select, log_z=log_z,
+    return sequence_result(runner.gen, [(state.particles.seqs, state.log_w)], "pf", rt, answer, select, log_z=log_z,
                            se=math.sqrt(record.pop("rel_var")), diagnostics=record)
 
 
 @method("pg", kind="sequence")
 def run_pg(plan, rt, key, particles=16, progress=None, iterations=4, potential="diff", aggregate="model",
-           temperature=1.0, proposal=None, answer=None, select="argmax"):
+           temperature=1.0, proposal=None, answer=None, select="argmax", compile=None):
     """Particle Gibbs (Andrieu, Doucet & Holenstein 2010; Puri et al. §3): `iterations` sweeps of conditional
     SMC with multinomial resampling at every step, the reference (particle 0) drawn from the previous sweep's
-    final weights. The result pools the sweeps (one chain each); log Z is the first (unconditional) sweep's."""
+    final weights and the other N − 1 ancestors i.i.d. (`fk.conditional_ancestors`). The result pools the
+    sweeps (one chain each); log Z is the first (unconditional) sweep's."""
     n = _particles(particles, "pg")
     iterations = integer(iterations, "iterations", 1)
     options = (plan, rt, "multinomial", 1.0, 1, None, potential, aggregate, temperature, proposal)
-    gen, model, step, final = _smc(*options)
-    _, conditional, c_step, c_final = _smc(*options, conditional=True)
+    first_sweep = _runner(*options, compiled=compile)
+    conditional = _runner(*options, conditional=True, compiled=compile)
     keys = rt.split(key, 2 * iterations)
     chains, references, reference, first = [], [], None, None
     for i in range(iterations):
-        kernels = (step, final, model) if reference is None else (c_step, c_final, conditional)
-        state, record = sweep(gen, keys[2 * i], n, *kernels, reference)
+        state, record = sweep(first_sweep if reference is None else conditional, keys[2 * i], n, reference)
         if first is None:
             first = (float(rt.to_numpy(state.log_z)), math.sqrt(record["rel_var"]), record)
-        chains.append((state.particles, state.log_w))
+        seqs = state.particles.seqs
+        chains.append((seqs, state.log_w))
         w = normalized(rt.to_numpy(state.log_w))
         u = float(rt.to_numpy(rt.uniform(keys[2 * i + 1], (1,)))[0])
         b = min(int(np.searchsorted(np.cumsum(w), u * w.sum())), n - 1)
-        reference = rt.to_numpy(state.particles.tokens)[b]
-        references.append(decoded(plan, reference[None], rt.to_numpy(state.particles.length)[b:b + 1])[0])
+        tokens = rt.to_numpy(seqs.tokens)[b]
+        reference = rt.asindex(tokens)
+        references.append(decoded(plan, tokens[None], rt.to_numpy(seqs.length)[b:b + 1])[0])
     log_z, se, record = first
     record.pop("rel_var")
     record["references"] = references
-    return sequence_result(gen, chains, "pg", rt, answer, select, log_z=log_z, se=se, diagnostics=record)
+    return sequence_result(first_sweep.gen, chains, "pg", rt, answer, select, log_z=log_z, se=se, diagnostics=record)
 
 
-def _best_of(plan, rt, key, particles, aggregate, proposal, answer, vote, name):
+def _best_of(plan, rt, key, particles, aggregate, proposal, answer, vote, name, compile):
     n = _particles(particles, name)
-    gen, model, step, final = _smc(plan, rt, "systematic", 0.0, 1, None, "diff", aggregate, 1.0, proposal)
-    state, record = sweep(gen, key, n, step, final, model)
+    runner = _runner(plan, rt, "systematic", 0.0, 1, None, "diff", aggregate, 1.0, proposal, compiled=compile)
+    state, record = sweep(runner, key, n)
     record.pop("rel_var")
-    return sequence_result(gen, [(state.particles, state.log_w)], name, rt, answer,
+    return sequence_result(runner.gen, [(state.particles.seqs, state.log_w)], name, rt, answer,
                            "vote" if vote else "argmax", by="reward", log_z=float(rt.to_numpy(state.log_z)),
                            diagnostics=record)
 
 
 @method("bon", kind="sequence")
-def run_bon(plan, rt, key, particles=64, progress=None, aggregate="model", proposal=None, answer=None):
+def run_bon(plan, rt, key, particles=64, progress=None, aggregate="model", proposal=None, answer=None,
+            compile=None):
     """Best-of-N: `particles` sequences from the proposal, the answer of the one with the largest final reward
     (weights and log Z are those of importance sampling of γ)."""
-    return _best_of(plan, rt, key, particles, aggregate, proposal, answer, False, "bon")
+    return _best_of(plan, rt, key, particles, aggregate, proposal, answer, False, "bon", compile)
 
 
 @method("wbon", kind="sequence")
-def run_wbon(plan, rt, key, particles=64, progress=None, aggregate="model", proposal=None, answer=None):
+def run_wbon(plan, rt, key, particles=64, progress=None, aggregate="model", proposal=None, answer=None,
+             compile=None):
     """Weighted best-of-N: `particles` sequences from the proposal, the answer of largest total final reward
     (a reward-weighted majority vote; rewards >= 0)."""
-    return _best_of(plan, rt, key, particles, aggregate, proposal, answer, True, "wbon")
+    return _best_of(plan, rt, key, particles, aggregate, proposal, answer, True, "wbon", compile)
