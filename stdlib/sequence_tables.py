@@ -39,7 +39,7 @@ from ..sequence import autoregressive
 TOL = 1e-3
 
 
-def _shape_spelling(vocab, order, base):
+def _shape_spelling(vocab, order):
     dims = [f"{vocab} + 1"] * (order - 1) + [str(vocab)]
     return "[" + ", ".join(dims) + "]"
 
@@ -59,7 +59,9 @@ def check_table(table, order=None, one_based=False):
     if p.ndim == 0:
         raise ShapeError("a token table is an array [V + 1, ..., V + 1, V] of probabilities, got a number")
     v = p.shape[-1]
-    if v < 2 or p.shape != (v + 1,) * (k - 1) + (v,):
+    if v < 2:
+        raise ShapeError(f"a token table's last axis is the vocabulary: at least 2 tokens, got shape {list(p.shape)}")
+    if p.shape != (v + 1,) * (k - 1) + (v,):
         if p.ndim != k:
             what = f"order {k} needs {k} axes" if order is not None else "its axes"
             raise ShapeError(f"a token table of order {k} has shape [V + 1] * {k - 1} + [V]; {what}, got shape "
@@ -67,7 +69,7 @@ def check_table(table, order=None, one_based=False):
                                                       f"{1 if one_based else 0} the first token's law, row "
                                                       f"{'v + 1' if one_based else '1 + v'} the law after token v")
         raise ShapeError(f"a token table of order {k} over V = {v} tokens (its last axis) has shape "
-                         f"{_shape_spelling(v, k, 0)} = {[v + 1] * (k - 1) + [v]}, got {list(p.shape)}",
+                         f"{_shape_spelling(v, k)} = {[v + 1] * (k - 1) + [v]}, got {list(p.shape)}",
                          hint="each context axis has V + 1 entries: 'no token yet', then the V tokens")
     if not np.all(np.isfinite(p)) or np.any(p < 0):
         bad = np.argwhere(~np.isfinite(p) | (p < 0))[0]

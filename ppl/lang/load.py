@@ -1,8 +1,9 @@
 """Loading a `.ppl` program: data, `use`d functions, models, targets and `sample` statements.
 
 `load_ppl(path_or_text, data=None)` returns a `PPLFile` whose `.models` are `ppl.model(...)` objects, whose
-`.diffusions` are `ppl.diffusion(...)` bases, whose `.sequences` are `ppl.autoregressive(...)` bases, and whose `.targets` are the same `Power`, `Product`, `Geometric`
-and `Tilt` trees the Python API builds: one compiler, two front ends. Errors the compiler raises about a site are located at the site's statement.
+`.diffusions` are `ppl.diffusion(...)` bases, whose `.sequences` are `ppl.autoregressive(...)` bases, and whose
+`.targets` are the same `Power`, `Product`, `Geometric` and `Tilt` trees the Python API builds: one compiler, two
+front ends. Errors the compiler raises about a site are located at the site's statement.
 """
 import contextlib
 import gc
@@ -328,7 +329,8 @@ class Loader:
             if node.bindings:
                 raise self.src.error(node.bindings[0], "a sequence target cannot be conditioned: its one site is "
                                                        "the generated tokens",
-                                     hint="to favour some sequences, tilt by a reward: lm * exp(count(tokens, 2) / lam)")
+                                     hint="to favour some sequences, tilt by a reward: "
+                                          "lm * exp(count(tokens, 2) / lam)")
             from ..compiler.sequence_plan import SequencePlan
             try:
                 SequencePlan(t)   # what only the whole target shows: every base's exponent 0, a reward's arity
@@ -359,7 +361,8 @@ class Loader:
                 raise NeedsData(self.out.unbuilt[e.name])
             if e.name in self.out.named():
                 return self.out.named()[e.name]
-            raise err(e, f"{e.name!r} is not a model, diffusion, sequence or target",
+            raise err(e, f"{e.name!r} is not a model, diffusion or target" + (" (nor a sequence)" if self.out.sequences
+                                                                                else ""),
                       hint=suggest(e.name, list(self.out.named())))
         if isinstance(e, S.Pow):
             return self.algebra(e.exponent, lambda: self.target_expr(e.base) ** self.number(e.exponent))
@@ -452,7 +455,9 @@ class Loader:
 
     def _sample(self, node):
         if node.target not in self.out.named() and node.target not in self.out.unbuilt:
-            raise self.src.error(node, f"sample: {node.target!r} is not a model, diffusion, sequence or target",
+            raise self.src.error(node, f"sample: {node.target!r} is not a model, diffusion, sequence or target"
+                                       if self.out.sequences else f"sample: {node.target!r} is not a model, "
+                                                                  f"diffusion or target",
                                  hint=suggest(node.target, list(self.out.named())))
         if node.options.positional:
             raise self.src.error(node.options.positional[0], "method options are named: smc(particles = 4096)")

@@ -35,7 +35,8 @@ from .source import suggest
 BASES = {"markov": ("table", ("length", "eos", "step", "prompt")),
          "ngram": ("table", ("order", "length", "eos", "step", "prompt")),
          "autoregressive": ("model", ("vocab", "length", "eos", "step", "prompt"))}
-SPELLING = "markov(table, length = L), ngram(table, order = k, length = L) or autoregressive(model, vocab = V, length = L)"
+SPELLING = ("markov(table, length = L), ngram(table, order = k, length = L) or "
+            "autoregressive(model, vocab = V, length = L)")
 #: the token-pattern built-ins of rewards: name -> whether it takes a pattern after `tokens`
 REWARD_CALLS = {name: takes for name, (_, takes) in tables.REWARDS.items()}
 #: the elementwise built-ins a reward may apply, with their number of arguments
