@@ -146,6 +146,7 @@ def test_steering_log_z_matches_enumeration(runtime):
     r = prog.sample("steered", runtime=runtime, seed=0)
     exact = exact_log_z(prog.sequences["lm"].next_logprobs, reward, 0.5)
     assert r.method == "pf" and r.runtime == runtime and len(r.sequences) == 2000
+    assert r.diagnostics.get("compiled") is not False        # tables and rewards are pure: one compiled sweep
     assert abs(r.log_z - exact) < 4 * r.log_z_se, (r.log_z, r.log_z_se, exact)
     assert r.log_z_se < 0.1
 
