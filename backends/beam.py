@@ -29,7 +29,7 @@ def run(plan, rt, key, particles=64, progress=None, beam_width=4, aggregate="mod
     force, forced = rt.xp.zeros((n,)) > 0, rt.asindex(np.zeros(gen.width, dtype=int))
     for k in rt.split(key, plan.length):
         s, states = gen.step(k, s, states, force, forced, pure=False)
-        gen.check(s.nan)
+        gen.check(rt.to_numpy(s.nan))
         if gen.finished(s):
             break
         r = rt.to_numpy(gen.reward(s))

@@ -135,8 +135,7 @@ class Generator:
         return xp.asarray(rt.asarray(out), rt.dtype)
 
     def check(self, nan):
-        """Raise on the first base or reward that has returned NaN (a host read of the flags [(N,) B + J])."""
-        nan = self.rt.to_numpy(nan)
+        """Raise on the first base or reward that has returned NaN (flags [(N,) B + J], read on the host)."""
         bad = np.flatnonzero(nan.any(axis=0) if nan.ndim == 2 else nan)
         if bad.size:
             i = int(bad[0])
@@ -261,14 +260,16 @@ class Generator:
             s, inside = self.emit(k_tok, s, inside, force, forced)
             return k, s, states, inside
 
+        def more(loop):
+            return xp.sum(loop[3]) > 0
+
+        loop = (k_rest, s, states, inside)
         if pure:
-            _, s, states, _ = rt.while_loop(lambda loop: xp.sum(loop[3]) > 0, chunk, (k_rest, s, states, inside))
+            loop = rt.while_loop(more, chunk, loop)
         else:
-            for k in rt.split(k_rest, self.plan.length):
-                if not bool(rt.to_numpy(xp.sum(inside) > 0)):
-                    break
-                s, states = self.feed(s, states, inside, pure)
-                s, inside = self.emit(k, s, inside, force, forced)
+            while bool(rt.to_numpy(more(loop))):
+                loop = chunk(loop)
+        _, s, states, _ = loop
         return s, states, stepped
 
     def _update_scores(self, s, stepped, values):

@@ -69,7 +69,7 @@ class SequenceFK(fk.FeynmanKac):
         slot = self.gen.arange(seqs.done.shape[0])
         if self.pure:
             return Generation(seqs, states, slot), carry
-        self.gen.check(seqs.nan)
+        self.gen.check(self.rt.to_numpy(seqs.nan))
         self.states = states
         return Generation(seqs, (), slot), carry
 
@@ -142,20 +142,27 @@ def stacked(rt, infos, last):
     return rt.tree_map(lambda a, b: None if a is None else rt.xp.concatenate([a, b[None]]), infos, last)
 
 
+def outcome(rt, key, state, info):
+    """What a sweep returns: (final FKState, StepInfo [L], Var(Ẑ)/Ẑ², one particle drawn from the final W)."""
+    xp = rt.xp
+    gumbel = -xp.log(-xp.log(xp.clip(rt.uniform(key, state.log_w.shape), 1e-20, 1.0)))
+    return state, info, fk.relative_variance(rt, state.log_w, state.eve), xp.argmax(state.log_w + gumbel)
+
+
 def pure_sweep(model, step, length):
-    """`sweep(key, forced, n) -> (final FKState, StepInfo [L])`: a whole sweep as one function of arrays (to
-    compile): M0, then L − 1 weight–resample–generate steps in a `scan`, then the last weighting. Steps after
-    every sequence has ended change nothing (their log c is 0; they never resample)."""
+    """`sweep(key, forced, n) -> outcome`: a whole sweep as one function of arrays (to compile): M0, then L − 1
+    weight–resample–generate steps in a `scan`, then the last weighting. Steps after every sequence has ended
+    change nothing (their log c is 0; they never resample)."""
     rt = model.rt
 
     def sweep(key, forced, n):
-        k0, k1, k2 = rt.split(key, 3)
+        k0, k1, k2, k3 = rt.split(key, 4)
         state = fk.init(model, k0, n, forced=forced)
         infos = None
         if length > 1:
             state, infos = rt.scan(lambda s, k: step(k["key"], s), state, {"key": rt.split(k1, length - 1)})
         state, last = step(k2, state, move=False)
-        return state, stacked(rt, infos, last)
+        return outcome(rt, k3, state, stacked(rt, infos, last))
     return sweep
 
 
@@ -165,7 +172,7 @@ def eager_sweep(model, step, length):
     rt = model.rt
 
     def sweep(key, forced, n):
-        k0, k1, k2 = rt.split(key, 3)
+        k0, k1, k2, k3 = rt.split(key, 4)
         state = fk.init(model, k0, n, forced=forced)
         keys = list(rt.split(k1, length - 1)) if length > 1 else []
         infos = []
@@ -178,27 +185,28 @@ def eager_sweep(model, step, length):
                                                 state.carry)
             state = state._replace(particles=particles, carry=carry)
         infos = [info._replace(rel_var=None) for info in infos]
-        return state, rt.tree_map(lambda *a: None if a[0] is None else rt.xp.stack(a), *infos)
+        return outcome(rt, k3, state, rt.tree_map(lambda *a: None if a[0] is None else rt.xp.stack(a), *infos))
     return sweep
 
 
 def sweep(runner, key, n, forced=None):
-    """One SMC pass over the steps: (final FKState, per-step record: ESS, resampled, log c, Var(Ẑ)/Ẑ²)."""
+    """One SMC pass over the steps: (final FKState, the particle drawn from its weights, per-step record: ESS,
+    resampled, log c, and Var(Ẑ)/Ẑ²), with one read of the host per array."""
     gen = runner.gen
     rt = gen.rt
-    state, info = runner(key, forced, n)
-    ended = rt.to_numpy(info.tracked)
+    state, info, rel_var, pick = runner(key, forced, n)
+    ended, log_c, ess, resampled, nan, rel_var, pick, log_z = rt.tree_map(
+        rt.to_numpy, (info.tracked, info.log_c, info.ess, info.resampled, state.carry[2], rel_var, pick, state.log_z))
     steps = int(np.argmax(ended)) + 1 if ended.any() else len(ended)
-    gen.check(state.carry[2])
-    log_c = rt.to_numpy(info.log_c)[:steps].astype(np.float64)
+    gen.check(nan)
+    log_c = log_c[:steps].astype(np.float64)
     if not np.all(np.isfinite(log_c)):
         t = int(np.argmin(np.isfinite(log_c))) + 1
         raise InferenceError(f"{gen.plan.target.describe()}: every weight vanished at step {t} (the potentials were "
                              f"-inf or NaN on all {n} particles)")
-    return state, {"ess": rt.to_numpy(info.ess)[:steps].astype(np.float64),
-                   "resampled": rt.to_numpy(info.resampled)[:steps].astype(bool), "log_c": log_c,
-                   "rel_var": float(rt.to_numpy(fk.relative_variance(rt, state.log_w, state.eve))),
-                   "compiled": runner.pure}
+    return state, int(pick), {"ess": ess[:steps].astype(np.float64), "resampled": resampled[:steps].astype(bool),
+                              "log_c": log_c, "rel_var": float(rel_var), "log_z": float(log_z),
+                              "compiled": runner.pure}
 
 
 def decoded(plan, tokens, length):
@@ -328,10 +336,9 @@ def run(plan, rt, key, particles=64, progress=None, resampler="systematic", resa
     runner = _runner(plan, rt, resampler, threshold, resample_every, resample_window, potential, aggregate,
                      temperature, proposal, compiled=compile, resample_temperature=resample_temperature,
                      early_phase=early_phase)
-    state, record = sweep(runner, key, n)
-    log_z = float(rt.to_numpy(state.log_z))
-    return sequence_result(runner.gen, [(state.particles.seqs, state.log_w)], "pf", rt, answer, select, log_z=log_z,
-                           se=math.sqrt(record.pop("rel_var")), diagnostics=record)
+    state, _, record = sweep(runner, key, n)
+    return sequence_result(runner.gen, [(state.particles.seqs, state.log_w)], "pf", rt, answer, select,
+                           log_z=record.pop("log_z"), se=math.sqrt(record.pop("rel_var")), diagnostics=record)
 
 
 @method("pg", kind="sequence")
@@ -346,34 +353,30 @@ def run_pg(plan, rt, key, particles=16, progress=None, iterations=4, potential="
     options = (plan, rt, "multinomial", 1.0, 1, None, potential, aggregate, temperature, proposal)
     first_sweep = _runner(*options, compiled=compile)
     conditional = _runner(*options, conditional=True, compiled=compile)
-    keys = rt.split(key, 2 * iterations)
-    chains, references, reference, first = [], [], None, None
-    for i in range(iterations):
-        state, record = sweep(first_sweep if reference is None else conditional, keys[2 * i], n, reference)
-        if first is None:
-            first = (float(rt.to_numpy(state.log_z)), math.sqrt(record["rel_var"]), record)
+    chains, picks, reference, first = [], [], None, None
+    for k in rt.split(key, iterations):
+        state, b, record = sweep(first_sweep if reference is None else conditional, k, n, reference)
+        first = first or record
         seqs = state.particles.seqs
         chains.append((seqs, state.log_w))
-        w = normalized(rt.to_numpy(state.log_w))
-        u = float(rt.to_numpy(rt.uniform(keys[2 * i + 1], (1,)))[0])
-        b = min(int(np.searchsorted(np.cumsum(w), u * w.sum())), n - 1)
-        tokens = rt.to_numpy(seqs.tokens)[b]
-        reference = rt.asindex(tokens)
-        references.append(decoded(plan, tokens[None], rt.to_numpy(seqs.length)[b:b + 1])[0])
-    log_z, se, record = first
-    record.pop("rel_var")
-    record["references"] = references
+        picks.append(b)
+        reference = seqs.tokens[b]
+    se = math.sqrt(first.pop("rel_var"))
+    log_z = first.pop("log_z")
+    record = first
+    toks = [rt.to_numpy(s.tokens[b]) for (s, _), b in zip(chains, picks)]
+    lengths = [int(rt.to_numpy(s.length[b])) for (s, _), b in zip(chains, picks)]
+    record["references"] = [decoded(plan, t[None], np.array([m]))[0] for t, m in zip(toks, lengths)]
     return sequence_result(first_sweep.gen, chains, "pg", rt, answer, select, log_z=log_z, se=se, diagnostics=record)
 
 
 def _best_of(plan, rt, key, particles, aggregate, proposal, answer, vote, name, compile):
     n = _particles(particles, name)
     runner = _runner(plan, rt, "systematic", 0.0, 1, None, "diff", aggregate, 1.0, proposal, compiled=compile)
-    state, record = sweep(runner, key, n)
+    state, _, record = sweep(runner, key, n)
     record.pop("rel_var")
     return sequence_result(runner.gen, [(state.particles.seqs, state.log_w)], name, rt, answer,
-                           "vote" if vote else "argmax", by="reward", log_z=float(rt.to_numpy(state.log_z)),
-                           diagnostics=record)
+                           "vote" if vote else "argmax", by="reward", log_z=record.pop("log_z"), diagnostics=record)
 
 
 @method("bon", kind="sequence")
