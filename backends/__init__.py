@@ -1,6 +1,7 @@
 """Inference algorithms and the two runtimes. `METHODS[name][kind]` is the `run` function of method `name` for
 targets planned as `kind` ('model', 'diffusion', 'sequence': the plan's `kind`), so one name ('pf') can mean the
 particle filter of a state-space model and of a sequence model."""
+import functools
 import inspect
 import numbers
 
@@ -67,14 +68,20 @@ def method(name, kind="model"):
 KINDS = {"model": "models", "diffusion": "diffusion models", "sequence": "sequence models"}
 
 
-def get_method(name, kind=None):
-    """The method registered as `name` (for plans of `kind`; any kind when None); every module of this package
-    but the runtimes registers its own, so a new method is one module."""
+@functools.lru_cache(maxsize=None)
+def _import_methods():
+    """Import every module of this package but the runtimes (once: each registers its methods)."""
     import importlib
     import pkgutil
     for m in pkgutil.iter_modules(__path__):
         if not m.name.endswith("runtime"):
             importlib.import_module(f"{__name__}.{m.name}")
+
+
+def get_method(name, kind=None):
+    """The method registered as `name` (for plans of `kind`; any kind when None); every module of this package
+    but the runtimes registers its own, so a new method is one module."""
+    _import_methods()
     if name not in METHODS:
         raise UnknownNameError(f"unknown method {name!r}; choose one of {', '.join(sorted(METHODS))}")
     if kind is None:

@@ -101,6 +101,7 @@ class Generator:
         self.names = [b.name for b, _ in plan.bases] + [r.name for r, _ in plan.rewards]
         # the bookkeeping of the eager step as jitted kernels of fixed shapes (on JAX one compilation each per N)
         self.emit = rt.jit(self._emit)
+        self._reward_of = rt.jit(self._reward)
         self._normalize = rt.jit(self._normalize_rows)
         self._update = rt.jit(self._update_scores)
         self._left = rt.jit(lambda tokens, length, cols, start: left_aligned(rt, tokens, length, cols, start, plan.pad),
@@ -317,9 +318,12 @@ class Generator:
     def _total(self, a):
         return self.rt.xp.sum(self.coefs.reshape(1, -1) * a, axis=1)
 
+    def _reward(self, s):
+        return self._total(s.score) if self.plan.rewards else self.rt.xp.zeros((s.done.shape[0],))
+
     def reward(self, s):
         """R = Σ_j c_j A_j of each sequence (its aggregated reward so far)."""
-        return self._total(s.score) if self.plan.rewards else self.rt.xp.zeros((s.done.shape[0],))
+        return self._reward_of(s)
 
     def finished(self, s):
         """Whether every sequence has ended (a host bool)."""

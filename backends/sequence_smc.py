@@ -211,7 +211,7 @@ def sweep(runner, key, n, forced=None):
 
 def decoded(plan, tokens, length):
     """Each sequence as a list of token ids (eos included), or its text when the plan has a decoder."""
-    seqs = [tokens[i, plan.prompt_length:length[i]].tolist() for i in range(tokens.shape[0])]
+    seqs = [row[:m] for row, m in zip(tokens[:, plan.prompt_length:].tolist(), (length - plan.prompt_length).tolist())]
     return [plan.decode(s) for s in seqs] if plan.decode is not None else seqs
 
 
@@ -237,11 +237,12 @@ def sequence_result(gen, chains, method, rt, answer=None, select="argmax", by=No
     plan = gen.plan
     if select not in ("argmax", "vote"):
         raise ValueRangeError(f"select must be 'argmax' or 'vote', got {select!r}")
-    toks = [rt.to_numpy(s.tokens) for s, _ in chains]
-    lengths = [rt.to_numpy(s.length) for s, _ in chains]
+    def host(arrays):        # [C, N, ...] in one transfer
+        return rt.to_numpy(rt.xp.stack(arrays))
+    toks, lengths = host([s.tokens for s, _ in chains]), host([s.length for s, _ in chains])
     seqs = [decoded(plan, t, n) for t, n in zip(toks, lengths)]
-    rewards = np.stack([rt.to_numpy(gen.reward(s)).astype(np.float64) for s, _ in chains])
-    log_w = None if chains[0][1] is None else np.stack([rt.to_numpy(w).astype(np.float64) for _, w in chains])
+    rewards = host([gen.reward(s) for s, _ in chains]).astype(np.float64)
+    log_w = None if chains[0][1] is None else host([w for _, w in chains]).astype(np.float64)
     flat = [s for chain in seqs for s in chain]
     if answer is not None and not callable(answer):
         raise ValueRangeError(f"answer must be a function of one sequence, got {type(answer).__name__}")
@@ -256,11 +257,11 @@ def sequence_result(gen, chains, method, rt, answer=None, select="argmax", by=No
     else:
         weights = (normalized(log_w) / len(chains)).reshape(-1)
     diagnostics = dict(diagnostics or {})
-    diagnostics.update({"lengths": np.stack(lengths) - plan.prompt_length, "rewards": rewards,
+    diagnostics.update({"lengths": lengths - plan.prompt_length, "rewards": rewards,
                         "answers": answers, "generations": sum(len(c) for c in seqs)})
     if log_z is not None:
         diagnostics["log_z_per_chain"] = [log_z] * len(chains)
-    return Result({"tokens": np.stack(toks)[:, :, plan.prompt_length:]}, log_w, log_z, se, method=method,
+    return Result({"tokens": toks[:, :, plan.prompt_length:]}, log_w, log_z, se, method=method,
                   runtime=rt.name, device=rt.device, diagnostics=diagnostics, sequences=flat,
                   answer=choose(answers, weights, select))
 

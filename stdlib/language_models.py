@@ -9,7 +9,9 @@ takes (a prefix callable, a stateful model, a Hugging Face causal LM). `next_tok
                                                          tokens so far (see `arity`) to the live particles
     reorder(state, idx) -> state                         the state of particles idx (after resampling)
 
-Log-probabilities may come unnormalized (logits); the caller normalizes them.
+Log-probabilities may come unnormalized (logits); the caller normalizes them. A model whose arrays must live on
+the runtime it is sampled on (it makes arrays in `start(n)`, which receives none) defines `bind(rt)`, returning
+the model on runtime `rt`; `next_token` calls it.
 """
 import inspect
 
@@ -119,6 +121,8 @@ def next_token(lm, rt):
         want = {"torch": "pyro", "jax": "numpyro"}[lm.framework]
         raise PlanError(f"the sequence model {lm.name} is a {lm.framework} module; sample it with runtime={want!r}")
     obj = lm.next_logprobs
+    if hasattr(obj, "bind") and not is_causal_lm(obj):
+        obj = obj.bind(rt)
     if is_causal_lm(obj):
         return CausalLM(obj, lm.prompt, lm.pad, rt)
     if hasattr(obj, "start") and hasattr(obj, "advance"):

@@ -19,14 +19,15 @@ hold anything non-negative (zeros, say).
 indices of the last k − 1 tokens (1 + token, 0 for none), oldest first. Both are pure array code of fixed
 shapes (a shift, a dot with the strides and one gather from the flattened table): no host reads and no Python
 branches on array values, so JAX can trace them (jit, `lax.scan`) and torch runs them as they are. Its arrays
-live on the runtime it is bound to (`bind(runtime)`; `markov(..., runtime=...)`): `start(n)` receives no array
-to take the runtime from.
+live on the runtime it is bound to: `bind(runtime)` returns the model on that runtime, which the sampler calls
+with the run's runtime (`start(n)` receives no array to take the runtime from).
 
 **Rewards** (`count`, `contains`, `starts_with`, `ends_with`, `length`): batched process rewards of arity 2,
 `f(prefixes [N, W], lengths [N]) -> [N]`, the form `generation.Generator.apply` calls once per step: prefixes
 are the generated tokens right-aligned and left-padded (with the pad token, which may be a real token, so every
 count is masked by `lengths`). Patterns are tuples of token ids known before sampling.
 """
+import copy
 import numbers
 
 import numpy as np
@@ -123,20 +124,23 @@ class NGram:
         self._flat = self._strides = self._start = None
 
     def bind(self, runtime="numpyro"):
-        """Put the table on `runtime` (a name, 'numpyro' or 'pyro', or a runtime object): the arrays `start`
-        makes are that runtime's. Returns self."""
+        """This model with its table on `runtime` (a name, 'numpyro' or 'pyro', or a runtime object): the arrays
+        `start` makes are that runtime's (a copy; self when already there)."""
         from ..backends.runtime import get_runtime
-        rt = get_runtime(runtime)
-        if self.rt is not rt:
-            self.rt = rt
-            self._flat = rt.asarray(self.log_table)                         # [(V + 1)^(k − 1), V]
-            self._strides = rt.asindex(self.strides).reshape(1, -1)        # [1, k − 1]
-            self._start = rt.asindex(self.context).reshape(1, -1)          # [1, k − 1]
-        return self
+        rt = runtime if hasattr(runtime, "xp") else get_runtime(runtime)
+        if self.rt is rt:
+            return self
+        bound = copy.copy(self)
+        bound.rt = rt
+        bound._flat = rt.asarray(self.log_table)                         # [(V + 1)^(k − 1), V]
+        bound._strides = rt.asindex(self.strides).reshape(1, -1)        # [1, k − 1]
+        bound._start = rt.asindex(self.context).reshape(1, -1)          # [1, k − 1]
+        return bound
 
     def _bound(self):
         if self.rt is None:
-            self.bind()
+            raise PPLError("this token table is not bound to a runtime: sample it (the sampler binds it) or call "
+                           ".bind(runtime) first")
         return self.rt
 
     def _rows(self, state):
@@ -150,7 +154,7 @@ class NGram:
         rt = self._bound()
         if framework(x) != rt.framework:
             raise PPLError(f"this token table is bound to runtime {rt.name!r} but is given {framework(x)} arrays: "
-                           f"bind it to the runtime it is sampled on (markov(..., runtime=...) or .bind(...))")
+                           f"bind it to the runtime it is sampled on (.bind(...))")
         return rt.xp
 
     def start(self, n):
@@ -184,21 +188,20 @@ def _cast(x, like):
     return x.astype(like.dtype)
 
 
-def ngram(table, length, order=None, eos=None, step=None, prompt=None, decode=None, name=None, runtime="numpyro"):
+def ngram(table, length, order=None, eos=None, step=None, prompt=None, decode=None, name=None):
     """`ppl.autoregressive` over an n-gram table (layout: the module docstring), at most `length` generated tokens,
-    ending at `eos`; `prompt` (token ids) fills the context; its arrays are `runtime`'s (`.next_logprobs.bind`
-    moves them)."""
-    model = NGram(table, order, prompt or ()).bind(runtime)
+    ending at `eos`; `prompt` (token ids) fills the context."""
+    model = NGram(table, order, prompt or ())
     return autoregressive(model, model.vocab, length, eos=eos, step=step, prompt=prompt, decode=decode, name=name)
 
 
-def markov(table, length, eos=None, step=None, prompt=None, decode=None, name=None, runtime="numpyro"):
+def markov(table, length, eos=None, step=None, prompt=None, decode=None, name=None):
     """A first-order chain: `table` [V + 1, V], row 0 the first token's law, row 1 + v the law after token v."""
     if np.ndim(table) != 2:
         raise ShapeError(f"a markov table is a matrix [V + 1, V] (row 0 the first token's law, row 1 + v the law "
                          f"after token v), got shape {list(np.shape(table))}", hint="ngram(table, order=k) reads "
                                                                                      "longer contexts")
-    return ngram(table, length, 2, eos, step, prompt, decode, name, runtime)
+    return ngram(table, length, 2, eos, step, prompt, decode, name)
 
 
 # ---- token-pattern rewards: f(prefixes [N, W], lengths [N]) -> [N] ----------------------------------------------

@@ -160,7 +160,7 @@ def test_ngram_with_prompt_matches_enumeration():
 
 def test_same_result_as_the_python_api():
     prog = load_ppl(PROGRAM, data=DATA)
-    lm = st.markov(TABLE, 5, eos=2, runtime="pyro")
+    lm = st.markov(TABLE, 5, eos=2)
     python = lm.tilt(lambda p, n: st.count(p, n, 0) + 2 * st.ends_with(p, n, (1, 2)) - 1.0 * (n > 3), 0.5)
     r = prog.sample("steered", runtime="pyro", seed=5, particles=500)
     expected = ppl.sample(python, method="pf", runtime="pyro", seed=5, particles=500, resample_threshold=0.5)
@@ -290,7 +290,7 @@ def test_cli_run_prints_and_out_round_trips(tmp_path, capsys):
                                              ("beam", {"beam_width": 2})])
 def test_load_keeps_sequences_and_answer(method, options, tmp_path):
     """ppl.load gives back the sequences and the answer of every sequence method."""
-    lm = st.markov(TABLE, 4, eos=2, runtime="pyro")
+    lm = st.markov(TABLE, 4, eos=2)
     r = ppl.sample(lm.tilt(lambda p, n: st.count(p, n, 0), 1.0), method=method, runtime="pyro", particles=40,
                    seed=0, **options)
     back = ppl.load(r.save(str(tmp_path / "r.nc")))

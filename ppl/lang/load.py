@@ -175,12 +175,6 @@ class PPLFile:
         if spec:
             self.check_run(spec, compiled.kind, kw)
         kw = _expand(kw)
-        if compiled.kind == "sequence":   # the built-in tables make their arrays on the runtime of the run
-            from ..backends.runtime import get_runtime
-            from ..stdlib.sequence_tables import NGram
-            for base, _ in compiled.bases:
-                if isinstance(base.next_logprobs, NGram):
-                    base.next_logprobs.bind(get_runtime(kw.get("runtime", "numpyro"), kw.get("device") or "cpu"))
         try:
             with self.spelling(name, kw.get("method")):
                 return sample(compiled, **kw)
