@@ -30,6 +30,7 @@ from typing import Any, NamedTuple
 
 import numpy as np
 
+from ..collector import collector_paused
 from ..errors import InferenceError, ValueRangeError
 from ..result import Result, normalized
 from ..target import call_user
@@ -211,7 +212,9 @@ def sweep(runner, key, n, forced=None):
 
 def decoded(plan, tokens, length):
     """Each sequence as a list of token ids (eos included), or its text when the plan has a decoder."""
-    seqs = [row[:m] for row, m in zip(tokens[:, plan.prompt_length:].tolist(), (length - plan.prompt_length).tolist())]
+    with collector_paused():
+        seqs = [row[:m] for row, m in zip(tokens[:, plan.prompt_length:].tolist(),
+                                          (length - plan.prompt_length).tolist())]
     return [plan.decode(s) for s in seqs] if plan.decode is not None else seqs
 
 

@@ -27,22 +27,9 @@ from .interpret import Interpreter, scalar
 from .lower import ModelBuilder, type_parts
 from .names import reads
 from .parser import parse
+from ..collector import collector_paused
 from .source import Source, suggest
 from .symbolic import NeedsData, Symbolic
-
-
-@contextlib.contextmanager
-def _collector_paused():
-    """Python's cyclic garbage collector paused for the block. Parsing, lowering and compiling a program make
-    hundreds of thousands of small acyclic nodes, and each collection that they trigger scans all the survivors
-    again: a third of the time of `ppl check` at 50,000 sites. Any cycles made meanwhile are collected later."""
-    enabled = gc.isenabled()
-    gc.disable()
-    try:
-        yield
-    finally:
-        if enabled:
-            gc.enable()
 
 
 class RunSpec:
@@ -115,7 +102,7 @@ class PPLFile:
         fold = options.get("fold", True) if fold is None else fold
         target = self.target(name)
         try:
-            with self.spelling(name), _collector_paused():
+            with self.spelling(name), collector_paused():
                 return compile_target(target, reference=reference, fold=fold)
         except SourceError:
             raise
@@ -521,7 +508,7 @@ def load_ppl(path_or_text, data=None, allow_python=False, filename=None, symboli
     given = _read_data(data, filename)
     given.update(values)
     try:
-        with _collector_paused():
+        with collector_paused():
             return Loader(text, filename, given, allow_python, symbolic).load()
     except RecursionError:
         raise SourceError("the program nests too deeply", filename=filename) from None
