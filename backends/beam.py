@@ -25,6 +25,7 @@ def run(plan, rt, key, particles=64, progress=None, beam_width=4, aggregate="mod
     if not plan.rewards:
         raise ValueRangeError("beam search ranks prefixes by a process reward; the target has none (use .tilt)")
     gen = Generator(plan, rt, proposal, aggregate, "diff")
+    gen.prepare(n)
     s, states = gen.start(n)
     force, forced = rt.xp.zeros((n,)) > 0, rt.asindex(np.zeros(gen.width, dtype=int))
     for k in rt.split(key, plan.length):

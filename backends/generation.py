@@ -93,12 +93,14 @@ class Generator:
         self.aggregate, self.potential, self.temperature = aggregate, potential, float(temperature)
         self.models = [next_token(b, rt) for b, _ in plan.bases]
         self.betas = rt.asarray(np.array([beta for _, beta in plan.bases])).reshape(1, -1, 1)
+        self.plain = len(plan.bases) == 1 and plan.bases[0][1] == 1.0
         self.coefs = rt.asarray(np.array([c for _, c in plan.rewards] or [0.0]))
         self.p, self.width = plan.prompt_length, plan.prompt_length + plan.length
         delim = np.zeros(plan.vocab, dtype=bool)
         delim[list(plan.delimiters or range(plan.vocab))] = True      # one-token steps: every token ends one
         self.delimiter = rt.asarray(delim)
         self.names = [b.name for b, _ in plan.bases] + [r.name for r, _ in plan.rewards]
+        self._aranges = {}
         # the bookkeeping of the eager step as jitted kernels of fixed shapes (on JAX one compilation each per N)
         self.emit = rt.jit(self._emit)
         self._reward_of = rt.jit(self._reward)
@@ -114,8 +116,16 @@ class Generator:
         return all(not isinstance(m, CausalLM) and not (isinstance(m, PrefixModel) and m.arity == 1)
                    for m in self.models) and all(len(r.parents) == 2 for r, _ in self.plan.rewards)
 
+    def prepare(self, n):
+        """Make the index ranges that a run of n particles uses, outside any compiled function (they are then its
+        constants, and torch does not copy them from the host at every call)."""
+        for m in (n, self.width, len(self.names)):
+            if m not in self._aranges:
+                self._aranges[m] = self.rt.asindex(np.arange(m))
+
     def arange(self, n):
-        return self.rt.asindex(np.arange(n))
+        """0..n−1 as indices."""
+        return self._aranges[n] if n in self._aranges else self.rt.asindex(np.arange(n))
 
     # ---- the models ----------------------------------------------------------------------------------------
 
@@ -227,13 +237,18 @@ class Generator:
         (Sequences, the particles still inside their chunk)."""
         rt, xp, plan = self.rt, self.rt.xp, self.plan
         n, v = s.rows.shape[0], s.rows.shape[2]
-        u = xp.sum(self.betas * s.rows, axis=1)
-        log_q = u - xp.logsumexp(u, axis=-1, keepdims=True) if self.proposal is None else s.rows[:, self.proposal]
         gumbel = -xp.log(-xp.log(xp.clip(rt.uniform(key, (n, v)), 1e-20, 1.0)))
-        tok = xp.argmax(log_q + gumbel, axis=-1)
+        if self.plain:          # one base, β = 1: the proposal is the model, no increment
+            tok = xp.argmax(s.rows[:, 0] + gumbel, axis=-1)
+            inc = 0.0
+        else:
+            u = xp.sum(self.betas * s.rows, axis=1)
+            log_q = u - xp.logsumexp(u, axis=-1, keepdims=True) if self.proposal is None else s.rows[:, self.proposal]
+            tok = xp.argmax(log_q + gumbel, axis=-1)
         tok = xp.where(force, xp.take(forced, xp.clip(s.length, 0, self.width - 1), axis=0), tok)
-        flat = self.arange(n) * v + tok
-        inc = xp.take(u.reshape(-1), flat, axis=0) - xp.take(log_q.reshape(-1), flat, axis=0)
+        if not self.plain:
+            flat = self.arange(n) * v + tok
+            inc = xp.take(u.reshape(-1), flat, axis=0) - xp.take(log_q.reshape(-1), flat, axis=0)
         at = (self.arange(self.width).reshape(1, -1) == s.length.reshape(-1, 1)) & active.reshape(-1, 1)
         length = s.length + active
         ended = active & ((length >= self.width) | ((tok == plan.eos) if plan.eos is not None else False))

@@ -295,6 +295,7 @@ class Runner:
         return eager_sweep(model, self.rt.jit(lambda k, s: step(k, s, move=False)), self.gen.plan.length)
 
     def __call__(self, key, forced, n):
+        self.gen.prepare(n)
         try:
             return self.run(key, forced, n=n)
         except Exception:  # noqa: BLE001 (a model that cannot be traced runs eagerly, and raises there if it must)
