@@ -8,7 +8,8 @@ p(x_t | x_{t−1}), the bootstrap filter, or a user proposal: the guided filter)
 
 so log Z = Σ_t log c_t is the unbiased (on the Z scale) estimate of log p(y_{0:T−1} | θ), plus the terms of
 the target that do not read the path (priors of observed parameters, constants). One step per t: weight,
-resample when ESS < `resample_threshold` · N, propagate; one `scan` over t on JAX. Filtering means and
+resample when ESS < `resample_threshold` · N, propagate; one `scan` over t on JAX, a Python loop around one
+compiled step on torch (`StepwiseFilter`, the laws evaluated for all particles at once). Filtering means and
 variances Σ W x_t, Σ W x_t² − mean² are recorded after each weighting. Smoothing (memory O(N T)):
 
 * `smoother="genealogy"`: the surviving ancestral lines of the final particles, weighted by W_{T−1};
@@ -47,12 +48,20 @@ class StatePath:
         self.length = self.chain.length
         self.proposal = None if proposal is None else proposal(env)
         self.obs = [(t, rt.asarray(ss.observed_value(t, self.length))) for t in ss.observations]
+        self.batched = False   # the laws evaluated on all particles at once (see `check_batched`)
+
+    def law(self, chain, prev, t):
+        """The runtime law of x_t given prev [N, *E], batched over the particles: the step called once with the
+        whole batch when `batched`, else per particle (`per_particle`)."""
+        rt, env = self.rt, chain.params
+        if self.batched:
+            return chain.step_dist(prev, t, env).lower(rt)
+        return per_particle(rt, lambda p: chain.step_dist(p, t, env), prev)
 
     def sample(self, chain, key, n, prev=None, t=None):
         """n draws from init (prev None) or from the step given prev [N, *E] at time t."""
-        rt, env = self.rt, chain.params
-        d = repeated(rt, chain.init_dist(env), n) if prev is None else \
-            per_particle(rt, lambda p: chain.step_dist(p, t, env), prev)
+        rt = self.rt
+        d = repeated(rt, chain.init_dist(chain.params), n) if prev is None else self.law(chain, prev, t)
         return rt.sample(d, key)
 
     def log_prob(self, chain, x, prev=None, t=None):
@@ -60,20 +69,64 @@ class StatePath:
         rt, env = self.rt, chain.params
         if prev is None:
             return rt.vmap(lambda x: chain.init_dist(env).lower(rt).log_prob(x).sum())(x)
+        if self.batched:
+            return _per_row(self.law(chain, prev, t).log_prob(x), x.shape[0])
         return rt.vmap(lambda p, x: chain.step_dist(p, t, env).lower(rt).log_prob(x).sum())(prev, x)
 
     def log_obs(self, x, t):
         """Σ over observations of log p(y_t | x_t), per particle: each observation's site evaluated with the
-        state x_t, data with a leading time axis sliced at t, and its value y[t]."""
+        state x_t, data with a leading time axis sliced at t, and its value y[t] (with all the particles'
+        states at once when `batched`)."""
         rt = self.rt
+        # batched (torch, traced into one graph): an index array, not y[t], which reads t back to the host
+        at = (lambda a: rt.xp.take(a, t.reshape(1), axis=0)[0]) if self.batched else (lambda a: a[t])
         total = 0.0
         for term, y in self.obs:
             site = term.model.sites[term.site]
-            sliced = {p: (self.env[p][t] if self._timed(p) else self.env[p]) for p in site.parents
+            sliced = {p: (at(self.env[p]) if self._timed(p) else self.env[p]) for p in site.parents
                       if p != self.ss.name}
+            if self.batched:
+                total = total + _per_row(site({**sliced, self.ss.name: x}).lower(rt).log_prob(at(y)), x.shape[0])
+                continue
             total = total + rt.vmap(
                 lambda xi: site({**sliced, self.ss.name: xi}).lower(rt).log_prob(y[t]).sum())(x)
         return total
+
+    def check_batched(self, key, n):
+        """Sets `batched` when calling the laws with all n particles' states at once gives what calling them
+        per particle gives: the same family and parameters of the step's (and the proposal's) law, the same
+        observation log densities, on prior draws of x_0 and x_1 (the site functions are written for one
+        particle; most are elementwise, and those that are not fail here or disagree). Torch: per-particle
+        `vmap` rebuilds the distribution per particle, O(N) dispatch; JAX compiles it away (never batched)."""
+        rt = self.rt
+        if rt.framework != "torch":
+            return False
+        k0, k1 = rt.split(key, 2)
+        x0 = self.sample(self.chain, k0, n)
+        x1 = self.sample(self.chain, k1, n, x0, rt.asindex(1)) if self.length > 1 else x0
+        chains = [self.chain] + ([self.proposal] if self.proposal is not None else [])
+
+        def evaluate():
+            out = [self.log_obs(x0, rt.asindex(0)), self.log_obs(x1, rt.asindex(min(1, self.length - 1)))]
+            for c in chains if self.length > 1 else ():
+                t1 = rt.asindex(1)
+                if self.batched:
+                    spec = c.step_dist(x0, t1, c.params)
+                    out += [spec.family, spec.broadcast_params(rt), self.law(c, x0, t1).batch_shape]
+                else:
+                    one = c.step_dist(x0[0], t1, c.params)
+                    params = rt.vmap(lambda p: c.step_dist(p, t1, c.params).broadcast_params(rt))(x0)
+                    out += [one.family, params, (n,) + tuple(one.lower(rt).batch_shape)]
+                out.append(self.log_prob(c, x1, x0, t1))
+            return out
+        want = evaluate()
+        self.batched = True
+        try:
+            got = evaluate()
+        except Exception:   # noqa: BLE001 -- a site that cannot take a batch of states: per particle
+            got = None
+        self.batched = got is not None and _agree(rt, got, want)
+        return self.batched
 
     def _timed(self, name):
         v = self.env[name]
@@ -83,18 +136,52 @@ class StatePath:
         """Σ_t log p(y_t | x_t) must equal the whole observation's log density on a prior path (else an
         observation reads more than x_t, or a datum with a time axis is not per-time)."""
         rt, xp = self.rt, self.rt.xp
-        path = rt.sample(repeated(rt, self.chain, 1), key)
-        ts = rt.asindex(np.arange(self.length))
-        per_t = rt.vmap(lambda xt, t: self.log_obs(xt[None], t)[0])(path[0], ts)
-        total = per_t.sum()
-        for term, y in self.obs:
-            site = term.model.sites[term.site]
-            whole = site({**{p: self.env[p] for p in site.parents if p != self.ss.name}, self.ss.name: path[0]})
-            total = total - whole.lower(rt).log_prob(y).sum()
-        if not abs(float(rt.to_numpy(total))) <= 1e-4 * (1.0 + float(rt.to_numpy(xp.sum(xp.abs(per_t))))):
+
+        def residual(key):
+            path = rt.sample(repeated(rt, self.chain, 1), key)
+            ts = rt.asindex(np.arange(self.length))
+            per_t = rt.vmap(lambda xt, t: self.log_obs(xt[None], t)[0])(path[0], ts)
+            total = per_t.sum()
+            for term, y in self.obs:
+                site = term.model.sites[term.site]
+                whole = site({**{p: self.env[p] for p in site.parents if p != self.ss.name},
+                              self.ss.name: path[0]})
+                total = total - whole.lower(rt).log_prob(y).sum()
+            return total, xp.sum(xp.abs(per_t))
+        # jitted: on JAX one compile instead of one per operation (seconds of a first run)
+        total, scale = rt.jit(residual)(key)
+        if not abs(float(rt.to_numpy(total))) <= 1e-4 * (1.0 + float(rt.to_numpy(scale))):
             names = ", ".join(repr(t.site) for t, _ in self.obs)
             raise PPLError(f"observation {names} of the state path {self.ss.name!r} is not elementwise in time: "
                            f"element t must depend on {self.ss.name}[t] only (and on data indexed by t)")
+
+
+def _per_row(lp, n):
+    """Log densities [N, ...] summed per particle: [N]."""
+    if tuple(lp.shape[:1]) != (n,):
+        raise ValueError(f"a batched log density of shape {tuple(lp.shape)} for {n} particles")
+    return lp.reshape(n, -1).sum(1)
+
+
+def _agree(rt, got, want):
+    """Whether two lists of values (strings, shapes, arrays, dicts of arrays) agree up to float rounding."""
+    if len(got) != len(want):
+        return False
+    for a, b in zip(got, want):
+        if isinstance(b, dict):
+            if not isinstance(a, dict) or sorted(a) != sorted(b) or not _agree(rt, [a[k] for k in sorted(a)],
+                                                                               [b[k] for k in sorted(b)]):
+                return False
+        elif hasattr(b, "shape"):
+            a, b = np.asarray(rt.to_numpy(rt.asarray(a)), float), np.asarray(rt.to_numpy(b), float)
+            if a.shape != b.shape or not np.allclose(a, b, rtol=1e-5, atol=1e-5, equal_nan=True):
+                return False
+        elif isinstance(b, str):
+            if a != b:
+                return False
+        elif tuple(a) != tuple(b):    # shapes
+            return False
+    return True
 
 
 class ParticleFilter(fk.FeynmanKac):
@@ -129,8 +216,102 @@ class ParticleFilter(fk.FeynmanKac):
         return (mean, var, p.x, log_w) if self.smoother else (mean, var)
 
 
+class _Uniforms:
+    """The runtime `rt` with `uniform` reading given uniforms u (a resampler inside a pure kernel)."""
+
+    def __init__(self, rt, u):
+        self._rt, self._u, self.shapes = rt, u, []
+
+    def __getattr__(self, name):
+        return getattr(self._rt, name)
+
+    def uniform(self, key, shape):
+        self.shapes.append(tuple(shape))
+        if self._u is None:
+            return self._rt.uniform(self._rt.key(0), shape)
+        return self._u[:math.prod(shape)].reshape(shape)
+
+
+class StepwiseFilter:
+    """`run_filter` as one Python loop over t around one pure kernel per step (torch; JAX scans `fk.make_step`).
+
+    The kernel is step t of `fk.make_step` without the move and without a branch on values: weight by the
+    observations (and the proposal ratio), normalize, ESS, track, then the resampler's ancestors computed at
+    every step and selected by `where` where ESS < threshold · N, so nothing is read back to the host during a
+    run and the kernel traces into one graph (`rt.jit_pure` with `compile`: inductor fuses its ~60 ops). Its
+    uniforms and the moves' draws come from one random stream per run (`rt.stream`); the moves draw from the
+    batched laws (`StatePath.law`), reparameterized where the law allows (`rt.draw`): the same laws as
+    `make_step`'s, not the same random numbers."""
+
+    def __init__(self, path, n, resampler="systematic", threshold=0.5, smoother=None, compile=False):
+        rt = path.rt
+        self.path, self.rt, self.n, self.threshold, self.smoother = path, rt, n, threshold, smoother
+        self.model = ParticleFilter(path, smoother)
+        self.resample = fk.check_resampling(resampler, threshold)
+        probe = _Uniforms(rt, None)     # how many uniforms the resampler reads
+        self.resample(probe, None, rt.xp.full((n,), 1.0 / n), n)
+        self.n_uniform = sum(math.prod(shape) for shape in probe.shapes)
+        self.ts = [rt.asindex(t) for t in range(path.length)]
+        self.kernel = rt.jit_pure(self._kernel) if compile else self._kernel
+
+    def _kernel(self, x, log_ratio, log_w, eve, t, u):
+        """Weight, track and resample at step t: ((particles, log W, Eves) after resampling, log W before it),
+        then the step's record (log c_t, ESS, resampled, non-finite count, ancestors, tracked...)."""
+        rt, xp, n, model = self.rt, self.rt.xp, self.n, self.model
+        p = Particles(x, log_ratio)
+        log_g, p, _ = model.log_potential(t, p, log_w, None)
+        finite = xp.isfinite(log_g)
+        log_w = log_w + xp.where(finite, log_g, fk.NEG_INF)
+        log_c = xp.logsumexp(log_w)
+        log_w = log_w - log_c
+        ess = xp.exp(-xp.logsumexp(2.0 * log_w))
+        tracked = model.track(p, log_w, None)
+        resampled = (ess < self.threshold * n) & model.can_resample(t)
+        # weights that are not resampled (NaN where every weight vanished) are replaced by uniform ones, so the
+        # resampler's indices are always in range (its result is discarded there)
+        w = xp.where(resampled, xp.exp(log_w), 1.0 / n)
+        idx = fk.ancestors(_Uniforms(rt, u), self.resample, None, w, n)
+        idx = xp.where(resampled, idx, xp.arange(n))
+        x, log_ratio, eve = (xp.take(a, idx, axis=0) for a in (p.x, p.log_ratio, eve))
+        return (x, log_ratio, xp.where(resampled, -math.log(n), log_w), eve, log_w), \
+            (log_c, ess, resampled, xp.sum(~finite), idx) + tuple(tracked)
+
+    def __call__(self, key):
+        rt, xp, path, n, ts = self.rt, self.rt.xp, self.path, self.n, self.ts
+        q = path.proposal if path.proposal is not None else path.chain
+
+        def ratio(x, prev=None, t=None):
+            if path.proposal is None:
+                return xp.zeros((n,))
+            return path.log_prob(path.chain, x, prev, t) - path.log_prob(q, x, prev, t)
+        rows = []
+        with rt.stream(key):
+            x = rt.draw(repeated(rt, q.init_dist(q.params), n))
+            log_ratio, log_w, eve = ratio(x), xp.full((n,), -math.log(n)), xp.arange(n)
+            for t in range(path.length):
+                (x_res, ratio_res, log_w_res, eve_res, log_w_t), row = self.kernel(
+                    x, log_ratio, log_w, eve, ts[t], rt.uniform_draw((self.n_uniform,)))
+                rows.append(row)
+                if t + 1 < path.length:
+                    x = rt.draw(path.law(q, x_res, ts[t + 1]))
+                    log_ratio, log_w, eve = ratio(x, x_res, ts[t + 1]), log_w_res, eve_res
+            rel_var = fk.relative_variance(rt, log_w_t, eve)     # at the last step, before its resampling
+        cols = [xp.stack(c) if i != 4 or self.smoother else None for i, c in enumerate(zip(*rows))]
+        log_c, ess, resampled, non_finite, idx = cols[:5]
+        state = fk.FKState(Particles(x_res, ratio_res), log_w_res, log_c.sum(), eve_res, None,
+                           rt.asindex(path.length))
+        return state, fk.StepInfo(log_c, ess, resampled, non_finite, rel_var, idx, tuple(cols[5:]), None)
+
+
 def run_filter(path, key, n, resampler="systematic", threshold=0.5, smoother=None):
     """One filter over the whole path: (final state, StepInfo stacked over t)."""
+    if path.rt.framework == "torch":
+        return StepwiseFilter(path, n, resampler, threshold, smoother)(key)
+    return scan_filter(path, key, n, resampler, threshold, smoother)
+
+
+def scan_filter(path, key, n, resampler="systematic", threshold=0.5, smoother=None):
+    """`run_filter` as a scan of `fk.make_step` (any runtime; on torch a Python loop with a branch per step)."""
     rt = path.rt
     model = ParticleFilter(path, smoother)
     step = fk.make_step(model, resampler, threshold, keep_ancestors=smoother is not None, error_every_step=False)
@@ -250,8 +431,14 @@ def run(compiled, rt, key, particles=1000, progress=None, resampler="systematic"
         env = model_env(ev, ss)
         path = StatePath(ss, rt, env, proposal)
         path.check_elementwise(k_check)
-        cache[sig] = (ss.name, path, rt.jit(lambda k: run_filter(path, k, particles, resampler, resample_threshold,
-                                                                 smoother) + (rest_log_density(ss, ev, env),)))
+        if rt.framework == "torch":   # the laws batched where they allow, one compiled kernel per step
+            path.check_batched(rt.split(k_check, 2)[1], particles)
+            stepwise = StepwiseFilter(path, particles, resampler, resample_threshold, smoother, compile=True)
+            cache[sig] = (ss.name, path, lambda k: stepwise(k) + (rest_log_density(ss, ev, env),))
+        else:
+            cache[sig] = (ss.name, path, rt.jit(lambda k: run_filter(path, k, particles, resampler,
+                                                                     resample_threshold, smoother)
+                                                + (rest_log_density(ss, ev, env),)))
     name, path, filt = cache[sig]
     state, info, rest = filt(k_run)
     log_z_path = rt.to_numpy(info.log_c).astype(np.float64)

@@ -5,16 +5,21 @@ Models (the same data for every sampler):
       (`particles.kalman.LinearGauss(rho=0.9, sigmaX=1, sigmaY=1)`); exact log-likelihood by the Kalman filter
   sv  stochastic volatility, T = 200: mu = -1, phi = 0.95, sigma = 0.25 (`particles.state_space_models.StochVol`)
 
-For each (model, N, sampler): the first run's wall time ("first run s": it compiles, for JAX), then over
-`--seeds` further runs the median wall time per run, the variance of log Z over seeds, for lg the mean error of
-log Z against the Kalman value (± its standard error), and particle-steps per second (N · T / median time).
-Both filters resample systematically when ESS < N/2 (`particles`: `resampling="systematic", ESSrmin=0.5`, its
-defaults; ours: `resample_threshold=0.5, resampler="systematic"`), both with the bootstrap proposal.
+For each (model, N, sampler): the first run's wall time ("first run s": it compiles, JAX's scan and torch's
+per-step kernel, `PPL_TORCH_COMPILE=on` here; a warm inductor cache on disk makes torch's shorter), then over
+`--seeds` further runs the median wall time per run and per time step, the variance of log Z over seeds, for lg
+the mean error of log Z against the Kalman value (± its standard error), and particle-steps per second
+(N · T / median time). Both filters resample systematically when ESS < N/2 (`particles`:
+`resampling="systematic", ESSrmin=0.5`, its defaults; ours: `resample_threshold=0.5, resampler="systematic"`),
+both with the bootstrap proposal. All samplers run in one process with `--threads` CPU threads each (default 1,
+as numpy's elementwise operations that `particles` runs: torch's intra-op threads and XLA's Eigen pool are set
+to it; with 2 threads on a 2-core machine that other work shares, torch's parallel kernels wait on a descheduled
+thread for milliseconds).
 
 Run:
 
     python benchmarks/particle_filter.py [--particles 1000 10000 100000] [--seeds 10] [--device cpu|cuda]
-                                         [--runtimes numpyro pyro] [--models lg sv]
+                                         [--runtimes numpyro pyro] [--models lg sv] [--threads 1]
 
 (`--runtimes` with no names runs `particles` and the Kalman column only). `particles` is optional; install it
 without its dependencies, which pin numpy<2 in its metadata although it runs on numpy 2 (installing them would
@@ -92,11 +97,13 @@ def ppl_target(model, y):
 
 def ppl_runner(model, y, n, runtime, device):
     import ppl
+    from ppl.backends.pyro_runtime import compiling
     target = ppl.compile(ppl_target(model, y))   # compiled once: the filter is jitted once per compiled target
 
     def run(seed):
-        r = ppl.sample(target, method="pf", particles=n, seed=seed, runtime=runtime, device=device,
-                       resample_threshold=0.5, resampler="systematic", smoother=None, progress=False)
+        with compiling("on"):    # torch: the first (warm-up) run compiles the filter's step, as JAX's jit does
+            r = ppl.sample(target, method="pf", particles=n, seed=seed, runtime=runtime, device=device,
+                           resample_threshold=0.5, resampler="systematic", smoother=None, progress=False)
         return float(r.log_z)
 
     return run
@@ -125,8 +132,8 @@ def row(model, n, sampler, first, times, log_z, exact):
     else:
         e = log_z.mean() - exact
         err = f"{e:+.3f} ± {log_z.std(ddof=1) / math.sqrt(len(log_z)):.3f}"
-    return (f"| {model} | {n:>6} | {sampler} | {first:.3f} | {med:.4f} | {log_z.var(ddof=1):.4f} | {err} | "
-            f"{steps:.3g} |")
+    return (f"| {model} | {n:>6} | {sampler} | {first:.3f} | {med:.4f} | {1e3 * med / LENGTH[model]:.3f} | "
+            f"{log_z.var(ddof=1):.4f} | {err} | {steps:.3g} |")
 
 
 def main(argv=None):
@@ -136,9 +143,17 @@ def main(argv=None):
     ap.add_argument("--device", choices=("cpu", "cuda"), default="cpu")
     ap.add_argument("--runtimes", nargs="*", default=["numpyro", "pyro"], choices=("numpyro", "pyro"))
     ap.add_argument("--models", nargs="+", default=["lg", "sv"], choices=("lg", "sv"))
+    ap.add_argument("--threads", type=int, default=1, help="CPU threads of torch and XLA (numpy's are 1)")
     args = ap.parse_args(argv)
     if args.seeds < 2:
         ap.error("--seeds must be at least 2 (a variance over seeds)")
+    if "jax" in sys.modules:
+        print("note: JAX was imported before main(): --threads does not reach XLA")
+    if args.threads == 1:   # read when JAX starts its CPU backend
+        os.environ["XLA_FLAGS"] = (os.environ.get("XLA_FLAGS", "") +
+                                   " --xla_cpu_multi_thread_eigen=false intra_op_parallelism_threads=1").strip()
+    import torch
+    torch.set_num_threads(args.threads)
 
     try:
         import particles  # noqa: F401
@@ -150,13 +165,15 @@ def main(argv=None):
     data = {m: make_data(m) for m in args.models}
     print(f"Bootstrap particle filters, systematic resampling when ESS < N/2 (particles: resampling='systematic', "
           f"ESSrmin=0.5; ppl: resample_threshold=0.5, resampler='systematic'); {args.seeds} timed seeds after "
-          f"one first run; ppl device {args.device}, particles on CPU (numpy).")
+          f"one first run; ppl device {args.device}, particles on CPU (numpy); {args.threads} CPU thread(s) "
+          f"for torch and XLA.")
     for m, (y, exact) in data.items():
         if exact is not None:
             print(f"{m}: T = {len(y)}, Kalman log-likelihood {exact:.4f}")
     print()
-    print("| model | N | sampler | first run s | median s/run | var log Z | mean log Z − Kalman | particle-steps/s |")
-    print("|---|---:|---|---:|---:|---:|---:|---:|")
+    print("| model | N | sampler | first run s | median s/run | ms/step | var log Z | mean log Z − Kalman | "
+          "particle-steps/s |")
+    print("|---|---:|---|---:|---:|---:|---:|---:|---:|")
     failures = []
     for m in args.models:
         y, exact = data[m]
@@ -170,7 +187,7 @@ def main(argv=None):
                 try:
                     first, times, log_z = measure(make(), args.seeds)
                 except Exception as e:  # noqa: BLE001 (a sampler that cannot run is reported, not fatal)
-                    print(f"| {m} | {n:>6} | {name} | — | — | — | — | — |  ({type(e).__name__}: {str(e)[:80]})")
+                    print(f"| {m} | {n:>6} | {name} | — | — | — | — | — | — |  ({type(e).__name__}: {str(e)[:80]})")
                     continue
                 print(row(m, n, name, first, times, log_z, exact), flush=True)
                 if exact is not None:
