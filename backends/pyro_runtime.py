@@ -113,7 +113,7 @@ class _Compiled:
             return self.fn(*args)
         from torch.utils._pytree import tree_flatten, tree_unflatten
         leaves, spec = tree_flatten(args)
-        if any(map(_traced, leaves)):       # inside a trace (of an outer compiled function): inline
+        if _tracing(leaves):       # inside a trace (of an outer compiled function): inline
             return self.fn(*args)
         sig = _Signature.of(leaves, spec)
         if sig is None:
@@ -247,6 +247,19 @@ def _traced(a):
     """Whether a is a tensor being traced (a fake tensor of make_fx, or anything under dynamo)."""
     from torch._subclasses.fake_tensor import is_fake
     return isinstance(a, torch.Tensor) and (is_fake(a) or torch.compiler.is_compiling())
+
+
+def _tracing(leaves):
+    """Whether any of the leaves is a traced tensor (`_traced`), cheaply: a tensor of the exact type
+    `torch.Tensor` is not fake, so only dynamo's flag is asked then, once (a filter's step kernel is called 100
+    times a run: 5 µs instead of 50 a call)."""
+    tensors = False
+    for a in leaves:
+        if isinstance(a, torch.Tensor):
+            if type(a) is not torch.Tensor and _traced(a):
+                return True
+            tensors = True
+    return tensors and torch.compiler.is_compiling()
 
 
 def _inductor(gm, inputs):
