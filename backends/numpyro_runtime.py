@@ -4,6 +4,7 @@ XLA:CPU's concurrency-optimized scheduler deadlocks (every thread idle, the call
 step of a model with batched Cholesky factors from about 1000 particles up (gp_pois_regr, jax 0.10.2), so it is
 switched off here unless XLA_FLAGS already sets it; that takes effect if JAX has not started its CPU backend yet.
 """
+import contextlib
 import functools
 import math
 import os
@@ -56,6 +57,7 @@ class _Numpy:
 class NumPyroRuntime(Runtime):
     name = "numpyro"
     framework = "jax"
+    compiles_loops = True
     xp = _Numpy()
     distributions = dist
 
@@ -204,6 +206,25 @@ class NumPyroRuntime(Runtime):
 
     def uniform(self, key, shape):
         return jax.random.uniform(key, shape, dtype=self.dtype)
+
+    @contextlib.contextmanager
+    def stream(self, key):
+        """A block whose `draw`s and `uniform_draw`s split one key (held here until the block ends)."""
+        self._stream = [key]
+        try:
+            yield
+        finally:
+            self._stream = None
+
+    def _next_key(self):
+        self._stream[0], key = jax.random.split(self._stream[0])
+        return key
+
+    def draw(self, d):
+        return d.rsample(self._next_key()) if d.has_rsample else d.sample(self._next_key())
+
+    def uniform_draw(self, shape):
+        return self.uniform(self._next_key(), shape)
 
     # control flow
     def fori_loop(self, lower, upper, body, init):

@@ -99,7 +99,7 @@ class StatePath:
         particle; most are elementwise, and those that are not fail here or disagree). Torch: per-particle
         `vmap` rebuilds the distribution per particle, O(N) dispatch; JAX compiles it away (never batched)."""
         rt = self.rt
-        if rt.framework != "torch":
+        if rt.compiles_loops:
             return False
         k0, k1 = rt.split(key, 2)
         x0 = self.sample(self.chain, k0, n)
@@ -428,7 +428,7 @@ def run(compiled, rt, key, particles=1000, progress=None, resampler="systematic"
         env = model_env(ev, ss)
         path = StatePath(ss, rt, env, proposal)
         path.check_elementwise(k_check)
-        if rt.framework == "torch":   # the laws batched where they allow, one compiled kernel per step
+        if not rt.compiles_loops:   # the laws batched where they allow, one compiled kernel per step
             path.check_batched(rt.split(k_check, 2)[1], particles)
             stepwise = StepwiseFilter(path, particles, resampler, resample_threshold, smoother, compile=True)
             cache[sig] = (ss.name, path, lambda k: stepwise(k) + (rest_log_density(ss, ev, env),))

@@ -392,6 +392,7 @@ class _Numpy:
 class PyroRuntime(Runtime):
     name = "pyro"
     framework = "torch"
+    compiles_loops = False
     distributions = dist
 
     def __init__(self, device="cpu", precision="float32", devices=None):

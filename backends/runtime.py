@@ -67,6 +67,8 @@ class RuntimeContract(Protocol):
 
     name: str             # the registry name ('numpyro', 'pyro')
     framework: str        # the array framework ('jax', 'torch'), as `ppl.math.framework` names it
+    compiles_loops: bool  # a loop over steps (`scan`) compiles into one program (JAX); else each step is a
+                          # call from Python (torch), and a loop around one compiled step is faster
     device: Any
     precision: str        # 'float32' | 'float64' (of `PRECISIONS`)
     n_devices: int        # how many devices the particles are split over (`shard`)
@@ -147,6 +149,16 @@ class RuntimeContract(Protocol):
 
     def while_loop(self, cond_fn, body_fn, init):
         """`jax.lax.while_loop`."""
+
+    def stream(self, key):
+        """A context manager: inside it, `draw` and `uniform_draw` take their randomness from one stream seeded
+        from `key` (a loop of many small draws keys it once)."""
+
+    def draw(self, d):
+        """A draw from the runtime distribution `d` inside `stream` (reparameterized where `d` allows)."""
+
+    def uniform_draw(self, shape):
+        """Uniforms on [0, 1) inside `stream`."""
 
     def cond(self, pred, true_fn, false_fn, *operands):
         """`jax.lax.cond`: only the branch taken runs."""

@@ -16,7 +16,9 @@ latter; both use the same random draws for the same key.
 `resample_temperature` ("ess", "entropy" or a number T) resamples by p̃ ∝ W^{1/T} while the step is within
 the first `early_phase` fraction of the length (its_hub's entropic particle filter: T = max(1, (N / ESS)(1 −
 s/L)) for "ess", T = max(1, 1/β) with β = H + (1 − H) s/L and H the weights' entropy / log N for "entropy"),
-and gives the survivors the weights W/p̃ (`fk.make_step`), so that the sampler still targets γ.
+and gives the survivors the weights W/p̃ (`fk.make_step`), so that the sampler still targets γ. Progress s/L
+counts steps against L, the length in tokens (the most steps a sequence can take; with chunked steps fewer are
+taken, so `early_phase` covers more of them).
 
 Budget = generations: 'pf', 'bon', 'wbon' run `particles` sequences, 'pg' `particles` × `iterations`.
 The chosen answer: `select='argmax'` the answer of the heaviest particle, `'vote'` the answer of largest total
@@ -83,7 +85,8 @@ class SequenceFK(fk.FeynmanKac):
     def can_resample(self, t, p=None):
         """At the steps the schedule allows, and never after the last one (the final weights are γ's)."""
         xp = self.rt.xp
-        return xp.take(self.schedule, xp.clip(t, 0, self.schedule.shape[0] - 1), axis=0) & (xp.sum(~p.seqs.done) > 0)
+        allowed = xp.take(self.schedule, xp.clip(t, 0, self.schedule.shape[0] - 1).reshape(1), axis=0).reshape(())
+        return allowed & (xp.sum(~p.seqs.done) > 0)
 
     def move(self, key, t, p, log_w, carry):
         if not self.pure and bool(self.rt.to_numpy(self.rt.xp.sum(p.slot != self.gen.arange(p.slot.shape[0])) > 0)):
@@ -110,13 +113,13 @@ def schedule(rt, length, every, window):
 
 def resampling_temperature(rt, spec, early_phase, length):
     """`temperature(t, log W, ESS) -> T` for `fk.make_step` (see the module docstring), or None."""
-    if spec is None:
-        return None
-    if not (spec in ("ess", "entropy") or not isinstance(spec, (bool, str)) and isinstance(spec, (int, float))
-            and spec > 0):
-        raise ValueRangeError(f"resample_temperature must be 'ess', 'entropy' or a number > 0, got {spec!r}")
     if isinstance(early_phase, bool) or not isinstance(early_phase, (int, float)) or not 0 < early_phase <= 1:
         raise ValueRangeError(f"early_phase must be a fraction of the steps in (0, 1], got {early_phase!r}")
+    if spec is None:
+        return None
+    if not (isinstance(spec, str) and spec in ("ess", "entropy") or not isinstance(spec, (bool, str)) and isinstance(spec, (int, float))
+            and spec > 0):
+        raise ValueRangeError(f"resample_temperature must be 'ess', 'entropy' or a number > 0, got {spec!r}")
     xp = rt.xp
 
     def temperature(t, log_w, ess):
@@ -313,6 +316,7 @@ def _runner(plan, rt, resampler, threshold, every, window, potential, aggregate,
         raise ValueRangeError(f"compile must be None (when the models allow), True or False, got {compiled!r}")
     if potential == "puri" and resample_temperature is not None:
         raise ValueRangeError("potential='puri' replaces the weights each step; resample_temperature does not apply")
+    temper = resampling_temperature(rt, resample_temperature, early_phase, plan.length)   # checked before hashed
     cache = _CACHE.setdefault(plan.target, {})
     g_sig = (rt.name, str(rt.device), rt.precision, potential, aggregate, temperature, proposal)
     sig = g_sig + (resampler, threshold, every, window, conditional, compiled, resample_temperature, early_phase)
@@ -320,8 +324,7 @@ def _runner(plan, rt, resampler, threshold, every, window, potential, aggregate,
         if g_sig not in cache:
             cache[g_sig] = Generator(plan, rt, proposal, aggregate, potential, temperature)
         gen = cache[g_sig]
-        cache[sig] = Runner(gen, schedule(rt, plan.length, every, window), resampler, threshold,
-                            resampling_temperature(rt, resample_temperature, early_phase, plan.length), conditional,
+        cache[sig] = Runner(gen, schedule(rt, plan.length, every, window), resampler, threshold, temper, conditional,
                             compiled)
     return cache[sig]
 

@@ -258,8 +258,6 @@ def test_bad_options_are_named(runtime):
         assert pf(resample_temperature=2, early_phase=1).log_z is not None   # an int T, the whole length: fine
 
 
-@pytest.mark.xfail(strict=True, raises=TypeError, reason="sequence_smc._runner hashes the options into its cache "
-                   "key before resampling_temperature validates them: an unhashable value is a TypeError")
 def test_unhashable_temperature_is_named():
     lm = ppl.autoregressive(prefix_model(A), V, L).tilt(count0, 2.0)
     with pytest.raises(ppl.ValueRangeError, match="resample_temperature must be"):
