@@ -26,14 +26,14 @@ BASES = {"mixture": ("means", ("sd", "weights", "sde")), "score": ("fn", ("sde",
 SPELLING = "mixture(means, sd = ..., sde = vp()) or score(fn, sde = vp(), dim = d)"
 
 
-def build_diffusion(node, src, constant, functions):
-    """The `DiffusionModel` of `node` (a `DiffusionDef`); `constant(expr)` evaluates data and constants,
-    `functions` are the `use`d Python callables."""
-    call = node.base
-    if call.func not in BASES:
-        raise src.error(call, f"unknown diffusion base {call.func!r}; write {SPELLING}",
-                        hint=suggest(call.func, list(BASES)))
-    first, named = BASES[call.func]
+def base_call(call, src, kind, bases, spelling, hints=lambda func, name: None):
+    """(the one positional argument, {option: expression}) of the base `call` of a `kind` declaration, checked:
+    a base of `bases` ({name: (what the argument is, option names)}), one positional argument, known options
+    (`hints(func, option)` may explain an unknown one), none twice."""
+    if call.func not in bases:
+        raise src.error(call, f"unknown {kind} base {call.func!r}; write {spelling}",
+                        hint=suggest(call.func, list(bases)))
+    first, named = bases[call.func]
     args = call.args
     if len(args.positional) != 1:
         raise src.error(call, f"{call.func} takes {first} as its one positional argument; the others are named: "
@@ -41,18 +41,27 @@ def build_diffusion(node, src, constant, functions):
     options = {}
     for k in args.keywords:
         if k.name not in named:
-            hint = "a mixture's dimension is that of its means [K, d]" if k.name == "dim" else suggest(k.name, named)
-            raise src.error(k, f"{call.func} has no option {k.name!r}; it takes {', '.join(named)}", hint=hint)
+            raise src.error(k, f"{call.func} has no option {k.name!r}; it takes {', '.join(named)}",
+                            hint=hints(call.func, k.name) or suggest(k.name, named))
         if k.name in options:
             raise src.error(k, f"option {k.name!r} is given twice")
         options[k.name] = k.value
+    return args.positional[0], options
+
+
+def build_diffusion(node, src, constant, functions):
+    """The `DiffusionModel` of `node` (a `DiffusionDef`); `constant(expr)` evaluates data and constants,
+    `functions` are the `use`d Python callables."""
+    call = node.base
+    arg, options = base_call(call, src, "diffusion", BASES, SPELLING, lambda func, name: (
+        "a mixture's dimension is that of its means [K, d]" if name == "dim" else None))
     if "sde" not in options:
         raise src.error(call, f"{call.func} needs its forward SDE: sde = vp(...) or ve(...)")
     sde = _sde(options.pop("sde"), src, constant)
     if call.func == "score":
-        score, dim = _score(call, args.positional[0], options, src, constant, functions)
+        score, dim = _score(call, arg, options, src, constant, functions)
     else:
-        score = _mixture(args.positional[0], options, src, constant)
+        score = _mixture(arg, options, src, constant)
         dim = score.dim
     try:
         return DiffusionModel(score, sde, dim, name=node.name)

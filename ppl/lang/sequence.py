@@ -28,6 +28,7 @@ from ..stdlib import sequence_tables as tables
 from ..stdlib.language_models import arity
 from ..target import Reward
 from . import syntax as S
+from .diffusion import base_call
 from .interpret import concrete_int, scalar
 from .source import suggest
 
@@ -56,33 +57,20 @@ def sequence_bases(target):
     return [leaf for leaf, _ in target.linear() if leaf.kind == "sequence"]
 
 
+#: why a table base has no such option
+HINTS = {"vocab": "a table's vocabulary is the size of its last axis",
+         "order": "order is an option of ngram; markov is order 2"}
+
+
 def build_sequence(node, src, constant, functions):
     """The `SequenceModel` of `node` (a `SequenceDef`); `constant(expr)` evaluates data and constants,
     `functions` are the `use`d Python objects."""
     call = node.base
-    if call.func not in BASES:
-        raise src.error(call, f"unknown sequence base {call.func!r}; write {SPELLING}",
-                        hint=suggest(call.func, list(BASES)))
-    first, named = BASES[call.func]
-    args = call.args
-    if len(args.positional) != 1:
-        raise src.error(call, f"{call.func} takes {first} as its one positional argument; the others are named: "
-                              f"{', '.join(named)}")
-    options = {}
-    for k in args.keywords:
-        if k.name not in named:
-            hint = {"vocab": "a table's vocabulary is the size of its last axis",
-                    "order": "order is an option of ngram; markov is order 2"}.get(k.name) if call.func != \
-                "autoregressive" else None
-            raise src.error(k, f"{call.func} has no option {k.name!r}; it takes {', '.join(named)}",
-                            hint=hint or suggest(k.name, named))
-        if k.name in options:
-            raise src.error(k, f"option {k.name!r} is given twice")
-        options[k.name] = k.value
+    arg, options = base_call(call, src, "sequence", BASES, SPELLING, lambda func, name: None if func == "autoregressive"
+                             else HINTS.get(name))
     if "length" not in options:
         raise src.error(call, f"{call.func} needs length = L, the most tokens a sequence generates")
     length = _integer(options["length"], src, constant, "length", 1)
-    arg = args.positional[0]
     if call.func == "autoregressive":
         if not isinstance(arg, S.Name) or arg.name not in functions:
             raise src.error(arg, "autoregressive(model, ...) takes a Python sequence model imported by "
