@@ -46,7 +46,7 @@ def _parser():
     run.add_argument("--runtime", choices=["numpyro", "pyro"], help="default: the file's, else numpyro")
     run.add_argument("--device", help="cpu or cuda (default cpu)")
     run.add_argument("--particles", type=int, help="number of particles / draws")
-    run.add_argument("--seed", type=int, default=0)
+    run.add_argument("--seed", type=int, help="default: the file's seed =, else 0")
     for flag, option in FLAG_OPTIONS.items():
         run.add_argument(flag, type=int, dest=option, help=f"{option} of nuts, hmc or pmmh")
     run.add_argument("--devices", type=_devices, help="split the particles over K JAX devices, or all of them "
@@ -104,7 +104,9 @@ def _run(prog, args):
         if dropped:
             print(f"note: --method {method}: the options {', '.join(dropped)} of line {spec.node.line} "
                   f"(sample {spec.target} with {spec.method}) are not used", file=sys.stderr)
-    options.update(method=method, seed=args.seed)
+    options["method"] = method
+    if args.seed is not None or "seed" not in options:
+        options["seed"] = 0 if args.seed is None else args.seed
     for key in RUN_FLAGS:
         if getattr(args, key) is not None:
             options[key] = getattr(args, key)

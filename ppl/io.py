@@ -48,6 +48,8 @@ def _decode(x):
 def save(result, path):
     """Write `result` to the NetCDF file `path`; returns `path`."""
     import xarray as xr
+    if not isinstance(path, (str, os.PathLike)) or not str(path):
+        raise PPLError(f"a result is saved to a file path (a non-empty str or os.PathLike), got {path!r}")
     folder = os.path.dirname(os.path.abspath(str(path)))
     if not os.path.isdir(folder):
         raise PPLError(f"cannot save a result to {path!s}: the folder {folder} does not exist")

@@ -148,3 +148,16 @@ def test_mcmc_flags_and_dropped_options(tmp_path, capsys):
     assert all(line.startswith(("warning: ", "note: ")) for line in err.splitlines() if line.strip()), err
     assert main(["run", str(prog), "--chains", "2"]) == 2
     assert "--chains: method 'is' has no option chains" in capsys.readouterr().err
+
+
+def test_run_uses_the_files_seed_unless_a_flag_gives_one(tmp_path, capsys):
+    """`ppl run` takes `seed =` from the file's sample statement; --seed replaces it (issue 36: it always ran 0)."""
+    program = tmp_path / "seed.ppl"
+    program.write_text("model m { x ~ normal(0, 1) }\ntarget t = m * exp(x / 1)\n"
+                       "sample t with is(particles = 200, seed = 7)\n")
+
+    def log_z(*flags):
+        capsys.readouterr()
+        assert main(["run", str(program), *flags]) == 0
+        return [line for line in capsys.readouterr().out.splitlines() if line.startswith("log Z")][0]
+    assert log_z() == log_z("--seed", "7") != log_z("--seed", "0")

@@ -132,3 +132,11 @@ def test_summary_is_one_table_for_every_method():
     assert row["mcse_mean"] == pytest.approx(row["sd"] / np.sqrt(smc.ess))
     assert np.isfinite(tables["smc"]["r_hat"]).all() and np.isnan(tables["is"]["r_hat"]).all()
     assert 0.99 < tables["nuts"].loc["mu", "r_hat"] < 1.05
+
+
+def test_save_needs_a_path():
+    """`Result.save(None)` is a named error, not a file called 'None' (issue 36)."""
+    r = ppl.sample(ppl.model(x=ppl.Normal(0, 1)), method="is", particles=10)
+    for path in (None, "", 3):
+        with pytest.raises(ppl.PPLError, match="saved to a file path"):
+            r.save(path)
