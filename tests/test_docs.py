@@ -16,10 +16,10 @@ def python_blocks(path):
 
 @pytest.mark.parametrize("path", [f for f in FILES if python_blocks(f)], ids=lambda p: p.name)
 def test_python_blocks_run(path, tmp_path, monkeypatch):
+    """Every python block runs as written, on its own (a reader copies one block, not the page)."""
     monkeypatch.chdir(tmp_path)
-    namespace = {}
     for block in python_blocks(path):
-        exec(compile(block, str(path), "exec"), namespace)
+        exec(compile(block, str(path), "exec"), {})
 
 
 #: bash lines that set up a machine (install, the whole test suite), not run here
