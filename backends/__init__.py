@@ -29,11 +29,19 @@ def fraction(value, what, closed=False):
     return float(value)
 
 
+def flag(value, what, optional=False):
+    """value as a bool (None too when `optional`), or a ValueRangeError naming `what` (1, "yes" are not flags)."""
+    if not (isinstance(value, bool) or optional and value is None):
+        raise ValueRangeError(f"{what} must be True or False{' (or None)' if optional else ''}, got {value!r}")
+    return value
+
+
 #: options that mean one thing in every method taking them: name -> check(value, name), which returns the value
 VALUES = {"particles": lambda v, k: integer(v, k, 1), "seed": lambda v, k: integer(v, k, 0, 2 ** 63),
           "chains": lambda v, k: integer(v, k, 1), "num_warmup": lambda v, k: integer(v, k, 0),
           "runs": lambda v, k: integer(v, k, 1), "target_accept": fraction, "target_ess": fraction,
-          "decorrelation": fraction, "resample_threshold": lambda v, k: fraction(v, k, closed=True)}
+          "decorrelation": fraction, "resample_threshold": lambda v, k: fraction(v, k, closed=True),
+          "fold": flag, "progress": lambda v, k: flag(v, k, optional=True)}
 
 
 def check_value(name, value):

@@ -32,6 +32,7 @@ def sample(target, method="is", runtime="numpyro", device="cpu", particles=10_00
                             f"reference model: reference=ppl.model(...)")
         reference, options = None, {**options, "proposal": reference}
     seed, particles = check_value("seed", seed), check_value("particles", particles)
+    fold, progress = check_value("fold", fold), check_value("progress", progress)
     rt = get_runtime(runtime, device, precision, devices)
     compiled = compile(target, reference=reference, fold=fold)
     run = get_method(method, compiled.kind)

@@ -36,6 +36,14 @@ def test_smc_refuses_too_few_particles(particles):
         ppl.sample(TARGET, method="smc", particles=particles)
 
 
+@pytest.mark.parametrize("option, value", [("fold", 1), ("fold", "no"), ("fold", None), ("progress", "yes"),
+                                           ("progress", 0)])
+def test_flags_take_only_a_bool(option, value):
+    """fold= and progress= (None: automatic) are booleans, not anything truthy (issue 36: silently accepted)."""
+    with pytest.raises(ppl.ValueRangeError, match=f"{option} must be True or False"):
+        ppl.sample(ppl.model(x=ppl.Normal(0, 1)), method="is", particles=10, **{option: value})
+
+
 @pytest.mark.parametrize("flag", ["False", "yes", 1, None])
 def test_allow_python_takes_only_a_bool(flag):
     with pytest.raises(ppl.ValueRangeError, match="allow_python must be True or False"):

@@ -17,7 +17,7 @@ from .. import advice
 from .. import math as pm
 from ..compiler.diffusion_plan import DiffusionPlan, agree
 from ..diffusion import SITE
-from ..errors import PPLError, SourceError, ValueRangeError
+from ..errors import PPLError, SourceError
 from ..target import Reward, geometric
 from . import syntax as S
 from .diffusion import build_diffusion
@@ -491,8 +491,8 @@ def load_ppl(path_or_text, data=None, allow_python=False, filename=None, symboli
     Returns a `PPLFile`: `.targets`, `.models`, `.target(name)`, `.compile(name)`, `.sample(name, **options)`.
     `use NAME from "module:attr"` is refused unless `allow_python=True`.
     """
-    if not isinstance(allow_python, bool):
-        raise ValueRangeError(f"allow_python must be True or False, got {allow_python!r}")
+    from ..backends import flag
+    flag(allow_python, "allow_python")
     text = path_or_text
     if isinstance(path_or_text, os.PathLike) or (isinstance(path_or_text, str) and "\n" not in path_or_text
                                                  and path_or_text.endswith(".ppl")):
