@@ -55,10 +55,6 @@ class Sequences(NamedTuple):
     nan: Any        # [N, B + J] whether base b / reward j returned NaN for the particle this step (`check`)
 
 
-class NotPure(Exception):
-    """A model or reward that the pure step cannot call (it reads exact prefixes)."""
-
-
 def left_aligned(rt, tokens, length, cols, start, pad):
     """Rows tokens[i, start:length_i], right-aligned into [N, cols] (cols = max_i length_i − start) and
     left-padded with pad."""
@@ -169,8 +165,6 @@ class Generator:
         if arity == 2:
             cols = self.width - start if pure else int(rt.to_numpy(xp.max(s.length))) - start
             return check(fn(self._left(s.tokens, s.length, cols=cols, start=start), s.length - start), n)
-        if pure:
-            raise NotPure(fn)
         lengths, m = rt.to_numpy(s.length), rt.to_numpy(mask)
         out = None
         for t in np.unique(lengths[m]) if m.any() else [lengths.max()]:

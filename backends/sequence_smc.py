@@ -42,7 +42,8 @@ from .generation import Generator
 
 class Generation(NamedTuple):
     """The particles of a sequence sweep: the sequences, the models' states when they travel with the
-    particles (a pure step; else ()), and each particle's row before the last resampling."""
+    particles (a pure step; else ()), and (eager step; else ()) each particle's row before the last
+    resampling, which tells the held states how to follow."""
     seqs: Any
     states: Any
     slot: Any
@@ -69,12 +70,11 @@ class SequenceFK(fk.FeynmanKac):
         force, forced, nan = carry
         seqs, states = self.gen.step(key, seqs, states, force, forced, self.pure)
         carry = (force, forced, nan | (self.rt.xp.sum(seqs.nan, axis=0) > 0))
-        slot = self.gen.arange(seqs.done.shape[0])
         if self.pure:
-            return Generation(seqs, states, slot), carry
+            return Generation(seqs, states, ()), carry
         self.gen.check(self.rt.to_numpy(seqs.nan))
         self.states = states
-        return Generation(seqs, (), slot), carry
+        return Generation(seqs, (), self.gen.arange(seqs.done.shape[0])), carry
 
     def log_potential(self, t, p, log_w, carry):
         log_g = p.seqs.log_g
@@ -117,8 +117,9 @@ def resampling_temperature(rt, spec, early_phase, length):
         raise ValueRangeError(f"early_phase must be a fraction of the steps in (0, 1], got {early_phase!r}")
     if spec is None:
         return None
-    if not (isinstance(spec, str) and spec in ("ess", "entropy") or not isinstance(spec, (bool, str)) and isinstance(spec, (int, float))
-            and spec > 0):
+    named = isinstance(spec, str) and spec in ("ess", "entropy")
+    number = isinstance(spec, (int, float)) and not isinstance(spec, bool) and spec > 0
+    if not (named or number):
         raise ValueRangeError(f"resample_temperature must be 'ess', 'entropy' or a number > 0, got {spec!r}")
     xp = rt.xp
 
@@ -371,11 +372,10 @@ def run_pg(plan, rt, key, particles=16, progress=None, iterations=4, potential="
         reference = seqs.tokens[b]
     se = math.sqrt(first.pop("rel_var"))
     log_z = first.pop("log_z")
-    record = first
-    toks = [rt.to_numpy(s.tokens[b]) for (s, _), b in zip(chains, picks)]
-    lengths = [int(rt.to_numpy(s.length[b])) for (s, _), b in zip(chains, picks)]
-    record["references"] = [decoded(plan, t[None], np.array([m]))[0] for t, m in zip(toks, lengths)]
-    return sequence_result(first_sweep.gen, chains, "pg", rt, answer, select, log_z=log_z, se=se, diagnostics=record)
+    result = sequence_result(first_sweep.gen, chains, "pg", rt, answer, select, log_z=log_z, se=se,
+                             diagnostics=first)
+    result.diagnostics["references"] = [result.sequences[c * n + b] for c, b in enumerate(picks)]
+    return result
 
 
 def _best_of(plan, rt, key, particles, aggregate, proposal, answer, vote, name, compile):
