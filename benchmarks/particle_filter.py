@@ -33,9 +33,9 @@ import argparse
 import math
 import os
 import sys
-import time
 
 import numpy as np
+from timing import measure
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "tests"))
 from ssm_reference import LinearGaussianSSM, simulate_sv  # noqa: E402
@@ -110,19 +110,6 @@ def ppl_runner(model, y, n, runtime, device):
 
 
 # ---- measuring ----------------------------------------------------------------------------------------------
-
-def measure(run, seeds):
-    """First run (compiling) time, then `seeds` timed runs with seeds 1..seeds: (first s, times, log Zs)."""
-    t0 = time.perf_counter()
-    run(0)
-    first = time.perf_counter() - t0
-    times, log_z = [], []
-    for s in range(1, seeds + 1):
-        t0 = time.perf_counter()
-        log_z.append(run(s))
-        times.append(time.perf_counter() - t0)
-    return first, np.asarray(times), np.asarray(log_z)
-
 
 def row(model, n, sampler, first, times, log_z, exact):
     med = float(np.median(times))

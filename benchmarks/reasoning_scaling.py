@@ -171,6 +171,17 @@ def overhead(model, prompt, results, sizes, repeats):
     return rows
 
 
+def margins(title, per_problem, budgets, pairs, width):
+    """Print the paired accuracy margins a − b over problems (mean ± standard error) per budget."""
+    labels = [f"{a} - {b}" for a, b in pairs]
+    cw = max(width, *(len(label) for label in labels))
+    print(f"\n{title}")
+    print(f"{'N':>4} " + " ".join(f"{label:>{cw}}" for label in labels))
+    for j, n in enumerate(budgets):
+        cells = [mean_se(per_problem[a][:, j] - per_problem[b][:, j]) for a, b in pairs]
+        print(f"{n:4d} " + " ".join(f"{f'{mean:+.3f} ± {se:.3f}':>{cw}}" for mean, se in cells))
+
+
 def mean_se(x):
     """Mean and standard error over the first axis."""
     return x.mean(0), x.std(0, ddof=1) / math.sqrt(x.shape[0])
@@ -226,24 +237,12 @@ def scaling(model, prompts, results, args):
         print(f"{n:4d} " + " ".join(f"{c:>{width}}" for c in cells))
     baselines = [m for m in args.methods if m != "pf" and m.split(":")[0] in ("bon", "wbon")]
     if "pf" in args.methods and baselines:
-        print("\nmargins (paired over problems, ± standard error)")
-        print(f"{'N':>4} " + " ".join(f"{'pf - ' + m:>{width + 2}}" for m in baselines))
-        for b, n in enumerate(args.budgets):
-            cells = []
-            for m in baselines:
-                mean, se = mean_se(per_problem["pf"][:, b] - per_problem[m][:, b])
-                cells.append(f"{mean:+.3f} ± {se:.3f}")
-            print(f"{n:4d} " + " ".join(f"{c:>{width + 2}}" for c in cells))
+        margins("margins (paired over problems, ± standard error)", per_problem, args.budgets,
+                [("pf", m) for m in baselines], width)
     entropic = [m for m in ("tpf:ess", "tpf:entropy") if m in args.methods]
     if "tpf" in args.methods and entropic:
-        print("\nentropic resampling against T = 1 (paired over problems, ± standard error)")
-        print(f"{'N':>4} " + " ".join(f"{m + ' - tpf':>{width + 6}}" for m in entropic))
-        for b, n in enumerate(args.budgets):
-            cells = []
-            for m in entropic:
-                mean, se = mean_se(per_problem[m][:, b] - per_problem["tpf"][:, b])
-                cells.append(f"{mean:+.3f} ± {se:.3f}")
-            print(f"{n:4d} " + " ".join(f"{c:>{width + 6}}" for c in cells))
+        margins("entropic resampling against T = 1 (paired over problems, ± standard error)", per_problem,
+                args.budgets, [(m, "tpf") for m in entropic], width)
     print("\nwall time per generation (ms, mean over seeds)")
     print("  " + "  ".join(f"{m} {1e3 * np.mean([s[m] for _, s in runs]):.2f}" for m in args.methods))
 

@@ -40,9 +40,9 @@ columns over 15 runs are heavy-tailed at small N (a 150-seed check at N = 16 gav
 import argparse
 import math
 import os
-import time
 
 import numpy as np
+from timing import measure
 
 V, L, LAM = 4, 16, 1.0          # LAM: --lam
 GPT_VOCAB, GPT_L, GPT_LAM, GPT_TOKEN = 50, 16, 0.5, 1
@@ -244,19 +244,6 @@ def ppl_gpt2_runner(model, n, record):
 
 
 # ---- measuring ------------------------------------------------------------------------------------------------
-
-def measure(run, runs):
-    """The first call's time (compiles), then `runs` timed calls with seeds 1..runs: (first s, times, log Zs)."""
-    t0 = time.perf_counter()
-    run(0)
-    first = time.perf_counter() - t0
-    times, log_z = [], []
-    for s in range(1, runs + 1):
-        t0 = time.perf_counter()
-        log_z.append(run(s))
-        times.append(time.perf_counter() - t0)
-    return first, np.asarray(times), np.asarray(log_z)
-
 
 def table(title, rows, n_steps, exact, ref_names):
     """Print one table; rows: [(name, N, first, times, log_z, note)]."""
