@@ -1,6 +1,6 @@
 """The `ppl` command line.
 
-    ppl run FILE [--data data.json] [--target NAME] [--method is|smc|nuts|fkc|pf|...] [--runtime numpyro|pyro]
+    ppl run FILE [--data data.json] [--target NAME] [--method is|ais|smc|nuts|...] [--runtime numpyro|pyro]
                  [--device cpu|cuda] [--particles N] [--seed S] [--float64] [--out result.nc] [--plot out.png]
                  [--allow-python] [--chains C] [--warmup W] [--draws D]    (the last three: nuts, hmc, pmmh)
                  [--devices K|all]    (is, smc, pf, fkc on numpyro: the particles split over K devices)
@@ -41,8 +41,11 @@ def _parser():
     run = sub.add_parser("run", help="sample a target and print a summary and log Z")
     common(run)
     run.add_argument("--target", help="the target to sample (default: the one of the first `sample` statement)")
-    run.add_argument("--method", help="is, smc, nuts, hmc, fkc, pf, pg, bon, wbon, beam, ... (default: the file's, "
-                                      "else fkc for a diffusion target, pf for a sequence target and is for others)")
+    run.add_argument("--method", help="models: is, ais, smc, nuts, hmc, pf, pmmh; diffusions: fkc; sequences: pf, pg, "
+                                      "bon, wbon, beam (default: the file's, else fkc for a diffusion target, pf for "
+                                      "a sequence target and is for others); replaces the file's method, whose "
+                                      "options are then not used but for runtime, device(s), seed, reference, fold "
+                                      "and precision")
     run.add_argument("--runtime", choices=["numpyro", "pyro"], help="default: the file's, else numpyro")
     run.add_argument("--device", help="cpu or cuda (default cpu)")
     run.add_argument("--particles", type=int, help="number of particles / draws")
@@ -94,17 +97,12 @@ def _run(prog, args):
         _check_output(args.plot, "--plot", set(FigureCanvasBase.get_supported_filetypes()))
     name = args.target or prog.default_name()
     spec = prog.run_spec(name)
-    default = {"diffusion": "fkc", "sequence": "pf"}.get(prog.kind(name), "is")
-    method = args.method if args.method is not None else (spec.method if spec else default)
-    if spec and spec.method == method:
-        options = dict(spec.options)
-    else:
-        options = {k: v for k, v in (spec.options if spec else {}).items() if k in ("reference", "fold", "precision")}
-        dropped = [k for k in (spec.options if spec else {}) if k not in options]
-        if dropped:
-            print(f"note: --method {method}: the options {', '.join(dropped)} of line {spec.node.line} "
-                  f"(sample {spec.target} with {spec.method}) are not used", file=sys.stderr)
-    options["method"] = method
+    options, dropped = prog.run_options(name, args.method)
+    if dropped:
+        print(f"note: --method {args.method}: the options {', '.join(dropped)} of line {spec.node.line} "
+              f"(sample {spec.target} with {spec.method}) are not used", file=sys.stderr)
+    options.setdefault("method", {"diffusion": "fkc", "sequence": "pf"}.get(prog.kind(name), "is"))
+    method = options["method"]
     if args.seed is not None or "seed" not in options:
         options["seed"] = 0 if args.seed is None else args.seed
     for key in RUN_FLAGS:
@@ -117,7 +115,7 @@ def _run(prog, args):
                 raise PPLError(f"{flag}: method {method!r} has no option {key}; it is an option of nuts, hmc "
                                f"and pmmh")
             options[key] = getattr(args, key)
-    options.setdefault("runtime", (spec.runtime if spec and spec.runtime else "numpyro"))
+    options.setdefault("runtime", "numpyro")
     if args.float64:
         options["precision"] = "float64"
     if sys.stderr.isatty():
@@ -132,13 +130,24 @@ def _run(prog, args):
     if result.log_z is not None:
         se = f" ± {result.log_z_se:.4g}" if getattr(result, "log_z_se", None) is not None else ""
         print(f"log Z = {result.log_z:.6g}{se}")
-    print(f"method {method} on {options['runtime']}, {getattr(result, 'wall_time', float('nan')):.2f} s")
+    used = ", ".join(f"{k}={_option_text(v)}" for k, v in options.items() if k not in ("method", "runtime", "progress"))
+    print(f"method {method}({used}) on {options['runtime']}, {getattr(result, 'wall_time', float('nan')):.2f} s")
     if args.out:
         result.save(args.out)
         print(f"saved {args.out}")
     if args.plot:
         result.plot(args.plot)
         print(f"saved {args.plot}")
+
+
+def _option_text(value):
+    """An option's value as the language writes it (a model or other object by its name)."""
+    if isinstance(value, (bool, int, float, str)) or value is None:
+        return str(value).lower() if isinstance(value, bool) else repr(value) if isinstance(value, str) else str(value)
+    if isinstance(value, dict):
+        return value.get("name", "?") + "(" + ", ".join(f"{k}={_option_text(v)}" for k, v in value.items()
+                                                         if k != "name") + ")"
+    return getattr(value, "name", None) or type(value).__name__
 
 
 def _tokens_text(seq, shift=1):

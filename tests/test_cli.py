@@ -31,7 +31,7 @@ def test_examples_run(name, runtime, capsys, tmp_path):
         args += ["--out", str(out)]
     assert main(args) == 0
     text = capsys.readouterr().out
-    assert "log Z = " in text and "mean" in text and f"method is on {runtime}" in text
+    assert "log Z = " in text and "mean" in text and "method is(particles=2000, seed=1) on " + runtime in text
     if name == "eight_schools_noncentered":
         import arviz as az
         assert "mu" in az.from_netcdf(out).posterior
@@ -75,7 +75,7 @@ def test_run_ais(capsys):
     program, data = paths("eight_schools_noncentered")
     assert main(["run", program, "--data", data, "--method", "ais", "--particles", "500", "--seed", "0"]) == 0
     text = capsys.readouterr().out
-    assert "log Z = " in text and "method ais on numpyro" in text
+    assert "log Z = " in text and "method ais(particles=500, seed=0) on numpyro" in text
 
 
 @pytest.mark.parametrize("program", sorted(str(p) for p in (Path(__file__).parents[1] / "examples").glob("*.ppl")))
@@ -161,3 +161,32 @@ def test_run_uses_the_files_seed_unless_a_flag_gives_one(tmp_path, capsys):
         assert main(["run", str(program), *flags]) == 0
         return [line for line in capsys.readouterr().out.splitlines() if line.startswith("log Z")][0]
     assert log_z() == log_z("--seed", "7") != log_z("--seed", "0")
+
+
+def test_method_flag_replaces_the_files_method(tmp_path, capsys):
+    """--method X on a file whose `sample` statement is another method's: the statement's method options are
+    dropped (said), its general ones kept, and what ran is printed (issue 36: the dropped options were passed
+    anyway, so the run failed on them, and `particles = 20000` of is became 20000 nuts draws)."""
+    prog = tmp_path / "m.ppl"
+    prog.write_text("model m { x ~ normal(0, 1) }\n"
+                    "sample m with smc(particles = 300, kernel = hmc(n_leapfrog = 3), seed = 4) on pyro\n")
+    assert main(["run", str(prog), "--method", "is"]) == 0
+    out, err = capsys.readouterr()
+    assert "note: --method is: the options particles, kernel of line 2" in err
+    assert "method is(seed=4) on pyro" in out
+    assert main(["run", str(prog), "--method", "nuts", "--chains", "1", "--warmup", "30"]) == 0
+    out = capsys.readouterr().out
+    assert "method nuts(seed=4, chains=1, num_warmup=30) on pyro" in out
+    from ppl.lang import load_ppl
+    assert load_ppl(str(prog)).run_options("m", "nuts") == ({"seed": 4, "runtime": "pyro", "method": "nuts"},
+                                                            ["particles", "kernel"])
+
+
+def test_method_help_lists_every_method(capsys):
+    from ppl.backends import METHODS, get_method
+    get_method("is")    # the registry filled
+    with pytest.raises(SystemExit):
+        main(["run", "--help"])
+    text = " ".join(capsys.readouterr().out.split())
+    missing = [m for m in METHODS if f" {m}," not in text and f" {m} " not in text]
+    assert not missing, missing

@@ -31,6 +31,9 @@ from ..collector import collector_paused
 from .source import Source, suggest
 from .symbolic import NeedsData, Symbolic
 
+#: `sample` options that mean the same for every method: `ppl run --method` keeps them, and drops the others
+GENERAL = ("runtime", "device", "devices", "seed", "reference", "fold", "precision")
+
 
 class RunSpec:
     """`sample NAME with METHOD(options) on RUNTIME`."""
@@ -146,17 +149,27 @@ class PPLFile:
         except PPLError as e:
             raise self.src.relocate(spec.node, e) from None
 
+    def run_options(self, name=None, method=None):
+        """(options, dropped): what a run of target `name` with `method` takes from its `sample` statement (its
+        method, runtime and options), and the names of the statement's options it leaves out. With the
+        statement's own method (or none given) that is everything; with another method only the options that
+        mean the same for every method (`GENERAL`): `particles = 20000` of `is` is not 20000 draws of `nuts`."""
+        spec = self.run_spec(name)
+        if spec is None:
+            return ({} if method is None else {"method": method}), []
+        same = method is None or method == spec.method
+        options = {k: v for k, v in spec.options.items() if same or k in GENERAL}
+        options.setdefault("runtime", spec.runtime)
+        options["method"] = spec.method if same else method
+        return {k: v for k, v in options.items() if v is not None}, [k for k in spec.options if k not in options]
+
     def sample(self, name=None, **overrides):
-        """Run `ppl.sample` on a target with the options of its `sample` statement, updated by `overrides`;
-        errors about a site are located at its statement."""
+        """Run `ppl.sample` on a target with the options of its `sample` statement (`run_options`), updated by
+        `overrides`; errors about a site are located at its statement."""
         from ..api import sample
         name = name or self.default_name()
         spec = self.run_spec(name)
-        kw = dict(spec.options) if spec else {}
-        if spec and spec.runtime:
-            kw.setdefault("runtime", spec.runtime)
-        if spec:
-            kw.setdefault("method", spec.method)
+        kw, _ = self.run_options(name, overrides.get("method"))
         kw.update({k: v for k, v in overrides.items() if v is not None})
         compiled = self.compile(name, reference=kw.pop("reference", None), fold=kw.pop("fold", None))
         if spec:
