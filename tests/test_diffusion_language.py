@@ -93,7 +93,7 @@ def test_cli_runs_the_example_and_writes_the_figure(tmp_path, capsys):
     png = tmp_path / "hot.png"
     assert main(["run", PROGRAM, "--data", DATA, "--particles", "300", "--runtime", "pyro", "--plot", str(png)]) == 0
     out = capsys.readouterr().out
-    assert "log Z = " in out and "x[1]" in out and "x[2]" in out and "method fkc on pyro" in out
+    assert "log Z = " in out and "x[1]" in out and "x[2]" in out and "method fkc(particles=300, " in out and ") on pyro, " in out
     assert png.stat().st_size > 10_000
     assert main(["check", PROGRAM, "--data", DATA]) == 0
     assert "ok (0 model(s), 3 diffusion(s), 4 target(s) built)" in capsys.readouterr().out

@@ -278,7 +278,7 @@ def test_cli_run_prints_and_out_round_trips(tmp_path, capsys):
                  "--out", str(out)]) == 0
     text = capsys.readouterr().out
     assert "ESS per step: " in text and "answer: [" in text and "top sequences (total weight):" in text
-    assert "log Z = " in text and " ± " in text and "method pf on pyro" in text
+    assert "log Z = " in text and " ± " in text and "method pf(particles=300, " in text and ") on pyro, " in text
     top = text.split("top sequences (total weight):\n")[1].splitlines()[0].split(None, 1)[1]
     assert top.startswith("[") and "0" not in top.strip("[]").split(", ")     # tokens printed from 1
     r = ppl.load(str(out))
