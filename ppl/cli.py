@@ -195,9 +195,11 @@ def _check(prog, filename):
         prog.compile(name)
     for spec in prog.runs:
         prog.check_run(spec, None if spec.target in prog.unbuilt else prog.compile(spec.target).kind)
-    diffusions = f"{len(prog.diffusions)} diffusion(s), " if prog.diffusions else ""
-    diffusions += f"{len(prog.sequences)} sequence(s), " if prog.sequences else ""
-    print(f"{filename}: ok ({len(prog.models)} model(s), {diffusions}{len(prog.targets)} target(s) built)")
+    kinds = [(prog.models, "model(s)"), (prog.diffusions, "diffusion(s)"), (prog.sequences, "sequence(s)"),
+             (prog.targets, "target(s)")]
+    built = ", ".join(f"{len(d)} {what}" for d, what in kinds if d) or "nothing"
+    print(f"{filename}: ok (syntax, names, types and {len(prog.runs)} sample statement(s) checked; {built} built"
+          + (f", {len(prog.unbuilt)} checked symbolically)" if prog.unbuilt else ")"))
     if prog.symbolic:
         print(f"symbolic data (no --data): {', '.join(prog.symbolic)}; pass --data to check shapes and values")
         for name, datum in prog.unbuilt.items():
