@@ -96,27 +96,30 @@ class Result:
     def std(self, name):
         return np.sqrt(self.var(name))
 
-    #: the columns of `summary()`, the same for every method
+    #: the columns of `summary()` for MCMC draws, and for weighted runs (IS, SMC, FKC, ...: one ESS, Kish's,
+    #: and R-hat only across several runs)
     SUMMARY_COLUMNS = ("mean", "sd", "mcse_mean", "5%", "95%", "ess_bulk", "ess_tail", "r_hat")
+    WEIGHTED_COLUMNS = ("mean", "sd", "mcse_mean", "5%", "95%", "ess", "r_hat")
 
     def summary(self, var_names=None):
-        """One table (pandas DataFrame) for every method, a row per scalar component: weighted mean, sd, MCSE
-        of the mean, 5% and 95% quantiles, bulk and tail ESS, and R-hat. Rows are labelled 1-based as in the
-        language (`theta[1]` is `samples["theta"][..., 0]`).
+        """One table (pandas DataFrame), a row per scalar component: weighted mean, sd, MCSE of the mean, 5% and
+        95% quantiles, ESS and R-hat. Rows are labelled 1-based as in the language (`theta[1]` is
+        `samples["theta"][..., 0]`).
 
-        MCMC draws: ESS, MCSE and rank-normalized R-hat from ArviZ. Weighted runs (IS, SMC, FKC): both ESS
-        columns are the Kish ESS (Σw)²/Σw² summed over runs, MCSE = sd / √ESS, and R-hat is ArviZ's across the
-        independent runs (their resampled draws; NaN for one run)."""
+        MCMC draws (`SUMMARY_COLUMNS`): bulk and tail ESS, MCSE and rank-normalized R-hat from ArviZ. Weighted
+        runs (`WEIGHTED_COLUMNS`): `ess` is the Kish ESS (Σw)²/Σw² summed over runs (one number for every
+        component, which is all the weights say), MCSE = sd / √ESS, and `r_hat` is ArviZ's across independent
+        runs (their resampled draws), a column only when there are several."""
         import arviz as az
         import pandas as pd
         names = list(var_names or self.samples)
         chains = next(iter(self.samples.values())).shape[0]
+        weighted = self.log_weights is not None
         stats = None
-        if self.log_weights is None or chains > 1:
+        if not weighted or chains > 1:
             with warnings.catch_warnings():
                 warnings.simplefilter("ignore")  # constant components give NaN R-hat
                 stats = az.summary(self.to_arviz(), var_names=names, kind="diagnostics", round_to="none")
-        ess = self.ess  # Kish ESS of the weights, the same for every component of a weighted run
         rows, index = [], []
         for name in names:
             x, w = self._pooled(name)
@@ -124,22 +127,21 @@ class Result:
             for j in range(flat.shape[1]):
                 at = np.unravel_index(j, x.shape[1:])
                 key = name if x.ndim == 1 else f"{name}[{', '.join(map(str, at))}]"   # ArviZ's, 0-based
-                label = component_label(name, at)
                 col = flat[:, j]
                 m = float(np.dot(w, col))
                 sd = float(np.sqrt(np.dot(w, (col - m) ** 2)))
-                if self.log_weights is None:
-                    mcse, ess_bulk, ess_tail = (float(stats.loc[key, k])
-                                                for k in ("mcse_mean", "ess_bulk", "ess_tail"))
+                row = {"mean": m, "sd": sd, "5%": float(_weighted_quantile(col, w, 0.05)),
+                       "95%": float(_weighted_quantile(col, w, 0.95))}
+                if weighted:
+                    row.update(ess=self.ess, mcse_mean=sd / np.sqrt(self.ess))
                 else:
-                    ess_bulk = ess_tail = ess
-                    mcse = sd / np.sqrt(ess)
-                rows.append({"mean": m, "sd": sd, "mcse_mean": mcse, "5%": float(_weighted_quantile(col, w, 0.05)),
-                             "95%": float(_weighted_quantile(col, w, 0.95)), "ess_bulk": ess_bulk,
-                             "ess_tail": ess_tail,
-                             "r_hat": float(stats.loc[key, "r_hat"]) if stats is not None else float("nan")})
-                index.append(label)
-        return pd.DataFrame(rows, index=index, columns=list(self.SUMMARY_COLUMNS))
+                    row.update({k: float(stats.loc[key, k]) for k in ("mcse_mean", "ess_bulk", "ess_tail")})
+                if stats is not None:
+                    row["r_hat"] = float(stats.loc[key, "r_hat"])
+                rows.append(row)
+                index.append(component_label(name, at))
+        columns = self.WEIGHTED_COLUMNS if weighted else self.SUMMARY_COLUMNS
+        return pd.DataFrame(rows, index=index, columns=[c for c in columns if stats is not None or c != "r_hat"])
 
     def to_arviz(self):
         """InferenceData: equally weighted draws per chain (weighted runs are resampled systematically),
