@@ -7,6 +7,8 @@ supports are NumPyro's and Pyro's, not ours.
 """
 import numbers
 
+import numpy as np
+
 from ..errors import PPLError, UnknownNameError, ValueRangeError
 
 #: name in the `.ppl` language -> (class name shared by numpyro/pyro, positional parameter names)
@@ -51,6 +53,93 @@ PARAM_EVENT_DIMS = {("Dirichlet", "concentration"): 1, ("MultivariateNormal", "l
 DISCRETE = {"Bernoulli", "Binomial", "Poisson", "Categorical"}
 SUPPORTS = ("real", "positive", "unit_interval", "simplex", "ordered", "positive_ordered")
 
+#: the constraint of each parameter that is not merely real, as NumPyro's `arg_constraints` name it (Pyro's
+#: agree but for Poisson's rate, nonnegative there); a numpy copy, so that the compiler checks constant parameters
+#: without a runtime; tests/test_invalid_parameters.py checks it against both libraries' own
+PARAM_CONSTRAINTS = {
+    **{(f, "scale"): "positive" for f in ("Normal", "HalfNormal", "HalfCauchy", "HalfStudentT", "Cauchy", "StudentT",
+                                          "LogNormal", "Laplace")},
+    **{(f, p): "positive" for f, ps in (("StudentT", ("df",)), ("HalfStudentT", ("df",)), ("Exponential", ("rate",)),
+                                        ("Gamma", ("concentration", "rate")), ("InverseGamma", ("concentration", "rate")),
+                                        ("Beta", ("concentration1", "concentration0")), ("Poisson", ("rate",)),
+                                        ("Dirichlet", ("concentration",))) for p in ps},
+    ("Bernoulli", "probs"): "unit_interval", ("Binomial", "probs"): "unit_interval",
+    ("Binomial", "total_count"): "nonnegative_integer", ("Categorical", "probs"): "simplex",
+    ("MultivariateNormal", "covariance_matrix"): "positive_definite",
+    ("MultivariateNormal", "scale_tril"): "lower_cholesky"}
+
+
+def _simplex(x):
+    return np.all(x >= 0, axis=-1) & (np.abs(x.sum(-1) - 1) < 1e-6)
+
+
+def _positive_definite(x):
+    sym = np.all(np.abs(x - np.swapaxes(x, -1, -2)) < 1e-6, axis=(-2, -1))
+    return sym & np.all(np.linalg.eigvalsh(np.where(np.isfinite(x), x, 0.0)) > 0, axis=-1)
+
+
+#: name -> (numpy predicate, what a valid value is), as NumPyro checks them
+CONSTRAINTS = {
+    "real": (np.isfinite, "finite"),
+    "positive": (lambda x: x > 0, "positive"),
+    "unit_interval": (lambda x: (x >= 0) & (x <= 1), "in [0, 1]"),
+    "nonnegative_integer": (lambda x: (x >= 0) & (x == np.floor(x)), "a nonnegative integer"),
+    "simplex": (_simplex, "nonnegative and summing to 1"),
+    "positive_definite": (_positive_definite, "a symmetric positive definite matrix"),
+    "lower_cholesky": (lambda x: np.all(np.triu(x, 1) == 0, axis=(-2, -1)) &
+                       np.all(np.diagonal(x, axis1=-2, axis2=-1) > 0, axis=-1), "lower triangular with a positive diagonal")}
+
+#: supports of observations (named as NumPyro names them, `compiler.lower.support_name`) -> constraint
+SUPPORT_CONSTRAINTS = {"Real": "real", "RealVector": "real", "Positive": "positive", "UnitInterval": "unit_interval",
+                       "Simplex": "simplex", "IntegerNonnegative": "nonnegative_integer",
+                       "Boolean": "nonnegative_integer", "IntegerInterval": "nonnegative_integer"}
+
+
+def concrete(value):
+    """`value` as a float64 numpy array when it is a number or a numpy array (of numbers), else None (a runtime
+    array, a tracer, a symbol)."""
+    if isinstance(value, bool) or not isinstance(value, (numbers.Real, np.ndarray, np.generic, list, tuple)):
+        return None
+    try:
+        a = np.asarray(value, dtype=np.float64)
+    except (TypeError, ValueError):
+        return None
+    return a
+
+
+def _shown(a):
+    return f"{a.item():g}" if a.size == 1 else np.array2string(a.ravel()[:6], precision=4, separator=", ") + \
+        ("..." if a.size > 6 else "")
+
+
+def invalid_parameter(family, params):
+    """'parameter = value must be ...' for the first parameter of `family` outside its constraint
+    (`PARAM_CONSTRAINTS`; uniform's high must exceed its low), or None; `params` are numpy arrays."""
+    with np.errstate(invalid="ignore"):
+        for k, v in params.items():
+            ok, what = CONSTRAINTS[PARAM_CONSTRAINTS.get((family, k), "real")]
+            if not np.all(ok(v)):
+                return f"{k} = {_shown(v)} must be {what}"
+        if family == "Uniform" and np.broadcast_shapes(params["low"].shape, params["high"].shape) is not None and \
+                not np.all(params["low"] < params["high"]):
+            return f"low = {_shown(params['low'])} must be below high = {_shown(params['high'])}"
+    return None
+
+
+def outside_support(support, y, low=None, high=None):
+    """'value ... is outside the support' where the observation y (numpy) is not in the support named `support`
+    (within [low, high] when given: an interval), or None."""
+    constraint = SUPPORT_CONSTRAINTS.get(support)
+    with np.errstate(invalid="ignore"):
+        ok = CONSTRAINTS[constraint][0](y) if constraint else np.isfinite(y)
+        if low is not None:
+            ok = ok & (y >= low) & (y <= high)
+    if np.all(ok):
+        return None
+    bad = y[~ok] if np.shape(ok) == np.shape(y) else y
+    where = f" [{_shown(np.asarray(low))}, {_shown(np.asarray(high))}]" if low is not None else ""
+    return f"{_shown(bad)} is outside its support ({support}{where})"
+
 
 class Distribution:
     """A distribution family with parameters, runtime-independent. `shape` expands its batch shape."""
@@ -63,6 +152,21 @@ class Distribution:
         for k, v in self.params.items():
             if k != "support" and (v is None or isinstance(v, (str, bytes))):
                 raise ValueRangeError(f"{family}: parameter {k} must be a number or an array, got {v!r}")
+        self.check_constant()
+
+    def check_constant(self):
+        """A ValueRangeError naming the parameter when every parameter is a constant (numbers, numpy arrays) and
+        one is outside its constraint (`invalid_parameter`), as NumPyro's `validate_args`. Runtime arrays, and
+        the compiler's numpy trace (where a latent site takes one representative value), are not checked here:
+        a run names a site whose parameters are invalid where its weights fail (`Program.diagnose`)."""
+        from ..compiler.shapes import tracing_shapes
+        if self.family == "ImproperUniform" or tracing_shapes():
+            return
+        params = {k: concrete(v) for k, v in self.params.items()}
+        if all(v is not None for v in params.values()):
+            bad = invalid_parameter(self.family, params)
+            if bad:
+                raise ValueRangeError(f"{self.family}: parameter {bad}")
 
     @property
     def is_discrete(self):
