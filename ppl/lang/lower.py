@@ -248,7 +248,10 @@ class ModelBuilder:
 
             def fn(**env):
                 lo, hi, fw = ends(env)
-                return D.make("uniform", lo, hi, shape=shape_of(env, fw))
+                try:   # bounds known before sampling are checked where they are written (lower < upper)
+                    return D.make("uniform", lo, hi, shape=shape_of(env, fw))
+                except PPLError as e:
+                    raise src.relocate(typ, e) from None
 
             def factor(**env):
                 lo, hi, fw = ends(env)
