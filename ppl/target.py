@@ -39,6 +39,17 @@ def _positive(value, what):
     return float(value)
 
 
+def _numbers(value, what):
+    """`value` as a numpy array of numbers (ints, floats or booleans), or a ValueRangeError naming `what`."""
+    try:
+        arr = np.asarray(value)
+    except (TypeError, ValueError):
+        arr = None
+    if arr is None or arr.dtype.kind not in "biuf":
+        raise ValueRangeError(f"{what} must be a number or an array of numbers, got {value!r:.60}")
+    return arr
+
+
 def arg_names(fn, what):
     """Names a function reads: its positional parameters (no *args / **kwargs)."""
     if not callable(fn):
@@ -129,6 +140,7 @@ class Target:
 
     def condition(self, **data):
         """Observe sites: each name must be a latent site of some model in this target."""
+        data = {k: _numbers(v, f"the observed value of {k!r}") for k, v in data.items()}
         missing = [k for k in data if not any(k in m.sites and m.sites[k].kind == "latent" for m in self.models())]
         if missing:
             raise NameResolutionError(f"cannot condition on {', '.join(missing)}: no model in this target has "
@@ -181,9 +193,19 @@ class Model(Target):
             else:
                 raise PPLError(f"site {k!r} of model {self.name}: expected a distribution, a function returning "
                                f"one, ppl.deterministic(...) or ppl.factor(...), got {type(v).__name__}")
-        self.data = {k: np.asarray(v) if not isinstance(v, (int, float)) else v for k, v in (data or {}).items()}
+        if not isinstance(data, (dict, type(None))) or any(not isinstance(k, str) for k in data or {}):
+            raise PPLError(f"data of model {self.name} must be a dict of name -> value, got {data!r:.60}")
+        self.data = {k: v if isinstance(v, (int, float)) else _numbers(v, f"data {k!r} of model {self.name}")
+                     for k, v in (data or {}).items()}
         self.observed = dict(observed or {})
+        both = sorted(set(self.data) & set(self.sites))
+        if both:
+            raise NameResolutionError(f"in model {self.name}, {', '.join(map(repr, both))} is both data and a site",
+                                      hint="rename one; to observe a site, use .condition(name=value)")
         for k, s in self.sites.items():
+            if k in s.parents:
+                raise NameResolutionError(f"in model {self.name}, site {k!r} reads itself", site=k,
+                                          hint="a site is computed from other sites and data")
             for p in s.parents:
                 if p not in self.sites and p not in self.data:
                     raise NameResolutionError(
@@ -198,7 +220,7 @@ class Model(Target):
         if not mine:
             return self
         observed = dict(self.observed)
-        observed.update({k: np.asarray(v) for k, v in mine.items()})
+        observed.update(mine)
         return Model(self.sites, self.data, observed, name=self.name)
 
     def describe(self):

@@ -21,7 +21,7 @@ from .interpret import Interpreter, concrete_int
 from .names import (PREV, State, assigned, dependency_order, free, lag, markov_reads, reads, state_names, walk,
                     writes)
 from .source import suggest
-from .symbolic import Symbolic
+from .symbolic import NeedsData, Symbolic
 
 _POSITIVE = {"half_normal", "half_cauchy", "half_student_t", "lognormal", "exponential", "gamma", "inverse_gamma"}
 _REAL = {"normal", "cauchy", "student_t", "laplace"}
@@ -110,9 +110,13 @@ class ModelBuilder:
         self.check_reads_after_writes(groups)
         data = {k: v for k, v in self.data.items() if k not in self.observed}
         try:
-            return Model(self.sites, data=data, observed=self.observed, name=self.name)
+            model = Model(self.sites, data=data, observed=self.observed, name=self.name)
         except PPLError as e:
-            raise self.src.relocate(self.node, e) from None
+            raise self.src.relocate(self.positions.get(e.site, self.node), e) from None
+        for value in self.observed.values():   # `ppl check` without data: the model is built, not compiled
+            if isinstance(value, Symbolic):
+                raise NeedsData(value.name)
+        return model
 
     def data_values(self, ordered):
         """Values computed from data and constants alone, evaluated once (numpy) and added to the data; returns
@@ -168,9 +172,14 @@ class ModelBuilder:
         else:
             self.sites[name] = Site(kind, fn, parents, source=self._source(node))
 
-    def parents(self, names_read):
+    def parents(self, names_read, own=None):
+        """The names a statement reads that are sites or data; reading an unknown name or `own` (the site the
+        statement defines) is an error at the read."""
         out = []
         for name, where in names_read:
+            if name == own:
+                raise self.src.error(where, f"{own!r} reads itself: a site's distribution cannot depend on its "
+                                            f"own value", hint="use another site, data or a constant here")
             if name in self.kinds or name in self.data:
                 if name not in out:
                     out.append(name)
@@ -187,7 +196,7 @@ class ModelBuilder:
                                  hint=f"observe it with `{name} ~ ...`")
         self._new(name, s, "latent")
         tname, bounds, dims = type_parts(typ, self.src)
-        parents = self.parents(reads([b.value for b in bounds.values()], dims, dist))
+        parents = self.parents(reads([b.value for b in bounds.values()], dims, dist), own=name)
         interp, src = self.interp, self.src
 
         def shape_of(env, fw):
@@ -308,7 +317,7 @@ class ModelBuilder:
                                      hint=f"write {name} ~ normal(0, 1) [J] and index {name}[j] where you use it")
             self._new(name, lv, "latent")
             site = name
-        parents = self.parents(reads(dist))
+        parents = self.parents(reads(dist), own=site)
         interp = self.interp
         fn = lambda **env: interp.distribution(dist, env, pm.framework(list(env.values())))  # noqa: E731
         self.add_latent(site, fn, parents, s)
