@@ -14,8 +14,10 @@ MAX_POINTS = 2000
 
 
 def _components(posterior, var_names):
-    """[(label, draws [C*S])] for the scalar components of the chosen sites, at most MAX_COMPONENTS."""
+    """[(label, draws [C*S])] for the scalar components of the chosen sites, at most MAX_COMPONENTS; labels
+    1-based as the summary's (`theta[1]`)."""
     from .errors import NameResolutionError
+    from .result import component_label
     names = list(posterior.data_vars) if var_names is None else list(var_names)
     missing = [n for n in names if n not in posterior.data_vars]
     if missing:
@@ -27,7 +29,7 @@ def _components(posterior, var_names):
         flat = x.reshape(x.shape[0] * x.shape[1], -1)
         for j in range(flat.shape[1]):
             idx = np.unravel_index(j, x.shape[2:])
-            out.append((name if x.ndim == 2 else f"{name}[{', '.join(map(str, idx))}]", flat[:, j]))
+            out.append((component_label(name, idx), flat[:, j]))
     return out[:MAX_COMPONENTS]
 
 

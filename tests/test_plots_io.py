@@ -41,7 +41,7 @@ def test_plot_mcmc_has_corner_and_energy(tmp_path):
     fig = mcmc_result().plot(tmp_path / "nuts.png")
     assert (tmp_path / "nuts.png").stat().st_size > 10_000
     labels = {ax.get_xlabel() for ax in fig.axes}
-    assert {"mu", "theta[0]", "theta[1]", "theta[2]"} <= labels
+    assert {"mu", "theta[1]", "theta[2]", "theta[3]"} <= labels     # 1-based, as the summary's rows
     assert sum(ax.axison for ax in fig.axes) == 10 + 1  # lower triangle of 4 x 4, plus the energy panel
     energy = fig.axes[-1]
     assert any("BFMI" in label for label in energy.get_legend_handles_labels()[1])
