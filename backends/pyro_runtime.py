@@ -61,6 +61,10 @@ def compiling(mode, after=None):
         compile_mode(*previous)
 
 
+class CompileWarning(RuntimeWarning):
+    """A function could not be compiled by torch and runs eagerly (correct, slower)."""
+
+
 class _Signature:
     """What a traced graph is specialized to: the shapes, dtypes and devices of the tensor leaves of the
     arguments, the values of the int/bool/None/str leaves, the tree structure, the default dtype. Float leaves
@@ -153,8 +157,8 @@ class _Compiled:
         if not self.warned and not isinstance(err, PPLError):
             self.warned = True
             msg = str(err).strip().splitlines()[0][:200] if str(err).strip() else ""
-            warnings.warn(f"ppl: torch compile of {getattr(self.fn, '__name__', 'a function')} fell back to eager "
-                          f"({type(err).__name__}: {msg})", RuntimeWarning, stacklevel=4)
+            warnings.warn(f"torch compile of {getattr(self.fn, '__name__', 'a function')} fell back to eager "
+                          f"({type(err).__name__}: {msg})", CompileWarning, stacklevel=4)
 
     def _trace(self, e, args, leaves, spec):
         """One aten graph of fn for this signature, over fake tensors (a branch on values fails it)."""

@@ -14,7 +14,7 @@ import numpy as np
 
 from ..errors import PlanError, PPLError
 from ..stdlib.distributions import Distribution, per_particle, repeated
-from .shapes import Support, check_size
+from .shapes import TRACE_BYTES, Support, check_size
 
 
 def support_name(constraint):
@@ -186,7 +186,11 @@ class Constrain(Handler):
         if self.build:
             shape = tuple(d.batch_shape) + tuple(d.event_shape)
             ushape = tuple(tr.inverse_shape(shape))
-            check_size(f"latent site {node.name!r} of shape {shape}", int(np.prod(shape, dtype=float)), site=node.name)
+            size = int(np.prod(shape, dtype=float))
+            if size == 0:
+                raise PlanError(f"latent site {node.name!r} has shape {shape}: no elements to sample",
+                                hint="give every dimension a size >= 1, or remove the site", site=node.name)
+            check_size(f"latent site {node.name!r} of shape {shape}", size, TRACE_BYTES, site=node.name)
             e = self.layout[node.name] = {"shape": shape, "ushape": ushape, "offset": self.offset,
                                           "size": int(np.prod(ushape, dtype=int)), "support": support_name(d.support),
                                           "from": t.label}

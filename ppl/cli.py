@@ -79,7 +79,10 @@ def graph_text(g):
 
 
 def _check_output(path, what, extensions):
-    """Refuse an output path before a run, not after it: its folder must exist and its extension be known."""
+    """Refuse an output path before a run, not after it: it must name a file with a known extension that can be
+    written (tried by opening it for appending; a file the probe created is removed again)."""
+    if not path.strip():
+        raise PPLError(f"{what}: empty file name")
     folder = os.path.dirname(os.path.abspath(path))
     if not os.path.isdir(folder):
         raise PPLError(f"{what} {path}: the folder {folder} does not exist")
@@ -87,12 +90,20 @@ def _check_output(path, what, extensions):
     if ext not in extensions:
         raise PPLError(f"{what} {path}: unknown extension {'.' + ext if ext else '(none)'}; use one of "
                        f"{', '.join('.' + e for e in sorted(extensions))}")
+    existed = os.path.exists(path)
+    try:
+        with open(path, "ab"):
+            pass
+    except OSError as e:
+        raise PPLError(f"{what} {path}: cannot write there ({e.strerror})") from None
+    if not existed:
+        os.remove(path)
 
 
 def _run(prog, args):
-    if args.out:
+    if args.out is not None:
         _check_output(args.out, "--out", {"nc"})
-    if args.plot:
+    if args.plot is not None:
         from matplotlib.backend_bases import FigureCanvasBase
         _check_output(args.plot, "--plot", set(FigureCanvasBase.get_supported_filetypes()))
     name = args.target or prog.default_name()
@@ -132,10 +143,10 @@ def _run(prog, args):
         print(f"log Z = {result.log_z:.6g}{se}")
     used = ", ".join(f"{k}={_option_text(v)}" for k, v in options.items() if k not in ("method", "runtime", "progress"))
     print(f"method {method}({used}) on {options['runtime']}, {getattr(result, 'wall_time', float('nan')):.2f} s")
-    if args.out:
+    if args.out is not None:
         result.save(args.out)
         print(f"saved {args.out}")
-    if args.plot:
+    if args.plot is not None:
         result.plot(args.plot)
         print(f"saved {args.plot}")
 
@@ -207,8 +218,16 @@ def _check(prog, filename):
 
 
 def _show_warning(message, category, filename, lineno, file=None, line=None):
-    """A warning as `warning: message`, without the internal source line Python shows."""
-    print(f"warning: {message}", file=file or sys.stderr)
+    """A warning as `warning: message`, without the internal source line Python shows; one of another library
+    (ArviZ, JAX, ...) says whose it is: `warning (arviz): message`."""
+    ours = category.__module__.split(".")[0] == "ppl"
+    print(f"warning{'' if ours else f' ({_origin(filename)})'}: {message}", file=file or sys.stderr)
+
+
+def _origin(filename):
+    """The package a source file belongs to (the folder after site-packages), else the file's name."""
+    parts = os.path.normpath(filename).split(os.sep)
+    return parts[parts.index("site-packages") + 1] if "site-packages" in parts[:-1] else os.path.basename(filename)
 
 
 def main(argv=None):

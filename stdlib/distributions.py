@@ -50,6 +50,8 @@ _ALIASES = {"Bernoulli": ("logits", "probs"), "Binomial": ("probs", "logits"),
 PARAM_EVENT_DIMS = {("Dirichlet", "concentration"): 1, ("MultivariateNormal", "loc"): 1,
                     ("MultivariateNormal", "covariance_matrix"): 2, ("MultivariateNormal", "scale_tril"): 2,
                     ("Categorical", "probs"): 1, ("Categorical", "logits"): 1}
+#: the most dimensions of a site or parameter
+MAX_DIMS = 30
 DISCRETE = {"Bernoulli", "Binomial", "Poisson", "Categorical"}
 SUPPORTS = ("real", "positive", "unit_interval", "simplex", "ordered", "positive_ordered")
 
@@ -146,12 +148,27 @@ class Distribution:
 
     def __init__(self, family, params, shape=()):
         self.family, self.params = family, dict(params)
-        self.shape = (shape,) if isinstance(shape, int) else tuple(shape)
-        if any(isinstance(n, bool) or not isinstance(n, numbers.Integral) or n < 0 for n in self.shape):
+        self.shape = (shape,) if isinstance(shape, numbers.Integral) else tuple(shape) \
+            if isinstance(shape, (tuple, list)) else None
+        if self.shape is None or any(isinstance(n, bool) or not isinstance(n, numbers.Integral) or n < 0
+                                     for n in self.shape):
             raise ValueRangeError(f"{family}: shape must be non-negative integers, got {shape!r}")
+        batches = []
         for k, v in self.params.items():
             if k != "support" and (v is None or isinstance(v, (str, bytes))):
                 raise ValueRangeError(f"{family}: parameter {k} must be a number or an array, got {v!r}")
+            s, ev = tuple(np.shape(v)) if k != "support" else (), PARAM_EVENT_DIMS.get((family, k), 0)
+            if 0 in s[len(s) - ev:] or len(s) < ev:
+                raise ValueRangeError(f"{family}: parameter {k} of shape {s} needs {ev} event dimension(s), none empty")
+            batches.append(s[:len(s) - ev])
+        if max(map(len, batches + [self.shape])) > MAX_DIMS:
+            raise ValueRangeError(f"{family}: more than {MAX_DIMS} dimensions (numpy broadcasts up to 32, and a "
+                                  f"run adds particle and chain axes)")
+        try:
+            np.broadcast_shapes(*batches)
+        except ValueError:
+            raise ValueRangeError(f"{family}: parameters {', '.join(k for k in self.params if k != 'support')} "
+                                  f"of batch shapes {', '.join(map(str, batches))} do not broadcast") from None
         self.check_constant()
 
     def check_constant(self):
@@ -160,7 +177,7 @@ class Distribution:
         the compiler's numpy trace (where a latent site takes one representative value), are not checked here:
         a run names a site whose parameters are invalid where its weights fail (`Program.diagnose`)."""
         from ..compiler.shapes import tracing_shapes
-        if self.family == "ImproperUniform" or tracing_shapes():
+        if tracing_shapes():
             return
         params = {k: concrete(v) for k, v in self.params.items()}
         if all(v is not None for v in params.values()):

@@ -190,3 +190,28 @@ def test_method_help_lists_every_method(capsys):
     text = " ".join(capsys.readouterr().out.split())
     missing = [m for m in METHODS if f" {m}," not in text and f" {m} " not in text]
     assert not missing, missing
+
+
+def test_other_libraries_warnings_say_whose(capsys):
+    """Our warnings print as `warning: ...`; another library's name it, so they do not read as ours."""
+    from ppl.cli import _show_warning
+    from ppl.backends.importance import ImportanceWarning
+    _show_warning("k-hat", ImportanceWarning, "/repo/backends/importance.py", 1)
+    _show_warning("shape", UserWarning, "/usr/lib/python3/site-packages/arviz/stats/diagnostics.py", 3)
+    assert capsys.readouterr().err.splitlines() == ["warning: k-hat", "warning (arviz): shape"]
+
+
+@pytest.mark.parametrize("flag, path, message", [
+    ("--out", "/proc/ppl-result.nc", "cannot write there"), ("--out", "/sys/ppl-result.nc", "cannot write there"),
+    ("--out", "DIR.nc", "cannot write there (Is a directory)"), ("--out", "", "--out: empty file name"),
+    ("--plot", "/proc/ppl-figure.png", "cannot write there"), ("--out", "/no/such/folder/r.nc", "does not exist")])
+def test_unwritable_outputs_are_refused_before_the_run(flag, path, message, tmp_path, capsys):
+    """--out and --plot are tried before sampling, not after a long run (issue 36: a traceback at the end)."""
+    (tmp_path / "DIR.nc").mkdir()
+    prog = tmp_path / "m.ppl"
+    prog.write_text("model m { x ~ normal(0, 1) }\nsample m with is(particles = 10)\n")
+    path = str(tmp_path / path) if path == "DIR.nc" else path
+    assert main(["run", str(prog), flag, path]) == 2
+    out, err = capsys.readouterr()
+    assert message in err and "Traceback" not in err and "log Z" not in out, err
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["DIR.nc", "m.ppl"]
