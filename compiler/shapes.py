@@ -21,19 +21,33 @@ from ..stdlib.distributions import PARAM_EVENT_DIMS
 
 
 def memory_bytes():
-    """This machine's physical memory (None where the OS does not say)."""
+    """The memory this process can still allocate without swapping: MemAvailable of /proc/meminfo (Linux), else
+    the free physical pages, else the physical memory; None where the OS says none of these."""
     try:
-        return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
-    except (AttributeError, ValueError, OSError):
-        return None
+        with open("/proc/meminfo") as f:
+            return next(int(line.split()[1]) * 1024 for line in f if line.startswith("MemAvailable:"))
+    except (OSError, StopIteration, ValueError, IndexError):
+        pass
+    for pages in ("SC_AVPHYS_PAGES", "SC_PHYS_PAGES"):
+        try:
+            return os.sysconf("SC_PAGE_SIZE") * os.sysconf(pages)
+        except (AttributeError, ValueError, OSError):
+            continue
+    return None
 
 
-def check_size(what, elements, bytes_per_element=4, hint=None, site=None):
-    """Refuse an array of `elements` numbers that cannot fit in this machine's memory, before allocating it."""
+def check_size(what, elements, bytes_per_element, hint=None, site=None):
+    """Refuse `elements` numbers of `bytes_per_element` bytes each (all the copies that will be held at once)
+    that do not fit in the memory available now, before allocating them."""
     total, memory = elements * bytes_per_element, memory_bytes()
     if memory is not None and total > memory:
-        raise ShapeError(f"{what} needs {elements:.3g} numbers ({total / 2 ** 30:.3g} GiB), more than this "
-                         f"machine's memory ({memory / 2 ** 30:.3g} GiB)", site=site, hint=hint)
+        raise ShapeError(f"{what} needs {elements:.3g} numbers ({total / 2 ** 30:.3g} GiB), more than the memory "
+                         f"available ({memory / 2 ** 30:.3g} GiB)", site=site, hint=hint)
+
+
+#: bytes per element of a latent site that the compiler's trace holds at once: its unconstrained value, its
+#: constrained value and a log density, float64 numpy arrays of its shape
+TRACE_BYTES = 3 * 8
 
 
 _TRACING = contextvars.ContextVar("ppl_shape_trace", default=False)

@@ -2,6 +2,8 @@
 import inspect
 import time
 
+import numpy as np
+
 from . import advice
 from .backends import check_options, check_value, get_method, get_runtime, option_names, sharding
 from .compiler import compile
@@ -40,7 +42,7 @@ def sample(target, method="is", runtime="numpyro", device="cpu", particles=10_00
     sharding.check(method, run, particles, rt.n_devices)
     dim = getattr(compiled, "dim", None)
     if dim:
-        check_size(f"{particles} particles of dimension {dim}", particles * dim,
+        check_size(f"{particles} particles of dimension {dim}", particles * dim, np.dtype(rt.precision).itemsize,
                    hint=f"use fewer particles ({advice.options(method, particles=...)})" +
                    (f" or batches ({advice.options(method, batch_size=...)})" if method in ("is", "smc") else ""))
     start = time.perf_counter()
