@@ -7,7 +7,7 @@ import numbers
 
 from .. import advice
 from ..errors import PlanError, UnknownNameError, ValueRangeError
-from .runtime import get_runtime
+from .runtime import PRECISIONS, get_runtime
 
 METHODS = {}
 
@@ -36,12 +36,29 @@ def flag(value, what, optional=False):
     return value
 
 
+def one_of(value, what, known):
+    """value if it is one of the strings `known`, or an UnknownNameError naming `what` and the known ones."""
+    if not isinstance(value, str) or value not in known:
+        raise UnknownNameError(f"unknown {what} {value!r}; choose one of {', '.join(known)}")
+    return value
+
+
+def proposal(value, what):
+    """value if None or a fitted proposal (`backends.proposals.Proposal`), else a PlanError naming `what`."""
+    from .proposals import Proposal
+    if value is not None and not isinstance(value, Proposal):
+        raise PlanError(f"{what} must be a fitted proposal (r.proposal of an 'ais' run, ppl.amortize(...)(context)), "
+                        f"got {type(value).__name__} {value!r:.40}")
+    return value
+
+
 #: options that mean one thing in every method taking them: name -> check(value, name), which returns the value
 VALUES = {"particles": lambda v, k: integer(v, k, 1), "seed": lambda v, k: integer(v, k, 0, 2 ** 63),
           "chains": lambda v, k: integer(v, k, 1), "num_warmup": lambda v, k: integer(v, k, 0),
           "runs": lambda v, k: integer(v, k, 1), "target_accept": fraction, "target_ess": fraction,
           "decorrelation": fraction, "resample_threshold": lambda v, k: fraction(v, k, closed=True),
-          "fold": flag, "progress": lambda v, k: flag(v, k, optional=True)}
+          "fold": flag, "progress": lambda v, k: flag(v, k, optional=True),
+          "precision": lambda v, k: one_of(v, k, PRECISIONS), "proposal": proposal}
 
 
 def check_value(name, value):

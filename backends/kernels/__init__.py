@@ -23,7 +23,7 @@ import pkgutil
 from collections import namedtuple
 from typing import Callable, NamedTuple
 
-from ...errors import UnknownNameError
+from ...errors import UnknownNameError, ValueRangeError
 
 Particles = namedtuple("Particles", "z log_ref log_rest grad")
 
@@ -39,7 +39,9 @@ class Kernel(NamedTuple):
     propose: Callable
 
     def options(self, given):
-        """The kernel's options: its defaults updated by `given` (unknown names are an error)."""
+        """The kernel's options: its defaults updated by `given` (a dict; unknown names are an error)."""
+        if not isinstance(given, (dict, type(None))):
+            raise ValueRangeError(f"kernel_options must be a dict of option -> value, got {given!r:.60}")
         given = dict(given or {})
         unknown = sorted(set(given) - set(self.defaults))
         if unknown:
