@@ -144,3 +144,16 @@ def test_save_needs_a_path():
     for path in (None, "", 3):
         with pytest.raises(ppl.PPLError, match="saved to a file path"):
             r.save(path)
+
+
+@pytest.mark.parametrize("family", ["gaussian", "student_t", "mixture"])
+def test_loaded_ais_fit_is_still_a_reference(family, tmp_path):
+    """`ppl.load` keeps the fitted proposal of ais and the unconstrained draws (issue 36: r.proposal was lost, so
+    a loaded fit could not be reused as reference=)."""
+    m = ppl.model(s=ppl.Gamma(3.0, 2.0), x=ppl.Normal(0.0, 1.0, shape=(2,)))
+    r = ppl.sample(m, method="ais", particles=200, seed=0, family=family, components=2)
+    back = ppl.load(r.save(tmp_path / "ais.nc"))
+    assert back.proposal.family == family and back.proposal.sites == r.proposal.sites
+    np.testing.assert_array_equal(back.unconstrained, r.unconstrained)
+    a, b = (ppl.sample(m, method="is", reference=q, particles=300, seed=1) for q in (r.proposal, back.proposal))
+    assert a.log_z == pytest.approx(b.log_z, abs=1e-6)
