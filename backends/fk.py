@@ -3,7 +3,8 @@
 A particle method is a Feynman–Kac model: initial draws M0, Markov kernels M_t and log potentials log G_t.
 The model supplies them (`FeynmanKac`); this module owns everything else. One step t of `make_step`:
 
-1. weight:   log w_i = log W_i + log G_t(x_i) (non-finite → −inf, counted),
+1. weight:   log w_i = log W_i + log G_t(x_i) (non-finite → −inf, counted; NaN and +inf also apart: −inf is a
+             zero density, NaN or +inf one the model failed to define, which a backend refuses),
              log c_t = logsumexp(log w),  log W = log w − log c_t,  log Z += log c_t
              (so log Z = Σ_t log Σ_i W_{t−1}^i G_t(x^i), and with W_{−1} = 1/N, log c_0 = logmeanexp log G_0);
 2. resample: when ESS = 1 / Σ W² < threshold · N (and the model allows it at t): ancestors
@@ -53,7 +54,8 @@ class FKState(NamedTuple):
 class StepInfo(NamedTuple):
     """What one step reports: log c_t, ESS after weighting, whether it resampled, the number of non-finite
     potentials, the relative variance of Ẑ_t (above), the ancestors (when kept), what the model's `track`
-    saw after weighting (e.g. filtering moments) and the model's own record from its move."""
+    saw after weighting (e.g. filtering moments), the model's own record from its move, and the number of
+    potentials that were NaN or +inf (`invalid`: the non-finite ones that are not −inf)."""
     log_c: Any
     ess: Any
     resampled: Any
@@ -62,6 +64,7 @@ class StepInfo(NamedTuple):
     ancestors: Any
     tracked: Any
     model: Any
+    invalid: Any = None
 
 
 class FeynmanKac:
@@ -173,6 +176,7 @@ def make_step(model, resampler="systematic", threshold=1.0, keep_ancestors=False
         k_res, k_move = rt.split(key, 2)
         log_g, x, carry = model.log_potential(s.t, s.particles, s.log_w, s.carry)
         finite = xp.isfinite(log_g)
+        invalid = xp.sum(~finite & (log_g != NEG_INF))
         log_g = xp.where(finite, log_g, NEG_INF)
         log_w = s.log_w + log_g
         log_c = xp.logsumexp(log_w)
@@ -210,5 +214,5 @@ def make_step(model, resampler="systematic", threshold=1.0, keep_ancestors=False
                 log_w = xp.full((origin.shape[0],), -math.log(origin.shape[0]))
         state = shard(rt, FKState(x, log_w, s.log_z + log_c, eve, carry, s.t + 1))
         return state, StepInfo(log_c, ess, resampled, xp.sum(~finite), rel_var,
-                               idx if keep_ancestors else None, tracked, info)
+                               idx if keep_ancestors else None, tracked, info, invalid)
     return step

@@ -73,9 +73,10 @@ class Importance(fk.FeynmanKac):
         return self.program.sample_reference(key, n), None
 
     def log_potential(self, t, z, log_w, carry):
+        """log L, or log γ − log q with a proposal; NaN where log π0 is (a reference draw it fails to define)."""
         ref, rest = self.log_parts(z, None)
         if self.proposal is None:
-            return rest, z, carry
+            return self.rt.xp.where(self.rt.xp.isnan(ref), ref, rest), z, carry
         return ref + rest - self.proposal.log_prob(self.rt, z), z, carry
 
 
@@ -103,9 +104,12 @@ def run(compiled, rt, key, particles=10_000, progress=None, batch_size=None, pro
     state, info = step(k1, fk.init(model, k0, particles))
     log_w = rt.to_numpy(state.log_w).astype(np.float64)
     log_z, non_finite = float(rt.to_numpy(info.log_c)), int(rt.to_numpy(info.non_finite))
-    if not math.isfinite(log_z):
-        raise InferenceError(f"importance sampling: all {particles} weights vanished (log densities were "
-                             f"-inf or NaN on every particle); the proposal misses the target's support")
+    invalid = int(rt.to_numpy(info.invalid))
+    if invalid or not math.isfinite(log_z):
+        raise model.program.diagnose(state.particles, "importance sampling") or InferenceError(
+            f"importance sampling: {invalid} of {particles} log weights were NaN or +inf (the proposal's density)"
+            if invalid else f"importance sampling: all {particles} weights vanished (log densities were -inf on "
+            f"every particle); the proposal misses the target's support")
     ess = float(rt.to_numpy(info.ess))
     k = weights_khat(log_w)
     samples = {k_: v[None] for k_, v in model.program.to_constrained(state.particles).items()}

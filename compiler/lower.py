@@ -6,14 +6,19 @@ reference), each deterministic site is computed, then every term ℓ_t is evalua
 `Program` vmaps that over particles (and jit-compiles it on JAX):
 
     log_reference(z) = Σ_t r_t ℓ_t + log|det J|     log_rest(z) = Σ_t (c_t − r_t) ℓ_t
+
+Nothing is checked on that path. Constant parameters are checked where a distribution is built
+(`Distribution.check_constant`), those read from data only and observations at compile time (`Evaluator.trace`);
+after a run whose weights were NaN or all vanished, `Program.diagnose` says which term failed and why.
 """
 import collections
 import contextlib
 
 import numpy as np
 
-from ..errors import PlanError, PPLError
-from ..stdlib.distributions import Distribution, per_particle, repeated
+from ..errors import InferenceError, PlanError, PPLError, SupportError, ValueRangeError
+from ..stdlib.distributions import (LIBRARY, Distribution, concrete, invalid_parameter, outside_support, per_particle,
+                                     repeated)
 from .shapes import TRACE_BYTES, Support, check_size
 
 
@@ -135,12 +140,36 @@ class Evaluator:
         values, dets, _, dists, layout = self.latent_values(None)
         for t in self.c.terms:
             if t.kind in ("prior", "gaussian", "likelihood"):
-                check(t, self.term_dist(t, values, dets, dists), layout)
+                d = self.term_dist(t, values, dets, dists)
+                if t.kind != "gaussian":
+                    self.check_constant(t, values, dets, d)
+                check(t, d, layout)
         terms, _ = self.term_values(values, dets, dists)
         for t, v in zip(self.c.terms, terms):
             if t.kind in ("reward", "energy", "factor"):
                 check(t, v, layout)
         return layout
+
+
+    def check_constant(self, t, values, dets, d):
+        """A located error where a distribution that reads only data has a parameter outside its constraint, or an
+        observation is outside its support (the support's bounds are checked when they read only data)."""
+        m = t.model
+        fixed = set(m.sites[t.site].parents) <= set(m.data) | set(m.observed)
+        error = None
+        if fixed:
+            spec = self.spec(t, self.env(m, values, dets))
+            params = {k: concrete(v) for k, v in spec.params.items() if k != "support"}
+            if all(v is not None for v in params.values()):
+                error = invalid_parameter(getattr(spec, "base_family", spec.family), params)
+                error = error and ValueRangeError(f"{t.label}: parameter {error}", site=t.site)
+        if error is None and t.kind == "likelihood":
+            y = concrete(self.obs[m.name][t.site])
+            bounds = d.support.params if fixed and support_name(d.support) == "Interval" else {}
+            error = y is not None and outside_support(support_name(d.support), y, bounds.get("low"), bounds.get("high"))
+            error = error and SupportError(f"observed {t.site!r} of model {m.name}: {error}", site=t.site)
+        if error:
+            raise error
 
 
 class Handler:
@@ -264,8 +293,9 @@ class Program:
         self.compiled, self.rt = compiled, get_runtime(rt) if isinstance(rt, str) else rt
         self.ev = Evaluator(compiled, self.rt)
         self.layout, self.dim = compiled.layout, compiled.dim
-        self._ref_coef = self.rt.asarray(compiled.ref_coef)
-        self._rest_coef = self.rt.asarray(compiled.rest_coef)
+        # each sum over its own terms only: 0 · (−inf) is NaN (a term at −inf made the other sum NaN)
+        self._ref_terms, self._rest_terms = ((self.rt.asindex(np.flatnonzero(c)), self.rt.asarray(c[c != 0]))
+                                             for c in (compiled.ref_coef, compiled.rest_coef))
         self.log_densities = self.rt.jit_pure(self.rt.vmap(self.log_parts))
         self.value_and_grad = self.rt.jit_pure(self.rt.value_and_grad(self._tempered))
         self.to_constrained_arrays = self.rt.jit(self.rt.vmap(self._constrained))
@@ -279,6 +309,7 @@ class Program:
         self.observed = [(site if sites.count(site) == 1 else f"{m}.{site}", t) for (m, site), t in seen.items()]
         self._log_likelihood = self.rt.jit(self.rt.vmap(self._pointwise))
         self._predictive = self.rt.jit(self._predict)
+        self._term_values = self.rt.jit(self.rt.vmap(self._terms))
 
     # per particle
     def log_parts(self, z):
@@ -289,7 +320,14 @@ class Program:
             zero = self.rt.xp.zeros(())
             return zero + ldj, zero
         t = self.rt.xp.stack([self.rt.asarray(v) if isinstance(v, float) else v for v in terms])
-        return (t * self._ref_coef).sum() + ldj, (t * self._rest_coef).sum()
+        (ri, rc), (li, lc) = self._ref_terms, self._rest_terms
+        xp = self.rt.xp
+        return (xp.take(t, ri, axis=0) * rc).sum() + ldj, (xp.take(t, li, axis=0) * lc).sum()
+
+    def _terms(self, z):
+        values, dets, _, dists, _ = self.ev.latent_values(z, self.layout)
+        terms, _ = self.ev.term_values(values, dets, dists)
+        return self.rt.xp.stack([self.rt.asarray(v) for v in terms]) if terms else self.rt.xp.zeros((0,))
 
     def _tempered(self, z, beta):
         ref, rest = self.log_parts(z)
@@ -315,6 +353,63 @@ class Program:
             spec_of = lambda vals, t=t: ev.spec(t, ev.env(t.model, vals[0], vals[1]))  # noqa: E731
             out[name] = rt.sample(per_particle(rt, spec_of, batched), k)
         return out
+
+    def invalid_at(self, z, t):
+        """'parameter = value must be ...' (or 'value is outside its support') where term t's distribution at the
+        one particle z [D] has an invalid parameter (or observation), else None: evaluated eagerly, after a run."""
+        if t.kind not in ("prior", "likelihood"):
+            return None
+        values, dets, _, dists, _ = self.ev.latent_values(z, self.layout)
+        spec = self.ev.spec(t, self.ev.env(t.model, values, dets))
+        family = getattr(spec, "base_family", spec.family)   # a sorted (ordered) site: its elements' family
+        said = None
+        if family in LIBRARY:
+            said = invalid_parameter(family, {k: self.rt.to_numpy(self.rt.asarray(v)).astype(np.float64)
+                                              for k, v in spec.params.items() if k != "support"})
+        if said is None and t.kind == "likelihood":
+            d, y = self.ev.term_dist(t, values, dets, dists), self.ev.obs[t.model.name][t.site]
+            support = support_name(d.support)
+            bounds = [self.rt.to_numpy(getattr(d.support, b)) for b in ("lower_bound", "upper_bound")] \
+                if support == "Interval" else [None, None]
+            said = outside_support(support, self.rt.to_numpy(y).astype(np.float64), *bounds)
+        return said
+
+    def diagnose(self, z, what):
+        """The error that says why the log density failed at particles z [N, D] after a run (its weights were NaN or
+        +inf, or all vanished): the first term, in the target's order, that was NaN or +inf at some particle or
+        −inf at all of them, named with its site and, where its distribution has an invalid parameter (or its
+        observation is outside the support) at such a particle, the parameter and its value. None if no term
+        failed (e.g. a proposal's density did). Batched over particles; the one particle is checked eagerly."""
+        vals = self.rt.to_numpy(self._term_values(z)).astype(np.float64)
+        n = vals.shape[0]
+        for j, t in enumerate(self.compiled.terms):
+            v = vals[:, j]
+            nan, pos = int(np.isnan(v).sum()), int((v == np.inf).sum())
+            if not (nan or pos or np.all(v == -np.inf)):
+                continue
+            i = int(np.argmax(np.isnan(v) | (v == np.inf)))
+            site = t.site if t.kind in ("prior", "likelihood", "factor") else None
+            said = self.invalid_at(z[i], t) if t.kind in ("prior", "likelihood") else None
+            if said is not None:
+                at = "at every particle" if not (nan or pos) else f"at {nan + pos} of {n} particles"
+                kind = SupportError if "support" in said else ValueRangeError
+                return kind(f"{what}: {t.label}: {said} ({at})", site=site)
+            if nan or pos:
+                counts = " and ".join(f"{k} at {c}" for c, k in ((nan, "NaN"), (pos, "+inf")) if c)
+                return InferenceError(f"{what}: {t.label} was {counts} of {n} particles; a density must be finite "
+                                      f"or -inf (zero density) everywhere, and the run would have dropped those "
+                                      f"particles silently", site=site,
+                                      hint="return -inf where the value is outside its domain, e.g. "
+                                           "ppl.math.where(x > 0, ppl.math.log(x), -inf)")
+            return InferenceError(f"{what}: {t.label} was -inf (zero density) at all {n} particles", site=site)
+        return None
+
+    def check_draws(self, z, what):
+        """Raise `diagnose`'s error if a term is NaN or +inf at some of the particles z [N, D] (a method's initial
+        draws: one batched evaluation of the terms, for a method whose own densities map NaN to −inf)."""
+        vals = self.rt.to_numpy(self._term_values(z))
+        if np.isnan(vals).any() or (vals == np.inf).any():
+            raise self.diagnose(z, what)
 
     # batched
     def log_likelihood(self, z):

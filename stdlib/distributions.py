@@ -52,6 +52,8 @@ PARAM_EVENT_DIMS = {("Dirichlet", "concentration"): 1, ("MultivariateNormal", "l
                     ("Categorical", "probs"): 1, ("Categorical", "logits"): 1}
 #: the most dimensions of a site or parameter
 MAX_DIMS = 30
+#: the class names of the runtimes' libraries that FAMILIES use
+LIBRARY = {family for family, _ in FAMILIES.values()}
 DISCRETE = {"Bernoulli", "Binomial", "Poisson", "Categorical"}
 SUPPORTS = ("real", "positive", "unit_interval", "simplex", "ordered", "positive_ordered")
 
@@ -86,6 +88,7 @@ CONSTRAINTS = {
     "positive": (lambda x: x > 0, "positive"),
     "unit_interval": (lambda x: (x >= 0) & (x <= 1), "in [0, 1]"),
     "nonnegative_integer": (lambda x: (x >= 0) & (x == np.floor(x)), "a nonnegative integer"),
+    "boolean": (lambda x: (x == 0) | (x == 1), "0 or 1"),
     "simplex": (_simplex, "nonnegative and summing to 1"),
     "positive_definite": (_positive_definite, "a symmetric positive definite matrix"),
     "lower_cholesky": (lambda x: np.all(np.triu(x, 1) == 0, axis=(-2, -1)) &
@@ -94,7 +97,7 @@ CONSTRAINTS = {
 #: supports of observations (named as NumPyro names them, `compiler.lower.support_name`) -> constraint
 SUPPORT_CONSTRAINTS = {"Real": "real", "RealVector": "real", "Positive": "positive", "UnitInterval": "unit_interval",
                        "Simplex": "simplex", "IntegerNonnegative": "nonnegative_integer",
-                       "Boolean": "nonnegative_integer", "IntegerInterval": "nonnegative_integer"}
+                       "Boolean": "boolean", "IntegerInterval": "nonnegative_integer"}
 
 
 def concrete(value):
@@ -115,8 +118,11 @@ def _shown(a):
 
 
 def invalid_parameter(family, params):
-    """'parameter = value must be ...' for the first parameter of `family` outside its constraint
-    (`PARAM_CONSTRAINTS`; uniform's high must exceed its low), or None; `params` are numpy arrays."""
+    """'parameter = value must be ...' for the first parameter of `family` (a class of the libraries, `LIBRARY`)
+    outside its constraint (`PARAM_CONSTRAINTS`; uniform's high must exceed its low), or None; `params` are numpy
+    arrays."""
+    if family not in LIBRARY or family == "ImproperUniform":
+        return None
     with np.errstate(invalid="ignore"):
         for k, v in params.items():
             ok, what = CONSTRAINTS[PARAM_CONSTRAINTS.get((family, k), "real")]
