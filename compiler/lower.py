@@ -401,7 +401,8 @@ class Program:
                                       f"particles silently", site=site,
                                       hint="return -inf where the value is outside its domain, e.g. "
                                            "ppl.math.where(x > 0, ppl.math.log(x), -inf)")
-            return InferenceError(f"{what}: {t.label} was -inf (zero density) at all {n} particles", site=site)
+            return InferenceError(f"{what}: all weights vanished: {t.label} was -inf (zero density) at all {n} "
+                                  f"particles", site=site)
         return None
 
     def check_draws(self, z, what):
