@@ -36,10 +36,16 @@ def memory_bytes():
     return None
 
 
+#: arrays up to this many bytes are not checked against the memory available
+UNCHECKED = 2 ** 26
+
+
 def check_size(what, elements, bytes_per_element, hint=None, site=None):
     """Refuse `elements` numbers of `bytes_per_element` bytes each (all the copies that will be held at once)
-    that do not fit in the memory available now, before allocating them."""
-    total, memory = elements * bytes_per_element, memory_bytes()
+    that do not fit in the memory available now, before allocating them (from `UNCHECKED` bytes: the OS is not
+    asked about less, so that a model of many small sites compiles without a read of /proc per site)."""
+    total = elements * bytes_per_element
+    memory = memory_bytes() if total > UNCHECKED else None
     if memory is not None and total > memory:
         raise ShapeError(f"{what} needs {elements:.3g} numbers ({total / 2 ** 30:.3g} GiB), more than the memory "
                          f"available ({memory / 2 ** 30:.3g} GiB)", site=site, hint=hint)

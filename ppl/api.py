@@ -33,6 +33,7 @@ def sample(target, method="is", runtime="numpyro", device="cpu", particles=10_00
                             f"space, which methods 'is' and 'ais' sample from; method {method!r} takes a "
                             f"reference model: reference=ppl.model(...)")
         reference, options = None, {**options, "proposal": reference}
+    check_value("proposal", options.get("proposal"))
     seed, particles = check_value("seed", seed), check_value("particles", particles)
     fold, progress = check_value("fold", fold), check_value("progress", progress)
     rt = get_runtime(runtime, device, precision, devices)

@@ -24,10 +24,11 @@ For functions f_1..f_J of the target π = γ / Z, on the unconstrained space (γ
 delta-method errors, and the components of a mixture proposal as control variates.
 """
 import math
+import numbers
 
 import numpy as np
 
-from .errors import PPLError, ShapeError, UnknownNameError, ValueRangeError
+from .errors import PPLError, ShapeError, UnknownNameError, UserFunctionError, ValueRangeError
 from .backends.proposals import Gaussian, Mixture, Pool, logsumexp
 from .target import arg_names, call_user
 
@@ -72,7 +73,7 @@ def function_values(rt, functions, values, n):
         if missing:
             raise UnknownNameError(f"function {name!r} reads {', '.join(missing)}, not a site of the target; "
                                    f"its sites: {', '.join(sorted(values))}")
-        per_draw = rt.vmap(lambda vals, f=f, name=name: call_user(f, vals, f"function {name!r}"))
+        per_draw = rt.vmap(lambda vals, f=f, name=name: _number(call_user(f, vals, f"function {name!r}"), name))
         v = per_draw({r: values[r] for r in reads})
         v = np.asarray(rt.to_numpy(rt.asarray(v)), dtype=np.float64)
         if v.shape != (n,):
@@ -80,6 +81,14 @@ def function_values(rt, functions, values, n):
                              f"{v.shape[1:]} per draw")
         out.append(v)
     return np.stack(out)
+
+
+def _number(v, name):
+    """The value of function `name` at one draw, refused unless a number (a runtime array: JAX or torch)."""
+    if v is None or isinstance(v, (str, bytes)) or not (isinstance(v, numbers.Number) or hasattr(v, "shape")):
+        raise UserFunctionError(f"function {name!r} must return one number per draw; it returned "
+                                f"{type(v).__name__} {v!r:.40}")
+    return v
 
 
 def _check(functions):
@@ -101,7 +110,7 @@ def expect(target, functions, budget=20_000, runtime="numpyro", device="cpu", se
     _check(functions)
     budget = integer(budget, "budget", 1)
     batches = integer(batches, "batches", 2)
-    if not 0 < adapt < 1:
+    if isinstance(adapt, bool) or not isinstance(adapt, numbers.Real) or not 0 < adapt < 1:
         raise ValueRangeError(f"adapt (the largest fraction of the budget spent adapting) must be in (0, 1), "
                               f"got {adapt!r}")
     if family not in ("gaussian", "mixture"):

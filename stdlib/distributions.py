@@ -171,7 +171,8 @@ class Distribution:
             raise ValueRangeError(f"{family}: more than {MAX_DIMS} dimensions (numpy broadcasts up to 32, and a "
                                   f"run adds particle and chain axes)")
         try:
-            np.broadcast_shapes(*batches)
+            if len(set(batches)) > 1:
+                np.broadcast_shapes(*batches)
         except ValueError:
             raise ValueRangeError(f"{family}: parameters {', '.join(k for k in self.params if k != 'support')} "
                                   f"of batch shapes {', '.join(map(str, batches))} do not broadcast") from None

@@ -3,7 +3,9 @@
 User text is never evaluated as Python: a site function walks the syntax tree. It computes with the
 runtime of its input arrays through `ppl.math` (`fw` is "numpy" for data and constants, "jax" or "torch"
 inside a runtime, which vmaps it over particles). Indices are 1-based and slices `a:b` include both
-ends, as in Stan. Loops of more than `UNROLL` iterations become a runtime scan.
+ends, as in Stan. Loops of more than `UNROLL` iterations become a runtime scan; a loop runs at most
+`MAX_ITERATIONS` times, and the compiler's shape trace runs a longer loop's first `UNROLL` iterations and its
+last (which check indices affine in the loop variable at both ends) rather than all of them.
 """
 import math
 import sys
@@ -11,6 +13,7 @@ import sys
 import numpy as np
 
 from .. import math as pm
+from ..compiler.shapes import ShapeRuntime, tracing_shapes
 from ..errors import PPLError, SourceError
 from ..stdlib import distributions as D
 from . import syntax as S
@@ -19,6 +22,8 @@ from .source import suggest
 
 #: loops with at most this many iterations are unrolled; longer ones become a runtime scan
 UNROLL = 8
+#: the most iterations of one loop (a longer one is an error at its bounds: Python would run it for minutes)
+MAX_ITERATIONS = 10 ** 6
 
 _BINOPS = {"+": lambda a, b: a + b, "-": lambda a, b: a - b, "*": lambda a, b: a * b, "/": lambda a, b: a / b,
            "%": lambda a, b: a % b, "==": lambda a, b: a == b, "!=": lambda a, b: a != b,
@@ -145,6 +150,11 @@ class Interpreter:
                 if (lo is not None and lo < 1) or (hi is not None and size is not None and hi > size):
                     raise self.src.error(it, f"slice {lo}:{hi} is out of range 1..{size}",
                                          hint="indices start at 1 and a:b includes b")
+                first, last = 1 if lo is None else lo, size if hi is None else hi
+                if last is not None and first > last + 1:
+                    raise self.src.error(it, f"slice {'' if lo is None else lo}:{'' if hi is None else hi} is "
+                                             f"reversed: a:b runs up from a to b",
+                                         hint="a:b with b = a - 1 is empty; there is no reversed slice")
                 out.append(slice(None if lo is None else lo - 1, hi))
             else:
                 out.append(_as_index(self.ev(it, env, fw), fw, it, self.src, size))
@@ -254,10 +264,16 @@ class Interpreter:
         if lo is None or hi is None:
             raise self.src.error(s.lo if lo is None else s.hi,
                                  "loop bounds must be integers known before sampling (data or constants)")
+        if hi - lo + 1 > MAX_ITERATIONS:
+            raise self.src.error(s.lo, f"this loop runs {hi - lo + 1} times; a loop runs at most {MAX_ITERATIONS:,} "
+                                       f"times", hint="use vector operations (sum, cumsum, slices x[a:b])")
         before = set(env)
         carried = [n for n in sorted(assigned(s.body) | {"__logp"}) if n in env]
         if hi - lo + 1 <= UNROLL or fw == "numpy":
-            for t in range(lo, hi + 1):
+            steps = range(lo, hi + 1)
+            if hi - lo + 1 > UNROLL and tracing_shapes():   # shapes only: the first iterations and the last
+                steps = [*range(lo, lo + UNROLL), hi]
+            for t in steps:
                 env[s.var] = t
                 self.run(s.body, env, fw)
         else:
@@ -286,7 +302,6 @@ class Interpreter:
 def log_density(d, value, env):
     """Elementwise log density of the `Distribution` d at `value`, on the runtime of the arrays in `env`."""
     from ..backends.runtime import get_runtime
-    from ..compiler.shapes import ShapeRuntime, tracing_shapes
     like = _like(env, value)
     fw = pm.framework(like)
     if fw == "numpy" and tracing_shapes():   # the compiler's numpy trace: shapes only

@@ -506,6 +506,7 @@ def load_ppl(path_or_text, data=None, allow_python=False, filename=None, symboli
     """
     from ..backends import flag
     flag(allow_python, "allow_python")
+    flag(symbolic, "symbolic")
     text = path_or_text
     if isinstance(path_or_text, os.PathLike) or (isinstance(path_or_text, str) and "\n" not in path_or_text
                                                  and path_or_text.endswith(".ppl")):

@@ -12,7 +12,7 @@ import math as _pymath
 import numpy as np
 
 from .. import math as pm
-from ..errors import PPLError
+from ..errors import PPLError, SourceError
 from ..stdlib import distributions as D
 from ..stdlib.markov import markov
 from ..target import Model, Site
@@ -223,7 +223,12 @@ class ModelBuilder:
     def add_latent(self, name, fn, parents, node):
         """A latent site; one that reads only data is a constant distribution, as in the Python API."""
         known = all(p in self.data and not isinstance(self.data[p], Symbolic) for p in parents)
-        constant = fn(**{p: self.data[p] for p in parents}) if known else None
+        try:
+            constant = fn(**{p: self.data[p] for p in parents}) if known else None
+        except SourceError:
+            raise
+        except PPLError as e:
+            raise self.src.relocate(node, e) from None
         self.site(name, "latent", fn, parents, node, constant=constant)
 
     def flat(self, typ, tname, bounds, shape_of):

@@ -34,6 +34,18 @@ def _statements(stmts):
     return tuple(s for s in stmts if s is not None)
 
 
+#: words of the grammar, which cannot name data, models, targets, sites or loop variables
+KEYWORDS = frozenset({"data", "use", "model", "diffusion", "sequence", "target", "sample", "factor", "for", "in",
+                      "with", "on", "from", "and", "or", "not"})
+
+
+def _defined(tok, what):
+    """The name `tok` of a new `what`, refused if it is a keyword."""
+    if str(tok) in KEYWORDS:
+        raise _Misplaced(tok, f"{str(tok)!r} is a keyword and cannot name {what}", hint="choose another name")
+    return str(tok)
+
+
 class _Misplaced(Exception):
     """An operator the flat expression rule accepted where the language does not allow it."""
 
@@ -128,22 +140,22 @@ class _ToSyntax(Transformer):
         return None
 
     def data_decl(self, kw, name, typ):
-        return S.Data(str(name), typ, **_at(kw))
+        return S.Data(_defined(name, "data"), typ, **_at(kw))
 
     def use_stmt(self, kw, name, spec):
-        return S.Use(str(name), str(spec)[1:-1], **_at(kw))
+        return S.Use(_defined(name, "a function"), str(spec)[1:-1], **_at(kw))
 
     def model_def(self, kw, name, *stmts):
-        return S.ModelDef(str(name), _statements(stmts), **_at(kw))
+        return S.ModelDef(_defined(name, "a model"), _statements(stmts), **_at(kw))
 
     def diffusion_def(self, kw, name, func, args):
-        return S.DiffusionDef(str(name), S.Call(str(func), args, **_at(func)), **_at(kw))
+        return S.DiffusionDef(_defined(name, "a diffusion"), S.Call(str(func), args, **_at(func)), **_at(kw))
 
     def sequence_def(self, kw, name, func, args):
-        return S.SequenceDef(str(name), S.Call(str(func), args, **_at(func)), **_at(kw))
+        return S.SequenceDef(_defined(name, "a sequence"), S.Call(str(func), args, **_at(func)), **_at(kw))
 
     def target_def(self, kw, name, expr, *bindings):
-        return S.TargetDef(str(name), expr, _statements(bindings), **_at(kw))
+        return S.TargetDef(_defined(name, "a target"), expr, _statements(bindings), **_at(kw))
 
     def binding(self, name, value):
         return S.Binding(str(name), value, **_at(name))
@@ -154,7 +166,7 @@ class _ToSyntax(Transformer):
 
     # ---- model statements
     def declare(self, name, typ, dist):
-        return S.Declare(str(name), typ, dist, **_at(name))
+        return S.Declare(_defined(name, "a site"), typ, dist, **_at(name))
 
     def tilde(self, target, dist):
         return S.Tilde(target, dist, **_at(target))
@@ -169,10 +181,10 @@ class _ToSyntax(Transformer):
         return S.Factor(value, **_at(kw))
 
     def for_loop(self, kw, var, lo, hi, *body):
-        return S.For(str(var), lo, hi, _statements(body), **_at(kw))
+        return S.For(_defined(var, "a loop variable"), lo, hi, _statements(body), **_at(kw))
 
     def lvalue(self, name, indices):
-        return S.LValue(str(name), _tuple(indices), **_at(name))
+        return S.LValue(_defined(name, "a site or a value"), _tuple(indices), **_at(name))
 
     def dist(self, family, args, shape):
         return S.Dist(str(family), args, _tuple(shape), **_at(family))
@@ -212,6 +224,11 @@ class _ToSyntax(Transformer):
 
     def call_args(self, paren, *args):
         args = [a for a in args if a is not None]
+        seen = set()
+        for a in (a for a in args if isinstance(a, S.Keyword)):
+            if a.name in seen:
+                raise _Misplaced(a, f"{a.name} is given twice", hint="give each option or argument once")
+            seen.add(a.name)
         return S.Args(tuple(a for a in args if not isinstance(a, S.Keyword)),
                       tuple(a for a in args if isinstance(a, S.Keyword)), **_at(paren))
 
