@@ -26,7 +26,7 @@ import numpy as np
 
 from .. import advice
 from ..errors import InferenceError, ValueRangeError
-from ..precision import gradient_sites
+from ..precision import gradient_sites, unresolved
 from ..result import Result, component_label
 from . import check_options, check_value, integer, method
 from .sharding import shards_chains
@@ -56,6 +56,14 @@ def _initial_points(prog, rt, key, chains):
                              f"target density; cannot start {chains} chains",
                              hint=f"check the target's support and parameters, or pass "
                                   f"{advice.reference(prog.compiled.latent)} closer to the target")
+    unresolvable = unresolved(rt.to_numpy(z), rt.precision)
+    if unresolvable:
+        j, scale, step, sd = unresolvable[0]
+        site = next(name for name, e in prog.layout.items() if e["offset"] <= j < e["offset"] + e["size"])
+        raise InferenceError(f"NUTS/HMC: {rt.precision} cannot resolve {site!r}: at its scale {scale:.3g} it moves in "
+                             f"steps of {step:.3g}, while the reference's sd there is {sd:.3g}; the sampler would "
+                             f"crawl with a vanishing step size", hint="rerun with precision='float64' (ppl run "
+                                                                       "--float64), or center and scale the site")
     best = 8 * np.arange(chains) + lp.reshape(chains, 8).argmax(axis=1)
     empty = lp[best] == -np.inf
     spare = [i for i in finite[np.argsort(-lp[finite])] if i not in best]

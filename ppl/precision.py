@@ -23,9 +23,27 @@ def gradient_sites(layout, grad, log_density):
     return [name for name, e in layout.items() if bad[e["offset"]:e["offset"] + e["size"]].any()]
 
 
+#: the fewest float steps per standard deviation of a site's draws for the float type to resolve it
+STEPS_PER_SD = 10
+
+
+def unresolved(x, precision, weights=None):
+    """[(component index, scale, step, sd)] of the columns of x [N, K] that `precision` cannot resolve: at their
+    scale max |x| the spacing of adjacent floats exceeds sd / STEPS_PER_SD (e.g. float32 near 1e8 moves in steps
+    of 8: a site of sd 1 there is a handful of values). `weights` [N] (normalized) weigh the sd."""
+    x = np.asarray(x, dtype=np.float64)
+    w = np.full(len(x), 1.0 / len(x)) if weights is None else np.asarray(weights, dtype=np.float64)
+    mean = w @ x
+    sd = np.sqrt(np.maximum(w @ (x - mean) ** 2, 0.0))
+    scale = np.abs(x).max(axis=0)
+    step = np.spacing(scale.astype(precision)).astype(np.float64)
+    return [(j, scale[j], step[j], sd[j]) for j in np.flatnonzero(step > sd / STEPS_PER_SD)]
+
+
 def check(result, layout, precision):
     """Warn (`PrecisionWarning`) for each latent site of `layout` (continuous, as all latent sites are) whose
-    draws have zero spread in some element over more than one draw, and for NaN samples, log weights or log Z."""
+    draws have zero spread in some element over more than one draw, or that the float type cannot resolve
+    (`unresolved`), and for NaN samples, log weights or log Z."""
     sites = []
     for name in layout or {}:
         x = result.samples.get(name)
@@ -36,6 +54,13 @@ def check(result, layout, precision):
             sites.append(f"{name!r} (non-finite draws)")
         elif x.shape[0] > 1 and (np.ptp(x, axis=0) == 0).any():
             sites.append(f"{name!r} (all {x.shape[0]} draws equal)")
+        elif x.shape[0] > 1 and x.size:
+            w = None if result.log_weights is None else result.weights.reshape(-1) / result.weights.shape[0]
+            bad = unresolved(x.reshape(len(x), -1), precision, w)
+            if bad:
+                _, scale, step, sd = bad[0]
+                sites.append(f"{name!r} (at its scale {scale:.3g} {precision} moves in steps of {step:.3g}, "
+                             f"its sd is {sd:.3g})")
     if result.log_weights is not None and np.isnan(result.log_weights).any():
         sites.append("the log weights (NaN)")
     if result.log_z is not None and np.isnan(result.log_z):

@@ -108,3 +108,19 @@ def test_gradient_check_is_silent_in_float64():
         prog = ppl.compile(overflowing_gradient()).lower(rt)
         (value, _), grad = prog.value_and_grad(rt.asarray(np.linspace(8.9, 9.2, 8)[:, None]), rt.asarray(1.0))
     assert gradient_sites(prog.layout, rt.to_numpy(grad), rt.to_numpy(value)) == []
+
+
+@pytest.mark.parametrize("method", ["is", "smc"])
+def test_float32_that_cannot_resolve_the_posterior_says_so(method):
+    """float32 moves in steps of 8 near 1e8, the posterior's sd is 1: said as a precision problem naming the step
+    (issue 36: IS only warned of heavy-tailed weights and suggested SMC)."""
+    _, said = run(shifted(), method=method, particles=1000, seed=1)
+    why = {"is": "(at its scale 1e+08 float32 moves in steps of 8", "smc": "(all 1000 draws equal)"}[method]
+    assert len(said) == 1 and f"'x' {why}" in said[0] and "precision='float64'" in said[0], said
+
+
+@pytest.mark.parametrize("runtime", ["numpyro", "pyro"])
+def test_nuts_refuses_a_float32_reference_it_cannot_resolve(runtime):
+    """Before the chains run (issue 36: pyro's float32 NUTS on this target ran > 600 s with no output)."""
+    with pytest.raises(ppl.InferenceError, match="float32 cannot resolve 'x': at its scale 1e\\+08 it moves in steps"):
+        ppl.sample(shifted(), method="nuts", runtime=runtime, chains=1, num_warmup=10, num_samples=10)
