@@ -1,7 +1,9 @@
 """A grammar fuzz: mutated example programs either check (or run) or fail with a PPLError (exit 2, no traceback)."""
 import re
+import resource
 from pathlib import Path
 
+import numpy as np
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
@@ -13,7 +15,34 @@ EXAMPLES = sorted(ROOT.glob("*.ppl"))
 #: small examples with their data in examples/ (few sites and data points: a run of 20 particles is quick)
 RUNNABLE = [(ROOT / "eight_schools_noncentered.ppl", ROOT / "eight_schools.data.json"),
             (ROOT / "garch11.ppl", ROOT / "garch11.data.json")]
+#: how much more address space a mutant may take than the test process had before the fuzz
+MEMORY_CAP = 4 * 2 ** 30
 TOKEN = re.compile(r"\s+|[A-Za-z_][A-Za-z_0-9]*|\d+(?:\.\d*)?(?:e-?\d+)?|\S")
+
+
+def _address_space():
+    """This process's virtual memory size in bytes (Linux: /proc/self/statm)."""
+    with open("/proc/self/statm") as f:
+        return int(f.read().split()[0]) * resource.getpagesize()
+
+
+@pytest.fixture(scope="module", autouse=True)
+def memory_cap():
+    """While the fuzz runs, the process's address space may grow by `MEMORY_CAP` at most (RLIMIT_AS): a mutant
+    that allocates more fails its test with a MemoryError instead of taking the machine's memory."""
+    try:
+        limit = _address_space() + MEMORY_CAP
+    except OSError:
+        pytest.skip("no /proc/self/statm: the memory cap needs Linux")
+    soft, hard = resource.getrlimit(resource.RLIMIT_AS)
+    resource.setrlimit(resource.RLIMIT_AS, (limit if hard == resource.RLIM_INFINITY else min(limit, hard), hard))
+    yield
+    resource.setrlimit(resource.RLIMIT_AS, (soft, hard))
+
+
+def test_the_memory_cap_holds():
+    with pytest.raises(MemoryError):
+        np.empty(2 * MEMORY_CAP // 8)   # virtual memory only: without the cap, nothing is touched
 
 
 def mutate(draw, text):
