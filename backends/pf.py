@@ -149,8 +149,10 @@ class StatePath:
                 total = total - whole.lower(rt).log_prob(y).sum()
             return total, xp.sum(xp.abs(per_t))
         # jitted: on JAX one compile instead of one per operation (seconds of a first run)
-        total, scale = rt.jit(residual)(key)
-        if not abs(float(rt.to_numpy(total))) <= 1e-4 * (1.0 + float(rt.to_numpy(scale))):
+        total, scale = (float(rt.to_numpy(v)) for v in rt.jit(residual)(key))
+        if math.isnan(total):   # the probe path met a NaN density: undecided here, the run refuses the NaN itself
+            return
+        if not abs(total) <= 1e-4 * (1.0 + scale):
             names = ", ".join(repr(t.site) for t, _ in self.obs)
             raise PPLError(f"observation {names} of the state path {self.ss.name!r} is not elementwise in time: "
                            f"element t must depend on {self.ss.name}[t] only (and on data indexed by t)")
@@ -261,6 +263,7 @@ class StepwiseFilter:
         p = Particles(x, log_ratio)
         log_g, p, _ = model.log_potential(t, p, log_w, None)
         finite = xp.isfinite(log_g)
+        invalid = xp.sum(~finite & (log_g != fk.NEG_INF))
         log_w = log_w + xp.where(finite, log_g, fk.NEG_INF)
         log_c = xp.logsumexp(log_w)
         log_w = log_w - log_c
@@ -274,7 +277,7 @@ class StepwiseFilter:
         idx = xp.where(resampled, idx, xp.arange(n))
         x, log_ratio, eve = (xp.take(a, idx, axis=0) for a in (p.x, p.log_ratio, eve))
         return (x, log_ratio, xp.where(resampled, -math.log(n), log_w), eve, log_w), \
-            (log_c, ess, resampled, xp.sum(~finite), idx) + tuple(tracked)
+            (log_c, ess, resampled, xp.sum(~finite), idx, invalid) + tuple(tracked)
 
     def __call__(self, key):
         rt, xp, path, n, ts = self.rt, self.rt.xp, self.path, self.n, self.ts
@@ -297,10 +300,10 @@ class StepwiseFilter:
                     log_ratio, log_w, eve = ratio(x, x_res, ts[t + 1]), log_w_res, eve_res
             rel_var = fk.relative_variance(rt, log_w_t, eve)     # at the last step, before its resampling
         cols = [xp.stack(c) if i != 4 or self.smoother else None for i, c in enumerate(zip(*rows))]
-        log_c, ess, resampled, non_finite, idx = cols[:5]
+        log_c, ess, resampled, non_finite, idx, invalid = cols[:6]
         state = fk.FKState(Particles(x_res, ratio_res), log_w_res, log_c.sum(), eve_res, None,
                            rt.asindex(path.length))
-        return state, fk.StepInfo(log_c, ess, resampled, non_finite, rel_var, idx, tuple(cols[5:]), None)
+        return state, fk.StepInfo(log_c, ess, resampled, non_finite, rel_var, idx, tuple(cols[6:]), None, invalid)
 
 
 def run_filter(path, key, n, resampler="systematic", threshold=0.5, smoother=None):
@@ -439,10 +442,17 @@ def run(compiled, rt, key, particles=1000, progress=None, resampler="systematic"
     name, path, filt = cache[sig]
     state, info, rest = filt(k_run)
     log_z_path = rt.to_numpy(info.log_c).astype(np.float64)
+    invalid = rt.to_numpy(info.invalid)
+    if invalid.any():
+        t = int(np.argmax(invalid > 0))
+        raise InferenceError(f"particle filter: the observation density of {name!r} was NaN or +inf at t = {t} on "
+                             f"{int(invalid[t])} of {particles} particles (NaN weights are not dropped silently)",
+                             hint="an observation's parameters out of their range (a negative scale, a log of a "
+                                  "negative number); write where(cond, value, -inf) for a density that is zero there")
     if not np.all(np.isfinite(log_z_path)):
         t = int(np.argmin(np.isfinite(log_z_path)))
         raise InferenceError(f"particle filter: every weight vanished at t = {t} (the observation density was -inf "
-                             f"or NaN on all {particles} particles); the proposal misses the observation")
+                             f"on all {particles} particles); the proposal misses the observation")
     log_z = float(log_z_path.sum()) + float(rt.to_numpy(rt.asarray(rest)))
     se = math.sqrt(float(rt.to_numpy(info.rel_var)))
     mean, var = rt.to_numpy(info.tracked[0]), rt.to_numpy(info.tracked[1])

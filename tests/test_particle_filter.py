@@ -316,3 +316,16 @@ def test_pf_with_latent_static_parameter_names_it(runtime):
                        **_sv_sites(len(y))).condition(y=y)
     with pytest.raises(ppl.PPLError, match=r"\bmu\b"):
         ppl.sample(target, method="pf", particles=100, runtime=runtime)
+
+
+@pytest.mark.parametrize("runtime", ["numpyro", "pyro"])
+def test_nan_observation_densities_are_refused(runtime):
+    """An observation density that is NaN on part of the state space (scale sqrt(x), x < 0 half the time) stops
+    the filter with the step named, instead of being dropped as a zero weight (issue 36)."""
+    y = np.ones(5)
+    m = ppl.model(x=ppl.markov(init=lambda: ppl.Normal(0.0, 1.0), step=lambda prev: ppl.Normal(prev, 1.0),
+                               length=len(y)),
+                  y=lambda x: ppl.Normal(0.0, ppl.math.sqrt(x))).condition(y=y)
+    with pytest.raises(ppl.InferenceError, match=r"observation density of 'x' was NaN or \+inf at t = 0 on \d+ of "
+                                                 r"200 particles"):
+        ppl.sample(m, method="pf", runtime=runtime, particles=200, seed=0)
