@@ -44,11 +44,12 @@ def one_of(value, what, known):
 
 
 def proposal(value, what):
-    """value if None or a fitted proposal (`backends.proposals.Proposal`), else a PlanError naming `what`."""
+    """value if None, a fitted proposal (`backends.proposals.Proposal`: is, ais) or a `ppl.markov` site (the
+    guided particle filter's), else a PlanError naming `what`."""
     from .proposals import Proposal
-    if value is not None and not isinstance(value, Proposal):
-        raise PlanError(f"{what} must be a fitted proposal (r.proposal of an 'ais' run, ppl.amortize(...)(context)), "
-                        f"got {type(value).__name__} {value!r:.40}")
+    if value is not None and not isinstance(value, Proposal) and getattr(value, "markov", None) is None:
+        raise PlanError(f"{what} must be a fitted proposal (r.proposal of an 'ais' run, ppl.amortize(...)(context)) "
+                        f"or, for pf, a ppl.markov site; got {type(value).__name__} {value!r:.40}")
     return value
 
 
