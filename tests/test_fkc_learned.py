@@ -68,7 +68,7 @@ def test_fkc_anneals_the_wells_to_a_lower_temperature():
     exact = WELLS.sample(1_000_000, np.random.default_rng(2), BETA)
     left, energy = np.mean(exact < 0), WELLS.energy(exact).mean()
     lz = WELLS.log_norm(SDE, 1e-3, BETA) - WELLS.log_norm(SDE, 1.0, BETA)
-    runs = np.array([run(seed, moves=1) for seed in (0, 1)])
+    runs = np.array([run(seed, moves=1, increments="sde") for seed in (0, 1)])
     assert np.all(np.abs(runs[:, 0] - left) < 4 * 0.0067), runs
     assert abs(runs[:, 1].mean() - energy + 0.045) < 4 * 0.054 / np.sqrt(2), runs
     assert np.all(np.abs(runs[:, 2] - lz - 3.65) < 4 * 0.081), (runs, lz)
