@@ -41,8 +41,8 @@ def _one_mode(r):
 
 
 def bimodal(d=10, s=3.0, scale=5.0):
-    """½ N(s·1, I) + ½ N(−s·1, I) in d dimensions, log Z = 0 (issue 36: a Gaussian at one mode gave log Z = −log 2
-    ± 4e-7 and no warning), written as x ~ N(0, scale² I) times the factor mixture(x) / N(x; 0, scale² I)."""
+    """½ N(s·1, I) + ½ N(−s·1, I) in d dimensions, log Z = 0 (issue 36: a Gaussian at one mode gave
+    log Z = −log 2 ± 4e-7 and no warning), as x ~ N(0, scale² I) times mixture(x) / N(x; 0, scale² I)."""
     c0 = -0.5 * d * math.log(2 * math.pi)
 
     def log_ratio(x):
