@@ -302,6 +302,7 @@ class SMC(fk.FeynmanKac):
         rt = self.rt
         k0, key = rt.split(key, 2)
         state = fk.init(self, k0, n)
+        self.program.check_draws(state.particles.z, "SMC")   # NaN/+inf densities are refused, with the term named
         infos, beta = [], 0.0
         bar = _progress_bar(progress, desc)
         try:
@@ -311,9 +312,12 @@ class SMC(fk.FeynmanKac):
                                          f"{self.max_steps}); the tempered densities are too peaked for "
                                          f"{n} particles: use more particles or a closer reference")
                 key, sub = rt.split(key, 2)
-                state, info = self.step(sub, state)
+                previous, (state, info) = state, self.step(sub, state)
                 info = rt.tree_map(lambda v: v if v is None else rt.to_numpy(v).item(), info)
                 t = len(infos) + 1
+                if info.invalid:
+                    raise self.program.diagnose(previous.particles.z, "SMC") or InferenceError(
+                        f"SMC: the log density was NaN or +inf on {info.invalid} of {n} particles at step {t}")
                 if not math.isfinite(info.log_c):
                     raise InferenceError(f"SMC: every weight vanished at step {t} (β {beta:.6g} → "
                                          f"{info.model.beta:.6g}): the log density was -inf or NaN on all {n} "

@@ -29,6 +29,13 @@ def test_is_refuses_a_nan_reward_and_names_it(runtime):
 
 
 @pytest.mark.parametrize("runtime", RUNTIMES)
+def test_smc_refuses_a_nan_reward_and_names_it(runtime):
+    """The same target under SMC (it returned the x > 0 truncation, log Z ≈ −0.93, mean 1.26, without a word)."""
+    with pytest.raises(ppl.InferenceError, match=r"SMC: reward _log_tilt was NaN at \d+ of 500 particles"):
+        ppl.sample(ppl.model(**BASE).tilt(_log_tilt), method="smc", runtime=runtime, particles=500, seed=0)
+
+
+@pytest.mark.parametrize("runtime", RUNTIMES)
 def test_is_refuses_a_nan_factor_and_names_its_site(runtime):
     target = ppl.model(**BASE, cut=ppl.factor(lambda x: ppl.math.log(x)))
     with pytest.raises(ppl.InferenceError, match=r"factor m\d*.cut was NaN at \d+ of 500 particles") as e:
