@@ -49,3 +49,19 @@ def test_bash_lines_run(path, tmp_path, monkeypatch):
         method = words[words.index("--method") + 1] if "--method" in words else None
         small = SMALL.get(method, [] if "--particles" in words else ["--particles", "500"])
         assert main(words[1:] + (small if words[1] == "run" else [])) == 0, line
+
+
+def ppl_blocks(path):
+    return re.findall(r"```ppl\n(.*?)```", path.read_text(), flags=re.S)
+
+
+@pytest.mark.parametrize("path", [f for f in FILES if ppl_blocks(f)], ids=lambda p: p.name)
+def test_ppl_blocks_check(path, tmp_path, capsys):
+    """Every ```ppl program passes `ppl check` as written, saved beside the Python functions it `use`s
+    (examples/user_functions.py), its data symbolic."""
+    from ppl.cli import main
+    (tmp_path / "user_functions.py").symlink_to(ROOT / "examples" / "user_functions.py")
+    for i, block in enumerate(ppl_blocks(path)):
+        program = tmp_path / f"block{i}.ppl"
+        program.write_text(block)
+        assert main(["check", str(program), "--allow-python"]) == 0, (block, capsys.readouterr().err)

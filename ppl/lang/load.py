@@ -10,6 +10,7 @@ import gc
 import importlib
 import json
 import os
+import sys
 
 import numpy as np
 
@@ -187,6 +188,21 @@ class PPLFile:
             raise located from None
 
 
+@contextlib.contextmanager
+def _beside(filename):
+    """The folder of the program file `filename` first on the import path (a `use`d module next to its program
+    is found from any working directory), for the duration of an import."""
+    folder = os.path.dirname(os.path.abspath(filename)) if filename and os.path.isfile(filename) else None
+    if folder is None or folder in sys.path:
+        yield
+        return
+    sys.path.insert(0, folder)
+    try:
+        yield
+    finally:
+        sys.path.remove(folder)
+
+
 def _expand(options):
     """An option given as a call, `kernel = hmc(n_leapfrog = 5)`: kernel="hmc", kernel_options={"n_leapfrog": 5}."""
     out = {}
@@ -297,7 +313,8 @@ class Loader:
         if not module or not attr:
             raise self.src.error(node, f"expected \"module:attribute\", got {spec!r}")
         try:
-            fn = getattr(importlib.import_module(module), attr)
+            with _beside(self.src.filename):
+                fn = getattr(importlib.import_module(module), attr)
         except Exception as e:  # noqa: BLE001 (an import failure of the user's module)
             raise self.src.error(node, f"cannot import {spec!r}: {type(e).__name__}: {e}") from None
         if not callable(fn) and not (hasattr(fn, "start") and hasattr(fn, "advance")):
