@@ -116,11 +116,15 @@ def run(compiled, rt, key, particles=4000, family="gaussian", budget=None, max_i
             z.append(rt.to_numpy(zk))
             log_t.append(rt.to_numpy(ref + rest))
             log_r.append(rt.to_numpy(ref))
+            if np.isnan(log_t[-1]).any() or (log_t[-1] == np.inf).any():   # refused, with the term named
+                raise program.diagnose(zk, "ais") or InferenceError(
+                    f"ais: log γ was NaN or +inf at {int((~np.isfinite(log_t[-1]) & (log_t[-1] != -np.inf)).sum())} "
+                    f"of {particles} draws")
         pool.add(q, *(np.concatenate(x).astype(np.float64) for x in (z, log_t, log_r)))
         own = pool.own_log_weights()
         if needed and not np.isfinite(pool.log_weights()).any():
-            raise InferenceError(f"ais: every weight vanished after {sum(pool.sizes)} draws (log γ was -inf or "
-                                 f"NaN on all of them); the start misses the target's support")
+            raise InferenceError(f"ais: every weight vanished after {sum(pool.sizes)} draws (log γ was -inf on all "
+                                 f"of them); the start misses the target's support")
         eff = float(kish_ess(own)) / n if np.isfinite(own).any() else 0.0
         log_z = float(logsumexp(own) - math.log(n))
         table.append({"iteration": len(table), "draws": n, "family": "reference" if q is None else q.family,

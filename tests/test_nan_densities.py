@@ -36,6 +36,12 @@ def test_smc_refuses_a_nan_reward_and_names_it(runtime):
 
 
 @pytest.mark.parametrize("runtime", RUNTIMES)
+def test_ais_refuses_a_nan_reward_and_names_it(runtime):
+    with pytest.raises(ppl.InferenceError, match=r"ais: reward _log_tilt was NaN at \d+ of 500 particles"):
+        ppl.sample(ppl.model(**BASE).tilt(_log_tilt), method="ais", runtime=runtime, particles=500, seed=0)
+
+
+@pytest.mark.parametrize("runtime", RUNTIMES)
 def test_is_refuses_a_nan_factor_and_names_its_site(runtime):
     target = ppl.model(**BASE, cut=ppl.factor(lambda x: ppl.math.log(x)))
     with pytest.raises(ppl.InferenceError, match=r"factor m\d*.cut was NaN at \d+ of 500 particles") as e:
