@@ -150,7 +150,6 @@ class Evaluator:
                 check(t, v, layout)
         return layout
 
-
     def check_constant(self, t, values, dets, d):
         """A located error where a distribution that reads only data has a parameter outside its constraint, or an
         observation is outside its support (the support's bounds are checked when they read only data)."""
