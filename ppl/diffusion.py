@@ -57,10 +57,15 @@ class DiffusionModel(Target):
             return lambda x, t: self.score.apply(self.params, x, t)
         return self.score
 
+    @property
+    def has_density(self):
+        """Whether the score knows its log density log q_t(x) (`ppl.GaussianMixture`, `DoubleWells`)."""
+        return hasattr(self.score, "density_fn")
+
     def density_fn(self, rt):
         """The batched (log q_t(x) [N], score [N, dim]) = density(x, t) on runtime `rt`, for scores that know
-        their log density (`ppl.GaussianMixture`); a PlanError for a score alone."""
-        if not hasattr(self.score, "density_fn"):
+        their log density (`has_density`); a PlanError for a score alone."""
+        if not self.has_density:
             raise PlanError(f"diffusion model {self.name} has only a score, but MCMC moves and path increments need "
                             f"its log density log q_t(x)", hint="use moves=0 and increments='sde', or a score that "
                                                                  "knows its log density (ppl.GaussianMixture)")

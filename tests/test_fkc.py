@@ -43,6 +43,11 @@ def runs(target, runtime, seeds, **kw):
     return [ppl.sample(target, method="fkc", runtime=runtime, seed=s, **kw) for s in seeds]
 
 
+# FKC's own weights (the SDE increments of Props 3.1–3.4) without MCMC moves: the defaults of scores without a
+# log density, which the tests of those increments pin (mixture scores default to moves=1, increments='path')
+SDE_WEIGHTS = dict(moves=0, increments="sde")
+
+
 # --- the analytic mixture -------------------------------------------------------------------------------
 @pytest.mark.parametrize("runtime", RUNTIMES)
 @pytest.mark.parametrize("sde", [VPSDE(), VESDE()])
@@ -85,7 +90,7 @@ def test_cfg_log_z_and_mean(runtime):
         a, v = v_t(t)
         return w * (w - 1) * a * a * np.sum((M1 - M2) ** 2) / (2 * v)
     exact = log_z(T_MIN) - log_z(SDE.T)
-    r = runs(ppl.geometric(gaussian(M1), gaussian(M2), w), runtime, [0], particles=2000, steps=300)[0]
+    r = runs(ppl.geometric(gaussian(M1), gaussian(M2), w), runtime, [0], particles=2000, steps=300, **SDE_WEIGHTS)[0]
     assert abs(r.log_z - exact) < 0.02, (r.log_z, exact)
     # q^(1-w) q_c^w of equal-variance Gaussians is N(m1 + w (m2 - m1), s^2): mean sd = 0.7/sqrt(2000) = 0.016
     np.testing.assert_allclose(r.mean("x"), M1 + w * (M2 - M1), atol=0.07)
@@ -100,7 +105,7 @@ def test_product_log_z(runtime):
         a, v = v_t(t)
         return -(d / 2) * np.log(4 * np.pi * v) - a * a * np.sum((M1 - M2) ** 2) / (4 * v)
     exact = log_z(T_MIN) - log_z(SDE.T)
-    rs = runs(gaussian(M1) * gaussian(M2), runtime, [0, 1, 2], particles=2000, steps=500)
+    rs = runs(gaussian(M1) * gaussian(M2), runtime, [0, 1, 2], particles=2000, steps=500, **SDE_WEIGHTS)
     est = np.mean([r.log_z for r in rs])
     assert abs(est - exact) < 4 * 0.2 / np.sqrt(3), (est, exact)
     mean = np.mean([r.mean("x") for r in rs], 0)
@@ -111,7 +116,7 @@ def test_product_log_z(runtime):
 @pytest.mark.parametrize("beta", [2.0, 3.0])
 def test_annealed_variance(runtime, beta):
     mu = np.array([1.0, -0.5])
-    rs = runs(gaussian(mu) ** beta, runtime, [0, 1, 2], particles=4000, steps=400)
+    rs = runs(gaussian(mu) ** beta, runtime, [0, 1, 2], particles=4000, steps=400, **SDE_WEIGHTS)
     var = np.mean([r.var("x").mean() for r in rs])
     assert abs(var / (S * S / beta) - 1) < 0.1, (var, S * S / beta)
     unc = runs(gaussian(mu) ** beta, runtime, [0], particles=4000, steps=400, corrected=False)[0]
@@ -130,7 +135,8 @@ FOUR = GaussianMixture([[-1.5, -1.5], [-1.5, 1.5], [1.5, -1.5], [1.5, 1.5]], sd=
 def test_product_of_up_and_down_pairs(runtime):
     """Modes at (±1.5, 0) with equal mass. Per run (2000 particles, 400 steps) the cloud statistics have a
     measured sd of 0.035 (mean of x₂), 0.015 (mean of |x₁|) and 0.045 (share of x₁ > 0): 4 runs pooled, 4 sd/√4."""
-    rs = runs(ppl.diffusion(UP, SDE, 2) * ppl.diffusion(DOWN, SDE, 2), runtime, [0, 1, 2, 3], particles=2000, steps=400)
+    rs = runs(ppl.diffusion(UP, SDE, 2) * ppl.diffusion(DOWN, SDE, 2), runtime, [0, 1, 2, 3], particles=2000, steps=400,
+              **SDE_WEIGHTS)
     x = np.stack([r.samples["x"][0] for r in rs])
     assert np.all(np.abs(np.abs(x[..., 0]) - 1.5) < 1.5)
     np.testing.assert_allclose(np.abs(x[..., 0]).mean(), 1.5, atol=4 * 0.015 / 2)
@@ -151,7 +157,7 @@ def test_annealed_four_mode_mixture(runtime):
     and the median distance is below 0.087 in 99.9% of them. The uncorrected SDE is at ~0.9 (share 0.36)."""
     exact, _ = FOUR.power(3)
     target = ppl.diffusion(FOUR, SDE, 2) ** 3
-    kw = dict(particles=1000, steps=400, resample=0.5)
+    kw = dict(particles=1000, steps=400, resample=0.5, **SDE_WEIGHTS)
     rs = runs(target, runtime, range(9), **kw)
     unc = runs(target, runtime, [0], corrected=False, **kw)[0].samples["x"][0]
     ref = exact.sample(3000, np.random.default_rng(1))
@@ -178,20 +184,21 @@ def test_reward_tilt(runtime):
 
     def reward(x):
         return -0.5 * ppl.math.sum((x - c) ** 2)
-    rs = runs(gaussian(M1).tilt(reward, lam), runtime, range(6), particles=3000, steps=300)
+    rs = runs(gaussian(M1).tilt(reward, lam), runtime, range(6), particles=3000, steps=300, **SDE_WEIGHTS)
     v = 1 / (1 / S ** 2 + 1 / lam)
     np.testing.assert_allclose(np.median([r.mean("x") for r in rs], 0), v * (M1 / S ** 2 + c / lam), atol=0.145)
     np.testing.assert_allclose(np.median([r.var("x") for r in rs], 0), v, rtol=0.2)
     assert all(np.isfinite(r.log_z) for r in rs)
     # the reward's Laplacian is constant, so Hutchinson's estimate with Rademacher probes is exact
-    h = runs(gaussian(M1).tilt(reward, lam), runtime, [0], particles=3000, steps=300, laplacian="hutchinson")[0]
+    h = runs(gaussian(M1).tilt(reward, lam), runtime, [0], particles=3000, steps=300, laplacian="hutchinson",
+             **SDE_WEIGHTS)[0]
     np.testing.assert_allclose(h.samples["x"], rs[0].samples["x"], rtol=1e-4, atol=1e-4)
 
 
 def test_ve_sde_anneal_and_options():
     q = gaussian(M1, VESDE(sigma_min=0.01, sigma_max=5.0))
     r = ppl.sample(q ** 2.0, method="fkc", runtime="numpyro", particles=3000, steps=400, resample=0.5,
-                   start_resampling_step=10, seed=0)
+                   start_resampling_step=10, seed=0, **SDE_WEIGHTS)
     assert not r.diagnostics["resampled"][:10].any()
     assert 0 < r.diagnostics["n_resampled"] < 400
     assert abs(r.var("x").mean() / (S * S / 2) - 1) < 0.15
@@ -265,7 +272,7 @@ def test_product_with_a_temperature_log_z(runtime):
     def log_z(t):
         a, v = v_t(t)
         return -a * a * np.sum((M1 - M2) ** 2) / (8 * v)
-    rs = runs((gaussian(M1) * gaussian(M2)) ** 0.5, runtime, [0, 1], particles=2000, steps=300)
+    rs = runs((gaussian(M1) * gaussian(M2)) ** 0.5, runtime, [0, 1], particles=2000, steps=300, **SDE_WEIGHTS)
     assert all(abs(r.log_z - (log_z(T_MIN) - log_z(SDE.T))) < 0.005 for r in rs), [r.log_z for r in rs]
     np.testing.assert_allclose(np.mean([r.mean("x") for r in rs], 0), (M1 + M2) / 2, atol=0.045)
     np.testing.assert_allclose(np.mean([r.var("x") for r in rs], 0), S * S, rtol=0.15)
@@ -280,7 +287,7 @@ def test_product_with_a_temperature_on_mixtures(runtime):
     exact, lz0 = product_power(T_MIN)
     lz = lz0 - product_power(SDE.T)[1]
     target = (ppl.diffusion(UP, SDE, 2) * ppl.diffusion(DOWN, SDE, 2)) ** 2
-    rs = runs(target, runtime, range(3), particles=2000, steps=800, moves=1)
+    rs = runs(target, runtime, range(3), particles=2000, steps=800, moves=1, increments="sde")
     mean, var = moments(exact)
     assert abs(np.mean([r.log_z for r in rs]) - lz - LZ_BIAS) < 4 * LZ_SD / np.sqrt(3), ([r.log_z for r in rs], lz)
     np.testing.assert_allclose(np.mean([np.abs(r.samples["x"][0][:, 0]).mean() for r in rs]), 1.5, atol=TOL_ABS)
@@ -312,7 +319,7 @@ def test_tilt_with_a_schedule(runtime, moves):
     moments; without the ∂_τ b · r term log Z would be ~0 (exact: 0.889)."""
     exact, lz = linear_tilt(TWO.noised(SDE, T_MIN), 1.0 - T_MIN)
     target = ppl.diffusion(TWO, SDE, 2).tilt(lambda x: 0.8 * x[0] - 0.4 * x[1], 1.0, schedule=lambda t: 1.0 - t)
-    rs = runs(target, runtime, range(4), particles=2000, steps=300, moves=moves)
+    rs = runs(target, runtime, range(4), particles=2000, steps=300, moves=moves, increments="sde")
     mean, var = moments(exact)
     tol_lz, tol_mean, tol_var = TOL_TILT[moves]
     assert abs(np.mean([r.log_z for r in rs]) - lz) < tol_lz, ([r.log_z for r in rs], lz)
@@ -336,7 +343,8 @@ def test_moves_make_the_annealed_mixture_exact(runtime):
     +1.62 (sd 0.10), the O(dt) bias of the left-point increments (VP, B = 3: see `fkc`), asserted as measured;
     the acceptance rate settles at 0.55 (MALA's target 0.574). 4 runs, 4 sd of their mean."""
     exact_lz = FOUR.noised(SDE, T_MIN).power(3)[1] - FOUR.noised(SDE, SDE.T).power(3)[1]
-    rs = runs(ppl.diffusion(FOUR, SDE, 2) ** 3, runtime, range(4), particles=1000, steps=200, moves=1)
+    rs = runs(ppl.diffusion(FOUR, SDE, 2) ** 3, runtime, range(4), particles=1000, steps=200, moves=1,
+              increments="sde")
     narrow = [np.sum(r.weights[0] * ((r.samples["x"][0][:, 0] < 0) & (r.samples["x"][0][:, 1] < 0))) for r in rs]
     assert abs(np.mean(narrow) - 0.839) < 4 * 0.031 / 2, narrow
     assert abs(np.mean([r.log_z for r in rs]) - exact_lz - 1.62) < 4 * 0.10 / 2, ([r.log_z for r in rs], exact_lz)
@@ -363,6 +371,7 @@ def test_path_increments_make_log_z_unbiased(runtime):
     assert abs(np.mean([r.log_z for r in rs]) - lz) < 4 * 0.0016 / np.sqrt(2), ([r.log_z for r in rs], lz)
 
 
+@pytest.mark.filterwarnings("ignore:fkc. the effective sample size collapsed")   # 10 steps: options, not accuracy
 def test_move_options_are_checked():
     q = gaussian(M1)
     with pytest.raises(ppl.ValueRangeError, match="moves"):
@@ -383,6 +392,66 @@ def test_move_options_are_checked():
     assert r.diagnostics["moves"] == 2 and np.isfinite(r.log_z)
 
 
+# --- log Z ± se, the ESS along time, the defaults (issue 36) -----------------------------------------------
+def four_cubed_z(runtime, seeds, **kw):
+    """z = (log Z − exact) / se of FOUR^3 (examples/fkc_mixture.ppl's `hot`) over `seeds`, with the defaults; no
+    FKCWarning (the ESS stays above 25% of the particles on these settings)."""
+    exact = FOUR.noised(SDE, T_MIN).power(3)[1] - FOUR.noised(SDE, SDE.T).power(3)[1]
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", FKCWarning)
+        rs = runs(ppl.diffusion(FOUR, SDE, 2) ** 3, runtime, seeds, **kw)
+    assert all(r.diagnostics["increments"] == "path" and r.diagnostics["moves"] == 1 for r in rs)
+    return np.array([(r.log_z - exact) / r.log_z_se for r in rs])
+
+
+@pytest.mark.parametrize("runtime", RUNTIMES)
+def test_log_z_se_is_calibrated(runtime):
+    """The defaults' se = √(Σ_k F_k²) (time-0 ancestors) against the exact log Z of FOUR^3 (1000 particles,
+    100 steps). Measured over 20 seeds (numpyro): z mean −0.20, sd 1.08 (log Z sd 0.22, se 0.21). With 6 seeds:
+    |mean z| < 3.3/√6 and mean z² inside χ²_6/6's 99.9% interval [0.06, 3.7]. The SDE increments at these settings
+    are off by +3.6 (sd 1.0, 10 seeds; their O(dt) bias): z 6.2–9.0 against the Eves' se."""
+    z = four_cubed_z(runtime, range(6), particles=1000, steps=100)
+    assert abs(z.mean()) < 3.3 / np.sqrt(6) and 0.06 < np.mean(z ** 2) < 3.7, z
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("runtime", RUNTIMES)
+def test_log_z_se_is_calibrated_on_the_example(runtime):
+    """As above on the example's settings (2000 particles, 200 steps, resample at ESS < N/2) over 30 seeds;
+    measured (20 seeds numpyro, 10 pyro): z mean −0.22 / −0.18, sd 1.07 / 1.13. |mean z| < 3.3/√30, mean z²
+    inside χ²_30/30's 99.9% interval [0.41, 1.98]."""
+    z = four_cubed_z(runtime, range(30), particles=2000, steps=200, resample=0.5)
+    assert abs(z.mean()) < 3.3 / np.sqrt(30) and 0.41 < np.mean(z ** 2) < 1.98, z
+
+
+@pytest.mark.parametrize("runtime", RUNTIMES)
+def test_ess_collapse_warns(runtime):
+    """FOUR^3 in 5 steps: the ESS falls below 1% of the particles (min ESS/N 0.0008 and 0.004 on 2 seeds) and log Z
+    is off by −7.6 at ± 0.7: warned, with the step. (The healthy runs above do not warn.)"""
+    with pytest.warns(FKCWarning, match=r"effective sample size collapsed to \d+ of 1000 particles at t = "):
+        r = runs(ppl.diffusion(FOUR, SDE, 2) ** 3, runtime, [0], particles=1000, steps=5)[0]
+    assert r.diagnostics["ess"].min() < 0.1 * 1000
+
+
+def test_defaults_follow_the_scores():
+    """Scores with a log density get one MALA move per step and the exact path weights (log Z ± se); a score
+    alone gets FKC's SDE increments and no se, with the reason in the result; the uncorrected SDE no moves. At 100
+    steps the ESS stays above 80% (no warning); the score alone, of N(0, I) at every t (exact log Z 0), gives log Z
+    1.6 there (2.9 at 50 steps): the O(dt) bias that the missing se stands for."""
+    q = gaussian(M1) ** 2
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", FKCWarning)
+        r = ppl.sample(q, method="fkc", runtime="numpyro", particles=200, steps=100)
+        assert (r.diagnostics["moves"], r.diagnostics["increments"]) == (1, "path")
+        assert r.log_z_se > 0 and "Euler path" in r.diagnostics["log_z_note"]
+        r = ppl.sample(q, method="fkc", runtime="numpyro", particles=200, steps=100, corrected=False)
+        assert (r.diagnostics["moves"], r.log_z) == (0, None)
+        score_only = ppl.diffusion(lambda x, t: -x, SDE, 2) ** 2
+        r = ppl.sample(score_only, method="fkc", runtime="numpyro", particles=200, steps=100)
+    assert (r.diagnostics["moves"], r.diagnostics["increments"]) == (0, "sde")
+    assert r.log_z_se is None and "O(dt)" in r.diagnostics["log_z_note"] and np.isfinite(r.log_z)
+
+
 # --- the paper's GMM-40 annealing benchmark (benchmarks/fkc_gmm40.py) ----------------------------------------
 def gmm40_mode_tv(x, log_w, exact, gm, rng):
     """TV between the (weighted) cloud's and exact draws' shares of the 40 modes (nearest mean)."""
@@ -393,6 +462,7 @@ def gmm40_mode_tv(x, log_w, exact, gm, rng):
 
 
 def gmm40_runs(particles, steps, seeds, **kw):
+    """Mode TVs [S] and (log Z − exact) / se [S] (None without weights) of GMM-40 ** 3 (VE) over `seeds`."""
     from ppl.stdlib.diffusion import gmm40
     gm, sde = gmm40(), VESDE(0.01, 10.0)
     exact, _ = gm.power(3)
@@ -402,26 +472,28 @@ def gmm40_runs(particles, steps, seeds, **kw):
     for s in seeds:
         r = ppl.sample(ppl.diffusion(gm, sde, 2) ** 3, method="fkc", particles=particles, steps=steps, seed=s, **kw)
         log_w = np.zeros(particles) if r.log_weights is None else r.log_weights[0]
-        out.append((gmm40_mode_tv(r.samples["x"][0], log_w, exact, gm, rng), None if r.log_z is None else r.log_z - lz))
+        out.append((gmm40_mode_tv(r.samples["x"][0], log_w, exact, gm, rng),
+                    None if r.log_z is None else (r.log_z - lz) / r.log_z_se))
     return np.array([o[0] for o in out]), [o[1] for o in out]
 
 
 def test_gmm40_small():
-    """GMM-40 ** 3 at 2000 particles and 200 steps (VE): FKC with one MALA move per step against the uncorrected
-    SDE. Measured over 12 seeds: mode TV 0.079–0.114 (mean 0.100, sd 0.011; two exact samples of 2000 differ by
-    ~0.08), uncorrected 0.30–0.34 (4 seeds); log Z − exact 1.02 (sd 0.074), the O(dt) bias of `fkc` (0.19 at
-    1000 steps). Bounds: TV < 0.15 (+4.5 sd), uncorrected > 0.25, log Z within 4 sd of the measured mean."""
-    tv, lz = gmm40_runs(2000, 200, [0, 1], moves=1)
+    """GMM-40 ** 3 at 2000 particles and 200 steps (VE) with the defaults (one MALA move per step, path weights)
+    against the uncorrected SDE. Measured over 8 seeds (pyro): mode TV 0.077–0.162 (mean 0.108, sd 0.027; two
+    exact samples of 2000 differ by ~0.08), uncorrected 0.30–0.34 (4 seeds); log Z − exact sd 0.08 with se 0.09–0.10.
+    Bounds: mean TV of 2 runs < 0.185 (+4 sd), uncorrected > 0.25, log Z within 4 se."""
+    tv, z = gmm40_runs(2000, 200, [0, 1])
     unc, _ = gmm40_runs(2000, 200, [0], corrected=False)
-    assert np.all(tv < 0.15), tv
+    assert tv.mean() < 0.185, tv
     assert unc[0] > 0.25, unc
-    assert all(abs(v - 1.02) < 4 * 0.074 for v in lz), lz
+    assert all(abs(v) < 4 for v in z), z
 
 
 @pytest.mark.slow
 def test_gmm40_paper_setup():
-    """The issue's goal on the paper's setup (10,000 particles, 1000 steps, VE, every-step resampling): mode TV
-    <= 0.075 (2x the floor of two exact samples, 0.036) on every one of 5 seeds, log Z sd over seeds <= 0.1."""
-    tv, lz = gmm40_runs(10_000, 1000, range(5), moves=1)
+    """The issue's goal on the paper's setup (10,000 particles, 1000 steps, VE, every-step resampling) with the
+    defaults: mode TV <= 0.075 (2x the floor of two exact samples, 0.036) on every one of 5 seeds (measured
+    0.033–0.054, 3 seeds per runtime) and log Z within 4 se (se 0.036; log Z − exact sd 0.007–0.014)."""
+    tv, z = gmm40_runs(10_000, 1000, range(5))
     assert np.all(tv <= 0.075), tv
-    assert np.std(lz, ddof=1) <= 0.1, lz
+    assert all(abs(v) < 4 for v in z), z
