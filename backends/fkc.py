@@ -171,16 +171,21 @@ class FKC(fk.FeynmanKac):
     def init(self, key, n):
         rt, d = self.rt, self.plan.dim
         x = rt.normal(key, (n, d)) * math.sqrt(self.sde.prior_var / self.big_b)
-        big_s = self.log_gamma(x, 0)[1] if self.moves else rt.xp.zeros((n, d))
+        if self.moves or self.path:   # compiled: x may be split over devices, the step's arrays are on one
+            log_g, big_s, start = rt.jit(self._start)(x)
+        else:
+            big_s = rt.xp.zeros((n, d))
         h = 0.0
         if self.moves:   # default: the kernel's step for dimension d at the scale of the start
             h = self.step_size or self.kernel.initial_step(d) * math.sqrt(self.sde.prior_var / self.big_b)
         carry = Carry(key, rt.asarray(float(h)))
-        if not self.path:
-            return (x, big_s), carry
-        log_g, big_s = self.log_gamma(x, 0)
-        start = self.reward_grad(x, self.coefs[0])[0] if self.reward_grad is not None else 0.0 * log_g
-        return (x, big_s, log_g, start), carry
+        return ((x, big_s, log_g, start) if self.path else (x, big_s)), carry
+
+    def _start(self, x):
+        """log γ_T(x), ∇ log γ_T(x) and R_T(x) (0 without rewards) at the start x."""
+        log_g, grad = self.log_gamma(x, 0)
+        r = self.reward_grad(x, self.coefs[0])[0] if self.reward_grad is not None else 0.0 * log_g
+        return log_g, grad, r
 
     def log_potential(self, k, particles, log_w, carry):
         rt, xp, sde = self.rt, self.rt.xp, self.sde
