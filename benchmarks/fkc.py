@@ -1,4 +1,5 @@
-"""FKC against the uncorrected reverse SDE with the same number of score evaluations (one per step and particle).
+"""FKC against the uncorrected reverse SDE with the same number of score evaluations (one per step and particle):
+FKC's SDE weights without MCMC moves (the defaults of mixture scores add a MALA move and the path weights).
 
 Target: the 40-mode mixture of examples/fkc_mixtures.py annealed with beta = 3 (exact noised score). The per-step
 time is (T(2K) − T(K)) / K, so JAX's one-off compilation cancels. The weighting and resampling overhead is
@@ -22,7 +23,7 @@ def forty_modes(seed=0):
 def timed(target, runtime, device, particles, steps, corrected):
     start = time.perf_counter()
     ppl.sample(target, method="fkc", runtime=runtime, device=device, particles=particles, steps=steps,
-               corrected=corrected, seed=0)
+               corrected=corrected, seed=0, moves=0, increments="sde")   # FKC's own weights, no MCMC moves
     return time.perf_counter() - start
 
 
