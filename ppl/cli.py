@@ -141,6 +141,8 @@ def _run(prog, args):
     if result.log_z is not None:
         se = f" ± {result.log_z_se:.4g}" if getattr(result, "log_z_se", None) is not None else ""
         print(f"log Z = {result.log_z:.6g}{se}")
+        if not se and result.diagnostics.get("log_z_note"):
+            print(f"  ({result.diagnostics['log_z_note']})")
     used = ", ".join(f"{k}={_option_text(v)}" for k, v in sorted(options.items())
                      if k not in ("method", "runtime", "progress"))
     print(f"method {method}({used}) on {options['runtime']}, {getattr(result, 'wall_time', float('nan')):.2f} s")

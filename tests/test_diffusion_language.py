@@ -137,3 +137,15 @@ def test_errors_are_located(text, line, col, message, tmp_path, capsys):
     err = capsys.readouterr().err
     assert err.startswith(f"{path}:{line}:{col}: ") and message in err, err
     assert "^" in err and "Traceback" not in err
+
+
+def test_cli_says_why_a_score_alone_has_no_standard_error(tmp_path, capsys):
+    """A learned score has no log density: FKC weighs SDE increments, and `ppl run` says why log Z has no ± (issue 36:
+    it printed a bare log Z)."""
+    (tmp_path / "scores.py").write_text("def score(x, t):\n    return -x\n")
+    program = tmp_path / "s.ppl"
+    program.write_text('use s from "scores:score"\ndiffusion d = score(s, sde = ve(), dim = 2)\ntarget hot = d ^ 2\n'
+                       "sample hot with fkc(particles = 100, steps = 20)\n")
+    assert main(["run", str(program), "--allow-python"]) == 0
+    out = capsys.readouterr().out
+    assert "log Z = " in out and " ± " not in out and "none is given" in out
