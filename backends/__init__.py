@@ -53,6 +53,13 @@ def proposal(value, what):
     return value
 
 
+def run_cache(owner, name):
+    """The dict in which method `name` keeps what it built for `owner` (a compiled target: its models and jitted
+    steps, per runtime and options), stored on the owner so that it goes with it. (A module-level
+    WeakKeyDictionary would not: its values refer back to their key, so no compiled target was ever freed.)"""
+    return owner.__dict__.setdefault("_run_cache", {}).setdefault(name, {})
+
+
 #: options that mean one thing in every method taking them: name -> check(value, name), which returns the value
 VALUES = {"particles": lambda v, k: integer(v, k, 1), "seed": lambda v, k: integer(v, k, 0, 2 ** 63),
           "chains": lambda v, k: integer(v, k, 1), "num_warmup": lambda v, k: integer(v, k, 0),
@@ -120,4 +127,5 @@ def get_method(name, kind=None):
     return METHODS[name][kind]
 
 
-__all__ = ["METHODS", "check_options", "check_value", "fraction", "integer", "method", "get_method", "get_runtime"]
+__all__ = ["METHODS", "check_options", "check_value", "fraction", "integer", "method", "get_method", "get_runtime",
+           "run_cache"]

@@ -47,7 +47,7 @@ from ..diffusion import SITE
 from .. import advice
 from ..errors import InferenceError, UnknownNameError, ValueRangeError
 from ..result import Result
-from . import fk, integer, method
+from . import fk, integer, method, run_cache
 from .kernels import Particles, get_kernel
 from .sharding import shards_particles
 
@@ -291,6 +291,26 @@ def _log_z_note(path):
                   "none is given; increments='path' (every factor with a log density) removes the bias and gives one"
 
 
+
+
+def _compiled(plan, rt, options, resampler, threshold):
+    """(FKC model, the jitted loop over its steps, the jitted closing step) per plan, runtime and options: one
+    compile, not one per run (the loop's shapes follow the particles and steps, which jit keys on itself)."""
+    per_plan = run_cache(plan, "fkc")
+    key = (repr(rt), repr(options), resampler, threshold)
+    if key not in per_plan:
+        model = FKC(plan, rt, *options)
+        step = fk.make_step(model, resampler, threshold, error_every_step=False)   # se once, at the end
+
+        def body(state, xs):
+            k_lap, k_step = rt.split(xs["key"], 2)
+            state, info = step(k_step, state._replace(carry=state.carry._replace(key=k_lap)))
+            return state, (info.ess, info.resampled, info.model)
+        per_plan[key] = (model, rt.jit(lambda s, keys: rt.scan(body, s, keys)),
+                         rt.jit(lambda s, key: step(key, s, move=False)[0]))
+    return per_plan[key]
+
+
 @method("fkc", kind="diffusion")
 @shards_particles
 def run(plan, rt, key, particles=1000, progress=None, steps=500, t_min=1e-3, corrected=True, resample="always",
@@ -314,20 +334,13 @@ def run(plan, rt, key, particles=1000, progress=None, steps=500, t_min=1e-3, cor
     moves = (1 if exact else 0) if moves is None else moves
     increments = ("path" if exact else "sde") if increments is None else increments
     threshold = _threshold(resample) if corrected else 0.0
-    model = FKC(plan, rt, steps, t_min, corrected, noise, laplacian, probes, start_resampling_step, moves, kernel,
-                kernel_options, step_size, increments)
-    step = fk.make_step(model, resampler, threshold, error_every_step=False)   # se once, at the end
-
-    def body(state, xs):
-        k_lap, k_step = rt.split(xs["key"], 2)
-        state, info = step(k_step, state._replace(carry=state.carry._replace(key=k_lap)))
-        return state, (info.ess, info.resampled, info.model)
-
+    options = (steps, t_min, corrected, noise, laplacian, probes, start_resampling_step, moves, kernel,
+               kernel_options, step_size, increments)
+    model, loop, close = _compiled(plan, rt, options, resampler, threshold)
     k_init, k_steps = rt.split(key, 2)
-    loop = rt.jit(lambda s, keys: rt.scan(body, s, keys))
     state, (ess, resampled, moved) = loop(fk.init(model, k_init, n), {"key": rt.split(k_steps, steps)})
     if model.path:   # the last transition's weight, at t_min (no resampling, no move)
-        state = rt.jit(lambda s, key: step(key, s, move=False)[0])(state, k_init)
+        state = close(state, k_init)
     x, log_w = rt.to_numpy(state.particles[0]).astype(np.float64), rt.to_numpy(state.log_w).astype(np.float64)
     log_z = float(rt.to_numpy(state.log_z))
     if not np.all(np.isfinite(x)) or (corrected and not math.isfinite(log_z)):

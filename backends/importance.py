@@ -8,14 +8,13 @@ global sums, and the draws are the one-device draws.
 """
 import math
 import warnings
-import weakref
 
 import numpy as np
 
 from .. import advice
 from ..errors import InferenceError
 from ..result import Result
-from . import fk, method
+from . import fk, method, run_cache
 from .runtime import batched
 from .sharding import shards_particles
 
@@ -80,13 +79,12 @@ class Importance(fk.FeynmanKac):
         return ref + rest - self.proposal.log_prob(self.rt, z), z, carry
 
 
-_CACHE = weakref.WeakKeyDictionary()
 
 
 def _cached_step(compiled, rt, batch_size, proposal):
     """One `Importance` model and its jit-compiled weighting step per compiled target, runtime and options (a
     new lambda per run would compile again on every call)."""
-    per_target = _CACHE.setdefault(compiled, {})
+    per_target = run_cache(compiled, "is")
     key = (repr(rt), batch_size, proposal)
     if key not in per_target:
         model = Importance(compiled.lower(rt), batch_size, proposal)

@@ -18,7 +18,6 @@ variances Σ W x_t, Σ W x_t² − mean² are recorded after each weighting. Smo
 * `smoother=None`: memory O(N).
 """
 import math
-import weakref
 from typing import Any, NamedTuple
 
 import numpy as np
@@ -29,7 +28,7 @@ from .. import advice
 from ..errors import InferenceError, PlanError, PPLError, ValueRangeError
 from ..result import Result
 from ..stdlib.distributions import per_particle, repeated
-from . import fk, method
+from . import fk, method, run_cache
 from .sharding import shards_particles
 
 
@@ -398,7 +397,6 @@ def check_particles(particles, what="a particle filter"):
         raise ValueRangeError(f"{what} needs particles >= 2 (an integer), got {particles!r}")
 
 
-_CACHE = weakref.WeakKeyDictionary()
 
 
 @method("pf")
@@ -416,7 +414,7 @@ def run(compiled, rt, key, particles=1000, progress=None, resampler="systematic"
         raise ValueRangeError(f"smoother must be 'genealogy', 'backward' or None, got {smoother!r}")
     if proposal is not None and getattr(proposal, "markov", None) is None:
         raise PPLError("proposal= must be a ppl.markov(init, step, length) site over the same state")
-    cache = _CACHE.setdefault(compiled, {})
+    cache = run_cache(compiled, "pf")
     sig = (repr(rt), particles, resampler, resample_threshold, smoother, proposal)
     k_check, k_run, k_smooth = rt.split(key, 3)
     if sig not in cache:   # built and checked once per target and options; a run is then one jitted call

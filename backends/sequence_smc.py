@@ -26,7 +26,6 @@ weight (answers by `answer(sequence)`, else the sequence itself); 'bon' takes th
 'wbon' votes with weights R (rewards >= 0).
 """
 import math
-import weakref
 from collections import defaultdict
 from typing import Any, NamedTuple
 
@@ -36,7 +35,7 @@ from ..collector import collector_paused
 from ..errors import InferenceError, ValueRangeError
 from ..result import Result, normalized
 from ..target import call_user
-from . import fk, integer, method
+from . import fk, integer, method, run_cache
 from .generation import Generator
 
 
@@ -273,7 +272,6 @@ def sequence_result(gen, chains, method, rt, answer=None, select="argmax", by=No
                   answer=choose(answers, weights, select))
 
 
-_CACHE = weakref.WeakKeyDictionary()
 
 
 class Runner:
@@ -318,7 +316,7 @@ def _runner(plan, rt, resampler, threshold, every, window, potential, aggregate,
     if potential == "puri" and resample_temperature is not None:
         raise ValueRangeError("potential='puri' replaces the weights each step; resample_temperature does not apply")
     temper = resampling_temperature(rt, resample_temperature, early_phase, plan.length)   # checked before hashed
-    cache = _CACHE.setdefault(plan.target, {})
+    cache = run_cache(plan.target, "sequences")
     g_sig = (rt.name, str(rt.device), rt.precision, potential, aggregate, temperature, proposal)
     sig = g_sig + (resampler, threshold, every, window, conditional, compiled, resample_temperature, early_phase)
     if sig not in cache:

@@ -31,7 +31,6 @@ for one run, from the core's ancestral ("Eve") family estimate at the last step 
 import inspect
 import math
 import sys
-import weakref
 from typing import Any, NamedTuple
 
 import numpy as np
@@ -39,7 +38,7 @@ import numpy as np
 from ..errors import InferenceError, PPLError, ValueRangeError
 from ..precision import gradient_sites
 from ..result import Result
-from . import check_options, check_value, fk, method, option_names
+from . import check_options, check_value, fk, method, option_names, run_cache
 from .kernels import Particles, cloud_cholesky, get_kernel
 from .runtime import batched
 from .sharding import shards_particles
@@ -351,12 +350,11 @@ def _padded(rows):
     return np.stack([np.pad(np.asarray(r, dtype=float), (0, t - len(r)), constant_values=np.nan) for r in rows])
 
 
-_CACHE = weakref.WeakKeyDictionary()
 
 
 def _cached_smc(compiled, rt, options):
     """One `SMC` (and so one jit-compiled step) per compiled target, runtime and options."""
-    per_target = _CACHE.setdefault(compiled, {})
+    per_target = run_cache(compiled, "smc")
     key = (repr(rt), repr(sorted((k, np.asarray(v).tolist() if k == "schedule" else v)
                                                  for k, v in options.items())))
     if key not in per_target:

@@ -175,3 +175,18 @@ def test_flat_ordered_site_with_a_reference(runtime):
     mean = gap + sd * st.norm.pdf(a) / st.norm.sf(a)
     w = r.weights.reshape(-1)
     assert abs(np.sum(w * diff.reshape(-1)) - mean) < K * sd / np.sqrt(r.ess), (np.sum(w * diff.reshape(-1)), mean)
+
+
+def test_a_compiled_target_is_freed_after_its_runs():
+    """What a method builds for a compiled target (models, jitted steps) lives on the target and goes with it: a
+    module-level cache keyed weakly by the target kept every target alive through its values (a leak per target
+    in a long session)."""
+    import gc
+    import weakref
+    compiled = ppl.compile(ppl.model(x=ppl.Normal(0.0, 1.0)).tilt(lambda x: -x * x))
+    for method in ("is", "smc"):
+        ppl.sample(compiled, method=method, particles=100)
+    ref = weakref.ref(compiled)
+    del compiled
+    gc.collect()
+    assert ref() is None
