@@ -11,7 +11,7 @@ import ppl
 from ppl import load_ppl
 from ppl.cli import main
 from ppl.diffusion import DiffusionModel
-from ppl.stdlib.diffusion import VESDE, VPSDE, GaussianMixture
+from ppl.stdlib.diffusion import VESDE, VPSDE
 
 EXAMPLES = os.path.join(os.path.dirname(__file__), "..", "examples")
 PROGRAM, DATA = (os.path.join(EXAMPLES, f) for f in ("fkc_mixture.ppl", "fkc_mixture.data.json"))

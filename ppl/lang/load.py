@@ -6,7 +6,6 @@
 front ends. Errors the compiler raises about a site are located at the site's statement.
 """
 import contextlib
-import gc
 import importlib
 import json
 import os
