@@ -407,3 +407,23 @@ def test_an_integer_bound_past_int32_is_a_real():
     src = "model m { a ~ normal(0, 1)\n x : real<lower=a, upper=100000000000> }\nsample m with is(particles = 100)\n"
     r = load_ppl(src).sample("m")
     assert np.all(r.samples["x"] > r.samples["a"]) and np.isfinite(r.log_z)
+
+
+TRANSFORMED = {
+    "factor": "  factor sum(logpdf(normal(mu, sigma), log(earn)))\n",
+    "observed": "  log_earn = log(earn)\n  log_earn ~ normal(mu, sigma) [N]\n",
+    "in a loop": "  log_earn = zeros(N)\n  for i in 1:N { log_earn[i] = log(earn[i]) }\n"
+                 "  for i in 1:N { log_earn[i] ~ normal(mu, sigma) }\n",
+}
+
+
+def test_transformed_data_can_be_observed():
+    """Stan's `log_earn = log(earn)` (transformed data) then `log_earn ~ normal(...)`: a value computed from data
+    alone is data, so `~` observes it (issue 37: "'log_earn' is already defined", written as a factor instead)."""
+    data = {"N": 3, "earn": [1.0, 2.0, 3.0]}
+    head = "data N : int\ndata earn : real<lower=0>[N]\nmodel m {\n  mu ~ normal(0, 10)\n  sigma ~ half_normal(5)\n"
+    runs = {k: load_ppl(head + body + "}", data=data).sample("m", method="is", particles=2000, seed=0)
+            for k, body in TRANSFORMED.items()}
+    for k, r in runs.items():
+        assert list(r.samples) == ["mu", "sigma"]
+        np.testing.assert_allclose(r.log_z, runs["factor"].log_z, rtol=0, atol=1e-5, err_msg=k)

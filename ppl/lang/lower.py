@@ -128,7 +128,8 @@ class ModelBuilder:
         """
         known, tainted, candidates = set(self.data), set(), []
         for i, s in ordered:
-            wrote = writes(s, ())
+            # `v ~ ...` (or `v[i] ~ ...` in a loop) of a data-only value v observes it: transformed data
+            wrote = writes(s, ()) - (known & {b.target.name for b in walk([s]) if isinstance(b, S.Tilde)})
             pure = isinstance(s, (S.Assign, S.AugAssign)) or isinstance(s, S.For) and not any(
                 isinstance(b, (S.Tilde, S.Factor)) for b in walk(s.body))
             if pure and not wrote & set(self.data) and {n for n, _ in free([s])} <= known | wrote:
