@@ -305,7 +305,7 @@ def _compiled(plan, rt, options, resampler, threshold):
         def body(state, xs):
             k_lap, k_step = rt.split(xs["key"], 2)
             state, info = step(k_step, state._replace(carry=state.carry._replace(key=k_lap)))
-            return state, (info.ess, info.resampled, info.model)
+            return state, (info.ess, info.resampled, info.model, info.invalid)
         per_plan[key] = (model, rt.jit(lambda s, keys: rt.scan(body, s, keys)),
                          rt.jit(lambda s, key: step(key, s, move=False)[0]))
     return per_plan[key]
@@ -338,7 +338,14 @@ def run(plan, rt, key, particles=1000, progress=None, steps=500, t_min=1e-3, cor
                kernel_options, step_size, increments)
     model, loop, close = _compiled(plan, rt, options, resampler, threshold)
     k_init, k_steps = rt.split(key, 2)
-    state, (ess, resampled, moved) = loop(fk.init(model, k_init, n), {"key": rt.split(k_steps, steps)})
+    state, (ess, resampled, moved, invalid) = loop(fk.init(model, k_init, n), {"key": rt.split(k_steps, steps)})
+    invalid = rt.to_numpy(invalid)
+    if invalid.any():   # NaN or +inf increments: refused, not dropped as zero weights
+        k = int(np.argmax(invalid > 0))
+        raise InferenceError(f"fkc: the log-weight increment was NaN or +inf at step {k} (t = {sde.T - model.dt * k:.4g}) "
+                             f"on {int(invalid[k])} of {n} particles; a reward or log density is undefined there",
+                             hint="return -inf where a value is outside its domain, e.g. "
+                                  "ppl.math.where(x > 0, ppl.math.log(x), -inf)")
     if model.path:   # the last transition's weight, at t_min (no resampling, no move)
         state = close(state, k_init)
     x, log_w = rt.to_numpy(state.particles[0]).astype(np.float64), rt.to_numpy(state.log_w).astype(np.float64)

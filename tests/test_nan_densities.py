@@ -77,3 +77,12 @@ def test_minus_inf_outside_the_support_gives_the_truncated_answer(runtime):
     w /= w.sum()
     se = math.sqrt((4 - math.pi) / 2) / math.sqrt(1 / (w ** 2).sum())
     assert abs(float(w @ r.samples["x"][0]) - math.sqrt(math.pi / 2)) < 5 * se
+
+
+@pytest.mark.parametrize("runtime", RUNTIMES)
+def test_fkc_refuses_a_nan_reward(runtime):
+    """A diffusion tilted by log x[1] (NaN for x[1] < 0): refused at the step where it happens, not dropped."""
+    prog = ppl.load_ppl("diffusion q = mixture([[-1.0, 0.0], [1.0, 0.0]], sd = 0.5, sde = vp())\n"
+                        "target t = q * exp(log(x[1]) / 0.5)\n")
+    with pytest.raises(ppl.InferenceError, match=r"fkc: the log-weight increment was NaN or \+inf at step 0 "):
+        prog.sample("t", method="fkc", runtime=runtime, particles=200, steps=20, seed=0)
