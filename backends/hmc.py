@@ -128,7 +128,7 @@ def diagnose(samples, stats, chains, method="nuts", warmup=None, target_accept=N
                     ConvergenceWarning)
     if diag["divergences"]:
         site, where = _divergent_site(samples, diverging)
-        higher = (1 + target_accept) / 2     # halfway to 1, with the digits it needs (0.99 -> 0.995, not 0.99)
+        higher = (1 + (target_accept or 0.8)) / 2    # halfway to 1, with the digits it needs (0.99 -> 0.995)
         accept = advice.options(method, target_accept=round(higher, max(3, 1 - math.floor(math.log10(1 - higher))))
                                 if target_accept else ...)
         reparam = f"reparametrize {site} non-centered ({advice.noncentered(site)})" if site else "reparametrize"
