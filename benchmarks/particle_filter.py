@@ -35,7 +35,7 @@ import os
 import sys
 
 import numpy as np
-from timing import measure
+from timing import measure, particles_smc
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "tests"))
 from ssm_reference import LinearGaussianSSM, simulate_sv  # noqa: E402
@@ -67,14 +67,7 @@ def particles_runner(model, y, n):
     else:
         ssm_model = ssm.StochVol(mu=SV["mu"], rho=SV["phi"], sigma=SV["sigma"])
     fk = ssm.Bootstrap(ssm=ssm_model, data=y)
-
-    def run(seed):
-        np.random.seed(seed)  # particles draws from numpy's global generator
-        pf = particles.SMC(fk=fk, N=n, resampling="systematic", ESSrmin=0.5, collect=[])
-        pf.run()
-        return float(pf.logLt)
-
-    return run
+    return particles_smc(fk, n)
 
 
 def ppl_target(model, y):

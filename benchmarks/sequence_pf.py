@@ -42,7 +42,7 @@ import math
 import os
 
 import numpy as np
-from timing import measure
+from timing import measure, particles_smc
 
 V, L, LAM = 4, 16, 1.0          # LAM: --lam
 GPT_VOCAB, GPT_L, GPT_LAM, GPT_TOKEN = 50, 16, 0.5, 1
@@ -166,13 +166,7 @@ def particles_runner(pi, a, n):
             return (x == 0) / LAM
 
     fk = TiltedMarkov(T=L)
-
-    def run(seed):
-        np.random.seed(seed)            # particles draws from numpy's global generator
-        alg = particles.SMC(fk=fk, N=n, resampling="systematic", ESSrmin=0.5, collect=[])
-        alg.run()
-        return float(alg.logLt)
-    return run
+    return particles_smc(fk, n)
 
 
 def ppl_markov_runner(pi, a, n, runtime, record):

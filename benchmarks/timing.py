@@ -1,4 +1,4 @@
-"""Timing shared by the benchmarks: the first (compiling) run apart from the timed ones."""
+"""Timing shared by the benchmarks: the first (compiling) run apart from the timed ones; the `particles` peer."""
 import time
 
 import numpy as np
@@ -16,3 +16,16 @@ def measure(run, runs):
         log_z.append(run(s))
         times.append(time.perf_counter() - t0)
     return first, np.asarray(times), np.asarray(log_z)
+
+
+def particles_smc(fk, n):
+    """`run(seed) -> log Z` of the `particles` library's SMC on its Feynman–Kac model `fk` with n particles
+    (systematic resampling when ESS < N/2), seeded through numpy's global generator, which it draws from."""
+    import particles
+
+    def run(seed):
+        np.random.seed(seed)
+        alg = particles.SMC(fk=fk, N=n, resampling="systematic", ESSrmin=0.5, collect=[])
+        alg.run()
+        return float(alg.logLt)
+    return run
