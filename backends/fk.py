@@ -102,6 +102,17 @@ class FeynmanKac:
         return None
 
 
+def weigh(xp, log_w, log_g):
+    """Step 1 (weight): (normalized log W, log c_t, ESS, the number of non-finite log G, the number of those that
+    are NaN or +inf) from the normalized log W and the potentials log G, non-finite ones taken as −inf."""
+    finite = xp.isfinite(log_g)
+    invalid = xp.sum(~finite & (log_g != NEG_INF))
+    log_w = log_w + xp.where(finite, log_g, NEG_INF)
+    log_c = xp.logsumexp(log_w)
+    log_w = log_w - log_c
+    return log_w, log_c, xp.exp(-xp.logsumexp(2.0 * log_w)), xp.sum(~finite), invalid
+
+
 def check_resampling(resampler, threshold):
     if resampler not in RESAMPLERS:
         raise UnknownNameError(f"unknown resampler {resampler!r}; choose one of {', '.join(sorted(RESAMPLERS))}")
@@ -175,14 +186,8 @@ def make_step(model, resampler="systematic", threshold=1.0, keep_ancestors=False
     def step(key, s, move=True):
         k_res, k_move = rt.split(key, 2)
         log_g, x, carry = model.log_potential(s.t, s.particles, s.log_w, s.carry)
-        finite = xp.isfinite(log_g)
-        invalid = xp.sum(~finite & (log_g != NEG_INF))
-        log_g = xp.where(finite, log_g, NEG_INF)
-        log_w = s.log_w + log_g
-        log_c = xp.logsumexp(log_w)
-        log_w = log_w - log_c
+        log_w, log_c, ess, non_finite, invalid = weigh(xp, s.log_w, log_g)
         n = log_w.shape[0]
-        ess = xp.exp(-xp.logsumexp(2.0 * log_w))
         rel_var = relative_variance(rt, log_w, s.eve) if error_every_step or not move else None
         tracked = model.track(x, log_w, carry)
         m = model.num_resampled(n)
@@ -213,6 +218,6 @@ def make_step(model, resampler="systematic", threshold=1.0, keep_ancestors=False
                 eve = xp.take(eve, origin, axis=0)
                 log_w = xp.full((origin.shape[0],), -math.log(origin.shape[0]))
         state = shard(rt, FKState(x, log_w, s.log_z + log_c, eve, carry, s.t + 1))
-        return state, StepInfo(log_c, ess, resampled, xp.sum(~finite), rel_var,
+        return state, StepInfo(log_c, ess, resampled, non_finite, rel_var,
                                idx if keep_ancestors else None, tracked, info, invalid)
     return step

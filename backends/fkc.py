@@ -45,7 +45,7 @@ import numpy as np
 
 from ..diffusion import SITE
 from .. import advice
-from ..errors import InferenceError, UnknownNameError, ValueRangeError
+from ..errors import UNDEFINED_DENSITY_HINT, InferenceError, UnknownNameError, ValueRangeError
 from ..result import Result
 from . import fk, integer, method, run_cache
 from .kernels import Particles, get_kernel
@@ -291,8 +291,6 @@ def _log_z_note(path):
                   "none is given; increments='path' (every factor with a log density) removes the bias and gives one"
 
 
-
-
 def _compiled(plan, rt, options, resampler, threshold):
     """(FKC model, the jitted loop over its steps, the jitted closing step) per plan, runtime and options: one
     compile, not one per run (the loop's shapes follow the particles and steps, which jit keys on itself)."""
@@ -342,10 +340,10 @@ def run(plan, rt, key, particles=1000, progress=None, steps=500, t_min=1e-3, cor
     invalid = rt.to_numpy(invalid)
     if invalid.any():   # NaN or +inf increments: refused, not dropped as zero weights
         k = int(np.argmax(invalid > 0))
-        raise InferenceError(f"fkc: the log-weight increment was NaN or +inf at step {k} (t = {sde.T - model.dt * k:.4g}) "
-                             f"on {int(invalid[k])} of {n} particles; a reward or log density is undefined there",
-                             hint="return -inf where a value is outside its domain, e.g. "
-                                  "ppl.math.where(x > 0, ppl.math.log(x), -inf)")
+        raise InferenceError(f"fkc: the log-weight increment was NaN or +inf at step {k} (t = "
+                             f"{sde.T - model.dt * k:.4g}) on {int(invalid[k])} of {n} particles; a reward or log "
+                             f"density is undefined there",
+                             hint=UNDEFINED_DENSITY_HINT)
     if model.path:   # the last transition's weight, at t_min (no resampling, no move)
         state = close(state, k_init)
     x, log_w = rt.to_numpy(state.particles[0]).astype(np.float64), rt.to_numpy(state.log_w).astype(np.float64)

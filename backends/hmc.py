@@ -128,9 +128,7 @@ def diagnose(samples, stats, chains, method="nuts", warmup=None, target_accept=N
                     ConvergenceWarning)
     if diag["divergences"]:
         site, where = _divergent_site(samples, diverging)
-        higher = (1 + (target_accept or 0.8)) / 2    # halfway to 1, with the digits it needs (0.99 -> 0.995)
-        accept = advice.options(method, target_accept=round(higher, max(3, 1 - math.floor(math.log10(1 - higher))))
-                                if target_accept else ...)
+        accept = advice.options(method, target_accept=_closer_to_one(target_accept) if target_accept else ...)
         reparam = f"reparametrize {site} non-centered ({advice.noncentered(site)})" if site else "reparametrize"
         advice.warn(f"{method}: {diag['divergences']} divergent transitions after warmup (per chain "
                     f"{diag['divergences_per_chain']}); they concentrate in {where}; raise target_accept ({accept}) "
@@ -140,6 +138,12 @@ def diagnose(samples, stats, chains, method="nuts", warmup=None, target_accept=N
         advice.warn(f"{method}: E-BFMI < {EBFMI_MIN} in chains {low} ({diag['e_bfmi']}): the momentum "
                     f"resampling explores the energy poorly (heavy tails or a funnel)", ConvergenceWarning)
     return diag
+
+
+def _closer_to_one(p):
+    """(1 + p) / 2, rounded to the digits it needs to stay above p (0.8 -> 0.9, 0.99 -> 0.995)."""
+    higher = (1 + p) / 2
+    return round(higher, max(3, 1 - math.floor(math.log10(1 - higher))))
 
 
 def _divergent_site(samples, diverging):

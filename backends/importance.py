@@ -79,8 +79,6 @@ class Importance(fk.FeynmanKac):
         return ref + rest - self.proposal.log_prob(self.rt, z), z, carry
 
 
-
-
 def _cached_step(compiled, rt, batch_size, proposal):
     """One `Importance` model and its jit-compiled weighting step per compiled target, runtime and options (a
     new lambda per run would compile again on every call)."""

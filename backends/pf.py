@@ -25,7 +25,7 @@ import numpy as np
 from ..compiler.lower import Evaluator
 from ..compiler.sequential import StateSpace
 from .. import advice
-from ..errors import InferenceError, PlanError, PPLError, ValueRangeError
+from ..errors import UNDEFINED_DENSITY_HINT, InferenceError, PlanError, PPLError, ValueRangeError
 from ..result import Result
 from ..stdlib.distributions import per_particle, repeated
 from . import fk, method, run_cache
@@ -261,12 +261,7 @@ class StepwiseFilter:
         rt, xp, n, model = self.rt, self.rt.xp, self.n, self.model
         p = Particles(x, log_ratio)
         log_g, p, _ = model.log_potential(t, p, log_w, None)
-        finite = xp.isfinite(log_g)
-        invalid = xp.sum(~finite & (log_g != fk.NEG_INF))
-        log_w = log_w + xp.where(finite, log_g, fk.NEG_INF)
-        log_c = xp.logsumexp(log_w)
-        log_w = log_w - log_c
-        ess = xp.exp(-xp.logsumexp(2.0 * log_w))
+        log_w, log_c, ess, non_finite, invalid = fk.weigh(xp, log_w, log_g)
         tracked = model.track(p, log_w, None)
         resampled = (ess < self.threshold * n) & model.can_resample(t)
         # weights that are not resampled (NaN where every weight vanished) are replaced by uniform ones, so the
@@ -276,7 +271,7 @@ class StepwiseFilter:
         idx = xp.where(resampled, idx, xp.arange(n))
         x, log_ratio, eve = (xp.take(a, idx, axis=0) for a in (p.x, p.log_ratio, eve))
         return (x, log_ratio, xp.where(resampled, -math.log(n), log_w), eve, log_w), \
-            (log_c, ess, resampled, xp.sum(~finite), idx, invalid) + tuple(tracked)
+            (log_c, ess, resampled, non_finite, idx, invalid) + tuple(tracked)
 
     def __call__(self, key):
         rt, xp, path, n, ts = self.rt, self.rt.xp, self.path, self.n, self.ts
@@ -397,8 +392,6 @@ def check_particles(particles, what="a particle filter"):
         raise ValueRangeError(f"{what} needs particles >= 2 (an integer), got {particles!r}")
 
 
-
-
 @method("pf")
 @shards_particles
 def run(compiled, rt, key, particles=1000, progress=None, resampler="systematic", resample_threshold=0.5,
@@ -446,7 +439,7 @@ def run(compiled, rt, key, particles=1000, progress=None, resampler="systematic"
         raise InferenceError(f"particle filter: the observation density of {name!r} was NaN or +inf at t = {t} on "
                              f"{int(invalid[t])} of {particles} particles (NaN weights are not dropped silently)",
                              hint="an observation's parameters out of their range (a negative scale, a log of a "
-                                  "negative number); write where(cond, value, -inf) for a density that is zero there")
+                                  "negative number)? " + UNDEFINED_DENSITY_HINT)
     if not np.all(np.isfinite(log_z_path)):
         t = int(np.argmin(np.isfinite(log_z_path)))
         raise InferenceError(f"particle filter: every weight vanished at t = {t} (the observation density was -inf "

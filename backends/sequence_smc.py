@@ -272,8 +272,6 @@ def sequence_result(gen, chains, method, rt, answer=None, select="argmax", by=No
                   answer=choose(answers, weights, select))
 
 
-
-
 class Runner:
     """A sweep of one target, runtime and set of options: `runner(key, forced, n)`; pure (compiled) when the
     models allow and `compile` is not False, falling back to eager if tracing the models fails."""

@@ -350,8 +350,6 @@ def _padded(rows):
     return np.stack([np.pad(np.asarray(r, dtype=float), (0, t - len(r)), constant_values=np.nan) for r in rows])
 
 
-
-
 def _cached_smc(compiled, rt, options):
     """One `SMC` (and so one jit-compiled step) per compiled target, runtime and options."""
     per_target = run_cache(compiled, "smc")

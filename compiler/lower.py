@@ -16,7 +16,7 @@ import contextlib
 
 import numpy as np
 
-from ..errors import InferenceError, PlanError, PPLError, SupportError, ValueRangeError
+from ..errors import UNDEFINED_DENSITY_HINT, InferenceError, PlanError, PPLError, SupportError, ValueRangeError
 from ..stdlib.distributions import (LIBRARY, Distribution, concrete, invalid_parameter, outside_support, per_particle,
                                      repeated)
 from .shapes import TRACE_BYTES, Support, check_size
@@ -398,8 +398,7 @@ class Program:
                 return InferenceError(f"{what}: {t.label} was {counts} of {n} particles; a density must be finite "
                                       f"or -inf (zero density) everywhere, and the run would have dropped those "
                                       f"particles silently", site=site,
-                                      hint="return -inf where the value is outside its domain, e.g. "
-                                           "ppl.math.where(x > 0, ppl.math.log(x), -inf)")
+                                      hint=UNDEFINED_DENSITY_HINT)
             return InferenceError(f"{what}: all weights vanished: {t.label} was -inf (zero density) at all {n} "
                                   f"particles", site=site)
         return None

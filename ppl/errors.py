@@ -50,6 +50,11 @@ class InferenceError(PPLError):
     """A run failed loudly: every weight vanished, the schedule stalled, non-finite densities."""
 
 
+#: the hint of an error about a density that was NaN or +inf somewhere
+UNDEFINED_DENSITY_HINT = ("return -inf where a value is outside its domain, e.g. "
+                          "ppl.math.where(x > 0, ppl.math.log(x), -inf)")
+
+
 class SourceError(PPLError):
     """An error located in `.ppl` source text: `file:line:col: message`, the line and a caret."""
 
