@@ -46,16 +46,14 @@ def check(result, layout, precision):
     (`unresolved`), and for NaN samples, log weights or log Z."""
     sites = []
     for name in layout or {}:
-        x = result.samples.get(name)
-        if x is None:
+        if name not in result.samples:
             continue
-        x = x.reshape((-1,) + x.shape[2:])
+        x, w = result._pooled(name)     # draws [C·N, ...] and their pooled normalized weights
         if not np.isfinite(x).all():
             sites.append(f"{name!r} (non-finite draws)")
         elif x.shape[0] > 1 and (np.ptp(x, axis=0) == 0).any():
             sites.append(f"{name!r} (all {x.shape[0]} draws equal)")
         elif x.shape[0] > 1 and x.size:
-            w = None if result.log_weights is None else result.weights.reshape(-1) / result.weights.shape[0]
             bad = unresolved(x.reshape(len(x), -1), precision, w)
             if bad:
                 _, scale, step, sd = bad[0]
