@@ -156,8 +156,12 @@ def _run(prog, args):
 
 def _option_text(value):
     """An option's value as the language writes it (a model or other object by its name)."""
-    if isinstance(value, (bool, int, float, str)) or value is None:
-        return str(value).lower() if isinstance(value, bool) else repr(value) if isinstance(value, str) else str(value)
+    if isinstance(value, bool):
+        return str(value).lower()
+    if isinstance(value, str):
+        return repr(value)
+    if isinstance(value, (int, float)) or value is None:
+        return str(value)
     if isinstance(value, dict):
         return value.get("name", "?") + "(" + ", ".join(f"{k}={_option_text(v)}" for k, v in value.items()
                                                          if k != "name") + ")"
