@@ -110,6 +110,23 @@ class Interpreter:
     def _neg(self, node, env, fw):
         return -self.ev(node.operand, env, fw)
 
+    def _conditional(self, node, env, fw):
+        c = self.condition(node.cond, env, fw)
+        if isinstance(c, bool):
+            return self.ev(node.then if c else node.orelse, env, fw)
+        return _select(c, self.ev(node.then, env, fw), self.ev(node.orelse, env, fw))
+
+    def condition(self, node, env, fw):
+        """The value of an `if`'s or a `? :`'s condition: a Python bool where it is known before sampling (data,
+        constants, the index of an unrolled loop), else a runtime boolean (then both branches are evaluated)."""
+        c = scalar(self.ev(node, env, fw))
+        if getattr(c, "shape", ()) not in ((), (1,)) and getattr(c, "ndim", 0) > 0:
+            raise self.src.error(node, f"a condition is one true/false value, not an array of shape "
+                                       f"{tuple(c.shape)}", hint="compare scalars, or use where(c, a, b) elementwise")
+        if pm.framework(c) == "numpy":
+            return bool(np.asarray(c).reshape(()))
+        return c.reshape(()) if getattr(c, "ndim", 0) else c
+
     def _and(self, node, env, fw):
         a, b = self.ev(node.left, env, fw), self.ev(node.right, env, fw)
         return a and b if fw == "numpy" else pm.namespace(a, b).logical_and(a, b)
@@ -171,6 +188,8 @@ class Interpreter:
                                  hint=f"use it after ~, or as logpdf({name}(...), x)")
         if name == "logpdf":
             return self.logpdf(node, env, fw)
+        if name == "ode":
+            return self.ode(node, env, fw)
         pos, kw = self._arguments(node.args, env, fw)
         if name in ("zeros", "ones"):
             return scalar(getattr(pm, name)(*pos, like=_like(env)))
@@ -185,6 +204,8 @@ class Interpreter:
             raise self.src.error(node, f"unknown function {name!r}", hint=suggest(name, list(pm.BUILTINS)))
         if "axis" in kw and name in pm.BUILTINS:
             kw["axis"] = self._axis(next(k for k in node.args.keywords if k.name == "axis"), kw["axis"])
+        if isinstance(fn, Function):
+            return fn.call(pos, kw, node)
         return scalar(fn(*pos, **kw))
 
     def _axis(self, node, k):
@@ -206,7 +227,14 @@ class Interpreter:
         if shape is None and isinstance(node, S.Dist) and node.shape:
             shape = self.shape(node.shape, env, fw)
         try:
-            return D.make(name, *pos, shape=shape or (), **kw)
+            d = D.make(name, *pos, shape=shape or (), **kw)
+            truncation = getattr(node, "truncation", None)
+            if truncation is not None:
+                lower, upper = (None if e is None else self.ev(e, env, fw) for e in truncation)
+                d = D.truncated(d, lower, upper)
+            return d
+        except SourceError:
+            raise
         except PPLError as e:
             raise self.src.relocate(node, e) from None
 
@@ -218,6 +246,21 @@ class Interpreter:
                 raise self.src.error(e, "a dimension must be a non-negative integer known before sampling")
             out.append(n)
         return tuple(out)
+
+    def ode(self, node, env, fw):
+        """`ode(f, y0, t0, ts, args..., method = "dopri5", rtol =, atol =, max_steps =)`: the solution of
+        dy/dt = f(t, y, args...) at the times ts (`ppl.ode`); f a function of the program or a `use`d one."""
+        args = node.args.positional
+        if not args or not isinstance(args[0], S.Name) or not callable(self.functions.get(args[0].name)):
+            raise self.src.error(args[0] if args else node, "ode takes the right-hand side's function first: "
+                                                             "ode(f, y0, t0, ts, args...)",
+                                 hint="define it: function f(t : real, y : vector, k : real) { return -k * y }")
+        fn = self.functions[args[0].name]
+        pos = [self.ev(a, env, fw) for a in args[1:]]
+        kw = {k.name: k.value.value if isinstance(k.value, S.String) else self.ev(k.value, env, fw)
+              for k in node.args.keywords}
+        from ..ode import ode
+        return ode(fn, *pos, **kw)
 
     def logpdf(self, node, env, fw):
         args = node.args.positional
@@ -256,8 +299,32 @@ class Interpreter:
         d = self.distribution(s.dist, env, fw)
         env["__logp"] = env["__logp"] + pm.sum(log_density(d, value, env))
 
+    def _s_observeexpr(self, s, env, fw):
+        value = self.ev(s.value, env, fw)
+        d = self.distribution(s.dist, env, fw)
+        env["__logp"] = env["__logp"] + pm.sum(log_density(d, value, env))
+
     def _s_factor(self, s, env, fw):
         env["__logp"] = env["__logp"] + self.ev(s.value, env, fw)
+
+    def _s_if(self, s, env, fw):
+        """The chosen branch where the condition is known before sampling; else both branches, each value they
+        assign (and the log density they add) taken from the branch the condition picks (`where`)."""
+        c = self.condition(s.cond, env, fw)
+        if isinstance(c, bool):
+            self.run(s.then if c else s.orelse, env, fw)
+            return
+        branches = []
+        for body in (s.then, s.orelse):
+            branch = dict(env)
+            self.run(body, branch, fw)
+            branches.append(branch)
+        for n in sorted(assigned([s]) | ({"__logp"} & set(env))):
+            if n in branches[0] and n in branches[1]:   # else local to the one branch that defines it
+                env[n] = _select(c, branches[0][n], branches[1][n])
+
+    def _s_return(self, s, env, fw):
+        raise self.src.error(s, "return is the last statement of a function", hint="a model has no return")
 
     def _s_for(self, s, env, fw):
         lo, hi = (concrete_int(self.ev(n, env, fw)) for n in (s.lo, s.hi))
@@ -297,6 +364,58 @@ class Interpreter:
             env.update(final)
         for n in set(env) - before:
             del env[n]
+
+
+class Function:
+    """A function of the program, `function name(a : real, y : vector) { ...; return value }`: pure, typed
+    arguments (real, int, vector, matrix), evaluated on the runtime of its arguments; also a plain Python callable
+    (an ODE's right-hand side)."""
+
+    _RANKS = {"real": 0, "int": 0, "vector": 1, "matrix": 2}
+
+    def __init__(self, node, interp):
+        self.node, self.interp = node, interp
+        self.__name__ = node.name
+
+    def __call__(self, *args):
+        return self.call(list(args), {}, None)
+
+    def call(self, args, keywords, at):
+        """The function's value at `args`; `at` is the call's node (None from Python), where argument errors are
+        located and which errors inside the function name."""
+        node, src = self.node, self.interp.src
+        params = ", ".join(f"{p.name} : {p.type.name}" for p in node.params)
+        if keywords or len(args) != len(node.params):
+            raise src.error(at, f"{node.name}({params}) takes {len(node.params)} argument(s), got "
+                                f"{len(args)}{' and keywords' if keywords else ''}",
+                            hint=f"defined at line {node.line}")
+        env = {}
+        for p, v, where in zip(node.params, args, at.args.positional if at is not None else node.params):
+            rank = len(getattr(v, "shape", ()))
+            integral = concrete_int(v) is not None or getattr(getattr(v, "dtype", None), "is_floating_point", None) \
+                is False or str(getattr(v, "dtype", "")).startswith("int")
+            if rank != self._RANKS[p.type.name] or (p.type.name == "int" and not integral):
+                raise src.error(where, f"argument {p.name} of {node.name} is declared {p.type.name}, got "
+                                       f"{'an array of shape ' + str(tuple(v.shape)) if rank else 'a number'}"
+                                       f"{'' if rank or p.type.name != 'int' else ' that is not an integer'}",
+                                hint=f"{node.name}({params})")
+            env[p.name] = v
+        fw = pm.framework(list(env.values()))
+        try:
+            self.interp.run(node.body[:-1], env, fw)
+            return self.interp.ev(node.body[-1].value, env, fw)
+        except SourceError as e:
+            if at is None:
+                raise
+            note = f"in {node.name}, called at line {at.line}: {(src.line(at.line) or '').strip()}"
+            raise SourceError(e.message, filename=e.filename, line=e.line, column=e.column,
+                              source_line=e.source_line, hint=f"{e.hint}; {note}" if e.hint else note) from None
+
+
+def _select(c, a, b):
+    """where(c, a, b) for a runtime boolean c, with constant branches put on c's runtime."""
+    a, b = (_full_like(c, x) if pm.framework(x) == "numpy" else x for x in (a, b))
+    return pm.where(c, a, b)
 
 
 def log_density(d, value, env):

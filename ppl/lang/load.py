@@ -24,6 +24,7 @@ from .diffusion import build_diffusion
 from .sequence import build_sequence, is_sequence, sequence_bases, sequence_reward
 from .sequence import text as reward_text
 from .interpret import Interpreter, scalar
+from .functions import define_functions
 from .lower import ModelBuilder, type_parts
 from .names import reads
 from .parser import parse
@@ -251,7 +252,12 @@ class Loader:
         self.defined[name] = node
 
     def load(self):
-        for item in parse(self.src.text, self.src.filename).items:   # _data for a Data item, ...
+        items = parse(self.src.text, self.src.filename).items
+        defs = [item for item in items if isinstance(item, S.FunctionDef)]
+        for d in defs:
+            self.define(d.name, d)
+        define_functions(defs, self.src, self.out.functions)
+        for item in items:   # _data for a Data item, ...
             try:
                 getattr(self, "_" + type(item).__name__.lower())(item)
             except NeedsData as e:   # only with symbolic data: this model or target is checked no further
@@ -319,6 +325,9 @@ class Loader:
         if not callable(fn) and not (hasattr(fn, "start") and hasattr(fn, "advance")):
             raise self.src.error(node, f"{spec!r} is not callable (nor a sequence model with start and advance)")
         self.out.functions[name] = fn
+
+    def _functiondef(self, node):
+        """Defined before the other items (`define_functions`), so that any item may call it."""
 
     def _modeldef(self, node):
         self.define(node.name, node)

@@ -8,6 +8,7 @@ looped updates, grouped), a factor, or a latent state drawn element by element (
 declared type restricts its distribution to the type's support: the language never truncates silently.
 """
 import math as _pymath
+import warnings
 
 import numpy as np
 
@@ -17,9 +18,9 @@ from ..stdlib import distributions as D
 from ..stdlib.markov import markov
 from ..target import Model, Site
 from . import syntax as S
-from .interpret import Interpreter, concrete_int
-from .names import (PREV, State, assigned, dependency_order, free, lag, markov_reads, reads, state_names, walk,
-                    writes)
+from .interpret import Interpreter, concrete_int, log_density
+from .names import (PREV, State, assigned, blocks, dependency_order, free, lag, markov_reads, reads, state_names,
+                    walk, writes)
 from .source import suggest
 from .symbolic import NeedsData, Symbolic
 
@@ -28,6 +29,14 @@ _REAL = {"normal", "cauchy", "student_t", "laplace"}
 _UNIT = {"beta"}
 _HALF_HINT = {"normal": "half_normal(scale)", "cauchy": "half_cauchy(scale)",
               "student_t": "half_student_t(df, scale)"}
+
+
+class JacobianWarning(UserWarning):
+    """`expression ~ dist` of an expression of the parameters: the density has no Jacobian term for it."""
+
+
+def _block_name(s):
+    return "loop" if isinstance(s, S.For) else "if"
 
 
 class _Group:
@@ -49,9 +58,10 @@ class ModelBuilder:
 
     def build(self):
         groups, owner = [], {}
-        self.states = state_names(self.node.body)
-        self.defined = sorted(set().union(*(writes(s, self.data) for s in self.node.body)))
-        for i, s in self.data_values(dependency_order(self.node.body, self.data, self.src, self.name)):
+        self.body = self.known_branches(self.node.body)
+        self.states = state_names(self.body)
+        self.defined = sorted(set().union(*(writes(s, self.data) for s in self.body)))
+        for i, s in self.data_values(dependency_order(self.body, self.data, self.src, self.name)):
             if isinstance(s, S.Declare) and s.name in self.states:
                 self.state_declare(s)
             elif isinstance(s, S.Declare):
@@ -65,6 +75,11 @@ class ModelBuilder:
                 self.state_loop(s)
             elif isinstance(s, S.Factor):
                 self.factor(s)
+            elif isinstance(s, S.ObserveExpr):
+                self.observe_expr(s)
+            elif isinstance(s, S.Return):
+                raise self.src.error(s, "return is the last statement of a function; a model has none",
+                                     hint="a model's density is made of its ~ statements and factors")
             elif isinstance(s, (S.Assign, S.AugAssign)):
                 lv = s.target
                 self._writable(lv.name, lv, first=isinstance(s, S.Assign) and lv.indices is None)
@@ -76,12 +91,12 @@ class ModelBuilder:
                     self.kinds[lv.name] = "det"
                     self.positions[lv.name] = lv
                 owner[lv.name].stmts.append((i, s))
-            elif isinstance(s, S.For):
-                self.check_loop(s)
-                written = [n for n in sorted(assigned(s.body)) if n in owner]
-                for n in assigned(s.body):
+            elif isinstance(s, (S.For, S.If)):
+                self.check_block(s)
+                written = [n for n in sorted(assigned([s])) if n in owner]
+                for n in assigned([s]):
                     if n in self.kinds and self.kinds[n] != "det" or n in self.data:
-                        raise self.src.error(s, f"the loop assigns to {n!r}, which is "
+                        raise self.src.error(s, f"the {_block_name(s)} assigns to {n!r}, which is "
                                                 f"{'data' if n in self.data else 'a ' + self.kinds[n] + ' site'}")
                 merged = list(dict.fromkeys(owner[n] for n in written))
                 g = merged[0] if merged else _Group()
@@ -94,12 +109,15 @@ class ModelBuilder:
                         owner[n] = g
                 if not merged:
                     groups.append(g)
+                for n in sorted(assigned(s.then) & assigned(s.orelse) - set(owner) if isinstance(s, S.If) else ()):
+                    g.names.append(n)
+                    owner[n], self.kinds[n], self.positions[n] = g, "det", s
                 g.stmts.append((i, s))
                 g.stmts.sort(key=lambda x: x[0])
-                if any(isinstance(b, (S.Tilde, S.Factor)) for b in walk(s.body)):
+                if any(isinstance(b, (S.Tilde, S.Factor, S.ObserveExpr)) for b in walk(blocks(s))):
                     g.logp = True
                     g.loop = g.loop or s
-                elif not written:
+                elif not written and isinstance(s, S.For):
                     raise self.src.error(s, "this loop has no effect: it neither updates a value defined before "
                                             "it nor observes data",
                                          hint="define the value first (x = zeros(T)) and assign x[t] in the loop")
@@ -118,6 +136,21 @@ class ModelBuilder:
                 raise NeedsData(value.name)
         return model
 
+    def known_branches(self, stmts):
+        """`stmts` with each top-level `if` whose condition reads only data and constants replaced by the branch it
+        picks (`if prior_only { ... }`), so that its branches may declare and draw sites."""
+        out = []
+        for s in stmts:
+            if isinstance(s, S.If) and all(n in self.data for n, _ in reads(s.cond)):
+                symbolic = [n for n, _ in reads(s.cond) if isinstance(self.data[n], Symbolic)]
+                if symbolic:
+                    raise NeedsData(symbolic[0])
+                c = self.interp.condition(s.cond, dict(self.data), "numpy")
+                out.extend(self.known_branches(s.then if c else s.orelse))
+            else:
+                out.append(s)
+        return out
+
     def data_values(self, ordered):
         """Values computed from data and constants alone, evaluated once (numpy) and added to the data; returns
         the other statements [(index, statement)], in order.
@@ -130,8 +163,8 @@ class ModelBuilder:
         for i, s in ordered:
             # `v ~ ...` (or `v[i] ~ ...` in a loop) of a data-only value v observes it: transformed data
             wrote = writes(s, ()) - (known & {b.target.name for b in walk([s]) if isinstance(b, S.Tilde)})
-            pure = isinstance(s, (S.Assign, S.AugAssign)) or isinstance(s, S.For) and not any(
-                isinstance(b, (S.Tilde, S.Factor)) for b in walk(s.body))
+            pure = isinstance(s, (S.Assign, S.AugAssign)) or isinstance(s, (S.For, S.If)) and not any(
+                isinstance(b, (S.Tilde, S.Factor, S.ObserveExpr)) for b in walk(blocks(s)))
             if pure and not wrote & set(self.data) and {n for n, _ in free([s])} <= known | wrote:
                 candidates.append((i, s))
                 known |= wrote
@@ -328,6 +361,30 @@ class ModelBuilder:
         fn = lambda **env: interp.distribution(dist, env, pm.framework(list(env.values())))  # noqa: E731
         self.add_latent(site, fn, parents, s)
 
+    def observe_expr(self, s):
+        """`expression ~ dist`: of data alone, an observed site named by its text (`log(y)`); reading parameters,
+        a factor log dist(expression) with no Jacobian term (as in Stan), and a warning saying so."""
+        interp, text = self.interp, self.src.line(s.line)[s.column - 1:].split("~")[0].strip()
+        if all(n in self.data and not isinstance(self.data[n], Symbolic) for n, _ in reads(s.value)):
+            if text in self.observed:
+                raise self.src.error(s, f"{text} is observed twice (line {self.positions[text].line})")
+            self.kinds[text], self.positions[text] = "observed", s
+            self.observed[text] = np.asarray(interp.ev(s.value, dict(self.data), "numpy"))
+            fn = lambda **env: interp.distribution(s.dist, env, pm.framework(list(env.values())))  # noqa: E731
+            self.add_latent(text, fn, self.parents(reads(s.dist), own=text), s)
+            return
+        warnings.warn(self.src.error(s, f"{text} ~ {s.dist.family}(...) reads parameters: it adds log "
+                                        f"{s.dist.family}({text}) to the density with no Jacobian term",
+                                     hint=f"add the log absolute derivative of {text} as a factor if it is meant "
+                                          f"as a change of variables").render(), JacobianWarning, stacklevel=2)
+        name = f"observe@{s.line}"
+        self.kinds[name], self.positions[name] = "factor", s
+
+        def fn(**env):
+            fw = pm.framework(list(env.values()))
+            return pm.sum(log_density(interp.distribution(s.dist, env, fw), interp.ev(s.value, env, fw), env))
+        self.site(name, "factor", fn, self.parents(reads(s.value, s.dist)), s)
+
     def factor(self, s):
         name = f"factor@{s.line}"
         self.kinds[name], self.positions[name] = "factor", s
@@ -453,7 +510,16 @@ class ModelBuilder:
                                   if st.loop else ["prev"])
         self.sites[name].source = self._source(st.decl)
 
-    def check_loop(self, s):
+    def check_block(self, s):
+        """A loop, or an `if` whose condition depends on the parameters, declares and draws no site."""
+        if isinstance(s, S.If):
+            for b in walk(blocks(s)):
+                if isinstance(b, S.Declare) or isinstance(b, S.Tilde) and b.target.name not in self.data:
+                    raise self.src.error(b, f"{getattr(b, 'name', None) or b.target.name!r} is a site drawn under a "
+                                            f"condition that depends on the parameters: a site exists in every draw",
+                                         hint="draw it outside the if, and choose its use with cond ? a : b; an if "
+                                              "on data is resolved when the data are loaded")
+            return
         for b in walk(s.body):
             if isinstance(b, S.Declare):
                 raise self.src.error(b, "parameters cannot be declared inside a loop",
@@ -487,7 +553,7 @@ class ModelBuilder:
             self.site(name, "factor", lambda **env: run(env)["__logp"], parents, g.loop)
 
     def check_reads_after_writes(self, groups):
-        stmts = self.node.body
+        stmts = self.body
         for g in groups:
             idx = [i for i, _ in g.stmts]
             first, last = min(idx), max(idx)
@@ -501,12 +567,19 @@ class ModelBuilder:
 
 
 def type_parts(typ, src):
-    """(type name, {'lower' / 'upper': Bound}, dims or None) of a `Type`."""
+    """(type name, {'lower' / 'upper': Bound}, dims or None) of a `Type`; `vector[N]` and `matrix[M, N]` are
+    `real[N]` and `real[M, N]`."""
     bounds = {}
     for b in typ.bounds:
         if b.key not in ("lower", "upper"):
             raise src.error(b, f"unknown bound {b.key!r}; use lower= and upper=")
         bounds[b.key] = b
+    rank = {"vector": 1, "matrix": 2}.get(typ.name)
+    if rank is not None:
+        if len(typ.dims or ()) != rank:
+            raise src.error(typ, f"{typ.name} takes {rank} dimension(s): "
+                                 f"{'vector[N]' if rank == 1 else 'matrix[M, N]'}")
+        return "real", bounds, typ.dims
     return typ.name, bounds, typ.dims
 
 

@@ -47,8 +47,15 @@ def free(stmts, defined=()):
             defined.add(lv.name)
         elif isinstance(s, S.Tilde):
             need(s.target.expr(), s.dist)
-        elif isinstance(s, S.Factor):
+        elif isinstance(s, S.ObserveExpr):
+            need(s.value, s.dist)
+        elif isinstance(s, (S.Factor, S.Return)):
             need(s.value)
+        elif isinstance(s, S.If):
+            need(s.cond)
+            out.extend(free(s.then, defined))
+            out.extend(free(s.orelse, defined))
+            defined |= assigned(s.then) | assigned(s.orelse)
         elif isinstance(s, S.Declare):
             need(tuple(b.value for b in s.type.bounds), s.type.dims, s.dist)
             defined.add(s.name)
@@ -66,6 +73,8 @@ def assigned(stmts):
             out.add(s.target.name)
         elif isinstance(s, S.For):
             out |= assigned(s.body)
+        elif isinstance(s, S.If):
+            out |= assigned(s.then) | assigned(s.orelse)
     return out
 
 
@@ -75,8 +84,8 @@ def writes(s, data):
         out = {s.name}
     elif isinstance(s, (S.Assign, S.AugAssign, S.Tilde)):
         out = {s.target.name}
-    elif isinstance(s, S.For):
-        out = assigned(s.body) | {b.target.name for b in walk(s.body) if isinstance(b, S.Tilde)}
+    elif isinstance(s, (S.For, S.If)):
+        out = assigned([s]) | {b.target.name for b in walk(blocks(s)) if isinstance(b, S.Tilde)}
     else:
         out = set()
     return out - set(data)
@@ -116,12 +125,20 @@ def dependency_order(stmts, data, src, model):
                                    f"one before it)", hint="a value cannot depend on itself; break the cycle")
 
 
+def blocks(s):
+    """The statements inside a loop or an `if` (both branches), else ()."""
+    if isinstance(s, S.For):
+        return s.body
+    if isinstance(s, S.If):
+        return s.then + s.orelse
+    return ()
+
+
 def walk(stmts):
-    """Every statement, loop bodies included, in order."""
+    """Every statement, those in loops and `if`s included, in order."""
     for s in stmts:
         yield s
-        if isinstance(s, S.For):
-            yield from walk(s.body)
+        yield from walk(blocks(s))
 
 
 # ---- latent states (Markov chains) drawn element by element --------------------------------

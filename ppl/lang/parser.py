@@ -36,14 +36,29 @@ def _statements(stmts):
 
 #: words of the grammar, which cannot name data, models, targets, sites or loop variables
 KEYWORDS = frozenset({"data", "use", "model", "diffusion", "sequence", "target", "sample", "factor", "for", "in",
-                      "with", "on", "from", "and", "or", "not"})
+                      "with", "on", "from", "and", "or", "not", "function", "return", "if", "else"})
 
 
 def _defined(tok, what):
-    """The name `tok` of a new `what`, refused if it is a keyword."""
-    if str(tok) in KEYWORDS:
-        raise _Misplaced(tok, f"{str(tok)!r} is a keyword and cannot name {what}", hint="choose another name")
-    return str(tok)
+    """The name `tok` (a token or a `Name`) of a new `what`, refused if it is a keyword."""
+    text = tok.name if isinstance(tok, S.Name) else str(tok)
+    if text in KEYWORDS:
+        raise _Misplaced(tok, f"{text!r} is a keyword and cannot name {what}", hint="choose another name")
+    return text
+
+
+def _lvalue(target, verb):
+    """The `LValue` of a statement's target (`name` or `name[indices]`); where it is another expression, None
+    when `verb` is None, else an error: a value can only be assigned to a name."""
+    if isinstance(target, S.Name):
+        return S.LValue(_defined(target, "a site or a value"), None, line=target.line, column=target.column)
+    if isinstance(target, S.Index) and isinstance(target.value, S.Name):
+        return S.LValue(_defined(target.value, "a site or a value"), target.indices, line=target.line,
+                        column=target.column)
+    if verb is None:
+        return None
+    raise _Misplaced(target, f"cannot {verb} an expression: only a name or an indexed name can be",
+                     hint="write name = ... or name[i] = ...")
 
 
 class _Misplaced(Exception):
@@ -145,6 +160,14 @@ class _ToSyntax(Transformer):
     def use_stmt(self, kw, name, spec):
         return S.Use(_defined(name, "a function"), str(spec)[1:-1], **_at(kw))
 
+    def function_def(self, kw, name, paren, *rest):
+        params = tuple(p for p in rest if isinstance(p, S.Param))
+        return S.FunctionDef(_defined(name, "a function"), params,
+                             _statements(s for s in rest if not isinstance(s, S.Param)), **_at(kw))
+
+    def param(self, name, typ):
+        return S.Param(_defined(name, "a parameter"), typ, **_at(name))
+
     def model_def(self, kw, name, *stmts):
         return S.ModelDef(_defined(name, "a model"), _statements(stmts), **_at(kw))
 
@@ -169,13 +192,28 @@ class _ToSyntax(Transformer):
         return S.Declare(_defined(name, "a site"), typ, dist, **_at(name))
 
     def tilde(self, target, dist):
-        return S.Tilde(target, dist, **_at(target))
+        if _lvalue(target, None) is None:
+            return S.ObserveExpr(target, dist, **_at(target))
+        return S.Tilde(_lvalue(target, "draw"), dist, **_at(target))
 
     def assign(self, target, value):
-        return S.Assign(target, value, **_at(target))
+        return S.Assign(_lvalue(target, "assign to"), value, **_at(target))
 
     def augassign(self, target, op, value):
-        return S.AugAssign(target, str(op), value, **_at(target))
+        return S.AugAssign(_lvalue(target, "update"), str(op), value, **_at(target))
+
+    def if_stmt(self, kw, cond, then, _else, orelse):
+        orelse = () if orelse is None else orelse if isinstance(orelse, tuple) else (orelse,)
+        return S.If(cond, then, orelse, **_at(kw))
+
+    def block(self, *stmts):
+        return _statements(stmts)
+
+    def return_stmt(self, kw, value):
+        return S.Return(value, **_at(kw))
+
+    def conditional(self, cond, qmark, then, colon, orelse):
+        return S.Conditional(cond, then, orelse, **_at(qmark))
 
     def factor(self, kw, value):
         return S.Factor(value, **_at(kw))
@@ -183,11 +221,9 @@ class _ToSyntax(Transformer):
     def for_loop(self, kw, var, lo, hi, *body):
         return S.For(_defined(var, "a loop variable"), lo, hi, _statements(body), **_at(kw))
 
-    def lvalue(self, name, indices):
-        return S.LValue(_defined(name, "a site or a value"), _tuple(indices), **_at(name))
-
-    def dist(self, family, args, shape):
-        return S.Dist(str(family), args, _tuple(shape), **_at(family))
+    def dist(self, family, args, shape, truncate, lower, upper):
+        truncation = None if truncate is None else (lower, upper)
+        return S.Dist(str(family), args, _tuple(shape), truncation, **_at(family))
 
     # ---- types
     def type(self, name, bounds, dims):
@@ -200,7 +236,7 @@ class _ToSyntax(Transformer):
         return S.Bound(str(key), value, **_at(key))
 
     # ---- expressions
-    def expr(self, *items):
+    def flat(self, *items):
         return items[0] if len(items) == 1 and not isinstance(items[0], _Prefix) else _climb(items, 0)
 
     def arith(self, *items):

@@ -89,6 +89,14 @@ class BinOp(Node):
 
 
 @_node
+class Conditional(Node):
+    """`cond ? a : b`: the value a where cond holds, else b."""
+    cond: Node
+    then: Node
+    orelse: Node
+
+
+@_node
 class Pow(Node):
     base: Node
     exponent: Node
@@ -126,7 +134,7 @@ class Bound(Node):
 
 @_node
 class Type(Node):
-    """`name<bounds>[dims]`: real, int, simplex, ordered or positive_ordered."""
+    """`name<bounds>[dims]`: real, int, vector, matrix, simplex, ordered or positive_ordered."""
     name: str
     bounds: Tuple[Bound, ...] = ()
     dims: Optional[Tuple[Node, ...]] = None
@@ -134,10 +142,12 @@ class Type(Node):
 
 @_node
 class Dist(Node):
-    """`family(args) [shape]` after `~`."""
+    """`family(args) [shape] T[lower, upper]` after `~`; `truncation` is None or (lower, upper), either end
+    None where it is left open."""
     family: str
     args: Args
     shape: Optional[Tuple[Node, ...]] = None
+    truncation: Optional[Tuple[Optional[Node], Optional[Node]]] = None
 
 
 # ---- model statements ------------------------------------------------------------------
@@ -169,6 +179,14 @@ class Tilde(Node):
 
 
 @_node
+class ObserveExpr(Node):
+    """`expression ~ dist` for an expression that is not a name or an indexed name (Stan's `log(y) ~ ...`): adds
+    log dist(expression) to the model's density, with no Jacobian."""
+    value: Node
+    dist: Dist
+
+
+@_node
 class Assign(Node):
     target: LValue
     value: Node
@@ -196,6 +214,20 @@ class For(Node):
     body: Tuple[Node, ...]
 
 
+@_node
+class If(Node):
+    """`if cond { then } else { orelse }` (`orelse` empty without an else; `else if` nests an `If` in it)."""
+    cond: Node
+    then: Tuple[Node, ...]
+    orelse: Tuple[Node, ...] = ()
+
+
+@_node
+class Return(Node):
+    """`return value`, the last statement of a function."""
+    value: Node
+
+
 # ---- top-level items ------------------------------------------------------------------------
 @_node
 class Data(Node):
@@ -209,6 +241,21 @@ class Use(Node):
     """`use name from "module:attr"` (spec without its quotes)."""
     name: str
     spec: str
+
+
+@_node
+class Param(Node):
+    """`name : type` among a function's parameters."""
+    name: str
+    type: Type
+
+
+@_node
+class FunctionDef(Node):
+    """`function name(params) { body }`: a pure function; its body ends with a `Return`."""
+    name: str
+    params: Tuple[Param, ...]
+    body: Tuple[Node, ...]
 
 
 @_node
