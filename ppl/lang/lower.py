@@ -55,6 +55,7 @@ class ModelBuilder:
         self.interp = Interpreter(src, functions)
         self.sites, self.observed, self.positions = {}, {}, {}
         self.kinds = {}  # name -> 'latent' | 'observed' | 'det' | 'factor'
+        self.flat_sites = set()   # latent sites declared without a distribution
 
     def build(self):
         groups, owner = [], {}
@@ -241,6 +242,7 @@ class ModelBuilder:
             return shape
 
         if dist is None:
+            self.flat_sites.add(name)
             fn, factor = self.flat(typ, tname, bounds, shape_of)
         else:
             factor = None
@@ -350,10 +352,15 @@ class ModelBuilder:
                 raise self.src.error(lv, f"{site} is observed twice (line {self.positions[site].line})")
             self.kinds[site], self.positions[site] = "observed", s
             self.observed[site] = value if isinstance(value, Symbolic) else np.asarray(value)
+        elif idx is not None and name in self.flat_sites:
+            self.part_prior(s)
+            return
         else:
             if idx is not None:
-                raise self.src.error(lv, f"{name!r} is not data; a latent site is declared whole",
-                                     hint=f"write {name} ~ normal(0, 1) [J] and index {name}[j] where you use it")
+                raise self.src.error(lv, f"{name!r} is not data; a latent site is declared whole, or declared without "
+                                         f"a distribution and given priors by part",
+                                     hint=f"write {name} ~ normal(0, 1) [J], or {name} : real[J] and then "
+                                          f"{name}[1:2] ~ normal(0, 1)")
             self._new(name, lv, "latent")
             site = name
         parents = self.parents(reads(dist), own=site)
@@ -384,6 +391,20 @@ class ModelBuilder:
             fw = pm.framework(list(env.values()))
             return pm.sum(log_density(interp.distribution(s.dist, env, fw), interp.ev(s.value, env, fw), env))
         self.site(name, "factor", fn, self.parents(reads(s.value, s.dist)), s)
+
+    def part_prior(self, s):
+        """`x[idx] ~ dist` for x declared without a distribution (`x : real[4]`): a factor log dist(x[idx]) on the
+        flat site x (Stan's `theta[1:2] ~ normal(1, 0.5)`)."""
+        interp, lv = self.interp, s.target
+        name = f"{lv.name}[{self.src.line(s.line)[s.column - 1:].split('[', 1)[1].split('~')[0].strip()}"
+        if name in self.kinds:
+            raise self.src.error(lv, f"{name} has a prior twice (line {self.positions[name].line})")
+        self.kinds[name], self.positions[name] = "factor", s
+
+        def fn(**env):
+            fw = pm.framework(list(env.values()))
+            return pm.sum(log_density(interp.distribution(s.dist, env, fw), interp.ev(lv.expr(), env, fw), env))
+        self.site(name, "factor", fn, self.parents(reads(lv.expr(), s.dist)), s)
 
     def factor(self, s):
         name = f"factor@{s.line}"

@@ -152,9 +152,11 @@ class State:
 
 
 def state_names(stmts):
-    """Names declared without a distribution (x : real[T]) and drawn by element (x[...] ~ ...) somewhere."""
+    """Names declared without a distribution (x : real[T]) and drawn by element in a loop (x[t] ~ ...).
+
+    (Drawn by element outside loops only, `x[1:2] ~ normal(1, 0.5)`, a declared vector has priors on its parts.)"""
     flat = {s.name for s in stmts if isinstance(s, S.Declare) and s.dist is None}
-    return {b.target.name: State() for b in walk(stmts)
+    return {b.target.name: State() for b in walk([s for s in stmts if isinstance(s, S.For)])
             if isinstance(b, S.Tilde) and b.target.indices is not None and b.target.name in flat}
 
 
