@@ -248,7 +248,8 @@ class Unconstrain(Handler):
 class SampleBatched(Handler):
     """Exact draws from the reference π0 for n particles at once (ancestral, batched over particles rather than
     vmapped per particle: torch cannot vmap its samplers): each site given the batched values it reads; the
-    i-th step of the order uses the i-th of the split keys."""
+    i-th step of the order uses the i-th of the split keys. A site without a normalized prior (`Compiled.improper`)
+    is drawn uniform(−2, 2) on the unconstrained scale, as Stan initializes: no draw of π0 then (MCMC starts)."""
 
     def __init__(self, ev, key, n):
         super().__init__(ev)
@@ -263,6 +264,11 @@ class SampleBatched(Handler):
         self.i += 1
         t, ev = node.term, self.ev
         spec_of = lambda vals: ev.spec(t, ev.env(t.model, vals[0], vals[1]))  # noqa: E731
+        if node.name in ev.c.improper:
+            first = self.rt.tree_map(lambda a: a[0], _pick(node.reads, values, dets)) if node.reads else ({}, {})
+            support = spec_of(first).lower(self.rt).support
+            u = self.rt.uniform(self.keys[self.i], (self.n,) + tuple(ev.c.layout[node.name]["ushape"]))
+            return self.rt.biject_to(support)(4.0 * u - 2.0)
         d = per_particle(self.rt, spec_of, _pick(node.reads, values, dets)) if node.reads else \
             repeated(self.rt, spec_of(({}, {})), self.n)
         return self.rt.sample(d, self.keys[self.i])
@@ -432,7 +438,14 @@ class Program:
         return {k: self.rt.to_numpy(v) for k, v in self.to_constrained_arrays(z).items()}
 
     def sample_reference(self, key, n):
-        """z [n, D] drawn exactly from the reference π0 (ancestral sampling, batched over particles)."""
+        """z [n, D] drawn exactly from the reference π0 (ancestral sampling, batched over particles); a PlanError
+        where a site has no normalized prior (`Compiled.check_reference`)."""
+        self.compiled.check_reference()
+        return self._sample_reference(key, n=n)
+
+    def sample_start(self, key, n):
+        """z [n, D] to start MCMC chains from: draws of π0, uniform(−2, 2) on the unconstrained scale at the sites
+        without a normalized prior (`SampleBatched`)."""
         return self._sample_reference(key, n=n)
 
     def _sample(self, key, n):

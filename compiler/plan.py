@@ -20,23 +20,35 @@ from .terms import Term, expand
 
 
 def _choose_reference(terms, latent):
+    """(chosen, improper): each latent site's reference factor, and the sites without a normalized prior of
+    positive coefficient (flat, energy-only or negatively weighted), which take their first prior term (for its
+    support) in place of one: a method that draws from π0 refuses them (`Compiled.check_reference`); NUTS and HMC
+    need no reference."""
     by_site = {}
     for t in terms:
         if t.kind in ("prior", "gaussian") and t.coef > 0:
             by_site.setdefault(t.site, []).append(t)
-    chosen = {}
+    chosen, improper = {}, []
     for site in latent:
         cands = by_site.get(site, [])
         normalized = [t for t in cands if t.kind == "gaussian" or t.model.sites[site].constant is None
                       or t.model.sites[site].constant.is_normalized]
         best = ([t for t in normalized if t.kind == "gaussian"] + [t for t in normalized if t.coef == 1.0]
-                + normalized)
+                + normalized) or [t for t in terms if t.kind == "prior" and t.site == site]
+        if not normalized:
+            improper.append(site)
         if not best:
-            raise PlanError(f"site {site!r} has no normalized prior with a positive coefficient to start from "
-                            f"(flat, energy-only or negatively weighted)", site=site,
-                            hint=f"pass {advice.reference([site])}")
+            raise _no_reference(site)
         chosen[site] = best[0]
-    return chosen
+    return chosen, improper
+
+
+def _no_reference(site):
+    return PlanError(f"site {site!r} has no normalized prior with a positive coefficient to start from "
+                     f"(flat, energy-only or negatively weighted)", site=site,
+                     hint=f"pass {advice.reference([site])}, or sample with nuts or hmc "
+                          f"({advice.options('nuts', switch=True)}), which start from uniform(-2, 2) on the "
+                          f"unconstrained scale there")
 
 
 class Compiled:
@@ -69,13 +81,15 @@ class Compiled:
                 raise NameResolutionError(f"the reference's sites {sorted(reference.latent_names())} differ from the "
                                           f"target's latent sites {sorted(latent)}")
             ref_terms = [Term("prior", 0.0, reference, n) for n in latent]
-            chosen = {t.site: t for t in ref_terms}
+            chosen, improper = {t.site: t for t in ref_terms}, []
             self.models.append(reference)
             terms = terms + ref_terms
         else:
-            chosen = _choose_reference(terms, latent)
+            chosen, improper = _choose_reference(terms, latent)
         self.terms = terms
         self.chosen = chosen
+        #: latent sites without a normalized prior: their `chosen` term is not a reference (`check_reference`)
+        self.improper = improper
         self.latent = latent
         ref_ids = {id(c) for c in chosen.values()}
         self.ref_coef = np.array([1.0 if id(t) in ref_ids else 0.0 for t in terms])
@@ -134,6 +148,12 @@ class Compiled:
                 raise ShapeError(f"{what} must return one real per particle; {t.label} returned shape "
                                  f"{tuple(np.shape(value))} (sum over the site's elements?)")
 
+    def check_reference(self):
+        """A PlanError naming the first site without a normalized prior (`improper`): a method that draws from the
+        reference π0 (is, smc, ais, pmmh) needs a `reference` model then."""
+        if self.improper:
+            raise _no_reference(self.improper[0])
+
     @property
     def dim(self):
         return sum(e["size"] for e in self.layout.values())
@@ -150,7 +170,9 @@ class Compiled:
         lines.append(f"flat particle dimension D = {self.dim}")
         lines.append("reference pi0 (normalized, sampled exactly):")
         for site, t in self.chosen.items():
-            lines.append(f"  {t.label}" + (f"  [folded: {', '.join(t.origin)}]" if t.origin else ""))
+            lines.append(f"  {t.label}" + (f"  [folded: {', '.join(t.origin)}]" if t.origin else "") +
+                         ("  [improper: no reference; nuts and hmc start from uniform(-2, 2) unconstrained]"
+                          if site in self.improper else ""))
         lines.append("rest L (log L = sum of coef x term):")
         for t, c in zip(self.terms, self.rest_coef):
             if c != 0:

@@ -97,17 +97,24 @@ class PPLFile:
         spec = self.run_spec(name)
         return advice.front_end(self.front, name or self.default_name(), method or (spec.method if spec else None))
 
-    def compile(self, name=None, reference=None, fold=None):
-        """`ppl.compile` of a target (with the `reference` and `fold` of its `sample` statement by default);
-        errors about a site are located at its statement."""
+    def compile(self, name=None, reference=None, fold=None, method=None):
+        """`ppl.compile` of a target (with the `reference` and `fold` of its `sample` statement by default); where
+        the statement's method (or `method`) starts from the reference, a site without a normalized prior is an
+        error (`Compiled.check_reference`); errors about a site are located at its statement."""
         from ..compiler import compile as compile_target
-        options = self.run_spec(name).options if self.run_spec(name) else {}
+        spec = self.run_spec(name)
+        options = spec.options if spec else {}
         reference = options.get("reference") if reference is None else reference
         fold = options.get("fold", True) if fold is None else fold
+        method = method or (spec.method if spec else None)
         target = self.target(name)
         try:
-            with self.spelling(name), collector_paused():
-                return compile_target(target, reference=reference, fold=fold)
+            with self.spelling(name, method), collector_paused():
+                compiled = compile_target(target, reference=reference, fold=fold)
+                if reference is None and getattr(compiled, "improper", None) and \
+                        _needs_reference(method, compiled.kind):
+                    compiled.check_reference()
+                return compiled
         except SourceError:
             raise
         except PPLError as e:
@@ -172,7 +179,8 @@ class PPLFile:
         spec = self.run_spec(name)
         kw, _ = self.run_options(name, overrides.get("method"))
         kw.update({k: v for k, v in overrides.items() if v is not None})
-        compiled = self.compile(name, reference=kw.pop("reference", None), fold=kw.pop("fold", None))
+        compiled = self.compile(name, reference=kw.pop("reference", None), fold=kw.pop("fold", None),
+                                method=kw.get("method"))
         if spec:
             self.check_run(spec, compiled.kind, kw)
         kw = _expand(kw)
@@ -186,6 +194,16 @@ class PPLFile:
             if located is None:
                 raise
             raise located from None
+
+
+def _needs_reference(method, kind):
+    """Whether `method` (a name, or None) starts from the reference π0 on plans of `kind` (every method but those
+    whose `run` says `needs_reference = False`: nuts, hmc); an unknown method is `check_run`'s to report."""
+    from ..backends import get_method
+    try:
+        return method is not None and getattr(get_method(method, kind), "needs_reference", True)
+    except PPLError:
+        return False
 
 
 @contextlib.contextmanager
