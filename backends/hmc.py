@@ -7,7 +7,9 @@ Over the flat unconstrained particle z ∈ ℝ^D the potential is
 so exp(−U) is the target γ pushed to ℝ^D; draws are mapped back with `to_constrained`.
 Warmup adapts the step size (dual averaging towards `target_accept`) and a diagonal
 (or `dense_mass`) inverse mass matrix. Chains start from exact draws of the reference π0
-(redrawn where the density is not finite). On JAX the chains are vectorized (one jit-compiled
+(redrawn where the density is not finite); a site without a normalized prior (flat: `real`,
+`real<lower=0>` declared without a distribution) starts uniform(−2, 2) on the unconstrained scale, as
+Stan's chains do, so no `reference` model is needed. On JAX the chains are vectorized (one jit-compiled
 `vmap`); Pyro has no vectorized chains, so its chains run one after the other.
 
 `particles` (passed by `ppl.sample`) is the total number of kept draws when `num_samples`
@@ -17,10 +19,18 @@ Diagnostics (ArviZ): rank-normalized split R-hat (NaN with one chain), bulk and 
 component, divergences, E-BFMI (NumPyro only: Pyro does not expose the Hamiltonian per
 draw) and the adapted step size; a `ConvergenceWarning` names the offending parameter when
 R-hat > 1.01, ESS < 100 per chain, E-BFMI < 0.3 or any transition diverged.
+
+A chain can be lost in warmup: started where the log density or its gradient is not finite (or is rounded to
+nonsense in float32), every proposal is rejected, dual averaging shrinks the step size towards 0 (1e-38 in
+float32) and the chain repeats its start. A chain whose draws changed in fewer than 1% of the iterations, or
+whose adapted step size is below 1e-6 (or 1e-3 times the chains' median), is stuck: its warmup is run again
+once from a new initial point (`diagnostics["retried_chains"]`), and a `ConvergenceWarning` names the chains still
+stuck after that (`diagnostics["stuck_chains"]`), their step sizes, and what to change.
 """
 import logging
 import math
 import warnings
+from typing import NamedTuple
 
 import numpy as np
 
@@ -32,19 +42,21 @@ from . import check_options, check_value, integer, method
 from .sharding import shards_chains
 
 RHAT_MAX, ESS_PER_CHAIN_MIN, EBFMI_MIN = 1.01, 100, 0.3
+MOVED_MIN, STEP_MIN, STEP_MIN_RELATIVE = 0.01, 1e-6, 1e-3   # a stuck chain: see the module's docstring
 MIN_DRAWS = 4   # per chain: ArviZ's split R-hat, ESS and E-BFMI need a few
 OPTIONS = ("num_warmup", "num_samples", "chains", "target_accept", "max_tree_depth", "num_steps", "dense_mass")
 
 
 class ConvergenceWarning(UserWarning):
-    """The MCMC run shows signs of non-convergence (R-hat, ESS, divergences or E-BFMI)."""
+    """The MCMC run shows signs of non-convergence (R-hat, ESS, divergences, E-BFMI, or chains that never moved)."""
 
 
 def _initial_points(prog, rt, key, chains):
-    """One start per chain: the draw of highest target density among 8 reference draws (one jit on JAX);
+    """One start per chain: the draw of highest target density among 8 draws of `Program.sample_start` (the
+    reference's, uniform(−2, 2) unconstrained at flat sites; one jit on JAX);
     a chain whose 8 draws all have a non-finite density takes the best unused finite draw of the others."""
     def candidates(key):
-        z = prog.sample_reference(key, 8 * chains)
+        z = prog.sample_start(key, 8 * chains)
         ref, rest = rt.vmap(prog.log_parts)(z)
         return z, ref + rest
     z, log_density = rt.jit(candidates)(key)
@@ -69,6 +81,79 @@ def _initial_points(prog, rt, key, chains):
     spare = [i for i in finite[np.argsort(-lp[finite])] if i not in best]
     best[empty] = spare[:empty.sum()]
     return rt.asarray(rt.to_numpy(z)[best])
+
+
+def stuck_chains(z, step_size):
+    """(stuck, moved): the chains of draws z [C, S, D] whose draws changed in fewer than `MOVED_MIN` of the
+    iterations or whose adapted step size (per chain) is below `STEP_MIN` or `STEP_MIN_RELATIVE` × the median of
+    the chains'; and the fraction of iterations in which each chain moved."""
+    z, step = np.asarray(z), np.asarray(step_size, dtype=float)
+    moved = (np.diff(z, axis=1) != 0).any(axis=-1).mean(axis=1)
+    collapsed = ~(step >= STEP_MIN) | (step < STEP_MIN_RELATIVE * np.median(step))
+    return np.flatnonzero((moved < MOVED_MIN) | collapsed).tolist(), moved
+
+
+class Chains(NamedTuple):
+    """A run of the runtime's MCMC: draws z [C, S, D] from starts z0 [C, D], statistics {name: [C, S, ...]}, the
+    adapted step size and mean acceptance rate per chain, and how many devices held the chains."""
+    z: object
+    z0: object
+    stats: dict
+    step_size: np.ndarray
+    accept: np.ndarray
+    devices: int
+
+    def replaced(self, chains, other, rt):
+        """These chains with `chains` (indices) replaced by the first len(chains) of `other` (numpy arrays)."""
+        def put(a, b):
+            a = _numpy(rt, a).copy()
+            a[chains] = _numpy(rt, b)[:len(chains)]
+            return a
+        stats = {k: put(v, other.stats[k]) for k, v in self.stats.items()}
+        return Chains(put(self.z, other.z), put(self.z0, other.z0), stats, put(self.step_size, other.step_size),
+                      put(self.accept, other.accept), self.devices)
+
+
+def _numpy(rt, a):
+    """The runtime's array `a` as a numpy array (one that is already numpy as it is)."""
+    return a if isinstance(a, np.ndarray) else rt.to_numpy(a)
+
+
+def _chains(prog, rt, key, n, sampler):
+    """`sampler(key, z0)` (the runtime's MCMC) on n chains from `_initial_points`."""
+    k_init, k_run = rt.split(key, 2)
+    z0 = _initial_points(prog, rt, k_init, n)
+    z, stats, step_size, accept = sampler(k_run, z0)
+    return Chains(z, z0, stats, np.asarray(step_size, dtype=float), np.asarray(accept, dtype=float),
+                  rt.device_count(z))
+
+
+def _sample_chains(prog, rt, key, chains, sampler):
+    """`Chains` of `sampler`, run once more from new initial points for the chains it left stuck
+    (`stuck_chains`), whose draws and statistics then replace theirs (as many chains as the devices divide, the
+    extra dropped); and the diagnostics of the check: {"moved_fraction", "retried_chains", "retried_step_size",
+    "stuck_chains"}."""
+    run = _chains(prog, rt, key, chains, sampler)
+    stuck, moved = stuck_chains(rt.to_numpy(run.z), run.step_size)
+    check = {"retried_chains": stuck, "retried_step_size": run.step_size[stuck].tolist()}
+    if stuck:
+        n = -(-len(stuck) // rt.n_devices) * rt.n_devices
+        again = _chains(prog, rt, rt.split(key, 4)[3], n, sampler)   # a fourth key: the others' stay as they were
+        run = run.replaced(stuck, again, rt)
+        stuck, moved = stuck_chains(run.z, run.step_size)
+    return run, dict(check, moved_fraction=moved.tolist(), stuck_chains=stuck)
+
+
+def _warn_stuck(method, check, step_size, draws, precision):
+    """A ConvergenceWarning naming the chains still stuck after their second warmup, and what to change."""
+    shown = ", ".join(f"{c} (moved in {check['moved_fraction'][c]:.0%} of {draws} draws, step size "
+                      f"{step_size[c]:.2g})" for c in check["stuck_chains"])
+    fixes = (f"rerun in float64 ({advice.options(method, precision='float64')}), or reparameterize"
+             if precision == "float32" else "reparameterize")
+    advice.warn(f"{method}: chains [{shown}] never moved, also after a second warmup from a new initial point: "
+                f"their draws repeat one point; the step size collapsed in warmup, where the log density or its "
+                f"gradient is not finite (or float32 rounds it) near the start; {fixes} (non-centered, parameters "
+                f"scaled to order 1)", ConvergenceWarning)
 
 
 def one_based(label):
@@ -183,16 +268,17 @@ def _run(kind, compiled, rt, key, particles, progress, num_warmup=1000, num_samp
     prog = compiled.lower(rt)
     if prog.dim == 0:
         raise InferenceError(f"{kind}: the target has no latent sites to sample")
-    k_init, k_run = rt.split(key, 2)
     k_pred = rt.split(key, 3)[2]   # a third key, leaving the chains' keys as they were
-    z0 = _initial_points(prog, rt, k_init, chains)
     def potential(z):
         ref, rest = prog.log_parts(z)
         return -(ref + rest)
 
-    z, stats, step_size, accept = rt.mcmc(potential, k_run, z0, kind, warmup, draws, float(target_accept),
-                                          max_tree_depth, num_steps, bool(dense_mass), progress)
-    chain_devices = rt.device_count(z)
+    run, check = _sample_chains(prog, rt, key, chains, lambda k, z0: rt.mcmc(
+        potential, k, z0, kind, warmup, draws, float(target_accept), max_tree_depth, num_steps, bool(dense_mass),
+        progress))
+    if check["stuck_chains"]:
+        _warn_stuck(kind, check, run.step_size, draws, rt.precision)
+    z, stats = rt.asarray(run.z) if isinstance(run.z, np.ndarray) else run.z, run.stats   # numpy where merged
     zs = z.reshape((chains * draws, prog.dim))
     by_chain = lambda d: {k: v.reshape((chains, draws) + v.shape[1:]) for k, v in d.items()}  # noqa: E731
     samples = by_chain(prog.to_constrained(zs))
@@ -201,15 +287,14 @@ def _run(kind, compiled, rt, key, particles, progress, num_warmup=1000, num_samp
     if "z_grad" in stats:    # NumPyro's gradients at every draw, at no cost
         grad, log_density = stats.pop("z_grad"), -stats.pop("potential_energy")
     else:                    # else evaluated once, at the chains' starts and ends
-        ends = np.concatenate([rt.to_numpy(z0), rt.to_numpy(z).reshape((chains, draws, prog.dim))[:, -1]])
+        ends = np.concatenate([_numpy(rt, run.z0), rt.to_numpy(z).reshape((chains, draws, prog.dim))[:, -1]])
         (value, _), grad = prog.value_and_grad(rt.asarray(ends), rt.asarray(1.0))
         grad, log_density = rt.to_numpy(grad), rt.to_numpy(value)
     diag = diagnose(samples, stats, chains, kind, warmup, float(target_accept))
     diag["non_finite_gradient"] = gradient_sites(prog.layout, np.reshape(grad, (-1, prog.dim)),
                                                  np.reshape(log_density, -1))
-    diag.update(step_size=np.asarray(step_size, dtype=float).tolist(),
-                acceptance_rate=np.asarray(accept, dtype=float).tolist(), chains=chains, num_warmup=warmup,
-                num_samples=draws, chain_devices=chain_devices)
+    diag.update(check, step_size=run.step_size.tolist(), acceptance_rate=run.accept.tolist(), chains=chains,
+                num_warmup=warmup, num_samples=draws, chain_devices=run.devices)
     return Result(samples, None, method=kind, runtime=rt.name, device=rt.device, diagnostics=diag,
                   sample_stats=stats, **pointwise)
 
@@ -233,3 +318,4 @@ def run_hmc(compiled, rt, key, particles=4000, progress=None, **options):
 
 
 run_nuts.options = run_hmc.options = OPTIONS
+run_nuts.needs_reference = run_hmc.needs_reference = False   # chains start from `Program.sample_start`

@@ -5,6 +5,7 @@ import numpy as np
 import pytest
 
 import ppl
+from ppl.backends import hmc
 from ppl.backends.hmc import ConvergenceWarning, diagnose
 
 K = 4.5  # Monte Carlo standard errors allowed
@@ -140,3 +141,144 @@ def test_pyro_nuts_leaves_distribution_validation_off():
     assert torch.distributions.Distribution._validate_args is False
     r = ppl.sample(TARGET, method="smc", runtime="pyro", particles=100, seed=0, moves=1)
     assert np.isfinite(r.log_z)
+
+
+# --- chains that never moved (issue 37) -------------------------------------------------
+def cliff(x):
+    """0 everywhere, with a NaN gradient where x > 0.5 (through the branch where() does not take): a chain that
+    starts there rejects every proposal, and warmup shrinks its step size to the smallest float, as float32 did to
+    a chain of an approximate GP."""
+    return ppl.math.where(x > 0.5, 0.0 * x, 0.0 * ppl.math.sqrt(0.5 - x))
+
+
+CLIFF = ppl.model(x=ppl.Normal(1.0, 1.0), f=ppl.factor(cliff))   # the best of 8 prior draws is near 1: every start
+
+
+def test_stuck_chains_are_those_still_or_with_a_collapsed_step():
+    z = np.cumsum(RNG.normal(size=(4, 200, 2)), axis=1)
+    z[1, 100:] = z[1, 100]                    # moved in half the iterations: not stuck
+    z[2] = z[2, 0]                            # never moved
+    z[3, 1:] = z[3, 0] + 1                    # moved once in 199 iterations: < 1 %
+    stuck, moved = hmc.stuck_chains(z, [0.5, 0.4, 0.5, 0.6])
+    assert stuck == [2, 3] and moved[0] == 1.0 and moved[1] == pytest.approx(100 / 199)
+    moving = np.cumsum(RNG.normal(size=(4, 50, 1)), axis=1)
+    assert hmc.stuck_chains(moving, [0.5, 0.6, 1e-4, 1e-7])[0] == [2, 3]   # below 1e-3 x the median, or 1e-6
+    assert hmc.stuck_chains(moving[:1], [1e-7])[0] == [0]
+
+
+def test_stuck_chains_rerun_once_from_new_starts():
+    """The chains a first run leaves stuck take the draws, starts and statistics of a second run from new initial
+    points (as many chains as stuck); the others keep theirs; the diagnostics say which chains were retried."""
+    from ppl.backends.runtime import get_runtime
+    rt = get_runtime("pyro")
+    prog = ppl.compile(ppl.model(x=ppl.Normal(0.0, 1.0))).lower(rt)
+    runs = []
+
+    def sampler(key, z0):
+        c = z0.shape[0]
+        z = np.cumsum(RNG.normal(size=(c, 50, 1)), axis=1).astype(np.float32)
+        step = np.full(c, 0.5)
+        if not runs:                          # the first run leaves chain 1 still, with a collapsed step size
+            z[1], step[1] = z[1, 0], 1e-30
+        runs.append((rt.to_numpy(z0), z, step))
+        return rt.asarray(z), {"diverging": RNG.random((c, 50)) < 0.5}, step, np.full(c, 0.8)
+
+    run, check = hmc._sample_chains(prog, rt, rt.key(0), 3, sampler)
+    (z0, z, _), (z0_again, z_again, _) = runs
+    assert z0_again.shape == (1, 1) and z0_again[0] != z0[1]
+    np.testing.assert_array_equal(run.z[[0, 2]], z[[0, 2]])
+    np.testing.assert_array_equal(run.z[1], z_again[0])
+    np.testing.assert_array_equal(run.z0[1], z0_again[0])
+    assert run.step_size.tolist() == [0.5, 0.5, 0.5] and run.stats["diverging"].shape == (3, 50)
+    assert check["retried_chains"] == [1] and check["retried_step_size"] == [1e-30] and check["stuck_chains"] == []
+    assert check["moved_fraction"] == [1.0, 1.0, 1.0]
+
+
+@pytest.mark.parametrize("rt", [pytest.param("numpyro", marks=pytest.mark.slow), "pyro"])
+def test_a_chain_that_never_moved_is_retried_then_named(rt):
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        r = ppl.sample(CLIFF, method="nuts", runtime=rt, num_warmup=30, num_samples=20, chains=2, seed=0)
+    d = r.diagnostics
+    assert d["retried_chains"] == d["stuck_chains"] == [0, 1] and d["moved_fraction"] == [0.0, 0.0]
+    assert all(h < 1e-6 for h in d["step_size"] + d["retried_step_size"])
+    said = [str(w.message) for w in caught if "never moved" in str(w.message)]
+    assert len(said) == 1 and issubclass(caught[0].category, ConvergenceWarning), [str(w.message) for w in caught]
+    assert "chains [0 (moved in 0% of 20 draws, step size" in said[0] and "second warmup" in said[0]
+    assert "rerun in float64 (precision='float64')" in said[0] and "reparameterize" in said[0]
+
+
+# --- flat parameters without a reference model (issue 37) ---------------------------------
+FLAT_REGRESSION = """
+data N : int
+data K : int
+data X : real[N, K]
+data y : real[N]
+model reg {
+  beta : real[K]
+  sigma : real<lower=0>
+  y ~ normal(X @ beta, sigma)
+}
+sample reg with nuts(chains = 2, num_warmup = 300, num_samples = 500) on numpyro
+"""
+
+
+def regression_data(n=20):
+    rng = np.random.default_rng(1)
+    x = np.column_stack([np.ones(n), rng.normal(size=n)])
+    return dict(N=n, K=2, X=x, y=x @ np.array([1.0, -0.5]) + 0.7 * rng.normal(size=n))
+
+
+def flat_regression_posterior(X, y, **_):
+    """Means and sds of β and σ under the flat prior p(β, σ) ∝ 1 (σ > 0): σ² ~ InvGamma(a, b) with
+    a = (n − K − 1) / 2, b = RSS / 2, and β ~ t_{2a}(β̂, (b / a) (XᵀX)⁻¹) (normal-inverse-gamma)."""
+    from scipy.special import gammaln
+    n, k = X.shape
+    xtx_inv = np.linalg.inv(X.T @ X)
+    beta_hat = xtx_inv @ X.T @ y
+    a, b = (n - k - 1) / 2, np.sum((y - X @ beta_hat) ** 2) / 2
+    sigma_mean = np.sqrt(b) * np.exp(gammaln(a - 0.5) - gammaln(a))
+    return {"beta": (beta_hat, np.sqrt(b / (a - 1) * np.diag(xtx_inv))),
+            "sigma": (sigma_mean, np.sqrt(b / (a - 1) - sigma_mean ** 2))}
+
+
+def test_flat_sites_need_no_reference_for_nuts(tmp_path, capsys):
+    """`ppl check` passes a program whose parameters are flat; nuts starts those uniform(-2, 2) on the
+    unconstrained scale; smc, which draws from the reference, still asks for one, located at the site."""
+    import json
+    from ppl.cli import main
+    from ppl.lang import load_ppl
+    data = regression_data()
+    program, data_file = tmp_path / "reg.ppl", tmp_path / "reg.json"
+    program.write_text(FLAT_REGRESSION)
+    data_file.write_text(json.dumps({k: np.asarray(v).tolist() for k, v in data.items()}))
+    assert main(["check", str(program), "--data", str(data_file)]) == 0, capsys.readouterr()
+    prog = load_ppl(FLAT_REGRESSION, data=data)
+    compiled = prog.compile()
+    assert compiled.improper == ["beta", "sigma"] and "improper" in str(compiled)
+    p = compiled.lower("pyro")
+    z = p.rt.to_numpy(p.sample_start(p.rt.key(0), 4000))
+    assert z.shape == (4000, 3) and np.all(np.abs(z) <= 2) and np.all(np.abs(z.mean(0)) < 0.1)
+    assert np.all(np.abs(z.var(0) - 4 / 3) < 0.1)          # uniform(-2, 2): variance 16 / 12
+    with pytest.raises(ppl.PlanError, match="site 'beta' has no normalized prior"):
+        p.sample_reference(p.rt.key(0), 10)
+    with pytest.raises(ppl.SourceError, match="site 'beta' has no normalized prior") as e:
+        prog.sample(method="smc", particles=100)
+    assert e.value.line == 7 and "nuts" in e.value.hint
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("rt", ["numpyro", "pyro"])
+def test_flat_regression_under_nuts_matches_the_closed_form(rt):
+    from ppl.lang import load_ppl
+    data = regression_data()
+    exact = flat_regression_posterior(**data)
+    r = load_ppl(FLAT_REGRESSION, data=data).sample(runtime=rt, seed=0)
+    d = r.diagnostics
+    assert d["retried_chains"] == [] and d["divergences"] == 0 and d["r_hat_max"] < 1.05
+    for site, (mean, sd) in exact.items():
+        for j, (m, s) in enumerate(zip(np.atleast_1d(mean), np.atleast_1d(sd))):
+            label = f"{site}[{j + 1}]" if site == "beta" else site
+            got = np.atleast_1d(r.mean(site))[j]
+            assert abs(got - m) < 4 * d["mcse_mean"][label], (label, got, m, d["mcse_mean"][label])
+            assert abs(np.atleast_1d(r.samples[site].std(axis=(0, 1)))[j] - s) < 0.15 * s, (label, s)
