@@ -146,14 +146,14 @@ def _sample_chains(prog, rt, key, chains, sampler):
 
 def _warn_stuck(method, check, step_size, draws, precision):
     """A ConvergenceWarning naming the chains still stuck after their second warmup, and what to change."""
-    shown = ", ".join(f"{c} (moved in {check['moved_fraction'][c]:.0%} of {draws} draws, step size "
-                      f"{step_size[c]:.2g})" for c in check["stuck_chains"])
+    said = "; ".join(f"chain {c} " + ("never moved" if check["moved_fraction"][c] == 0 else
+                                      f"moved in {check['moved_fraction'][c]:.1%} of {draws} draws") +
+                     f" (step size {step_size[c]:.2g})" for c in check["stuck_chains"])
     fixes = (f"rerun in float64 ({advice.options(method, precision='float64')}), or reparameterize"
              if precision == "float32" else "reparameterize")
-    advice.warn(f"{method}: chains [{shown}] never moved, also after a second warmup from a new initial point: "
-                f"their draws repeat one point; the step size collapsed in warmup, where the log density or its "
-                f"gradient is not finite (or float32 rounds it) near the start; {fixes} (non-centered, parameters "
-                f"scaled to order 1)", ConvergenceWarning)
+    advice.warn(f"{method}: {said}, also after a second warmup from a new initial point: its draws are no sample; "
+                f"the step size collapsed in warmup, where the log density or its gradient is not finite (or float32 "
+                f"rounds it) near the start; {fixes} (non-centered, parameters scaled to order 1)", ConvergenceWarning)
 
 
 def one_based(label):

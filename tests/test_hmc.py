@@ -164,6 +164,13 @@ def test_stuck_chains_are_those_still_or_with_a_collapsed_step():
     moving = np.cumsum(RNG.normal(size=(4, 50, 1)), axis=1)
     assert hmc.stuck_chains(moving, [0.5, 0.6, 1e-4, 1e-7])[0] == [2, 3]   # below 1e-3 x the median, or 1e-6
     assert hmc.stuck_chains(moving[:1], [1e-7])[0] == [0]
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        hmc._warn_stuck("hmc", {"stuck_chains": [2], "moved_fraction": [1.0, 1.0, 0.005]}, [0.5, 0.5, 3e-7], 200,
+                        "float64")
+    said = str(caught[0].message)
+    assert said.startswith("hmc: chain 2 moved in 0.5% of 200 draws (step size 3e-07), also after a second warmup")
+    assert "float64" not in said and "reparameterize" in said
 
 
 def test_stuck_chains_rerun_once_from_new_starts():
@@ -204,7 +211,8 @@ def test_a_chain_that_never_moved_is_retried_then_named(rt):
     assert all(h < 1e-6 for h in d["step_size"] + d["retried_step_size"])
     said = [str(w.message) for w in caught if "never moved" in str(w.message)]
     assert len(said) == 1 and issubclass(caught[0].category, ConvergenceWarning), [str(w.message) for w in caught]
-    assert "chains [0 (moved in 0% of 20 draws, step size" in said[0] and "second warmup" in said[0]
+    assert "chain 0 never moved (step size" in said[0] and "; chain 1 never moved" in said[0]
+    assert "second warmup" in said[0]
     assert "rerun in float64 (precision='float64')" in said[0] and "reparameterize" in said[0]
 
 
