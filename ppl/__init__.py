@@ -19,6 +19,7 @@ from .api import sample
 from .expect import Expectations, expect
 from .lang import load_ppl, parse
 from .diffusion import diffusion, train_score
+from .ode import ode
 from .amortize import amortize
 from .sequence import autoregressive
 from .stdlib.diffusion import VESDE, VPSDE, GaussianMixture
@@ -35,5 +36,5 @@ __all__ = [
     "SupportError", "ValueRangeError", "UserFunctionError", "PlanError", "UnknownNameError", "InferenceError",
     "DeviceError", "SourceError", "PrecisionWarning",
     "load_ppl", "parse", "load",
-    "diffusion", "train_score", "VPSDE", "VESDE", "GaussianMixture", "autoregressive", "amortize",
+    "diffusion", "train_score", "ode", "VPSDE", "VESDE", "GaussianMixture", "autoregressive", "amortize",
 ]

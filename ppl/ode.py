@@ -1,0 +1,449 @@
+"""Ordinary differential equations: `ode(rhs, y0, t0, ts, *args)` is the solution at the times `ts` of
+
+    dy/dt = rhs(t, y, *args),    y(t0) = y0,
+
+an array of shape (len(ts),) + y0.shape. It is written for one particle (the runtime vmaps it over particles and
+chains) and is differentiable in y0 and args (NUTS, HMC and MALA need the gradient). Each step's error estimate e
+is held to ‖e / (atol + rtol·|y|)‖ ≤ 1 in the RMS norm over y's entries, with a step size per particle.
+
+* JAX arrays: diffrax (the `ode` extra). "dopri5" is the explicit Dormand–Prince 5(4) pair, "kvaerno5" Kværnø's
+  implicit, L-stable ESDIRK 5(4) for stiff systems; diffrax has no BDF, so "bdf" is Kvaerno5 as well.
+* torch tensors: the solver of this module. "dopri5" is the same Dormand–Prince pair; "kvaerno5" and "bdf" are
+  Rodas4 (Hairer & Wanner), a linearly implicit Rosenbrock method of order 4(3), L-stable and stiffly accurate:
+  each stage solves one linear system with the exact Jacobian (torch.func) instead of Newton iterations. It runs
+  in a torch.autograd.Function whose vmap rule solves the whole batch of particles as one system of independent
+  solves (a step size each), so no adaptive control flow runs under torch.func.vmap; the gradient replays the
+  accepted steps under autograd (the exact derivative of the computed solution) and works under torch.func.grad.
+  On torch, `rhs` must receive every value that depends on the sites through `args`, not through its closure.
+* numpy (every input a constant): scipy, in float64: RK45 (the same Dormand–Prince pair), Radau ("kvaerno5") or
+  BDF ("bdf").
+
+A solve that fails (more than `max_steps` steps, a step size too small to make progress, or a solution that is not
+finite) is NaN for that particle, never a number: SMC and importance sampling refuse NaN densities with the term
+named, NUTS rejects the proposal as a divergence. With constant inputs a failed solve raises PPLError.
+"""
+import functools
+import math
+
+import numpy as np
+
+from .errors import PPLError, ShapeError, UnknownNameError, ValueRangeError
+from .math import framework
+
+METHODS = ("dopri5", "kvaerno5", "bdf")
+
+
+def ode(rhs, y0, t0, ts, *args, method="dopri5", rtol=1e-6, atol=1e-6, max_steps=4096):
+    """y(ts) for dy/dt = rhs(t, y, *args), y(t0) = y0 (see the module docstring). `rhs` uses ppl.math and array
+    operators; `t0` and `ts` are constants (data) with t0 ≤ ts[0] < ts[1] < ...; `args` may be arrays of the
+    runtime (the values the gradient is taken with respect to) or constants."""
+    if not callable(rhs):
+        raise PPLError(f"ode: rhs must be a function rhs(t, y, *args), got {type(rhs).__name__}")
+    if method not in METHODS:
+        raise UnknownNameError(f"ode: unknown method {method!r}; choose one of {', '.join(METHODS)}")
+    for name, tol in (("rtol", rtol), ("atol", atol)):
+        if isinstance(tol, bool) or not isinstance(tol, (int, float)) or not 0 < tol < math.inf:
+            raise ValueRangeError(f"ode: {name} must be a positive number, got {tol!r}")
+    if isinstance(max_steps, bool) or not isinstance(max_steps, (int, np.integer)) or max_steps < 1:
+        raise ValueRangeError(f"ode: max_steps must be a positive integer, got {max_steps!r}")
+    t0, ts = _times(t0, ts)
+    solve = {"jax": _jax, "torch": _torch, "numpy": _numpy}[framework(y0, *args)]
+    return solve(rhs, y0, t0, ts, args, method, float(rtol), float(atol), int(max_steps))
+
+
+def _times(t0, ts):
+    """t0 as a float and ts as a float64 numpy vector, checked: constants, finite, t0 ≤ ts[0] < ts[1] < ..."""
+    try:
+        t0, ts = (np.asarray(x.detach().cpu() if _is_plain_tensor(x) else x, dtype=np.float64) for x in (t0, ts))
+    except Exception:  # noqa: BLE001 -- a tracer or a batched tensor: a value that depends on the sites
+        raise PPLError("ode: t0 and ts must be constants (numbers or data), not values that depend on the sites")
+    if t0.ndim != 0 or not np.isfinite(t0):
+        raise ValueRangeError(f"ode: t0 must be a finite number, got {t0!r}")
+    if ts.ndim != 1 or ts.size == 0 or not np.isfinite(ts).all():
+        raise ValueRangeError(f"ode: ts must be a non-empty 1-d array of finite times, got shape {ts.shape}")
+    if ts[0] < t0 or (np.diff(ts) <= 0).any():
+        raise ValueRangeError(f"ode: the times must satisfy t0 <= ts[0] < ts[1] < ... (t0 = {float(t0):g}, "
+                              f"ts = {np.array2string(ts, threshold=8)})")
+    return float(t0), ts
+
+
+def _is_plain_tensor(x):
+    """A torch tensor that is a constant: neither batched nor tracked by a torch.func transform, nor requiring grad."""
+    if not type(x).__module__.startswith("torch"):
+        return False
+    import torch
+    return not (x.requires_grad or torch._C._functorch.is_functorch_wrapped_tensor(x))
+
+
+def _check_shape(out, shape):
+    if tuple(np.shape(out)) != tuple(shape):
+        raise ShapeError(f"ode: rhs(t, y, *args) must return an array of y's shape {tuple(shape)}, "
+                         f"got shape {tuple(np.shape(out))}")
+
+
+# ---- JAX: diffrax ----
+
+def _jax(rhs, y0, t0, ts, args, method, rtol, atol, max_steps):
+    try:
+        import diffrax
+    except ImportError:
+        raise PPLError("ode on JAX needs the package 'diffrax', which is not installed",
+                       hint='pip install "ppl[ode]"') from None
+    import jax.numpy as jnp
+    floating = framework(y0) == "jax" and jnp.issubdtype(y0.dtype, jnp.floating)
+    dtype = y0.dtype if floating else jnp.result_type(float)    # JAX's default float (float64 under x64)
+    y0 = jnp.asarray(y0, dtype=dtype)
+    _check_shape(rhs(jnp.asarray(t0, dtype), y0, *args), y0.shape)
+    term = diffrax.ODETerm(lambda t, y, a: jnp.asarray(rhs(t, y, *a), dtype=dtype))
+    solver = diffrax.Dopri5() if method == "dopri5" else diffrax.Kvaerno5()
+    sol = diffrax.diffeqsolve(term, solver, t0, float(ts[-1]), None, y0, args=args,
+                              saveat=diffrax.SaveAt(ts=jnp.asarray(ts, dtype=dtype)),
+                              stepsize_controller=diffrax.PIDController(rtol=rtol, atol=atol),
+                              max_steps=max_steps, throw=False)
+    ok = (sol.result == diffrax.RESULTS.successful) & jnp.all(jnp.isfinite(sol.ys))
+    return jnp.where(ok, sol.ys, jnp.nan)
+
+
+# ---- numpy: scipy ----
+
+def _numpy(rhs, y0, t0, ts, args, method, rtol, atol, max_steps):
+    from scipy.integrate import BDF, RK45, Radau
+    y0 = np.asarray(y0, dtype=np.float64)
+    _check_shape(rhs(t0, y0, *args), y0.shape)
+    out = [y0.reshape(-1)] * int(np.sum(ts == t0))
+    if len(out) < len(ts):
+        fun = lambda t, y: np.asarray(rhs(t, y.reshape(y0.shape), *args), dtype=np.float64).reshape(-1)  # noqa: E731
+        solver = {"dopri5": RK45, "kvaerno5": Radau, "bdf": BDF}[method](fun, t0, y0.reshape(-1), ts[-1],
+                                                                        rtol=rtol, atol=atol)
+    for step in range(max_steps + 1):
+        if len(out) == len(ts):
+            break
+        if step == max_steps:
+            raise PPLError(f"ode: more than max_steps={max_steps} steps to reach t = {ts[-1]:g} (at t = "
+                           f"{solver.t:g})", hint="raise max_steps, or use method='bdf' if the system is stiff")
+        message = solver.step()
+        if solver.status == "failed":
+            raise PPLError(f"ode: the solve failed at t = {solver.t:g}: {message}")
+        if ts[len(out)] <= solver.t:
+            dense = solver.dense_output()
+            while len(out) < len(ts) and ts[len(out)] <= solver.t:
+                out.append(dense(ts[len(out)]))
+    ys = np.stack(out).reshape((len(ts),) + y0.shape)
+    if not np.isfinite(ys).all():
+        raise PPLError("ode: the solution is not finite")
+    return ys
+
+
+# ---- torch: the solver of this module ----
+
+# Dormand–Prince 5(4): stages c, A; the 5th-order weights B (the last stage is f at the new point) and the error
+# weights E = B − B̂ (B̂ the embedded 4th-order weights)
+_DP_C = (0.0, 1 / 5, 3 / 10, 4 / 5, 8 / 9, 1.0, 1.0)
+_DP_A = ((), (1 / 5,), (3 / 40, 9 / 40), (44 / 45, -56 / 15, 32 / 9),
+         (19372 / 6561, -25360 / 2187, 64448 / 6561, -212 / 729),
+         (9017 / 3168, -355 / 33, 46732 / 5247, 49 / 176, -5103 / 18656),
+         (35 / 384, 0.0, 500 / 1113, 125 / 192, -2187 / 6784, 11 / 84))
+_DP_B = (35 / 384, 0.0, 500 / 1113, 125 / 192, -2187 / 6784, 11 / 84, 0.0)
+_DP_E = (35 / 384 - 5179 / 57600, 0.0, 500 / 1113 - 7571 / 16695, 125 / 192 - 393 / 640,
+         -2187 / 6784 + 92097 / 339200, 11 / 84 - 187 / 2100, -1 / 40)
+
+# Rodas4 (Hairer & Wanner, Solving ODEs II, §VI.4): with W = I − hγJ, stage i solves
+#   W k_i = hγ f(t + c_i h, y + Σ_j a_ij k_j) + γ Σ_j C_ij k_j + h²γ d_i ∂f/∂t,
+# the new point is y + Σ_j a_6j k_j + k_6 (stiffly accurate) and k_6 is the error estimate.
+_RO_GAMMA = 0.25
+_RO_C = (0.0, 0.386, 0.21, 0.63, 1.0, 1.0)
+_RO_D = (0.25, -0.1043, 0.1035, -0.0362, 0.0, 0.0)
+_RO_A = ((), (1.544,), (0.9466785280815826, 0.2557011698983284),
+         (3.314825187068521, 2.896124015972201, 0.9986419139977817),
+         (1.221224509226641, 6.019134481288629, 12.53708332932087, -0.6878860361058950),
+         (1.221224509226641, 6.019134481288629, 12.53708332932087, -0.6878860361058950, 1.0))
+_RO_CC = ((), (-5.6688,), (-2.430093356833875, -0.2063599157091915),
+          (-0.1073529058151375, -9.594562251023355, -20.47028614809616),
+          (7.496443313967647, -10.24680431464352, -33.99990352819905, 11.70890893206160),
+          (8.083246795921522, -7.981132988064893, -31.52159432874371, 16.31930543123136, -6.058818238834054))
+
+
+def _dopri5_step(p, t, y, h, *args):
+    """One Dormand–Prince step of one particle, of size h from (t, y [n]): (new y, error estimate)."""
+    import torch
+    a, b, e = p.tableau
+    ks = []
+    for c, row in zip(_DP_C, a):
+        ks.append(p.f(t + c * h, y if not ks else y + h * (torch.stack(ks, -1) @ row), *args))
+    k = torch.stack(ks, -1)
+    return y + h * (k @ b), h * (k @ e)
+
+
+def _rodas4_step(p, t, y, h, *args):
+    """One Rodas4 step of one particle, of size h from (t, y [n]): (new y, error estimate)."""
+    import torch
+    a, gc = p.tableau
+    ft, jac = p.jac(t, y, *args)
+    hg = h * _RO_GAMMA
+    lu = torch.linalg.lu_factor(torch.eye(y.shape[0], dtype=y.dtype, device=y.device) - hg * jac)
+    ks = []
+    for c, d, row, grow in zip(_RO_C, _RO_D, a, gc):
+        k = torch.stack(ks, -1) if ks else None
+        r = hg * p.f(t + c * h, y if k is None else y + k @ row, *args)
+        if k is not None:
+            r = r + k @ grow
+        if d:
+            r = r + (h * h * (_RO_GAMMA * d)) * ft
+        ks.append(torch.linalg.lu_solve(*lu, r[:, None])[:, 0])
+    return y + torch.stack(ks[:-1], -1) @ a[-1] + ks[-1], ks[-1]
+
+
+class _Problem:
+    """One solve besides its arrays: the per-particle rhs `f(t, y, *args)` on flat states y [n] and its Jacobian
+    `jac` (∂f/∂t, ∂f/∂y); `step(t, y, h, *args) -> (new y, error ratio)` over a batch (t, h [B], y [B, n]), the
+    ratio ‖error / (atol + rtol·max(|y|, |new y|))‖ (RMS; +inf where it or the new y is not finite),
+    with the method's tableau (as tensors) and the order of its error estimate; the times, the tolerances, and
+    the last schedule `_integrate` made (the gradient retraces it). A step of size h = 0 returns y itself."""
+
+    def __init__(self, f, method, t0, ts, rtol, atol, max_steps):
+        import torch
+        from torch.func import jacrev
+        self.f, self.jac, self.F = f, jacrev(f, argnums=(0, 1)), _batched(f)
+        self.method, self.order = method, 4 if method == "dopri5" else 3
+        step = _dopri5_step if method == "dopri5" else _rodas4_step
+
+        def one(t, y, h, *args):
+            y_new, err = step(self, t, y, h, *args)
+            scale = atol + rtol * torch.maximum(y.abs(), y_new.abs())
+            ratio = (err / scale).square().mean().sqrt()
+            return y_new, torch.where(torch.isfinite(y_new).all(), ratio.nan_to_num(nan=math.inf), math.inf)
+        self.step = _batched(one)
+        self.t0, self.ts, self.rtol, self.atol, self.max_steps = t0, ts, rtol, atol, max_steps
+        self.tableau, self.last = None, None
+
+    def prepare(self, like):
+        """The tableau as tensors of `like`'s dtype and device, made here, where no torch.func transform is active
+        (a tensor made under one would belong to it)."""
+        import torch
+        if self.tableau is None:
+            tensor = lambda x: torch.tensor(x, dtype=like.dtype, device=like.device)  # noqa: E731
+            self.tableau = (([tensor(row) for row in _DP_A], tensor(_DP_B), tensor(_DP_E)) if self.method == "dopri5"
+                            else ([tensor(row) for row in _RO_A], [tensor(row) * _RO_GAMMA for row in _RO_CC]))
+
+    def schedule(self, y0, args):
+        """The schedule of the solve from (y0, args): the last one if it was made from these values."""
+        import torch
+        if self.last is not None and len(self.last[0]) == len(args) + 1 and all(
+                a.shape == b.shape and a.dtype == b.dtype and torch.equal(a, b)
+                for a, b in zip(self.last[0], (y0, *args))):
+            return self.last[1]
+        return _integrate(self, y0, args)[1]
+
+
+def _batched(fn):
+    """fn of one particle over a batch (the leading axis of every argument): torch.func.vmap, or a direct call for
+    a batch of one (a vmap call costs ~15x the call of a small rhs; Pyro's NUTS runs one chain at a time)."""
+    from torch.func import vmap
+    many = vmap(fn)
+
+    def batched(*xs):
+        if xs[1].shape[0] != 1:
+            return many(*xs)
+        out = fn(*(x[0] for x in xs))
+        return tuple(o[None] for o in out) if isinstance(out, tuple) else out[None]
+    return batched
+
+
+def _first_step(p, y0, args, t):
+    """Hairer's initial step size per particle [B] (Solving ODEs I, §II.4)."""
+    import torch
+    f0 = p.F(t.to(y0.dtype), y0, *args)
+    scale = p.atol + p.rtol * y0.abs()
+    rms = lambda x: (x / scale).square().mean(1).sqrt()  # noqa: E731
+    d0, d1 = rms(y0).double(), rms(f0).double()
+    h0 = torch.where((d0 < 1e-5) | (d1 < 1e-5), 1e-6, 0.01 * d0 / d1)
+    f1 = p.F((t + h0).to(y0.dtype), y0 + h0[:, None].to(y0.dtype) * f0, *args)
+    d2 = rms(f1 - f0).double() / h0
+    big = torch.maximum(d1, d2)
+    h1 = torch.where(big <= 1e-15, torch.clamp(h0 * 1e-3, min=1e-6), (0.01 / big) ** (1.0 / (p.order + 1)))
+    return torch.minimum(torch.minimum(100 * h0, h1), torch.full_like(h0, float(p.ts[-1] - p.t0)))
+
+
+def _integrate(p, y0, args):
+    """The adaptive solve of a batch y0 [B, n] (without autograd), a step size per particle: the solution [B, T, n]
+    (NaN where a solve failed: more than max_steps steps, or a step size too small to make progress) and the
+    schedule that `_replay` retraces: per particle, the time and size of each accepted step ([S, B], h = 0 past a
+    particle's last step), the replay index of each output time [B, T] (0: y0) and whether the solve failed [B]."""
+    import torch
+    p.prepare(y0)
+    B, dtype, dev = y0.shape[0], y0.dtype, y0.device
+    ts = torch.as_tensor(p.ts, dtype=torch.float64, device=dev)
+    T = len(p.ts)
+    t = torch.full((B,), p.t0, dtype=torch.float64, device=dev)
+    y = y0
+    k = torch.full((B,), int(np.sum(p.ts == p.t0)), dtype=torch.long, device=dev)  # the next output time
+    out = y0[:, None].repeat(1, T, 1)
+    hit = torch.zeros((B, T), dtype=torch.long, device=dev)
+    accepted = torch.zeros(B, dtype=torch.long, device=dev)
+    attempts = torch.zeros(B, dtype=torch.long, device=dev)
+    failed = torch.zeros(B, dtype=torch.bool, device=dev)
+    h = _first_step(p, y0, args, t)
+    h_min = 1e-14 * max(abs(p.t0), abs(p.ts[-1]), p.ts[-1] - p.t0)    # below it a step makes no progress
+    log = []
+    active = k < T
+    while bool(active.any()):
+        target = ts[k.clamp(max=T - 1)]
+        land = active & (h >= target - t)
+        h_try = torch.where(land, target - t, torch.where(active, h, 0.0))
+        y_new, ratio = p.step(t.to(dtype), y, h_try.to(dtype), *args)
+        ratio = ratio.double()
+        accept = active & (ratio <= 1)
+        log.append((t, h_try, accept))
+        t = torch.where(accept, torch.where(land, target, t + h_try), t)
+        y = torch.where(accept[:, None], y_new, y)
+        accepted = accepted + accept
+        reached = accept & land
+        if bool(reached.any()):
+            i, j = reached.nonzero()[:, 0], k[reached]
+            out[i, j], hit[i, j] = y_new[i], accepted[i]
+            k = k + reached
+        factor = torch.clamp(0.9 * ratio ** (-1.0 / (p.order + 1)), 0.2, 10.0)
+        h = torch.where(active, torch.where(reached, torch.maximum(h, h_try * factor), h_try * factor), h)
+        attempts = attempts + active
+        active = k < T
+        failed = failed | (active & ((attempts >= p.max_steps) | ~(h >= h_min)))     # (h NaN: failed too)
+        active = active & ~failed
+    schedule = _compact(log, accepted) + (hit, failed)
+    p.last = ((y0, *args), schedule)
+    return out.masked_fill(failed[:, None, None], math.nan), schedule
+
+
+def _compact(log, accepted):
+    """The accepted steps of each particle, in order: times and sizes [S, B] (h = 0 past a particle's last)."""
+    import torch
+    S = int(accepted.max())
+    if not log:     # every output time at t0
+        return (torch.zeros((0, len(accepted)), dtype=torch.float64, device=accepted.device),) * 2
+    t, h, acc = (torch.stack(x) for x in zip(*log))
+    first = torch.argsort((~acc).to(torch.int8), dim=0, stable=True)[:S]     # the accepted iterations, in order
+    h = h.gather(0, first).masked_fill(torch.arange(S, device=h.device)[:, None] >= accepted, 0.0)
+    return t.gather(0, first), h
+
+
+def _replay(p, y0, args, schedule):
+    """The solution [B, T, n] retraced along the accepted steps of `schedule` (differentiable)."""
+    import torch
+    times, sizes, hit, failed = schedule
+    p.prepare(y0)
+    ys, y = [y0], y0
+    for t, h in zip(times, sizes):
+        y = p.step(t.to(y0.dtype), y, h.to(y0.dtype), *args)[0]
+        ys.append(y)
+    out = torch.stack(ys, 1).gather(1, hit[..., None].expand(-1, -1, y0.shape[1]))
+    return out.masked_fill(failed[:, None, None], math.nan)
+
+
+def _untraced(*xs):
+    from .backends.pyro_runtime import _traced
+    if any(_traced(x) for x in xs):
+        raise PPLError("ode: an adaptive solve cannot be traced into a graph (it runs eagerly)")
+
+
+def _flat_batch(x, dim, size):
+    """x [..B..] batched by vmap along `dim` (None: not batched) as [size · B, ...]."""
+    x = x.expand(size, *x.shape) if dim is None else x.movedim(dim, 0)
+    return x.reshape(size * x.shape[1], *x.shape[2:])
+
+
+@functools.cache
+def _solve_function():
+    """The autograd.Function of the torch solver (made on first use: torch is imported only then)."""
+    import torch
+
+    class Solve(torch.autograd.Function):
+        """(problem, y0 [B, n], *args [B, ...]) -> y(ts) [B, T, n]."""
+
+        @staticmethod
+        def forward(problem, y0, *args):
+            _untraced(y0, *args)
+            return _integrate(problem, y0, args)[0]
+
+        @staticmethod
+        def setup_context(ctx, inputs, output):
+            ctx.problem = inputs[0]
+            ctx.save_for_backward(*inputs[1:])
+
+        @staticmethod
+        def backward(ctx, g):
+            y0, *args = ctx.saved_tensors
+            grads = iter(SolveVJP.apply(ctx.problem, y0, g, *args))
+            return (None, next(grads), *(next(grads) if a.is_floating_point() else None for a in args))
+
+        @staticmethod
+        def vmap(info, in_dims, problem, y0, *args):
+            n = info.batch_size
+            out = Solve.apply(problem, *(_flat_batch(x, d, n) for x, d in zip((y0, *args), in_dims[1:])))
+            return out.reshape(n, -1, *out.shape[1:]), 0
+
+    class SolveVJP(torch.autograd.Function):
+        """(problem, y0, g [B, T, n], *args) -> the vector–Jacobian products gᵀ ∂y(ts)/∂y0 and gᵀ ∂y(ts)/∂a for
+        each floating-point arg a."""
+
+        @staticmethod
+        def forward(problem, y0, g, *args):
+            _untraced(y0, g, *args)
+            schedule = problem.schedule(y0, args)
+            with torch.enable_grad():
+                wrt = [x.detach().requires_grad_() for x in (y0, *args) if x.is_floating_point()]
+                free = iter(wrt[1:])
+                ys = _replay(problem, wrt[0], [next(free) if a.is_floating_point() else a for a in args], schedule)
+                grads = torch.autograd.grad(ys, wrt, g, allow_unused=True)
+            return tuple(torch.zeros_like(w) if d is None else d for d, w in zip(grads, wrt))
+
+        @staticmethod
+        def setup_context(ctx, inputs, output):
+            pass
+
+        @staticmethod
+        def backward(ctx, *grads):
+            raise PPLError("ode: second derivatives of the solution are not available on torch")
+
+        @staticmethod
+        def vmap(info, in_dims, problem, y0, g, *args):
+            n = info.batch_size
+            out = SolveVJP.apply(problem, *(_flat_batch(x, d, n) for x, d in zip((y0, g, *args), in_dims[1:])))
+            return tuple(x.reshape(n, -1, *x.shape[1:]) for x in out), (0,) * len(out)
+
+    return Solve
+
+
+def _torch(rhs, y0, t0, ts, args, method, rtol, atol, max_steps):
+    import torch
+    like = next(x for x in (y0, *args) if isinstance(x, torch.Tensor))
+    dtype = y0.dtype if isinstance(y0, torch.Tensor) and y0.is_floating_point() else torch.get_default_dtype()
+    y0 = torch.as_tensor(y0, dtype=dtype, device=like.device)
+    _check_closure(rhs)
+    _check_shape(rhs(torch.tensor(t0, dtype=dtype, device=like.device), y0, *args), y0.shape)
+    shape, slots = y0.shape, [isinstance(a, torch.Tensor) for a in args]
+
+    def f(t, y, *tensors):
+        it = iter(tensors)
+        out = rhs(t, y.reshape(shape), *(next(it) if s else a for a, s in zip(args, slots)))
+        out = out.to(dtype) if isinstance(out, torch.Tensor) else torch.as_tensor(out, dtype=dtype, device=y.device)
+        return out.reshape(-1)
+
+    problem = _Problem(f, method, t0, ts, rtol, atol, max_steps)
+    ys = _solve_function().apply(problem, y0.reshape(1, -1), *(a[None] for a, s in zip(args, slots) if s))
+    return ys[0].reshape((len(ts),) + tuple(shape))
+
+
+def _check_closure(rhs):
+    """A PPLError where rhs reads, from its closure, a tensor that a gradient or a vmap tracks: the torch solver sees
+    only its arguments, so such a value would be neither batched nor differentiated."""
+    import torch
+    for cell in getattr(rhs, "__closure__", None) or ():
+        try:
+            value = cell.cell_contents
+        except ValueError:      # an empty cell
+            continue
+        values = value if isinstance(value, (list, tuple)) else [value]
+        if any(isinstance(v, torch.Tensor) and not _is_plain_tensor(v) for v in values):
+            raise PPLError("ode: rhs reads, from its closure, a tensor made under the runtime's vmap or grad (a value "
+                           "of the sites, or a constant made in a site function); the torch solver batches and "
+                           "differentiates only the arguments of rhs",
+                           hint="pass the value as an argument: ppl.ode(lambda t, y, k: -k * y, y0, t0, ts, k)")
