@@ -303,6 +303,9 @@ class Program:
                                              for c in (compiled.ref_coef, compiled.rest_coef))
         self.log_densities = self.rt.jit_pure(self.rt.vmap(self.log_parts))
         self.value_and_grad = self.rt.jit_pure(self.rt.value_and_grad(self._tempered))
+        sites = {m.name: m.sites for m in compiled.models}
+        #: deterministic values not saved in the draws (a `.ppl` model's locals: `Site.keep` False)
+        self._unsaved = {n for n, k in compiled.readable.items() if k[0] == "det" and not sites[k[1]][k[2]].keep}
         self.to_constrained_arrays = self.rt.jit(self.rt.vmap(self._constrained))
         self._sample_reference = self.rt.jit(self._sample, static_argnames=("n",))
         seen = {}
@@ -340,7 +343,7 @@ class Program:
 
     def _constrained(self, z):
         values, dets, _, _, _ = self.ev.latent_values(z, self.layout)
-        return self.ev.global_env(values, dets)
+        return {k: v for k, v in self.ev.global_env(values, dets).items() if k not in self._unsaved}
 
     def _pointwise(self, z):
         values, dets, _, dists, _ = self.ev.latent_values(z, self.layout)

@@ -83,13 +83,14 @@ class Site:
     """One named statement of a model: `latent` (x ~ dist), `deterministic` (x = f(...)) or `factor`.
 
     `fn(**parents)` returns a `Distribution` (latent), a value (deterministic) or a log density (factor).
-    `name` is the site's name in its model (set by `Model` through `named`).
+    `name` is the site's name in its model (set by `Model` through `named`). A deterministic site with `keep`
+    False is computed for the sites that read it but not saved in the draws (a `.ppl` model's local values).
     """
 
     name = None
 
-    def __init__(self, kind, fn, parents=None, source=None):
-        self.kind, self.source = kind, source
+    def __init__(self, kind, fn, parents=None, source=None, keep=True):
+        self.kind, self.source, self.keep = kind, source, keep
         if isinstance(fn, Distribution):
             self.fn, self.parents, self.constant = (lambda d=fn: d), (), fn
         else:

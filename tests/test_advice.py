@@ -39,7 +39,8 @@ def test_plan_error_of_a_program_suggests_a_reference_in_ppl_syntax(tmp_path, ca
     assert "\nhint: pass a reference model, model ref { x ~ ... }, and sample post with smc(reference = ref)" in err
     assert "ppl.model" not in err and "reference=" not in err and "Traceback" not in err
     with pytest.raises(ppl.PlanError, match=r"reference=ppl.model\(x=...\)"):
-        ppl.compile(ppl.model(x=ppl.Flat(), y=lambda x: ppl.Normal(x, 1.0)).condition(y=1.0))
+        ppl.sample(ppl.model(x=ppl.Flat(), y=lambda x: ppl.Normal(x, 1.0)).condition(y=1.0), method="smc",
+                   particles=100)
 
 
 def _caught(fn, category):

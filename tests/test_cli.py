@@ -90,7 +90,7 @@ def test_check_without_data(program, capsys):
 
 def test_check_without_data_finds_names_and_types(tmp_path, capsys):
     text = (Path(__file__).parents[1] / "examples" / "eight_schools_noncentered.ppl").read_text()
-    for old, new, where in [("normal(theta, sigma)", "normal(thetaa, sigma)", ":12:14: unknown name 'thetaa'"),
+    for old, new, where in [("normal(theta, sigma)", "normal(thetaa, sigma)", ":13:14: unknown name 'thetaa'"),
                             ("mu ~ normal(0, 5)", "mu ~ normale(0, 5)", ":8:8: unknown distribution 'normale'"),
                             ("data sigma : real<lower=0>[J]", "data sigma : real<low=0>[J]", "unknown bound 'low'"),
                             ("target posterior = eight_schools", "target posterior = eight_school",

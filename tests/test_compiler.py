@@ -123,7 +123,7 @@ def test_annealing_never_scales_the_reference():
      ppl.ShapeError, "one real per particle"),
     (lambda: ppl.compile(ppl.model(x=ppl.Normal(0.0, 1.0), y=lambda x: ppl.Normal(x, 1.0, shape=(4,)))
                          .condition(y=np.zeros(5))), ppl.ShapeError, "observed 'y'"),
-    (lambda: ppl.compile(ppl.energy(lambda x: x ** 2, x=ppl.Flat())), ppl.PlanError, "reference="),
+    (lambda: ppl.sample(ppl.energy(lambda x: x ** 2, x=ppl.Flat()), particles=10), ppl.PlanError, "reference="),
     (lambda: ppl.Normal(0.0, 1.0, scal=2.0), ppl.UnknownNameError, "scal"),
     (lambda: ppl.sample(p, method="magic"), ppl.UnknownNameError, "magic"),
     (lambda: ppl.sample(p, runtime="tensorflow"), ppl.UnknownNameError, "tensorflow"),

@@ -159,7 +159,8 @@ def test_semantic_errors_are_located(src, message, line, col):
     ("model a {\n  x ~ normal(0, 1)\n}\nmodel b {\n  y ~ normal(0, 1)\n  x ~ normal(0, 1) [2]\n}\ntarget t = b * a",
      "site 'x' has shape (2,) in prior b.x but () in prior a.x", 6, 3),
     ("model m {\n  z ~ normal(0, 1)\n  x ~ poisson(3)\n}", "latent site 'x' is discrete", 3, 3),
-    ("model m {\n  z ~ normal(0, 1)\n  x : real\n}", "site 'x' has no normalized prior", 3, 3),
+    ("model m {\n  z ~ normal(0, 1)\n  x : real\n}\nsample m with is(particles = 10)", "site 'x' has no normalized prior",
+     3, 3),
     ("data y : real[3]\nmodel m {\n  x ~ normal(0, 1)\n  y ~ normal(x, 1) [2]\n}", "observed 'y' of model m", 4, 3),
     ("model m {\n  x ~ normal(0, 1) [3]\n  factor x\n}", "a factor must return one real per particle", None, None),
 ])
@@ -180,7 +181,7 @@ def test_data_shape_and_type_are_checked():
 
 
 def test_use_needs_allow_python():
-    src = 'use myexp from "ppl.math:exp"\nmodel m { x ~ normal(0, 1)  e = myexp(x) }'
+    src = 'use myexp from "ppl.math:exp"\nmodel m { x ~ normal(0, 1)  e = myexp(x)  keep e }'
     with pytest.raises(SourceError, match="refusing to import Python module 'ppl.math'"):
         load_ppl(src)
     prog = load_ppl(src, allow_python=True)
@@ -313,6 +314,7 @@ def test_flat_simplex_and_indexed_updates():
       for t in 2:T { x[t] = 0.5 * x[t - 1] + 1 }
       x[2:3] = [a, 2 * a]
       c = sum(x[:]) + size(x)
+      keep x, c
     }
     """
     prog = load_ppl(src, T=12)

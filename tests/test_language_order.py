@@ -75,6 +75,7 @@ model m {
   for t in 2:T { acc[t] = acc[t - 1] + mu }
   total = sum(acc)
   mu ~ normal(0, 1)
+  keep acc, s
 }"""
     prog = load_ppl(src, T=4)
     assert list(prog.models["m"].sites)[:2] == ["mu", "y_mu"]
@@ -139,6 +140,7 @@ DATA_ONLY = HEAD + """model m {
   ybar = sum(w * y) / sum(w)
   sd_y = sd(y)
   twice = 2 * mu
+  keep twice
 }"""
 
 
@@ -147,7 +149,7 @@ def test_data_only_values_are_data_not_draws(runtime):
     y, s = np.array(EIGHT_DATA["y"]), np.array(EIGHT_DATA["sigma"])
     ybar, sd_y = float(np.sum(y / s ** 2) / np.sum(1 / s ** 2)), float(np.std(y, ddof=1))
     literal = HEAD + f"model m {{\n  mu ~ normal({ybar!r}, {5 * sd_y!r})\n  tau ~ half_cauchy({sd_y!r})\n" \
-                     f"  twice = 2 * mu\n  y ~ normal(mu, sigma)\n}}"
+                     f"  twice = 2 * mu\n  keep twice\n  y ~ normal(mu, sigma)\n}}"
     prog = load_ppl(DATA_ONLY, data=EIGHT_DATA)
     model = prog.models["m"]
     assert set(model.sites) == {"mu", "tau", "twice", "y"}
@@ -179,6 +181,7 @@ model m {
     acc += square(d - mu)
   }
   factor -acc
+  keep acc
 }"""
     r = load_ppl(src, T=4, y=list(y)).sample("m", method="is", particles=100, seed=0)
     assert set(r.samples) == {"mu", "acc"}

@@ -137,7 +137,6 @@ INIT = "  x[1] ~ normal(0, 1)\n"
      "the initial state x[1] cannot read x", "x[2]"),
     (INIT + "  for t in 2:T { x[t] ~ normal(x[t - 1], 1)  y[t] ~ normal(x[t], 1) }\n",
      "a loop that draws a latent state holds local assignments and, last, the one draw", "y[t]"),
-    (INIT, "x[2:5] have no distribution", "x : real"),
 ])
 def test_state_errors_are_located(body, message, at):
     src = HEAD + body + "}\n"

@@ -193,8 +193,8 @@ class Interpreter:
         pos, kw = self._arguments(node.args, env, fw)
         if name in ("zeros", "ones"):
             return scalar(getattr(pm, name)(*pos, like=_like(env)))
-        if name == "rep":
-            return pm.rep(*pos, like=_like(env))
+        if name in ("rep", "rep_vector", "rep_matrix"):
+            return getattr(pm, name)(*pos, like=_like(env))
         if name == "size":
             if len(pos) != 1:
                 raise self.src.error(node, "size(x) takes one argument")
@@ -322,6 +322,10 @@ class Interpreter:
         for n in sorted(assigned([s]) | ({"__logp"} & set(env))):
             if n in branches[0] and n in branches[1]:   # else local to the one branch that defines it
                 env[n] = _select(c, branches[0][n], branches[1][n])
+
+    def _s_keep(self, s, env, fw):
+        raise self.src.error(s, "keep is a statement of a model, outside loops, ifs and functions",
+                             hint="list the values to save at the model's top level: keep theta, mu")
 
     def _s_return(self, s, env, fw):
         raise self.src.error(s, "return is the last statement of a function", hint="a model has no return")

@@ -27,8 +27,6 @@ from .symbolic import NeedsData, Symbolic
 _POSITIVE = {"half_normal", "half_cauchy", "half_student_t", "lognormal", "exponential", "gamma", "inverse_gamma"}
 _REAL = {"normal", "cauchy", "student_t", "laplace"}
 _UNIT = {"beta"}
-_HALF_HINT = {"normal": "half_normal(scale)", "cauchy": "half_cauchy(scale)",
-              "student_t": "half_student_t(df, scale)"}
 
 
 class JacobianWarning(UserWarning):
@@ -51,6 +49,7 @@ class ModelBuilder:
 
     def __init__(self, node, src, data, functions):
         self.node, self.src, self.data = node, src, dict(data)
+        self.node_data = set(data)   # the program's data (self.data adds the values computed from it)
         self.name = node.name
         self.interp = Interpreter(src, functions)
         self.sites, self.observed, self.positions = {}, {}, {}
@@ -60,6 +59,8 @@ class ModelBuilder:
     def build(self):
         groups, owner = [], {}
         self.body = self.known_branches(self.node.body)
+        self.kept = {n.name: n for k in self.body if isinstance(k, S.Keep) for n in k.names}
+        self.body = [s for s in self.body if not isinstance(s, S.Keep)]
         self.states = state_names(self.body)
         self.defined = sorted(set().union(*(writes(s, self.data) for s in self.body)))
         for i, s in self.data_values(dependency_order(self.body, self.data, self.src, self.name)):
@@ -127,6 +128,7 @@ class ModelBuilder:
         for st in self.states.values():
             self.state_site(st)
         self.check_reads_after_writes(groups)
+        self.check_kept()
         data = {k: v for k, v in self.data.items() if k not in self.observed}
         try:
             model = Model(self.sites, data=data, observed=self.observed, name=self.name)
@@ -200,12 +202,26 @@ class ModelBuilder:
     def _source(self, node):
         return self.src.filename, node.line, node.column
 
-    def site(self, name, kind, fn, parents, node, constant=None):
+    def site(self, name, kind, fn, parents, node, constant=None, keep=True):
         """The site `name`, its source the statement `node`."""
         if constant is not None:
             self.sites[name] = Site(kind, constant, source=self._source(node))
         else:
-            self.sites[name] = Site(kind, fn, parents, source=self._source(node))
+            self.sites[name] = Site(kind, fn, parents, source=self._source(node), keep=keep)
+
+    def check_kept(self):
+        """`keep x` names a value the model computes from its parameters."""
+        for name, node in self.kept.items():
+            if self.kinds.get(name) == "det":
+                continue
+            if name in self.data:
+                what = "data" if name in self.node_data else "computed from data alone: the same in every draw"
+                raise self.src.error(node, f"{name!r} is {what}; keep names values computed from the parameters")
+            if name in self.kinds:
+                raise self.src.error(node, f"{name!r} is a {self.kinds[name]} site; latent sites are always saved",
+                                     hint=f"remove {name} from keep")
+            raise self.src.error(node, f"keep names an unknown value {name!r}",
+                                 hint=suggest(name, [n for n, k in self.kinds.items() if k == "det"]))
 
     def parents(self, names_read, own=None):
         """The names a statement reads that are sites or data; reading an unknown name or `own` (the site the
@@ -324,19 +340,31 @@ class ModelBuilder:
             raise src.error(dist, f"simplex[K] ~ {fam}(...): a simplex needs dirichlet(alpha)")
         if tname == "int":
             raise src.error(typ, "an integer parameter cannot be sampled; declare it as data")
-        if tname == "real" and bounds:
-            if set(bounds) == {"lower"} and fam not in _POSITIVE:
-                raise src.error(dist, f"real<lower=0> ~ {fam}(...): {fam} is not a distribution on the positive "
-                                      f"reals and the language does not truncate",
-                                hint=f"write {_HALF_HINT[fam]}" if fam in _HALF_HINT else
-                                f"one of {', '.join(sorted(_POSITIVE))}")
-            if set(bounds) == {"lower", "upper"} and fam not in _UNIT | {"uniform"}:
-                raise src.error(dist, f"real<lower=..., upper=...> ~ {fam}(...): use uniform(lower, upper) or "
-                                      f"beta(a, b) on (0, 1); the language does not truncate")
         d = self.interp.distribution(dist, env, fw)
         if shape and tname != "simplex":
-            d = D.Distribution(d.family, d.params, shape)
+            d = D.Distribution(d.family, d.params, shape) if not isinstance(d, D.Truncated) else \
+                D.Truncated(D.Distribution(d.base.family, d.base.params, shape), *d.bounds)
+        if tname == "real" and bounds and not self.on_support(fam, bounds) and dist.truncation is None:
+            lower, upper = (None if k not in bounds else self.interp.ev(bounds[k].value, env, fw)
+                            for k in ("lower", "upper"))
+            try:   # `x : real<lower=0> ~ normal(1, 0.5)` is the normal truncated to (0, inf), as in Stan
+                d = D.Truncated(d, lower, upper)
+            except PPLError as e:
+                raise src.relocate(dist, e) from None
         return d
+
+    @staticmethod
+    def on_support(family, bounds):
+        """Whether `family` lives on the declared bounds already (a positive family on lower=0, uniform, beta
+        on (0, 1)), so that the declaration truncates nothing."""
+        def value(key):
+            b = bounds.get(key)
+            return b.value.value if b is not None and isinstance(b.value, S.Number) else None
+        if family == "uniform":
+            return True
+        if set(bounds) == {"lower"} and value("lower") == 0:
+            return family in _POSITIVE
+        return set(bounds) == {"lower", "upper"} and (value("lower"), value("upper")) == (0, 1) and family in _UNIT
 
     def tilde(self, s):
         lv, dist = s.target, s.dist
@@ -567,7 +595,7 @@ class ModelBuilder:
             return lambda **env: run(env)[name]
 
         for n in g.names:
-            self.site(n, "deterministic", value(n), parents, self.positions[n])
+            self.site(n, "deterministic", value(n), parents, self.positions[n], keep=n in self.kept)
         if g.logp:
             name = f"loop@{g.loop.line}"
             self.kinds[name], self.positions[name] = "factor", g.loop

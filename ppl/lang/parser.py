@@ -36,7 +36,7 @@ def _statements(stmts):
 
 #: words of the grammar, which cannot name data, models, targets, sites or loop variables
 KEYWORDS = frozenset({"data", "use", "model", "diffusion", "sequence", "target", "sample", "factor", "for", "in",
-                      "with", "on", "from", "and", "or", "not", "function", "return", "if", "else"})
+                      "with", "on", "from", "and", "or", "not", "function", "return", "if", "else", "keep"})
 
 
 def _defined(tok, what):
@@ -208,6 +208,9 @@ class _ToSyntax(Transformer):
 
     def block(self, *stmts):
         return _statements(stmts)
+
+    def keep(self, kw, *names):
+        return S.Keep(tuple(S.Name(str(n), **_at(n)) for n in names), **_at(kw))
 
     def return_stmt(self, kw, value):
         return S.Return(value, **_at(kw))

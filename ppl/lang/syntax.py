@@ -223,6 +223,12 @@ class If(Node):
 
 
 @_node
+class Keep(Node):
+    """`keep a, b`: the model's values a and b are saved in the draws (its other values are local)."""
+    names: Tuple[Name, ...]
+
+
+@_node
 class Return(Node):
     """`return value`, the last statement of a function."""
     value: Node
