@@ -20,6 +20,9 @@ def reads(*trees):
     def visit(node):
         if isinstance(node, S.Name):
             out.append((node.name, node))
+        elif isinstance(node, S.Call) and node.func == "ode" and node.args.positional:
+            for child in node.args.positional[1:] + node.args.keywords:   # ode(f, ...): f names a function
+                visit(child)
         else:
             for child in S.children(node):
                 visit(child)
