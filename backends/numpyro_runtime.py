@@ -8,6 +8,7 @@ import contextlib
 import functools
 import math
 import os
+import types
 
 _SCHEDULER_FLAG = "--xla_cpu_enable_concurrency_optimized_scheduler"
 if _SCHEDULER_FLAG not in os.environ.get("XLA_FLAGS", ""):
@@ -17,6 +18,7 @@ import jax  # noqa: E402
 import jax.numpy as jnp  # noqa: E402
 import numpy as np  # noqa: E402
 import numpyro.distributions as dist  # noqa: E402
+from jax.scipy import special as jax_special  # noqa: E402
 from jax.scipy.special import logsumexp  # noqa: E402
 from jax.sharding import NamedSharding, PartitionSpec  # noqa: E402
 from numpyro.distributions.transforms import biject_to  # noqa: E402
@@ -60,6 +62,8 @@ class NumPyroRuntime(Runtime):
     compiles_loops = True
     xp = _Numpy()
     distributions = dist
+    special = types.SimpleNamespace(log_ndtr=jax_special.log_ndtr, gammainc=jax_special.gammainc,
+                                    gammaincc=jax_special.gammaincc, betainc=jax_special.betainc)
 
     def __init__(self, device="cpu", precision="float32", devices=None):
         super().__init__(device, precision)
@@ -146,6 +150,19 @@ class NumPyroRuntime(Runtime):
             def log_prob(self, x):
                 return self.base.log_prob(x).sum(-1) + gammaln(self.event_shape[0] + 1.0)
         return Sorted
+
+    @staticmethod
+    @functools.cache
+    def _truncated_class():
+        from ..stdlib.distributions import _Truncation
+
+        class Truncated(_Truncation, dist.Distribution):
+            def __init__(self, rt, family, params, lower, upper, shape):
+                super().__init__(batch_shape=self._setup(rt, family, params, lower, upper, shape))
+
+            def sample(self, key, sample_shape=()):
+                return self._from_uniform(jax.random.uniform(key, tuple(sample_shape) + self.batch_shape))
+        return Truncated
 
     @staticmethod
     @functools.cache

@@ -18,6 +18,7 @@ import functools
 import math
 import os
 import time
+import types
 import warnings
 
 import numpy as np
@@ -277,6 +278,14 @@ def _inductor(gm, inputs):
     return compile_fx(gm, inputs)
 
 
+def _log_ndtr(z):
+    """log Φ(z): log(erfcx(−z/√2) / 2) − z²/2 below 0, log1p(−erfc(z/√2) / 2) above (each branch finite on the
+    other's side); torch's own `special.log_ndtr` has no batching rule, so under `vmap` it ran per particle."""
+    below, above = torch.clamp(z, max=0.0), torch.clamp(z, min=0.0)
+    return torch.where(z < 0, torch.log(0.5 * torch.special.erfcx(-below / math.sqrt(2.0))) - 0.5 * below * below,
+                       torch.log1p(-0.5 * torch.special.erfc(above / math.sqrt(2.0))))
+
+
 def _axis(kw):
     if "axis" in kw:
         kw["dim"] = kw.pop("axis")
@@ -398,6 +407,8 @@ class PyroRuntime(Runtime):
     framework = "torch"
     compiles_loops = False
     distributions = dist
+    special = types.SimpleNamespace(log_ndtr=_log_ndtr, gammainc=torch.special.gammainc,
+                                    gammaincc=torch.special.gammaincc)    # torch has no betainc
 
     def __init__(self, device="cpu", precision="float32", devices=None):
         super().__init__(device, precision)
@@ -473,6 +484,25 @@ class PyroRuntime(Runtime):
             def log_prob(self, x):
                 return self.base.log_prob(x).sum(-1) + math.lgamma(self.event_shape[0] + 1.0)
         return Sorted
+
+    @staticmethod
+    @functools.cache
+    def _truncated_class():
+        from ..stdlib.distributions import _Truncation
+
+        class Truncated(_Truncation, dist.TorchDistribution):
+            arg_constraints = {}
+
+            def __init__(self, rt, family, params, lower, upper, shape):
+                batch = torch.Size(self._setup(rt, family, params, lower, upper, shape))
+                super().__init__(batch, validate_args=False)
+
+            def sample(self, sample_shape=torch.Size()):
+                m = self._log_mass
+                with torch.no_grad():
+                    return self._from_uniform(torch.rand(torch.Size(sample_shape) + self.batch_shape, dtype=m.dtype,
+                                                         device=m.device))
+        return Truncated
 
     @staticmethod
     @functools.cache

@@ -56,10 +56,10 @@ def get_runtime(name="numpyro", device="cpu", precision="float32", devices=None)
 
 #: the numpy-like names algorithms may call on `rt.xp` (numpy's meaning, `axis=` keywords; `index_add(x, idx, v)`
 #: adds v[j] at x[idx[j]] out of place, `take(x, idx, axis)`, `cholesky`, `logsumexp` as in scipy)
-XP = ("abs", "arange", "argmax", "asarray", "broadcast_to", "ceil", "cholesky", "clip", "concatenate", "cos",
-      "cumsum", "diag", "einsum", "exp", "expm1", "floor", "full", "index_add", "isfinite", "isnan", "log",
-      "logsumexp", "max", "maximum", "mean", "min", "minimum", "ones", "searchsorted", "sign", "sin", "sort", "sqrt",
-      "stack", "sum", "take", "where", "zeros")
+XP = ("abs", "arange", "arctan2", "argmax", "asarray", "broadcast_to", "ceil", "cholesky", "clip", "concatenate",
+      "cos", "cumsum", "diag", "einsum", "exp", "expm1", "floor", "full", "index_add", "isfinite", "isnan", "log",
+      "log1p", "logaddexp", "logsumexp", "max", "maximum", "mean", "min", "minimum", "ones", "searchsorted", "sign",
+      "sin", "sort", "sqrt", "stack", "sum", "take", "where", "zeros")
 
 
 class RuntimeContract(Protocol):
@@ -75,6 +75,8 @@ class RuntimeContract(Protocol):
     dtype: Any            # the float type of arrays it makes, of that precision
     xp: Any               # the numpy-like namespace (the names in `XP`)
     distributions: Any    # the distribution library (`numpyro.distributions` / `pyro.distributions`)
+    special: Any          # scipy.special's log_ndtr, gammainc, gammaincc, betainc on its arrays, those the
+                          # library has (for truncated families, `stdlib.distributions._TAILS`)
 
     # arrays
     def scope(self):
@@ -179,6 +181,10 @@ class RuntimeContract(Protocol):
     def markov_distribution(self, chain, params):
         """a `stdlib.markov.MarkovChain` as a runtime distribution."""
 
+    def truncated_distribution(self, family, params, lower, upper, shape=()):
+        """a `stdlib.distributions.Truncated`: the family with runtime parameters `params` restricted to
+        [lower, upper] (runtime arrays, either None), batch shape `shape` broadcast with theirs."""
+
     # engines of the runtime's own libraries
     def mcmc(self, potential, key, z0, kind, warmup, draws, target_accept, max_tree_depth, num_steps, dense_mass,
              progress):
@@ -215,6 +221,11 @@ class Runtime:
     def markov_distribution(self, chain, params):
         """The distribution of a `stdlib.markov.MarkovChain` path (the runtime's `_markov_class()`)."""
         return self._markov_class()(chain, self, params)
+
+    def truncated_distribution(self, family, params, lower, upper, shape=()):
+        """The family restricted to [lower, upper] (`stdlib.distributions.Truncated`): the runtime's
+        `_truncated_class()`, over the shared `_Truncation`."""
+        return self._truncated_class()(self, family, params, lower, upper, shape)
 
     def constraint(self, name):
         """The runtime's constraint for a support name of `stdlib.distributions.SUPPORTS`."""

@@ -17,7 +17,7 @@ import numpy as np
 
 from ..errors import PPLError, ShapeError
 from ..math import _NUMPY
-from ..stdlib.distributions import PARAM_EVENT_DIMS
+from ..stdlib.distributions import PARAM_EVENT_DIMS, truncated_batch_shape, truncated_support
 
 
 def memory_bytes():
@@ -88,6 +88,10 @@ class Support:
             return np.full(shape, 0.5)
         if self.name == "Interval":
             return np.broadcast_to((np.asarray(self.params["low"]) + np.asarray(self.params["high"])) / 2.0, shape)
+        if self.name == "GreaterThan":     # truncations open above, below
+            return np.broadcast_to(np.asarray(self.params["low"]) + 1.0, shape)
+        if self.name == "LessThan":
+            return np.broadcast_to(np.asarray(self.params["high"]) - 1.0, shape)
         if self.name == "Simplex":
             return np.full(shape, 1.0 / shape[-1])
         if self.name in ("OrderedVector", "PositiveOrderedVector"):
@@ -215,6 +219,14 @@ class ShapeRuntime:
     def sorted_distribution(self, base, support):
         """Sorted iid draws of `base`: its last batch axis becomes the event, on the support `support`."""
         return AbstractDistribution(base.batch_shape[:-1], base.batch_shape[-1:], self.constraint(support))
+
+    def truncated_distribution(self, family, params, lower, upper, shape=()):
+        """A `stdlib.distributions.Truncated` as far as shapes go: its batch shape, on its interval (named as
+        NumPyro's constraints are)."""
+        lo, hi = truncated_support(self, family, lower, upper)
+        name = "GreaterThan" if hi is None else "LessThan" if lo is None else "Interval"
+        return AbstractDistribution(truncated_batch_shape(params, lower, upper, shape), (),
+                                    Support(name, params={"low": lo, "high": hi}))
 
     def markov_distribution(self, chain, params):
         """A `stdlib.markov.MarkovChain` path as far as shapes go: init and one step are checked, `log_prob`

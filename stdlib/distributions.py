@@ -3,8 +3,10 @@
 A `Distribution` is a description: a family name, its parameters and an optional
 batch `shape`. `lower(rt)` builds the same family from the runtime's own library
 (`numpyro.distributions` or `pyro.distributions`), so log densities, samplers and
-supports are NumPyro's and Pyro's, not ours.
+supports are NumPyro's and Pyro's, not ours. `truncated(base, lower, upper)` restricts a continuous scalar
+family to an interval (`Truncated`), with tails computed here once for both runtimes (`_Truncation`).
 """
+import math
 import numbers
 
 import numpy as np
@@ -119,8 +121,8 @@ def _shown(a):
 
 def invalid_parameter(family, params):
     """'parameter = value must be ...' for the first parameter of `family` (a class of the libraries, `LIBRARY`)
-    outside its constraint (`PARAM_CONSTRAINTS`; uniform's high must exceed its low), or None; `params` are numpy
-    arrays."""
+    outside its constraint (`PARAM_CONSTRAINTS`; uniform's high must exceed its low, a truncation's bounds must
+    leave an interval of the support), or None; `params` are numpy arrays."""
     if family not in LIBRARY or family == "ImproperUniform":
         return None
     with np.errstate(invalid="ignore"):
@@ -131,6 +133,8 @@ def invalid_parameter(family, params):
         if family == "Uniform" and np.broadcast_shapes(params["low"].shape, params["high"].shape) is not None and \
                 not np.all(params["low"] < params["high"]):
             return f"low = {_shown(params['low'])} must be below high = {_shown(params['high'])}"
+    if family in _TAILS and ("lower" in params or "upper" in params):     # a truncation (`Truncated`)
+        return _empty_truncation(family, params.get("lower"), params.get("upper"))
     return None
 
 
@@ -254,6 +258,235 @@ def repeated(rt, spec, n):
     return spec.lower(rt, {k: rt.xp.broadcast_to(v, (n,) + tuple(v.shape)) for k, v in params.items()})
 
 
+class _Tails:
+    """What truncating a family needs, per particle, on the runtime's arrays (rt, the family's parameters p):
+    log F(x) and log S(x) = log(1 − F(x)), each computed without cancellation in its own tail (log_sf None: the
+    family is symmetric about p["loc"], S(x) = F(2 loc − x)); `x_of_u`, an increasing map of [−BISECT_RANGE,
+    BISECT_RANGE] onto the support, over which quantiles are bisected; the support's ends `low`, `high` (None:
+    unbounded) and a point `mid` inside it; `needs`: the functions of `rt.special` it calls."""
+
+    def __init__(self, log_cdf, log_sf=None, x_of_u=None, low=None, high=None, mid=None, needs=()):
+        self.log_cdf, self.x_of_u, self.needs = log_cdf, x_of_u or _sinh, needs
+        self.log_sf = log_sf or (lambda rt, p, x: log_cdf(rt, p, 2.0 * p["loc"] - x))
+        self.low, self.high, self.mid = low, high, mid
+
+
+#: quantiles are bisected over u in [−BISECT_RANGE, BISECT_RANGE] in BISECT_STEPS halvings (160 / 2^64: below the
+#: resolution of any float x); e^80 and sinh(80) are within float32's range
+BISECT_RANGE, BISECT_STEPS = 80.0, 64
+
+
+def _z(p, x):
+    return (x - p["loc"]) / p["scale"]
+
+
+def _sinh(rt, p, u):
+    """loc + scale sinh(u): the real line, linear near loc and exponential in the tails."""
+    return p["loc"] + 0.5 * p["scale"] * (rt.xp.exp(u) - rt.xp.exp(-u))
+
+
+def _log_cdf_student_t(rt, p, x):
+    """F(x) = I_u(ν/2, 1/2) / 2 below loc, 1 − I_u(ν/2, 1/2) / 2 above, u = ν / (ν + z²)."""
+    z, xp = _z(p, x), rt.xp
+    half_i = 0.5 * rt.special.betainc(0.5 * p["df"], 0.5, p["df"] / (p["df"] + z * z))
+    return xp.where(z < 0, xp.log(half_i), xp.log1p(-half_i))
+
+
+#: the families `truncated` accepts (class names of FAMILIES) and their tails
+_TAILS = {
+    "Normal": _Tails(lambda rt, p, x: rt.special.log_ndtr(_z(p, x)), needs=("log_ndtr",)),
+    # F(x) = atan2(1, −z) / π: no cancellation where F is small
+    "Cauchy": _Tails(lambda rt, p, x: rt.xp.log(rt.xp.arctan2(rt.xp.ones(()), -_z(p, x)) / math.pi)),
+    "StudentT": _Tails(_log_cdf_student_t, needs=("betainc",)),
+    # F(x) = e^{−|z|} / 2 below loc, 1 − e^{−|z|} / 2 above
+    "Laplace": _Tails(lambda rt, p, x: rt.xp.where(_z(p, x) < 0, -rt.xp.abs(_z(p, x)) - math.log(2.0),
+                                                   rt.xp.log1p(-0.5 * rt.xp.exp(-rt.xp.abs(_z(p, x)))))),
+    "LogNormal": _Tails(lambda rt, p, x: rt.special.log_ndtr(_z(p, rt.xp.log(x))),
+                        lambda rt, p, x: rt.special.log_ndtr(-_z(p, rt.xp.log(x))),
+                        lambda rt, p, u: rt.xp.exp(_sinh(rt, p, u)), low=0.0, mid=1.0, needs=("log_ndtr",)),
+    "Exponential": _Tails(lambda rt, p, x: rt.xp.log(-rt.xp.expm1(-p["rate"] * x)), lambda rt, p, x: -p["rate"] * x,
+                          lambda rt, p, u: rt.xp.exp(u) / p["rate"], low=0.0, mid=1.0),
+    "Gamma": _Tails(lambda rt, p, x: rt.xp.log(rt.special.gammainc(p["concentration"], p["rate"] * x)),
+                    lambda rt, p, x: rt.xp.log(rt.special.gammaincc(p["concentration"], p["rate"] * x)),
+                    lambda rt, p, u: rt.xp.exp(u) / p["rate"], low=0.0, mid=1.0, needs=("gammainc", "gammaincc")),
+    "Beta": _Tails(lambda rt, p, x: rt.xp.log(rt.special.betainc(p["concentration1"], p["concentration0"], x)),
+                   lambda rt, p, x: rt.xp.log(rt.special.betainc(p["concentration0"], p["concentration1"], 1.0 - x)),
+                   lambda rt, p, u: 1.0 / (1.0 + rt.xp.exp(-u)), low=0.0, high=1.0, mid=0.5, needs=("betainc",)),
+}
+#: the language's name of each family that can be truncated
+_TRUNCATABLE = {family: name for name, (family, _) in FAMILIES.items() if family in _TAILS}
+
+
+def _log1mexp(xp, t):
+    """log(1 − e^t) for t ≤ 0, accurate at both ends (Mächler 2012); both branches finite, so gradients are."""
+    near = t > -math.log(2.0)
+    return xp.where(near, xp.log(-xp.expm1(xp.where(near, t, -1.0))), xp.log1p(-xp.exp(xp.where(near, -1.0, t))))
+
+
+def _empty_truncation(family, lower, upper):
+    """'lower = ... must be below upper = ...' (or an end of the family's support) where numpy bounds (None:
+    open) leave no interval of the support, or None."""
+    t, name = _TAILS[family], _TRUNCATABLE[family]
+    with np.errstate(invalid="ignore"):
+        if lower is not None and upper is not None and not np.all(lower < upper):
+            return f"lower = {_shown(lower)} must be below upper = {_shown(upper)}"
+        if upper is not None and t.low is not None and not np.all(upper > t.low):
+            return f"upper = {_shown(upper)} must be above {t.low:g}, the lowest value of {name}"
+        if lower is not None and t.high is not None and not np.all(lower < t.high):
+            return f"lower = {_shown(lower)} must be below {t.high:g}, the highest value of {name}"
+    return None
+
+
+def truncated_support(rt, family, lower, upper):
+    """(lo, hi): the interval [lower, upper] within the family's support (None: unbounded on that side)."""
+    t, xp = _TAILS[family], rt.xp
+    lo = lower if t.low is None else xp.full((), t.low) if lower is None else xp.clip(lower, t.low, None)
+    hi = upper if t.high is None else xp.full((), t.high) if upper is None else xp.clip(upper, None, t.high)
+    return lo, hi
+
+
+def truncated_batch_shape(params, lower, upper, shape):
+    """The batch shape of a truncation: `shape` broadcast with those of its parameters and bounds."""
+    return tuple(np.broadcast_shapes(tuple(shape), *(tuple(np.shape(v)) for v in (*params.values(), lower, upper)
+                                                       if v is not None)))
+
+
+class _Truncation:
+    """The part of a lowered `Truncated` shared by the runtimes, mixed into each runtime's distribution class
+    (`rt.truncated_distribution`), which adds the constructor and the uniform draws of `sample`.
+
+    log p(x) = log p_base(x) − log(F(b) − F(a)) on [a, b], −inf outside; F(b) − F(a) is taken as
+    S(a) − S(b) when a is above the median, so that neither tail cancels (a normal cut at 20 σ: log Z = −203.9
+    in float32). Draws are the inverse CDF of uniforms, in the interval's own tail: F⁻¹(F(a) + u (F(b) − F(a))),
+    or S⁻¹(S(b) + (1 − u)(S(a) − S(b))) above the median, their arguments formed in logs and the inverse
+    bisected on log F or log S (`_quantile`): the same draws on both runtimes, for every family."""
+
+    def _setup(self, rt, family, params, lower, upper, shape):
+        """Checks the runtime has the family's special functions; returns the batch shape."""
+        tails, name = _TAILS[family], _TRUNCATABLE[family]
+        missing = [f for f in tails.needs if not hasattr(rt.special, f)]
+        if missing:
+            raise PPLError(f"truncated {name}: its CDF needs {', '.join(missing)}, which the {rt.name} runtime "
+                           f"({rt.framework}) lacks; run it with runtime='numpyro'")
+        try:
+            self._base = _constructor(rt.distributions, family)(**params)
+        except (TypeError, ValueError) as e:
+            raise PPLError(f"{family}: bad parameters {sorted(params)}: {e}") from None
+        self._rt, self._tails, self._name, self._p, self._a, self._b = rt, tails, name, params, lower, upper
+        self._lo, self._hi = truncated_support(rt, family, lower, upper)
+        self._log_mass = self._mass()
+        return truncated_batch_shape(params, lower, upper, shape)
+
+    @property
+    def support(self):
+        c = self._rt.distributions.constraints
+        return c.greater_than(self._lo) if self._hi is None else c.less_than(self._hi) if self._lo is None else \
+            c.interval(self._lo, self._hi)
+
+    def _tail(self, x):
+        """(log F(x), log S(x)) at a bound x, or None; a bound at or beyond an end of the support is that end."""
+        if x is None:
+            return None
+        t, rt = self._tails, self._rt
+        xp = rt.xp
+        below = None if t.low is None else x <= t.low
+        above = None if t.high is None else x >= t.high
+        for out in (below, above):
+            x = x if out is None else xp.where(out, t.mid, x)
+        lf, ls = t.log_cdf(rt, self._p, x), t.log_sf(rt, self._p, x)
+        if below is not None:
+            lf, ls = xp.where(below, -math.inf, lf), xp.where(below, 0.0, ls)
+        if above is not None:
+            lf, ls = xp.where(above, 0.0, lf), xp.where(above, -math.inf, ls)
+        return lf, ls
+
+    def _mass(self):
+        """log(F(b) − F(a))."""
+        a, b, xp = self._tail(self._a), self._tail(self._b), self._rt.xp
+        if a is None:
+            return b[0]
+        if b is None:
+            return a[1]
+        (fa, sa), (fb, sb) = a, b
+        above = sa < fa
+        return xp.where(above, sa + _log1mexp(xp, xp.where(above, sb - sa, -1.0)),
+                        fb + _log1mexp(xp, xp.where(above, -1.0, fa - fb)))
+
+    def log_prob(self, x):
+        """NaN (undefined, as at an invalid parameter) wherever the interval is empty."""
+        xp = self._rt.xp
+        inside = None
+        for bound, ok in ((self._lo, lambda b: x >= b), (self._hi, lambda b: x <= b)):
+            if bound is not None:
+                inside = ok(bound) if inside is None else inside & ok(bound)
+        m = xp.where(self._log_mass > -math.inf, self._log_mass, math.nan)
+        lp = self._base.log_prob(xp.clip(x, self._lo, self._hi)) - m
+        return xp.where(inside | xp.isnan(m), lp, -math.inf)
+
+    def _quantile(self, log_p, upper):
+        """x with log F(x) = log_p (log S(x) = log_p where `upper`), bisected: exact where the tail probability
+        is below the float's range, where the libraries' `icdf`s, which take probabilities, return ±inf."""
+        t, rt, p = self._tails, self._rt, self._p
+        xp = rt.xp
+        log_tail = t.log_sf if upper else t.log_cdf
+
+        def halve(_, bracket):
+            lo, hi = bracket
+            mid = 0.5 * (lo + hi)
+            above = (log_tail(rt, p, t.x_of_u(rt, p, mid)) > log_p) == upper   # the root is above mid
+            return xp.where(above, mid, lo), xp.where(above, hi, mid)
+        lo, hi = rt.fori_loop(0, BISECT_STEPS, halve, (log_p * 0.0 - BISECT_RANGE, log_p * 0.0 + BISECT_RANGE))
+        return t.x_of_u(rt, p, 0.5 * (lo + hi))
+
+    def _from_uniform(self, u):
+        """The draws at uniforms u on [0, 1) (of the batch shape, or more leading axes; u = 0 is taken as 1e-30,
+        where log u is finite)."""
+        xp = self._rt.xp
+        a, b, m = self._tail(self._a), self._tail(self._b), self._log_mass
+        u = xp.clip(u, 1e-30, None)
+        log_q, log_s = xp.log(u) + m, xp.log1p(-u) + m
+        x = self._quantile(log_q if a is None else xp.logaddexp(a[0], log_q), upper=False)
+        if a is not None:
+            x = xp.where(a[1] < a[0], self._quantile(log_s if b is None else xp.logaddexp(b[1], log_s), upper=True), x)
+        return xp.clip(x, self._lo, self._hi)
+
+
+class Truncated(Distribution):
+    """`base` (a continuous scalar family) restricted to [lower, upper], either None (unbounded), renormalized:
+    log p(x) = log p_base(x) − log(F(upper) − F(lower)) on the interval, −inf outside. Bounds are numbers or
+    arrays (that may depend on other sites) broadcasting with the base's batch shape. Each runtime makes the
+    distribution (`rt.truncated_distribution`, over `_Truncation`); `params` are the base's and the bounds."""
+
+    def __init__(self, base, lower=None, upper=None):
+        _check_truncatable(base)
+        self.base, self.base_family = base, base.family
+        self.bounds = (_bound(base, lower, "lower"), _bound(base, upper, "upper"))
+        if all(b is None for b in self.bounds):
+            raise PPLError(f"truncated {_TRUNCATABLE[base.family]}: give a lower or an upper bound")
+        bounds = {k: v for k, v in zip(("lower", "upper"), self.bounds) if v is not None}
+        super().__init__(f"Truncated{base.family}", {**base.params, **bounds}, base.shape)
+
+    def check_constant(self):
+        """A ValueRangeError where constant bounds leave no interval of the support (`_empty_truncation`)."""
+        from ..compiler.shapes import tracing_shapes
+        if tracing_shapes():
+            return
+        bad = _empty_truncation(self.base_family, *(None if v is None else concrete(v) for v in self.bounds))
+        if bad:
+            raise ValueRangeError(f"truncated {_TRUNCATABLE[self.base_family]}: {bad}")
+
+    def broadcast_params(self, rt):
+        batch = tuple(self.lower(rt).batch_shape)
+        return {k: rt.xp.broadcast_to(rt.asarray(v), batch) for k, v in self.params.items()}
+
+    def lower(self, rt, params=None):
+        """The runtime's truncated distribution; `params` (from `broadcast_params`, batched) overrides."""
+        shape = self.shape if params is None else ()
+        params = {k: rt.asarray(v) for k, v in (self.params if params is None else params).items()}
+        lower, upper = params.pop("lower", None), params.pop("upper", None)
+        return rt.truncated_distribution(self.base_family, params, lower, upper, shape)
+
+
 def make(name, *args, shape=(), **kwargs):
     """`make("normal", 0, 1)`: the distribution called `name` in the language."""
     if name not in FAMILIES:
@@ -282,6 +515,36 @@ def flat(shape=(), support="real"):
     if support not in SUPPORTS:
         raise UnknownNameError(f"unknown support {support!r}; known: {', '.join(SUPPORTS)}")
     return Distribution("ImproperUniform", {"support": support}, shape)
+
+
+def _check_truncatable(base):
+    if type(base) is not Distribution or base.family not in _TRUNCATABLE:
+        what = base.family if isinstance(base, Distribution) else type(base).__name__
+        raise PPLError(f"truncated: {what} cannot be truncated; the families that can: "
+                       f"{', '.join(sorted(_TRUNCATABLE.values()))}")
+
+
+def _bound(base, value, side):
+    """A bound of a truncation of `base`: None where it is None or the infinity of its side (an open side)."""
+    c = None if value is None else concrete(value)
+    if c is None:
+        return value
+    if c.shape == () and c == (-np.inf if side == "lower" else np.inf):
+        return None
+    if not np.all(np.isfinite(c)):
+        raise ValueRangeError(f"truncated {_TRUNCATABLE[base.family]}: {side} = {_shown(c)} must be finite (None "
+                              f"leaves that side open)")
+    return value
+
+
+def truncated(base, lower=None, upper=None):
+    """`base` restricted to [lower, upper] and renormalized (`Truncated`); a bound None (or an infinite number)
+    leaves that side open. `base` is a continuous scalar family of `make` (normal, cauchy, student_t, laplace,
+    lognormal, exponential, gamma, beta); with no bound it is returned as it is."""
+    _check_truncatable(base)
+    if _bound(base, lower, "lower") is None and _bound(base, upper, "upper") is None:
+        return base
+    return Truncated(base, lower, upper)
 
 
 def _family(name):
