@@ -11,7 +11,8 @@ from .errors import (DeviceError, InferenceError, NameResolutionError, PlanError
                      SourceError, SupportError, UnknownNameError, UserFunctionError, ValueRangeError)
 from .stdlib.distributions import (Bernoulli, Beta, Binomial, Categorical, Cauchy, Dirichlet, Distribution,
                                    Exponential, Flat, Gamma, HalfCauchy, HalfNormal, HalfStudentT, InverseGamma,
-                                   Laplace, LogNormal, MultivariateNormal, Normal, Poisson, StudentT, Uniform)
+                                   Laplace, LogNormal, MultivariateNormal, Normal, Poisson, StudentT, Uniform,
+                                   truncated)
 from .target import Model, Target, deterministic, energy, factor, geometric, model
 from .stdlib.markov import MarkovChain, MarkovSpec, markov
 from .compiler import compile
@@ -32,7 +33,7 @@ __all__ = [
     "compile", "sample", "expect", "Expectations", "Result", "Target",
     "Model", "Distribution", "Normal", "HalfNormal", "HalfCauchy", "HalfStudentT", "Cauchy", "StudentT", "LogNormal",
     "Exponential", "Gamma", "InverseGamma", "Beta", "Uniform", "Laplace", "Dirichlet", "MultivariateNormal",
-    "Bernoulli", "Binomial", "Poisson", "Categorical", "Flat", "PPLError", "NameResolutionError", "ShapeError",
+    "Bernoulli", "Binomial", "Poisson", "Categorical", "Flat", "truncated", "PPLError", "NameResolutionError", "ShapeError",
     "SupportError", "ValueRangeError", "UserFunctionError", "PlanError", "UnknownNameError", "InferenceError",
     "DeviceError", "SourceError", "PrecisionWarning",
     "load_ppl", "parse", "load",

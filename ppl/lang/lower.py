@@ -342,8 +342,7 @@ class ModelBuilder:
             raise src.error(typ, "an integer parameter cannot be sampled; declare it as data")
         d = self.interp.distribution(dist, env, fw)
         if shape and tname != "simplex":
-            d = D.Distribution(d.family, d.params, shape) if not isinstance(d, D.Truncated) else \
-                D.Truncated(D.Distribution(d.base.family, d.base.params, shape), *d.bounds)
+            d = _reshaped(d, shape)
         if tname == "real" and bounds and not self.on_support(fam, bounds) and dist.truncation is None:
             lower, upper = (None if k not in bounds else self.interp.ev(bounds[k].value, env, fw)
                             for k in ("lower", "upper"))
@@ -647,10 +646,17 @@ def _fmt_index(i):
     return str(np.asarray(i) + 1) if not isinstance(i, int) else str(i + 1)
 
 
+def _reshaped(d, shape):
+    """The distribution `d` with batch shape `shape` (a truncation keeps its bounds)."""
+    if isinstance(d, D.Truncated):
+        return D.Truncated(_reshaped(d.base, shape), *d.bounds)
+    return D.Distribution(d.family, d.params, shape)
+
+
 def _state_dist(d, shape):
     """A one-state distribution expanded to the state's shape (families with scalar events only)."""
     vector_family = any(f == d.family for f, _ in D.PARAM_EVENT_DIMS)
-    return D.Distribution(d.family, d.params, shape) if shape and not d.shape and not vector_family else d
+    return _reshaped(d, shape) if shape and not d.shape and not vector_family else d
 
 
 class SortedIID(D.Distribution):
