@@ -21,8 +21,11 @@ The state carries each particle's time-0 ancestor ("Eve") for the single-run sta
 
     Var(Ẑ)/Ẑ² ≈ Σ_k F_k²,    se(log Ẑ) ≈ sqrt of that,
 
-computed after every weighting (`StepInfo.rel_var`), or at the last step only; for importance sampling it is
-Σ W², the delta method's Σ W² − 1/N plus 1/N. Lee & Whiteley's unbiased version,
+computed after every weighting (`StepInfo.rel_var`), or at the last step only. Before any resampling (every
+particle its own Eve: importance sampling, or an SMC run whose weights never degenerated) it is the delta
+method's Σ W² − 1/N, which Lee & Whiteley's estimator also gives there: Σ W² alone overstated the se by
+sqrt(1 + 1/cv²), 3.5x on a 1-d normal-normal model (N = 2000, cv² = 0.09: se 0.023, spread over seeds 0.008).
+After resampling it is Σ_k F_k², as `particles` computes it (Var_logLt). Lee & Whiteley's unbiased version,
 1 − (N/(N−1))^(R+1) (1 − Σ_k F_k²) after R resampling events, is too small on the log scale under adaptive
 systematic resampling: on a linear-Gaussian filter (d = 1, T = 30, N = 1000, 50 seeds) its 2-se coverage of
 the exact log-likelihood was 0.88 with var(log Ẑ) / mean(se²) = 2.2; without the factor the coverage is
@@ -136,10 +139,12 @@ def shard(rt, s):
 
 
 def relative_variance(rt, log_w, eve):
-    """Σ_k F_k², F_k the total normalized weight of the descendants of time-0 particle k."""
-    xp = rt.xp
-    families = xp.index_add(xp.zeros((log_w.shape[0],)), eve, xp.exp(log_w))
-    return xp.sum(families * families)
+    """Σ_k F_k², F_k the total normalized weight of the descendants of time-0 particle k; Σ_k F_k² − 1/N while
+    every particle is still its own Eve (no resampling yet)."""
+    xp, n = rt.xp, log_w.shape[0]
+    families = xp.index_add(xp.zeros((n,)), eve, xp.exp(log_w))
+    unresampled = xp.all(eve == rt.asindex(np.arange(n)))
+    return xp.maximum(xp.sum(families * families) - xp.where(unresampled, 1.0 / n, 0.0), 0.0)   # ≥ 0 in rounding
 
 
 def ancestors(rt, resample, key, w, m):
