@@ -143,7 +143,7 @@ def relative_variance(rt, log_w, eve):
     every particle is still its own Eve (no resampling yet)."""
     xp, n = rt.xp, log_w.shape[0]
     families = xp.index_add(xp.zeros((n,)), eve, xp.exp(log_w))
-    unresampled = xp.all(eve == rt.asindex(np.arange(n)))
+    unresampled = xp.sum(eve != rt.asindex(np.arange(n))) == 0
     return xp.maximum(xp.sum(families * families) - xp.where(unresampled, 1.0 / n, 0.0), 0.0)   # ≥ 0 in rounding
 
 

@@ -141,7 +141,7 @@ def test_bounds_and_loop_ranges_take_arithmetic_only():
     ("model m {\n  x ~ normal(0, 1)\n  y ~ normal(z, 1)\n}", "unknown name 'z'", 3, 14),
     ("data N : int\nmodel m { x ~ normal(0, 1) }", "data 'N' is declared but no value was given", 1, 1),
     ("model m {\n  x ~ normal(0, 1)\n  x ~ normal(0, 2)\n}", "'x' is already defined", 3, 3),
-    ("model m { s : real<lower=0> ~ normal(0, 1) }", "does not truncate", 1, 31),
+    ("model m { s : real<lower=0> ~ student_t(3, 0, 1) T[1, 0] }", "lower = 1 must be below upper = 0", 1, 31),
     ("model m { x ~ normal(0, 1) }\ntarget t = m ^ -1", "beta of p ** beta must be > 0", 2, 16),
     ("use f from \"os:system\"\n", "refusing to import Python module 'os'", 1, 1),
     ("model m { x ~ normal(0, 1) }\nsample m with is(particles = 10) on jax", "unknown runtime 'jax'", 2, 37),
