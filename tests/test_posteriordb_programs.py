@@ -16,7 +16,6 @@ import json
 import warnings
 from pathlib import Path
 
-import jax
 import numpy as np
 import pytest
 
@@ -40,14 +39,9 @@ HEAVY_TAILS = {"one_comp_mm_elim_abs": ("K_m", "V_m")}
 NUTS = {"numpyro": dict(num_warmup=1000, num_samples=1000, chains=4),
         "pyro": dict(num_warmup=500, num_samples=1000, chains=2)}
 
-#: The gradient of a diffrax Kvaerno5 solve (ode's "bdf" on JAX) raises where a trial step's right-hand side is not
-#: finite (lineax's tangent solves refuse NaN input whatever `throw` says) instead of giving NaN, which NUTS would
-#: reject as a divergence: NUTS on one_comp_mm_elim_abs stops in its warmup (reported with issue 37).
-BDF_GRADIENT = pytest.mark.xfail(strict=True, raises=jax.errors.JaxRuntimeError,
-                                 reason="ppl.ode(method='bdf') on JAX: the gradient raises on a non-finite rhs")
 #: Not run: torch's Rodas4 solve made 60 NUTS iterations on 6 measurements take 870 s on 2 cores.
 TOO_SLOW = pytest.mark.skip(reason="one_comp_mm_elim_abs on pyro: hours of NUTS with torch's stiff solver")
-MARKS = {("one_comp_mm_elim_abs", "numpyro"): BDF_GRADIENT, ("one_comp_mm_elim_abs", "pyro"): TOO_SLOW}
+MARKS = {("one_comp_mm_elim_abs", "pyro"): TOO_SLOW}
 
 
 def load(name, **values):
@@ -117,7 +111,6 @@ def test_gp_regr_nuts_fast():
     check_nuts("gp_regr", "numpyro", reference_summary("gp_regr"), num_warmup=300, num_samples=500, chains=2)
 
 
-@BDF_GRADIENT
 def test_one_comp_mm_elim_abs_short_data_runs():
     data = json.loads((EXAMPLES / "one_comp_mm_elim_abs.data.json").read_text())
     short = dict(N_t=6, times=data["times"][:6], C_hat=data["C_hat"][:6])
