@@ -39,8 +39,8 @@ HEAVY_TAILS = {"one_comp_mm_elim_abs": ("K_m", "V_m")}
 NUTS = {"numpyro": dict(num_warmup=1000, num_samples=1000, chains=4),
         "pyro": dict(num_warmup=500, num_samples=1000, chains=2)}
 
-#: Not run: torch's Rodas4 solve made 60 NUTS iterations on 6 measurements take 870 s on 2 cores.
-TOO_SLOW = pytest.mark.skip(reason="one_comp_mm_elim_abs on pyro: hours of NUTS with torch's stiff solver")
+#: Not run: on torch, 40 NUTS iterations on 6 of the 20 measurements took 64 s (dopri5; 870 s for 60 with "bdf").
+TOO_SLOW = pytest.mark.skip(reason="one_comp_mm_elim_abs on pyro: hours of NUTS with torch's ODE solves")
 MARKS = {("one_comp_mm_elim_abs", "pyro"): TOO_SLOW}
 
 
@@ -114,7 +114,7 @@ def test_gp_regr_nuts_fast():
 def test_one_comp_mm_elim_abs_short_data_runs():
     data = json.loads((EXAMPLES / "one_comp_mm_elim_abs.data.json").read_text())
     short = dict(N_t=6, times=data["times"][:6], C_hat=data["C_hat"][:6])
-    r = run_nuts(load("one_comp_mm_elim_abs", **short), "numpyro", num_warmup=100, num_samples=100, chains=1)
+    r = run_nuts(load("one_comp_mm_elim_abs", **short), "numpyro", num_warmup=50, num_samples=50, chains=1)
     for site in ("k_a", "K_m", "V_m", "sigma"):
         assert np.isfinite(np.asarray(r.samples[site])).all()
         assert (np.asarray(r.samples[site]) > 0).all()
