@@ -35,7 +35,7 @@ from typing import Any, NamedTuple
 
 import numpy as np
 
-from ..errors import InferenceError, PPLError, ValueRangeError
+from ..errors import InferenceError, ValueRangeError
 from ..precision import gradient_sites
 from ..result import Result
 from . import check_options, check_value, fk, method, option_names, run_cache
@@ -191,10 +191,8 @@ class SMC(fk.FeynmanKac):
                                   f"P = {self.waste_free}, got {n}")
         z = self.program.sample_reference(key, n)
         d = z.shape[-1]
-        if d == 0:
-            raise PPLError("the target has no latent sites to sample")
         ref, rest, grad = self.density(z, 0.0 * rt.asarray(0.0))
-        h = self.step_size0 if self.step_size0 is not None else self.kernel.initial_step(d)
+        h = self.step_size0 if self.step_size0 is not None else self.kernel.initial_step(max(d, 1))
         n_moves = self.waste_free - 1 if self.waste_free else (10 if self.moves == "auto" else self.moves)
         return (Particles(*map(rt.asarray, (z, ref, rest, grad))),
                 Carry(rt.asarray(0.0), rt.asarray(float(h)), rt.asindex(n_moves), rt.asarray(np.eye(d))))
