@@ -13,6 +13,7 @@ after a run whose weights were NaN or all vanished, `Program.diagnose` says whic
 """
 import collections
 import contextlib
+import contextvars
 
 import numpy as np
 
@@ -20,6 +21,38 @@ from ..errors import UNDEFINED_DENSITY_HINT, InferenceError, PlanError, PPLError
 from ..stdlib.distributions import (LIBRARY, Distribution, concrete, invalid_parameter, outside_support, per_particle,
                                      repeated)
 from .shapes import TRACE_BYTES, Support, check_size
+
+
+_PROBING = contextvars.ContextVar("probing", default=False)
+
+
+@contextlib.contextmanager
+def probing():
+    """While the compiler traces a target only to look at its laws (`marginalize.probe_environments`): a discrete
+    latent site takes a representative value (its first state) instead of stopping the trace, since a rule may
+    sum it out."""
+    token = _PROBING.set(True)
+    try:
+        yield
+    finally:
+        _PROBING.reset(token)
+
+
+def probing_now():
+    return _PROBING.get()
+
+
+def discrete_site_error(name, family, support):
+    """The PlanError of a discrete latent site left in the target: what can be done with it."""
+    if support in ("IntegerNonnegative", "IntegerGreaterThan"):
+        return PlanError(f"latent site {name!r} is discrete with unbounded support ({family}): no sampler here "
+                         f"moves a discrete site and an infinite sum cannot be enumerated",
+                         hint="observe it, or give it a finite support (categorical, bernoulli) that the compiler "
+                              "sums out", site=name)
+    return PlanError(f"latent site {name!r} is discrete ({family}): no sampler here moves a discrete site",
+                     hint="the compiler sums out a finite discrete site (categorical, bernoulli, or a Markov chain "
+                          "of them) that one observed site reads and nothing else does, unless marginalize=False; "
+                          "keep marginalize on (the default), or observe it", site=name)
 
 
 def support_name(constraint):
@@ -208,8 +241,10 @@ class Constrain(Handler):
         t, rt = node.term, self.rt
         d = self.dists[id(t)] = self.reference(node, values, dets)
         if d.support.is_discrete:
-            raise PlanError(f"latent site {node.name!r} is discrete ({type(d).__name__}); observe it or "
-                            f"marginalize it out", site=node.name)
+            if probing_now():
+                return np.full(tuple(d.batch_shape) + tuple(d.event_shape), d.support.params.get("low", 0))
+            family = self.ev.spec(t, self.ev.env(t.model, values, dets)).family
+            raise discrete_site_error(node.name, family, support_name(d.support))
         tr = rt.biject_to(d.support)
         if self.build:
             shape = tuple(d.batch_shape) + tuple(d.event_shape)

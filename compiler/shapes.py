@@ -241,7 +241,9 @@ class ShapeRuntime:
         class Chain(_Lowered, AbstractDistribution):
             def __init__(self, chain, rt, params):
                 batch, event = self._setup(chain, rt, params)
-                AbstractDistribution.__init__(self, batch, event, Support("Real", len(event)))
+                support = (Support("IntegerInterval", len(event), discrete=True, params={"low": chain.spec.offset})
+                           if self._discrete else Support("Real", len(event)))   # discrete: only while probing
+                AbstractDistribution.__init__(self, batch, event, support)
 
             def log_prob(self, path):
                 if self._chain.length > 1:   # one step, for its checks of shape and support

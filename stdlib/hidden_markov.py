@@ -117,11 +117,12 @@ class DiscreteMarginal(Distribution):
 
     `observe(z)` is y's law given z's value (an integer array of z's shape), `length` the size of y's leading
     axis that z's elements align with (None: z is one scalar read by all of y), `offset` the value of z's first
-    state, `site` y's name. Subclasses give the prior of z (`log_prior`) and the sum (`log_prob`)."""
+    state, `site` y's name, `k` the number of states, `y_shape` y's shape."""
 
-    def __init__(self, family, observe, length, offset, site, k):
+    def __init__(self, family, observe, length, offset, site, k, y_shape):
         super().__init__(family, {})
         self.observe, self.length, self.offset, self.site, self.k = observe, length, offset, site, k
+        self.y_shape = tuple(y_shape)
 
     def lower(self, rt, params=None):
         return self.lowered(self, rt)
@@ -135,7 +136,7 @@ class _Lowered:
 
     def __init__(self, spec, rt):
         self.spec, self.rt = spec, rt
-        self.batch_shape, self.event_shape = (), ()
+        self.batch_shape, self.event_shape = (), spec.y_shape
         self.support = rt.constraint("real")
 
     def emissions(self, y):
@@ -158,8 +159,8 @@ class _Lowered:
 class ChainMarginal(DiscreteMarginal):
     """y [T, *Y] of a discrete Markov path z (its `MarkovChain` `chain`), summed out by the forward algorithm."""
 
-    def __init__(self, chain, observe, offset, site, k):
-        super().__init__("ChainMarginal", observe, chain.length, offset, site, k)
+    def __init__(self, chain, observe, offset, site, k, y_shape):
+        super().__init__("ChainMarginal", observe, chain.length, offset, site, k, y_shape)
         self.chain = chain
 
     class lowered(_Lowered):
@@ -172,7 +173,7 @@ class ChainMarginal(DiscreteMarginal):
             log_init = init.lower(rt).log_prob(cats)
 
             def transition(t):
-                return xp.stack([chain.step_dist(rt.asindex(spec.offset + j), t, chain.params).lower(rt)
+                return xp.stack([chain.step_dist(spec.offset + j, t, chain.params).lower(rt)
                                  .log_prob(cats) for j in range(k)])
             if T == 1:
                 return log_init, xp.zeros((0, k, k))
@@ -197,8 +198,8 @@ class EnumeratedMarginal(DiscreteMarginal):
     """y [L, *Y] (or any shape, for a scalar z) of independent discrete sites z ~ `prior` (batch [L] or ()),
     summed out by enumeration."""
 
-    def __init__(self, prior, observe, length, offset, site, k):
-        super().__init__("EnumeratedMarginal", observe, length, offset, site, k)
+    def __init__(self, prior, observe, length, offset, site, k, y_shape):
+        super().__init__("EnumeratedMarginal", observe, length, offset, site, k, y_shape)
         self.prior = prior
 
     class lowered(_Lowered):

@@ -5,7 +5,9 @@ The site's value is the whole path x[0:T] (shape (T, *E), E the shape of one sta
     log p(x) = log p0(x[0]) + Σ_{t=1}^{T-1} log p(x[t] | x[t-1], t)
 
 `init` and `step` are written for one particle and return the `Distribution` of one
-state. The lowered `MarkovChain` evaluates the T-1 transitions at once (vmapped over t)
+state: continuous on the reals, or finite discrete (categorical, bernoulli; the state's values are
+`offset` + its law's category), which no sampler moves and the compiler sums out by the forward
+algorithm (`compiler/discrete.py`, `stdlib/hidden_markov.py`). The lowered `MarkovChain` evaluates the T-1 transitions at once (vmapped over t)
 and samples by ancestral simulation (a scan on JAX, a loop over t on torch), batched over
 particles. A particle filter reads `site.markov` (a `MarkovSpec`) to propose and weight
 one step at a time.
@@ -15,10 +17,11 @@ from typing import Callable, NamedTuple, Tuple, Union
 
 import numpy as np
 
-from ..compiler.lower import support_name
+from ..compiler.lower import probing_now, support_name
 from ..errors import NameResolutionError, PPLError, ShapeError, SupportError, ValueRangeError
 from ..target import Site, arg_names
 from .distributions import Distribution, per_particle, repeated
+from .hidden_markov import FINITE
 
 SPECIAL = ("prev", "t")
 
@@ -26,16 +29,18 @@ SPECIAL = ("prev", "t")
 class MarkovSpec(NamedTuple):
     """What defines the chain. `init(**env)` and `step(prev=..., t=..., **env)` (t passed only when
     `reads_t`) return `Distribution`s of one state; `env` holds the named parents (never prev or t);
-    `t` is the 0-based index of the state drawn (1..T-1); `length` is T or the name of an int data item."""
+    `t` is the 0-based index of the state drawn (1..T-1); `length` is T or the name of an int data item;
+    `offset` is the value of a discrete state's first category (prev is passed as a value)."""
     init: Callable
     init_parents: Tuple[str, ...]
     step: Callable
     step_parents: Tuple[str, ...]
     length: Union[int, str]
     reads_t: bool
+    offset: int = 0
 
 
-def _spec(init, step, length, init_parents, step_parents):
+def _spec(init, step, length, init_parents, step_parents, offset=0):
     if isinstance(init, Distribution):
         init_fn, init_parents = (lambda d=init: d), ()
     else:
@@ -48,8 +53,11 @@ def _spec(init, step, length, init_parents, step_parents):
     if not (isinstance(length, str) or isinstance(length, numbers.Integral) and not isinstance(length, bool)
             and length > 0):
         raise ValueRangeError(f"length must be a positive int or the name of an int data item, got {length!r}")
+    if not isinstance(offset, numbers.Integral) or isinstance(offset, bool):
+        raise ValueRangeError(f"offset must be an int (the value of a discrete state's first category), got "
+                              f"{offset!r}")
     return MarkovSpec(init_fn, init_parents, step, tuple(p for p in step_parents if p not in SPECIAL),
-                      length if isinstance(length, str) else int(length), "t" in step_parents)
+                      length if isinstance(length, str) else int(length), "t" in step_parents, int(offset))
 
 
 class MarkovSite(Site):
@@ -57,11 +65,11 @@ class MarkovSite(Site):
 
     A bad argument is reported when a model names the site (or when it is used unnamed)."""
 
-    def __init__(self, init, step, length, init_parents=None, step_parents=None):
+    def __init__(self, init, step, length, init_parents=None, step_parents=None, offset=0):
         super().__init__("latent", None, parents=())
         self.problem = None
         try:
-            self.markov = _spec(init, step, length, init_parents, step_parents)
+            self.markov = _spec(init, step, length, init_parents, step_parents, offset)
         except PPLError as e:
             self.markov, self.problem = None, e
             return
@@ -95,15 +103,17 @@ class MarkovSite(Site):
         return MarkovChain(spec, {p: env[p] for p in reads}, length, self.name or "ppl.markov")
 
 
-def markov(init, step, length, init_parents=None, step_parents=None):
+def markov(init, step, length, init_parents=None, step_parents=None, offset=0):
     """A latent state path x[0:T]: x[0] ~ init, x[t] ~ step(prev=x[t-1], t) for t = 1..T-1.
 
     `init` is a `Distribution` or a function of other sites/data returning one (its batch + event
     shape is the state shape E); `step` reads `prev` (x[t-1]), optionally `t` (0-based index of the
     state drawn) and other sites/data by argument name; `length` is a positive int or the name of an
     int data item. `init_parents` / `step_parents` override the argument names (step's include prev, t).
+    A discrete state (categorical, bernoulli laws) takes the values `offset` + category (the `.ppl` language's
+    states are 1-based); the compiler sums it out where one observed site reads the path.
     """
-    return MarkovSite(init, step, length, init_parents, step_parents)
+    return MarkovSite(init, step, length, init_parents, step_parents, offset)
 
 
 def _static(v):
@@ -130,9 +140,12 @@ class MarkovChain(Distribution):
         if not isinstance(d, Distribution) or isinstance(d, MarkovChain):
             raise PPLError(f"site {self.site!r} (ppl.markov): {what} must return the distribution of one state "
                            f"(e.g. ppl.Normal(...)), got {type(d).__name__}", site=self.site)
+        if d.family in FINITE:
+            return d
         if d.is_discrete or not d.is_normalized:
             raise SupportError(f"site {self.site!r} (ppl.markov): {what} returned {d.family}; a state needs a "
-                               f"normalized continuous distribution on the reals", site=self.site)
+                               f"normalized continuous distribution on the reals, or a finite discrete one "
+                               f"(categorical, bernoulli) that the compiler sums out", site=self.site)
         return d
 
     def arrays(self, rt):
@@ -164,7 +177,14 @@ class _Lowered:
         self._chain, self._rt, self._static = chain, rt, chain.static()
         init = chain.init_dist({**self._static, **chain.arrays(rt)})
         one = init.lower(rt)
-        if support_name(one.support) != "Real":
+        self._discrete = init.family in FINITE
+        if self._discrete and not probing_now():
+            raise SupportError(f"site {chain.site!r} (ppl.markov): its states are discrete ({init.family}) and no "
+                               f"sampler moves a discrete state", site=chain.site,
+                               hint="the compiler sums the path out by the forward algorithm where one observed "
+                                    "site reads it and nothing else does, unless marginalize=False; keep "
+                                    "marginalize on (the default)")
+        if not self._discrete and support_name(one.support) != "Real":
             raise SupportError(f"site {chain.site!r} (ppl.markov): init has support {support_name(one.support)}; "
                                f"a state needs a distribution on the reals", site=chain.site)
         self._state_shape = tuple(one.batch_shape) + tuple(one.event_shape)
@@ -187,7 +207,8 @@ class _Lowered:
         if shape != self._state_shape:
             raise ShapeError(f"site {self._chain.site!r} (ppl.markov): step returns a state of shape {shape}, "
                              f"but init's has shape {self._state_shape}", site=self._chain.site)
-        if support_name(d.support) != "Real":
+        if (bool(d.support.is_discrete) != self._discrete
+                or not self._discrete and support_name(d.support) != "Real"):
             raise SupportError(f"site {self._chain.site!r} (ppl.markov): step has support "
                                f"{support_name(d.support)}; a state needs a distribution on the reals",
                                site=self._chain.site)
