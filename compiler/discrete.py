@@ -15,6 +15,7 @@ declaration says it is an integer (`Site.finite`), so that models without one ar
 """
 import numpy as np
 
+from ..errors import PPLError
 from ..stdlib.hidden_markov import FINITE, ChainMarginal, EnumeratedMarginal, states
 from ..target import Model, Site
 from .marginalize import Marginal, rule
@@ -131,12 +132,18 @@ def _offset(site):
 
 
 def _found(check, model, name, obs, probes):
-    rng = np.random.default_rng(0)
-    try:
-        with np.errstate(all="ignore"):
-            found = [check(model, name, obs, env, rng) for env in probes]
-    except Exception:   # noqa: BLE001 -- a law that cannot be evaluated at a probe is not found summable
-        return None
+    """What `check` finds, the same at every probe where the laws can be built (the moved probes may leave a
+    constrained parameter's support: a simplex) and at the representative point; else None."""
+    rng, found = np.random.default_rng(0), []
+    for i, env in enumerate(probes):
+        try:
+            with np.errstate(all="ignore"):
+                found.append(check(model, name, obs, env, rng))
+        except PPLError:
+            if i == 0:
+                return None
+        except Exception:   # noqa: BLE001 -- a law that cannot be evaluated at a probe is not found summable
+            return None
     return found[0] if found[0] is not None and all(f == found[0] for f in found) else None
 
 
@@ -169,7 +176,7 @@ def enumeration(model, probes, readers):
 
             def marginal(env):
                 return EnumeratedMarginal(site(env), lambda z: osite({**env, name: z}), length, _offset(site),
-                                          obs, k, np.shape(model.observed[obs]))
+                                          obs, name, k, np.shape(model.observed[obs]))
             return _replaced(model, name, obs, marginal), [Marginal(model.name, (name,), obs, "enumeration")]
     return None
 

@@ -117,12 +117,12 @@ class DiscreteMarginal(Distribution):
 
     `observe(z)` is y's law given z's value (an integer array of z's shape), `length` the size of y's leading
     axis that z's elements align with (None: z is one scalar read by all of y), `offset` the value of z's first
-    state, `site` y's name, `k` the number of states, `y_shape` y's shape."""
+    state, `site` y's name, `latent` z's, `k` the number of states, `y_shape` y's shape."""
 
-    def __init__(self, family, observe, length, offset, site, k, y_shape):
+    def __init__(self, family, observe, length, offset, site, latent, k, y_shape):
         super().__init__(family, {})
         self.observe, self.length, self.offset, self.site, self.k = observe, length, offset, site, k
-        self.y_shape = tuple(y_shape)
+        self.latent, self.y_shape = latent, tuple(y_shape)
 
     def lower(self, rt, params=None):
         return self.lowered(self, rt)
@@ -155,12 +155,22 @@ class _Lowered:
             return np.zeros(())
         return self.total(y)
 
+    def noise(self, y):
+        """What one draw of z needs (`backends/marginals.py`): uniforms [L, K], made Gumbels."""
+        return "uniform", (self.spec.length or 1, self.spec.k)
+
+    def draw(self, y, u):
+        """{z: a draw of z's values from p(z | y)}, given uniforms u [L, K]."""
+        xp = self.rt.xp
+        z = self.sample(y, -xp.log(-xp.log(xp.clip(u, 1e-30, 1.0 - 1e-7)))) + self.spec.offset
+        return {self.spec.latent: z if self.spec.length else z[0]}
+
 
 class ChainMarginal(DiscreteMarginal):
     """y [T, *Y] of a discrete Markov path z (its `MarkovChain` `chain`), summed out by the forward algorithm."""
 
     def __init__(self, chain, observe, offset, site, k, y_shape):
-        super().__init__("ChainMarginal", observe, chain.length, offset, site, k, y_shape)
+        super().__init__("ChainMarginal", observe, chain.length, offset, site, chain.site, k, y_shape)
         self.chain = chain
 
     class lowered(_Lowered):
@@ -189,17 +199,17 @@ class ChainMarginal(DiscreteMarginal):
             """p(z_t = v_k | y) [T, K] by forward–backward."""
             return smoothed(self.rt, *self.laws(), self.emissions(y))
 
-        def draw(self, y, gumbels):
-            """A path of z's values [T] from p(z | y) (FFBS), given standard Gumbels [T, K]."""
-            return ffbs(self.rt, *self.laws(), self.emissions(y), gumbels) + self.spec.offset
+        def sample(self, y, gumbels):
+            """A path of state indices [T] from p(z | y) (FFBS), given standard Gumbels [T, K]."""
+            return ffbs(self.rt, *self.laws(), self.emissions(y), gumbels)
 
 
 class EnumeratedMarginal(DiscreteMarginal):
     """y [L, *Y] (or any shape, for a scalar z) of independent discrete sites z ~ `prior` (batch [L] or ()),
     summed out by enumeration."""
 
-    def __init__(self, prior, observe, length, offset, site, k, y_shape):
-        super().__init__("EnumeratedMarginal", observe, length, offset, site, k, y_shape)
+    def __init__(self, prior, observe, length, offset, site, latent, k, y_shape):
+        super().__init__("EnumeratedMarginal", observe, length, offset, site, latent, k, y_shape)
         self.prior = prior
 
     class lowered(_Lowered):
@@ -219,7 +229,6 @@ class EnumeratedMarginal(DiscreteMarginal):
             """p(z_i = v_k | y) [L, K]."""
             return enumerated_posterior(self.rt, self.log_prior(), self.emissions(y))
 
-        def draw(self, y, gumbels):
-            """z's values [L] from p(z | y), given standard Gumbels [L, K]."""
-            s = self.log_prior() + self.emissions(y)
-            return _pick(self.rt, s, gumbels) + self.spec.offset
+        def sample(self, y, gumbels):
+            """State indices [L] from p(z | y), given standard Gumbels [L, K]."""
+            return _pick(self.rt, self.log_prior() + self.emissions(y), gumbels)

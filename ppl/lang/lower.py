@@ -15,6 +15,7 @@ import numpy as np
 from .. import math as pm
 from ..errors import PPLError, SourceError
 from ..stdlib import distributions as D
+from ..stdlib.hidden_markov import FINITE, states
 from ..stdlib.markov import markov
 from ..target import Model, Site
 from . import syntax as S
@@ -447,10 +448,19 @@ class ModelBuilder:
             raise self.src.error(s, f"{name!r} is data; its type is given by its data declaration")
         self._new(name, s, "latent")
         tname, bounds, dims = type_parts(typ, self.src)
-        if tname != "real" or bounds or not dims or len(dims) > 2:
+        st = self.states[name] = State(s, dims, self.interp.shape(dims, dict(self.data), "numpy") if dims else None)
+        if tname == "int" and dims and len(dims) == 1:
+            # a discrete state int<lower=a, upper=b>[T]: values a..b, the law's categories 0..b − a (summed out)
+            ends = [concrete_int(self.interp.ev(bounds[k].value, dict(self.data), "numpy")) if k in bounds else None
+                    for k in ("lower", "upper")]
+            if None in ends or ends[1] < ends[0]:
+                raise self.src.error(typ, f"a discrete state takes the values lower..upper, both known before "
+                                          f"sampling", hint=f"write {name} : int<lower=1, upper=K>[T]")
+            st.offset, st.states = ends[0], ends[1] - ends[0] + 1
+        elif tname != "real" or bounds or not dims or len(dims) > 2:
             raise self.src.error(typ, f"a latent state drawn element by element is declared real[T] (or real[T, D] "
-                                      f"for a vector state)", hint=f"write {name} : real[T]")
-        self.states[name] = State(s, dims, self.interp.shape(dims, dict(self.data), "numpy"))
+                                      f"for a vector state), or int<lower=1, upper=K>[T] for a discrete one",
+                                 hint=f"write {name} : real[T]")
 
     def _state(self, name, node):
         st = self.states[name]
@@ -538,10 +548,21 @@ class ModelBuilder:
             raise self.src.error(st.decl, f"{name}[2:{length}] have no distribution",
                                  hint=f"draw them in a loop: for t in 2:{length} {{ {name}[t] ~ normal({name}[t - 1], "
                                       f"1) }}")
-        interp, shape, init_dist = self.interp, st.shape[1:], st.init.dist
+        interp, shape, init_dist, src = self.interp, st.shape[1:], st.init.dist, self.src
+
+        def discrete(d, node):
+            """A discrete state's law: finite, with as many values as the declaration gives the state."""
+            if st.states is not None and (d.family not in FINITE or states(d) != st.states):
+                got = f"{states(d)} values" if d.family in FINITE else f"{d.family}"
+                raise src.error(node, f"{name} : int<lower={st.offset}, upper={st.offset + st.states - 1}> takes "
+                                      f"{st.states} values, but its law has {got}",
+                                hint=f"draw it from categorical(probs) with {st.states} probabilities (values "
+                                     f"lower..upper), or bernoulli(p) for int<lower=0, upper=1>")
+            return d
 
         def init(**env):
-            return _state_dist(interp.distribution(init_dist, env, pm.framework(list(env.values()))), shape)
+            d = interp.distribution(init_dist, env, pm.framework(list(env.values())))
+            return _state_dist(discrete(d, init_dist), shape)
 
         def step(prev, t=None, **env):
             env = {**env, PREV: prev}
@@ -549,13 +570,13 @@ class ModelBuilder:
                 env[st.var] = t + 1
             fw = pm.framework(list(env.values()))
             interp.run(st.assigns, env, fw)
-            return _state_dist(interp.distribution(st.dist, env, fw), shape)
+            return _state_dist(discrete(interp.distribution(st.dist, env, fw), st.dist), shape)
 
         dim = st.dims[0]
         by_name = isinstance(dim, S.Name) and dim.name in self.data
         self.sites[name] = markov(init, step, dim.name if by_name else length, init_parents=st.init_parents,
                                   step_parents=["prev"] + (["t"] if st.reads_t else []) + st.step_parents
-                                  if st.loop else ["prev"])
+                                  if st.loop else ["prev"], offset=st.offset)
         self.sites[name].source = self._source(st.decl)
 
     def check_block(self, s):

@@ -152,6 +152,7 @@ class State:
         self.decl, self.dims, self.shape = decl, dims, shape
         self.init = self.loop = None
         self.init_parents, self.step_parents, self.reads_t = [], [], False
+        self.offset, self.states = 0, None    # a discrete state int<lower=offset, upper=offset + states - 1>[T]
 
 
 def state_names(stmts):
