@@ -105,12 +105,15 @@ class NormalNormal(Conjugate):
         var = self.observation(rt, xp.zeros((self.k,)), "scale") ** 2
         r = y.reshape(-1) - c - M @ m
         b = M.T @ (r / var)
+        eye = xp.diag(xp.ones((self.k,)))
         lam = xp.diag(1.0 / (s * s)) + M.T @ (M / var[:, None])
+        ok = xp.sum(xp.isfinite(lam) * 1.0) == self.k * self.k    # else (a scale 0 or inf) NaN, not a raise
+        lam = xp.where(ok, lam, eye)
         chol = xp.cholesky(lam)
         lam_inv_b = xp.solve(lam, b)
         log_p = -0.5 * (r.shape[0] * LOG_2PI + xp.sum(xp.log(var)) + 2.0 * xp.sum(xp.log(s))
                         + 2.0 * xp.sum(xp.log(xp.diag(chol))) + xp.sum(r * r / var) - xp.sum(b * lam_inv_b))
-        return log_p, m + lam_inv_b, xp.solve(lam, xp.diag(xp.ones((self.k,))))
+        return xp.where(ok, log_p, math.nan), m + lam_inv_b, xp.solve(lam, eye)
 
     def log_evidence(self, rt, y):
         return self._posterior(rt, y)[0]
