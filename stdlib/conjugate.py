@@ -13,8 +13,8 @@
                  + Σ_i [y_i log e_i − log y_i!],   S_j = Σ_{g(i)=j} y_i, E_j = Σ_{g(i)=j} e_i;
   θ_j | y ~ Gamma(a_j + S_j, b_j + E_j).
 * beta–binomial (beta–bernoulli: t_i = 1): θ_j ~ Beta(α_j, β_j), y_i ~ Binomial(t_i, θ_g(i)):
-      log p(y) = Σ_j [log B(α_j + S_j, β_j + F_j) − log B(α_j, β_j)] + Σ_i log C(t_i, y_i),   F_j = Σ_{g(i)=j} (t_i − y_i);
-  θ_j | y ~ Beta(α_j + S_j, β_j + F_j).
+      log p(y) = Σ_j [log B(α_j + S_j, β_j + F_j) − log B(α_j, β_j)] + Σ_i log C(t_i, y_i),
+  F_j = Σ_{g(i)=j} (t_i − y_i);  θ_j | y ~ Beta(α_j + S_j, β_j + F_j).
 * dirichlet–categorical: θ ~ Dirichlet(α) [K], y_i ~ Categorical(θ) (Pólya):
       log p(y) = log Γ(A) − log Γ(A + n) + Σ_k [log Γ(α_k + c_k) − log Γ(α_k)],   A = Σ α_k, c_k = #{i: y_i = k};
   θ | y ~ Dirichlet(α + c).
