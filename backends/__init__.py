@@ -65,7 +65,7 @@ VALUES = {"particles": lambda v, k: integer(v, k, 1), "seed": lambda v, k: integ
           "chains": lambda v, k: integer(v, k, 1), "num_warmup": lambda v, k: integer(v, k, 0),
           "runs": lambda v, k: integer(v, k, 1), "target_accept": fraction, "target_ess": fraction,
           "decorrelation": fraction, "resample_threshold": lambda v, k: fraction(v, k, closed=True),
-          "fold": flag, "progress": lambda v, k: flag(v, k, optional=True),
+          "fold": flag, "marginalize": flag, "progress": lambda v, k: flag(v, k, optional=True),
           "precision": lambda v, k: one_of(v, k, PRECISIONS), "proposal": proposal}
 
 

@@ -54,6 +54,10 @@ class _Numpy:
     def cholesky(x):
         return jnp.linalg.cholesky(x)
 
+    @staticmethod
+    def solve(a, b):
+        return jnp.linalg.solve(a, b)
+
 
 @register("numpyro")
 class NumPyroRuntime(Runtime):

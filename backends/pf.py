@@ -28,7 +28,7 @@ from .. import advice
 from ..errors import UNDEFINED_DENSITY_HINT, InferenceError, PlanError, PPLError, ValueRangeError
 from ..result import Result
 from ..stdlib.distributions import per_particle, repeated
-from . import fk, method, run_cache
+from . import fk, marginals, method, run_cache
 from .sharding import shards_particles
 
 
@@ -398,11 +398,15 @@ def run(compiled, rt, key, particles=1000, progress=None, resampler="systematic"
         smoother="genealogy", smoother_draws=None, proposal=None):
     """Particle filter of a state-space target with its static parameters fixed (see the module docstring).
 
-    Options: resampler, resample_threshold (ESS fraction, 0.5), smoother ('genealogy' | 'backward' | None),
+    Where the compiler integrated the path out (a linear-Gaussian state space), this is the Kalman filter
+    (`marginals.kalman_filter`: exact log Z, se 0). Options: resampler, resample_threshold (ESS fraction, 0.5),
+    smoother ('genealogy' | 'backward' | None),
     smoother_draws (M trajectories of backward simulation, default min(N, 1000)), proposal (a ppl.markov site
     over the same state whose init and step may read the model's data, observations and parameters: the
     guided filter)."""
     check_particles(particles)
+    if compiled.marginals and not StateSpace.has_path(compiled):
+        return marginals.kalman_filter(compiled, rt, key, particles)
     if smoother not in ("genealogy", "backward", None):
         raise ValueRangeError(f"smoother must be 'genealogy', 'backward' or None, got {smoother!r}")
     if proposal is not None and getattr(proposal, "markov", None) is None:

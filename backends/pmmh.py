@@ -6,7 +6,8 @@ state-space target, with the particle filter's likelihood estimate inside.
     log π̂(u) = log p(θ) + log p̂(y | θ) + log |det J_T(u)|,   p̂ a new particle filter run at each proposal
 
 a random-walk proposal u' = u + s L ε accepted with probability min(1, π̂(u') / π̂(u)) (the current estimate is
-kept, which makes the chain exact for the posterior of θ). Adaptation during warmup only (Haario et al. 2001):
+kept, which makes the chain exact for the posterior of θ). Where the compiler integrated the path out (a
+linear-Gaussian state space), p̂ is the Kalman filter's exact likelihood. Adaptation during warmup only (Haario et al. 2001):
 L L' the covariance of the warmup draws of all chains so far, s² = 2.38² / d scaled by a Robbins–Monro factor
 towards an acceptance rate of 0.25. Chains run as one batch (vmapped on JAX; one after the other on torch, whose
 random draws cannot be vmapped); diagnostics (R-hat, ESS) come from ArviZ as for NUTS.
@@ -54,16 +55,8 @@ class Parameters:
         return np.concatenate([z[:, e["offset"]:e["offset"] + e["size"]] for _, e in self.nodes], axis=1)
 
 
-@method("pmmh")
-def run(compiled, rt, key, particles=100, progress=None, chains=4, num_warmup=500, num_samples=1000,
-        resampler="systematic", resample_threshold=0.5, target_accept=0.25):
-    """PMMH with `particles` per filter, `chains` chains of `num_warmup` + `num_samples` iterations."""
-    check_particles(particles, "PMMH's particle filter")
-    for name, v in (("chains", chains), ("num_samples", num_samples)):
-        if isinstance(v, bool) or not isinstance(v, int) or v < 1:
-            raise ValueRangeError(f"{name} must be a positive integer, got {v!r}")
-    if isinstance(num_warmup, bool) or not isinstance(num_warmup, int) or num_warmup < 0:
-        raise ValueRangeError(f"num_warmup must be an integer >= 0, got {num_warmup!r}")
+def _filtered(compiled, rt, particles, resampler, resample_threshold):
+    """(log π̂(u) with a particle filter inside, d, initial points, u -> θ batched)."""
     ss = StateSpace(compiled)
     if not ss.static:
         raise PlanError(f"PMMH samples the static parameters of a state-space target, and this one has none "
@@ -77,11 +70,44 @@ def run(compiled, rt, key, particles=100, progress=None, chains=4, num_warmup=50
         state, info = run_filter(StatePath(ss, rt, env), k, particles, resampler, resample_threshold)
         value = info.log_c.sum() + rest_log_density(ss, ev, env) + ldj
         return rt.xp.where(rt.xp.isnan(value), -float("inf"), value)
+    return log_target, params.dim, params.initial, rt.vmap(lambda v: params.constrain(v)[0])
 
+
+def _exact(compiled, rt):
+    """The same where the compiler integrated the path out: log π(u), exact (the chain is then plain random-walk
+    Metropolis on the marginal posterior of θ), over the compiled target's flat unconstrained z."""
+    if not compiled.latent:
+        raise PlanError("PMMH samples the static parameters of a state-space target, and this one has none (every "
+                        "site is observed)", hint=f"use {advice.options('pf', True)}")
+    prog = compiled.lower(rt)
+
+    def log_target(k, u):
+        ref, rest = prog.log_parts(u)
+        return rt.xp.where(rt.xp.isnan(ref + rest), -float("inf"), ref + rest)
+
+    def initial(key, chains):
+        return rt.to_numpy(prog.sample_reference(key, chains))
+    return log_target, compiled.dim, initial, prog.to_constrained_arrays
+
+
+@method("pmmh")
+def run(compiled, rt, key, particles=100, progress=None, chains=4, num_warmup=500, num_samples=1000,
+        resampler="systematic", resample_threshold=0.5, target_accept=0.25):
+    """PMMH with `particles` per filter, `chains` chains of `num_warmup` + `num_samples` iterations."""
+    check_particles(particles, "PMMH's particle filter")
+    for name, v in (("chains", chains), ("num_samples", num_samples)):
+        if isinstance(v, bool) or not isinstance(v, int) or v < 1:
+            raise ValueRangeError(f"{name} must be a positive integer, got {v!r}")
+    if isinstance(num_warmup, bool) or not isinstance(num_warmup, int) or num_warmup < 0:
+        raise ValueRangeError(f"num_warmup must be an integer >= 0, got {num_warmup!r}")
+    if compiled.marginals and not StateSpace.has_path(compiled):
+        log_target, dim, initial, constrain = _exact(compiled, rt)
+    else:
+        log_target, dim, initial, constrain = _filtered(compiled, rt, particles, resampler, resample_threshold)
     batch = rt.batch(log_target)
     k0, key = rt.split(key, 2)
-    u = params.initial(k0, chains).astype(np.float64)
-    d = params.dim
+    u = initial(k0, chains).astype(np.float64)
+    d = dim
     key, sub = rt.split(key, 2)
     lp = rt.to_numpy(batch(rt.split(sub, chains), rt.asarray(u))).astype(np.float64)
     rng = np.random.default_rng(int(rt.to_numpy(rt.uniform(key, (1,)))[0] * 2 ** 31))
@@ -105,7 +131,6 @@ def run(compiled, rt, key, particles=100, progress=None, chains=4, num_warmup=50
             draws.append(u.copy())
             accepted[:, i - num_warmup] = ok
     z = np.stack(draws, axis=1)  # [C, S, d]
-    constrain = rt.vmap(lambda v: params.constrain(v)[0])
     samples = {k: rt.to_numpy(v).reshape((chains, num_samples) + tuple(v.shape[1:]))
                for k, v in constrain(rt.asarray(z.reshape(-1, d))).items()}
     diagnostics = diagnose(samples, {"diverging": np.zeros((chains, num_samples), bool)}, chains, "pmmh", num_warmup)

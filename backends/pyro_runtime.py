@@ -400,6 +400,12 @@ class _Numpy:
     def cholesky(self, x):
         return torch.linalg.cholesky(x)
 
+    def solve(self, a, b):
+        return torch.linalg.solve(a, b)
+
+    def flip(self, x, axis):
+        return torch.flip(x, (axis,))
+
 
 @register("pyro")
 class PyroRuntime(Runtime):

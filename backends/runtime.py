@@ -55,11 +55,12 @@ def get_runtime(name="numpyro", device="cpu", precision="float32", devices=None)
 
 
 #: the numpy-like names algorithms may call on `rt.xp` (numpy's meaning, `axis=` keywords; `index_add(x, idx, v)`
-#: adds v[j] at x[idx[j]] out of place, `take(x, idx, axis)`, `cholesky`, `logsumexp` as in scipy)
+#: adds v[j] at x[idx[j]] out of place, `take(x, idx, axis)`, `cholesky` and `solve` as numpy.linalg's, `flip(x, axis)`,
+#: `logsumexp` as in scipy)
 XP = ("abs", "arange", "arctan2", "argmax", "asarray", "broadcast_to", "ceil", "cholesky", "clip", "concatenate",
-      "cos", "cumsum", "diag", "einsum", "exp", "expm1", "floor", "full", "index_add", "isfinite", "isnan", "log",
+      "cos", "cumsum", "diag", "einsum", "exp", "expm1", "flip", "floor", "full", "index_add", "isfinite", "isnan", "log",
       "log1p", "logaddexp", "logsumexp", "max", "maximum", "mean", "min", "minimum", "ones", "searchsorted", "sign",
-      "sin", "sort", "sqrt", "stack", "sum", "take", "where", "zeros")
+      "sin", "solve", "sort", "sqrt", "stack", "sum", "take", "where", "zeros")
 
 
 class RuntimeContract(Protocol):

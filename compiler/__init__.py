@@ -9,10 +9,10 @@ from .sequence_plan import SequencePlan
 PLANNERS = {"model": Compiled, "diffusion": DiffusionPlan, "sequence": SequencePlan}
 
 
-def compile(target, reference=None, fold=True):
+def compile(target, reference=None, fold=True, marginalize=True):
     """Compile a target: the inference graph, the checks and the plan, by the planner of its bases' kind
     (models: `Compiled`, the reference / rest plan and the layout; diffusion bases: `DiffusionPlan`, for FKC;
-    sequence models: `SequencePlan`).
+    sequence models: `SequencePlan`). `marginalize=False` keeps every latent site (`marginalize.py`).
     A target with only energies or rewards is planned as a model target; one that mixes kinds goes to the
     planner of its non-model kind, which says what it cannot combine."""
     if isinstance(target, tuple(PLANNERS.values())):
@@ -21,6 +21,8 @@ def compile(target, reference=None, fold=True):
         raise PlanError(f"expected a target (ppl.model(...) or an expression of targets), got {type(target).__name__}")
     kinds = {leaf.kind for leaf, _ in target.linear() if leaf.kind in PLANNERS}
     kind = min(kinds - {"model"}, default="model")
+    if kind == "model":
+        return Compiled(target, reference=reference, fold=fold, marginalize=marginalize)
     return PLANNERS[kind](target, reference=reference, fold=fold)
 
 

@@ -392,7 +392,10 @@ class Program:
         ev, rt = self.ev, self.rt
         batched = rt.vmap(self._values)(z)
         out = {}
+        marginal = {(mg.model, mg.observed) for mg in getattr(self.compiled, "marginals", ())}
         for k, (name, t) in zip(rt.split(key, max(len(self.observed), 1)), self.observed):
+            if (t.model.name, t.site) in marginal:   # its sites integrated out: no replicate drawn (yet)
+                continue
             spec_of = lambda vals, t=t: ev.spec(t, ev.env(t.model, vals[0], vals[1]))  # noqa: E731
             out[name] = rt.sample(per_particle(rt, spec_of, batched), k)
         return out

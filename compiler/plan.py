@@ -16,6 +16,7 @@ from ..target import Model, Target
 from .gaussian import fold_gaussians
 from .graph import build_graph, evaluation_order, readable
 from .lower import support_name
+from .marginalize import marginalize as integrate_out
 from .terms import Term, expand
 
 
@@ -59,10 +60,15 @@ class Compiled:
 
     kind = "model"     # the methods registered for this kind sample it (backends.get_method)
 
-    def __init__(self, target, reference=None, fold=True):
+    def __init__(self, target, reference=None, fold=True, marginalize=True):
         if not isinstance(target, Target):
             raise PlanError(f"expected a target (ppl.model(...) or an expression of targets), got {type(target).__name__}")
         self.target = target.folded()
+        #: what the compiler integrated out (`marginalize.py`); none with a reference, which names every site
+        self.marginals = []
+        if marginalize and reference is None:
+            self.target, self.marginals = integrate_out(self.target, lambda: Compiled(target, fold=fold,
+                                                                                        marginalize=False))
         terms = expand(self.target)
         if not terms:
             raise PlanError(f"the target {self.target.describe()} has no sites and no factors: nothing to sample")
@@ -97,6 +103,10 @@ class Compiled:
         self.readable = readable(self.models, latent)   # what rewards read, by name
         self._check_names()
         self.graph = build_graph(self.target, terms, self.readable, chosen, reference)
+        for mg in self.marginals:
+            for site in mg.sites:
+                self.graph.add_node(site, kind="marginalized", how=mg.how)
+                self.graph.add_edge(site, f"{mg.model}:lik {mg.observed}")
         self.order = evaluation_order(self.graph, chosen)
         self.layout = self._infer_layout()
 
@@ -168,6 +178,9 @@ class Compiled:
             lines.append(f"  {name}: {e['support']}{list(e['shape'])} -> unconstrained [{e['offset']}:"
                          f"{e['offset'] + e['size']}]  (from {e['from']})")
         lines.append(f"flat particle dimension D = {self.dim}")
+        if self.marginals:
+            lines.append("marginalized (integrated out exactly; marginalize=False keeps them):")
+            lines.extend(f"  {mg}" for mg in self.marginals)
         lines.append("reference pi0 (normalized, sampled exactly):")
         for site, t in self.chosen.items():
             lines.append(f"  {t.label}" + (f"  [folded: {', '.join(t.origin)}]" if t.origin else "") +

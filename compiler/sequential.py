@@ -20,6 +20,9 @@ class StateSpace:
     def __init__(self, compiled):
         found = [(m, n) for m in compiled.models for n, s in m.sites.items()
                  if getattr(s, "markov", None) is not None and n not in m.observed]
+        if not found and compiled.marginals:
+            raise PlanError(f"the compiler integrated the state path out ({compiled.marginals[0]}); this method needs "
+                            f"it sampled", hint="pass marginalize=False")
         if not found:
             raise PlanError("a particle filter needs a latent state that evolves over time (a ppl.markov site, "
                             "or x[t] ~ ... in a loop of a .ppl model); this target has none",
@@ -51,6 +54,12 @@ class StateSpace:
                     raise PlanError(f"deterministic site {n!r} reads the state path {self.name!r}; a particle "
                                     f"filter cannot evaluate it one time step at a time: write it into the "
                                     f"observation's distribution", site=n)
+
+    @staticmethod
+    def has_path(compiled):
+        """Whether the target has a latent state path left (the compiler may have integrated it out)."""
+        return any(getattr(s, "markov", None) is not None and n not in m.observed
+                   for m in compiled.models for n, s in m.sites.items())
 
     def _reads_state(self, t):
         if t.kind in ("reward", "energy"):

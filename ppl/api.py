@@ -5,7 +5,7 @@ import time
 import numpy as np
 
 from . import advice
-from .backends import check_options, check_value, get_method, get_runtime, option_names, sharding
+from .backends import check_options, check_value, get_method, get_runtime, marginals, option_names, sharding
 from .compiler import compile
 from .compiler.shapes import check_size
 from .errors import PlanError
@@ -14,7 +14,7 @@ from .precision import check as check_precision
 
 
 def sample(target, method="is", runtime="numpyro", device="cpu", particles=10_000, seed=0, reference=None,
-           fold=True, progress=None, precision="float32", devices=None, **options):
+           fold=True, progress=None, precision="float32", devices=None, marginalize=True, **options):
     """Sample `target` with `method` ('is', 'smc', 'nuts', 'hmc', 'fkc') on `runtime` ('numpyro' | 'pyro').
 
     `reference` (a model over the target's latent sites) replaces the planner's reference /
@@ -23,7 +23,10 @@ def sample(target, method="is", runtime="numpyro", device="cpu", particles=10_00
     ('float32' | 'float64') is the float type of every array of the run (a `ppl.PrecisionWarning` says when
     float32 rounding looks to have broken it); `devices` (an integer, "all" or a list of JAX devices; methods
     'is', 'smc', 'pf', 'fkc' on runtime 'numpyro') splits the particles over several devices, with global
-    resampling (`backends/sharding.py`), and the chains of 'nuts' and 'hmc'. Other options go to the method.
+    resampling (`backends/sharding.py`), and the chains of 'nuts' and 'hmc'. `marginalize` (True): sites the
+    compiler can integrate out exactly (a linear-Gaussian state path: `compiler/marginalize.py`) are, and their
+    draws given each draw of the rest come back in `samples`; False samples every site. Other options go to
+    the method.
     """
     get_method(method)    # a known name, before compiling
     from .backends.proposals import Proposal
@@ -37,7 +40,7 @@ def sample(target, method="is", runtime="numpyro", device="cpu", particles=10_00
     seed, particles = check_value("seed", seed), check_value("particles", particles)
     fold, progress = check_value("fold", fold), check_value("progress", progress)
     rt = get_runtime(runtime, device, precision, devices)
-    compiled = compile(target, reference=reference, fold=fold)
+    compiled = compile(target, reference=reference, fold=fold, marginalize=check_value("marginalize", marginalize))
     run = get_method(method, compiled.kind)
     check_options(method, options, option_names(run))
     sharding.check(method, run, particles, rt.n_devices)
@@ -49,6 +52,8 @@ def sample(target, method="is", runtime="numpyro", device="cpu", particles=10_00
     start = time.perf_counter()
     with rt.scope():
         result = run(compiled, rt, rt.key(seed), particles=particles, progress=progress, **options)
+        if getattr(compiled, "marginals", None) and method != "pf":
+            result = marginals.draw(compiled, rt, rt.split(rt.key(seed + 1), 2)[1], result)
     result.wall_time = time.perf_counter() - start
     result.seed = seed
     check_precision(result, getattr(compiled, "layout", None), rt.precision)

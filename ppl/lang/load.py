@@ -33,7 +33,7 @@ from .source import Source, suggest
 from .symbolic import NeedsData, Symbolic
 
 #: `sample` options that mean the same for every method: `ppl run --method` keeps them, and drops the others
-GENERAL = ("runtime", "device", "devices", "seed", "reference", "fold", "precision")
+GENERAL = ("runtime", "device", "devices", "seed", "reference", "fold", "marginalize", "precision")
 
 
 class RunSpec:
@@ -97,8 +97,9 @@ class PPLFile:
         spec = self.run_spec(name)
         return advice.front_end(self.front, name or self.default_name(), method or (spec.method if spec else None))
 
-    def compile(self, name=None, reference=None, fold=None, method=None):
-        """`ppl.compile` of a target (with the `reference` and `fold` of its `sample` statement by default); where
+    def compile(self, name=None, reference=None, fold=None, method=None, marginalize=None):
+        """`ppl.compile` of a target (with the `reference`, `fold` and `marginalize` of its `sample` statement by
+        default); where
         the statement's method (or `method`) starts from the reference, a site without a normalized prior is an
         error (`Compiled.check_reference`); errors about a site are located at its statement."""
         from ..compiler import compile as compile_target
@@ -106,11 +107,12 @@ class PPLFile:
         options = spec.options if spec else {}
         reference = options.get("reference") if reference is None else reference
         fold = options.get("fold", True) if fold is None else fold
+        marginalize = options.get("marginalize", True) if marginalize is None else marginalize
         method = method or (spec.method if spec else None)
         target = self.target(name)
         try:
             with self.spelling(name, method), collector_paused():
-                compiled = compile_target(target, reference=reference, fold=fold)
+                compiled = compile_target(target, reference=reference, fold=fold, marginalize=marginalize)
                 if reference is None and getattr(compiled, "improper", None) and \
                         _needs_reference(method, compiled.kind):
                     compiled.check_reference()
@@ -180,7 +182,7 @@ class PPLFile:
         kw, _ = self.run_options(name, overrides.get("method"))
         kw.update({k: v for k, v in overrides.items() if v is not None})
         compiled = self.compile(name, reference=kw.pop("reference", None), fold=kw.pop("fold", None),
-                                method=kw.get("method"))
+                                method=kw.get("method"), marginalize=kw.pop("marginalize", None))
         if spec:
             self.check_run(spec, compiled.kind, kw)
         kw = _expand(kw)
