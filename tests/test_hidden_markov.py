@@ -3,7 +3,7 @@ sums over every path, NUTS on examples/hmm.ppl against the posteriordb reference
 against the forward–backward marginals, and the errors of discrete sites that cannot be summed out.
 
 Criteria: exact sums in float64 to 1e-6 relative (both runtimes); NUTS means within 4 combined MCSE of the
-reference means (`posteriors.agreement`) and sds within 10% (the full run) or 25% (the short CI run, whose sd
+reference means (`posteriors.agreement`) and sds within 10% (the full runs) or 25% (the short run, whose sd
 estimates from 2 x 200 draws of ESS ~ 150 have a relative se of ~6%); the draws of z given each draw of θ
 against p(z_t = k | θ, y) averaged over the same draws of θ: the draws are independent given θ, so their mean
 differs from that average by at most sqrt(Σ_i p_i (1 − p_i)) / n per (t, k) in sd, and 5 sd bounds the largest of
@@ -148,7 +148,8 @@ def check_z(prog, r):
     assert score.max() < 5, score.max()
 
 
-def test_hmm_nuts_fast(reference):
+@pytest.mark.slow   # 49 s on 2 shared cores, nearly all of it JAX compiling NUTS around the forward algorithm's scan
+def test_hmm_nuts_short(reference):
     prog, r = nuts("numpyro", num_warmup=150, num_samples=200, chains=2)
     assert r.samples["z"].shape == (2, 200, 100)
     check_reference(r, reference, "numpyro", sd_tol=0.25)
