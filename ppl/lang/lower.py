@@ -258,9 +258,24 @@ class ModelBuilder:
                     raise src.error(typ, f"{tname} takes one dimension: {tname}[K]")
             return shape
 
+        finite = self.finite_values(typ, bounds) if tname == "int" and dist is not None else None
         if dist is None:
             self.flat_sites.add(name)
             fn, factor = self.flat(typ, tname, bounds, shape_of)
+        elif finite is not None:
+            factor = None
+
+            def fn(**env):
+                fw = pm.framework(list(env.values()))
+                d = interp.distribution(dist, env, fw)
+                if d.family not in FINITE or states(d) != finite[1]:
+                    got = f"{states(d)} values" if d.family in FINITE else d.family
+                    raise src.error(dist, f"{name} : int<lower={finite[0]}, upper={finite[0] + finite[1] - 1}> "
+                                          f"takes {finite[1]} values, but its law has {got}",
+                                    hint="draw it from categorical(probs) with one probability per value, or "
+                                         "bernoulli(p) for int<lower=0, upper=1>; the compiler sums it out")
+                shape = shape_of(env, fw)
+                return _reshaped(d, shape) if shape else d
         else:
             factor = None
 
@@ -268,10 +283,21 @@ class ModelBuilder:
                 fw = pm.framework(list(env.values()))
                 return self.constrained(dist, typ, tname, bounds, shape_of(env, fw), env, fw)
         self.add_latent(name, fn, parents, s)
+        if finite is not None:   # a finite discrete site: values offset..offset + K − 1 (compiler/discrete.py)
+            self.sites[name].finite, self.sites[name].offset = True, finite[0]
         if factor is not None:
             fname = f"{name}:flat"
             self.kinds[fname], self.positions[fname] = "factor", s
             self.site(fname, "factor", factor, parents, s)
+
+    def finite_values(self, typ, bounds):
+        """(lower, number of values) of `int<lower=a, upper=b>`, both known before sampling."""
+        ends = [concrete_int(self.interp.ev(bounds[k].value, dict(self.data), "numpy")) if k in bounds else None
+                for k in ("lower", "upper")]
+        if None in ends or ends[1] < ends[0]:
+            raise self.src.error(typ, "a discrete parameter takes the values lower..upper, both known before "
+                                      "sampling", hint="write z : int<lower=1, upper=K> ~ categorical(probs)")
+        return ends[0], ends[1] - ends[0] + 1
 
     def add_latent(self, name, fn, parents, node):
         """A latent site; one that reads only data is a constant distribution, as in the Python API."""
@@ -451,12 +477,7 @@ class ModelBuilder:
         st = self.states[name] = State(s, dims, self.interp.shape(dims, dict(self.data), "numpy") if dims else None)
         if tname == "int" and dims and len(dims) == 1:
             # a discrete state int<lower=a, upper=b>[T]: values a..b, the law's categories 0..b − a (summed out)
-            ends = [concrete_int(self.interp.ev(bounds[k].value, dict(self.data), "numpy")) if k in bounds else None
-                    for k in ("lower", "upper")]
-            if None in ends or ends[1] < ends[0]:
-                raise self.src.error(typ, f"a discrete state takes the values lower..upper, both known before "
-                                          f"sampling", hint=f"write {name} : int<lower=1, upper=K>[T]")
-            st.offset, st.states = ends[0], ends[1] - ends[0] + 1
+            st.offset, st.states = self.finite_values(typ, bounds)
         elif tname != "real" or bounds or not dims or len(dims) > 2:
             raise self.src.error(typ, f"a latent state drawn element by element is declared real[T] (or real[T, D] "
                                       f"for a vector state), or int<lower=1, upper=K>[T] for a discrete one",
