@@ -53,7 +53,7 @@ def draw(compiled, rt, key, result):
     if not terms or not result.samples and compiled.latent:
         return result
     ev = Evaluator(compiled, rt)
-    shape = next(iter(result.samples.values())).shape[:2] if result.samples else (1, 1)
+    shape = next(iter(result.samples.values())).shape[:2] if result.samples else np.shape(result.log_weights)
     count = math.prod(shape)
     theta = {n: rt.asarray(result.samples[n].reshape((count,) + result.samples[n].shape[2:]))
              for n in compiled.latent}
@@ -74,7 +74,8 @@ def draw(compiled, rt, key, result):
 def kalman_filter(compiled, rt, key, particles):
     """`method="pf"` where the compiler integrated the path out (see the module docstring)."""
     if compiled.latent:
-        raise PlanError(f"method 'pf' filters with the static parameters fixed, but {', '.join(map(repr, compiled.latent))} "
+        names = ", ".join(map(repr, compiled.latent))
+        raise PlanError(f"method 'pf' filters with the static parameters fixed, but {names} "
                         f"{'is' if len(compiled.latent) == 1 else 'are'} latent", site=compiled.latent[0],
                         hint=f"condition on them ({advice.condition(compiled.latent[0])}) or sample them with "
                              f"{advice.options('pmmh', True)} or {advice.options('nuts', True)} (the path is "
