@@ -267,6 +267,10 @@ def _run(kind, compiled, rt, key, particles, progress, num_warmup=1000, num_samp
     target_accept = check_value("target_accept", target_accept)
     prog = compiled.lower(rt)
     if prog.dim == 0:
+        if compiled.marginals:   # all integrated out: their exact draws (`marginals.draw`) are the run
+            return Result({}, np.zeros((chains, draws)), method=kind, runtime=rt.name, device=rt.device,
+                          diagnostics={"chains": chains, "num_samples": draws,
+                                       "marginalized": [str(m) for m in compiled.marginals]})
         raise InferenceError(f"{kind}: the target has no latent sites to sample")
     k_pred = rt.split(key, 3)[2]   # a third key, leaving the chains' keys as they were
     def potential(z):

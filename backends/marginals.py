@@ -14,6 +14,7 @@ import math
 
 import numpy as np
 
+from ..compiler.linear_gaussian import HOW as KALMAN
 from ..compiler.lower import Evaluator
 from .. import advice
 from ..errors import PlanError
@@ -68,6 +69,8 @@ def draw(compiled, rt, key, result):
         for name, v in drawn.items():
             v = rt.to_numpy(v)
             result.samples[name] = v.reshape(shape + v.shape[1:])
+    order = {n: i for i, n in enumerate(compiled.declared)}
+    result.samples = dict(sorted(result.samples.items(), key=lambda kv: order.get(kv[0], len(order))))
     return result
 
 
@@ -84,7 +87,7 @@ def kalman_filter(compiled, rt, key, particles):
     ref, rest = prog.log_densities(rt.xp.zeros((1, 0)))
     log_z = float(rt.to_numpy(ref)[0] + rt.to_numpy(rest)[0])
     ev = Evaluator(compiled, rt)
-    (term, mg), = observed_terms(compiled)
+    (term, mg), = [(t, mg) for t, mg in observed_terms(compiled) if mg.how == KALMAN]
     name = mg.sites[0]
     d = lowered(compiled, ev, term, {})
     y = ev.obs[term.model.name][term.site]

@@ -405,7 +405,7 @@ def run(compiled, rt, key, particles=1000, progress=None, resampler="systematic"
     over the same state whose init and step may read the model's data, observations and parameters: the
     guided filter)."""
     check_particles(particles)
-    if compiled.marginals and not StateSpace.has_path(compiled):
+    if any(mg.how == marginals.KALMAN for mg in compiled.marginals) and not StateSpace.has_path(compiled):
         return marginals.kalman_filter(compiled, rt, key, particles)
     if smoother not in ("genealogy", "backward", None):
         raise ValueRangeError(f"smoother must be 'genealogy', 'backward' or None, got {smoother!r}")

@@ -9,10 +9,11 @@ from .sequence_plan import SequencePlan
 PLANNERS = {"model": Compiled, "diffusion": DiffusionPlan, "sequence": SequencePlan}
 
 
-def compile(target, reference=None, fold=True, marginalize=True):
+def compile(target, reference=None, fold=True, marginalize=True, method=None):
     """Compile a target: the inference graph, the checks and the plan, by the planner of its bases' kind
     (models: `Compiled`, the reference / rest plan and the layout; diffusion bases: `DiffusionPlan`, for FKC;
-    sequence models: `SequencePlan`). `marginalize=False` keeps every latent site (`marginalize.py`).
+    sequence models: `SequencePlan`). `marginalize=False` keeps every latent site (`marginalize.py`;
+    `method`, the method it is compiled for, enables the rules that name it: conjugate pairs for is and smc).
     A target with only energies or rewards is planned as a model target; one that mixes kinds goes to the
     planner of its non-model kind, which says what it cannot combine."""
     if isinstance(target, tuple(PLANNERS.values())):
@@ -22,7 +23,7 @@ def compile(target, reference=None, fold=True, marginalize=True):
     kinds = {leaf.kind for leaf, _ in target.linear() if leaf.kind in PLANNERS}
     kind = min(kinds - {"model"}, default="model")
     if kind == "model":
-        return Compiled(target, reference=reference, fold=fold, marginalize=marginalize)
+        return Compiled(target, reference=reference, fold=fold, marginalize=marginalize, method=method)
     return PLANNERS[kind](target, reference=reference, fold=fold)
 
 

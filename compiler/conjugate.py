@@ -19,7 +19,7 @@ import math
 import numpy as np
 
 from ..stdlib.conjugate import PAIRS
-from ..stdlib.distributions import PARAM_EVENT_DIMS, Distribution
+from ..stdlib.distributions import PARAM_EVENT_DIMS, Distribution, invalid_parameter
 from ..stdlib.kalman import law_shape
 from ..target import Model, Site
 from .linear_gaussian import _affine
@@ -107,6 +107,9 @@ def _pair(model, name, obs, env, rng):
     cls = PAIRS.get((prior.family, getattr(first, "family", None)))
     if cls is None or type(first) is not Distribution:
         return None
+    fixed = {k: np.asarray(v, float) for k, v in first.params.items() if k != PARAMETER.get(first.family, "loc")}
+    if invalid_parameter(first.family, fixed):   # left to the run, which names the site and the parameter
+        return None
     if prior.family == "Normal":
         if law_shape(prior) != shape or law_shape(first) != y_shape or not _affine(law, shape, rng):
             return None
@@ -121,7 +124,7 @@ def _pair(model, name, obs, env, rng):
     return None if groups is None else (cls, groups, first.family)
 
 
-@rule(candidate=lambda model: any(True for _ in _candidates(model)))
+@rule(candidate=lambda model: any(True for _ in _candidates(model)), methods=("is", "smc"))
 def conjugate(model, probes, readers):
     """θ (a conjugate parameter read only by the observed y) out, y ~ its exact marginal in; or None."""
     for name, obs in _candidates(model):

@@ -20,6 +20,8 @@ from ..target import Model, Site
 from .marginalize import Marginal, rule
 
 GAUSSIAN = ("Normal", "MultivariateNormal")
+#: what the plan says integrated the path out
+HOW = "a Kalman filter"
 
 
 def _paths(model):
@@ -121,7 +123,7 @@ def kalman(model, probes, readers):
         if any(f is None for f in found) or len({f[0] for f in found}) != 1:
             continue
         timed, y_shape = found[0]
-        return _rewritten(model, name, obs, timed, y_shape), [Marginal(model.name, (name,), obs, "a Kalman filter")]
+        return _rewritten(model, name, obs, timed, y_shape), [Marginal(model.name, (name,), obs, HOW)]
     return None
 
 

@@ -36,17 +36,19 @@ class Marginal(NamedTuple):
         return f"{', '.join(self.sites)} of model {self.model}: integrated out by {self.how} (into {self.observed})"
 
 
-def rule(candidate):
-    """Register a rule `apply(model, probes, readers)` (see the module docstring and `RULES`)."""
+def rule(candidate, methods=None):
+    """Register a rule `apply(model, probes, readers)` (see the module docstring and `RULES`); with `methods`
+    (names), it applies only when the target is compiled for one of them."""
     def register(apply):
-        RULES.append((candidate, apply))
+        RULES.append((candidate, apply, methods))
         return apply
     return register
 
 
-def marginalize(target, plain):
+def marginalize(target, plain, method=None):
     """(target with the rules applied, [Marginal]). `plain()` compiles the target unmarginalized (for the
-    probes; called only where some model has a candidate)."""
+    probes; called only where some model has a candidate); `method`: the method it is compiled for (None: any,
+    and the rules that name their methods do not apply)."""
     from . import linear_gaussian  # noqa: F401  (registers its rule)
     from . import discrete  # noqa: F401
     from . import conjugate  # noqa: F401
@@ -54,7 +56,8 @@ def marginalize(target, plain):
     once = [m for m, c in leaves if isinstance(m, Model) and c == 1.0
             and sum(leaf is m for leaf, _ in leaves) == 1]
     readers = {p for leaf, _ in leaves if leaf.kind in ("reward", "energy") for p in leaf.parents}
-    if not any(candidate(m) for m in once for candidate, _ in RULES):
+    rules = [(candidate, apply) for candidate, apply, methods in RULES if methods is None or method in methods]
+    if not any(candidate(m) for m in once for candidate, _ in rules):
         return target, []
     from .lower import probing
     with probing():     # a discrete latent site, which a rule may sum out, does not stop this trace
@@ -63,7 +66,7 @@ def marginalize(target, plain):
     for m in once:
         new = m
         while True:
-            out = next((r for r in (apply(new, probes[m.name], readers) for candidate, apply in RULES
+            out = next((r for r in (apply(new, probes[m.name], readers) for candidate, apply in rules
                                     if candidate(new)) if r is not None), None)
             if out is None:
                 break

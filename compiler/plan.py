@@ -60,15 +60,18 @@ class Compiled:
 
     kind = "model"     # the methods registered for this kind sample it (backends.get_method)
 
-    def __init__(self, target, reference=None, fold=True, marginalize=True):
+    def __init__(self, target, reference=None, fold=True, marginalize=True, method=None):
         if not isinstance(target, Target):
             raise PlanError(f"expected a target (ppl.model(...) or an expression of targets), got {type(target).__name__}")
         self.target = target.folded()
         #: what the compiler integrated out (`marginalize.py`); none with a reference, which names every site
         self.marginals = []
+        #: the latent sites as the target declares them, in order (draws of integrated-out ones keep their place)
+        self.declared = list(dict.fromkeys(n for m in self.target.models() for n, s in m.sites.items()
+                                           if s.kind == "latent" and n not in m.observed))
         if marginalize and reference is None:
-            self.target, self.marginals = integrate_out(self.target, lambda: Compiled(target, fold=fold,
-                                                                                        marginalize=False))
+            self.target, self.marginals = integrate_out(
+                self.target, lambda: Compiled(target, fold=fold, marginalize=False), method)
         terms = expand(self.target)
         if not terms:
             raise PlanError(f"the target {self.target.describe()} has no sites and no factors: nothing to sample")

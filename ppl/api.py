@@ -40,7 +40,10 @@ def sample(target, method="is", runtime="numpyro", device="cpu", particles=10_00
     seed, particles = check_value("seed", seed), check_value("particles", particles)
     fold, progress = check_value("fold", fold), check_value("progress", progress)
     rt = get_runtime(runtime, device, precision, devices)
-    compiled = compile(target, reference=reference, fold=fold, marginalize=check_value("marginalize", marginalize))
+    # a fitted proposal is a density over the sites it was fitted on: the rules that name their methods (conjugate
+    # pairs) keep those sites
+    compiled = compile(target, reference=reference, fold=fold, marginalize=check_value("marginalize", marginalize),
+                       method=None if options.get("proposal") is not None else method)
     run = get_method(method, compiled.kind)
     check_options(method, options, option_names(run))
     sharding.check(method, run, particles, rt.n_devices)

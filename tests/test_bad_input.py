@@ -139,12 +139,14 @@ def test_bad_distribution_arguments():
 
 
 def test_a_target_with_nothing_latent():
-    """Importance sampling gives its exact log Z (every particle is the empty point); SMC has nothing to move."""
+    """Importance sampling and SMC give its exact log Z (every particle is the empty point; SMC has nothing to
+    move, as where the compiler integrated every site out); NUTS has nothing to sample."""
     target = ppl.model(y=ppl.Normal(0.0, 1.0)).condition(y=0.3)
-    r = ppl.sample(target, particles=10)
-    assert r.log_z == pytest.approx(-0.5 * np.log(2 * np.pi) - 0.045, abs=1e-5)
+    for method in ("is", "smc"):
+        r = ppl.sample(target, method=method, particles=10)
+        assert r.log_z == pytest.approx(-0.5 * np.log(2 * np.pi) - 0.045, abs=1e-5)
     with pytest.raises(ppl.PPLError, match="no latent sites"):
-        ppl.sample(target, method="smc", particles=10)
+        ppl.sample(target, method="nuts", particles=100, chains=1)
 
 
 @pytest.mark.parametrize("runtime", ["numpyro", "pyro"])

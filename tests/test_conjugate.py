@@ -76,7 +76,7 @@ PAIRS = {
 def test_found(pair):
     """Each pair is found and named in the plan; nothing is left to sample."""
     model, _, how = PAIRS[pair]
-    compiled = ppl.compile(model)
+    compiled = ppl.compile(model, method="is")
     assert compiled.dim == 0 and f"integrated out by conjugacy ({how})" in str(compiled)
 
 
@@ -87,7 +87,7 @@ def test_log_z_exact(method, runtime):
     sum of their exact evidences, with se 0 (to rounding), for is and smc."""
     target = functools.reduce(operator.mul, (m for m, _, _ in PAIRS.values()))
     exact = sum(e for _, e, _ in PAIRS.values())
-    assert len(ppl.compile(target).marginals) == len(PAIRS)
+    assert len(ppl.compile(target, method="is").marginals) == len(PAIRS)
     r = ppl.sample(target, method=method, runtime=runtime, particles=16, precision="float64")
     assert abs(r.log_z - exact) < 1e-6 and r.log_z_se < 1e-6, (r.log_z, r.log_z_se, exact)
 
@@ -96,7 +96,7 @@ def test_marginalize_false_keeps_theta():
     model, _, _ = PAIRS["gamma-poisson"]
     assert ppl.compile(model, marginalize=False).latent == ["lam"]
     assert "marginalized" not in str(ppl.compile(model, marginalize=False))
-    assert "lam of model" in str(ppl.compile(model))
+    assert "lam of model" in str(ppl.compile(model, method="is"))
 
 
 def test_not_conjugate_is_kept():
@@ -106,7 +106,7 @@ def test_not_conjugate_is_kept():
                   ppl.model(theta=ppl.Normal(0.0, 1.0), z=lambda theta: ppl.Normal(theta, 1.0),
                             y=lambda theta: ppl.Normal(theta, 1.0))):
         model = model.condition(y=np.array(1.0))
-        assert ppl.compile(model).marginals == []
+        assert ppl.compile(model, method="is").marginals == []
 
 
 def _sigma_model():
@@ -127,7 +127,7 @@ def _sigma_log_z():
                                                      ("smc", 400, "pyro")])
 def test_partly_conjugate(method, particles, runtime):
     """θ out, σ sampled: log Z against quadrature over σ within 4 se."""
-    compiled = ppl.compile(_sigma_model())
+    compiled = ppl.compile(_sigma_model(), method="is")
     assert compiled.latent == ["sigma"] and [m.sites for m in compiled.marginals] == [("theta",)]
     r = ppl.sample(_sigma_model(), method=method, runtime=runtime, particles=particles, precision="float64", seed=1)
     exact = _sigma_log_z()
@@ -137,7 +137,7 @@ def test_partly_conjugate(method, particles, runtime):
 def _posterior(pair, runtime):
     """θ | y of the pair's marginal, on float64."""
     model, _, _ = PAIRS[pair]
-    compiled = ppl.compile(model)
+    compiled = ppl.compile(model, method="is")
     rt = get_runtime(runtime, precision="float64")
     with rt.scope():
         ev = Evaluator(compiled, rt)
@@ -208,7 +208,7 @@ def test_eight_schools_language():
     from pathlib import Path
     data = json.loads((Path(__file__).parents[1] / "examples" / "eight_schools.data.json").read_text())
     target = ppl.load_ppl(EIGHT_SCHOOLS, data=data).target("posterior")
-    compiled = ppl.compile(target)
+    compiled = ppl.compile(target, method="is")
     assert compiled.latent == ["mu", "tau"] and "theta of model eight: integrated out by conjugacy (normal-normal)" \
         in str(compiled)
     y, s = np.array(data["y"], float), np.array(data["sigma"], float)

@@ -112,7 +112,8 @@ class PPLFile:
         target = self.target(name)
         try:
             with self.spelling(name, method), collector_paused():
-                compiled = compile_target(target, reference=reference, fold=fold, marginalize=marginalize)
+                compiled = compile_target(target, reference=reference, fold=fold, marginalize=marginalize,
+                                          method=method)
                 if reference is None and getattr(compiled, "improper", None) and \
                         _needs_reference(method, compiled.kind):
                     compiled.check_reference()
