@@ -61,6 +61,22 @@ def affine(rt, law, shape):
     return (means[1:] - means[:1]).T, means[0], cov
 
 
+def kalman_predict(m, P, A, b, Q):
+    """(m_{t|t−1}, P_{t|t−1}) = (A m + b, A P Aᵀ + Q)."""
+    return A @ m + b, A @ P @ A.T + Q
+
+
+def kalman_update(xp, m, P, C, c, R, y):
+    """(log N(y; C m + c, S), m + K v, P − K S Kᵀ) with S = C P Cᵀ + R, v = y − C m − c, K = P Cᵀ S⁻¹."""
+    S = C @ P @ C.T + R
+    S = 0.5 * (S + S.T)
+    L = xp.cholesky(S)
+    v = y - C @ m - c
+    ll = -0.5 * xp.sum(v * xp.solve(S, v)) - xp.sum(xp.log(xp.diag(L))) - 0.5 * y.shape[-1] * LOG_2PI
+    K = xp.solve(S, C @ P).T                    # P Cᵀ S⁻¹ (S, P symmetric)
+    return ll, m + K @ v, P - K @ S @ K.T
+
+
 class LinearGaussian:
     """The parameters of one linear-Gaussian state space for one particle, stacked over time:
     m0 [k], P0 [k, k]; A [T−1, k, k], b [T−1, k], Q [T−1, k, k]; C [T, j, k], c [T, j], R [T, j, j]."""
@@ -72,17 +88,9 @@ class LinearGaussian:
         """Kalman filter on y [T, j]: (log p(y) per time [T], predicted means [T, k] and covariances, filtered
         means [T, k] and covariances [T, k, k])."""
         rt, xp = self.rt, self.rt.xp
-        j = y.shape[-1]
 
         def update(m, P, C, c, R, yt):
-            S = C @ P @ C.T + R
-            S = 0.5 * (S + S.T)
-            L = xp.cholesky(S)
-            v = yt - C @ m - c
-            Sinv_v = xp.solve(S, v)
-            ll = -0.5 * xp.sum(v * Sinv_v) - xp.sum(xp.log(xp.diag(L))) - 0.5 * j * LOG_2PI
-            K = xp.solve(S, C @ P).T                    # P Cᵀ S⁻¹ (S, P symmetric)
-            return ll, m + K @ v, P - K @ S @ K.T
+            return kalman_update(xp, m, P, C, c, R, yt)
 
         ll0, m, P = update(self.m0, self.P0, self.C[0], self.c[0], self.R[0], y[0])
         first = (ll0, self.m0, self.P0, m, P)
@@ -91,8 +99,7 @@ class LinearGaussian:
 
         def step(carry, s):
             m, P = carry
-            mp = s["A"] @ m + s["b"]
-            Pp = s["A"] @ P @ s["A"].T + s["Q"]
+            mp, Pp = kalman_predict(m, P, s["A"], s["b"], s["Q"])
             ll, m, P = update(mp, Pp, s["C"], s["c"], s["R"], s["y"])
             return (m, P), (ll, mp, Pp, m, P)
         _, rest = rt.scan(step, (m, P), {"A": self.A, "b": self.b, "Q": self.Q, "C": self.C[1:], "c": self.c[1:],

@@ -120,11 +120,21 @@ def _static(v):
     return isinstance(v, numbers.Number) and not hasattr(v, "shape")
 
 
+def _integer(v):
+    """Whether v is an array of integers (a discrete path another state reads, e.g. a regime s[t]): kept as indices."""
+    dtype = getattr(v, "dtype", None)
+    try:
+        return dtype is not None and np.dtype(str(dtype).replace("torch.", "")).kind in "iu"
+    except TypeError:
+        return False
+
+
 class MarkovChain(Distribution):
     """The distribution of the path x[0:T] (shape (T, *E)); `params` are the values init and step read."""
 
     def __init__(self, spec, env, length, site):
-        super().__init__("MarkovChain", env)
+        super().__init__("MarkovChain", {})
+        self.params = dict(env)     # what init and step read: not one law's parameters, so not broadcast together
         self.spec, self.length, self.site = spec, length, site
 
     def init_dist(self, env):
@@ -150,7 +160,7 @@ class MarkovChain(Distribution):
 
     def arrays(self, rt):
         """The array-valued parents as runtime arrays (Python numbers stay static)."""
-        return {k: rt.asarray(v) for k, v in self.params.items() if not _static(v)}
+        return {k: (rt.asindex(v) if _integer(v) else rt.asarray(v)) for k, v in self.params.items() if not _static(v)}
 
     def static(self):
         return {k: v for k, v in self.params.items() if _static(v)}
