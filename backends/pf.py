@@ -300,14 +300,15 @@ class StepwiseFilter:
         return state, fk.StepInfo(log_c, ess, resampled, non_finite, rel_var, idx, tuple(cols[6:]), None, invalid)
 
 
-def run_filter(path, key, n, resampler="systematic", threshold=0.5, smoother=None):
+def run_filter(path, key, n, resampler="systematic", threshold=0.5, smoother=None, model=None):
     """One filter over the whole path: (final state, StepInfo stacked over t), a scan of `fk.make_step` (any
     runtime; on torch a Python loop with a branch per step, per-particle laws). `method="pf"` on torch runs
     `StepwiseFilter` instead (the same law, other random numbers); PMMH keeps this one on both runtimes: its
     chains are a function of the filter's random stream (tests/test_particle_filter.py's PMMH-vs-NUTS check at
-    seed 0 passes with this stream; with StepwiseFilter's, 4x faster on torch, its ESS came out 81-87 < 100)."""
+    seed 0 passes with this stream; with StepwiseFilter's, 4x faster on torch, its ESS came out 81-87 < 100).
+    `model`: another Feynman–Kac model over the path (the Rao–Blackwellized filter, `rbpf.py`)."""
     rt = path.rt
-    model = ParticleFilter(path, smoother)
+    model = model or ParticleFilter(path, smoother)
     step = fk.make_step(model, resampler, threshold, keep_ancestors=smoother is not None, error_every_step=False)
     k0, k1, k_last = rt.split(key, 3)
     state = fk.init(model, k0, n)
@@ -407,6 +408,9 @@ def run(compiled, rt, key, particles=1000, progress=None, resampler="systematic"
     check_particles(particles)
     if any(mg.how == marginals.KALMAN for mg in compiled.marginals) and not StateSpace.has_path(compiled):
         return marginals.kalman_filter(compiled, rt, key, particles)
+    from . import rbpf   # not at the top: rbpf builds on this module
+    if rbpf.applies(compiled):     # x integrated out given another path u: a Kalman filter per particle of u
+        return rbpf.run(compiled, rt, key, particles, resampler, resample_threshold)
     if smoother not in ("genealogy", "backward", None):
         raise ValueRangeError(f"smoother must be 'genealogy', 'backward' or None, got {smoother!r}")
     if proposal is not None and getattr(proposal, "markov", None) is None:

@@ -69,6 +69,7 @@ class Compiled:
         #: the latent sites as the target declares them, in order (draws of integrated-out ones keep their place)
         self.declared = list(dict.fromkeys(n for m in self.target.models() for n, s in m.sites.items()
                                            if s.kind == "latent" and n not in m.observed))
+        self.method = method
         if marginalize and reference is None:
             self.target, self.marginals = integrate_out(
                 self.target, lambda: Compiled(target, fold=fold, marginalize=False), method)
@@ -126,10 +127,16 @@ class Compiled:
     # --- shapes and supports, from one particle traced on numpy (no runtime) --
     def _infer_layout(self):
         """Shapes, supports and checks from one particle traced by the shape interpreter (`shapes.py`)."""
+        import contextlib
         import warnings
-        from .lower import Evaluator
+        from .linear_gaussian import HOW as KALMAN
+        from .lower import Evaluator, probing
         from .shapes import ShapeRuntime, tracing
-        with warnings.catch_warnings(), np.errstate(all="ignore"), tracing():
+        # method="pf" where a state was integrated out given another path u: the Rao–Blackwellized filter samples
+        # u, discrete or not (backends/rbpf.py), so a discrete path does not stop the trace
+        rbpf = self.method == "pf" and any(mg.how == KALMAN for mg in self.marginals)
+        with warnings.catch_warnings(), np.errstate(all="ignore"), tracing(), \
+                (probing() if rbpf else contextlib.nullcontext()):
             warnings.simplefilter("ignore", RuntimeWarning)
             return Evaluator(self, ShapeRuntime()).trace(self._check_term)
 
