@@ -19,6 +19,7 @@ from ..compiler.lower import Evaluator
 from .. import advice
 from ..errors import PlanError
 from ..result import Result
+from . import run_cache
 
 #: draws of integrated-out sites are skipped above this many numbers (particles x path size)
 MAX_DRAWN = 5 * 10 ** 7
@@ -74,6 +75,25 @@ def draw(compiled, rt, key, result):
     return result
 
 
+def _kalman_programs(compiled, rt):
+    """(log Z, moments, draw of paths, the path's name and state shape) of a Kalman marginal, jitted once per
+    compiled target and runtime (a run is then three calls)."""
+    cache = run_cache(compiled, "kalman")
+    if repr(rt) not in cache:
+        ev = Evaluator(compiled, rt)
+        (term, mg), = [(t, mg) for t, mg in observed_terms(compiled) if mg.how == KALMAN]
+        y = ev.obs[term.model.name][term.site]
+        d = lowered(compiled, ev, term, {})
+
+        def log_z():
+            values, dets, _, dists, _ = ev.latent_values(rt.xp.zeros((0,)), compiled.layout)
+            return sum(t.coef * (rt.asarray(v) if isinstance(v, float) else v)
+                       for t, v in zip(compiled.terms, ev.term_values(values, dets, dists)[0]))
+        cache[repr(rt)] = (rt.jit(log_z), rt.jit(lambda: d.moments(y)),
+                           rt.jit(rt.vmap(lambda e: d.draw(y, e))), d.noise(y), mg.sites[0], d.state_shape())
+    return cache[repr(rt)]
+
+
 def kalman_filter(compiled, rt, key, particles):
     """`method="pf"` where the compiler integrated the path out (see the module docstring)."""
     if compiled.latent:
@@ -83,26 +103,17 @@ def kalman_filter(compiled, rt, key, particles):
                         hint=f"condition on them ({advice.condition(compiled.latent[0])}) or sample them with "
                              f"{advice.options('pmmh', True)} or {advice.options('nuts', True)} (the path is "
                              f"integrated out exactly in both)")
-    prog = compiled.lower(rt)
-    ref, rest = prog.log_densities(rt.xp.zeros((1, 0)))
-    log_z = float(rt.to_numpy(ref)[0] + rt.to_numpy(rest)[0])
-    ev = Evaluator(compiled, rt)
-    (term, mg), = [(t, mg) for t, mg in observed_terms(compiled) if mg.how == KALMAN]
-    name = mg.sites[0]
-    d = lowered(compiled, ev, term, {})
-    y = ev.obs[term.model.name][term.site]
-    log_c, mean, cov, smean, scov = (rt.to_numpy(a) for a in rt.jit(d.moments)(y))
-    state = d.state_shape()
+    log_z, moments, draw_paths, (kind, noise_shape), name, state = _kalman_programs(compiled, rt)
+    log_z = float(rt.to_numpy(log_z()))
+    log_c, mean, cov, smean, scov = (rt.to_numpy(a) for a in moments())
     length = log_c.shape[0]
     var, svar = (np.diagonal(c, axis1=-2, axis2=-1).reshape((length,) + state) for c in (cov, scov))
     mean, smean = (m.reshape((length,) + state) for m in (mean, smean))
-    result = Result({}, None, log_z, 0.0, method="pf", runtime=rt.name, device=rt.device, diagnostics={
-        "ess": np.full(length, float(particles)), "resampled": np.zeros(length, bool), "log_c": log_c,
-        "filter_mean": {name: mean}, "filter_var": {name: var}, "smoothed_mean": {name: smean},
-        "smoothed_var": {name: svar}, "log_z_per_chain": [log_z], "particles": particles,
-        "smoother": "exact (backward sampling)", "marginalized": [str(m) for m in compiled.marginals]})
-    kind, noise_shape = d.noise(y)
-    paths = rt.jit(rt.vmap(lambda e: d.draw(y, e)))(_noise(rt, key, kind, (particles,) + tuple(noise_shape)))
-    result.samples = {n: rt.to_numpy(v)[None] for n, v in paths.items()}
-    result.log_weights = np.full((1, particles), -math.log(particles))
-    return result
+    paths = draw_paths(_noise(rt, key, kind, (particles,) + tuple(noise_shape)))
+    return Result({n: rt.to_numpy(v)[None] for n, v in paths.items()}, np.full((1, particles), -math.log(particles)),
+                  log_z, 0.0, method="pf", runtime=rt.name, device=rt.device, diagnostics={
+                      "ess": np.full(length, float(particles)), "resampled": np.zeros(length, bool), "log_c": log_c,
+                      "filter_mean": {name: mean}, "filter_var": {name: var}, "smoothed_mean": {name: smean},
+                      "smoothed_var": {name: svar}, "log_z_per_chain": [log_z], "particles": particles,
+                      "smoother": "exact (backward sampling)",
+                      "marginalized": [str(m) for m in compiled.marginals]})
