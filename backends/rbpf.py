@@ -53,17 +53,44 @@ class ConditionalKalman:
         env = {**self.env, self.ss.name: self.rt.xp.broadcast_to(u_t, (self.length,) + tuple(u_t.shape))}
         return self.site({p: env[p] for p in self.site.parents})
 
+    def _laws(self, spec, t):
+        """(A, b, Q, C, c, R) at t (A, b, Q: the step to x_t) of the StateSpaceMarginal `spec`."""
+        chain = spec.chain
+        env_t = {n: (spec.env[n][t] if n in spec.timed else spec.env[n]) for n in spec.env}
+        return (affine(self.rt, lambda p: chain.step_dist(p, t, chain.params), self.shape)
+                + affine(self.rt, lambda x: spec.observe(env_t, x), self.shape))
+
+    def check_local(self, path):
+        """x's step to t and y_t must read u's path at t only (what the filter gives them): their laws given the
+        whole path `path` [T, *U] (a prior draw) and given path[t] at every index must agree at every t."""
+        rt = self.rt
+        whole = self.site({**{p: self.env[p] for p in self.site.parents if p != self.ss.name}, self.ss.name: path})
+
+        def gap(t):
+            a, b = self._laws(whole, t), self._laws(self._spec(path[t]), t)
+            return sum(rt.xp.sum(rt.xp.abs(x - y)) for x, y in zip(a, b))
+        gaps = rt.to_numpy(rt.jit(rt.vmap(gap))(rt.asindex(np.arange(1, self.length))))
+        if not np.all(gaps <= 1e-5):
+            t = 1 + int(np.argmax(~(gaps <= 1e-5)))
+            raise PlanError(f"the laws of the state integrated out given {self.ss.name!r} read more of its path than "
+                            f"{self.ss.name}[t] at t = {t}; a Rao–Blackwellized filter gives them {self.ss.name}[t] "
+                            f"only", site=self.ss.name,
+                            hint=f"write the state's step to t and the observation at t to read {self.ss.name}[t] "
+                                 f"(a particle filter over both paths is not supported)")
+
     def prior(self, u0):
         """(m, P) of x_0 given u_0."""
         chain = self._spec(u0).chain
         return gaussian_moments(self.rt, chain.init_dist(chain.params), self.k)
 
     def predict(self, u, m, P, t):
+        """(m, P) of x_t given y_{0:t−1}, from those of x_{t−1} given y_{0:t−1}, with u_t = u."""
         chain = self._spec(u).chain
         A, b, Q = affine(self.rt, lambda p: chain.step_dist(p, t, chain.params), self.shape)
         return kalman_predict(m, P, A, b, Q)
 
     def update(self, u, m, P, t):
+        """(log p(y_t | y_{0:t−1}, u), m and P given y_{0:t}) with u_t = u."""
         spec = self._spec(u)
         env_t = {n: (spec.env[n][t] if n in spec.timed else spec.env[n]) for n in spec.env}
         C, c, R = affine(self.rt, lambda x: spec.observe(env_t, x), self.shape)
@@ -78,8 +105,7 @@ class RaoBlackwellFilter(fk.FeynmanKac):
         self.offset = path.chain.spec.offset
 
     def _draw(self, key, n, prev=None, t=None):
-        u = self.path.sample(self.path.chain, key, n, prev, t)
-        return u + self.offset if self.offset else u
+        return self.path.sample(self.path.chain, key, n, prev, t) + self.offset
 
     def init(self, key, n):
         u = self._draw(key, n)
@@ -107,6 +133,21 @@ class RaoBlackwellFilter(fk.FeynmanKac):
         return mean, second - mean * mean, u_mean, xp.sum(wu * u * u, axis=0) - u_mean * u_mean, p.u, log_w
 
 
+def _prior_path(path, key):
+    """One draw of u's path [T, *U] from its laws (discrete or not), a scan over t."""
+    rt, offset = path.rt, path.chain.spec.offset
+    k0, k1 = rt.split(key, 2)
+    u0 = path.sample(path.chain, k0, 1) + offset
+    if path.length == 1:
+        return u0
+
+    def step(prev, s):
+        u = path.sample(path.chain, s["key"], 1, prev, s["t"]) + offset
+        return u, u
+    _, rest = rt.scan(step, u0, {"key": rt.split(k1, path.length - 1), "t": rt.asindex(np.arange(1, path.length))})
+    return rt.xp.concatenate([u0, rest[:, 0]])
+
+
 def applies(compiled):
     """Whether x was integrated out by a Kalman filter given a state path u that is left to sample."""
     from .marginals import KALMAN
@@ -130,9 +171,11 @@ def run(compiled, rt, key, particles, resampler="systematic", resample_threshold
         ev = Evaluator(compiled, rt)
         env = model_env(ev, ss)
         path = StatePath(ss, rt, env)
-        offset = path.chain.spec.offset
-        u0 = path.sample(path.chain, rt.key(0), 1)[0] + offset
-        model = RaoBlackwellFilter(path, ConditionalKalman(ss, rt, env, term, u0))
+        u = rt.jit(lambda k: _prior_path(path, k))(rt.key(0))
+        kf = ConditionalKalman(ss, rt, env, term, u[0])
+        if path.length > 1:
+            kf.check_local(u)
+        model = RaoBlackwellFilter(path, kf)
         xname = next(mg.sites[0] for mg in compiled.marginals if mg.observed == term.site)
         cache[sig] = (ss.name, xname, model.kf.shape, rt.jit(
             lambda k: run_filter(path, k, particles, resampler, resample_threshold, "genealogy", model=model)

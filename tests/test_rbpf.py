@@ -148,6 +148,18 @@ def test_the_language_form_against_the_exact_sum():
     assert set(np.unique(r.samples["s"])) <= {1, 2}
 
 
+def test_laws_that_read_another_time_of_the_regime_path_are_refused():
+    """x's step reading s[t − 1]: the filter would give it s[t]; it says so instead of a wrong log Z."""
+    y = simulate(30)
+    model = ppl.model(
+        data={"Gamma": GAMMA, "a": A, "q": Q, "r": R},
+        s=ppl.markov(ppl.Categorical(np.array([0.5, 0.5])), lambda prev, Gamma: ppl.Categorical(Gamma[prev]), 30),
+        x=ppl.markov(ppl.Normal(0.0, 1.0), lambda prev, t, s, a, q: ppl.Normal(a[s[t - 1]] * prev, q[s[t]]), 30),
+        y=lambda x, r: ppl.Normal(x, r)).condition(y=y)
+    with pytest.raises(ppl.PPLError, match=r"read more of its path than s\[t\]"):
+        ppl.sample(model, method="pf", particles=100, seed=0, runtime="pyro")
+
+
 def test_other_methods_say_the_regime_path_is_discrete():
     y = simulate(10)
     with pytest.raises(ppl.PPLError, match="discrete"):
