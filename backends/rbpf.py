@@ -53,12 +53,15 @@ class ConditionalKalman:
         env = {**self.env, self.ss.name: self.rt.xp.broadcast_to(u_t, (self.length,) + tuple(u_t.shape))}
         return self.site({p: env[p] for p in self.site.parents})
 
-    def _laws(self, spec, t):
-        """(A, b, Q, C, c, R) at t (A, b, Q: the step to x_t) of the StateSpaceMarginal `spec`."""
+    def _transition(self, spec, t):
+        """(A, b, Q) of the step to x_t in the StateSpaceMarginal `spec`."""
         chain = spec.chain
+        return affine(self.rt, lambda p: chain.step_dist(p, t, chain.params), self.shape)
+
+    def _observation(self, spec, t):
+        """(C, c, R) of y_t given x_t in `spec` (data with a time axis sliced at t)."""
         env_t = {n: (spec.env[n][t] if n in spec.timed else spec.env[n]) for n in spec.env}
-        return (affine(self.rt, lambda p: chain.step_dist(p, t, chain.params), self.shape)
-                + affine(self.rt, lambda x: spec.observe(env_t, x), self.shape))
+        return affine(self.rt, lambda x: spec.observe(env_t, x), self.shape)
 
     def check_local(self, path):
         """x's step to t and y_t must read u's path at t only (what the filter gives them): their laws given the
@@ -67,7 +70,9 @@ class ConditionalKalman:
         whole = self.site({**{p: self.env[p] for p in self.site.parents if p != self.ss.name}, self.ss.name: path})
 
         def gap(t):
-            a, b = self._laws(whole, t), self._laws(self._spec(path[t]), t)
+            one = self._spec(path[t])
+            a = self._transition(whole, t) + self._observation(whole, t)
+            b = self._transition(one, t) + self._observation(one, t)
             return sum(rt.xp.sum(rt.xp.abs(x - y)) for x, y in zip(a, b))
         gaps = rt.to_numpy(rt.jit(rt.vmap(gap))(rt.asindex(np.arange(1, self.length))))
         if not np.all(gaps <= 1e-5):
@@ -85,16 +90,11 @@ class ConditionalKalman:
 
     def predict(self, u, m, P, t):
         """(m, P) of x_t given y_{0:t−1}, from those of x_{t−1} given y_{0:t−1}, with u_t = u."""
-        chain = self._spec(u).chain
-        A, b, Q = affine(self.rt, lambda p: chain.step_dist(p, t, chain.params), self.shape)
-        return kalman_predict(m, P, A, b, Q)
+        return kalman_predict(m, P, *self._transition(self._spec(u), t))
 
     def update(self, u, m, P, t):
         """(log p(y_t | y_{0:t−1}, u), m and P given y_{0:t}) with u_t = u."""
-        spec = self._spec(u)
-        env_t = {n: (spec.env[n][t] if n in spec.timed else spec.env[n]) for n in spec.env}
-        C, c, R = affine(self.rt, lambda x: spec.observe(env_t, x), self.shape)
-        return kalman_update(self.rt.xp, m, P, C, c, R, self.y[t])
+        return kalman_update(self.rt.xp, m, P, *self._observation(self._spec(u), t), self.y[t])
 
 
 class RaoBlackwellFilter(fk.FeynmanKac):
