@@ -144,9 +144,32 @@ def test_what_is_not_linear_gaussian_stays_sampled(case):
     assert compiled.latent == ["x"] and not compiled.marginals
 
 
+def _log_lik(a, m, y):
+    """The Kalman log-likelihood of the scalar model m with its coefficient replaced by each of a [G] (a numpy
+    filter vectorized over a; `ssm_reference`'s, one a at a time, checks it in `test_quadrature_filter`)."""
+    q, c, r = m.Q[0, 0], m.C[0, 0], m.R[0, 0]
+    mean, var, ll = np.full_like(a, m.m0[0]), np.full_like(a, m.P0[0, 0]), np.zeros_like(a)
+    for t, yt in enumerate(np.asarray(y).reshape(-1)):
+        if t:
+            mean, var = a * mean, a * a * var + q
+        s = c * c * var + r
+        ll += -0.5 * ((yt - c * mean) ** 2 / s + np.log(2 * np.pi * s))
+        k = var * c / s
+        mean, var = mean + k * (yt - c * mean), (1 - k * c) * var
+    return ll
+
+
+def test_quadrature_filter():
+    m = issue_model()
+    y = _data(m, seed=1)
+    a = np.array([-0.5, 0.3, 0.9])
+    np.testing.assert_allclose(_log_lik(a, m, y), [LinearGaussianSSM(v, m.Q, m.C, m.R, m.m0, m.P0).kalman(y)["log_lik"]
+                                                   for v in a], rtol=1e-12)
+
+
 def _posterior_of_a(m, y, grid=np.linspace(-0.999, 0.999, 2001)):
     """Mean and sd of a | y (uniform prior) by quadrature of the Kalman likelihood."""
-    ll = np.array([LinearGaussianSSM(a, m.Q, m.C, m.R, m.m0, m.P0).kalman(y)["log_lik"] for a in grid])
+    ll = _log_lik(grid, m, y)
     w = np.exp(ll - ll.max())
     w /= w.sum()
     mean = np.sum(w * grid)
@@ -180,28 +203,46 @@ def test_nuts_and_pmmh_on_the_exact_marginal(runtime):
 
 
 def test_nuts_and_pmmh_on_the_exact_marginal_fast():
-    """Its CI part: NUTS on NumPyro, PMMH on Pyro, shorter runs on the first 40 observations."""
+    """Its CI part: NUTS on Pyro and PMMH on NumPyro, shorter runs on the first 20 observations (NUTS on NumPyro
+    is 20 s of compiling)."""
     m = issue_model()
-    y = _data(m, seed=1)[:40]
+    y = _data(m, seed=1)[:20]
     mean, sd = _posterior_of_a(m, y)
-    prog = load_ppl(AR, T=40, y=y.tolist())
-    r = prog.sample(method="nuts", chains=2, num_warmup=150, num_samples=200, seed=0, runtime="numpyro")
-    assert r.samples["x"].shape == (2, 200, 40)
+    prog = load_ppl(AR, T=20, y=y.tolist())
+    r = prog.sample(method="nuts", chains=2, num_warmup=100, num_samples=150, seed=0, runtime="pyro")
+    assert r.samples["x"].shape == (2, 150, 20)
     _check_mean(r.samples["a"], _ess(r), mean, sd)
-    p = prog.sample(method="pmmh", chains=2, num_warmup=150, num_samples=300, seed=0, runtime="pyro")
+    p = prog.sample(method="pmmh", chains=2, num_warmup=150, num_samples=300, seed=0, runtime="numpyro")
     _check_mean(p.samples["a"], _ess(p), mean, sd)
 
 
-@pytest.mark.parametrize("runtime", ["numpyro", pytest.param("pyro", marks=pytest.mark.slow)])
+def _log_evidence(m, y):
+    """log ∫ p(y | a) p(a) da (a ~ uniform(−1, 1)) by quadrature."""
+    grid = np.linspace(-0.9999, 0.9999, 4001)
+    ll = _log_lik(grid, m, y)
+    return ll.max() + math.log(np.trapezoid(np.exp(ll - ll.max()), grid) / 2.0)
+
+
+@pytest.mark.parametrize("runtime", RUNTIMES)
+def test_is_log_z_on_the_exact_marginal(runtime):
+    """Importance sampling over a alone: log Z against quadrature within 4 se, with a se of that size."""
+    m = issue_model()
+    y = _data(m, seed=1)[:40]
+    exact = _log_evidence(m, y)
+    r = load_ppl(AR, T=40, y=y.tolist()).sample(method="is", particles=4000, seed=0, runtime=runtime)
+    assert abs(r.log_z - exact) < 4 * r.log_z_se and r.log_z_se < 0.05, (r.log_z, r.log_z_se, exact)
+    assert r.samples["x"].shape == (1, 4000, 40)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("runtime", RUNTIMES)
 def test_smc_log_z_on_the_exact_marginal(runtime):
     """SMC over a alone (the path integrated out): log Z = log ∫ p(y | a) p(a) da against quadrature, within
     4 se; the particles carry draws of x. (Pyro: 97 s under load, each of SMC's density evaluations a
     40-step Python loop under vmap; NumPyro 36 s, mostly compiling.)"""
     m = issue_model()
     y = _data(m, seed=1)[:40]
-    grid = np.linspace(-0.9999, 0.9999, 4001)
-    ll = np.array([LinearGaussianSSM(a, m.Q, m.C, m.R, m.m0, m.P0).kalman(y)["log_lik"] for a in grid])
-    exact = ll.max() + math.log(np.trapezoid(np.exp(ll - ll.max()), grid) / 2.0)
+    exact = _log_evidence(m, y)
     r = load_ppl(AR, T=40, y=y.tolist()).sample(method="smc", particles=2000, seed=0, runtime=runtime)
     assert abs(r.log_z - exact) < 4 * r.log_z_se and r.log_z_se < 0.05, (r.log_z, r.log_z_se, exact)
     assert r.samples["x"].shape == (1, 2000, 40)
