@@ -5,6 +5,11 @@ Models (the same data for every sampler):
       (`particles.kalman.LinearGauss(rho=0.9, sigmaX=1, sigmaY=1)`); exact log-likelihood by the Kalman filter
   sv  stochastic volatility, T = 200: mu = -1, phi = 0.95, sigma = 0.25 (`particles.state_space_models.StochVol`)
 
+  sw  switching linear-Gaussian, 2 regimes, T = 100 (tests/test_rbpf.py): s[t] ~ GAMMA[s[t-1]],
+      x[t] ~ N(a[s[t]] x[t-1], q[s[t]]), y[t] ~ N(x[t], 0.7); ppl's pf is the Rao–Blackwellized filter (particles
+      over s, a Kalman filter of x per particle) against the numpy bootstrap filter over (s, x) of that test (the
+      same resampling; `particles` and ppl's bootstrap pf do not run over two paths)
+
 The marginalized rows (lg only): the compiler integrates the linear-Gaussian path out and `pf` is the Kalman
 filter (`marginalize=True`, the default; the bootstrap rows pass `marginalize=False`), beside `particles`'
 own Kalman filter (`particles.kalman.Kalman`): variance 0 and the error of float arithmetic, at the cost of one
@@ -24,7 +29,7 @@ thread for milliseconds).
 Run:
 
     python benchmarks/particle_filter.py [--particles 1000 10000 100000] [--seeds 10] [--device cpu|cuda]
-                                         [--runtimes numpyro pyro] [--models lg sv] [--threads 1]
+                                         [--runtimes numpyro pyro] [--models lg sv sw] [--threads 1]
 
 (`--runtimes` with no names runs `particles` and the Kalman column only). `particles` is optional; install it
 without its dependencies, which pin numpy<2 in its metadata although it runs on numpy 2 (installing them would
@@ -47,7 +52,7 @@ from ssm_reference import LinearGaussianSSM, simulate_sv  # noqa: E402
 
 LG = {"rho": 0.9, "sigmaX": 1.0, "sigmaY": 1.0}
 SV = {"mu": -1.0, "phi": 0.95, "sigma": 0.25}
-LENGTH = {"lg": 100, "sv": 200}
+LENGTH = {"lg": 100, "sv": 200, "sw": 100}
 
 
 def make_data(model):
@@ -57,6 +62,9 @@ def make_data(model):
                               LG["sigmaX"] ** 2 / (1 - LG["rho"] ** 2))
         _, y = m.simulate(LENGTH[model], seed=0)
         return y[:, 0], m.kalman(y)["log_lik"]
+    if model == "sw":
+        from test_rbpf import simulate
+        return simulate(LENGTH[model]), None
     _, y = simulate_sv(LENGTH[model], seed=0, **SV)
     return y, None
 
@@ -119,6 +127,19 @@ def ppl_runner(model, y, n, runtime, device, marginalize=False):
     return run
 
 
+def switching_samplers(y, n, runtimes, device):
+    """The switching model's rows: (name, make) with make() -> (seed -> log Z); ppl's pf is the RBPF."""
+    import ppl
+    import test_rbpf
+
+    def rbpf(rt):
+        target = ppl.compile(test_rbpf.switching(y), method="pf")
+        return lambda seed: float(ppl.sample(target, method="pf", particles=n, seed=seed, runtime=rt, device=device,
+                                             resample_threshold=0.5, resampler="systematic", progress=False).log_z)
+    return ([("bootstrap (numpy)", lambda: lambda seed: test_rbpf.bootstrap_log_z(y, n, seed))]
+            + [(f"ppl {rt} RBPF", lambda rt=rt: rbpf(rt)) for rt in runtimes])
+
+
 # ---- measuring ----------------------------------------------------------------------------------------------
 
 def row(model, n, sampler, first, times, log_z, exact):
@@ -139,7 +160,7 @@ def main(argv=None):
     ap.add_argument("--seeds", type=int, default=10)
     ap.add_argument("--device", choices=("cpu", "cuda"), default="cpu")
     ap.add_argument("--runtimes", nargs="*", default=["numpyro", "pyro"], choices=("numpyro", "pyro"))
-    ap.add_argument("--models", nargs="+", default=["lg", "sv"], choices=("lg", "sv"))
+    ap.add_argument("--models", nargs="+", default=["lg", "sv", "sw"], choices=("lg", "sv", "sw"))
     ap.add_argument("--threads", type=int, default=1, help="CPU threads of torch and XLA (numpy's are 1)")
     args = ap.parse_args(argv)
     if args.seeds < 2:
@@ -175,10 +196,10 @@ def main(argv=None):
     for m in args.models:
         y, exact = data[m]
         for n in args.particles:
-            samplers = []
-            if have_particles:
+            samplers = switching_samplers(y, n, args.runtimes, args.device) if m == "sw" else []
+            if have_particles and m != "sw":
                 samplers.append(("particles", lambda: particles_runner(m, y, n)))
-            for rt in args.runtimes:
+            for rt in args.runtimes if m != "sw" else ():
                 samplers.append((f"ppl {rt}", lambda rt=rt: ppl_runner(m, y, n, rt, args.device)))
             if m == "lg":
                 if have_particles:
