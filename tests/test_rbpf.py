@@ -94,6 +94,39 @@ def test_short_series_against_the_exact_sum(runtime):
     assert np.all((r.diagnostics["filter_mean"]["s"] >= 0) & (r.diagnostics["filter_mean"]["s"] <= 1))
 
 
+def test_a_two_dimensional_state_and_a_regime_read_by_the_observation():
+    """x in 2-d (MultivariateNormal steps A[s[t]] x, Q[s[t]]), y[t] ~ N(C x[t] + c[s[t]], 0.5): log Z against the
+    exact sum over the 2^7 regime paths, on pyro (numpyro by hand: over 12 seeds at N = 4000 the mean error was
+    -0.013 ± 0.018 with se 0.061 per run; pyro -0.022 ± 0.014)."""
+    gamma = np.array([[0.9, 0.1], [0.2, 0.8]])
+    a = np.array([[[0.9, 0.1], [0.0, 0.7]], [[0.3, -0.2], [0.1, 0.5]]])
+    q = np.array([0.3 * np.eye(2), 1.2 * np.eye(2)])
+    c, cs, r, length = np.array([1.0, 0.5]), np.array([0.0, 2.0]), 0.5, 7
+    y = np.random.default_rng(3).normal(0, 2, length)
+
+    def log_lik(s):
+        m, P, ll = np.zeros(2), np.eye(2), 0.0
+        for t in range(length):
+            if t:
+                m, P = a[s[t]] @ m, a[s[t]] @ P @ a[s[t]].T + q[s[t]]
+            S, v = c @ P @ c + r ** 2, y[t] - c @ m - cs[s[t]]
+            K = P @ c / S
+            ll += -0.5 * (math.log(2 * math.pi * S) + v * v / S)
+            m, P = m + K * v, P - np.outer(K, K) * S
+        return ll
+    exact = np.logaddexp.reduce([math.log(0.5) + sum(math.log(gamma[s[t - 1], s[t]]) for t in range(1, length))
+                                 + log_lik(s) for s in itertools.product(range(2), repeat=length)])
+    model = ppl.model(
+        data={"Gamma": gamma, "A": a, "Q": q, "c": c, "cs": cs},
+        s=ppl.markov(ppl.Categorical(np.array([0.5, 0.5])), lambda prev, Gamma: ppl.Categorical(Gamma[prev]), length),
+        x=ppl.markov(ppl.MultivariateNormal(np.zeros(2), np.eye(2)),
+                     lambda prev, t, s, A, Q: ppl.MultivariateNormal(A[s[t]] @ prev, Q[s[t]]), length),
+        y=lambda x, s, c, cs: ppl.Normal(x @ c + cs[s], r)).condition(y=y)
+    res = ppl.sample(model, method="pf", particles=4000, seed=0, runtime="pyro")
+    assert abs(res.log_z - exact) < 4 * res.log_z_se
+    assert res.diagnostics["filter_mean"]["x"].shape == (length, 2)
+
+
 @pytest.fixture(scope="module")
 def long_series():
     """y (T = 100), the target compiled once (its filter is then compiled once per runtime and N), and the
