@@ -64,15 +64,19 @@ class Compiled:
         if not isinstance(target, Target):
             raise PlanError(f"expected a target (ppl.model(...) or an expression of targets), got {type(target).__name__}")
         self.target = target.folded()
-        #: what the compiler integrated out (`marginalize.py`); none with a reference, which names every site
+        #: what the compiler integrated out (`marginalize.py`); none where a `reference` names a site it would remove
+        #: (the reference is then over every site)
         self.marginals = []
         #: the latent sites as the target declares them, in order (draws of integrated-out ones keep their place)
         self.declared = list(dict.fromkeys(n for m in self.target.models() for n, s in m.sites.items()
                                            if s.kind == "latent" and n not in m.observed))
         self.method = method
-        if marginalize and reference is None:
-            self.target, self.marginals = integrate_out(
-                self.target, lambda: Compiled(target, fold=fold, marginalize=False), method)
+        if marginalize:
+            rewritten, marginals = integrate_out(self.target, lambda: Compiled(target, fold=fold, marginalize=False),
+                                                 method)
+            named = set(reference.latent_names()) if isinstance(reference, Model) else set()
+            if not named & {site for mg in marginals for site in mg.sites}:
+                self.target, self.marginals = rewritten, marginals
         terms = expand(self.target)
         if not terms:
             raise PlanError(f"the target {self.target.describe()} has no sites and no factors: nothing to sample")

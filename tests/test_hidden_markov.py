@@ -234,9 +234,6 @@ model ref {
 REFERENCE_RUNS = {"smc": dict(particles=1000, kernel="hmc"), "ais": dict(particles=4000)}
 
 
-@pytest.mark.xfail(raises=PPLError, strict=True,
-                   reason="compiler/plan.py integrates nothing out when reference= is given, so the reference would "
-                          "have to name z (the target's sites are then theta1, theta2, mu, z)")
 @pytest.mark.slow   # ~35 s (smc), ~25 s (ais) on 2 shared cores, most of it compiling; pyro: > 5 min, not run
 @pytest.mark.parametrize("method", list(REFERENCE_RUNS))
 def test_hmm_reference_methods_against_posteriordb(reference, method):
