@@ -8,7 +8,8 @@ Models (the same data for every sampler):
   sw  switching linear-Gaussian, 2 regimes, T = 100 (tests/test_rbpf.py): s[t] ~ GAMMA[s[t-1]],
       x[t] ~ N(a[s[t]] x[t-1], q[s[t]]), y[t] ~ N(x[t], 0.7); ppl's pf is the Rao–Blackwellized filter (particles
       over s, a Kalman filter of x per particle) against the numpy bootstrap filter over (s, x) of that test (the
-      same resampling; `particles` and ppl's bootstrap pf do not run over two paths)
+      same resampling) and `particles`' bootstrap filter over the joint state (s, x), a structured array
+      (`switching_ssm`; ppl's bootstrap pf does not run over two paths)
 
 The marginalized rows (lg only): the compiler integrates the linear-Gaussian path out and `pf` is the Kalman
 filter (`marginalize=True`, the default; the bootstrap rows pass `marginalize=False`), beside `particles`'
@@ -71,12 +72,49 @@ def make_data(model):
 
 # ---- the two samplers: each returns a function seed -> log Z ------------------------------------------------
 
+def switching_ssm():
+    """The switching model as a `particles` state-space model over the joint state (s, x), a structured array
+    (fields s: int, x: float): s[0] ~ (1/2, 1/2), x[0] ~ N(0, 1); s[t] ~ GAMMA[s[t-1]], x[t] | s[t] ~
+    N(a[s[t]] x[t-1], q[s[t]]); y[t] ~ N(x[t], r)."""
+    from collections import OrderedDict
+
+    from particles import distributions as dists
+    from particles import state_space_models as ssm
+    from test_rbpf import GAMMA, A, Q, R
+
+    class Regime(dists.DiscreteDist):
+        """s ∈ {0, 1} with P(s = 1) = p1 (one per particle): `Categorical` draws a row at a time in Python."""
+
+        def __init__(self, p1):
+            self.p1 = p1
+
+        def rvs(self, size=None):
+            return (np.random.rand(size) < self.p1).astype(np.int64)   # numpy's global generator, as particles
+
+        def logpdf(self, s):
+            return np.log(np.where(s == 1, self.p1, 1.0 - self.p1))
+
+    class Switching(ssm.StateSpaceModel):
+        def PX0(self):
+            return dists.StructDist(OrderedDict(s=Regime(0.5), x=dists.Normal(0.0, 1.0)))
+
+        def PX(self, t, xp):
+            return dists.StructDist(OrderedDict(   # x's law reads the new regime v["s"], drawn first
+                s=Regime(GAMMA[xp["s"], 1]),
+                x=dists.Cond(lambda v: dists.Normal(loc=A[v["s"]] * xp["x"], scale=Q[v["s"]]))))
+
+        def PY(self, t, xp, x):
+            return dists.Normal(loc=x["x"], scale=R)
+    return Switching()
+
+
 def particles_runner(model, y, n):
-    import particles
     from particles import state_space_models as ssm
     from particles.kalman import LinearGauss
     if model == "lg":
         ssm_model = LinearGauss(**LG)
+    elif model == "sw":
+        ssm_model = switching_ssm()
     else:
         ssm_model = ssm.StochVol(mu=SV["mu"], rho=SV["phi"], sigma=SV["sigma"])
     fk = ssm.Bootstrap(ssm=ssm_model, data=y)
@@ -197,7 +235,7 @@ def main(argv=None):
         y, exact = data[m]
         for n in args.particles:
             samplers = switching_samplers(y, n, args.runtimes, args.device) if m == "sw" else []
-            if have_particles and m != "sw":
+            if have_particles:
                 samplers.append(("particles", lambda: particles_runner(m, y, n)))
             for rt in args.runtimes if m != "sw" else ():
                 samplers.append((f"ppl {rt}", lambda rt=rt: ppl_runner(m, y, n, rt, args.device)))
