@@ -253,3 +253,24 @@ def test_hmm_reference_methods_against_posteriordb(reference, method):
     print(f"hmm_example ({method}, numpyro): {worst}")
     assert ok, worst
     check_z(prog, r)
+
+
+# ---- the observation written in a loop (Stan's style) ------------------------------------------------------------
+def test_hmm_observed_in_a_loop_is_the_vector_observation(runtime):
+    """`for t in 1:N { y[t] ~ normal(mu[z[t]], 1) }` is the observed site y of `y ~ normal(mu[z], 1)`: the same plan
+    (z summed out by the forward algorithm) and the same log density at random points."""
+    vector = HMM.read_text()
+    looped = vector.replace("y ~ normal(mu[z], 1)", "for t in 1:N { y[t] ~ normal(mu[z[t]], 1) }")
+    assert looped != vector
+    a, b = (ppl.load_ppl(src, data=str(HMM_DATA)).compile("hmm_example") for src in (looped, vector))
+    assert str(a) == str(b)
+    assert [(m.sites, m.observed, m.how) for m in a.marginals] == [(("z",), "y", "the forward algorithm")]
+    z = np.random.default_rng(3).normal(size=(4, a.dim))
+    np.testing.assert_allclose(log_joint(a, runtime, z), log_joint(b, runtime, z), rtol=1e-9)
+
+
+def test_a_loop_observation_reading_a_vector_per_step_says_so():
+    """y[t] ~ normal(mu, 1) with mu a vector: each step would observe y[t] under len(mu) laws; it is an error."""
+    src = MIXTURE.replace("y ~ normal(mu[z], 1)", "for t in 1:N { y[t] ~ normal(mu, 1) }")
+    with pytest.raises(PPLError, match="must be a number"):
+        ppl.load_ppl(src, N=3, y=[0.1, 0.2, 0.3], w=[0.2, 0.3, 0.5]).compile("mix")

@@ -3,9 +3,10 @@
 Statements are taken in dependency order (`names.dependency_order`, so they may be written in any order).
 Each statement becomes a site (see `ppl.target.Site`) whose function interprets the statement's syntax,
 and whose `source` is (file, line, column) of the statement: a latent site (`x ~ dist`, `x : type ~ dist`,
-or a flat `x : type`), an observation (`y ~ dist` for data y), a deterministic value (`=` and its indexed and
-looped updates, grouped), a factor, or a latent state drawn element by element (a `ppl.markov` site). A
-declared type restricts its distribution to the type's support: the language never truncates silently.
+or a flat `x : type`), an observation (`y ~ dist` for data y; `for t in 1:N { y[t] ~ dist }` is one,
+`vectorize.py`), a deterministic value (`=` and its indexed and looped updates, grouped), a factor, or a
+latent state drawn element by element (a `ppl.markov` site). A declared type restricts its distribution to
+the type's support: the language never truncates silently.
 """
 import math as _pymath
 import warnings
@@ -24,6 +25,7 @@ from .names import (PREV, State, assigned, blocks, dependency_order, free, lag, 
                     walk, writes)
 from .source import suggest
 from .symbolic import NeedsData, Symbolic
+from .vectorize import whole_observation
 
 _POSITIVE = {"half_normal", "half_cauchy", "half_student_t", "lognormal", "exponential", "gamma", "inverse_gamma"}
 _REAL = {"normal", "cauchy", "student_t", "laplace"}
@@ -76,6 +78,8 @@ class ModelBuilder:
             elif isinstance(s, S.For) and any(isinstance(b, S.Tilde) and b.target.name in self.states
                                               for b in walk(s.body)):
                 self.state_loop(s)
+            elif isinstance(s, S.For) and (whole := whole_observation(s, self.data, self.interp, self.src)):
+                self.tilde(*whole)
             elif isinstance(s, S.Factor):
                 self.factor(s)
             elif isinstance(s, S.ObserveExpr):
@@ -392,7 +396,9 @@ class ModelBuilder:
             return family in _POSITIVE
         return set(bounds) == {"lower", "upper"} and (value("lower"), value("upper")) == (0, 1) and family in _UNIT
 
-    def tilde(self, s):
+    def tilde(self, s, check=None):
+        """`y ~ dist` (data y, or an element y[i]): observed; `x ~ dist`: latent. `check(env, fw)`, where given,
+        runs before the law is built (`vectorize.whole_observation`)."""
         lv, dist = s.target, s.dist
         name, idx = lv.name, lv.indices
         if name in self.data:
@@ -419,7 +425,12 @@ class ModelBuilder:
             site = name
         parents = self.parents(reads(dist), own=site)
         interp = self.interp
-        fn = lambda **env: interp.distribution(dist, env, pm.framework(list(env.values())))  # noqa: E731
+
+        def fn(**env):
+            fw = pm.framework(list(env.values()))
+            if check is not None:
+                check(env, fw)
+            return interp.distribution(dist, env, fw)
         self.add_latent(site, fn, parents, s)
 
     def observe_expr(self, s):
