@@ -64,6 +64,10 @@ def support_name(constraint):
     return type(constraint).__name__.lstrip("_")
 
 
+#: the supports an observation is checked against with their bounds (an interval, a one-sided truncation)
+BOUNDED = ("Interval", "GreaterThan", "LessThan")
+
+
 class Evaluator:
     """The per-particle evaluation of a compiled target on one runtime."""
 
@@ -197,7 +201,7 @@ class Evaluator:
                 error = error and ValueRangeError(f"{t.label}: parameter {error}", site=t.site)
         if error is None and t.kind == "likelihood":
             y = concrete(self.obs[m.name][t.site])
-            bounds = d.support.params if fixed and support_name(d.support) == "Interval" else {}
+            bounds = d.support.params if fixed and support_name(d.support) in BOUNDED else {}
             error = y is not None and outside_support(support_name(d.support), y, bounds.get("low"), bounds.get("high"))
             error = error and SupportError(f"observed {t.site!r} of model {m.name}: {error}", site=t.site)
         if error:
@@ -415,8 +419,8 @@ class Program:
         if said is None and t.kind == "likelihood":
             d, y = self.ev.term_dist(t, values, dets, dists), self.ev.obs[t.model.name][t.site]
             support = support_name(d.support)
-            bounds = [self.rt.to_numpy(getattr(d.support, b)) for b in ("lower_bound", "upper_bound")] \
-                if support == "Interval" else [None, None]
+            bounds = [self.rt.to_numpy(getattr(d.support, b)) if hasattr(d.support, b) else None
+                      for b in ("lower_bound", "upper_bound")] if support in BOUNDED else [None, None]
             said = outside_support(support, self.rt.to_numpy(y).astype(np.float64), *bounds)
         return said
 

@@ -140,17 +140,20 @@ def invalid_parameter(family, params):
 
 def outside_support(support, y, low=None, high=None):
     """'value ... is outside the support' where the observation y (numpy) is not in the support named `support`
-    (within [low, high] when given: an interval), or None."""
+    (above `low`, below `high` where given: an interval, or a one-sided truncation), or None."""
     constraint = SUPPORT_CONSTRAINTS.get(support)
     with np.errstate(invalid="ignore"):
         ok = CONSTRAINTS[constraint][0](y) if constraint else np.isfinite(y)
         if low is not None:
-            ok = ok & (y >= low) & (y <= high)
+            ok = ok & (y >= low)
+        if high is not None:
+            ok = ok & (y <= high)
     if np.all(ok):
         return None
     bad = y[~ok] if np.shape(ok) == np.shape(y) else y
-    where = f" [{_shown(np.asarray(low))}, {_shown(np.asarray(high))}]" if low is not None else ""
-    return f"{_shown(bad)} is outside its support ({support}{where})"
+    ends = ("[" + ("-inf" if low is None else _shown(np.asarray(low))) + ", " +
+            ("inf" if high is None else _shown(np.asarray(high))) + "]")
+    return f"{_shown(bad)} is outside its support ({support}{'' if low is None and high is None else ' ' + ends})"
 
 
 class Distribution:

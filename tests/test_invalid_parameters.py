@@ -1,6 +1,7 @@
 """Invalid parameters and observations are named where they are written (issue 36): constant ones when the
 distribution is built or the program checked, those that depend on a particle after a run whose weights failed,
 with the site, the parameter and (for a `.ppl` program) file:line:col. Never "all weights vanished"."""
+import re
 import math
 
 import numpy as np
@@ -144,3 +145,24 @@ def test_a_reward_returning_plus_inf_is_named(runtime):
     target = ppl.model(x=ppl.Normal(0.0, 1.0)).tilt(lambda x: ppl.math.where(x > 1, math.inf, 0.0))
     with pytest.raises(ppl.InferenceError, match=r"reward <lambda> was \+inf at \d+ of 1000 particles"):
         ppl.sample(target, method="is", runtime=runtime, particles=1000, seed=0)
+
+
+TRUNCATED = "data y : real[3]\nmodel m {\n  mu ~ normal(0, 1)\n  y ~ normal(LOC, 1) [3] T[BOUNDS]\n}\n"
+
+
+@pytest.mark.parametrize("bounds, support", [("0, ", "GreaterThan [0, inf]"), (", 1", "LessThan [-inf, 1]"),
+                                             ("0, 1", "Interval [0, 1]")])
+@pytest.mark.parametrize("runtime", ["numpyro", "pyro"])
+def test_an_observation_outside_a_truncation_is_named(bounds, support, runtime):
+    """One-sided truncations as two-sided ones (issue 37: an observation below T[0, ] gave 'all weights
+    vanished'): by the run where the law reads parameters, by the compiler where it reads data only."""
+    y = [0.5, -1.0, 2.0]
+    bad = re.escape({"0, ": "-1", ", 1": "2", "0, 1": "[-1.,  2.]"}[bounds])
+    src = TRUNCATED.replace("BOUNDS", bounds)
+    with pytest.raises(ppl.PPLError, match=rf"m.ppl:4:3: importance sampling: likelihood m.y: {bad} is outside its "
+                                           rf"support \({re.escape(support)}\)"):
+        ppl.load_ppl(src.replace("LOC", "mu"), filename="m.ppl", y=y).sample(method="is", particles=50,
+                                                                             runtime=runtime)
+    with pytest.raises(ppl.PPLError, match=rf"m.ppl:4:3: observed 'y' of model m: {bad} is outside its support "
+                                           rf"\({re.escape(support)}\)"):
+        ppl.load_ppl(src.replace("LOC", "0.5"), filename="m.ppl", y=y).compile()
