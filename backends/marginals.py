@@ -35,14 +35,9 @@ def observed_terms(compiled):
     return out
 
 
-def lowered(compiled, ev, term, theta):
+def lowered(ev, term, theta):
     """The lowered marginal of `term` at the latent values θ (one particle)."""
-    m = term.model
-    env = ev.env(m, theta, {})
-    for node in compiled.order:
-        if node.kind == "det" and node.model is m:
-            env[node.name] = m.sites[node.name](env)
-    return ev.spec(term, env).lower(ev.rt)
+    return ev.spec(term, ev.model_env(term.model, theta)).lower(ev.rt)
 
 
 def _noise(rt, key, kind, shape):
@@ -61,12 +56,12 @@ def draw(compiled, rt, key, result):
              for n in compiled.latent}
     for (term, mg), k in zip(terms, rt.split(key, len(terms))):
         y = ev.obs[term.model.name][term.site]
-        kind, noise_shape = lowered(compiled, ev, term, {n: v[0] for n, v in theta.items()}).noise(y)
+        kind, noise_shape = lowered(ev, term, {n: v[0] for n, v in theta.items()}).noise(y)
         if count * math.prod(noise_shape) > MAX_DRAWN:
             result.diagnostics.setdefault("marginalized_not_drawn", []).extend(mg.sites)
             continue
         noise = _noise(rt, k, kind, (count,) + tuple(noise_shape))
-        drawn = rt.jit(rt.vmap(lambda th, e: lowered(compiled, ev, term, th).draw(y, e)))(theta, noise)
+        drawn = rt.jit(rt.vmap(lambda th, e: lowered(ev, term, th).draw(y, e)))(theta, noise)
         for name, v in drawn.items():
             v = rt.to_numpy(v)
             result.samples[name] = v.reshape(shape + v.shape[1:])
@@ -83,13 +78,9 @@ def _kalman_programs(compiled, rt):
         ev = Evaluator(compiled, rt)
         (term, mg), = [(t, mg) for t, mg in observed_terms(compiled) if mg.how == KALMAN]
         y = ev.obs[term.model.name][term.site]
-        d = lowered(compiled, ev, term, {})
-
-        def log_z():
-            values, dets, _, dists, _ = ev.latent_values(rt.xp.zeros((0,)), compiled.layout)
-            return sum(t.coef * (rt.asarray(v) if isinstance(v, float) else v)
-                       for t, v in zip(compiled.terms, ev.term_values(values, dets, dists)[0]))
-        cache[repr(rt)] = (rt.jit(log_z), rt.jit(lambda: d.moments(y)),
+        d = lowered(ev, term, {})
+        prog = compiled.lower(rt)
+        cache[repr(rt)] = (rt.jit(lambda: sum(prog.log_parts(rt.xp.zeros((0,))))), rt.jit(lambda: d.moments(y)),
                            rt.jit(rt.vmap(lambda e: d.draw(y, e))), d.noise(y), mg.sites[0], d.state_shape())
     return cache[repr(rt)]
 

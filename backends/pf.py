@@ -361,17 +361,6 @@ def backward_simulation(path, key, xs, log_w, m):
     return xp.stack(out[::-1], axis=1)
 
 
-def model_env(ev, ss, theta=None):
-    """What the state's laws and the observations read: the model's data and observations (as the evaluator
-    `ev` holds them), θ, and its deterministic sites."""
-    m = ss.model
-    env = ev.env(m, theta or {}, {})
-    for node in ss.compiled.order:
-        if node.kind == "det" and node.model is m:
-            env[node.name] = m.sites[node.name](env)
-    return env
-
-
 def rest_log_density(ss, ev, env):
     """The terms that do not read the path (priors and likelihoods of θ, constants), at θ in `env`."""
     total = 0.0
@@ -427,7 +416,7 @@ def run(compiled, rt, key, particles=1000, progress=None, resampler="systematic"
                             hint=f"use {advice.options('smc', True)} or {advice.options('is', True)} for the "
                                  f"state's prior")
         ev = Evaluator(compiled, rt)
-        env = model_env(ev, ss)
+        env = ev.model_env(ss.model, {})
         path = StatePath(ss, rt, env, proposal)
         path.check_elementwise(k_check)
         if not rt.compiles_loops:   # the laws batched where they allow, one compiled kernel per step

@@ -23,7 +23,7 @@ from ..errors import PlanError, ValueRangeError
 from ..result import Result
 from . import method
 from .hmc import diagnose
-from .pf import StatePath, check_particles, model_env, rest_log_density, run_filter
+from .pf import StatePath, check_particles, rest_log_density, run_filter
 
 
 class Parameters:
@@ -66,7 +66,7 @@ def _filtered(compiled, rt, particles, resampler, resample_threshold):
 
     def log_target(k, u):
         theta, ldj = params.constrain(u)
-        env = model_env(ev, ss, theta)
+        env = ev.model_env(ss.model, theta)
         state, info = run_filter(StatePath(ss, rt, env), k, particles, resampler, resample_threshold)
         value = info.log_c.sum() + rest_log_density(ss, ev, env) + ldj
         return rt.xp.where(rt.xp.isnan(value), -float("inf"), value)

@@ -24,9 +24,10 @@ from ..compiler.lower import Evaluator
 from ..compiler.sequential import StateSpace
 from ..errors import InferenceError, PlanError
 from ..result import Result
-from ..stdlib.kalman import affine, gaussian_moments, kalman_predict, kalman_update, law_shape
+from ..compiler.linear_gaussian import HOW as KALMAN
+from ..stdlib.kalman import gaussian_moments, kalman_predict, kalman_update, law_shape
 from . import fk, run_cache
-from .pf import StatePath, genealogy, model_env, rest_log_density, run_filter
+from .pf import StatePath, genealogy, rest_log_density, run_filter
 
 
 class Particles(NamedTuple):
@@ -53,15 +54,10 @@ class ConditionalKalman:
         env = {**self.env, self.ss.name: self.rt.xp.broadcast_to(u_t, (self.length,) + tuple(u_t.shape))}
         return self.site({p: env[p] for p in self.site.parents})
 
-    def _transition(self, spec, t):
-        """(A, b, Q) of the step to x_t in the StateSpaceMarginal `spec`."""
-        chain = spec.chain
-        return affine(self.rt, lambda p: chain.step_dist(p, t, chain.params), self.shape)
-
-    def _observation(self, spec, t):
-        """(C, c, R) of y_t given x_t in `spec` (data with a time axis sliced at t)."""
-        env_t = {n: (spec.env[n][t] if n in spec.timed else spec.env[n]) for n in spec.env}
-        return affine(self.rt, lambda x: spec.observe(env_t, x), self.shape)
+    def _laws(self, spec, t):
+        """(A, b, Q) of the step to x_t and (C, c, R) of y_t in the StateSpaceMarginal `spec`."""
+        lowered = spec.lower(self.rt)
+        return lowered.transition(t) + lowered.observation(t)
 
     def check_local(self, path):
         """x's step to t and y_t must read u's path at t only (what the filter gives them): their laws given the
@@ -71,8 +67,7 @@ class ConditionalKalman:
 
         def gap(t):
             one = self._spec(path[t])
-            a = self._transition(whole, t) + self._observation(whole, t)
-            b = self._transition(one, t) + self._observation(one, t)
+            a, b = self._laws(whole, t), self._laws(one, t)
             return sum(rt.xp.sum(rt.xp.abs(x - y)) for x, y in zip(a, b))
         gaps = rt.to_numpy(rt.jit(rt.vmap(gap))(rt.asindex(np.arange(1, self.length))))
         if not np.all(gaps <= 1e-5):
@@ -90,11 +85,11 @@ class ConditionalKalman:
 
     def predict(self, u, m, P, t):
         """(m, P) of x_t given y_{0:t−1}, from those of x_{t−1} given y_{0:t−1}, with u_t = u."""
-        return kalman_predict(m, P, *self._transition(self._spec(u), t))
+        return kalman_predict(m, P, *self._spec(u).lower(self.rt).transition(t))
 
     def update(self, u, m, P, t):
         """(log p(y_t | y_{0:t−1}, u), m and P given y_{0:t}) with u_t = u."""
-        return kalman_update(self.rt.xp, m, P, *self._observation(self._spec(u), t), self.y[t])
+        return kalman_update(self.rt.xp, m, P, *self._spec(u).lower(self.rt).observation(t), self.y[t])
 
 
 class RaoBlackwellFilter(fk.FeynmanKac):
@@ -150,7 +145,6 @@ def _prior_path(path, key):
 
 def applies(compiled):
     """Whether x was integrated out by a Kalman filter given a state path u that is left to sample."""
-    from .marginals import KALMAN
     return any(mg.how == KALMAN for mg in compiled.marginals) and StateSpace.has_path(compiled)
 
 
@@ -162,14 +156,14 @@ def run(compiled, rt, key, particles, resampler="systematic", resample_threshold
         ss = StateSpace(compiled)
         ss.check_fixed()
         term = next((t for t in ss.observations
-                     if any(mg.how.startswith("a Kalman") and mg.observed == t.site and mg.model == t.model.name
+                     if any(mg.how == KALMAN and mg.observed == t.site and mg.model == t.model.name
                             for mg in compiled.marginals)), None)
         if term is None or len(ss.observations) != 1:
             raise PlanError(f"a Rao–Blackwellized filter needs the state path {ss.name!r} read by one observation "
                             f"whose linear-Gaussian state was integrated out; it is read by "
                             f"{', '.join(repr(t.site) for t in ss.observations) or 'none'}", site=ss.name)
         ev = Evaluator(compiled, rt)
-        env = model_env(ev, ss)
+        env = ev.model_env(ss.model, {})
         path = StatePath(ss, rt, env)
         u = rt.jit(lambda k: _prior_path(path, k))(rt.key(0))
         kf = ConditionalKalman(ss, rt, env, term, u[0])

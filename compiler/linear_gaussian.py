@@ -12,10 +12,11 @@ is linear-Gaussian when, at every probe (`marginalize.probe_environments`):
 Then y's distribution becomes `StateSpaceMarginal` (the Kalman filter) and x leaves the model.
 """
 import math
+from types import SimpleNamespace
 
 import numpy as np
 
-from ..stdlib.kalman import StateSpaceMarginal, law_shape
+from ..stdlib.kalman import StateSpaceMarginal, gaussian_moments, law_shape
 from ..target import Model, Site
 from .marginalize import Marginal, rule
 
@@ -29,18 +30,13 @@ def _paths(model):
             if getattr(s, "markov", None) is not None and s.kind == "latent" and n not in model.observed]
 
 
+#: numpy in float64 as the runtime `gaussian_moments` computes on (the probes' laws are numpy values)
+_FLOAT64 = SimpleNamespace(xp=np, asarray=lambda v: np.asarray(v, float))
+
+
 def _moments(d):
     """(mean, covariance) of a Gaussian `Distribution` on numpy, flattened."""
-    shape = law_shape(d)
-    k = math.prod(shape)
-    if d.family == "MultivariateNormal":
-        loc = np.broadcast_to(np.asarray(d.params["loc"], float), shape)
-        if "covariance_matrix" in d.params:
-            return loc, np.asarray(d.params["covariance_matrix"], float)
-        tril = np.asarray(d.params["scale_tril"], float)
-        return loc, tril @ tril.T
-    loc, scale = (np.broadcast_to(np.asarray(d.params[n], float), shape).reshape(k) for n in ("loc", "scale"))
-    return loc, np.diag(scale ** 2)
+    return gaussian_moments(_FLOAT64, d, math.prod(law_shape(d)))
 
 
 def _gaussian(d):

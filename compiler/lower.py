@@ -103,6 +103,15 @@ class Evaluator:
             return collections.ChainMap({}, values)
         return collections.ChainMap({}, dets.get(model.name, {}), self.obs[model.name], self.data[model.name], values)
 
+    def model_env(self, model, values):
+        """`env` of `model` at the latent `values` with its deterministic sites computed (a particle filter's or a
+        marginal's environment, outside the site interpreter)."""
+        env = self.env(model, values, {})
+        for node in self.c.order:
+            if node.kind == "det" and node.model is model:
+                env[node.name] = model.sites[node.name](env)
+        return env
+
     def spec(self, term, env):
         """The `Distribution` of a prior, gaussian or likelihood term in environment `env`."""
         if term.kind == "gaussian":

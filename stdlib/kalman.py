@@ -177,6 +177,17 @@ class LoweredStateSpace:
         self.batch_shape, self.event_shape = (), (spec.chain.length,) + spec.y_shape
         self.support = rt.constraint("real")
 
+    def transition(self, t):
+        """(A_t, b_t, Q_t) of the step to x_t."""
+        chain = self.spec.chain
+        return affine(self.rt, lambda p: chain.step_dist(p, t, chain.params), self.state_shape())
+
+    def observation(self, t):
+        """(C_t, c_t, R_t) of y_t given x_t (data with a time axis sliced at t)."""
+        spec = self.spec
+        env = {n: (spec.env[n][t] if n in spec.timed else spec.env[n]) for n in spec.env}
+        return affine(self.rt, lambda x: spec.observe(env, x), self.state_shape())
+
     def model(self):
         """The `LinearGaussian` parameters, read off the laws at this particle's values."""
         rt, xp, spec = self.rt, self.rt.xp, self.spec
@@ -186,23 +197,16 @@ class LoweredStateSpace:
         k = math.prod(shape)
         m0, P0 = gaussian_moments(rt, init, k)
         ts = rt.asindex(np.arange(length))
-
-        def transition(t):
-            return affine(rt, lambda p: chain.step_dist(p, t, chain.params), shape)
-
-        def observation(t):
-            env = {n: (spec.env[n][t] if n in spec.timed else spec.env[n]) for n in spec.env}
-            return affine(rt, lambda x: spec.observe(env, x), shape)
         if length > 1 and chain.spec.reads_t:
-            A, b, Q = rt.vmap(transition)(ts[1:])
+            A, b, Q = rt.vmap(self.transition)(ts[1:])
         elif length > 1:
-            A, b, Q = (xp.broadcast_to(a, (length - 1,) + tuple(a.shape)) for a in transition(ts[1]))
+            A, b, Q = (xp.broadcast_to(a, (length - 1,) + tuple(a.shape)) for a in self.transition(ts[1]))
         else:
             A, b, Q = xp.zeros((0, k, k)), xp.zeros((0, k)), xp.zeros((0, k, k))
         if spec.timed:
-            C, c, R = rt.vmap(observation)(ts)
+            C, c, R = rt.vmap(self.observation)(ts)
         else:
-            C, c, R = (xp.broadcast_to(a, (length,) + tuple(a.shape)) for a in observation(ts[0]))
+            C, c, R = (xp.broadcast_to(a, (length,) + tuple(a.shape)) for a in self.observation(ts[0]))
         return LinearGaussian(rt, m0, P0, A, b, Q, C, c, R), shape
 
     def state_shape(self):

@@ -162,7 +162,7 @@ def check_z(prog, r):
     (term, _), = observed_terms(compiled)
     y = ev.obs[term.model.name][term.site]
     theta = {n: rt.asarray(r.samples[n].reshape((-1,) + r.samples[n].shape[2:])) for n in compiled.latent}
-    p = rt.to_numpy(rt.vmap(lambda th: lowered(compiled, ev, term, th).marginals(y))(theta))   # [n, T, K]
+    p = rt.to_numpy(rt.vmap(lambda th: lowered(ev, term, th).marginals(y))(theta))   # [n, T, K]
     z = r.samples["z"].reshape(-1, p.shape[1])
     assert set(np.unique(z)) <= {1, 2}
     n = z.shape[0]
