@@ -19,20 +19,25 @@ server's (`method=`, `runtime=`, `particles=`, `seed=`), the request's `seed` an
 (at most `max_particles`). What a request asks and the program cannot honour — `n` > 1, `stream`, a
 `temperature` or `top_p` other than 1 (the program samples its declared target), `max_tokens` below the
 program's length, `stop`, `logprobs`, tools — is a 400 error in OpenAI's form `{"error": {"message", "type",
-"param", "code"}}`; an unknown model is a 404. Runs are CPU-bound: they run in worker threads, at most
-`concurrency` at a time (default 1), the event loop staying free.
+"param", "code"}}`, as is an option the method refuses (a `ValueRangeError`, e.g. particles not a multiple of
+beam_width); an unknown model is a 404; another `PPLError` of the run a 500 ("server_error"). `usage` counts the
+prompt's tokens and the answer's. A program is built once per prompt (the last `CACHED` kept, so that a repeated
+prompt reuses compiled runs); runs are CPU-bound: they run in worker threads, at most `concurrency` at a time
+(default 1), the event loop staying free.
 """
 import argparse
 import asyncio
+import functools
 import importlib
 import os
 import re
 import sys
+import threading
 import time
 import uuid
 from collections import OrderedDict
 
-from .errors import PPLError
+from .errors import PPLError, ValueRangeError
 
 #: request fields that only have their neutral value here (the program samples its declared target)
 NEUTRAL = {"temperature": 1, "top_p": 1, "frequency_penalty": 0, "presence_penalty": 0}
@@ -90,11 +95,8 @@ class PythonProgram:
         if not _sequence_bases(target):
             raise PPLError(f"the served program {self.name} must return a sequence target (ppl.autoregressive "
                            f"and its algebra), got {type(target).__name__}")
-        return target, dict(options), None
-
-    def sample(self, target, options):
         from .api import sample
-        return sample(target, **options)
+        return target, dict(options), functools.partial(sample, target)
 
     @staticmethod
     def text(answer):
@@ -104,10 +106,12 @@ class PythonProgram:
 class PPLProgram:
     """A `.ppl` program whose sequences read the data `prompt` (tokens) of length `prompt_length`."""
 
-    def __init__(self, path, data=None, target=None, allow_python=False):
+    def __init__(self, path, data=None, target=None, allow_python=False, method=None):
         from .lang import load_ppl
-        self.path, self.data, self.allow_python = path, data, allow_python
-        checked = load_ppl(path, data=data, allow_python=allow_python, symbolic=True)
+        from .lang.load import _read_data
+        self.path, self.allow_python, self.method = path, allow_python, method
+        self.data = _read_data(data, path)
+        checked = load_ppl(path, data=self.data, allow_python=allow_python, symbolic=True)
         if "prompt" not in checked.data or "prompt_length" not in checked.data:
             raise PPLError(f"{path}: a served .ppl program takes the request's tokens as its prompt: declare "
                            f"`data prompt_length : int` and `data prompt : int[prompt_length]` and give the "
@@ -122,8 +126,7 @@ class PPLProgram:
 
     def build(self, prompt):
         from .lang import load_ppl
-        from .lang.load import _read_data
-        data = {**_read_data(self.data, self.path), "prompt": [t + 1 for t in prompt], "prompt_length": len(prompt)}
+        data = {**self.data, "prompt": [t + 1 for t in prompt], "prompt_length": len(prompt)}
         try:
             prog = load_ppl(self.path, data=data, allow_python=self.allow_python)
         except PPLError as e:     # the program loaded at start: what fails now is the request's prompt
@@ -131,11 +134,8 @@ class PPLProgram:
                                param="messages") from None
         if prog.kind(self.target) != "sequence":
             raise PPLError(f"{self.path}: {self.target!r} is not a sequence target")
-        options, _ = prog.run_options(self.target)
-        return prog.target(self.target), options, prog
-
-    def sample(self, prog, options):
-        return prog.sample(self.target, **options)
+        options, _ = prog.run_options(self.target, self.method)   # the file's, or those another method takes
+        return prog.target(self.target), options, functools.partial(prog.sample, self.target)
 
     @staticmethod
     def text(answer):
@@ -143,13 +143,14 @@ class PPLProgram:
         return _tokens_text(answer) if isinstance(answer, (list, tuple)) else str(answer)
 
 
-def load_program(spec, data=None, target=None, allow_python=False):
-    """The program named by `spec`: a `.ppl` path, or `module:function` (a Python factory, only with
-    `allow_python`; the module looked up in the working directory first, then on the Python path)."""
+def load_program(spec, data=None, target=None, allow_python=False, method=None):
+    """The program named by `spec`: a `.ppl` path (run with `method`, else its own), or `module:function` (a
+    Python factory, only with `allow_python`; the module looked up in the working directory first, then on the
+    Python path)."""
     if not isinstance(spec, str):
         return PythonProgram(spec)
     if spec.endswith(".ppl"):
-        return PPLProgram(spec, data, target, allow_python)
+        return PPLProgram(spec, data, target, allow_python, method)
     module, _, attr = spec.partition(":")
     if not module or not attr:
         raise PPLError(f"program {spec!r}: give a .ppl file or a Python factory as module:function")
@@ -180,10 +181,9 @@ class Server:
     """What the endpoints share: the program, the model's name, the server's options, the built programs
     (per prompt, at most `CACHED`), the run slots."""
 
-    def __init__(self, program, model_name, options, max_particles, concurrency):
+    def __init__(self, program, model_name, options, concurrency):
         self.program, self.model_name, self.options = program, model_name, options
-        self.max_particles = max_particles
-        self.built = OrderedDict()
+        self.built, self.lock = OrderedDict(), threading.Lock()
         self.slots = asyncio.Semaphore(concurrency)
         self.created = int(time.time())
 
@@ -191,25 +191,24 @@ class Server:
         return {"id": self.model_name, "object": "model", "created": self.created, "owned_by": "ppl"}
 
     def build(self, prompt):
-        """(target, options, handle) of a prompt, built once while it stays among the last `CACHED`."""
-        if prompt not in self.built:
-            self.built[prompt] = self.program.build(prompt)
-            if len(self.built) > CACHED:
-                self.built.popitem(last=False)
-        self.built.move_to_end(prompt)
-        return self.built[prompt]
+        """(target, options, sample(**options)) of a prompt, built once while among the last `CACHED`."""
+        with self.lock:
+            if prompt not in self.built:
+                self.built[prompt] = self.program.build(prompt)
+                if len(self.built) > CACHED:
+                    self.built.popitem(last=False)
+            self.built.move_to_end(prompt)
+            return self.built[prompt]
 
     def run(self, prompt, overrides, max_tokens):
         """(Result, the first base, the options used) of one request, in a worker thread."""
-        target, options, handle = self.build(prompt)
+        target, options, sample = self.build(prompt)
         base = _sequence_bases(target)[0]
         if max_tokens is not None and max_tokens < getattr(base, "length", 0):
             raise RequestError(f"max_tokens={max_tokens}: the program generates up to {base.length} tokens; give "
                                f"at least that or omit it", param="max_tokens")
-        options = {**options, **self.options, **overrides}
-        options.setdefault("method", "pf")
-        options.setdefault("seed", 0)
-        return self.program.sample(handle or target, options), base, options
+        options = {"method": "pf", "seed": 0, **options, **self.options, **overrides, "progress": False}
+        return sample(**options), base, options
 
 
 def check_request(body, model_name, max_particles):
@@ -302,7 +301,7 @@ def app(program, model_name="ppl", method=None, runtime=None, particles=None, se
     from starlette.concurrency import run_in_threadpool
     from starlette.exceptions import HTTPException
 
-    program = load_program(program, data, target, allow_python)
+    program = load_program(program, data, target, allow_python, method)
     if render is not None:
         if not isinstance(program, PythonProgram):
             raise PPLError("render= applies to a Python factory; a .ppl program reads tokens")
@@ -312,7 +311,7 @@ def app(program, model_name="ppl", method=None, runtime=None, particles=None, se
             raise PPLError(f"{what} must be an integer >= {low}, got {v!r}")
     options = {k: v for k, v in (("method", method), ("runtime", runtime), ("particles", particles),
                                  ("seed", seed)) if v is not None}
-    server = Server(program, model_name, options, max_particles, concurrency)
+    server = Server(program, model_name, options, concurrency)
     api = FastAPI(title=f"ppl serve {program.name}")
 
     def error(e):
@@ -322,6 +321,10 @@ def app(program, model_name="ppl", method=None, runtime=None, particles=None, se
     async def http_error(request, e):      # unknown routes and methods, in OpenAI's form
         return error(RequestError(str(e.detail), status=e.status_code,
                                   kind="invalid_request_error" if e.status_code < 500 else "server_error"))
+
+    @api.exception_handler(Exception)
+    async def internal_error(request, e):      # a bug or a failing user function: still OpenAI's form
+        return error(RequestError(f"internal error: {type(e).__name__}: {e}", status=500, kind="server_error"))
 
     @api.get("/health")
     async def health():
@@ -352,6 +355,8 @@ def app(program, model_name="ppl", method=None, runtime=None, particles=None, se
             return completion(result, base, used, model_name, program.text)
         except RequestError as e:
             return error(e)
+        except ValueRangeError as e:     # an option out of range for the method, e.g. the request's particles
+            return error(RequestError(f"the program cannot run this request: {e}"))
         except PPLError as e:
             return error(RequestError(f"the program failed on this request: {e}", status=500, kind="server_error"))
     return api
