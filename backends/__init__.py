@@ -44,12 +44,17 @@ def one_of(value, what, known):
 
 
 def proposal(value, what):
-    """value if None, a fitted proposal (`backends.proposals.Proposal`: is, ais) or a `ppl.markov` site (the
-    guided particle filter's), else a PlanError naming `what`."""
+    """value if None, a fitted proposal (`backends.proposals.Proposal`: is, ais), a `ppl.markov` site (the
+    guided particle filter's), or for sequence targets a base's index or a sequence model, else a PlanError
+    naming `what`."""
     from .proposals import Proposal
-    if value is not None and not isinstance(value, Proposal) and getattr(value, "markov", None) is None:
-        raise PlanError(f"{what} must be a fitted proposal (r.proposal of an 'ais' run, ppl.amortize(...)(context)) "
-                        f"or, for pf, a ppl.markov site; got {type(value).__name__} {value!r:.40}")
+    sequence = getattr(value, "kind", None) == "sequence" or (isinstance(value, numbers.Integral)
+                                                              and not isinstance(value, bool))
+    if value is not None and not isinstance(value, Proposal) and getattr(value, "markov", None) is None \
+            and not sequence:
+        raise PlanError(f"{what} must be a fitted proposal (r.proposal of an 'ais' run, ppl.amortize(...)(context)), "
+                        f"for pf a ppl.markov site, or for a sequence target a sequence model or a base's index; got "
+                        f"{type(value).__name__} {value!r:.40}")
     return value
 
 

@@ -305,10 +305,29 @@ class Runner:
             return self.run(key, forced, n=n)
 
 
+def with_proposal(plan, proposal):
+    """(plan, proposal index): a sequence model outside the target (e.g. `ppl.amortize(...)(c)`) joins the plan's
+    bases with exponent 0, so it proposes and the weights carry γ / q (the target and its log Z unchanged)."""
+    if getattr(proposal, "kind", None) != "sequence":
+        return plan, proposal
+    import copy
+
+    from ..errors import ShapeError
+    first = plan.bases[0][0]
+    for key, value in first.signature.items():
+        if proposal.signature[key] != value:
+            raise ShapeError(f"the proposal {proposal.name} and the target's sequence model {first.name} must agree "
+                             f"in {key}: {proposal.signature[key]!r} against {value!r}")
+    plan = copy.copy(plan)
+    plan.bases = plan.bases + [(proposal, 0.0)]
+    return plan, len(plan.bases) - 1
+
+
 def _runner(plan, rt, resampler, threshold, every, window, potential, aggregate, temperature, proposal,
             conditional=False, compiled=None, resample_temperature=None, early_phase=0.5):
     """The `Runner` of a target, runtime and options, built once (then a run is one compiled call, or the
     models' calls and jitted kernels); one generator for all of them."""
+    plan, proposal = with_proposal(plan, proposal)
     if compiled not in (None, True, False):
         raise ValueRangeError(f"compile must be None (when the models allow), True or False, got {compiled!r}")
     if potential == "puri" and resample_temperature is not None:

@@ -637,8 +637,8 @@ class Amortized:
 
 
 # ------------------------------------------------------------------------------------------ entry point
-def amortize(family, contexts, proposal=None, runtime="numpyro", steps=1000, particles=32, batch=16, lr=3e-3,
-             sampler=None, hidden=64, depth=2, seed=0, device="cpu", verify=8):
+def amortize(family, contexts, proposal=None, runtime=None, steps=1000, particles=32, batch=16, lr=3e-3,
+             sampler=None, hidden=64, depth=2, seed=0, device="cpu", verify=8, **options):
     """Train a conditional proposal q_θ(z | c) for the targets `family(c)`, c in `contexts`, with BRAIn's
     self-normalized gradient (module docstring): each of `steps` Adam steps (learning rate `lr`) draws
     `batch` training contexts and `particles` draws y ~ r per context, and follows
@@ -652,10 +652,24 @@ def amortize(family, contexts, proposal=None, runtime="numpyro", steps=1000, par
         (params, apply) with `apply(params, c) -> (mean, log_scale)` in JAX.
     sampler: None (r = q_θ at the current θ), "prior" (each target's reference π0) or a fixed `Proposal`.
     verify: how many training contexts check the shared evaluation against their own programs (None: all).
+    runtime: 'numpyro' (None) or 'pyro'.
     Returns an `Amortized`: `amortized(c)` is the `Proposal` for a new context c.
+
+    When family(c) is a sequence target (`ppl.autoregressive` ...), q_θ is a sequence model (`proposal`: a torch
+    module or Hugging Face causal LM, by default a copy of the base) and `options` are those of
+    `amortize_sequences.amortize_sequences` (baseline, held_out, eval_every, patience, progress); it returns an
+    `AmortizedSequences`.
     """
+    from .amortize_sequences import amortize_sequences, is_sequence_family
     from .backends.proposals import Proposal
     from .backends.runtime import get_runtime
+    if is_sequence_family(family, contexts):
+        return amortize_sequences(family, contexts, model=proposal, runtime=runtime, device=device, steps=steps,
+                                  particles=particles, batch=batch, lr=lr, sampler=sampler, seed=seed, **options)
+    if options:
+        raise UnknownNameError(f"amortize has no option(s) {', '.join(sorted(options))} for a family of model "
+                               f"targets (they apply to sequence families)")
+    runtime = "numpyro" if runtime is None else runtime
     if not callable(family):
         raise PPLError(f"family must be a callable context -> ppl target, got {type(family).__name__}")
     contexts = _contexts(contexts)
