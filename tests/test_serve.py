@@ -8,6 +8,7 @@ the same program, prompt and seed in this process gives the same answer and log 
 get OpenAI's error form (checked in-process with FastAPI's test client).
 """
 import json
+import math
 import os
 import shutil
 import socket
@@ -88,13 +89,15 @@ class Served:
         self.port = free_port()
         env = {**os.environ, "HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1",
                "PYTHONPATH": os.pathsep.join([str(ROOT), os.environ.get("PYTHONPATH", "")])}
-        self.proc = subprocess.Popen([sys.executable, "-m", "ppl.serve", *args, "--port", str(self.port)],
-                                     cwd=cwd, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+        self.log = Path(cwd) / f"serve-{self.port}.log"     # a file, not a pipe nobody reads
+        with open(self.log, "w") as log:
+            self.proc = subprocess.Popen([sys.executable, "-m", "ppl.serve", *args, "--port", str(self.port)],
+                                         cwd=cwd, env=env, stdout=log, stderr=subprocess.STDOUT)
         self.url = f"http://127.0.0.1:{self.port}"
         deadline = time.monotonic() + 120
         while time.monotonic() < deadline:
             if self.proc.poll() is not None:
-                raise RuntimeError(f"ppl serve exited with {self.proc.returncode}: {self.proc.stdout.read()}")
+                raise RuntimeError(f"ppl serve exited with {self.proc.returncode}: {self.log.read_text()}")
             try:
                 with socket.create_connection(("127.0.0.1", self.port), timeout=1):
                     return
@@ -198,6 +201,33 @@ def test_curl_against_a_served_program(ppl_server):
     assert body["choices"][0]["message"]["content"] == tokens_text(local.answer)
     code, body = curl({"model": "nope", "messages": [{"role": "user", "content": "2"}]})
     assert code == 404 and body["error"]["code"] == "model_not_found"
+
+
+@pytest.mark.slow
+def test_runs_leave_the_event_loop_free(ppl_server):
+    """Two long runs in flight (one at a time, in a worker thread): /health answers at once meanwhile, and each
+    request gets its own run (its seed)."""
+    from concurrent.futures import ThreadPoolExecutor
+    from urllib.request import Request, urlopen
+
+    def post(seed):
+        body = {"model": "steer", "messages": [{"role": "user", "content": "2"}], "seed": seed, "particles": 30000}
+        request = Request(ppl_server.url + "/v1/chat/completions", data=json.dumps(body).encode(),
+                          headers={"Content-Type": "application/json"})
+        with urlopen(request, timeout=120) as reply:
+            return json.load(reply)
+    with ThreadPoolExecutor(2) as pool:
+        runs = [pool.submit(post, seed) for seed in (1, 2)]
+        time.sleep(0.5)
+        start = time.monotonic()
+        with urlopen(ppl_server.url + "/health", timeout=10) as reply:
+            assert json.load(reply)["status"] == "ok"
+        latency = time.monotonic() - start
+        busy = not all(r.done() for r in runs)
+        first, second = [r.result()["ppl"] for r in runs]
+    assert busy and latency < 0.5, (busy, latency)
+    assert (first["seed"], second["seed"]) == (1, 2) and first["log_z"] != second["log_z"]
+    assert abs(first["log_z"] - second["log_z"]) < 4 * math.hypot(first["se"], second["se"])
 
 
 @pytest.fixture(scope="module")
