@@ -287,6 +287,32 @@ def test_malformed_body_and_unknown_route(client):
     assert client.get("/v1/nothing").json()["error"]["type"] == "invalid_request_error"
 
 
+def test_python_factory_sees_the_chat_as_text():
+    """A callable program gets the chat rendered by `chat_text` (or `render=`); its decoded answer is the reply."""
+    import numpy as np
+    from starlette.testclient import TestClient
+    from ppl.serve import app, chat_text
+    seen = []
+    letters = "ab."
+    table = np.log([[0.5, 0.3, 0.2], [0.2, 0.5, 0.3], [0.3, 0.3, 0.4]])
+
+    def make(prompt):
+        seen.append(prompt)
+        lm = ppl.autoregressive(lambda x: ppl.math.asarray(table, like=x)[x[:, -1]], vocab=3, length=4, eos=2,
+                                prompt=[0], decode=lambda seq: "".join(letters[t] for t in seq))
+        return lm, {"runtime": "pyro", "particles": 50}
+    messages = [{"role": "system", "content": "be brief"}, {"role": "user", "content": [{"type": "text",
+                                                                                      "text": "ab"}]}]
+    for render, text in ((None, "system: be brief\nuser: ab\nassistant:"), (lambda m: m[-1]["content"], "ab")):
+        client = TestClient(app(make, model_name="m", render=render))
+        reply = client.post("/v1/chat/completions", json={"model": "m", "messages": messages, "seed": 2}).json()
+        assert seen[-1] == text
+        local = ppl.sample(make(text)[0], method="pf", runtime="pyro", particles=50, seed=2)
+        assert reply["choices"][0]["message"]["content"] == local.answer
+        assert reply["ppl"]["log_z"] == pytest.approx(local.log_z, abs=1e-6)
+    assert chat_text([{"role": "user", "content": "hi"}]) == "hi"
+
+
 def test_program_refusals(tmp_path):
     """A factory without --allow-python, a .ppl program without a `prompt` datum: errors at start."""
     from ppl.serve import app
