@@ -9,7 +9,7 @@ import numpy as np
 
 from ..errors import ValueRangeError
 from . import integer, method
-from .generation import Generator
+from .generation import generator
 from .sequence_smc import sequence_result
 
 
@@ -24,7 +24,7 @@ def run(plan, rt, key, particles=64, progress=None, beam_width=4, aggregate="mod
                               f"beam_width={width}")
     if not plan.rewards:
         raise ValueRangeError("beam search ranks prefixes by a process reward; the target has none (use .tilt)")
-    gen = Generator(plan, rt, proposal, aggregate, "diff")
+    gen = generator(plan, rt, proposal, aggregate, "diff")
     gen.prepare(n)
     s, states = gen.start(n)
     force, forced = rt.xp.zeros((n,)) > 0, rt.asindex(np.zeros(gen.width, dtype=int))

@@ -33,6 +33,7 @@ from typing import Any, NamedTuple
 
 import numpy as np
 
+from ..collector import collector_paused
 from ..errors import InferenceError, ShapeError, UnknownNameError, ValueRangeError
 from ..stdlib.language_models import CausalLM, PrefixModel, next_token
 from ..target import call_user
@@ -66,8 +67,9 @@ def left_aligned(rt, tokens, length, cols, start, pad):
     return xp.where(pos >= start, flat, pad)
 
 
-class Generator:
-    """Generation and scoring of sequences of `plan` on runtime `rt` (see the module docstring)."""
+class Potentials:
+    """What the generators of a sequence target share (token-level here, text-level for a served base in
+    `served_generation`): the options, each step's rewards aggregated into its log potential, the checks."""
 
     def __init__(self, plan, rt, proposal=None, aggregate="model", potential="diff", temperature=1.0):
         if potential not in POTENTIALS:
@@ -87,30 +89,12 @@ class Generator:
                                   f"lam scales the other potentials); got potential={potential!r}")
         self.plan, self.rt, self.proposal = plan, rt, proposal
         self.aggregate, self.potential, self.temperature = aggregate, potential, float(temperature)
-        self.models = [next_token(b, rt) for b, _ in plan.bases]
-        self.betas = rt.asarray(np.array([beta for _, beta in plan.bases])).reshape(1, -1, 1)
         self.plain = len(plan.bases) == 1 and plan.bases[0][1] == 1.0
         self.coefs = rt.asarray(np.array([c for _, c in plan.rewards] or [0.0]))
-        self.p, self.width = plan.prompt_length, plan.prompt_length + plan.length
-        delim = np.zeros(plan.vocab, dtype=bool)
-        delim[list(plan.delimiters or range(plan.vocab))] = True      # one-token steps: every token ends one
-        self.delimiter = rt.asarray(delim)
         self.names = [b.name for b, _ in plan.bases] + [r.name for r, _ in plan.rewards]
         self._aranges = {}
-        # the bookkeeping of the eager step as jitted kernels of fixed shapes (on JAX one compilation each per N)
-        self.emit = rt.jit(self._emit)
         self._reward_of = rt.jit(self._reward)
-        self._normalize = rt.jit(self._normalize_rows)
         self._update = rt.jit(self._update_scores)
-        self._left = rt.jit(lambda tokens, length, cols, start: left_aligned(rt, tokens, length, cols, start, plan.pad),
-                            static_argnames=("cols", "start"))
-
-    @property
-    def can_be_pure(self):
-        """Whether a step can run as a pure function of arrays (see the module docstring): no causal LM, no
-        function of exact prefixes."""
-        return all(not isinstance(m, CausalLM) and not (isinstance(m, PrefixModel) and m.arity == 1)
-                   for m in self.models) and all(len(r.parents) == 2 for r, _ in self.plan.rewards)
 
     def prepare(self, n):
         """Make the index ranges that a run of n particles uses, outside any compiled function (they are then its
@@ -122,6 +106,75 @@ class Generator:
     def arange(self, n):
         """0..n−1 as indices."""
         return self._aranges[n] if n in self._aranges else self.rt.asindex(np.arange(n))
+
+    def check(self, nan):
+        """Raise on the first base or reward that has returned NaN (flags [(N,) B + J], read on the host)."""
+        bad = np.flatnonzero(nan.any(axis=0) if nan.ndim == 2 else nan)
+        if bad.size:
+            i = int(bad[0])
+            what = (f"sequence model {self.names[i]} returned NaN log-probabilities (or a row with no finite entry)"
+                    if i < len(self.plan.bases) else f"a reward returned NaN ({self.names[i]})")
+            raise InferenceError(what)
+
+    def _flag(self, s, i, bad):
+        """s with the flag of base or reward i raised for the particles `bad` [N]."""
+        return s._replace(nan=s.nan | (self.arange(s.nan.shape[1]) == i).reshape(1, -1) & bad.reshape(-1, 1))
+
+    def _update_scores(self, s, stepped, values):
+        """Aggregate the step's reward values [N, J] and add the step's log potential to log_g (and NaN flags)."""
+        xp = self.rt.xp
+        a = {"prod": lambda: s.score * values, "min": lambda: xp.minimum(s.score, values)}.get(
+            self.aggregate, lambda: values)()
+        a = xp.where(stepped.reshape(-1, 1), a, s.score)
+        total = self._total(a)
+        if self.potential == "puri":
+            p = xp.clip(a[:, 0], CLIP, 1.0 - CLIP)
+            s = s._replace(score=a, memo=total, log_g=s.log_g + (xp.log(p) - xp.log(1.0 - p)) / self.temperature)
+        else:
+            memo = {"diff": total, "max": xp.maximum(s.memo, total), "sum": s.memo + total}[self.potential]
+            log_g = memo - s.memo if self.potential == "diff" else memo
+            s = s._replace(score=a, memo=memo, log_g=s.log_g + xp.where(stepped, log_g, 0.0))
+        b = len(self.plan.bases)
+        return s._replace(nan=xp.concatenate([s.nan[:, :b], s.nan[:, b:] | xp.isnan(a)], axis=1))
+
+    def _total(self, a):
+        return self.rt.xp.sum(self.coefs.reshape(1, -1) * a, axis=1)
+
+    def _reward(self, s):
+        return self._total(s.score) if self.plan.rewards else self.rt.xp.zeros((s.done.shape[0],))
+
+    def reward(self, s):
+        """R = Σ_j c_j A_j of each sequence (its aggregated reward so far)."""
+        return self._reward_of(s)
+
+    def finished(self, s):
+        """Whether every sequence has ended (a host bool)."""
+        return bool(self.rt.to_numpy(self.rt.xp.sum(~s.done) == 0))
+
+
+class Generator(Potentials):
+    """Generation and scoring of sequences of `plan` on runtime `rt` (see the module docstring)."""
+
+    def __init__(self, plan, rt, proposal=None, aggregate="model", potential="diff", temperature=1.0):
+        super().__init__(plan, rt, proposal, aggregate, potential, temperature)
+        self.models = [next_token(b, rt) for b, _ in plan.bases]
+        self.betas = rt.asarray(np.array([beta for _, beta in plan.bases])).reshape(1, -1, 1)
+        self.p, self.width = plan.prompt_length, plan.prompt_length + plan.length
+        delim = np.zeros(plan.vocab, dtype=bool)
+        delim[list(plan.delimiters or range(plan.vocab))] = True      # one-token steps: every token ends one
+        self.delimiter = rt.asarray(delim)
+        # the bookkeeping of the eager step as jitted kernels of fixed shapes (on JAX one compilation each per N)
+        self.emit = rt.jit(self._emit)
+        self._normalize = rt.jit(self._normalize_rows)
+        self._left = rt.jit(lambda tokens, length, cols, start: left_aligned(rt, tokens, length, cols, start, plan.pad),
+                            static_argnames=("cols", "start"))
+
+    @property
+    def can_be_pure(self):
+        """Whether a step can run as a pure function of arrays (see the module docstring): no causal LM, no
+        function of exact prefixes."""
+        return all(not isinstance(m, CausalLM) and not (isinstance(m, PrefixModel) and m.arity == 1)
+                   for m in self.models) and all(len(r.parents) == 2 for r, _ in self.plan.rewards)
 
     # ---- the models ----------------------------------------------------------------------------------------
 
@@ -140,19 +193,6 @@ class Generator:
             raise ShapeError(f"sequence model {name} returned log-probabilities of shape {tuple(out.shape)}; "
                              f"expected [N, vocab] = [{n}, {plan.vocab}]")
         return xp.asarray(rt.asarray(out), rt.dtype)
-
-    def check(self, nan):
-        """Raise on the first base or reward that has returned NaN (flags [(N,) B + J], read on the host)."""
-        bad = np.flatnonzero(nan.any(axis=0) if nan.ndim == 2 else nan)
-        if bad.size:
-            i = int(bad[0])
-            what = (f"sequence model {self.names[i]} returned NaN log-probabilities (or a row with no finite entry)"
-                    if i < len(self.models) else f"a reward returned NaN ({self.names[i]})")
-            raise InferenceError(what)
-
-    def _flag(self, s, i, bad):
-        """s with the flag of base or reward i raised for the particles `bad` [N]."""
-        return s._replace(nan=s.nan | (self.arange(s.nan.shape[1]) == i).reshape(1, -1) & bad.reshape(-1, 1))
 
     def apply(self, fn, arity, s, mask, start, check, pure):
         """fn of the prefixes tokens[i, start:length_i] of the particles in `mask`: [N, ...] (rows outside the
@@ -224,6 +264,16 @@ class Generator:
     def reorder(self, states, idx):
         return [m.reorder(state, idx) for m, state in zip(self.models, states)]
 
+    def sequences(self, tokens, length):
+        """(samples, generated lengths [C, N], each chain's sequences) from the host arrays tokens [C, N, P + L]
+        and length [C, N]: a sequence is its token ids (eos included), or its text when the plan has a decoder."""
+        plan, p = self.plan, self.p
+        with collector_paused():
+            seqs = [[row[:m] for row, m in zip(t[:, p:].tolist(), (n - p).tolist())] for t, n in zip(tokens, length)]
+        if plan.decode is not None:
+            seqs = [[plan.decode(x) for x in chain] for chain in seqs]
+        return {"tokens": tokens[:, :, p:]}, length - p, seqs
+
     # ---- one token, one step -------------------------------------------------------------------------------
 
     def _emit(self, key, s, active, force, forced):
@@ -283,23 +333,6 @@ class Generator:
         _, s, states, _ = loop
         return s, states, stepped
 
-    def _update_scores(self, s, stepped, values):
-        """Aggregate the step's reward values [N, J] and add the step's log potential to log_g (and NaN flags)."""
-        xp = self.rt.xp
-        a = {"prod": lambda: s.score * values, "min": lambda: xp.minimum(s.score, values)}.get(
-            self.aggregate, lambda: values)()
-        a = xp.where(stepped.reshape(-1, 1), a, s.score)
-        total = self._total(a)
-        if self.potential == "puri":
-            p = xp.clip(a[:, 0], CLIP, 1.0 - CLIP)
-            s = s._replace(score=a, memo=total, log_g=s.log_g + (xp.log(p) - xp.log(1.0 - p)) / self.temperature)
-        else:
-            memo = {"diff": total, "max": xp.maximum(s.memo, total), "sum": s.memo + total}[self.potential]
-            log_g = memo - s.memo if self.potential == "diff" else memo
-            s = s._replace(score=a, memo=memo, log_g=s.log_g + xp.where(stepped, log_g, 0.0))
-        b = len(self.models)
-        return s._replace(nan=xp.concatenate([s.nan[:, :b], s.nan[:, b:] | xp.isnan(a)], axis=1))
-
     def score(self, s, stepped, pure):
         """The rewards on the prefixes after a step, aggregated, and the step's log potential added to log_g."""
         rt, xp, plan = self.rt, self.rt.xp, self.plan
@@ -325,16 +358,11 @@ class Generator:
         s, states, stepped = self.generate(key, s._replace(nan=s.nan & False), states, force, forced, pure)
         return self.score(s, stepped, pure), states
 
-    def _total(self, a):
-        return self.rt.xp.sum(self.coefs.reshape(1, -1) * a, axis=1)
 
-    def _reward(self, s):
-        return self._total(s.score) if self.plan.rewards else self.rt.xp.zeros((s.done.shape[0],))
-
-    def reward(self, s):
-        """R = Σ_j c_j A_j of each sequence (its aggregated reward so far)."""
-        return self._reward_of(s)
-
-    def finished(self, s):
-        """Whether every sequence has ended (a host bool)."""
-        return bool(self.rt.to_numpy(self.rt.xp.sum(~s.done) == 0))
+def generator(plan, rt, proposal=None, aggregate="model", potential="diff", temperature=1.0):
+    """The generator of `plan`: token-level (`Generator`), or text-level for a served base
+    (`served_generation.ServedGenerator`)."""
+    if plan.bases[0][0].served:
+        from .served_generation import ServedGenerator
+        return ServedGenerator(plan, rt, proposal, aggregate, potential, temperature)
+    return Generator(plan, rt, proposal, aggregate, potential, temperature)

@@ -31,12 +31,11 @@ from typing import Any, NamedTuple
 
 import numpy as np
 
-from ..collector import collector_paused
 from ..errors import InferenceError, ValueRangeError
 from ..result import Result, normalized
 from ..target import call_user
 from . import fk, integer, method, run_cache
-from .generation import Generator
+from .generation import generator
 
 
 class Generation(NamedTuple):
@@ -213,14 +212,6 @@ def sweep(runner, key, n, forced=None):
                               "compiled": runner.pure}
 
 
-def decoded(plan, tokens, length):
-    """Each sequence as a list of token ids (eos included), or its text when the plan has a decoder."""
-    with collector_paused():
-        seqs = [row[:m] for row, m in zip(tokens[:, plan.prompt_length:].tolist(),
-                                          (length - plan.prompt_length).tolist())]
-    return [plan.decode(s) for s in seqs] if plan.decode is not None else seqs
-
-
 def _key(a):
     return tuple(a) if isinstance(a, list) else a
 
@@ -240,13 +231,11 @@ def sequence_result(gen, chains, method, rt, answer=None, select="argmax", by=No
                     diagnostics=None):
     """A `Result` of sequences: `chains` [(Sequences, log W or None)] (one per sweep), the chosen answer by
     `select` over the pooled weights, or over the final rewards (`by='reward'`)."""
-    plan = gen.plan
     if select not in ("argmax", "vote"):
         raise ValueRangeError(f"select must be 'argmax' or 'vote', got {select!r}")
     def host(arrays):        # [C, N, ...] in one transfer
         return rt.to_numpy(rt.xp.stack(arrays))
-    toks, lengths = host([s.tokens for s, _ in chains]), host([s.length for s, _ in chains])
-    seqs = [decoded(plan, t, n) for t, n in zip(toks, lengths)]
+    samples, lengths, seqs = gen.sequences(host([s.tokens for s, _ in chains]), host([s.length for s, _ in chains]))
     rewards = host([gen.reward(s) for s, _ in chains]).astype(np.float64)
     log_w = None if chains[0][1] is None else host([w for _, w in chains]).astype(np.float64)
     flat = [s for chain in seqs for s in chain]
@@ -263,11 +252,11 @@ def sequence_result(gen, chains, method, rt, answer=None, select="argmax", by=No
     else:
         weights = (normalized(log_w) / len(chains)).reshape(-1)
     diagnostics = dict(diagnostics or {})
-    diagnostics.update({"lengths": lengths - plan.prompt_length, "rewards": rewards,
+    diagnostics.update({"lengths": lengths, "rewards": rewards,
                         "answers": answers, "generations": sum(len(c) for c in seqs)})
     if log_z is not None:
         diagnostics["log_z_per_chain"] = [log_z] * len(chains)
-    return Result({"tokens": toks[:, :, plan.prompt_length:]}, log_w, log_z, se, method=method,
+    return Result(samples, log_w, log_z, se, method=method,
                   runtime=rt.name, device=rt.device, diagnostics=diagnostics, sequences=flat,
                   answer=choose(answers, weights, select))
 
@@ -338,7 +327,7 @@ def _runner(plan, rt, resampler, threshold, every, window, potential, aggregate,
     sig = g_sig + (resampler, threshold, every, window, conditional, compiled, resample_temperature, early_phase)
     if sig not in cache:
         if g_sig not in cache:
-            cache[g_sig] = Generator(plan, rt, proposal, aggregate, potential, temperature)
+            cache[g_sig] = generator(plan, rt, proposal, aggregate, potential, temperature)
         gen = cache[g_sig]
         cache[sig] = Runner(gen, schedule(rt, plan.length, every, window), resampler, threshold, temper, conditional,
                             compiled)

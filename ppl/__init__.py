@@ -23,6 +23,8 @@ from .diffusion import diffusion, train_score
 from .ode import ode
 from .amortize import amortize
 from .sequence import autoregressive
+from .served import (ServedError, ServedResponseError, ServerTimeout, ServerUnreachable, UnknownModelError,
+                     reward_server, served, served_reward)
 from .stdlib.diffusion import VESDE, VPSDE, GaussianMixture
 from .result import Result
 from .precision import PrecisionWarning
@@ -38,4 +40,6 @@ __all__ = [
     "DeviceError", "SourceError", "PrecisionWarning",
     "load_ppl", "parse", "load",
     "diffusion", "train_score", "ode", "VPSDE", "VESDE", "GaussianMixture", "autoregressive", "amortize",
+    "served", "served_reward", "reward_server", "ServedError", "ServerUnreachable", "ServerTimeout",
+    "ServedResponseError", "UnknownModelError",
 ]

@@ -45,6 +45,7 @@ class SequenceModel(Target):
 
     kind = "sequence"
     site = SITE
+    served = False          # a base over text whose steps a server generates (`ppl.served`)
     _ids = itertools.count()
 
     def __init__(self, next_logprobs, vocab, length, eos=None, step=None, prompt=None, pad=None, decode=None,
@@ -83,7 +84,7 @@ class SequenceModel(Target):
     @property
     def signature(self):
         """What every base of one target must share: vocabulary, length, eos, steps, prompt length, pad."""
-        return {"vocab": self.vocab, "length": self.length, "eos": self.eos, "step": self.delimiters,
+        return {"served": False, "vocab": self.vocab, "length": self.length, "eos": self.eos, "step": self.delimiters,
                 "prompt length": len(self.prompt), "pad": self.pad}
 
 

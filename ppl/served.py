@@ -1,0 +1,383 @@
+"""Served models and rewards: a sequence base whose steps come from an OpenAI-compatible server, and a process
+reward model behind an HTTP endpoint (issue 31).
+
+`ppl.served(base_url, model, ...)` is a sequence model over text. A step of a particle is one request to
+`POST {base_url}/v1/completions` with the prompt and the particle's text so far, `stop=[step]` and
+`max_tokens`; the server samples it (temperature 1, top_p 1: the proposal is the served model itself, so
+`lm.tilt(reward, lam)` is weighted by the reward alone). A sequence ends when a step adds no text, when the
+server stops for a reason other than the step delimiter (its end-of-sequence token: finish_reason 'stop' with
+a text that does not end with `step`, or vLLM's `stop_reason` None), when a step matches the `end` pattern
+(its_hub's stop pattern, e.g. r"\\boxed"), or after `length` steps. Where the target needs log p(step)
+(`lm ** beta`, products, `ppl.geometric`) the sampled tokens' log-probabilities are requested (`logprobs`),
+and a second base scores a step it did not generate with `echo=True, logprobs` (the tokens from the step's
+offset on); a server that does not return them (`transformers serve` ignores both) is a `ServedResponseError`.
+
+All requests of a step (one per particle in flight) go out at once over asynchronous HTTP (httpx, on one
+background event loop), at most `concurrency` at a time per endpoint, each bounded by `timeout` seconds and
+retried `retries` times with exponential backoff on transient faults (no connection, a timeout, a connection
+cut mid-answer, HTTP 5xx or 429). Every fault ends as a `ServedError` naming the endpoint.
+
+The served reward protocol (`ppl.served_reward`, `ppl.reward_server`): POST {"prompt": str, "steps": [[str,
+...], ...]} (one list of steps per particle) -> {"scores": [[float, ...], ...]} (one score per step); the
+reward of a prefix is the score of its newest step, aggregated over steps as the method's `aggregate` says.
+"""
+import asyncio
+import json
+import re
+import threading
+
+import numpy as np
+
+from .errors import PPLError, ValueRangeError
+from .sequence import SequenceModel
+
+
+class ServedError(PPLError):
+    """A served model or reward failed: `endpoint` names the URL. A run it interrupts sets `completed`."""
+
+    def __init__(self, message, endpoint=None, **kw):
+        super().__init__(message, **kw)
+        self.endpoint, self.completed = endpoint, None
+
+
+class ServerUnreachable(ServedError):
+    """No connection to the server, or the connection was lost (after the retries)."""
+
+
+class ServerTimeout(ServedError):
+    """The server did not answer within the timeout (after the retries)."""
+
+
+class ServedResponseError(ServedError):
+    """The server answered with an error status, malformed JSON, or not what the protocol asks for."""
+
+
+class UnknownModelError(ServedError):
+    """The server does not serve the requested model."""
+
+
+TRANSIENT_STATUS = (429, 500, 502, 503, 504)
+_loop_lock = threading.Lock()
+_loop = None
+
+
+def _event_loop():
+    """The one background event loop that runs every endpoint's requests (started on first use)."""
+    global _loop
+    with _loop_lock:
+        if _loop is None:
+            _loop = asyncio.new_event_loop()
+            threading.Thread(target=_loop.run_forever, name="ppl-served", daemon=True).start()
+        return _loop
+
+
+class Endpoint:
+    """An HTTP server reached with bounded concurrency, timeouts and retries: `post(path, bodies)` sends all
+    bodies at once and returns their JSON answers in order."""
+
+    def __init__(self, base_url, concurrency=8, timeout=60.0, retries=3, backoff=0.25, api_key=None):
+        if not isinstance(base_url, str) or not re.match(r"https?://", base_url):
+            raise ValueRangeError(f"base_url must be an http(s) URL, got {base_url!r}")
+        for what, v, low in (("concurrency", concurrency, 1), ("retries", retries, 0)):
+            if isinstance(v, bool) or not isinstance(v, int) or v < low:
+                raise ValueRangeError(f"{what} must be an integer >= {low}, got {v!r}")
+        for what, v in (("timeout", timeout), ("backoff", backoff)):
+            if isinstance(v, bool) or not isinstance(v, (int, float)) or not v >= 0 or (what == "timeout" and v == 0):
+                raise ValueRangeError(f"{what} must be a number of seconds > 0, got {v!r}")
+        self.url = base_url.rstrip("/")
+        self.concurrency, self.timeout, self.retries, self.backoff = concurrency, float(timeout), retries, backoff
+        self.headers = {"Authorization": f"Bearer {api_key}"} if api_key else {}
+        self._client = self._sem = None
+
+    def __repr__(self):
+        return f"Endpoint({self.url!r})"
+
+    async def _request(self, method, path, body):
+        import httpx2 as httpx
+        if self._client is None:       # made on the loop that uses it
+            self._client = httpx.AsyncClient(headers=self.headers, timeout=self.timeout, limits=httpx.Limits(
+                max_connections=self.concurrency, max_keepalive_connections=self.concurrency))
+            self._sem = asyncio.Semaphore(self.concurrency)
+        url, error = self.url + path, None
+        for attempt in range(self.retries + 1):
+            if attempt:
+                await asyncio.sleep(self.backoff * 2 ** (attempt - 1))
+            try:
+                async with self._sem:
+                    r = await asyncio.wait_for(self._client.request(method, url, json=body), self.timeout)
+            except (asyncio.TimeoutError, httpx.TimeoutException):
+                error = ServerTimeout(f"{method} {url}: no answer within {self.timeout:g} s", url)
+                continue
+            except httpx.ConnectError as e:
+                error = ServerUnreachable(f"{method} {url}: cannot connect ({e or type(e).__name__})", url)
+                continue
+            except httpx.TransportError as e:
+                error = ServerUnreachable(f"{method} {url}: the connection failed mid-answer "
+                                          f"({type(e).__name__}: {e})", url)
+                continue
+            if r.status_code in TRANSIENT_STATUS:
+                error = ServedResponseError(f"{method} {url}: HTTP {r.status_code}: {r.text[:300]}", url)
+                continue
+            if r.status_code >= 400:
+                raise ServedResponseError(f"{method} {url}: HTTP {r.status_code}: {r.text[:300]}", url)
+            try:
+                return r.json()
+            except ValueError:
+                raise ServedResponseError(f"{method} {url}: malformed JSON in the answer: {r.text[:200]!r}",
+                                          url) from None
+        tries = self.retries + 1
+        raise type(error)(f"{error.message} (after {tries} {'try' if tries == 1 else 'tries'})", url)
+
+    async def _all(self, method, path, bodies):
+        tasks = [asyncio.ensure_future(self._request(method, path, b)) for b in bodies]
+        try:
+            return await asyncio.gather(*tasks)
+        except BaseException:
+            for t in tasks:
+                t.cancel()
+            await asyncio.gather(*tasks, return_exceptions=True)
+            raise
+
+    def post(self, path, bodies):
+        """The JSON answers to POST `path` with each of `bodies`, all in flight at once (up to `concurrency`)."""
+        if not bodies:
+            return []
+        return asyncio.run_coroutine_threadsafe(self._all("POST", path, list(bodies)), _event_loop()).result()
+
+    def get(self, path):
+        return asyncio.run_coroutine_threadsafe(self._request("GET", path, None), _event_loop()).result()
+
+
+def _field(answer, url, *keys):
+    """answer[k0][k1]... or a ServedResponseError naming what is missing."""
+    value = answer
+    for k in keys:
+        try:
+            value = value[k]
+        except (KeyError, IndexError, TypeError):
+            raise ServedResponseError(f"POST {url}: the answer has no {'.'.join(map(str, keys))}: "
+                                      f"{json.dumps(answer)[:200]}", url) from None
+    return value
+
+
+class ServedModel(SequenceModel):
+    """A sequence base over text whose steps a served model generates (see `ppl.served`)."""
+
+    served = True
+
+    def __init__(self, endpoint, model, step, max_tokens, length, prompt, end, extra, name):
+        super().__init__(lambda prefixes: None, 2, length, name=name)
+        if step is not None and (not isinstance(step, str) or not step):
+            raise ValueRangeError(f"step must be a non-empty delimiter text or None, got {step!r}")
+        if isinstance(max_tokens, bool) or not isinstance(max_tokens, int) or max_tokens < 1:
+            raise ValueRangeError(f"max_tokens must be an integer >= 1, got {max_tokens!r}")
+        if not isinstance(prompt, str):
+            raise ValueRangeError(f"prompt must be text, got {type(prompt).__name__}")
+        self.endpoint, self.model, self.step, self.max_tokens = endpoint, model, step, max_tokens
+        self.prompt_text, self.extra = prompt, dict(extra or {})
+        self.end = None if end is None else re.compile(end)
+        self.vocab = self.eos = self.pad = self.decode = self.framework = None
+        self.prompt, self.delimiters = (), step
+        self._checked = False
+
+    def describe(self):
+        return f"{self.name}[served {self.model or '(its model)'} at {self.endpoint.url}, length<={self.length} steps]"
+
+    @property
+    def completions(self):
+        return self.endpoint.url + "/v1/completions"
+
+    @property
+    def signature(self):
+        """What every base of one target must share: served text steps, the step budget and the prompt."""
+        return {"served": True, "length": self.length, "step": self.step, "prompt": self.prompt_text}
+
+    def check_model(self):
+        """Once: the model is one that GET /v1/models lists (the only one when model=None); a server without
+        that route is taken at its word."""
+        if self._checked:
+            return
+        try:
+            listing = self.endpoint.get("/v1/models")
+        except ServedResponseError:
+            listing = None
+        ids = [m.get("id") for m in listing.get("data", []) if isinstance(m, dict)] \
+            if isinstance(listing, dict) else []
+        if self.model is None:
+            if len(ids) != 1:
+                raise UnknownModelError(f"{self.endpoint.url}/v1/models lists {ids or 'no models'}: name the model "
+                                        f"with ppl.served(..., model=...)", self.endpoint.url)
+            self.model = ids[0]
+        elif ids and self.model not in ids:
+            raise UnknownModelError(f"{self.endpoint.url} does not serve model {self.model!r}; GET /v1/models lists "
+                                    f"{', '.join(map(repr, ids))}", self.endpoint.url)
+        self._checked = True
+
+    def _body(self, prompt, **kw):
+        return {"model": self.model, "prompt": prompt, "temperature": 1.0, "top_p": 1.0, **self.extra, **kw}
+
+    def generate(self, prefixes, seeds, logprobs=False):
+        """One step after each prefix (generated text so far): [(step text, ended, log p(step) or None)]."""
+        self.check_model()
+        stop = {} if self.step is None else {"stop": [self.step]}
+        extra = {"logprobs": 1} if logprobs else {}
+        answers = self.endpoint.post("/v1/completions", [
+            self._body(self.prompt_text + x, max_tokens=self.max_tokens, seed=int(s), **stop, **extra)
+            for x, s in zip(prefixes, seeds)])
+        return [self._step(a, logprobs) for a in answers]
+
+    def _step(self, answer, logprobs):
+        url = self.completions
+        choice = _field(answer, url, "choices", 0)
+        text, finish = _field(choice, url, "text"), choice.get("finish_reason")
+        if not isinstance(text, str):
+            raise ServedResponseError(f"POST {url}: choices[0].text is {type(text).__name__}, not text", url)
+        at_delimiter = self.step is not None and text.endswith(self.step)
+        if self.step is not None and not at_delimiter and choice.get("stop_reason") == self.step:
+            text, at_delimiter = text + self.step, True       # vLLM leaves the stop string out of the text
+        ended = (not text or (finish == "stop" and not at_delimiter)
+                 or (self.end is not None and self.end.search(text) is not None))
+        log_p = None
+        if logprobs:
+            values = (choice.get("logprobs") or {}).get("token_logprobs")
+            if values is None:
+                raise ServedResponseError(f"POST {url} returned no token log-probabilities (choices[0].logprobs); "
+                                          f"this target needs log p of each step (** beta, products, geometric): "
+                                          f"serve the model with a server that returns logprobs (e.g. vLLM), or "
+                                          f"use the served model as it is (lm.tilt)", url)
+            log_p = float(sum(v for v in values if v is not None))
+        return text, ended, log_p
+
+    def score(self, prefixes, steps):
+        """log p(step | prompt + prefix) of text this model did not generate: the echoed prompt's token
+        log-probabilities from the step's offset on."""
+        self.check_model()
+        url = self.completions
+        contexts = [self.prompt_text + x for x in prefixes]
+        answers = self.endpoint.post("/v1/completions", [
+            self._body(c + s, max_tokens=1, echo=True, logprobs=1) for c, s in zip(contexts, steps)])
+        out = []
+        for a, c, s in zip(answers, contexts, steps):
+            lp = _field(a, url, "choices", 0).get("logprobs") or {}
+            values, offsets = lp.get("token_logprobs"), lp.get("text_offset")
+            if values is None or offsets is None:
+                raise ServedResponseError(f"POST {url} (echo=True, logprobs) returned no token log-probabilities "
+                                          f"with text offsets for the prompt; a second served model must score "
+                                          f"text it did not generate: use a server that echoes them (e.g. vLLM)",
+                                          url)
+            out.append(float(sum(v for v, o in zip(values, offsets) if v is not None and len(c) <= o < len(c + s))))
+        return out
+
+
+def served(base_url, model=None, *, step="\n\n", max_tokens=256, length=16, prompt="", end=None, concurrency=8,
+           timeout=60.0, retries=3, backoff=0.25, api_key=None, extra=None, name=None):
+    """A sequence model served by an OpenAI-compatible server at `base_url` (vLLM, SGLang, llama.cpp,
+    `transformers serve`): text in, text out.
+
+    A step is one `/v1/completions` request: `prompt` + the text so far, at most `max_tokens` new tokens,
+    stopping at `step` (the delimiter, kept in the text; None: a step is `max_tokens` tokens). A sequence ends
+    when the server stops on its own (end of sequence), a step adds no text, a step matches the regular
+    expression `end`, or after `length` steps. `model` is the served model's name (None: the only one GET
+    /v1/models lists). Requests are sent with temperature 1 and top_p 1 plus the fields of `extra` (e.g. a
+    server's own sampling settings; a server samples with its defaults for what a request does not set, and
+    that sampler is the proposal). `concurrency` requests at a time, each within `timeout` seconds, `retries`
+    retries after `backoff` · 2^k seconds on transient faults; `api_key` is sent as a bearer token.
+
+    Rewards of a target with a served base read text: `reward(texts)` gets the particles' generated texts (a
+    list of str), `reward(prompt, steps)` the prompt and each particle's list of steps (`ppl.served_reward`);
+    each returns one real per particle."""
+    endpoint = Endpoint(base_url, concurrency, timeout, retries, backoff, api_key)
+    return ServedModel(endpoint, model, step, max_tokens, length, prompt, end, extra, name)
+
+
+def served_reward(url, *, concurrency=8, timeout=60.0, retries=3, backoff=0.25, api_key=None, name="served_reward"):
+    """A process reward model at `url` (the protocol of `ppl.reward_server`: POST {"prompt", "steps"} ->
+    {"scores"}), as a reward `reward(prompt, steps)` of a served target: one request for all particles, the
+    newest step's score of each."""
+    endpoint = Endpoint(url, concurrency, timeout, retries, backoff, api_key)
+
+    def reward(prompt, steps):
+        steps = [list(s) for s in steps]
+        answer = endpoint.post("", [{"prompt": prompt, "steps": steps}])[0]
+        scores = _field(answer, endpoint.url, "scores")
+        if not isinstance(scores, list) or len(scores) != len(steps) or any(
+                not isinstance(sc, list) or len(sc) != len(st) for sc, st in zip(scores, steps)):
+            got = [len(sc) if isinstance(sc, list) else sc for sc in scores] if isinstance(scores, list) else scores
+            raise ServedResponseError(f"POST {endpoint.url}: the reward must return one score per step of each of the "
+                                      f"{len(steps)} particles ({[len(s) for s in steps]} scores); got {got}",
+                                      endpoint.url)
+        try:
+            return np.array([float(sc[-1]) if sc else 0.0 for sc in scores])
+        except (TypeError, ValueError):
+            raise ServedResponseError(f"POST {endpoint.url}: scores must be numbers, got {scores!r:.200}",
+                                      endpoint.url) from None
+    reward.__name__ = reward.__qualname__ = name
+    reward.endpoint = endpoint
+    return reward
+
+
+class RewardServer:
+    """A Python reward served over HTTP under the protocol of `ppl.served_reward`; `url`, `close()`, a context
+    manager, or `serve_forever()` in a process of its own."""
+
+    def __init__(self, fn, host, port):
+        from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_POST(self):
+                try:
+                    body = json.loads(self.rfile.read(int(self.headers.get("Content-Length", 0))))
+                    prompt, steps = body["prompt"], body["steps"]
+                    if not isinstance(prompt, str) or not isinstance(steps, list):
+                        raise ValueError("'prompt' must be text and 'steps' a list of lists of text")
+                except (ValueError, KeyError, TypeError) as e:
+                    return self._send(400, {"error": f"bad request: {e}"})
+                try:
+                    scores = [[float(v) for v in row] for row in fn(prompt, steps)]
+                except Exception as e:  # noqa: BLE001 (the user's reward failed: the client gets the reason)
+                    return self._send(500, {"error": f"the reward raised {type(e).__name__}: {e}"})
+                self._send(200, {"scores": scores})
+
+            def _send(self, status, payload):
+                data = json.dumps(payload).encode()
+                self.send_response(status)
+                self.send_header("Content-Type", "application/json")
+                self.send_header("Content-Length", str(len(data)))
+                self.end_headers()
+                self.wfile.write(data)
+
+            def log_message(self, *args):
+                pass
+
+        self.httpd = ThreadingHTTPServer((host, port), Handler)
+        self.httpd.daemon_threads = True
+        self.url = f"http://{host}:{self.httpd.server_address[1]}"
+        self._thread = None
+
+    def start(self):
+        """Serve from a background thread; returns self."""
+        self._thread = threading.Thread(target=self.httpd.serve_forever, name="ppl-reward-server", daemon=True)
+        self._thread.start()
+        return self
+
+    def serve_forever(self):
+        self.httpd.serve_forever()
+
+    def close(self):
+        self.httpd.shutdown() if self._thread is not None else None
+        self.httpd.server_close()
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.close()
+
+
+def reward_server(fn, host="127.0.0.1", port=0, start=True):
+    """Serve `fn(prompt, steps) -> scores` (one list of step texts per particle in, one list of floats per
+    particle out, one score per step) under the protocol of `ppl.served_reward` at http://host:port (port 0:
+    a free one; `.url` says which). With `start` it serves from a background thread; else call
+    `.serve_forever()`, e.g. in a process of its own."""
+    server = RewardServer(fn, host, port)
+    return server.start() if start else server
