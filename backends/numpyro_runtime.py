@@ -77,7 +77,7 @@ class NumPyroRuntime(Runtime):
         except RuntimeError:
             raise PPLError(f"device {device!r} requested but JAX sees no {platform} device") from None
         index = int(str(device).split(":")[1]) if ":" in str(device) else 0
-        self.jax_device = available[index]
+        self.jax_device = jax.local_devices(backend=platform)[index]    # this process's (ppl.distributed)
         self.mesh = sharding.mesh(devices, available)
         self.n_devices = 1 if self.mesh is None else self.mesh.size
         # where the runtime's arrays live: its device, or replicated on every device of the mesh
@@ -109,7 +109,11 @@ class NumPyroRuntime(Runtime):
         return jax.device_put(jnp.asarray(np.asarray(x), dtype=jnp.int32), self.placement)
 
     def to_numpy(self, x):
-        """a writable numpy copy (device_get's array is read-only)."""
+        """a writable numpy copy (device_get's array is read-only). An array split over the devices of several
+        processes is gathered from all of them first (a collective: every process reads it, in the same order)."""
+        if isinstance(x, jax.Array) and not x.is_fully_addressable:
+            from jax.experimental import multihost_utils
+            return np.array(multihost_utils.process_allgather(x, tiled=True))
         return np.array(jax.device_get(x))
 
     def shard(self, tree):
@@ -295,7 +299,9 @@ class NumPyroRuntime(Runtime):
                   "potential_energy")
         mcmc.run(key, init_params=z0 if chains > 1 else z0[0], extra_fields=fields)
         z = mcmc.get_samples(group_by_chain=True)
-        extra = jax.device_get(mcmc.get_extra_fields(group_by_chain=True))
+        if not z.is_fully_addressable:     # chains of several processes (ppl.distributed): every one gets all
+            z = self.asarray(self.to_numpy(z))
+        extra = jax.tree_util.tree_map(self.to_numpy, mcmc.get_extra_fields(group_by_chain=True))
         stats = {"diverging": extra["diverging"], "energy": extra["energy"], "n_steps": extra["num_steps"],
                  "acceptance_rate": extra["accept_prob"], "step_size": extra["adapt_state.step_size"],
                  "z_grad": extra["z_grad"], "potential_energy": extra["potential_energy"]}

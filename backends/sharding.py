@@ -35,6 +35,16 @@ def mesh(devices, available):
                               f"{available[0].platform} device(s); on CPU set the environment variable "
                               f"XLA_FLAGS=--xla_force_host_platform_device_count={devices} before JAX starts")
         chosen = available[:devices]
+        processes = sorted({d.process_index for d in available})
+        if len(processes) > 1:      # several processes (ppl.distributed): devices / processes of each
+            if devices % len(processes):
+                raise ValueRangeError(f"devices={devices} must be divisible by the number of processes "
+                                      f"({len(processes)}), each giving devices / processes of its own, or 'all'")
+            chosen = [d for p in processes for d in [d for d in available if d.process_index == p]
+                      [:devices // len(processes)]]
+            if len(chosen) < devices:
+                raise DeviceError(f"devices={devices} requested but the {len(processes)} processes have "
+                                  f"{len(available)} devices in all, not as many on each")
     elif isinstance(devices, (list, tuple)) and devices and all(isinstance(d, jax.Device) for d in devices):
         chosen = list(devices)
     else:

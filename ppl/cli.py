@@ -4,9 +4,11 @@
                  [--device cpu|cuda] [--particles N] [--seed S] [--float64] [--out result.nc] [--plot out.png]
                  [--allow-python] [--chains C] [--warmup W] [--draws D]    (the last three: nuts, hmc, pmmh)
                  [--devices K|all]    (is, smc, pf, fkc on numpyro: the particles split over K devices)
+                 [--distributed]      (one of several processes: ppl.distributed; devices default to all)
     ppl check FILE [--data data.json]            parse and check (names, shapes, supports, the plan); without
                                                  --data, missing data are symbolic and what needs them is skipped
     ppl compile FILE [--data data.json] --graph  print the plan and the inference graph
+    ppl serve PROGRAM [--host H] [--port P] ...  serve a steering program as an OpenAI-compatible chat endpoint
 
 A sequence target prints log Z ± se, the ESS per step, the chosen answer and the top sequences by total weight,
 tokens counted from 1 as the language counts them.
@@ -54,6 +56,11 @@ def _parser():
         run.add_argument(flag, type=int, dest=option, help=f"{option} of nuts, hmc or pmmh")
     run.add_argument("--devices", type=_devices, help="split the particles over K JAX devices, or all of them "
                      "(is, smc, pf, fkc on numpyro)")
+    run.add_argument("--distributed", action="store_true",
+                     help="join the other processes of a multi-process run (JAX_COORDINATOR_ADDRESS, "
+                          "JAX_NUM_PROCESSES, JAX_PROCESS_ID or SLURM's; see `python -m ppl.launch`): the "
+                          "particles split over every device of every process, and only process 0 prints and "
+                          "writes files")
     run.add_argument("--float64", action="store_true",
                      help='compute in float64 (precision="float64"; default: the file\'s, else float32)')
     run.add_argument("--out", help="save the result as NetCDF (.nc): ArviZ InferenceData that ppl.load reads back")
@@ -64,6 +71,8 @@ def _parser():
     common(comp)
     comp.add_argument("--target", help="the target to compile")
     comp.add_argument("--graph", action="store_true", help="also print the inference graph")
+    from .serve import add_arguments as serve_arguments
+    serve_arguments(sub.add_parser("serve", help="serve a steering program as an OpenAI-compatible chat endpoint"))
     return p
 
 
@@ -256,7 +265,18 @@ def _devices(text):
 
 def _main(args):
     from .lang import load_ppl
+    if args.command == "serve":
+        from .serve import main as serve
+        return serve(args)
     try:
+        if getattr(args, "distributed", False):
+            from . import distributed
+            distributed.initialize()
+            if args.devices is None:
+                args.devices = "all"
+            if not distributed.is_main():      # the same result on every process: process 0 tells it
+                sys.stdout = open(os.devnull, "w")
+                args.out = args.plot = None
         prog = load_ppl(args.file if args.file.endswith(".ppl") else _read(args.file), data=args.data,
                         allow_python=args.allow_python, filename=args.file, symbolic=args.command == "check")
         prog.front = "cli"
