@@ -78,6 +78,16 @@ def _prompt_states(module, prompts):
     return out, state
 
 
+def _prompted_rows(module, prompts):
+    """(log-probabilities [N, V], state) of a stateful module after each row's prompt (N token tuples), the
+    distinct prompts fed once."""
+    torch = _torch()
+    unique = list(dict.fromkeys(prompts))
+    out, state = _prompt_states(module, unique)
+    rows = torch.tensor([unique.index(p) for p in prompts])
+    return out[rows], _tree(lambda a: a[rows], state)
+
+
 class Prompted(_torch().nn.Module):
     """A stateful module (`start(n)`, `advance(tokens, state)` from the empty sequence) after the prompt: the
     stateful form of `ppl.autoregressive` (`start(n)` gives the law of the first token after the prompt), run
@@ -91,15 +101,33 @@ class Prompted(_torch().nn.Module):
                            f"{type(module).__name__}")
         self.module, self.prompt = module, tuple(int(t) for t in prompt)
 
+    def prompts(self, n):
+        return [self.prompt] * n
+
     def start(self, n):
-        torch = _torch()
-        with torch.no_grad():
-            out, state = _prompt_states(self.module, [self.prompt])
-        return out.expand(n, -1), _tree(lambda a: a.expand((n,) + tuple(a.shape[1:])).contiguous(), state)
+        with _torch().no_grad():
+            return _prompted_rows(self.module, self.prompts(n))
 
     def advance(self, tokens, state):
         with _torch().no_grad():
             return self.module.advance(tokens, state)
+
+
+class _Rows(Prompted):
+    """Prompted with a prompt per row: the draws of a minibatch of contexts in one walk."""
+
+    def __init__(self, module, prompts):
+        super().__init__(module, ())
+        self.rows = prompts
+
+    def prompts(self, n):
+        return self.rows
+
+
+def _rows_lm(module, prompts, like):
+    """A stateful module after a prompt per row, as a sequence model with the tokens, length, eos and pad of
+    `like`."""
+    return autoregressive(_Rows(module, prompts), like.vocab, like.length, eos=like.eos, pad=like.pad)
 
 
 def _walk(lm, rt, n, tokens=None, length=None, gen=None):
@@ -173,10 +201,7 @@ class _Trainable:
             pos = (mask.cumsum(1) - 1).clamp(min=0)
             logits = self.module(input_ids=ids, attention_mask=mask, position_ids=pos).logits[:, p - 1:p + width - 1]
         else:
-            unique = list(dict.fromkeys(prompts))
-            out, state = _prompt_states(self.module, unique)
-            rows = torch.tensor([unique.index(q) for q in prompts])
-            out, state = out[rows], _tree(lambda a: a[rows], state)
+            out, state = _prompted_rows(self.module, prompts)
             outs = [out]
             for t in range(width - 1):
                 out, state = self.module.advance(tokens[:, t], state)
@@ -327,30 +352,42 @@ class _Distiller:
 
     def batch(self, keys, n, gen, sampler, grad=True):
         """For members `keys` [B]: n draws each from r, and {log_gamma, log_q (with gradients when `grad`),
-        log_r (None when r = q_θ), log_p, reward} [B, n] as torch arrays."""
+        log_r (None when r = q_θ), log_p, reward} [B, n] as torch arrays. A stateful q_θ, and a base that is one
+        stateful module after each context's prompt, draw and score the whole minibatch in one walk."""
         torch = _torch()
-        toks, lens, log_r, log_p, rewards, prompts = [], [], [], [], [], []
-        for key in keys:
-            m = self.members[key]
-            if sampler == "base":
-                y, length, lp = _walk(m.base, self.rt, n, gen=gen)
-                log_r.append(lp)
-            else:
-                y, length, lr = _walk(self._lm(key, m, "q" if sampler is None else "fixed"), self.rt, n, gen=gen)
-                if sampler is not None:
-                    log_r.append(lr)
-                lp = _walk(m.base, self.rt, n, y, length)[2]
-            toks.append(y)
-            lens.append(length)
-            log_p.append(lp)
-            prompts += [m.prompt] * n
-            rewards.append(_rewards(m, self.rt, y, length))
+        ms = [self.members[k] for k in keys]
+        prompts = [m.prompt for m in ms for _ in range(n)]
+        big, like = len(prompts), ms[0].base
+        shared = all(isinstance(m.base.next_logprobs, Prompted) and m.module is ms[0].module for m in ms)
+        base = _rows_lm(ms[0].module, prompts, like) if shared else None
+
+        rows = [slice(j * n, (j + 1) * n) for j in range(len(keys))]
+
+        def each(fn):           # fn(key, member, its rows) -> arrays [n] per context, concatenated to [B n]
+            return [torch.cat(p) for p in zip(*(fn(k, m, r) for k, m, r in zip(keys, ms, rows)))]
+        log_r = log_p = None
+        if sampler is None and not self.q.hf:
+            y, length, _ = _walk(_rows_lm(self.q.module, prompts, like), self.rt, big, gen=gen)
+        elif sampler == "base" and shared:
+            y, length, log_p = _walk(base, self.rt, big, gen=gen)
+        else:
+            y, length, lr = each(lambda k, m, r: _walk(
+                m.base if sampler == "base" else self._lm(k, m, "q" if sampler is None else "fixed"), self.rt, n,
+                gen=gen))
+            log_p = lr if sampler == "base" else None
+            log_r = lr if sampler is not None else None
+        if sampler == "base":
+            log_r = log_p
+        if log_p is None:
+            log_p = (_walk(base, self.rt, big, y, length)[2] if shared else
+                     each(lambda k, m, r: _walk(m.base, self.rt, n, y[r], length[r]))[2])
+        reward = each(lambda k, m, r: [_rewards(m, self.rt, y[r], length[r])])[0]
         with torch.enable_grad() if grad else torch.no_grad():
-            log_q = self.q.log_prob(prompts, torch.cat(toks), torch.cat(lens)).reshape(len(keys), n)
-        log_p, reward = torch.stack(log_p), torch.stack(rewards)
-        betas = torch.tensor([self.members[k].beta for k in keys], dtype=torch.float64)[:, None]
-        return {"log_gamma": betas * log_p + reward, "log_q": log_q, "log_r": torch.stack(log_r) if log_r else None,
-                "log_p": log_p, "reward": reward}
+            log_q = self.q.log_prob(prompts, y, length).reshape(len(keys), n)
+        betas = torch.tensor([m.beta for m in ms], dtype=torch.float64)[:, None]
+        log_p, reward = log_p.reshape(len(keys), n), reward.reshape(len(keys), n)
+        return {"log_gamma": betas * log_p + reward, "log_q": log_q, "log_r": None if log_r is None else
+                log_r.reshape(len(keys), n), "log_p": log_p, "reward": reward}
 
     @staticmethod
     def loss(b, baseline=True):

@@ -9,12 +9,14 @@ measured is the estimator, not the model class. Trained on 6 of the 9 contexts; 
 (each c1 and each c2 is seen in training, not the pairs).
 
 Measured (pyro runtime, 1 torch thread): after 60 steps (16 draws per context, lr 0.1), the exact
-KL(π_c ‖ q_θ) over all 3^5 sequences on the held-out contexts is 0.0005–0.0067 over seeds 0–2 (before training,
+KL(π_c ‖ q_θ) over all 3^5 sequences on the held-out contexts is 0.0007–0.0050 over seeds 0–2 (before training,
 KL(π_c ‖ p) is 0.88–1.75). The variance of the minibatch gradient (trace of its covariance, 20 minibatches of 8
-draws per context) is 1.25–1.69 times larger without the baseline at θ = SFT and 2800–6600 times larger at the
+draws per context) is 1.38–1.86 times larger without the baseline at θ = SFT and 354–536 times larger at the
 trained θ (10 seeds), where the baseline's gradient vanishes and the ablation's stays the score's sample mean.
-pf with the distilled proposal (256 particles, 10 seeds, held-out contexts): (log Ẑ − log Z)/se within ±2.1,
-mean ESS/N over steps 0.85–0.96 against 0.50–0.68 with the base as proposal.
+pf with the distilled proposal (256 particles, 10 seeds x 3 held-out contexts): (log Ẑ − log Z)/se in
+[−2.85, 2.04], mean ESS/N over steps 0.85–0.98 against 0.50–0.68 with the base as proposal (gain >= 0.19).
+150 steps with r = the base, r = a fixed earlier distillation, or without the baseline: held-out KL at most
+1e-4, 0.012 and 0.015 (seeds 1–3). The fast tests take about 10 s.
 """
 import copy
 import itertools
@@ -85,7 +87,7 @@ def distilled():
 
 
 def test_distilled_model_matches_the_tilted_targets_exactly(distilled):
-    """KL(π_c ‖ q_θ) over all 243 sequences < 0.05 on the held-out contexts (measured ≤ 0.0067 over seeds 0–2),
+    """KL(π_c ‖ q_θ) over all 243 sequences < 0.05 on the held-out contexts (measured ≤ 0.0050 over seeds 0–2),
     from 0.88–1.75 for the SFT model; q_θ sums to 1 over the sequences; the log has a step per row."""
     for c in HELD:
         assert np.exp(distilled.log_prob(c, SEQS)).sum() == pytest.approx(1.0, abs=1e-5)
@@ -113,7 +115,7 @@ def gradient_variance(model, seed, reps=20, n=8):
 
 
 def test_the_baseline_reduces_the_gradient_variance(distilled):
-    """Without the baseline the gradient's variance is 1.25–1.69x larger at θ = SFT and 2800–6600x at the
+    """Without the baseline the gradient's variance is 1.38–1.86x larger at θ = SFT and 354–536x at the
     trained θ (10 seeds); the test asks for 1.1x and 100x."""
     with_sft, without_sft = gradient_variance(copy.deepcopy(SFT), 0)
     with_fit, without_fit = gradient_variance(distilled.model, 0)
@@ -123,7 +125,7 @@ def test_the_baseline_reduces_the_gradient_variance(distilled):
 
 def test_pf_with_the_distilled_proposal(distilled):
     """pf on family(c) with proposal=amortized(c): log Z within 4 se of exact, and a higher mean ESS/N over the
-    steps than with the base as proposal (measured 0.85–0.96 against 0.50–0.68)."""
+    steps than with the base as proposal by 0.1 (measured 0.85–0.98 against 0.50–0.68, gain >= 0.19)."""
     for c in HELD:
         _, log_z = exact(c)
         dist = ppl.sample(family(c), method="pf", runtime="pyro", particles=256, seed=0, proposal=distilled(c))
@@ -225,11 +227,11 @@ def test_the_family_needs_one_base_and_distinct_prompts():
 
 
 # ------------------------------------------------------------------------------------------ samplers, early stop
-@pytest.mark.slow
 @pytest.mark.parametrize("sampler", ["base", "fixed", "ablation"])
 def test_other_samplers_and_the_ablation(sampler, distilled):
     """r = the base p, r = a fixed earlier distillation, and the ablation without baseline all reach
-    KL(π_c ‖ q_θ) < 0.05 on the held-out contexts with more steps."""
+    KL(π_c ‖ q_θ) < 0.05 on the held-out contexts with more steps (measured at most 1e-4, 0.012, 0.015 over
+    seeds 1–3)."""
     options = {"base": {"sampler": "base"}, "fixed": {"sampler": distilled}, "ablation": {"baseline": False}}
     a = ppl.amortize(family, TRAIN, steps=150, particles=32, batch=6, lr=0.05, seed=1, **options[sampler])
     assert max(kl(c, a) for c in HELD) < 0.05
