@@ -329,11 +329,6 @@ class _Distiller:
         self.family, self.q, self.rt, self.sampler = family, q, rt, sampler
         self.members, self._lms = {}, {}
 
-    def member(self, key, c, where):
-        if key not in self.members:
-            self.members[key] = _Member(self.family, c, where)
-        return self.members[key]
-
     def _lm(self, key, m, what):
         """The sequence model that r is for member m: q_θ's, or the fixed proposal's (checked)."""
         if (key, what) not in self._lms:
@@ -360,27 +355,24 @@ class _Distiller:
         big, like = len(prompts), ms[0].base
         shared = all(isinstance(m.base.next_logprobs, Prompted) and m.module is ms[0].module for m in ms)
         base = _rows_lm(ms[0].module, prompts, like) if shared else None
-
         rows = [slice(j * n, (j + 1) * n) for j in range(len(keys))]
 
         def each(fn):           # fn(key, member, its rows) -> arrays [n] per context, concatenated to [B n]
             return [torch.cat(p) for p in zip(*(fn(k, m, r) for k, m, r in zip(keys, ms, rows)))]
-        log_r = log_p = None
         if sampler is None and not self.q.hf:
-            y, length, _ = _walk(_rows_lm(self.q.module, prompts, like), self.rt, big, gen=gen)
+            y, length, log_r = _walk(_rows_lm(self.q.module, prompts, like), self.rt, big, gen=gen)
         elif sampler == "base" and shared:
-            y, length, log_p = _walk(base, self.rt, big, gen=gen)
+            y, length, log_r = _walk(base, self.rt, big, gen=gen)
         else:
-            y, length, lr = each(lambda k, m, r: _walk(
+            y, length, log_r = each(lambda k, m, r: _walk(
                 m.base if sampler == "base" else self._lm(k, m, "q" if sampler is None else "fixed"), self.rt, n,
                 gen=gen))
-            log_p = lr if sampler == "base" else None
-            log_r = lr if sampler is not None else None
         if sampler == "base":
-            log_r = log_p
-        if log_p is None:
+            log_p = log_r
+        else:
             log_p = (_walk(base, self.rt, big, y, length)[2] if shared else
                      each(lambda k, m, r: _walk(m.base, self.rt, n, y[r], length[r]))[2])
+        log_r = None if sampler is None else log_r
         reward = each(lambda k, m, r: [_rewards(m, self.rt, y[r], length[r])])[0]
         with torch.enable_grad() if grad else torch.no_grad():
             log_q = self.q.log_prob(prompts, y, length).reshape(len(keys), n)

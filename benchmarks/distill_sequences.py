@@ -1,0 +1,229 @@
+"""Distilling a steered reasoning target into the solver (BRAIn on sequences, `ppl.amortize`), then steering the
+distilled model with particle filtering, on the synthetic task of `examples/reasoning_task.py`.
+
+The task: chains of arithmetic mod 10 (`--steps` of them, 3 by default to stay within minutes), the partly
+trained GRU solver of `reasoning_task.train_solver` (teacher-forced step accuracy 0.75) as p_SFT, the noisy
+process reward model as verifier. The steered target of problem c is
+
+    π_c(y) ∝ p_SFT(y | c) · exp(r_c(y) / λ),     r_c(y) = logit PRM_c(y) = ±μ (right / wrong so far) + σ · noise,
+
+read on prefixes as twisting potentials by pf (potential 'diff': consistent for π_c). The solver becomes a
+stateful module (`SolverLM`) read after the prompt (`Prompted`), so one copy of it, q_θ, serves every problem.
+
+(a) Distillation on training problems, 3 seeds each: BRAIn (α̂ − β̂), its ablation without the baseline
+    (α̂ only), and best-of-N distillation (RAFT / ReST: fine-tune on the largest-reward draw of n from the current
+    model); on held-out problems: the mean reward r of draws of q_θ, KL(q_θ ‖ p_SFT) on them, and the accuracy of
+    one draw's answer.
+(b) Accuracy against the inference budget N = 1…64 on held-out problems: pf on π_c with the base as proposal,
+    pf on π_c with the distilled model (BRAIn, seed 0) as proposal, and the distilled model alone (N draws,
+    majority vote); answers by weighted vote. Training compute is printed beside it (generations and seconds).
+
+    python benchmarks/distill_sequences.py [--steps 3] [--problems 60] [--quick]
+"""
+import argparse
+import copy
+import math
+import os
+import sys
+import time
+
+import numpy as np
+import torch
+from torch import nn
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+sys.path.insert(0, os.path.join(ROOT, "examples"))
+import ppl  # noqa: E402
+from ppl.amortize_sequences import AmortizedSequences, Prompted, _Distiller, _Member, _Trainable  # noqa: E402
+from ppl.backends.runtime import get_runtime  # noqa: E402
+from reasoning_task import EOS, SEP, VOCAB, NoisyPRM, answer_of, make_problems, train_solver  # noqa: E402
+
+MU, SIGMA, LAM = 1.5, 1.0, 0.5      # the PRM of reasoning_task (its defaults), the tilt's λ
+
+
+class SolverLM(nn.Module):
+    """The GRU solver in the stateful form over prompt + tokens: start(n) is the empty sequence (zero state; its
+    first-token law is never used, every prompt is non-empty), advance feeds one token."""
+
+    def __init__(self, solver):
+        super().__init__()
+        self.solver = solver
+
+    def start(self, n):
+        return torch.zeros(n, VOCAB), torch.zeros(n, self.solver.gru.hidden_size)
+
+    def advance(self, tokens, h):
+        logits, h = self.solver(tokens[:, None], h[None].contiguous())
+        return torch.log_softmax(logits[:, 0], -1), h[0]
+
+
+class LogitPRM:
+    """The reward logit PRM(y) of one problem, on left-padded prefixes and their lengths."""
+
+    def __init__(self, prm):
+        self.prm = prm
+
+    def __call__(self, tokens, lengths):
+        ok, h = self.prm.correct(tokens, lengths)
+        return MU * (2 * ok.float() - 1) + SIGMA * self.prm.noise(h)
+
+
+def make_family(base, prompts, results, steps):
+    """Problem index i -> π_i: the solver after prompt i, tilted by its PRM logit / λ."""
+    def family(i):
+        lm = ppl.autoregressive(Prompted(base, prompts[i]), VOCAB, 2 * steps + 1, eos=EOS, step=SEP, name="solver")
+        return lm.tilt(LogitPRM(NoisyPRM(results[i], int(i), MU, SIGMA)), LAM)
+    return family
+
+
+def best_of_n(family, base, contexts, steps, n, batch, lr, seed):
+    """Best-of-N distillation (RAFT / ReST): each step draws n sequences per context from the current model and
+    takes an Adam step on −mean_c log q_θ(y_best(c) | c), y_best the draw of largest reward."""
+    q = _Trainable(copy.deepcopy(base), VOCAB)
+    d = _Distiller(family, q, get_runtime("pyro"), None)
+    d.members.update({j: _Member(family, c, f"context {j}") for j, c in enumerate(contexts)})
+    opt = torch.optim.Adam(q.params, lr=lr)
+    gen, rng = torch.Generator().manual_seed(seed), np.random.default_rng(seed)
+    start, history = time.perf_counter(), {"reward": [], "kl_base": []}
+    for _ in range(steps):
+        b = d.batch(sorted(rng.choice(len(contexts), size=batch, replace=False).tolist()), n, gen, None)
+        loss = -b["log_q"].gather(1, b["reward"].argmax(-1)[:, None]).mean()
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+        stats = d.stats(b)
+        for k in history:
+            history[k].append(stats[k])
+    return AmortizedSequences(family, q.module, {k: np.array(v) for k, v in history.items()},
+                              time.perf_counter() - start, steps * batch * n, contexts)
+
+
+def trajectory(runs, windows):
+    """(KL(q ‖ p_SFT), reward r) on the training draws, averaged over runs (seeds) and over each window of steps."""
+    kl = np.mean([[a.history["kl_base"][w].mean() for w in windows] for a in runs], axis=0)
+    reward = np.mean([[a.history["reward"][w].mean() * LAM for w in windows] for a in runs], axis=0)
+    return kl, reward
+
+
+def held_out_scores(amortized, family, problems, answer, results, n, seed):
+    """On held-out problems, from n draws of q_θ each: mean reward r, KL(q_θ ‖ p_SFT) = mean log q − log p, and
+    the fraction of draws whose answer is right."""
+    q = _Trainable(amortized.model, VOCAB)
+    d = _Distiller(family, q, get_runtime("pyro"), None)
+    d.members.update({i: _Member(family, i, f"problem {i}") for i in problems})
+    reward, kl, right = [], [], []
+    gen = torch.Generator().manual_seed(seed)
+    for i in problems:
+        m = d.members[i]
+        b = d.batch([i], n, gen, None, grad=False)
+        reward.append(float(b["reward"].mean()) * LAM)
+        kl.append(float((b["log_q"].double() - b["log_p"]).mean()))
+        # the answers of n further draws of q_θ
+        r = ppl.sample(q.lm(m), method="pf", runtime="pyro", particles=n, seed=seed + i, answer=answer)
+        right.append(np.mean([a == int(results[i, -1]) for a in r.diagnostics["answers"]]))
+    return float(np.mean(reward)), float(np.mean(kl)), float(np.mean(right))
+
+
+def accuracy_curve(family, amortized, problems, results, budgets, answer, seed):
+    """Accuracy of the voted answer at each budget N for pf with the base, pf with the distilled proposal, and
+    the distilled model alone; and the seconds each took."""
+    rows = {k: np.zeros((len(budgets), len(problems))) for k in ("pf base", "pf distilled", "distilled alone")}
+    seconds = dict.fromkeys(rows, 0.0)
+    for j, i in enumerate(problems):
+        target, q = family(i), amortized(i)
+        for b, n in enumerate(budgets):
+            runs = {"pf base": (target, None), "pf distilled": (target, q), "distilled alone": (q, None)}
+            for k, (tgt, prop) in runs.items():
+                t0 = time.perf_counter()
+                r = ppl.sample(tgt, method="pf", runtime="pyro", particles=n, seed=seed * 7919 + 101 * i + b,
+                               proposal=prop, select="vote", answer=answer)
+                seconds[k] += time.perf_counter() - t0
+                rows[k][b, j] = r.answer == int(results[i, -1])
+    return rows, seconds
+
+
+def main(argv=None):
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--steps", type=int, default=3, help="arithmetic steps per problem")
+    ap.add_argument("--problems", type=int, default=60, help="held-out problems")
+    ap.add_argument("--train-problems", type=int, default=128, help="training problems (contexts)")
+    ap.add_argument("--train-steps", type=int, default=300, help="distillation steps")
+    ap.add_argument("--lr", type=float, default=3e-3, help="Adam's learning rate")
+    ap.add_argument("--quick", action="store_true", help="a smoke run: 1 seed, 10 steps, 6 problems, N <= 8")
+    args = ap.parse_args(argv)
+    torch.set_num_threads(1)
+    k = args.steps
+    seeds, train_steps, problems, budgets = ((1, 10, 6, [1, 2, 4, 8]) if args.quick else
+                                             (3, args.train_steps, args.problems, [1, 2, 4, 8, 16, 32, 64]))
+    t0 = time.perf_counter()
+    solver, info = train_solver(k, 0.75, seed=0, steps=100 if args.quick else 6000)
+    print(f"solver: {k}-step problems, GRU trained {info['updates']} updates to teacher-forced step accuracy "
+          f"{info['step_accuracy']:.3f} in {info['seconds']:.0f} s")
+    base = SolverLM(solver)
+    m = args.train_problems
+    train_prompts, train_results = make_problems(m, k, seed=777)
+    test_prompts, test_results = make_problems(problems, k, seed=12345)
+    prompts, results = torch.cat([train_prompts, test_prompts]), torch.cat([train_results, test_results])
+    family = make_family(base, prompts, results, k)
+    train, held = list(range(m)), list(range(m, m + problems))
+    seen = train[:min(problems, m)]          # training problems scored like the held-out ones
+    answer = answer_of(k)
+    options = {"steps": train_steps, "particles": 16, "batch": 8, "lr": args.lr, "progress": False}
+
+    print(f"\n(a) distillation on {m} problems, {train_steps} steps x 8 problems x 16 draws; scored on {problems} "
+          f"held-out and {len(seen)} training problems x 32 draws (reward r, KL(q|p_SFT), accuracy of one draw)")
+    sets = {"held-out": held, "training": seen}
+    print(f"{'':>20}" + "".join(f"{name + ' problems':>27}" for name in sets))
+    print(f"{'method':>14} {'seed':>4} " + f"{'reward':>8} {'KL(q|p)':>8} {'acc':>8} " * len(sets) +
+          f"{'train s':>8} {'generations':>11}")
+    sft = AmortizedSequences(family, copy.deepcopy(base))
+    cells = [x for name in sets for x in held_out_scores(sft, family, sets[name], answer, results, 32, 0)]
+    print(f"{'SFT':>14} {'-':>4} " + " ".join(f"{x:8.3f}" for x in cells))
+    table, models = {}, {}
+    for seed in range(seeds):
+        for name in ("BRAIn", "no baseline", "best-of-N"):
+            if name == "best-of-N":
+                a = best_of_n(family, base, train, train_steps, 16, 8, options["lr"], seed)
+            else:
+                a = ppl.amortize(family, train, proposal=copy.deepcopy(base), seed=seed, baseline=name == "BRAIn",
+                                 **options)
+            cells = [x for group in sets.values() for x in held_out_scores(a, family, group, answer, results, 32, 0)]
+            table.setdefault(name, []).append(cells)
+            models[name, seed] = a
+            print(f"{name:>14} {seed:4d} " + " ".join(f"{x:8.3f}" for x in cells) +
+                  f" {a.seconds:8.1f} {a.generations:11d}")
+    print("mean (sd) over seeds:")
+    for name, rows in table.items():
+        r = np.array(rows)
+        print(f"{name:>14}      " + " ".join(f"{mu:8.3f}" for mu in r.mean(0)) + "   (" +
+              " ".join(f"{sd:.3f}" for sd in r.std(0)) + ")")
+
+    size = max(train_steps // 6, 1)
+    windows = [slice(i, i + size) for i in range(0, train_steps - size + 1, size)]
+    print(f"\ntraining draws, mean over seeds and windows of {size} steps: KL(q|p) -> reward, and the reward at "
+          f"equal KL (linear interpolation)")
+    curves = {name: trajectory([models[name, s] for s in range(seeds)], windows) for name in table}
+    for name, (kl, reward) in curves.items():
+        print(f"{name:>14} " + "  ".join(f"{k:.3f}->{r:.3f}" for k, r in zip(kl, reward)))
+    top = min(kl.max() for kl, _ in curves.values())
+    levels = np.linspace(0.25, 1.0, 4) * top
+    print(f"{'KL level':>14} " + " ".join(f"{v:8.3f}" for v in levels))
+    for name, (kl, reward) in curves.items():
+        order = np.argsort(kl)
+        print(f"{name:>14} " + " ".join(f"{v:8.3f}" for v in np.interp(levels, kl[order], reward[order])))
+
+    brain = models["BRAIn", 0]
+    for name, group in sets.items():
+        print(f"\n(b) accuracy of the voted answer over {len(group)} {name} problems against N (distilled: BRAIn seed 0, "
+              f"trained on {brain.generations} generations in {brain.seconds:.0f} s)")
+        rows, seconds = accuracy_curve(family, brain, group, results, budgets, answer, seed=0)
+        print(f"{'N':>4} " + " ".join(f"{m:>18}" for m in rows))
+        for b, n in enumerate(budgets):
+            cells = [f"{rows[m][b].mean():.3f} ± {rows[m][b].std(ddof=1) / math.sqrt(len(group)):.3f}" for m in rows]
+            print(f"{n:4d} " + " ".join(f"{c:>18}" for c in cells))
+        print("seconds in all: " + ", ".join(f"{m} {s:.1f}" for m, s in seconds.items()))
+    print(f"total wall time {time.perf_counter() - t0:.0f} s")
+
+
+if __name__ == "__main__":
+    main()
