@@ -210,7 +210,8 @@ def main(argv=None):
     print(f"{'KL level':>14} " + " ".join(f"{v:8.3f}" for v in levels))
     for name, (kl, reward) in curves.items():
         order = np.argsort(kl)
-        print(f"{name:>14} " + " ".join(f"{v:8.3f}" for v in np.interp(levels, kl[order], reward[order])))
+        at = np.interp(levels, kl[order], reward[order], left=np.nan, right=np.nan)    # nan: KL not reached
+        print(f"{name:>14} " + " ".join(f"{v:8.3f}" for v in at))
 
     brain = models["BRAIn", 0]
     for name, group in sets.items():

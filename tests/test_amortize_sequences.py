@@ -151,6 +151,18 @@ def test_the_sampled_model_is_the_trained_density(distilled):
     assert np.isfinite(r.log_z)
 
 
+def test_proposal_index_and_a_proposal_that_does_not_fit(distilled):
+    """proposal= a base's index passes ppl.sample's check (index 0 of a one-base target is the default); a
+    proposal over other sequences is a ShapeError naming what differs."""
+    c = HELD[0]
+    default = ppl.sample(family(c), method="pf", runtime="pyro", particles=64, seed=3)
+    indexed = ppl.sample(family(c), method="pf", runtime="pyro", particles=64, seed=3, proposal=0)
+    assert indexed.log_z == default.log_z
+    other = ppl.autoregressive(Prompted(SFT, c), V, L - 1)
+    with pytest.raises(ppl.ShapeError, match="must agree in length: 4 against 5"):
+        ppl.sample(family(c), method="pf", runtime="pyro", particles=64, proposal=other)
+
+
 def tiny_gpt2():
     transformers = pytest.importorskip("transformers")
     torch.manual_seed(0)
