@@ -269,8 +269,8 @@ def main(argv=None):
 
     brain = models["BRAIn", 0]
     for name, group in sets.items():
-        print(f"\n(b) accuracy of the voted answer over {len(group)} {name} problems against N (distilled: BRAIn seed 0, "
-              f"trained on {brain.generations} generations in {brain.seconds:.0f} s)")
+        print(f"\n(b) accuracy of the voted answer over {len(group)} {name} problems against N (distilled: BRAIn "
+              f"seed 0, trained on {brain.generations} generations in {brain.seconds:.0f} s)")
         rows, seconds = accuracy_curve(family, brain, group, results, budgets, answer, seed=0)
         print(f"{'N':>4} " + " ".join(f"{m:>18}" for m in rows))
         for b, n in enumerate(budgets):
