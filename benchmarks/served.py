@@ -1,0 +1,120 @@
+"""`pf` against a served model (`ppl.served`, issue 31) versus the server's own plain sampling, on one machine.
+
+The server: a real `transformers serve` process on 127.0.0.1 serving the small GPT-2 of tests/served_gpt2.py
+(random weights, vocabulary {a, b, newline, space, eos}; `--embd`/`--layers` make it larger). A sequence is at
+most L = `--steps` steps of at most `--tokens` tokens ending at a newline (or at eos).
+
+For each N and concurrency c (requests in flight at once):
+
+  plain      N whole sequences from the server, as a user of the server alone would ask for them: `n=` in one
+             request where the server honours it (`transformers serve` ignores `n`, which is checked here), else
+             N concurrent requests of up to L · tokens tokens, c at a time
+  stepwise   the same N sequences step by step, as any step-level method must ask for them: L rounds of N
+             concurrent requests (prompt + text so far, stop at the newline), c at a time, from a bare asyncio +
+             httpx loop: the floor of a step-level sampler on this server
+  pf         ppl.sample(ppl.served(..., concurrency=c).tilt(#a), method='pf', particles=N), runtime 'pyro'
+
+reported as generations (sequences) per second and pf's time over each baseline. The median of `--runs` runs
+(after a first one that warms the server and the JAX/torch kernels).
+
+    python benchmarks/served.py [--particles 16 64 256] [--concurrency 1 8 32] [--steps 4] [--tokens 4] [--runs 3]
+"""
+import argparse
+import asyncio
+import os
+import statistics
+import sys
+import tempfile
+import time
+
+import numpy as np
+
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "tests"))
+import ppl  # noqa: E402
+from served_gpt2 import Server, build_model  # noqa: E402
+
+
+def count_a(texts):
+    return np.array([t.count("a") for t in texts], dtype=float)
+
+
+async def _requests(url, bodies, c):
+    import httpx2
+    sem = asyncio.Semaphore(c)
+    async with httpx2.AsyncClient(timeout=120, limits=httpx2.Limits(max_connections=c)) as client:
+        async def one(body):
+            async with sem:
+                r = await client.post(url + "/v1/completions", json=body)
+                r.raise_for_status()
+                return r.json()["choices"]
+        return await asyncio.gather(*[one(b) for b in bodies])
+
+
+def plain(url, model, n, c, steps, tokens):
+    body = {"model": model, "prompt": "a", "max_tokens": steps * tokens, "temperature": 1.0, "top_p": 1.0}
+    if len(asyncio.run(_requests(url, [dict(body, n=n)], 1))[0]) == n:      # the server honours n=
+        return
+    asyncio.run(_requests(url, [body] * n, c))
+
+
+def stepwise(url, model, n, c, steps, tokens):
+    texts, live = [""] * n, list(range(n))
+    for _ in range(steps):
+        if not live:
+            break
+        out = asyncio.run(_requests(url, [{"model": model, "prompt": "a" + texts[i], "max_tokens": tokens,
+                                           "stop": ["\n"], "temperature": 1.0, "top_p": 1.0} for i in live], c))
+        for i, choices in zip(live, out):
+            texts[i] += choices[0]["text"]
+        live = [i for i, choices in zip(live, out) if choices[0]["text"].endswith("\n")]
+
+
+def pf(url, model, n, c, steps, tokens, seed):
+    lm = ppl.served(url, model, step="\n", max_tokens=tokens, length=steps, prompt="a", concurrency=c)
+    return ppl.sample(lm.tilt(count_a, 1.0), method="pf", particles=n, seed=seed, runtime="pyro")
+
+
+def timed(fn, runs):
+    fn(0)
+    times = []
+    for k in range(runs):
+        t = time.perf_counter()
+        fn(k + 1)
+        times.append(time.perf_counter() - t)
+    return statistics.median(times)
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--particles", type=int, nargs="+", default=[16, 64, 256])
+    ap.add_argument("--concurrency", type=int, nargs="+", default=[1, 8, 32])
+    ap.add_argument("--steps", type=int, default=4)
+    ap.add_argument("--tokens", type=int, default=4)
+    ap.add_argument("--runs", type=int, default=3)
+    ap.add_argument("--embd", type=int, default=16)
+    ap.add_argument("--layers", type=int, default=2)
+    args = ap.parse_args()
+    import torch
+    torch.set_num_threads(1)
+    with tempfile.TemporaryDirectory() as path:
+        build_model(path, args.embd, args.layers)
+        server = Server(path)
+        try:
+            url = server.url
+            print(f"transformers serve, GPT-2 n_embd={args.embd} n_layer={args.layers}, L={args.steps} steps of "
+                  f"<= {args.tokens} tokens; {os.cpu_count()} CPUs; median of {args.runs} runs")
+            print(f"{'N':>5} {'c':>4} {'plain s':>9} {'stepwise s':>11} {'pf s':>8} {'pf gen/s':>9} "
+                  f"{'pf/plain':>9} {'pf/stepwise':>12}")
+            for n in args.particles:
+                for c in args.concurrency:
+                    t_plain = timed(lambda k: plain(url, path, n, c, args.steps, args.tokens), args.runs)
+                    t_step = timed(lambda k: stepwise(url, path, n, c, args.steps, args.tokens), args.runs)
+                    t_pf = timed(lambda k: pf(url, path, n, c, args.steps, args.tokens, k), args.runs)
+                    print(f"{n:>5} {c:>4} {t_plain:>9.3f} {t_step:>11.3f} {t_pf:>8.3f} {n / t_pf:>9.1f} "
+                          f"{t_pf / t_plain:>9.2f} {t_pf / t_step:>12.2f}", flush=True)
+        finally:
+            server.stop()
+
+
+if __name__ == "__main__":
+    main()

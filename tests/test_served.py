@@ -1,0 +1,231 @@
+"""Served models and rewards (`ppl.served`, issue 31) against a real `transformers serve` process on 127.0.0.1.
+
+The served model: a random 2-layer GPT-2 over a byte-level BPE tokenizer trained here with `tokenizers` on
+the alphabet {a, b, newline, space} with no merges (vocabulary 5 with <|endoftext|> = eos), so that text and
+tokens correspond one to one and re-tokenizing a particle's text gives back its tokens: the served text-level
+law is then the token-level law of the same network in memory. Its generation_config samples the model itself
+(do_sample, top_k 0, top_p 1, temperature 1). A step is one token (`max_tokens=1`, `step=None`), a sequence
+ends at eos (the server returns no text) or after L = 4 steps; the target tilts by the number of 'a's, so
+log Z = log Σ_x p(x) e^{#a(x)} by enumeration of the 5^4 sequences with a float64 forward pass.
+
+Fault cases: a closed port, an unknown model name, a server that answers slowly, malformed and truncated
+JSON, a reward endpoint returning the wrong number of scores, a target needing log-probabilities that the
+server does not return (`transformers serve` ignores `logprobs`), and (slow) the server killed mid-run.
+"""
+import contextlib
+import http.server
+import itertools
+import math
+import threading
+import time
+
+import numpy as np
+import pytest
+
+import ppl
+
+from served_gpt2 import Server, build_model, free_port
+
+pytest.importorskip("transformers")
+pytest.importorskip("fastapi")
+pytest.importorskip("httpx2")
+
+L = 4
+
+
+@pytest.fixture(scope="module")
+def served_gpt2(tmp_path_factory):
+    """(the Server, its model directory, the model and tokenizer in memory); the server starts here and is
+    waited for at its first `url`, so a test can compute in memory meanwhile."""
+    path = tmp_path_factory.mktemp("served_gpt2")
+    model, tok = build_model(path)
+    server = Server(path)
+    yield server, str(path), model, tok
+    server.stop()
+
+
+def count_a(texts):
+    return np.array([t.count("a") for t in texts], dtype=float)
+
+
+def exact_log_z(model, tok):
+    """log Σ_x p(x | 'a') e^{#a(x)} over the sequences of at most L tokens ending at their first eos."""
+    import copy
+
+    import torch
+    seqs = [list(b) + [0] for k in range(L) for b in itertools.product(range(1, 5), repeat=k)]
+    seqs += [list(b) for b in itertools.product(range(1, 5), repeat=L)]
+    with torch.no_grad():
+        lp = torch.log_softmax(copy.deepcopy(model).double()(torch.tensor([[1] + x + [0] * (L - len(x))
+                                                                           for x in seqs])).logits, -1).numpy()
+    logs = np.array([sum(lp[i, t, v] for t, v in enumerate(x)) + tok.decode(x, skip_special_tokens=True).count("a")
+                     for i, x in enumerate(seqs)])
+    return float(logs.max() + math.log(np.exp(logs - logs.max()).sum()))
+
+
+def test_pf_on_served_model_matches_in_memory_and_exact(served_gpt2):
+    """pf on lm.tilt(#a) served (text steps, weights from the reward alone) and in memory (the same network
+    as a causal LM, token steps): both log Z within 4 se of the exact one and of each other."""
+    server, _, model, tok = served_gpt2
+    exact = exact_log_z(model, tok)
+    local = ppl.autoregressive(model, vocab=5, length=L, eos=0, prompt=[1], decode=tok.decode)
+    in_memory = ppl.sample(local.tilt(lambda prefixes: (prefixes == 1).sum(1) * 1.0, 1.0), method="pf",
+                           particles=2000, seed=0, runtime="pyro")
+    lm = ppl.served(server.url, step=None, max_tokens=1, length=L, prompt="a", timeout=30)
+    served = ppl.sample(lm.tilt(count_a, 1.0), method="pf", particles=128, seed=0, runtime="pyro")
+    print(f"exact {exact:.4f}  served {served.log_z:.4f} ± {served.log_z_se:.4f}  in memory "
+          f"{in_memory.log_z:.4f} ± {in_memory.log_z_se:.4f}")
+    assert abs(served.log_z - exact) < 4 * served.log_z_se + 1e-3, (served.log_z, served.log_z_se, exact)
+    assert abs(in_memory.log_z - exact) < 4 * in_memory.log_z_se + 1e-3, (in_memory.log_z, exact)
+    assert abs(served.log_z - in_memory.log_z) < 4 * math.hypot(served.log_z_se, in_memory.log_z_se)
+    assert all(isinstance(t, str) and set(t) <= set("ab \n") for t in served.sequences)
+    assert served.samples["steps"].shape == (1, 128) and served.diagnostics["generations"] == 128
+    assert served.answer in served.sequences
+
+
+# ---- faults ----------------------------------------------------------------------------------------------
+
+class Fake(http.server.BaseHTTPRequestHandler):
+    """A misbehaving server: `behaviour` of the class says how it answers every POST."""
+
+    behaviour = "slow"
+
+    def do_GET(self):
+        self._send(b'{"object": "list", "data": [{"id": "m"}]}')
+
+    def do_POST(self):
+        self.rfile.read(int(self.headers.get("Content-Length", 0)))
+        if self.behaviour == "slow":
+            time.sleep(1.0)
+            return self._send(b'{"choices": [{"text": "a", "finish_reason": "length"}]}')
+        if self.behaviour == "malformed":
+            return self._send(b'{"choices": [{"text": "a", ')
+        # truncated: announces more than it sends, then closes
+        self.send_response(200)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", "200")
+        self.end_headers()
+        self.wfile.write(b'{"choices": [')
+        self.wfile.flush()
+        self.close_connection = True
+
+    def _send(self, data):
+        try:
+            self.send_response(200)
+            self.send_header("Content-Type", "application/json")
+            self.send_header("Content-Length", str(len(data)))
+            self.end_headers()
+            self.wfile.write(data)
+        except (BrokenPipeError, ConnectionResetError):      # the client gave up waiting (the slow case)
+            pass
+
+    def log_message(self, *args):
+        pass
+
+
+@contextlib.contextmanager
+def fake_server(behaviour):
+    handler = type("Handler", (Fake,), {"behaviour": behaviour})
+    httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    httpd.daemon_threads = True
+    threading.Thread(target=httpd.serve_forever, daemon=True).start()
+    try:
+        yield f"http://127.0.0.1:{httpd.server_address[1]}"
+    finally:
+        httpd.shutdown()
+        httpd.server_close()
+
+
+def run_pf(lm, reward=count_a, particles=4):
+    return ppl.sample(lm.tilt(reward, 1.0), method="pf", particles=particles, seed=0, runtime="pyro")
+
+
+def test_closed_port_is_unreachable_after_bounded_retries():
+    url = f"http://127.0.0.1:{free_port()}"
+    t0 = time.monotonic()
+    with pytest.raises(ppl.ServerUnreachable, match=rf"{url}/v1/models: cannot connect.*after 3 tries"):
+        run_pf(ppl.served(url, model="m", retries=2, backoff=0.01))
+    assert time.monotonic() - t0 < 10
+
+
+@pytest.mark.parametrize("behaviour, error, message", [
+    ("slow", ppl.ServerTimeout, r"/v1/completions: no answer within 0.2 s \(after 2 tries\); the run stopped in "
+                                r"step 1: 0 of 4 generations had completed"),
+    ("malformed", ppl.ServedResponseError, r"/v1/completions: malformed JSON in the answer"),
+    ("truncated", ppl.ServerUnreachable, r"/v1/completions: the connection failed mid-answer.*after 2 tries"),
+])
+def test_misbehaving_server_is_a_named_error(behaviour, error, message):
+    with fake_server(behaviour) as url:
+        t0 = time.monotonic()
+        with pytest.raises(error, match=message) as info:
+            run_pf(ppl.served(url, model="m", length=2, timeout=0.2, retries=1, backoff=0.01))
+        assert info.value.endpoint == url + "/v1/completions" and info.value.completed == 0
+        assert time.monotonic() - t0 < 10
+
+
+def test_unknown_model_names_the_served_ones(served_gpt2):
+    url, path = served_gpt2[0].url, served_gpt2[1]
+    with pytest.raises(ppl.UnknownModelError, match=rf"{url} does not serve model 'gpt-9'; .* lists '{path}'"):
+        run_pf(ppl.served(url, model="gpt-9"))
+
+
+def test_log_probabilities_the_server_does_not_return(served_gpt2):
+    """`transformers serve` ignores `logprobs`: lm ** 2 needs them, and says so."""
+    url = served_gpt2[0].url
+    lm = ppl.served(url, step=None, max_tokens=1, length=2, prompt="a")
+    with pytest.raises(ppl.ServedResponseError, match=r"/v1/completions returned no token log-probabilities"):
+        ppl.sample((lm ** 2).tilt(count_a, 1.0), method="pf", particles=4, seed=0, runtime="pyro")
+
+
+def test_reward_endpoint_with_wrong_number_of_scores(served_gpt2):
+    with ppl.reward_server(lambda prompt, steps: [[1.0] * (len(s) + 1) for s in steps]) as prm:
+        lm = ppl.served(served_gpt2[0].url, step=None, max_tokens=1, length=2, prompt="a")
+        with pytest.raises(ppl.ServedResponseError, match=rf"POST {prm.url}: the reward must return one score per "
+                                                          rf"step of each of the 4 particles"):
+            run_pf(lm, ppl.served_reward(prm.url))
+
+
+@pytest.mark.slow
+def test_served_reward_gives_the_in_process_answer(served_gpt2):
+    """The #a reward as a process reward model in a reward server (one score per step, the newest one read):
+    bon, wbon and beam run on it; pf's log Z within 4 se of the exact one."""
+    server, _, model, tok = served_gpt2
+    url = server.url
+
+    def prm(prompt, steps):
+        return [[("".join(s[:k + 1])).count("a") for k in range(len(s))] for s in steps]
+    with ppl.reward_server(prm) as srv:
+        lm = ppl.served(url, step=None, max_tokens=1, length=L, prompt="a")
+        target = lm.tilt(ppl.served_reward(srv.url), 1.0)
+        r = ppl.sample(target, method="pf", particles=256, seed=1, runtime="numpyro")
+        assert abs(r.log_z - exact_log_z(model, tok)) < 4 * r.log_z_se
+        for method in ("bon", "wbon", "beam"):
+            out = ppl.sample(target, method=method, particles=8, seed=0, runtime="pyro")
+            assert out.answer in out.sequences and len(out.sequences) == 8
+        pg = ppl.sample(target, method="pg", particles=8, iterations=2, seed=0, runtime="pyro")
+        assert len(pg.sequences) == 16 and all(ref in pg.sequences for ref in pg.diagnostics["references"])
+
+
+@pytest.mark.slow
+def test_server_killed_mid_run(served_gpt2):
+    """A second server, killed by the reward after the first step: ServerUnreachable naming it, after the
+    retries, with the number of generations that had completed."""
+    second = Server(served_gpt2[1])
+    url = second.url
+    calls = []
+
+    def reward(texts):
+        calls.append(1)
+        if len(calls) == 2:
+            second.stop()
+        return count_a(texts)
+    try:
+        lm = ppl.served(url, step=None, max_tokens=1, length=L, prompt="a", retries=2,
+                        backoff=0.05)
+        t0 = time.monotonic()
+        with pytest.raises(ppl.ServerUnreachable, match=r"127.0.0.1:\d+/v1/completions: cannot connect.*after 3 "
+                                                        r"tries\); the run stopped in step 3: \d+ of 16 generations"):
+            run_pf(lm, reward, particles=16)
+        assert time.monotonic() - t0 < 30
+    finally:
+        second.stop()
