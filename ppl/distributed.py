@@ -133,16 +133,18 @@ def _watch(client, n, me, address, interval, grace):
 
 
 def initialize(coordinator_address=None, num_processes=None, process_id=None, local_devices=None, timeout=60,
-               heartbeat=2.0, grace=5.0):
+               heartbeat=10, grace=2.0):
     """Join this process to a multi-process JAX run: the coordinator (process 0) at `coordinator_address`
     ("host:port"), `num_processes` in all, this one being `process_id`; each unset one is read from the
     environment (module docstring). `local_devices` forces that many CPU devices in this process (testing
     several devices on one machine; set before JAX starts). Call it first, before any JAX computation. Every
-    process must join within `timeout` seconds; a lost process is noticed within about `heartbeat` seconds and
-    stops the others (module docstring). Returns (process_id, num_processes). Calling it again with the same
+    process must join within `timeout` seconds; a process whose heartbeats stop for `heartbeat` seconds (JAX's
+    coordination service sends them from a thread of their own, so a long compilation does not count) is lost,
+    and the others stop (module docstring). Returns (process_id, num_processes). Calling it again with the same
     settings does nothing."""
     address, n, me = _from_environment(coordinator_address, num_processes, process_id)
     host, port = _address(address)
+    heartbeat = _integer(heartbeat, "heartbeat", 1)
     if me >= n:
         raise ValueRangeError(f"process_id {me} is not below num_processes {n}: ids run 0..{n - 1}")
     if "settings" in _state:
@@ -170,14 +172,14 @@ def initialize(coordinator_address=None, num_processes=None, process_id=None, lo
     joining.daemon = True
     joining.start()
     jax.distributed.initialize(address, n, me, initialization_timeout=int(timeout) + 30,
-                               heartbeat_timeout_seconds=max(10, int(10 * heartbeat)))
+                               heartbeat_timeout_seconds=heartbeat)
     joining.cancel()
     _state["settings"] = (address, n, me)
     if n > 1:
         if threading.current_thread() is threading.main_thread():
             signal.signal(signal.SIGUSR1, _raise_lost)
         client = distributed.global_state.client
-        threading.Thread(target=_watch, args=(client, n, me, address, heartbeat / 2, grace), daemon=True,
+        threading.Thread(target=_watch, args=(client, n, me, address, 0.5, grace), daemon=True,
                          name="ppl.distributed watchdog").start()
         atexit.register(_finish, client, n)
     return me, n

@@ -55,7 +55,7 @@ def launch(command, n, local_devices=None, timeout=None, grace=5.0, out=None, en
         t.start()
     end = None if timeout is None else time.monotonic() + timeout
     status = 0
-    while any(p.poll() is None for p in procs):
+    while [p.poll() for p in procs].count(None):      # poll every process (any() would stop at the first)
         failed = [(i, p.returncode) for i, p in enumerate(procs) if p.returncode not in (None, 0)]
         late = end is not None and time.monotonic() > end
         if failed or late:

@@ -1,0 +1,50 @@
+"""One process of the multi-process checks of tests/test_distributed.py (started by `ppl.launch`, or alone with
+XLA_FLAGS forcing 4 CPU devices for the one-process comparison): runs the methods named in argv[1] with
+devices="all" and prints one JSON line per method. argv[2] (optional) = "die:K": process 1 exits abruptly
+after its K-th method, while the others go on."""
+import hashlib
+import json
+import os
+import sys
+import time
+
+import numpy as np
+
+import ppl
+import ppl.distributed
+
+if "JAX_COORDINATOR_ADDRESS" in os.environ:
+    ppl.distributed.initialize(timeout=60, heartbeat=3)   # a lost process is noticed in ~3 s
+import jax  # noqa: E402
+
+sys.path.insert(0, os.path.dirname(__file__))
+from ssm_reference import LinearGaussianSSM  # noqa: E402
+
+A, LAM = [0.2, 0.4, 0.6, 0.8, 1.0], 1.5
+TILTED = ppl.model(x=ppl.Normal(0.0, 1.0, shape=(5,))).tilt(lambda x: sum(A[i] * x[i] for i in range(5)), LAM)
+SSM = LinearGaussianSSM(0.9, 1.0, 1.0, 1.0, 0.0, 1 / 0.19)
+Y = SSM.simulate(30, seed=0)[1][:, 0]
+CHAIN = ppl.model(x=ppl.markov(init=lambda: ppl.Normal(0.0, (1 / 0.19) ** 0.5),
+                               step=lambda prev: ppl.Normal(0.9 * prev, 1.0), length=len(Y)),
+                  y=lambda x: ppl.Normal(x, 1.0)).condition(y=Y)
+RUNS = {
+    "is": (TILTED, dict(particles=2000)),
+    "smc": (TILTED, dict(particles=2000, kernel="mala")),
+    "pf": (CHAIN, dict(particles=1000, resample_threshold=0.5, marginalize=False)),
+    "nuts": (TILTED, dict(particles=400, chains=4, num_warmup=150)),
+}
+
+die = int(sys.argv[2].split(":")[1]) if len(sys.argv) > 2 else None
+for k, method in enumerate(sys.argv[1].split(",")):
+    target, options = RUNS[method]
+    r = ppl.sample(target, method=method, seed=3, devices="all", **options)
+    x = r.samples["x"].reshape(-1, r.samples["x"].shape[-1] if method != "pf" else len(Y))
+    w = r.weights.reshape(-1) if r.weights is not None else np.ones(len(x))
+    w = w / w.sum()
+    print(json.dumps({"method": method, "process": jax.process_index(), "processes": jax.process_count(),
+                      "log_z": r.log_z, "se": r.log_z_se, "ess": r.ess,
+                      "ess_min": r.diagnostics.get("ess_min"), "mean": (w[:, None] * x).sum(0).tolist(),
+                      "devices": r.diagnostics.get("particle_devices", r.diagnostics.get("chain_devices")),
+                      "t": round(time.perf_counter(), 2), "draws": hashlib.sha1(r.samples["x"].tobytes()).hexdigest()}), flush=True)
+    if die == k + 1 and jax.process_index() == 1:
+        os._exit(9)

@@ -1,0 +1,168 @@
+"""Several processes (`ppl.distributed`, `python -m ppl.launch`): two processes × two forced CPU devices on
+127.0.0.1, collectives over gloo, against exact answers and against one process with four devices.
+
+The target of is/smc/nuts is N(0, I₅) tilted by exp(a·x / λ): log Z = |a|² / (2λ²), posterior N(a / λ, I); pf
+filters a linear-Gaussian state space (T = 30) whose log-likelihood the Kalman filter gives. Tolerances: 4
+standard errors of log Z (the run's own se) and 5 / sqrt(ESS) for means (sd 1).
+"""
+import io
+import json
+import os
+import socket
+import subprocess
+import sys
+import time
+
+import numpy as np
+import pytest
+
+from ppl import distributed, launch
+from ppl.errors import ValueRangeError
+
+HERE = os.path.dirname(__file__)
+SCRIPT = os.path.join(HERE, "distributed_run.py")
+A, LAM = np.array([0.2, 0.4, 0.6, 0.8, 1.0]), 1.5
+EXACT_LOG_Z, EXACT_MEAN = float(A @ A) / (2 * LAM ** 2), A / LAM
+CPU = {"JAX_PLATFORMS": "cpu"}
+
+
+def results(text):
+    """{(method, process): the JSON line the process printed}."""
+    out = {}
+    for line in text.splitlines():
+        prefix, _, rest = line.partition("] ")
+        if rest.startswith("{"):
+            r = json.loads(rest)
+            out[r["method"], r["process"]] = r
+    return out
+
+
+def one_process(methods, devices=4):
+    """The script's results in one process with `devices` forced CPU devices."""
+    env = {**os.environ, **CPU, "XLA_FLAGS": f"--xla_force_host_platform_device_count={devices}"}
+    env.pop("JAX_COORDINATOR_ADDRESS", None)
+    proc = subprocess.run([sys.executable, SCRIPT, methods], env=env, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    return {r["method"]: r for r in map(json.loads, proc.stdout.splitlines())}
+
+
+def across_two_processes(methods):
+    """{(method, process): result} of the script on 2 processes × 2 forced CPU devices."""
+    out = io.StringIO()
+    status = launch.launch([sys.executable, SCRIPT, methods], 2, local_devices=2, timeout=400, out=out,
+                           env={**os.environ, **CPU})
+    text = out.getvalue()
+    assert status == 0, text[-4000:]
+    got = results(text)
+    for method in methods.split(","):
+        r0, r1 = got[method, 0], got[method, 1]
+        assert r0 == {**r1, "process": 0}, (r0, r1)      # every process assembles the same result
+        assert r0["processes"] == 2 and r0["devices"] == 4, r0
+    return got
+
+
+def test_particle_methods_across_two_processes():
+    """smc, is and pf with devices="all" on 2 processes × 2 devices: both processes get the same Result
+    (particles on 4 devices), each at the exact answer; SMC is the one-process four-device estimator, not an
+    average of two runs."""
+    got = across_two_processes("smc,is,pf")
+    single = one_process("smc")["smc"]
+    from ssm_reference import LinearGaussianSSM       # the state space of distributed_run.py
+    ssm = LinearGaussianSSM(0.9, 1.0, 1.0, 1.0, 0.0, 1 / 0.19)
+    kalman = ssm.kalman(ssm.simulate(30, seed=0)[1][:, 0])["log_lik"]
+    for method in ("smc", "is", "pf"):
+        r = got[method, 0]
+        exact = kalman if method == "pf" else EXACT_LOG_Z
+        assert abs(r["log_z"] - exact) < 4 * r["se"], (method, r["log_z"], r["se"], exact)
+        if method != "pf":
+            assert np.all(np.abs(np.array(r["mean"]) - EXACT_MEAN) < 5 / np.sqrt(r["ess"])), (method, r)
+    # the same estimator: log Z equal (a second, independent run would differ by ~ se = 0.03); the draws are not
+    # bit-identical (measured: the means differ by 3e-4) because the step-size adaptation of the MALA moves
+    # reduces over particles in another order (gloo's all-reduce across processes), so a step size one ulp apart
+    # moves some particles differently — still far closer than Monte Carlo error 1 / sqrt(ESS) = 0.022
+    smc = got["smc", 0]
+    assert abs(smc["log_z"] - single["log_z"]) < 1e-5, (smc, single)
+    assert np.all(np.abs(np.array(smc["mean"]) - single["mean"]) < 0.1 / np.sqrt(single["ess"])), (smc, single)
+
+
+@pytest.mark.slow
+def test_nuts_chains_across_two_processes():
+    """NUTS with devices="all": its 4 chains split over 2 processes × 2 devices, at the exact mean; the draws are
+    those of one process with 4 devices, bit for bit (each device runs its own chains: no reduction between them)."""
+    r = across_two_processes("nuts")["nuts", 0]
+    assert np.all(np.abs(np.array(r["mean"]) - EXACT_MEAN) < 5 / np.sqrt(r["ess_min"])), r
+    assert r["draws"] == one_process("nuts")["nuts"]["draws"]
+
+
+def _start(i, n, port, *args, devices=2):
+    env = {**os.environ, **CPU, **launch.environment(i, n, port, devices)}
+    return subprocess.Popen([sys.executable, SCRIPT, *args], env=env, stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True)
+
+
+def test_a_process_that_dies_stops_the_others():
+    """Process 1 exits abruptly after the first run while process 0 starts the next (compiled: it waits for
+    process 1 in a collective at once): process 0 stops with a PeerLostError naming process 1, within seconds, not a hang."""
+    port = launch.free_port()
+    procs = [_start(i, 2, port, "is,is", "die:1") for i in range(2)]
+    start = time.monotonic()
+    out, err = procs[0].communicate(timeout=240)
+    procs[1].communicate(timeout=30)
+    assert procs[1].returncode == 9
+    assert procs[0].returncode == distributed.EXIT_CODE, err[-3000:]
+    assert "PeerLostError: process 0 of 2: process 1 of 2 stopped" in err, err[-3000:]
+    assert time.monotonic() - start < 200
+    assert results("] " + "\n] ".join(out.splitlines()))["is", 0]["log_z"] is not None   # the first run ended
+
+
+def test_a_process_that_never_joins():
+    """Process 0 of 2 alone: it stops after the join timeout with a JoinError saying what to check; process 1
+    pointed at a port where no coordinator listens raises JoinError naming the address."""
+    code = ("import ppl.distributed as d, sys\n"
+            "try:\n    d.initialize(timeout=3)\n"
+            "except d.DistributedError as e:\n    print(type(e).__name__, e); sys.exit(5)\n")
+    port = launch.free_port()
+    env = {**os.environ, **CPU, **launch.environment(0, 2, port)}
+    p0 = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=120)
+    assert p0.returncode == distributed.EXIT_CODE, p0.stderr[-2000:]
+    assert "JoinError: process 0 of 2: not all 2 processes joined the coordinator" in p0.stderr
+    env = {**os.environ, **CPU, **launch.environment(1, 2, port)}
+    p1 = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=120)
+    assert p1.returncode == 5, p1.stderr[-2000:]
+    assert f"JoinError process 1 of 2: no coordinator answers at 127.0.0.1:{port}" in p1.stdout
+
+
+def test_settings_are_checked_before_joining(monkeypatch):
+    """Missing, malformed or inconsistent settings are named before anything starts."""
+    for var in ("JAX_COORDINATOR_ADDRESS", "JAX_NUM_PROCESSES", "JAX_PROCESS_ID", "SLURM_JOB_ID"):
+        monkeypatch.delenv(var, raising=False)
+    with pytest.raises(distributed.DistributedError, match="no coordinator_address, num_processes, process_id"):
+        distributed.initialize()
+    with pytest.raises(ValueRangeError, match="not host:port"):
+        distributed.initialize("localhost", 2, 0)
+    with pytest.raises(ValueRangeError, match="process_id 2 is not below num_processes 2"):
+        distributed.initialize("127.0.0.1:1234", 2, 2)
+    with pytest.raises(ValueRangeError, match="num_processes must be an integer >= 1"):
+        distributed.initialize("127.0.0.1:1234", 0, 0)
+    monkeypatch.setenv("SLURM_JOB_ID", "7")
+    monkeypatch.setenv("SLURM_NTASKS", "3")
+    monkeypatch.setenv("SLURM_PROCID", "5")
+    monkeypatch.setenv("JAX_COORDINATOR_ADDRESS", "node1:4321")
+    with pytest.raises(ValueRangeError, match="process_id 5 is not below num_processes 3"):
+        distributed.initialize()
+
+
+def test_launcher_stops_the_others_when_one_fails():
+    """`ppl.launch`: output prefixed by process, the first failure's status, the others stopped (one sleeps
+    forever), each process told its id."""
+    code = ("import os, sys, time; i = int(os.environ['JAX_PROCESS_ID']); print('id', i, "
+            "os.environ['JAX_NUM_PROCESSES'], flush=True)\nif i == 1: sys.exit(3)\ntime.sleep(600)")
+    out = io.StringIO()
+    start = time.monotonic()
+    assert launch.launch([sys.executable, "-c", code], 2, out=out, grace=1) == 3
+    assert time.monotonic() - start < 30
+    text = out.getvalue()
+    assert "[0] id 0 2" in text and "[1] id 1 2" in text, text
+    assert "ppl.launch: process 1 exited with status 3; stopping the other processes" in text
+    with socket.socket() as s:      # free_port gives a port nothing listens on
+        assert s.connect_ex(("127.0.0.1", launch.free_port())) != 0
