@@ -66,7 +66,9 @@ def stepwise(url, model, n, c, steps, tokens):
                                            "stop": ["\n"], "temperature": 1.0, "top_p": 1.0} for i in live], c))
         for i, choices in zip(live, out):
             texts[i] += choices[0]["text"]
-        live = [i for i, choices in zip(live, out) if choices[0]["text"].endswith("\n")]
+        # what ends a sequence for ppl.served: no text, or a stop that is not the delimiter (eos)
+        live = [i for i, choices in zip(live, out) if choices[0]["text"] and (
+            choices[0]["finish_reason"] != "stop" or choices[0]["text"].endswith("\n"))]
 
 
 def pf(url, model, n, c, steps, tokens, seed):

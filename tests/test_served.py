@@ -15,7 +15,9 @@ server does not return (`transformers serve` ignores `logprobs`), and (slow) the
 import contextlib
 import http.server
 import itertools
+import json
 import math
+import random
 import threading
 import time
 
@@ -70,7 +72,7 @@ def test_pf_on_served_model_matches_in_memory_and_exact(served_gpt2):
     exact = exact_log_z(model, tok)
     local = ppl.autoregressive(model, vocab=5, length=L, eos=0, prompt=[1], decode=tok.decode)
     in_memory = ppl.sample(local.tilt(lambda prefixes: (prefixes == 1).sum(1) * 1.0, 1.0), method="pf",
-                           particles=2000, seed=0, runtime="pyro")
+                           particles=1000, seed=0, runtime="pyro")
     lm = ppl.served(server.url, step=None, max_tokens=1, length=L, prompt="a", timeout=30)
     served = ppl.sample(lm.tilt(count_a, 1.0), method="pf", particles=128, seed=0, runtime="pyro")
     print(f"exact {exact:.4f}  served {served.log_z:.4f} ± {served.log_z_se:.4f}  in memory "
@@ -229,3 +231,100 @@ def test_server_killed_mid_run(served_gpt2):
         assert time.monotonic() - t0 < 30
     finally:
         second.stop()
+
+
+# ---- log-probabilities: a server that returns them ---------------------------------------------------------
+
+class Markov(http.server.BaseHTTPRequestHandler):
+    """A completions server of a first-order Markov chain over the characters a, b (and eos: None) that returns
+    token log-probabilities: of the sampled tokens with `logprobs`, of the prompt's with `echo` (vLLM's format,
+    one token per character)."""
+
+    table = {}
+
+    def do_GET(self):
+        self._send({"object": "list", "data": [{"id": "markov"}]})
+
+    def do_POST(self):
+        body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
+        prompt, rng = body["prompt"], random.Random(body.get("seed"))
+        if body.get("echo"):
+            lps = [None] + [math.log(self.table[u][v]) for u, v in zip(prompt, prompt[1:])]
+            return self._send({"choices": [{"text": prompt, "finish_reason": "length", "logprobs": {
+                "tokens": list(prompt), "token_logprobs": lps, "text_offset": list(range(len(prompt)))}}]})
+        text, lps, finish = "", [], "length"
+        for _ in range(body["max_tokens"]):
+            row = self.table[(prompt + text)[-1]]
+            v = rng.choices(list(row), weights=list(row.values()))[0]
+            lps.append(math.log(row[v]))
+            if v is None:
+                finish = "stop"
+                break
+            text += v
+        choice = {"text": text, "finish_reason": finish}
+        if body.get("logprobs") is not None:
+            choice["logprobs"] = {"token_logprobs": lps}
+        self._send({"choices": [choice]})
+
+    def _send(self, payload):
+        data = json.dumps(payload).encode()
+        self.send_response(200)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", str(len(data)))
+        self.end_headers()
+        self.wfile.write(data)
+
+    def log_message(self, *args):
+        pass
+
+
+@contextlib.contextmanager
+def markov_server(table):
+    httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), type("Handler", (Markov,), {"table": table}))
+    httpd.daemon_threads = True
+    threading.Thread(target=httpd.serve_forever, daemon=True).start()
+    try:
+        yield f"http://127.0.0.1:{httpd.server_address[1]}"
+    finally:
+        httpd.shutdown()
+        httpd.server_close()
+
+
+def chain_log_probs(table, prompt, length):
+    """{sequence (a tuple of characters, None for eos): log p} over the sequences of at most `length` steps."""
+    out, frontier = {}, {(): 0.0}
+    for _ in range(length):
+        grown = {}
+        for x, lp in frontier.items():
+            for v, p in table[(prompt + "".join(x))[-1]].items():
+                (out if v is None else grown)[x + (v,)] = lp + math.log(p)
+        frontier = grown
+    out.update(frontier)
+    return out
+
+
+P1 = {"a": {"a": 0.5, "b": 0.3, None: 0.2}, "b": {"a": 0.2, "b": 0.6, None: 0.2}}
+P2 = {"a": {"a": 0.1, "b": 0.9}, "b": {"a": 0.7, "b": 0.3}}
+P3 = {"a": {"a": 0.6, "b": 0.4}, "b": {"a": 0.3, "b": 0.7}}
+
+
+def log_sum_exp(values):
+    values = np.array(list(values))
+    return float(values.max() + math.log(np.exp(values - values.max()).sum()))
+
+
+@pytest.mark.slow
+def test_power_and_product_of_served_models_with_log_probabilities():
+    """lm ** 2 (the step's weight β log p − log p from the sampled tokens' log-probabilities, eos included) and
+    lm2 * lm3 (lm3 scores lm2's steps by echo): log Z within 4 se of Σ_x p(x)² and Σ_x p2(x) p3(x)."""
+    with markov_server(P1) as u1, markov_server(P2) as u2, markov_server(P3) as u3:
+        lm1, lm2, lm3 = (ppl.served(u, step=None, max_tokens=1, length=3, prompt="a") for u in (u1, u2, u3))
+        power = ppl.sample(lm1 ** 2, method="pf", particles=256, seed=0, runtime="pyro")
+        exact = log_sum_exp(2 * lp for lp in chain_log_probs(P1, "a", 3).values())
+        print(f"lm ** 2: {power.log_z:.4f} ± {power.log_z_se:.4f}, exact {exact:.4f}")
+        assert abs(power.log_z - exact) < 4 * power.log_z_se + 1e-9, (power.log_z, power.log_z_se, exact)
+        product = ppl.sample(lm2 * lm3, method="pf", particles=256, seed=0, runtime="pyro")
+        p2, p3 = chain_log_probs(P2, "a", 3), chain_log_probs(P3, "a", 3)
+        exact = log_sum_exp(p2[x] + p3[x] for x in p2)
+        print(f"lm2 * lm3: {product.log_z:.4f} ± {product.log_z_se:.4f}, exact {exact:.4f}")
+        assert abs(product.log_z - exact) < 4 * product.log_z_se + 1e-9, (product.log_z, product.log_z_se, exact)
