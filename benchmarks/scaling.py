@@ -8,6 +8,7 @@ time is left out (it is printed as the first run). Forced host devices share the
 they measure the partitioning's overhead, not a speed-up; on several GPUs the same run splits the work.
 
     python benchmarks/scaling.py [--million] [--ten-million] [--repeats 2]
+    python benchmarks/scaling.py --processes 1 2     (4 CPU devices over 1 or 2 processes: ppl.distributed)
 
 Measured on 2 CPU cores shared with one other job (`--million --ten-million`, 122 s in all; exact log Z 0.4889),
 particles/s of the best warm run (N = 10^7: batch_size 10^6, one warm run; an IS process at 10^7 on both runtimes peaks at 2.0 GB RSS):
@@ -75,16 +76,81 @@ def per_device(n, repeats):
             print(json.dumps([method, d, n, first, best, log_z]), flush=True)
 
 
+def collective_ms(n, repeats=20):
+    """Median ms of the two collectives a particle step adds on the global mesh: the all-reduce of a logsumexp of
+    n weights (log Z, ESS, the tempering bisection) and the all-gather of n weights (resampling)."""
+    import jax
+    import numpy as np
+    from jax.sharding import Mesh, NamedSharding, PartitionSpec
+    mesh = Mesh(np.array(jax.devices()), ("p",))
+    local = np.random.default_rng(jax.process_index()).normal(size=n // jax.process_count()).astype(np.float32)
+    w = jax.make_array_from_process_local_data(NamedSharding(mesh, PartitionSpec("p")), local)
+    reduce = jax.jit(jax.nn.logsumexp)
+    gather = jax.jit(lambda a: a * 1, out_shardings=NamedSharding(mesh, PartitionSpec()))
+    out = []
+    for f in (reduce, gather):
+        f(w).block_until_ready()
+        times = []
+        for _ in range(repeats):
+            start = time.perf_counter()
+            f(w).block_until_ready()
+            times.append(time.perf_counter() - start)
+        out.append(1e3 * float(np.median(times)))
+    return out
+
+
+def per_process(n, repeats):
+    """In each process of a `ppl.launch` run (4 devices in all): one JSON line per method from process 0."""
+    import ppl.distributed
+    me, processes = ppl.distributed.initialize()
+    t = target()
+    reduce_ms, gather_ms = collective_ms(n)
+    for method in OPTIONS:
+        first, best, log_z = measure(t, method, "numpyro", n, repeats, devices="all")
+        steps = ppl.sample(t, method=method, particles=n, seed=0, devices="all", **OPTIONS[method]).diagnostics.get(
+            "n_steps", [1])[0]
+        if me == 0:
+            print(json.dumps([method, processes, n, first, best, log_z, steps, reduce_ms, gather_ms]), flush=True)
+
+
+def across_processes(counts, n, repeats):
+    """The table of `per_process` for each number of processes in `counts` (4 forced CPU devices in all)."""
+    from ppl.launch import launch
+    import io
+    print()
+    print(row(["method", "processes", "devices", "N", "first s", "best s", "particles/s", "log Z", "steps",
+               "ms/step", "reduce ms", "gather ms"]))
+    for p in counts:
+        out = io.StringIO()
+        status = launch([sys.executable, __file__, "--process-child", "--repeats", str(repeats), "--devices-n",
+                         str(n)], p, local_devices=4 // p, out=out, timeout=1200,
+                        env={**os.environ, "JAX_PLATFORMS": "cpu"})
+        lines = [s.partition("] ")[2] for s in out.getvalue().splitlines()]
+        if status:
+            sys.exit(out.getvalue()[-3000:])
+        for method, procs, n, first, best, log_z, steps, red, gat in (json.loads(s) for s in lines
+                                                                       if s.startswith('["')):
+            print(row([method, procs, 4, n, f"{first:.2f}", f"{best:.3f}", f"{n / best:.3g}", f"{log_z:.4f}", steps,
+                       f"{1e3 * best / steps:.1f}", f"{red:.2f}", f"{gat:.2f}"]), flush=True)
+
+
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--million", action="store_true", help="add N = 10^6")
     ap.add_argument("--ten-million", action="store_true", help="add N = 10^7 (batch_size 10^6, one warm run)")
     ap.add_argument("--repeats", type=int, default=2)
     ap.add_argument("--devices-n", type=int, default=100_000, help="N of the device table")
+    ap.add_argument("--processes", type=int, nargs="*", help="only the multi-process table: 4 CPU devices split "
+                    "over each of these numbers of processes (python -m ppl.launch), e.g. --processes 1 2")
     ap.add_argument("--child", action="store_true", help=argparse.SUPPRESS)
+    ap.add_argument("--process-child", action="store_true", help=argparse.SUPPRESS)
     args = ap.parse_args()
     if args.child:
         return per_device(args.devices_n, args.repeats)
+    if args.process_child:
+        return per_process(args.devices_n, args.repeats)
+    if args.processes:
+        return across_processes(args.processes, args.devices_n, args.repeats)
     per_n([1_000, 10_000, 100_000] + [1_000_000] * args.million + [10_000_000] * args.ten_million, args.repeats)
     env = {**os.environ, "XLA_FLAGS": "--xla_force_host_platform_device_count=4", "JAX_PLATFORMS": "cpu"}
     out = subprocess.run([sys.executable, __file__, "--child", "--repeats", str(args.repeats), "--devices-n",
