@@ -14,8 +14,10 @@ For each N and concurrency c (requests in flight at once):
              httpx loop: the floor of a step-level sampler on this server
   pf         ppl.sample(ppl.served(..., concurrency=c).tilt(#a), method='pf', particles=N), runtime 'pyro'
 
-reported as generations (sequences) per second and pf's time over each baseline. The median of `--runs` runs
-(after a first one that warms the server and the JAX/torch kernels).
+reported as generations (sequences) per second, pf's time over each baseline, the completion requests of
+stepwise and pf ("req": pf sends more, since resampling gives the slots of ended sequences to live ones,
+which go on), and pf's time per request over stepwise's ("per request": our overhead over a bare client). The
+median of `--runs` runs (after a first one that warms the server and the JAX/torch kernels).
 
     python benchmarks/served.py [--particles 16 64 256] [--concurrency 1 8 32] [--steps 4] [--tokens 4] [--runs 3]
 """
@@ -31,7 +33,21 @@ import numpy as np
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "tests"))
 import ppl  # noqa: E402
+from ppl.served import Endpoint  # noqa: E402
 from served_gpt2 import Server, build_model  # noqa: E402
+
+
+#: completion requests sent (pf's, counted by wrapping `Endpoint.post`, and the step-wise loop's)
+REQUESTS = [0]
+_post = Endpoint.post
+
+
+def _counted_post(self, path, bodies):
+    REQUESTS[0] += len(bodies) if path == "/v1/completions" else 0
+    return _post(self, path, bodies)
+
+
+Endpoint.post = _counted_post
 
 
 def count_a(texts):
@@ -62,6 +78,7 @@ def stepwise(url, model, n, c, steps, tokens):
     for _ in range(steps):
         if not live:
             break
+        REQUESTS[0] += len(live)
         out = asyncio.run(_requests(url, [{"model": model, "prompt": "a" + texts[i], "max_tokens": tokens,
                                            "stop": ["\n"], "temperature": 1.0, "top_p": 1.0} for i in live], c))
         for i, choices in zip(live, out):
@@ -77,13 +94,16 @@ def pf(url, model, n, c, steps, tokens, seed):
 
 
 def timed(fn, runs):
+    """(median seconds, median requests) over `runs` runs after a first one."""
     fn(0)
-    times = []
+    times, requests = [], []
     for k in range(runs):
+        REQUESTS[0] = 0
         t = time.perf_counter()
         fn(k + 1)
         times.append(time.perf_counter() - t)
-    return statistics.median(times)
+        requests.append(REQUESTS[0])
+    return statistics.median(times), statistics.median(requests)
 
 
 def main():
@@ -105,15 +125,16 @@ def main():
             url = server.url
             print(f"transformers serve, GPT-2 n_embd={args.embd} n_layer={args.layers}, L={args.steps} steps of "
                   f"<= {args.tokens} tokens; {os.cpu_count()} CPUs; median of {args.runs} runs")
-            print(f"{'N':>5} {'c':>4} {'plain s':>9} {'stepwise s':>11} {'pf s':>8} {'pf gen/s':>9} "
-                  f"{'pf/plain':>9} {'pf/stepwise':>12}")
+            print(f"{'N':>5} {'c':>4} {'plain s':>9} {'stepwise s':>11} {'(req)':>6} {'pf s':>8} {'(req)':>6} "
+                  f"{'pf gen/s':>9} {'pf/plain':>9} {'pf/stepwise':>12} {'per request':>12}")
             for n in args.particles:
                 for c in args.concurrency:
-                    t_plain = timed(lambda k: plain(url, path, n, c, args.steps, args.tokens), args.runs)
-                    t_step = timed(lambda k: stepwise(url, path, n, c, args.steps, args.tokens), args.runs)
-                    t_pf = timed(lambda k: pf(url, path, n, c, args.steps, args.tokens, k), args.runs)
-                    print(f"{n:>5} {c:>4} {t_plain:>9.3f} {t_step:>11.3f} {t_pf:>8.3f} {n / t_pf:>9.1f} "
-                          f"{t_pf / t_plain:>9.2f} {t_pf / t_step:>12.2f}", flush=True)
+                    t_plain, _ = timed(lambda k: plain(url, path, n, c, args.steps, args.tokens), args.runs)
+                    t_step, r_step = timed(lambda k: stepwise(url, path, n, c, args.steps, args.tokens), args.runs)
+                    t_pf, r_pf = timed(lambda k: pf(url, path, n, c, args.steps, args.tokens, k), args.runs)
+                    print(f"{n:>5} {c:>4} {t_plain:>9.3f} {t_step:>11.3f} {r_step:>6.0f} {t_pf:>8.3f} {r_pf:>6.0f} "
+                          f"{n / t_pf:>9.1f} {t_pf / t_plain:>9.2f} {t_pf / t_step:>12.2f} "
+                          f"{(t_pf / r_pf) / (t_step / r_step):>12.2f}", flush=True)
         finally:
             server.stop()
 
