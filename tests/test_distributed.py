@@ -54,6 +54,7 @@ def across_two_processes(methods):
     text = out.getvalue()
     assert status == 0, text[-4000:]
     got = results(text)
+    assert "particles (2001) must be divisible by the number of devices (4)" in got["indivisible", 0]["error"]
     for method in methods.split(","):
         r0, r1 = got[method, 0], got[method, 1]
         assert r0 == {**r1, "process": 0}, (r0, r1)      # every process assembles the same result
@@ -92,6 +93,22 @@ def test_nuts_chains_across_two_processes():
     r = across_two_processes("nuts")["nuts", 0]
     assert np.all(np.abs(np.array(r["mean"]) - EXACT_MEAN) < 5 / np.sqrt(r["ess_min"])), r
     assert r["draws"] == one_process("nuts")["nuts"]["draws"]
+
+
+@pytest.mark.slow
+def test_fkc_across_two_processes():
+    """FKC of classifier-free guidance q^(1−w) q_c^w of two Gaussians (VP SDE, 200 steps; tests/test_devices.py)
+    on 2 processes × 2 devices: log Z at its closed form and equal to the one-process four-device run's."""
+    from ppl.stdlib.diffusion import VPSDE
+    m1, m2, s, w, t_min = np.array([1.0, -0.5]), np.array([-0.5, 0.5]), 0.7, 2.0, 1e-3
+
+    def log_z(t):
+        a, s2 = VPSDE().marginal(t)
+        return w * (w - 1) * a * a * np.sum((m1 - m2) ** 2) / (2 * (a * a * s * s + s2))
+    r = across_two_processes("fkc")["fkc", 0]
+    assert abs(r["log_z"] - (log_z(t_min) - log_z(VPSDE().T))) < 0.02, r
+    np.testing.assert_allclose(r["mean"], m1 + w * (m2 - m1), atol=0.07)
+    assert abs(r["log_z"] - one_process("fkc")["fkc"]["log_z"]) < 1e-4
 
 
 def _start(i, n, port, *args, devices=2):
