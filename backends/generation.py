@@ -284,7 +284,8 @@ class Generator(Potentials):
         if self.plain:          # one base, β = 1: the proposal is the model, no increment
             log_q, inc = s.rows[:, 0], 0.0
         else:
-            u = xp.sum(self.betas * s.rows, axis=1)
+            # a base with β = 0 (a proposal outside the target) adds nothing, even where its row is −inf
+            u = xp.sum(xp.where(self.betas == 0, 0.0, self.betas * s.rows), axis=1)
             log_q = u - xp.logsumexp(u, axis=-1, keepdims=True) if self.proposal is None else s.rows[:, self.proposal]
         # by the inverse CDF: one uniform per particle (N × V uniforms for a Gumbel argmax cost 8x more on JAX);
         # `<=` never picks a token of probability 0
