@@ -7,6 +7,8 @@ process reward model as verifier. The steered target of problem c is
 
     π_c(y) ∝ p_SFT(y | c) · exp(r_c(y) / λ),     r_c(y) = logit PRM_c(y) = ±μ (right / wrong so far) + σ · noise,
 
+(σ = 1; `--reward exact`: σ = 0, the exact step checker, the same function of the steps on every problem)
+
 read on prefixes as twisting potentials by pf (potential 'diff': consistent for π_c). The solver becomes a
 stateful module (`SolverLM`) read after the prompt (`Prompted`), so one copy of it, q_θ, serves every problem.
 
@@ -18,7 +20,8 @@ stateful module (`SolverLM`) read after the prompt (`Prompted`), so one copy of 
     pf on π_c with the distilled model (BRAIn, seed 0) as proposal, and the distilled model alone (N draws,
     majority vote); answers by weighted vote. Training compute is printed beside it (generations and seconds).
 
-    python benchmarks/distill_sequences.py [--steps 3] [--problems 60] [--quick]
+    python benchmarks/distill_sequences.py [--steps 3] [--problems 60] [--reward prm|exact] [--train-problems 128]
+        [--batch 8] [--particles 16] [--sampler q|base] [--lr 3e-3] [--train-steps 300] [--quick]
 
 Measured (2 shared CPU cores, 1 torch thread, 211 s in all; 3-step problems, 128 training problems, 300 steps
 x 8 problems x 16 draws = 38400 generations and 10-13 s per run; means over seeds 0-2):
@@ -34,9 +37,9 @@ ablation alike (reward on the training draws at KL 0.59 / 0.79: 0.72 / 1.22 with
 without), both far ahead of best-of-N distillation (0.23 / 0.36 at the same KL). The goal "BRAIn above the
 ablation at equal KL" is not met here: the baseline changes the gradient's variance little on this task (x0.96
 at θ = SFT, x1.26 at the trained θ; against 350-540x near convergence in tests/test_amortize_sequences.py),
-since with 16 draws the weights α̂ are far from uniform. Nothing generalizes to new problems: the PRM's noise is
-a fixed function of problem and steps, which q_θ learns on the training problems, and 38400 draws do not make
-the GRU better at arithmetic (held-out accuracy 0.43-0.45 against 0.46; 1000 steps over 2048 problems: the same).
+since with 16 draws the weights α̂ are far from uniform. Nothing generalizes to new problems (held-out accuracy
+0.43-0.45 against 0.46): not because of the PRM's noise (the exact checker does the same, (c)) but because 128
+problems seen ~19 times each are learnt by heart.
 
     (b) accuracy of the voted answer, 60 problems, distilled = BRAIn seed 0
              held-out problems               training problems
@@ -53,6 +56,73 @@ or fewer (N = 2: 0.917 against 0.917 at N = 8; N = 1: 0.883 against 0.750 at N =
 does not (a proposal that is wrong there costs accuracy at small N), but pf still corrects it as N grows (0.967
 at N = 64), while the distilled model alone stays at 0.48. Training compute: 38400 generations, 13 s, against
 60 x 127 generations for one pass of (b).
+
+(c) What carries over to new problems (seed 0; accuracy of one draw of q_θ, 60 held-out problems x 32 draws, and
+60 of the training problems; the same held-out problems in every row, whose spread between sampling seeds of the
+SFT row is 0.446-0.464). "fresh": `--train-problems 20000`, 300 steps draw 9600 problems, ~7600 distinct.
+
+    reward  training problems  batch  lr     held-out acc  KL(q|p)   training acc
+    SFT                                      0.463         0         0.421 (of the 128)
+    exact   128                  8    3e-3   0.471         0.81      0.922
+    exact   2400                 8    3e-3   0.445         0.50      0.493
+    exact   fresh               32    3e-3   0.495         0.43      0.507
+    exact   fresh               32    1e-2   0.408         1.32      0.460
+    prm     fresh               32    3e-3   0.502         0.21      0.498
+    supervised on the true solutions of 9600 fresh problems (teacher forcing, from the SFT weights):
+            75 steps x 128, lr 1e-2: 0.510; 300 steps x 32, lr 3e-3: 0.530
+
+With the exact checker and 128 problems q_θ still learns the training answers (0.92) and not arithmetic (0.47):
+the previous diagnosis (memorizing the PRM's noise) is not the cause; repetition is. On fresh problems both
+rewards give a small held-out gain (0.46 -> 0.50; the noisy PRM as much as the exact checker once no problem
+comes back), a little less than supervised training on as many problems; 153600 generations (120-170 s on the
+shared cores) buy about what 9600 labelled solutions do. pf on these proposals, held-out problems, each with its
+own π_c (the exact checker's for the exact-reward model), voted answer:
+
+              exact reward, fresh, b32               prm reward, fresh, b32
+      N   pf base  pf distilled  alone        pf base  pf distilled  alone
+      1    0.450      0.550      0.550         0.450      0.517      0.517
+      2    0.567      0.750      0.517         0.567      0.617      0.500
+      4    0.800      0.817      0.467         0.800      0.817      0.450
+      8    0.950      0.917      0.483         0.900      0.950      0.467
+     16    1.000      0.983      0.583         1.000      0.950      0.583
+     64    1.000      1.000      0.550         1.000      0.983      0.583
+
+(SE ~0.065 at 0.5, ~0.03 at 0.9.) The distilled proposal helps at N <= 2 and matches pf on the base from N = 4;
+the goal (pf-on-base accuracy with <= 1/4 of the generations) is not met on held-out problems: pf distilled at
+N = 1 / 2 / 4 gives 0.55 / 0.75 / 0.82 against pf base's 0.80 / 0.95 / 1.00 at 4 / 8 / 16.
+
+(d) BRAIn against its ablation at equal KL, 128 training problems, prm reward, 300 steps, 3 seeds; q_θ scored
+on-policy every 50 steps (32 training problems x 16 draws: reward r and KL(q‖p_SFT)), the reward at equal KL
+by linear interpolation along each seed's run (levels up to the smallest KL every run reaches), mean (sd):
+
+    sampler  draws x problems  lr    ESS/n  method       reward at KL level                     final reward, KL
+    q        16 x 8           3e-3   0.78   KL           0.160    0.320    0.480    0.640
+                                            BRAIn        0.10(3)  0.36(6)  0.83(9)  1.34(5)    1.37  0.66
+                                            no baseline  0.15(0)  0.45(1)  0.90(3)  1.29(9)    1.37  0.70
+    q        4 x 8            3e-3   0.78   KL           0.199    0.397    0.596    0.795
+                                            BRAIn        0.10(5)  0.36(9)  0.72(21) 0.92(12)   1.06  0.71
+                                            no baseline  0.10(12) 0.36(24) 0.52(29) 0.54(20)   0.71  1.26
+    q        64 x 2           3e-3   0.60   KL           0.159    0.317    0.476    0.634
+                                            BRAIn        0.11(7)  0.38(14) 0.48(19) 0.65(9)    0.78  0.67
+                                            no baseline  0.10(2)  0.36(4)  0.52(7)  0.42(18)   0.68  1.16
+    q        16 x 8           1e-3   0.72   KL           0.110    0.219    0.329    0.438
+                                            BRAIn        0.18(5)  0.50(7)  0.86(6)  0.97(13)   1.14  0.47
+                                            no baseline  0.14(5)  0.45(11) 0.76(16) 0.93(22)   1.18  0.62
+    q        16 x 8           1e-2   0.56   KL           0.529    1.059    1.588    2.118
+                                            BRAIn       -0.03(11) 0.09(22) 0.22(33) -0.01(22) -0.02  3.14
+                                            no baseline -0.08(6)  0.00(11) 0.10(17) 0.20(23)   0.15  2.89
+    base     16 x 8           3e-3   0.46   KL           0.144    0.289    0.433    0.578
+                                            BRAIn        0.06(3)  0.28(6)  0.49(9)  0.64(13)   0.67  2.92
+                                            no baseline  0.19(5)  0.53(10) 0.96(14) 1.33(3)    1.34  0.60
+
+(the benchmark's `--sampler/--particles/--batch/--lr` run these settings; its own equal-KL table reads the
+training draws' estimates instead of fresh on-policy draws.) On-policy, the baseline matters where the draws are
+few: with 4 draws per problem BRAIn ends at reward 1.06 / KL 0.71 against 0.71 / 1.26 without it (64 draws x 2
+problems: 0.78 / 0.67 against 0.68 / 1.16), and at lr 1e-3 it is ahead at every KL level, by less than one sd;
+with 16 draws at lr 3e-3 the two are the same, and at lr 1e-2 both diverge. With draws from p_SFT (α̂ does
+not depend on θ, and β̂ ∝ q_θ/p_SFT grows uneven as q_θ moves) the baseline hurts: the ablation is a weighted
+maximum likelihood on fixed draws of π_c and converges (1.34 at KL 0.60), while −β̂ pushes down the few draws
+q_θ likes most and KL(q‖p) runs to 2.9 at reward 0.67.
 """
 import argparse
 import copy
@@ -99,14 +169,15 @@ class LogitPRM:
 
     def __call__(self, tokens, lengths):
         ok, h = self.prm.correct(tokens, lengths)
-        return MU * (2 * ok.float() - 1) + SIGMA * self.prm.noise(h)
+        return self.prm.mu * (2 * ok.float() - 1) + self.prm.sigma * self.prm.noise(h)
 
 
-def make_family(base, prompts, results, steps):
-    """Problem index i -> π_i: the solver after prompt i, tilted by its PRM logit / λ."""
+def make_family(base, prompts, results, steps, sigma=SIGMA):
+    """Problem index i -> π_i: the solver after prompt i, tilted by its PRM logit / λ (noise scale `sigma`; 0 is
+    the exact step checker ±μ)."""
     def family(i):
         lm = ppl.autoregressive(Prompted(base, prompts[i]), VOCAB, 2 * steps + 1, eos=EOS, step=SEP, name="solver")
-        return lm.tilt(LogitPRM(NoisyPRM(results[i], int(i), MU, SIGMA)), LAM)
+        return lm.tilt(LogitPRM(NoisyPRM(results[i], int(i), MU, sigma)), LAM)
     return family
 
 
@@ -198,7 +269,13 @@ def main(argv=None):
     ap.add_argument("--problems", type=int, default=60, help="held-out problems")
     ap.add_argument("--train-problems", type=int, default=128, help="training problems (contexts)")
     ap.add_argument("--train-steps", type=int, default=300, help="distillation steps")
+    ap.add_argument("--batch", type=int, default=8, help="problems per distillation step")
+    ap.add_argument("--particles", type=int, default=16, help="draws per problem and step")
+    ap.add_argument("--sampler", choices=("q", "base"), default="q",
+                    help="BRAIn's draws: from the current q_θ, or from p_SFT (off-policy)")
     ap.add_argument("--lr", type=float, default=3e-3, help="Adam's learning rate")
+    ap.add_argument("--reward", choices=("prm", "exact"), default="prm",
+                    help="the noisy PRM's logit (σ = 1), or the exact step checker ±μ (σ = 0)")
     ap.add_argument("--quick", action="store_true", help="a smoke run: 1 seed, 10 steps, 6 problems, N <= 8")
     args = ap.parse_args(argv)
     torch.set_num_threads(1)
@@ -214,13 +291,16 @@ def main(argv=None):
     train_prompts, train_results = make_problems(m, k, seed=777)
     test_prompts, test_results = make_problems(problems, k, seed=12345)
     prompts, results = torch.cat([train_prompts, test_prompts]), torch.cat([train_results, test_results])
-    family = make_family(base, prompts, results, k)
+    family = make_family(base, prompts, results, k, SIGMA if args.reward == "prm" else 0.0)
     train, held = list(range(m)), list(range(m, m + problems))
     seen = train[:min(problems, m)]          # training problems scored like the held-out ones
     answer = answer_of(k)
-    options = {"steps": train_steps, "particles": 16, "batch": 8, "lr": args.lr, "progress": False}
+    draws = args.particles
+    options = {"steps": train_steps, "particles": draws, "batch": args.batch, "lr": args.lr, "progress": False,
+               "sampler": None if args.sampler == "q" else "base"}
 
-    print(f"\n(a) distillation on {m} problems, {train_steps} steps x 8 problems x 16 draws; scored on {problems} "
+    print(f"\n(a) distillation on {m} problems ({args.reward} reward), {train_steps} steps x {args.batch} problems "
+          f"x {draws} draws from {args.sampler}; scored on {problems} "
           f"held-out and {len(seen)} training problems x 32 draws (reward r, KL(q|p_SFT), accuracy of one draw)")
     sets = {"held-out": held, "training": seen}
     print(f"{'':>20}" + "".join(f"{name + ' problems':>27}" for name in sets))
@@ -233,7 +313,7 @@ def main(argv=None):
     for seed in range(seeds):
         for name in ("BRAIn", "no baseline", "best-of-N"):
             if name == "best-of-N":
-                a = best_of_n(family, base, train, train_steps, 16, 8, options["lr"], seed)
+                a = best_of_n(family, base, train, train_steps, draws, args.batch, options["lr"], seed)
             else:
                 a = ppl.amortize(family, train, proposal=copy.deepcopy(base), seed=seed, baseline=name == "BRAIn",
                                  **options)
