@@ -140,7 +140,8 @@ sys.path.insert(0, os.path.join(ROOT, "examples"))
 import ppl  # noqa: E402
 from ppl.amortize_sequences import AmortizedSequences, Prompted, _Distiller, _Member, _Trainable  # noqa: E402
 from ppl.backends.runtime import get_runtime  # noqa: E402
-from reasoning_task import EOS, SEP, VOCAB, NoisyPRM, answer_of, make_problems, train_solver  # noqa: E402
+from reasoning_task import (EOS, SEP, VOCAB, LogitPRM, NoisyPRM, answer_of, make_problems,  # noqa: E402
+                            train_solver)
 
 MU, SIGMA, LAM = 1.5, 1.0, 0.5      # the PRM of reasoning_task (its defaults), the tilt's λ
 
@@ -159,17 +160,6 @@ class SolverLM(nn.Module):
     def advance(self, tokens, h):
         logits, h = self.solver(tokens[:, None], h[None].contiguous())
         return torch.log_softmax(logits[:, 0], -1), h[0]
-
-
-class LogitPRM:
-    """The reward logit PRM(y) of one problem, on left-padded prefixes and their lengths."""
-
-    def __init__(self, prm):
-        self.prm = prm
-
-    def __call__(self, tokens, lengths):
-        ok, h = self.prm.correct(tokens, lengths)
-        return self.prm.mu * (2 * ok.float() - 1) + self.prm.sigma * self.prm.noise(h)
 
 
 def make_family(base, prompts, results, steps, sigma=SIGMA):

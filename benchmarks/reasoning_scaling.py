@@ -77,21 +77,10 @@ sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."
 import ppl  # noqa: E402
 from reasoning_scaling import MU, SIGMA, STEPS, TARGET_ACCURACY, evaluate, options, solver_report  # noqa: E402
 from reasoning_scaling import evaluate as evaluate_example  # noqa: E402
-from reasoning_task import (EOS, SEP, VOCAB, GRUSolver, NoisyPRM, ProblemLM, answer_of, make_problems,  # noqa: E402
-                            train_solver)
+from reasoning_task import (EOS, SEP, VOCAB, GRUSolver, LogitPRM, NoisyPRM, ProblemLM, answer_of,  # noqa: E402
+                            make_problems, train_solver)
 
 ENTROPIC = {"tpf": None, "tpf:ess": "ess", "tpf:entropy": "entropy"}   # method -> resample_temperature
-
-
-class LogitPRM:
-    """The PRM's logit, mu (+-1 right / wrong so far) + sigma x noise: as a tilt with λ = 1, γ = p · r / (1 − r)."""
-
-    def __init__(self, prm):
-        self.prm = prm
-
-    def __call__(self, tokens, lengths):
-        ok, h = self.prm.correct(tokens, lengths)
-        return self.prm.mu * (2 * ok.float() - 1) + self.prm.sigma * self.prm.noise(h)
 
 
 def logit_target(model, prompt, results, key):

@@ -205,3 +205,15 @@ class NoisyPRM:
         """The PRM score in (0, 1) of each left-padded partial solution [N, t] with ``lengths`` [N] real tokens."""
         ok, h = self.correct(tokens, lengths)
         return torch.sigmoid(self.mu * (2 * ok.float() - 1) + self.sigma * self.noise(h))
+
+
+class LogitPRM:
+    """The PRM's logit, mu (+-1 right / wrong so far) + sigma x noise, on left-padded prefixes and their lengths: as
+    a tilt with λ = 1, γ = p · r / (1 − r)."""
+
+    def __init__(self, prm):
+        self.prm = prm
+
+    def __call__(self, tokens, lengths):
+        ok, h = self.prm.correct(tokens, lengths)
+        return self.prm.mu * (2 * ok.float() - 1) + self.prm.sigma * self.prm.noise(h)

@@ -122,7 +122,8 @@ def _contexts(contexts):
     return a.astype(np.float64) if a.dtype.kind == "f" else a
 
 
-def _call_family(family, c, where):
+def _call_family(family, c, where, kind="model"):
+    """family(c) compiled, checked to be a target of `kind` ("model" or "sequence")."""
     from .compiler import compile
     from .target import Target
     try:
@@ -135,7 +136,10 @@ def _call_family(family, c, where):
         raise PPLError(f"the family must return a ppl target (e.g. ppl.model(...).condition(y=c)); on {where} it "
                        f"returned {type(target).__name__}")
     compiled = compile(target)
-    if getattr(compiled, "kind", None) != "model":
+    if getattr(compiled, "kind", None) != kind:
+        if kind == "sequence":
+            raise PPLError(f"the family mixes sequence targets with others: on {where} it gave a "
+                           f"{getattr(compiled, 'kind', type(compiled).__name__)} target")
         raise PPLError(f"amortize trains proposals for model targets; on {where} the family gave a "
                        f"{compiled.kind} target")
     return compiled

@@ -30,6 +30,7 @@ import time
 
 import numpy as np
 
+from .amortize import _call_family
 from .errors import PlanError, PPLError, ShapeError, UnknownNameError, UserFunctionError, ValueRangeError
 from .sequence import SequenceModel, autoregressive
 from .target import Target, call_user
@@ -253,19 +254,7 @@ class _Member:
     q_θ reads (a `Prompted` base's prompt, else the base's `prompt`)."""
 
     def __init__(self, family, c, where):
-        from .compiler import compile
-        try:
-            target = family(c)
-        except PPLError:
-            raise
-        except Exception as e:
-            raise UserFunctionError(f"the family raised on {where}: {type(e).__name__}: {e}") from e
-        if not isinstance(target, Target):
-            raise PPLError(f"the family must return a ppl target; on {where} it returned {type(target).__name__}")
-        plan = compile(target)
-        if getattr(plan, "kind", None) != "sequence":
-            raise PPLError(f"the family mixes sequence targets with others: on {where} it gave a "
-                           f"{getattr(plan, 'kind', type(plan).__name__)} target")
+        plan = _call_family(family, c, where, kind="sequence")
         if len(plan.bases) != 1:
             raise PlanError(f"sequence distillation needs one sequence model per member of the family (the base "
                             f"p_SFT); on {where} the target has {len(plan.bases)}: "

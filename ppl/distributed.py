@@ -179,8 +179,9 @@ def initialize(coordinator_address=None, num_processes=None, process_id=None, lo
         if threading.current_thread() is threading.main_thread():
             signal.signal(signal.SIGUSR1, _raise_lost)
         client = distributed.global_state.client
-        threading.Thread(target=_watch, args=(client, n, me, address, 0.5, grace), daemon=True,
-                         name="ppl.distributed watchdog").start()
+        _state["watchdog"] = threading.Thread(target=_watch, args=(client, n, me, address, 0.5, grace),
+                                              daemon=True, name="ppl.distributed watchdog")
+        _state["watchdog"].start()
         atexit.register(_finish, client, n)
     return me, n
 
@@ -194,6 +195,9 @@ def _finish(client, n):
     except Exception:
         pass
     _state["closing"] = True
+    # the watchdog must be out of native code before the interpreter finalizes: a daemon thread that returns
+    # from the coordination client then is ended by a forced unwind, which its C++ catch(...) turns into abort
+    _state["watchdog"].join(timeout=10)
     if jax.process_index() != 0:
         jax.distributed.shutdown()
         return

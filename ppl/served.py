@@ -25,6 +25,7 @@ import asyncio
 import json
 import re
 import threading
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import numpy as np
 
@@ -316,14 +317,27 @@ def served_reward(url, *, concurrency=8, timeout=60.0, retries=3, backoff=0.25, 
     return reward
 
 
+class JSONHandler(BaseHTTPRequestHandler):
+    """A request handler that answers JSON (`send_json`) and logs nothing."""
+
+    def send_json(self, status, payload):
+        data = json.dumps(payload).encode()
+        self.send_response(status)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", str(len(data)))
+        self.end_headers()
+        self.wfile.write(data)
+
+    def log_message(self, *args):
+        pass
+
+
 class RewardServer:
     """A Python reward served over HTTP under the protocol of `ppl.served_reward`; `url`, `close()`, a context
     manager, or `serve_forever()` in a process of its own."""
 
     def __init__(self, fn, host, port):
-        from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-
-        class Handler(BaseHTTPRequestHandler):
+        class Handler(JSONHandler):
             def do_POST(self):
                 try:
                     body = json.loads(self.rfile.read(int(self.headers.get("Content-Length", 0))))
@@ -331,23 +345,12 @@ class RewardServer:
                     if not isinstance(prompt, str) or not isinstance(steps, list):
                         raise ValueError("'prompt' must be text and 'steps' a list of lists of text")
                 except (ValueError, KeyError, TypeError) as e:
-                    return self._send(400, {"error": f"bad request: {e}"})
+                    return self.send_json(400, {"error": f"bad request: {e}"})
                 try:
                     scores = [[float(v) for v in row] for row in fn(prompt, steps)]
                 except Exception as e:  # noqa: BLE001 (the user's reward failed: the client gets the reason)
-                    return self._send(500, {"error": f"the reward raised {type(e).__name__}: {e}"})
-                self._send(200, {"scores": scores})
-
-            def _send(self, status, payload):
-                data = json.dumps(payload).encode()
-                self.send_response(status)
-                self.send_header("Content-Type", "application/json")
-                self.send_header("Content-Length", str(len(data)))
-                self.end_headers()
-                self.wfile.write(data)
-
-            def log_message(self, *args):
-                pass
+                    return self.send_json(500, {"error": f"the reward raised {type(e).__name__}: {e}"})
+                self.send_json(200, {"scores": scores})
 
         self.httpd = ThreadingHTTPServer((host, port), Handler)
         self.httpd.daemon_threads = True

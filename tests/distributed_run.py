@@ -1,6 +1,6 @@
 """One process of the multi-process checks of tests/test_distributed.py (started by `ppl.launch`, or alone with
-XLA_FLAGS forcing 4 CPU devices for the one-process comparison): runs the methods named in argv[1] with
-devices="all" and prints one JSON line per method. argv[2] (optional) = "die:K": process 1 exits abruptly
+XLA_FLAGS forcing 4 CPU devices for the one-process comparison, where smc also runs on one device): runs the
+methods named in argv[1] with devices="all" and prints one JSON line per method (and per refused request). argv[2] (optional) = "die:K": process 1 exits abruptly
 after its K-th method, while the others go on."""
 import hashlib
 import json
@@ -39,18 +39,23 @@ if "fkc" in sys.argv[1]:
                              for m in ([1.0, -0.5], [-0.5, 0.5])], 2.0)
     RUNS["fkc"] = (GUIDED, dict(particles=2000, steps=200, t_min=1e-3))
 
-try:
-    ppl.sample(TILTED, method="is", particles=2001, devices="all")
-except ppl.PPLError as e:
-    print(json.dumps({"method": "indivisible", "process": jax.process_index(), "error": str(e)}), flush=True)
-for k, method in enumerate(sys.argv[1].split(",")):
+for name, kw in {"indivisible": dict(method="is", particles=2001),
+                 "chains": dict(method="nuts", particles=60, chains=6, num_warmup=10)}.items():
+    try:
+        ppl.sample(TILTED, devices="all", **kw)
+    except ppl.PPLError as e:
+        print(json.dumps({"method": name, "process": jax.process_index(), "error": str(e)}), flush=True)
+# one process alone also runs smc on one device (the one-device estimator the others are compared with)
+runs = [(m, "all") for m in sys.argv[1].split(",")]
+runs += [("smc", 1)] if "smc" in sys.argv[1] and jax.process_count() == 1 else []
+for k, (method, devices) in enumerate(runs):
     target, options = RUNS[method]
-    r = ppl.sample(target, method=method, seed=3, devices="all", **options)
+    r = ppl.sample(target, method=method, seed=3, devices=devices, **options)
     x = r.samples["x"].reshape(-1, r.samples["x"].shape[-1] if method != "pf" else len(Y))
     w = r.weights.reshape(-1) if r.weights is not None else np.ones(len(x))
     w = w / w.sum()
-    print(json.dumps({"method": method, "process": jax.process_index(), "processes": jax.process_count(),
-                      "log_z": r.log_z, "se": r.log_z_se, "ess": r.ess,
+    print(json.dumps({"method": method + ("/1" if devices == 1 else ""), "process": jax.process_index(),
+                      "processes": jax.process_count(), "log_z": r.log_z, "se": r.log_z_se, "ess": r.ess,
                       "ess_min": r.diagnostics.get("ess_min"), "mean": (w[:, None] * x).sum(0).tolist(),
                       "devices": r.diagnostics.get("particle_devices", r.diagnostics.get("chain_devices")),
                       "draws": hashlib.sha1(r.samples["x"].tobytes()).hexdigest()}), flush=True)

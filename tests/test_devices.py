@@ -81,6 +81,7 @@ def test_importance_sampling_on_four_devices():
     check_exact(four)
 
 
+@pytest.mark.slow     # in CI: tests/test_distributed.py, where one process runs smc on 1 and 4 devices
 def test_smc_on_four_devices():
     """Adaptive tempered SMC (MALA moves) on 4 devices: the particles stay split 4 ways through resampling and
     moves; log Z and moments at the exact answer and within Monte Carlo error of one device's."""
@@ -108,6 +109,7 @@ print(json.dumps(out))
 """
 
 
+@pytest.mark.slow     # in CI: tests/test_distributed.py (NUTS chains on 4 devices, of one or two processes)
 def test_nuts_chains_on_four_devices():
     """NUTS with devices=4: NumPyro runs one chain on each device (`sharding.chains_across`, a callable
     chain_method). The draws are not those of the four vectorized chains on one device: NumPyro's vectorized and

@@ -43,7 +43,7 @@ def one_process(methods, devices=4):
     env.pop("JAX_COORDINATOR_ADDRESS", None)
     proc = subprocess.run([sys.executable, SCRIPT, methods], env=env, capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0, proc.stderr[-3000:]
-    return {r["method"]: r for r in map(json.loads, proc.stdout.splitlines())}
+    return {r["method"]: r for r in map(json.loads, proc.stdout.splitlines())}     # "smc/1": on one device
 
 
 def across_two_processes(methods):
@@ -55,6 +55,7 @@ def across_two_processes(methods):
     assert status == 0, text[-4000:]
     got = results(text)
     assert "particles (2001) must be divisible by the number of devices (4)" in got["indivisible", 0]["error"]
+    assert "chains (6) must be divisible by the number of devices (4)" in got["chains", 0]["error"]
     for method in methods.split(","):
         r0, r1 = got[method, 0], got[method, 1]
         assert r0 == {**r1, "process": 0}, (r0, r1)      # every process assembles the same result
@@ -62,12 +63,12 @@ def across_two_processes(methods):
     return got
 
 
-def test_particle_methods_across_two_processes():
-    """smc, is and pf with devices="all" on 2 processes × 2 devices: both processes get the same Result
-    (particles on 4 devices), each at the exact answer; SMC is the one-process four-device estimator, not an
-    average of two runs."""
-    got = across_two_processes("smc,is,pf")
-    single = one_process("smc")["smc"]
+def test_methods_across_two_processes():
+    """smc, is, pf and nuts with devices="all" on 2 processes × 2 devices: both processes get the same Result
+    (particles or chains on 4 devices), each at the exact answer. SMC is the one-process four-device estimator,
+    not an average of two runs, and within Monte Carlo error of one device's; NUTS's draws are one process's."""
+    got = across_two_processes("smc,is,pf,nuts")
+    single = one_process("smc,nuts")
     from ssm_reference import LinearGaussianSSM       # the state space of distributed_run.py
     ssm = LinearGaussianSSM(0.9, 1.0, 1.0, 1.0, 0.0, 1 / 0.19)
     kalman = ssm.kalman(ssm.simulate(30, seed=0)[1][:, 0])["log_lik"]
@@ -81,18 +82,15 @@ def test_particle_methods_across_two_processes():
     # bit-identical (measured: the means differ by 3e-4) because the step-size adaptation of the MALA moves
     # reduces over particles in another order (gloo's all-reduce across processes), so a step size one ulp apart
     # moves some particles differently — still far closer than Monte Carlo error 1 / sqrt(ESS) = 0.022
-    smc = got["smc", 0]
-    assert abs(smc["log_z"] - single["log_z"]) < 1e-5, (smc, single)
-    assert np.all(np.abs(np.array(smc["mean"]) - single["mean"]) < 0.1 / np.sqrt(single["ess"])), (smc, single)
-
-
-@pytest.mark.slow
-def test_nuts_chains_across_two_processes():
-    """NUTS with devices="all": its 4 chains split over 2 processes × 2 devices, at the exact mean; the draws are
-    those of one process with 4 devices, bit for bit (each device runs its own chains: no reduction between them)."""
-    r = across_two_processes("nuts")["nuts", 0]
-    assert np.all(np.abs(np.array(r["mean"]) - EXACT_MEAN) < 5 / np.sqrt(r["ess_min"])), r
-    assert r["draws"] == one_process("nuts")["nuts"]["draws"]
+    smc, one = got["smc", 0], single["smc/1"]
+    assert abs(smc["log_z"] - single["smc"]["log_z"]) < 1e-5, (smc, single["smc"])
+    assert np.all(np.abs(np.array(smc["mean"]) - single["smc"]["mean"]) < 0.1 / np.sqrt(smc["ess"]))
+    assert one["devices"] == 1 and abs(one["log_z"] - EXACT_LOG_Z) < 4 * one["se"]
+    assert abs(smc["log_z"] - one["log_z"]) < 3 * one["se"]
+    # NUTS: each device runs its own chains, nothing is reduced between them: the draws of 1 × 4, bit for bit
+    nuts = got["nuts", 0]
+    assert np.all(np.abs(np.array(nuts["mean"]) - EXACT_MEAN) < 5 / np.sqrt(nuts["ess_min"])), nuts
+    assert nuts["draws"] == single["nuts"]["draws"]
 
 
 @pytest.mark.slow
@@ -139,14 +137,15 @@ def test_a_process_that_never_joins():
             "try:\n    d.initialize(timeout=3)\n"
             "except d.DistributedError as e:\n    print(type(e).__name__, e); sys.exit(5)\n")
     port = launch.free_port()
-    env = {**os.environ, **CPU, **launch.environment(0, 2, port)}
-    p0 = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=120)
-    assert p0.returncode == distributed.EXIT_CODE, p0.stderr[-2000:]
-    assert "JoinError: process 0 of 2: not all 2 processes joined the coordinator" in p0.stderr
-    env = {**os.environ, **CPU, **launch.environment(1, 2, port)}
-    p1 = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=120)
-    assert p1.returncode == 5, p1.stderr[-2000:]
-    assert f"JoinError process 1 of 2: no coordinator answers at 127.0.0.1:{port}" in p1.stdout
+    alone, lost = [subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                                    text=True, env={**os.environ, **CPU, **launch.environment(i, 2, p)})
+                   for i, p in ((0, port), (1, launch.free_port()))]      # process 1 looks at another port
+    out0, err0 = alone.communicate(timeout=120)
+    out1, err1 = lost.communicate(timeout=120)
+    assert alone.returncode == distributed.EXIT_CODE, err0[-2000:]
+    assert "JoinError: process 0 of 2: not all 2 processes joined the coordinator" in err0
+    assert lost.returncode == 5, err1[-2000:]
+    assert "JoinError process 1 of 2: no coordinator answers at 127.0.0.1:" in out1
 
 
 def test_settings_are_checked_before_joining(monkeypatch):

@@ -25,6 +25,7 @@ import numpy as np
 import pytest
 
 import ppl
+from ppl.served import JSONHandler
 
 from served_gpt2 import Server, build_model, free_port
 
@@ -126,8 +127,8 @@ class Fake(http.server.BaseHTTPRequestHandler):
 
 
 @contextlib.contextmanager
-def fake_server(behaviour):
-    handler = type("Handler", (Fake,), {"behaviour": behaviour})
+def serving(handler):
+    """The URL of a ThreadingHTTPServer with `handler` on a free port of 127.0.0.1, in a thread."""
     httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
     httpd.daemon_threads = True
     threading.Thread(target=httpd.serve_forever, daemon=True).start()
@@ -136,6 +137,10 @@ def fake_server(behaviour):
     finally:
         httpd.shutdown()
         httpd.server_close()
+
+
+def fake_server(behaviour):
+    return serving(type("Handler", (Fake,), {"behaviour": behaviour}))
 
 
 def run_pf(lm, reward=count_a, particles=4):
@@ -235,7 +240,7 @@ def test_server_killed_mid_run(served_gpt2):
 
 # ---- log-probabilities: a server that returns them ---------------------------------------------------------
 
-class Markov(http.server.BaseHTTPRequestHandler):
+class Markov(JSONHandler):
     """A completions server of a first-order Markov chain over the characters a, b (and eos: None) that returns
     token log-probabilities: of the sampled tokens with `logprobs`, of the prompt's with `echo` (vLLM's format,
     one token per character)."""
@@ -243,14 +248,14 @@ class Markov(http.server.BaseHTTPRequestHandler):
     table = {}
 
     def do_GET(self):
-        self._send({"object": "list", "data": [{"id": "markov"}]})
+        self.send_json(200, {"object": "list", "data": [{"id": "markov"}]})
 
     def do_POST(self):
         body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
         prompt, rng = body["prompt"], random.Random(body.get("seed"))
         if body.get("echo"):
             lps = [None] + [math.log(self.table[u][v]) for u, v in zip(prompt, prompt[1:])]
-            return self._send({"choices": [{"text": prompt, "finish_reason": "length", "logprobs": {
+            return self.send_json(200, {"choices": [{"text": prompt, "finish_reason": "length", "logprobs": {
                 "tokens": list(prompt), "token_logprobs": lps, "text_offset": list(range(len(prompt)))}}]})
         text, lps, finish = "", [], "length"
         for _ in range(body["max_tokens"]):
@@ -264,30 +269,12 @@ class Markov(http.server.BaseHTTPRequestHandler):
         choice = {"text": text, "finish_reason": finish}
         if body.get("logprobs") is not None:
             choice["logprobs"] = {"token_logprobs": lps}
-        self._send({"choices": [choice]})
-
-    def _send(self, payload):
-        data = json.dumps(payload).encode()
-        self.send_response(200)
-        self.send_header("Content-Type", "application/json")
-        self.send_header("Content-Length", str(len(data)))
-        self.end_headers()
-        self.wfile.write(data)
-
-    def log_message(self, *args):
-        pass
+        self.send_json(200, {"choices": [choice]})
 
 
-@contextlib.contextmanager
+
 def markov_server(table):
-    httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), type("Handler", (Markov,), {"table": table}))
-    httpd.daemon_threads = True
-    threading.Thread(target=httpd.serve_forever, daemon=True).start()
-    try:
-        yield f"http://127.0.0.1:{httpd.server_address[1]}"
-    finally:
-        httpd.shutdown()
-        httpd.server_close()
+    return serving(type("Handler", (Markov,), {"table": table}))
 
 
 def chain_log_probs(table, prompt, length):
