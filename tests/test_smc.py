@@ -126,6 +126,7 @@ def _t_unbiased(z):
     return (z.mean() + z.var(ddof=1) / 2) / (z.std(ddof=1) / np.sqrt(len(z)))
 
 
+@pytest.mark.slow     # 96 SMC runs; the fast versions in CI: test_gaussian_mixture_modes_small
 def test_gaussian_mixture_log_z_converges_in_n():
     """Issue 36: log Z on the 10-d mixture must not keep a bias as N grows, and its sd must fall like 1/sqrt(N).
     Measured (numpyro, these settings): sd 0.16 at N = 500 (128 runs), 0.076 at N = 2000 (200 seeds), mean
