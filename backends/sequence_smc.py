@@ -301,12 +301,9 @@ def with_proposal(plan, proposal):
         return plan, proposal
     import copy
 
-    from ..errors import ShapeError
+    from ..compiler.sequence_plan import check_agree
     first = plan.bases[0][0]
-    for key, value in first.signature.items():
-        if proposal.signature[key] != value:
-            raise ShapeError(f"the proposal {proposal.name} and the target's sequence model {first.name} must agree "
-                             f"in {key}: {proposal.signature[key]!r} against {value!r}")
+    check_agree(proposal, first, f"the proposal {proposal.name} and the target's sequence model {first.name}")
     plan = copy.copy(plan)
     plan.bases = plan.bases + [(proposal, 0.0)]
     return plan, len(plan.bases) - 1

@@ -11,6 +11,14 @@ from .graph import build_graph
 from .terms import exponents
 
 
+def check_agree(first, other, what):
+    """A ShapeError naming `what` unless the sequence models `first` and `other` agree in every key of their
+    `signature` (vocabulary, length, eos, steps, prompt length, pad; for served bases their own keys)."""
+    for key, value in first.signature.items():
+        if other.signature.get(key) != value:
+            raise ShapeError(f"{what} must agree in {key}: {value!r} against {other.signature.get(key)!r}")
+
+
 class SequencePlan:
     """`bases` [(SequenceModel, β)], `rewards` [(Reward, c)] and what the bases share (`vocab`, `length`,
     `eos`, `pad`, `delimiters`, `prompt` length, `decode`)."""
@@ -24,10 +32,7 @@ class SequencePlan:
                                              "reward(prefixes, lengths)", (1, 2))
         first = self.bases[0][0]
         for b, _ in self.bases[1:]:
-            for key, value in first.signature.items():
-                if b.signature[key] != value:
-                    raise ShapeError(f"sequence models {first.name} and {b.name} combined by * must agree in "
-                                     f"{key}: {value!r} against {b.signature[key]!r}")
+            check_agree(first, b, f"sequence models {first.name} and {b.name} combined by *")
         self.vocab, self.length, self.eos, self.pad = first.vocab, first.length, first.eos, first.pad
         self.delimiters, self.prompt_length = first.delimiters, len(first.prompt)
         self.decode = next((b.decode for b, _ in self.bases if b.decode is not None), None)

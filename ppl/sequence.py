@@ -84,8 +84,8 @@ class SequenceModel(Target):
     @property
     def signature(self):
         """What every base of one target must share: vocabulary, length, eos, steps, prompt length, pad."""
-        return {"served": False, "vocab": self.vocab, "length": self.length, "eos": self.eos, "step": self.delimiters,
-                "prompt length": len(self.prompt), "pad": self.pad}
+        return {"served": self.served, "vocab": self.vocab, "length": self.length, "eos": self.eos,
+                "step": self.delimiters, "prompt length": len(self.prompt), "pad": self.pad}
 
 
 def autoregressive(next_logprobs, vocab, length, eos=None, step=None, prompt=None, pad=None, decode=None,

@@ -191,7 +191,7 @@ class ServedModel(SequenceModel):
     @property
     def signature(self):
         """What every base of one target must share: served text steps, the step budget and the prompt."""
-        return {"served": True, "length": self.length, "step": self.step, "prompt": self.prompt_text}
+        return {"served": self.served, "length": self.length, "step": self.step, "prompt": self.prompt_text}
 
     def check_model(self):
         """Once: the model is one that GET /v1/models lists (the only one when model=None); a server without
