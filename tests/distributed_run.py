@@ -39,12 +39,19 @@ if "fkc" in sys.argv[1]:
                              for m in ([1.0, -0.5], [-0.5, 0.5])], 2.0)
     RUNS["fkc"] = (GUIDED, dict(particles=2000, steps=200, t_min=1e-3))
 
+
+def emit(result):
+    """One JSON line in one write (a line written in two parts could be split by another writer to the pipe)."""
+    sys.stdout.write(json.dumps(result) + "\n")
+    sys.stdout.flush()
+
+
 for name, kw in {"indivisible": dict(method="is", particles=2001),
                  "chains": dict(method="nuts", particles=60, chains=6, num_warmup=10)}.items():
     try:
         ppl.sample(TILTED, devices="all", **kw)
     except ppl.PPLError as e:
-        print(json.dumps({"method": name, "process": jax.process_index(), "error": str(e)}), flush=True)
+        emit({"method": name, "process": jax.process_index(), "error": str(e)})
 # one process alone also runs smc on one device (the one-device estimator the others are compared with)
 runs = [(m, "all") for m in sys.argv[1].split(",")]
 runs += [("smc", 1)] if "smc" in sys.argv[1] and jax.process_count() == 1 else []
@@ -54,10 +61,10 @@ for k, (method, devices) in enumerate(runs):
     x = r.samples["x"].reshape(-1, r.samples["x"].shape[-1] if method != "pf" else len(Y))
     w = r.weights.reshape(-1) if r.weights is not None else np.ones(len(x))
     w = w / w.sum()
-    print(json.dumps({"method": method + ("/1" if devices == 1 else ""), "process": jax.process_index(),
-                      "processes": jax.process_count(), "log_z": r.log_z, "se": r.log_z_se, "ess": r.ess,
-                      "ess_min": r.diagnostics.get("ess_min"), "mean": (w[:, None] * x).sum(0).tolist(),
-                      "devices": r.diagnostics.get("particle_devices", r.diagnostics.get("chain_devices")),
-                      "draws": hashlib.sha1(r.samples["x"].tobytes()).hexdigest()}), flush=True)
+    emit({"method": method + ("/1" if devices == 1 else ""), "process": jax.process_index(),
+          "processes": jax.process_count(), "log_z": r.log_z, "se": r.log_z_se, "ess": r.ess,
+          "ess_min": r.diagnostics.get("ess_min"), "mean": (w[:, None] * x).sum(0).tolist(),
+          "devices": r.diagnostics.get("particle_devices", r.diagnostics.get("chain_devices")),
+          "draws": hashlib.sha1(r.samples["x"].tobytes()).hexdigest()})
     if die == k + 1 and jax.process_index() == 1:
         os._exit(9)

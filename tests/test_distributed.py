@@ -27,12 +27,13 @@ CPU = {"JAX_PLATFORMS": "cpu"}
 
 
 def results(text):
-    """{(method, process): the JSON line the process printed}."""
-    out = {}
+    """{(method, process): the JSON object the process printed}. An object is found anywhere in its line: C++
+    libraries (gloo) write to the same pipe through their own buffers, so a part of their line may come first."""
+    out, decoder = {}, json.JSONDecoder()
     for line in text.splitlines():
-        prefix, _, rest = line.partition("] ")
-        if rest.startswith("{"):
-            r = json.loads(rest)
+        start = line.find('{"method"')
+        if start >= 0:
+            r = decoder.raw_decode(line[start:])[0]
             out[r["method"], r["process"]] = r
     return out
 
