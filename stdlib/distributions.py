@@ -266,10 +266,10 @@ class _Tails:
     log F(x) and log S(x) = log(1 − F(x)), each computed without cancellation in its own tail (log_sf None: the
     family is symmetric about p["loc"], S(x) = F(2 loc − x)); `x_of_u`, an increasing map of [−BISECT_RANGE,
     BISECT_RANGE] onto the support, over which quantiles are bisected; the support's ends `low`, `high` (None:
-    unbounded) and a point `mid` inside it; `needs`: the functions of `rt.special` it calls."""
+    unbounded) and a point `mid` inside it."""
 
-    def __init__(self, log_cdf, log_sf=None, x_of_u=None, low=None, high=None, mid=None, needs=()):
-        self.log_cdf, self.x_of_u, self.needs = log_cdf, x_of_u or _sinh, needs
+    def __init__(self, log_cdf, log_sf=None, x_of_u=None, low=None, high=None, mid=None):
+        self.log_cdf, self.x_of_u = log_cdf, x_of_u or _sinh
         self.log_sf = log_sf or (lambda rt, p, x: log_cdf(rt, p, 2.0 * p["loc"] - x))
         self.low, self.high, self.mid = low, high, mid
 
@@ -297,24 +297,24 @@ def _log_cdf_student_t(rt, p, x):
 
 #: the families `truncated` accepts (class names of FAMILIES) and their tails
 _TAILS = {
-    "Normal": _Tails(lambda rt, p, x: rt.special.log_ndtr(_z(p, x)), needs=("log_ndtr",)),
+    "Normal": _Tails(lambda rt, p, x: rt.special.log_ndtr(_z(p, x))),
     # F(x) = atan2(1, −z) / π: no cancellation where F is small
     "Cauchy": _Tails(lambda rt, p, x: rt.xp.log(rt.xp.arctan2(rt.xp.ones(()), -_z(p, x)) / math.pi)),
-    "StudentT": _Tails(_log_cdf_student_t, needs=("betainc",)),
+    "StudentT": _Tails(_log_cdf_student_t),
     # F(x) = e^{−|z|} / 2 below loc, 1 − e^{−|z|} / 2 above
     "Laplace": _Tails(lambda rt, p, x: rt.xp.where(_z(p, x) < 0, -rt.xp.abs(_z(p, x)) - math.log(2.0),
                                                    rt.xp.log1p(-0.5 * rt.xp.exp(-rt.xp.abs(_z(p, x)))))),
     "LogNormal": _Tails(lambda rt, p, x: rt.special.log_ndtr(_z(p, rt.xp.log(x))),
                         lambda rt, p, x: rt.special.log_ndtr(-_z(p, rt.xp.log(x))),
-                        lambda rt, p, u: rt.xp.exp(_sinh(rt, p, u)), low=0.0, mid=1.0, needs=("log_ndtr",)),
+                        lambda rt, p, u: rt.xp.exp(_sinh(rt, p, u)), low=0.0, mid=1.0),
     "Exponential": _Tails(lambda rt, p, x: rt.xp.log(-rt.xp.expm1(-p["rate"] * x)), lambda rt, p, x: -p["rate"] * x,
                           lambda rt, p, u: rt.xp.exp(u) / p["rate"], low=0.0, mid=1.0),
     "Gamma": _Tails(lambda rt, p, x: rt.xp.log(rt.special.gammainc(p["concentration"], p["rate"] * x)),
                     lambda rt, p, x: rt.xp.log(rt.special.gammaincc(p["concentration"], p["rate"] * x)),
-                    lambda rt, p, u: rt.xp.exp(u) / p["rate"], low=0.0, mid=1.0, needs=("gammainc", "gammaincc")),
+                    lambda rt, p, u: rt.xp.exp(u) / p["rate"], low=0.0, mid=1.0),
     "Beta": _Tails(lambda rt, p, x: rt.xp.log(rt.special.betainc(p["concentration1"], p["concentration0"], x)),
                    lambda rt, p, x: rt.xp.log(rt.special.betainc(p["concentration0"], p["concentration1"], 1.0 - x)),
-                   lambda rt, p, u: 1.0 / (1.0 + rt.xp.exp(-u)), low=0.0, high=1.0, mid=0.5, needs=("betainc",)),
+                   lambda rt, p, u: 1.0 / (1.0 + rt.xp.exp(-u)), low=0.0, high=1.0, mid=0.5),
 }
 #: the language's name of each family that can be truncated
 _TRUNCATABLE = {family: name for name, (family, _) in FAMILIES.items() if family in _TAILS}
@@ -365,12 +365,8 @@ class _Truncation:
     bisected on log F or log S (`_quantile`): the same draws on both runtimes, for every family."""
 
     def _setup(self, rt, family, params, lower, upper, shape):
-        """Checks the runtime has the family's special functions; returns the batch shape."""
+        """The base distribution and the log mass of the interval; returns the batch shape."""
         tails, name = _TAILS[family], _TRUNCATABLE[family]
-        missing = [f for f in tails.needs if not hasattr(rt.special, f)]
-        if missing:
-            raise PPLError(f"truncated {name}: its CDF needs {', '.join(missing)}, which the {rt.name} runtime "
-                           f"({rt.framework}) lacks; run it with runtime='numpyro'")
         try:
             self._base = _constructor(rt.distributions, family)(**params)
         except (TypeError, ValueError) as e:
