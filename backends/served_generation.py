@@ -5,7 +5,11 @@ A particle's text is a node of a tree of steps held here (node 0 is the empty te
 node whose parent is the text it continued), and the particle arrays carry the node ids, so resampling by the
 ancestor indices of `fk` moves texts as it moves any array, and particle Gibbs' reference is its last node.
 A step sends one request per particle that has not ended to the proposal base (base 0, or `proposal=i`), all
-at once; the reference of conditional SMC (`pg`) takes its own next step instead. For log γ = Σ_i β_i log p_i
+at once; the reference of conditional SMC (`pg`) takes its own next step instead. With a `lookahead` base a
+request returns the rest of a generation: the node it continues keeps the steps after the first (`rest`) and
+the first particle found at that node in a later step takes the next one instead of a request (resampling
+never reads a rest, so it is still a draw from the model given the node's text; the node's other copies ask
+afresh). For log γ = Σ_i β_i log p_i
 + Σ_j c_j r_j the step's log-weight increment is
 
     Σ_i β_i log p_i(step | text) − log p_q(step | text)     (0 for one base with β = 1: the proposal is γ's base)
@@ -50,7 +54,7 @@ class ServedGenerator(Potentials):
         self._clear()
 
     def _clear(self):
-        self.parent, self.text, self.ended = [0], [""], [False]
+        self.parent, self.text, self.ended, self.rest = [0], [""], [False], {}
 
     def _steps(self, node):
         """The steps of the text at `node`, first to last."""
@@ -62,6 +66,7 @@ class ServedGenerator(Potentials):
 
     def start(self, n):
         rt, xp = self.rt, self.rt.xp
+        self.rest = {}
         init = {"prod": 1.0, "min": np.inf}.get(self.aggregate, 0.0)
         zeros = rt.asindex(np.zeros(n, dtype=int))
         false = xp.zeros((n,)) > 0
@@ -73,9 +78,10 @@ class ServedGenerator(Potentials):
     def reorder(self, states, idx):
         return states
 
-    def step(self, key, s, states, force, forced, pure):
+    def step(self, key, s, states, force, forced, pure, u=None):
         """One step of every text that has not ended, and its scoring: (Texts with log_g the step's log
-        potential and `nan` this step's flags, ())."""
+        potential and `nan` this step's flags, ()). (`u`, the token generator's uniforms, is unused: the server
+        draws.)"""
         rt = self.rt
         nodes, steps, done, force = (rt.to_numpy(a) for a in (s.tokens, s.length, s.done, force))
         n = len(nodes)
@@ -101,11 +107,18 @@ class ServedGenerator(Potentials):
         seeds = (self.rt.to_numpy(self.rt.uniform(key, (len(nodes),))) * 2 ** 31).astype(np.int64)
         prefixes = {i: "".join(self._steps(nodes[i])) for i in np.flatnonzero(live)}
         base = self.bases[self.q]
-        answers = base.generate([prefixes[i] for i in drawn], seeds[drawn], logprobs=not self.plain)
+        pieces = {i: self.rest.pop(nodes[i]) for i in drawn if nodes[i] in self.rest}    # first comer at a node
+        ask = np.array([i for i in drawn if i not in pieces], dtype=int)
+        answers = base.generate([prefixes[i] for i in ask], seeds[ask], logprobs=not self.plain,
+                                steps_left=self.plan.length - steps[ask])
+        pieces.update(zip(ask, answers))
         log_q = {}
-        for i, (text, ended, log_p) in zip(drawn, answers):
+        for i in drawn:
+            (text, ended, log_p), *rest = pieces[i]
             new[i] = self._add(nodes[i], text, ended)
             log_q[i] = log_p
+            if rest:
+                self.rest[new[i]] = rest
         if kept.size:           # conditional SMC: the reference takes its own next step
             path = self._path(int(self.rt.to_numpy(forced).reshape(-1)[0]))
             for i in kept:

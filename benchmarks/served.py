@@ -13,10 +13,13 @@ For each N and concurrency c (requests in flight at once):
              concurrent requests (prompt + text so far, stop at the newline), c at a time, from a bare asyncio +
              httpx loop: the floor of a step-level sampler on this server
   pf         ppl.sample(ppl.served(..., concurrency=c).tilt(#a), method='pf', particles=N), runtime 'pyro'
+  look       the same with ppl.served(..., lookahead=True)
 
 reported as generations (sequences) per second, pf's time over each baseline, the completion requests of
 stepwise and pf ("req": pf sends more, since resampling gives the slots of ended sequences to live ones,
-which go on), and pf's time per request over stepwise's ("per request": our overhead over a bare client). The
+which go on), and pf's time per request over stepwise's ("per request": our overhead over a bare client);
+"look": pf with `lookahead=True` (one request gives a particle the rest of its generation, cut at the
+newlines; a copy made by resampling asks afresh), and its time over plain's. The
 median of `--runs` runs (after a first one that warms the server and the JAX/torch kernels).
 
     python benchmarks/served.py [--particles 16 64 256] [--concurrency 1 8 32] [--steps 4] [--tokens 4] [--runs 3]
@@ -88,8 +91,9 @@ def stepwise(url, model, n, c, steps, tokens):
             choices[0]["finish_reason"] != "stop" or choices[0]["text"].endswith("\n"))]
 
 
-def pf(url, model, n, c, steps, tokens, seed):
-    lm = ppl.served(url, model, step="\n", max_tokens=tokens, length=steps, prompt="a", concurrency=c)
+def pf(url, model, n, c, steps, tokens, seed, lookahead=False):
+    lm = ppl.served(url, model, step="\n", max_tokens=tokens, length=steps, prompt="a", concurrency=c,
+                    lookahead=lookahead)
     return ppl.sample(lm.tilt(count_a, 1.0), method="pf", particles=n, seed=seed, runtime="pyro")
 
 
@@ -126,15 +130,18 @@ def main():
             print(f"transformers serve, GPT-2 n_embd={args.embd} n_layer={args.layers}, L={args.steps} steps of "
                   f"<= {args.tokens} tokens; {os.cpu_count()} CPUs; median of {args.runs} runs")
             print(f"{'N':>5} {'c':>4} {'plain s':>9} {'stepwise s':>11} {'(req)':>6} {'pf s':>8} {'(req)':>6} "
-                  f"{'pf gen/s':>9} {'pf/plain':>9} {'pf/stepwise':>12} {'per request':>12}")
+                  f"{'pf gen/s':>9} {'pf/plain':>9} {'pf/stepwise':>12} {'per request':>12} {'look s':>8} "
+                  f"{'(req)':>6} {'look/plain':>11}")
             for n in args.particles:
                 for c in args.concurrency:
                     t_plain, _ = timed(lambda k: plain(url, path, n, c, args.steps, args.tokens), args.runs)
                     t_step, r_step = timed(lambda k: stepwise(url, path, n, c, args.steps, args.tokens), args.runs)
                     t_pf, r_pf = timed(lambda k: pf(url, path, n, c, args.steps, args.tokens, k), args.runs)
+                    t_la, r_la = timed(lambda k: pf(url, path, n, c, args.steps, args.tokens, k, True), args.runs)
                     print(f"{n:>5} {c:>4} {t_plain:>9.3f} {t_step:>11.3f} {r_step:>6.0f} {t_pf:>8.3f} {r_pf:>6.0f} "
                           f"{n / t_pf:>9.1f} {t_pf / t_plain:>9.2f} {t_pf / t_step:>12.2f} "
-                          f"{(t_pf / r_pf) / (t_step / r_step):>12.2f}", flush=True)
+                          f"{(t_pf / r_pf) / (t_step / r_step):>12.2f} {t_la:>8.3f} {r_la:>6.0f} "
+                          f"{t_la / t_plain:>11.2f}", flush=True)
         finally:
             server.stop()
 

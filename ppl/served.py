@@ -3,8 +3,9 @@ reward model behind an HTTP endpoint (issue 31).
 
 `ppl.served(base_url, model, ...)` is a sequence model over text. A step of a particle is one request to
 `POST {base_url}/v1/completions` with the prompt and the particle's text so far, `stop=[step]` and
-`max_tokens`; the server samples it (temperature 1, top_p 1: the proposal is the served model itself, so
-`lm.tilt(reward, lam)` is weighted by the reward alone). A sequence ends when a step adds no text, when the
+`max_tokens` (with `lookahead`, one request gives a particle all its remaining steps); the server samples it
+(temperature 1, top_p 1: the proposal is the served model itself, so `lm.tilt(reward, lam)` is weighted by
+the reward alone). A sequence ends when a step adds no text, when the
 server stops for a reason other than the step delimiter (its end-of-sequence token: finish_reason 'stop' with
 a text that does not end with `step`, or vLLM's `stop_reason` None), when a step matches the `end` pattern
 (its_hub's stop pattern, e.g. r"\\boxed"), or after `length` steps. Where the target needs log p(step)
@@ -22,6 +23,7 @@ The served reward protocol (`ppl.served_reward`, `ppl.reward_server`): POST {"pr
 reward of a prefix is the score of its newest step, aggregated over steps as the method's `aggregate` says.
 """
 import asyncio
+import bisect
 import json
 import re
 import threading
@@ -166,10 +168,16 @@ class ServedModel(SequenceModel):
 
     served = True
 
-    def __init__(self, endpoint, model, step, max_tokens, length, prompt, end, extra, name):
+    def __init__(self, endpoint, model, step, max_tokens, length, prompt, end, extra, name, lookahead=False):
         super().__init__(lambda prefixes: None, 2, length, name=name)
         if step is not None and (not isinstance(step, str) or not step):
             raise ValueRangeError(f"step must be a non-empty delimiter text or None, got {step!r}")
+        if not isinstance(lookahead, bool):
+            raise ValueRangeError(f"lookahead must be True or False, got {lookahead!r}")
+        if lookahead and step is None:
+            raise ValueRangeError("lookahead=True cuts a generation into steps at the delimiter: give step= (a "
+                                  "step of max_tokens tokens cannot be cut from text)")
+        self.lookahead = lookahead
         if isinstance(max_tokens, bool) or not isinstance(max_tokens, int) or max_tokens < 1:
             raise ValueRangeError(f"max_tokens must be an integer >= 1, got {max_tokens!r}")
         if not isinstance(prompt, str):
@@ -191,7 +199,8 @@ class ServedModel(SequenceModel):
     @property
     def signature(self):
         """What every base of one target must share: served text steps, the step budget and the prompt."""
-        return {"served": self.served, "length": self.length, "step": self.step, "prompt": self.prompt_text}
+        return {"served": self.served, "length": self.length, "step": self.step, "prompt": self.prompt_text,
+                "lookahead": self.lookahead}
 
     def check_model(self):
         """Once: the model is one that GET /v1/models lists (the only one when model=None); a server without
@@ -217,37 +226,72 @@ class ServedModel(SequenceModel):
     def _body(self, prompt, **kw):
         return {"model": self.model, "prompt": prompt, "temperature": 1.0, "top_p": 1.0, **self.extra, **kw}
 
-    def generate(self, prefixes, seeds, logprobs=False):
-        """One step after each prefix (generated text so far): [(step text, ended, log p(step) or None)]."""
+    def generate(self, prefixes, seeds, logprobs=False, steps_left=None):
+        """The next steps after each prefix (generated text so far): for each, a list of (step text, ended,
+        log p(step) or None) — one step, or with `lookahead` the rest of one generation of at most
+        `steps_left` steps (one number per prefix), cut at the delimiters."""
         self.check_model()
-        stop = {} if self.step is None else {"stop": [self.step]}
-        extra = {"logprobs": 1} if logprobs else {}
+        steps_left = [1] * len(prefixes) if steps_left is None else [max(int(k), 1) for k in steps_left]
+        stop = {} if self.step is None or self.lookahead else {"stop": [self.step]}
+        fields = dict(stop, **({"logprobs": 1} if logprobs else {}))
         answers = self.endpoint.post("/v1/completions", [
-            self._body(self.prompt_text + x, max_tokens=self.max_tokens, seed=int(s), **stop, **extra)
-            for x, s in zip(prefixes, seeds)])
-        return [self._step(a, logprobs) for a in answers]
+            self._body(self.prompt_text + x, seed=int(s), max_tokens=self.max_tokens * (k if self.lookahead else 1),
+                       **fields) for x, s, k in zip(prefixes, seeds, steps_left)])
+        return [self._pieces(a, logprobs, k) for a, k in zip(answers, steps_left)]
 
-    def _step(self, answer, logprobs):
+    def _pieces(self, answer, logprobs, steps_left):
         url = self.completions
         choice = _field(answer, url, "choices", 0)
         text, finish = _field(choice, url, "text"), choice.get("finish_reason")
         if not isinstance(text, str):
             raise ServedResponseError(f"POST {url}: choices[0].text is {type(text).__name__}, not text", url)
-        at_delimiter = self.step is not None and text.endswith(self.step)
-        if self.step is not None and not at_delimiter and choice.get("stop_reason") == self.step:
-            text, at_delimiter = text + self.step, True       # vLLM leaves the stop string out of the text
-        ended = (not text or (finish == "stop" and not at_delimiter)
-                 or (self.end is not None and self.end.search(text) is not None))
-        log_p = None
-        if logprobs:
-            values = (choice.get("logprobs") or {}).get("token_logprobs")
-            if values is None:
-                raise ServedResponseError(f"POST {url} returned no token log-probabilities (choices[0].logprobs); "
-                                          f"this target needs log p of each step (** beta, products, geometric): "
-                                          f"serve the model with a server that returns logprobs (e.g. vLLM), or "
-                                          f"use the served model as it is (lm.tilt)", url)
-            log_p = float(sum(v for v in values if v is not None))
-        return text, ended, log_p
+        if self.step is not None and not text.endswith(self.step) and choice.get("stop_reason") == self.step:
+            text += self.step           # vLLM leaves the stop string out of the text
+        values = self._log_probs(choice, url) if logprobs else None
+        if not self.lookahead:
+            ended = self._ends(text, text.endswith(self.step) if self.step is not None else False, finish)
+            return [(text, ended, None if values is None else float(sum(v for v, _ in values)))]
+        starts = [0] + [k + len(self.step) for k in _find_all(text, self.step)]
+        if starts[-1] == len(text) and len(starts) > 1 and finish != "stop":
+            starts.pop()        # the text ends at a delimiter and goes on: no empty step after it
+        log_p = np.zeros(len(starts))           # each token's to the step it starts in (eos: the last)
+        for v, o in values or ():
+            log_p[bisect.bisect_right(starts, o) - 1] += v
+        ends = starts[1:] + [len(text)]
+        starts = starts[:steps_left]            # the steps past the budget are not taken
+        out = []
+        for k, (a, b) in enumerate(zip(starts, ends)):
+            piece = text[a:b]
+            ended = self._ends(piece, piece.endswith(self.step), finish if k == len(starts) - 1 else "length")
+            out.append((piece, ended, None if values is None else float(log_p[k])))
+            if ended:
+                break
+        return out
+
+    def _ends(self, text, at_delimiter, finish):
+        """Whether a step ends its sequence: no text, the server's own stop (eos) before the delimiter, or the
+        `end` pattern."""
+        return (not text or (finish == "stop" and not at_delimiter)
+                or (self.end is not None and self.end.search(text) is not None))
+
+    def _log_probs(self, choice, url):
+        """[(log p of a generated token, its offset in the generated text)] (offsets from the tokens' texts)."""
+        lp = choice.get("logprobs") or {}
+        values = lp.get("token_logprobs")
+        if values is None:
+            raise ServedResponseError(f"POST {url} returned no token log-probabilities (choices[0].logprobs); "
+                                      f"this target needs log p of each step (** beta, products, geometric): "
+                                      f"serve the model with a server that returns logprobs (e.g. vLLM), or "
+                                      f"use the served model as it is (lm.tilt)", url)
+        tokens = lp.get("tokens")
+        if tokens is None:
+            if self.lookahead:
+                raise ServedResponseError(f"POST {url} returned token log-probabilities without their tokens "
+                                          f"(choices[0].logprobs.tokens); lookahead=True needs them to cut a "
+                                          f"generation's log-probability into steps", url)
+            tokens = [""] * len(values)
+        offsets = np.cumsum([0] + [len(t) for t in tokens[:-1]]) if tokens else []
+        return [(v, int(o)) for v, o in zip(values, offsets) if v is not None]
 
     def score(self, prefixes, steps):
         """log p(step | prompt + prefix) of text this model did not generate: the echoed prompt's token
@@ -270,8 +314,17 @@ class ServedModel(SequenceModel):
         return out
 
 
+def _find_all(text, sub):
+    """The start of each occurrence of `sub` in `text`, left to right, not overlapping."""
+    out, k = [], text.find(sub)
+    while k >= 0:
+        out.append(k)
+        k = text.find(sub, k + len(sub))
+    return out
+
+
 def served(base_url, model=None, *, step="\n\n", max_tokens=256, length=16, prompt="", end=None, concurrency=8,
-           timeout=60.0, retries=3, backoff=0.25, api_key=None, extra=None, name=None):
+           timeout=60.0, retries=3, backoff=0.25, api_key=None, extra=None, name=None, lookahead=False):
     """A sequence model served by an OpenAI-compatible server at `base_url` (vLLM, SGLang, llama.cpp,
     `transformers serve`): text in, text out.
 
@@ -284,11 +337,20 @@ def served(base_url, model=None, *, step="\n\n", max_tokens=256, length=16, prom
     that sampler is the proposal). `concurrency` requests at a time, each within `timeout` seconds, `retries`
     retries after `backoff` · 2^k seconds on transient faults; `api_key` is sent as a bearer token.
 
+    `lookahead=True`: a request asks for the rest of the sequence (at most `max_tokens` · the steps left, no
+    stop string), which is cut into steps at the `step` delimiter; the particle takes the first step now and
+    keeps the others as its next ones, so a sequence costs one request, as plain sampling does, until
+    resampling copies it: the first copy keeps the rest, the others ask afresh (a kept rest is a draw from
+    p(rest | text so far) whatever the resampling chose, since the weights read only the steps taken; two
+    copies sharing it would not be independent). The law is then the server's law of one whole generation cut
+    at the delimiters (a step is not capped at `max_tokens`); without lookahead it is the law of step-wise
+    requests, which differs where re-tokenizing the text so far changes the tokens.
+
     Rewards of a target with a served base read text: `reward(texts)` gets the particles' generated texts (a
     list of str), `reward(prompt, steps)` the prompt and each particle's list of steps (`ppl.served_reward`);
     each returns one real per particle."""
     endpoint = Endpoint(base_url, concurrency, timeout, retries, backoff, api_key)
-    return ServedModel(endpoint, model, step, max_tokens, length, prompt, end, extra, name)
+    return ServedModel(endpoint, model, step, max_tokens, length, prompt, end, extra, name, lookahead)
 
 
 def served_reward(url, *, concurrency=8, timeout=60.0, retries=3, backoff=0.25, api_key=None, name="served_reward"):
