@@ -54,7 +54,7 @@ class ServedGenerator(Potentials):
         self._clear()
 
     def _clear(self):
-        self.parent, self.text, self.ended, self.rest = [0], [""], [False], {}
+        self.parent, self.text, self.ended, self.rest = [0], [""], [None], {}
 
     def _steps(self, node):
         """The steps of the text at `node`, first to last."""
@@ -124,7 +124,8 @@ class ServedGenerator(Potentials):
             for i in kept:
                 new[i] = path[steps[i]]
             if not self.plain:
-                log_q.update(zip(kept, base.score([prefixes[i] for i in kept], [self.text[new[i]] for i in kept])))
+                log_q.update(zip(kept, base.score([prefixes[i] for i in kept], [self.text[new[i]] for i in kept],
+                                                  [self.ended[new[i]] == "eos" for i in kept])))
         done = done | np.array([bool(self.ended[m]) for m in new]) | (steps + 1 >= self.plan.length)
         if not self.plain:
             order = np.flatnonzero(live)
@@ -134,7 +135,8 @@ class ServedGenerator(Potentials):
                 if beta == 0.0:
                     continue
                 log_p = ([log_q[i] for i in order] if b == self.q
-                         else model.score([prefixes[i] for i in order], texts))
+                         else model.score([prefixes[i] for i in order], texts,
+                                          [self.ended[new[i]] == "eos" for i in order]))
                 total += beta * np.array(log_p)
             inc[order] = total - np.array([log_q[i] for i in order])
         return new, done, inc
@@ -142,7 +144,7 @@ class ServedGenerator(Potentials):
     def _add(self, parent, text, ended):
         self.parent.append(int(parent))
         self.text.append(text)
-        self.ended.append(bool(ended))
+        self.ended.append(ended)        # why it ended ("eos", "end") or None
         return len(self.text) - 1
 
     def _path(self, node):

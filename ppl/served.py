@@ -11,7 +11,9 @@ a text that does not end with `step`, or vLLM's `stop_reason` None), when a step
 (its_hub's stop pattern, e.g. r"\\boxed"), or after `length` steps. Where the target needs log p(step)
 (`lm ** beta`, products, `ppl.geometric`) the sampled tokens' log-probabilities are requested (`logprobs`),
 and a second base scores a step it did not generate with `echo=True, logprobs` (the tokens from the step's
-offset on); a server that does not return them (`transformers serve` ignores both) is a `ServedResponseError`.
+offset on, and, for a step that ended at the generating model's end of sequence, the eos token: `eos_text`
+echoed after it); a server that does not return them (`transformers serve` ignores both) is a
+`ServedResponseError`.
 
 All requests of a step (one per particle in flight) go out at once over asynchronous HTTP (httpx, on one
 background event loop), at most `concurrency` at a time per endpoint, each bounded by `timeout` seconds and
@@ -168,7 +170,8 @@ class ServedModel(SequenceModel):
 
     served = True
 
-    def __init__(self, endpoint, model, step, max_tokens, length, prompt, end, extra, name, lookahead=False):
+    def __init__(self, endpoint, model, step, max_tokens, length, prompt, end, extra, name, lookahead=False,
+                 eos_text=None):
         super().__init__(lambda prefixes: None, 2, length, name=name)
         if step is not None and (not isinstance(step, str) or not step):
             raise ValueRangeError(f"step must be a non-empty delimiter text or None, got {step!r}")
@@ -177,7 +180,10 @@ class ServedModel(SequenceModel):
         if lookahead and step is None:
             raise ValueRangeError("lookahead=True cuts a generation into steps at the delimiter: give step= (a "
                                   "step of max_tokens tokens cannot be cut from text)")
-        self.lookahead = lookahead
+        if eos_text is not None and (not isinstance(eos_text, str) or not eos_text):
+            raise ValueRangeError(f"eos_text must be the text the server reads as its end-of-sequence token, got "
+                                  f"{eos_text!r}")
+        self.lookahead, self.eos_text = lookahead, eos_text
         if isinstance(max_tokens, bool) or not isinstance(max_tokens, int) or max_tokens < 1:
             raise ValueRangeError(f"max_tokens must be an integer >= 1, got {max_tokens!r}")
         if not isinstance(prompt, str):
@@ -269,10 +275,11 @@ class ServedModel(SequenceModel):
         return out
 
     def _ends(self, text, at_delimiter, finish):
-        """Whether a step ends its sequence: no text, the server's own stop (eos) before the delimiter, or the
-        `end` pattern."""
-        return (not text or (finish == "stop" and not at_delimiter)
-                or (self.end is not None and self.end.search(text) is not None))
+        """Why a step ends its sequence: "eos" (no text, or the server's own stop before the delimiter), "end"
+        (the `end` pattern), or None: it goes on."""
+        if not text or (finish == "stop" and not at_delimiter):
+            return "eos"
+        return "end" if self.end is not None and self.end.search(text) is not None else None
 
     def _log_probs(self, choice, url):
         """[(log p of a generated token, its offset in the generated text)] (offsets from the tokens' texts)."""
@@ -293,12 +300,19 @@ class ServedModel(SequenceModel):
         offsets = np.cumsum([0] + [len(t) for t in tokens[:-1]]) if tokens else []
         return [(v, int(o)) for v, o in zip(values, offsets) if v is not None]
 
-    def score(self, prefixes, steps):
+    def score(self, prefixes, steps, eos=None):
         """log p(step | prompt + prefix) of text this model did not generate: the echoed prompt's token
-        log-probabilities from the step's offset on."""
+        log-probabilities from the step's offset on; where `eos[i]` (the step ended the sequence at the other
+        model's end of sequence) also log p(eos | prompt + prefix + step), echoing `eos_text` after it."""
         self.check_model()
         url = self.completions
+        eos = [False] * len(steps) if eos is None else list(eos)
+        if any(eos) and self.eos_text is None:
+            raise ValueRangeError(f"{self.name} must score a step that ended at the end of sequence, which needs "
+                                  f"its log p(eos) from {self.completions}: give ppl.served(..., eos_text=...), "
+                                  f"the text the server reads as its eos token (e.g. '<|endoftext|>')")
         contexts = [self.prompt_text + x for x in prefixes]
+        steps = [s + self.eos_text if e else s for s, e in zip(steps, eos)]
         answers = self.endpoint.post("/v1/completions", [
             self._body(c + s, max_tokens=1, echo=True, logprobs=1) for c, s in zip(contexts, steps)])
         out = []
@@ -324,7 +338,8 @@ def _find_all(text, sub):
 
 
 def served(base_url, model=None, *, step="\n\n", max_tokens=256, length=16, prompt="", end=None, concurrency=8,
-           timeout=60.0, retries=3, backoff=0.25, api_key=None, extra=None, name=None, lookahead=False):
+           timeout=60.0, retries=3, backoff=0.25, api_key=None, extra=None, name=None, lookahead=False,
+           eos_text=None):
     """A sequence model served by an OpenAI-compatible server at `base_url` (vLLM, SGLang, llama.cpp,
     `transformers serve`): text in, text out.
 
@@ -350,7 +365,7 @@ def served(base_url, model=None, *, step="\n\n", max_tokens=256, length=16, prom
     list of str), `reward(prompt, steps)` the prompt and each particle's list of steps (`ppl.served_reward`);
     each returns one real per particle."""
     endpoint = Endpoint(base_url, concurrency, timeout, retries, backoff, api_key)
-    return ServedModel(endpoint, model, step, max_tokens, length, prompt, end, extra, name, lookahead)
+    return ServedModel(endpoint, model, step, max_tokens, length, prompt, end, extra, name, lookahead, eos_text)
 
 
 def served_reward(url, *, concurrency=8, timeout=60.0, retries=3, backoff=0.25, api_key=None, name="served_reward"):

@@ -253,8 +253,8 @@ class Markov(JSONHandler):
     def do_POST(self):
         body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
         prompt, rng = body["prompt"], random.Random(body.get("seed"))
-        if body.get("echo"):
-            lps = [None] + [math.log(self.table[u][v]) for u, v in zip(prompt, prompt[1:])]
+        if body.get("echo"):        # "$": the eos token's text
+            lps = [None] + [math.log(self.table[u][None if v == "$" else v]) for u, v in zip(prompt, prompt[1:])]
             return self.send_json(200, {"choices": [{"text": prompt, "finish_reason": "length", "logprobs": {
                 "tokens": list(prompt), "token_logprobs": lps, "text_offset": list(range(len(prompt)))}}]})
         text, lps, finish = "", [], "length"
@@ -300,6 +300,30 @@ def log_sum_exp(values):
     return float(values.max() + math.log(np.exp(values - values.max()).sum()))
 
 
+P4 = {"a": {"a": 0.3, "b": 0.3, None: 0.4}, "b": {"a": 0.4, "b": 0.5, None: 0.1}}
+
+
+def test_scoring_an_ended_step_needs_eos_text():
+    with markov_server(P1) as u1, markov_server(P4) as u4:
+        lm1, lm4 = (ppl.served(u, step=None, max_tokens=1, length=3, prompt="a") for u in (u1, u4))
+        with pytest.raises(ppl.PPLError, match=r"must score a step that ended at the end of sequence.*eos_text="):
+            ppl.sample(lm1 * lm4, method="pf", particles=16, seed=0, runtime="pyro")
+
+
+@pytest.mark.slow
+def test_product_of_served_models_that_end_at_eos():
+    """lm1 * lm4, both ending at eos: lm4 scores lm1's last step with log p4(eos) (eos_text echoed after it):
+    log Z within 4 se of Σ_x p1(x) p4(x)."""
+    with markov_server(P1) as u1, markov_server(P4) as u4:
+        lm1 = ppl.served(u1, step=None, max_tokens=1, length=3, prompt="a")
+        lm4 = ppl.served(u4, step=None, max_tokens=1, length=3, prompt="a", eos_text="$")
+        product = ppl.sample(lm1 * lm4, method="pf", particles=256, seed=0, runtime="pyro")
+        p1, p4 = chain_log_probs(P1, "a", 3), chain_log_probs(P4, "a", 3)
+        exact = log_sum_exp(p1[x] + p4[x] for x in p1)
+        print(f"lm1 * lm4: {product.log_z:.4f} ± {product.log_z_se:.4f}, exact {exact:.4f}")
+        assert abs(product.log_z - exact) < 4 * product.log_z_se, (product.log_z, product.log_z_se, exact)
+
+
 @pytest.mark.slow
 def test_power_and_product_of_served_models_with_log_probabilities():
     """lm ** 2 (the step's weight β log p − log p from the sampled tokens' log-probabilities, eos included) and
@@ -330,13 +354,13 @@ def test_lookahead_cuts_a_generation_into_steps():
         answer = {"choices": [{"text": text, "finish_reason": finish, "logprobs": {
             "tokens": tokens, "token_logprobs": [-(k + 1.0) for k in range(len(tokens))]}}]}
         return lm._pieces(answer, logprobs, steps_left)
-    assert pieces("aab", "length", 5) == [("aab", False, None)]
-    assert pieces("aabab", "stop", 5) == [("aab", False, None), ("ab", False, None), ("", True, None)]
-    assert pieces("abaa", "stop", 5) == [("ab", False, None), ("aa", True, None)]
-    assert pieces("abbab", "length", 2) == [("ab", False, None), ("b", False, None)]
-    assert pieces("", "stop", 3) == [("", True, None)]
-    assert pieces("abaa", "stop", 5, True) == [("ab", False, -3.0), ("aa", True, -12.0)]
-    assert pieces("abab", "stop", 2, True) == [("ab", False, -3.0), ("ab", False, -7.0)]
+    assert pieces("aab", "length", 5) == [("aab", None, None)]
+    assert pieces("aabab", "stop", 5) == [("aab", None, None), ("ab", None, None), ("", "eos", None)]
+    assert pieces("abaa", "stop", 5) == [("ab", None, None), ("aa", "eos", None)]
+    assert pieces("abbab", "length", 2) == [("ab", None, None), ("b", None, None)]
+    assert pieces("", "stop", 3) == [("", "eos", None)]
+    assert pieces("abaa", "stop", 5, True) == [("ab", None, -3.0), ("aa", "eos", -12.0)]
+    assert pieces("abab", "stop", 2, True) == [("ab", None, -3.0), ("ab", None, -7.0)]
     with pytest.raises(ppl.PPLError, match="lookahead=True cuts a generation into steps at the delimiter"):
         ppl.served("http://127.0.0.1:1", step=None, lookahead=True)
 
