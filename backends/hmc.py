@@ -288,8 +288,8 @@ def _run(kind, compiled, rt, key, particles, progress, num_warmup=1000, num_samp
     samples = by_chain(prog.to_constrained(zs))
     pointwise = dict(log_likelihood=by_chain(prog.log_likelihood(zs)), predictive=by_chain(prog.predictive(k_pred, zs)),
                      observed={name: t.model.observed[t.site] for name, t in prog.observed})
-    if "z_grad" in stats:    # NumPyro's gradients at every draw, at no cost
-        grad, log_density = stats.pop("z_grad"), -stats.pop("potential_energy")
+    if "grad" in stats:      # recorded by the runtime's sampler at every draw (`mcmc`)
+        grad, log_density = stats.pop("grad"), stats.pop("log_density")
     else:                    # else evaluated once, at the chains' starts and ends
         ends = np.concatenate([_numpy(rt, run.z0), rt.to_numpy(z).reshape((chains, draws, prog.dim))[:, -1]])
         (value, _), grad = prog.value_and_grad(rt.asarray(ends), rt.asarray(1.0))

@@ -23,9 +23,8 @@ from jax.scipy.special import logsumexp  # noqa: E402
 from jax.sharding import NamedSharding, PartitionSpec  # noqa: E402
 from numpyro.distributions.transforms import biject_to  # noqa: E402
 
-from ..errors import PPLError  # noqa: E402
-from . import sharding  # noqa: E402
-from .runtime import Runtime, register  # noqa: E402
+from ..errors import DeviceError, PPLError, ValueRangeError  # noqa: E402
+from .runtime import Runtime, active, module_owner, register  # noqa: E402
 
 
 class _Numpy:
@@ -58,6 +57,10 @@ class _Numpy:
     def solve(a, b):
         return jnp.linalg.solve(a, b)
 
+    @staticmethod
+    def solve_triangular(a, b, lower=False):
+        return jax.scipy.linalg.solve_triangular(a, b, lower=lower)
+
 
 @register("numpyro")
 class NumPyroRuntime(Runtime):
@@ -68,6 +71,7 @@ class NumPyroRuntime(Runtime):
     distributions = dist
     special = types.SimpleNamespace(log_ndtr=jax_special.log_ndtr, gammainc=jax_special.gammainc,
                                     gammaincc=jax_special.gammaincc, betainc=jax_special.betainc)
+    special_functions = jax_special
 
     def __init__(self, device="cpu", precision="float32", devices=None):
         super().__init__(device, precision)
@@ -78,16 +82,18 @@ class NumPyroRuntime(Runtime):
             raise PPLError(f"device {device!r} requested but JAX sees no {platform} device") from None
         index = int(str(device).split(":")[1]) if ":" in str(device) else 0
         self.jax_device = jax.local_devices(backend=platform)[index]    # this process's (ppl.distributed)
-        self.mesh = sharding.mesh(devices, available)
+        self.mesh = _mesh(devices, available)
         self.n_devices = 1 if self.mesh is None else self.mesh.size
         # where the runtime's arrays live: its device, or replicated on every device of the mesh
         self.placement = self.jax_device if self.mesh is None else NamedSharding(self.mesh, PartitionSpec())
         self.dtype = jnp.float64 if precision == "float64" else jnp.float32
 
+    @contextlib.contextmanager
     def scope(self):
         """JAX's x64 switch (global config) set for this precision, restored on exit: jitted functions are cached
         per setting, so a float32 run after a float64 one compiles (or reuses) float32 code."""
-        return jax.enable_x64(self.precision == "float64")
+        with jax.enable_x64(self.precision == "float64"), active(self):
+            yield
 
     # arrays
     def asarray(self, x, dtype=None):
@@ -121,7 +127,7 @@ class NumPyroRuntime(Runtime):
         jit (a sharding constraint for XLA's partitioner) or outside (placed); unchanged on one device."""
         if self.mesh is None:
             return tree
-        spec = NamedSharding(self.mesh, PartitionSpec(sharding.AXIS))
+        spec = NamedSharding(self.mesh, PartitionSpec(AXIS))
         return jax.tree_util.tree_map(lambda a: jax.lax.with_sharding_constraint(a, spec), tree)
 
     def replicate(self, tree):
@@ -133,6 +139,33 @@ class NumPyroRuntime(Runtime):
     def device_count(self, x):
         """How many devices hold parts of the array x."""
         return len(x.sharding.device_set)
+
+    @staticmethod
+    def device_of(x):
+        """'cpu': jax.numpy computes where its inputs are, so one namespace serves every device."""
+        return "cpu"
+
+    def full_like(self, like, value, dtype=None):
+        """The constant `value` as an array of `like`'s dtype (or `dtype`), uncommitted (a jit constant)."""
+        return jnp.asarray(value, dtype=like.dtype) if dtype is None else jnp.asarray(np.asarray(value, dtype))
+
+    def set_index(self, x, idx, value):
+        """x with x[idx] = value, out of place (`.at[idx].set`)."""
+        return jnp.asarray(x).at[idx].set(value)
+
+    def dynamic_slice(self, x, start, size):
+        """x[start:start + size] along the first axis, for a traced `start`."""
+        return jax.lax.dynamic_slice_in_dim(x, start, size)
+
+    def is_concrete(self, x):
+        """Whether x's value is known (not a tracer of a function being compiled or transformed)."""
+        return not isinstance(x, jax.core.Tracer)
+
+    def bind(self, module, params=None):
+        """A flax module's `apply` bound to its `params`; anything else as it is."""
+        if module_owner(module) == self.name:
+            return lambda *args: module.apply(params, *args)
+        return module
 
     # distributions and transforms
     def biject_to(self, constraint):
@@ -267,6 +300,10 @@ class NumPyroRuntime(Runtime):
     def tree_map(self, f, *trees):
         return jax.tree_util.tree_map(f, *trees)
 
+    def no_grad(self):
+        """No gradient is recorded outside a transform: nothing to switch off."""
+        return contextlib.nullcontext()
+
     def stop_gradient(self, x):
         return jax.lax.stop_gradient(x)
 
@@ -283,8 +320,8 @@ class NumPyroRuntime(Runtime):
              progress):
         """NumPyro's HMC or NUTS (`kind`) on `potential(z)` = −log density, chains vectorized from z0 [C, D]
         (on a mesh: split over its devices, C / devices vectorized chains on each).
-        Returns z [C, S, D], per-draw stats [C, S] (and "z_grad" [C, S, D], ∇ potential at each draw, with
-        "potential_energy" [C, S]), the adapted step size [C] and the mean acceptance probability [C]."""
+        Returns z [C, S, D], per-draw stats [C, S] (with "log_density" [C, S] and "grad" [C, S, D] at each draw,
+        which NumPyro records at no cost), the adapted step size [C] and the mean acceptance probability [C]."""
         from numpyro.infer import HMC, MCMC, NUTS
         common = dict(potential_fn=potential, target_accept_prob=target_accept, dense_mass=dense_mass)
         # a fixed num_steps needs trajectory_length=None, or NumPyro does not adapt the step size
@@ -292,7 +329,7 @@ class NumPyroRuntime(Runtime):
         kernel = NUTS(max_tree_depth=max_tree_depth, **common) if kind == "nuts" else HMC(**steps, **common)
         chains = z0.shape[0]
         # several devices: each runs its share of the chains, vectorized (NumPyro's callable chain_method)
-        across = None if self.mesh is None else sharding.chains_across(self.mesh)
+        across = None if self.mesh is None else _chains_across(self.mesh)
         mcmc = MCMC(kernel, num_warmup=warmup, num_samples=draws, num_chains=chains,
                     chain_method=across or "vectorized", progress_bar=bool(progress) and across is None)
         fields = ("diverging", "energy", "num_steps", "accept_prob", "adapt_state.step_size", "z_grad",
@@ -304,9 +341,17 @@ class NumPyroRuntime(Runtime):
         extra = jax.tree_util.tree_map(self.to_numpy, mcmc.get_extra_fields(group_by_chain=True))
         stats = {"diverging": extra["diverging"], "energy": extra["energy"], "n_steps": extra["num_steps"],
                  "acceptance_rate": extra["accept_prob"], "step_size": extra["adapt_state.step_size"],
-                 "z_grad": extra["z_grad"], "potential_energy": extra["potential_energy"]}
+                 "grad": -extra["z_grad"], "log_density": -extra["potential_energy"]}
         stats = {k: np.asarray(v) for k, v in stats.items()}
         return z, stats, stats["step_size"][:, -1], stats["acceptance_rate"].mean(axis=1)
+
+    def conditional_gaussian(self, context_shape, dim, hidden, depth, shift, scale, seed):
+        from .numpyro_proposals import conditional_gaussian
+        return conditional_gaussian(context_shape, dim, hidden, depth, shift, scale, seed)
+
+    def proposal_trainer(self, proposal, lr, dim):
+        from .numpyro_proposals import Trainer
+        return Trainer(proposal, self, lr, dim)
 
     def flow(self, dim, hidden, orders):
         """A masked autoregressive flow from NumPyro's `InverseAutoregressiveTransform` with `AutoregressiveNN`
@@ -319,6 +364,66 @@ class NumPyroRuntime(Runtime):
         memory analysis: nothing is allocated or run."""
         state = jax.eval_shape(init, key)
         return step.lower(key, state).compile().memory_analysis().temp_size_in_bytes
+
+
+# ------------------------------------------------------------------------------------------ particles over devices
+#: the name of the mesh's one axis, along which particles (or chains) are split
+AXIS = "particles"
+
+# The particle axis is split along a 1-d `jax.sharding.Mesh` with axis name "particles": every array with a
+# leading particle axis is placed with `NamedSharding(mesh, PartitionSpec("particles"))`, everything else (keys,
+# β, step sizes, log Z) replicated on the mesh. The jitted step of `fk` is then partitioned by XLA (GSPMD):
+# densities, gradients and MCMC moves run on each device's own particles; the global reductions (logsumexp of the
+# weights, ESS, the conditional ESS of the tempering bisection, the resampler's cumulative sum) and the gathers of
+# resampling become collectives. Resampling is therefore global, exactly as on one device: the estimator, and so
+# its variance, is the one-device estimator (the same draws, up to the order of floating-point sums), not an
+# average of independent per-device runs. (SMC's cross moves split the particles into blocks, [:N/2] and
+# [N/2:]; XLA redistributes each half over all devices, collective permutes of N/(2k) particles per move phase,
+# so that every device moves its share; the compiled IS step has no collective on the particles but the
+# reductions and the resampling branch.)
+
+
+def _mesh(devices, available):
+    """The 1-d mesh over `devices` (an integer: the first that many of the JAX devices `available`; "all"; a list
+    of JAX devices), or None for one device (None, 1, or a list of one)."""
+    from jax.sharding import Mesh
+    if devices is None or devices == 1:
+        return None
+    if devices == "all":
+        chosen = available
+    elif isinstance(devices, int) and not isinstance(devices, bool):
+        if devices < 1:
+            raise ValueRangeError(f"devices must be >= 1, 'all' or a list of JAX devices, got {devices!r}")
+        if devices > len(available):
+            raise DeviceError(f"devices={devices} requested but JAX sees {len(available)} "
+                              f"{available[0].platform} device(s); on CPU set the environment variable "
+                              f"XLA_FLAGS=--xla_force_host_platform_device_count={devices} before JAX starts")
+        chosen = available[:devices]
+        processes = sorted({d.process_index for d in available})
+        if len(processes) > 1:      # several processes (ppl.distributed): devices / processes of each
+            if devices % len(processes):
+                raise ValueRangeError(f"devices={devices} must be divisible by the number of processes "
+                                      f"({len(processes)}), each giving devices / processes of its own, or 'all'")
+            chosen = [d for p in processes for d in [d for d in available if d.process_index == p]
+                      [:devices // len(processes)]]
+            if len(chosen) < devices:
+                raise DeviceError(f"devices={devices} requested but the {len(processes)} processes have "
+                                  f"{len(available)} devices in all, not as many on each")
+    elif isinstance(devices, (list, tuple)) and devices and all(isinstance(d, jax.Device) for d in devices):
+        chosen = list(devices)
+    else:
+        raise ValueRangeError(f"devices must be an integer, 'all' or a list of JAX devices, got {devices!r}")
+    return None if len(chosen) == 1 else Mesh(np.array(chosen), (AXIS,))
+
+
+def _chains_across(mesh):
+    """A NumPyro `chain_method` (a transform of the one-chain sampler f) that runs chains [C, ...] on the devices
+    of `mesh`: `shard_map` over the mesh's particle axis of `vmap` over each device's C / devices chains, so that
+    each device draws its own chains and nothing passes between them."""
+    def transform(f):
+        return jax.jit(jax.shard_map(jax.vmap(f), mesh=mesh, in_specs=PartitionSpec(AXIS),
+                                     out_specs=PartitionSpec(AXIS), check_vma=False))
+    return transform
 
 
 def _pad(n):

@@ -28,7 +28,7 @@ from torch.distributions import biject_to
 
 from ..errors import DeviceError, InferenceError, PPLError
 from . import torch_special
-from .runtime import Runtime, register
+from .runtime import Runtime, active, register
 
 # No argument/support checks under vmap (they call .item()). Through Pyro's own switch, not torch's: Pyro's
 # MCMC restores torch's default from Pyro's flag when it returns, which re-enabled the checks for later runs.
@@ -398,8 +398,25 @@ class _Numpy:
         """Covariance of the rows of x [N, D] (numpy's `cov(x, rowvar=False)`)."""
         return torch.atleast_2d(torch.cov(x.T))
 
+    linalg = torch.linalg
+
+    def prod(self, x, axis=None):
+        return x.prod() if axis is None else x.prod(dim=axis)
+
+    def diag(self, x):
+        """A diagonal matrix from a vector, or the diagonal of a matrix (batched under vmap)."""
+        return torch.diag_embed(x) if x.ndim == 1 else torch.diagonal(x, dim1=-2, dim2=-1)
+
     def cholesky(self, x):
-        return torch.linalg.cholesky(x)
+        """The lower Cholesky factor; NaN entries for a matrix that is not positive-definite (as JAX: one
+        particle's proposal outside the domain does not stop a batch)."""
+        factor, info = torch.linalg.cholesky_ex(x)
+        return torch.where((info == 0)[..., None, None], factor, torch.nan)
+
+    def solve_triangular(self, a, b, lower=False):
+        vector = b.ndim == 1
+        x = torch.linalg.solve_triangular(a, b[:, None] if vector else b, upper=not lower)
+        return x[:, 0] if vector else x
 
     def solve(self, a, b):
         return torch.linalg.solve(a, b)
@@ -414,6 +431,7 @@ class PyroRuntime(Runtime):
     framework = "torch"
     compiles_loops = False
     distributions = dist
+    special_functions = torch.special
     special = types.SimpleNamespace(log_ndtr=_log_ndtr, gammainc=torch.special.gammainc,
                                     gammaincc=torch.special.gammaincc, betainc=torch_special.betainc)
 
@@ -435,7 +453,8 @@ class PyroRuntime(Runtime):
         previous = torch.get_default_dtype()
         torch.set_default_dtype(self.dtype)
         try:
-            yield
+            with active(self):
+                yield
         finally:
             torch.set_default_dtype(previous)
 
@@ -466,6 +485,43 @@ class PyroRuntime(Runtime):
 
     def device_count(self, x):
         return 1
+
+    @staticmethod
+    def device_of(x):
+        return str(x.device)
+
+    def full_like(self, like, value, dtype=None):
+        """The constant `value` as a tensor on `like`'s device, of its dtype (or the numpy `dtype`)."""
+        if dtype is None:
+            return torch.as_tensor(np.asarray(value), dtype=like.dtype, device=like.device)
+        return torch.as_tensor(np.asarray(value, dtype=dtype), device=like.device)
+
+    def set_index(self, x, idx, value):
+        """x with x[idx] = value, out of place: an updated copy, or `index_put` where vmap refuses the copy's
+        in-place update (x unbatched, value batched)."""
+        like = next(a for a in (value, x, *idx) if isinstance(a, torch.Tensor))
+        x = x if isinstance(x, torch.Tensor) else self.full_like(like, x, np.float32)
+        value = value if isinstance(value, torch.Tensor) else torch.as_tensor(value, dtype=x.dtype, device=x.device)
+        try:
+            y = x.clone()
+            y[idx] = value
+            return y
+        except RuntimeError:
+            pass
+        if not any(isinstance(i, slice) for i in idx):
+            return x.index_put(tuple(i if isinstance(i, torch.Tensor) else torch.tensor(i, device=x.device)
+                                     for i in idx), value)
+        axes = [torch.arange(x.shape[k], device=x.device)[i] if isinstance(i, slice) else
+                torch.as_tensor(i, device=x.device).reshape(1) for k, i in enumerate(idx)]
+        grid = torch.meshgrid(*axes, indexing="ij")
+        keep = [len(a) if isinstance(i, slice) else 1 for a, i in zip(axes, idx)]
+        return x.index_put(grid, value.reshape(tuple(keep)))
+
+    def dynamic_slice(self, x, start, size):
+        return torch.narrow(x, 0, start, size)
+
+    def is_concrete(self, x):
+        return True
 
     # distributions and transforms
     def biject_to(self, constraint):
@@ -646,6 +702,9 @@ class PyroRuntime(Runtime):
     def tree_map(self, f, *trees):
         return torch.utils._pytree.tree_map(f, *trees)
 
+    def no_grad(self):
+        return torch.no_grad()
+
     def stop_gradient(self, x):
         return x.detach()
 
@@ -702,6 +761,14 @@ class PyroRuntime(Runtime):
             steps.append(float(kernel.step_size))
             accept.append(float(info["acceptance rate"]["chain 0"]))
         return torch.stack(zs), {k: np.stack(v) for k, v in stats.items()}, np.asarray(steps), accept
+
+    def conditional_gaussian(self, context_shape, dim, hidden, depth, shift, scale, seed):
+        from .pyro_proposals import conditional_gaussian
+        return conditional_gaussian(context_shape, dim, hidden, depth, shift, scale, seed)
+
+    def proposal_trainer(self, proposal, lr, dim):
+        from .pyro_proposals import Trainer
+        return Trainer(proposal, self, lr, dim)
 
     def flow(self, dim, hidden, orders):
         """A masked autoregressive flow from Pyro's `AffineAutoregressive` with `AutoRegressiveNN` (see `_Flow`)."""

@@ -1,66 +1,139 @@
 """The runtime contract: everything the algorithms may use of an array library.
 
-Algorithms (importance sampling, SMC, particle filters, FKC, PMMH, HMC/NUTS) are written once against
-`RuntimeContract` and its numpy-like namespace `XP`; `numpyro_runtime` (JAX) and `pyro_runtime` (torch)
-are the only modules where the two differ (tests/test_runtime_contract.py checks that both fulfil it and
-that the algorithms use nothing else). A new runtime is one module implementing the contract, registered
-under its name. A key is the runtime's functional PRNG key (a JAX key, or an integer seed on torch); keys
-are split, never reused.
+Algorithms (importance sampling, SMC, particle filters, FKC, PMMH, HMC/NUTS), `ppl.math`, the language's
+evaluator, amortized training and the user model objects (score nets, language models) are written once against
+`RuntimeContract` and its numpy-like namespace `XP`; a runtime's own modules (`backends/<name>_*.py`:
+`numpyro_runtime` for JAX, `pyro_runtime` for torch, and the helpers they import) are the only places where the
+runtimes differ (tests/test_runtime_contract.py checks that every registered runtime fulfils the contract and
+that the rest of the package uses nothing else and never branches on a runtime's name or framework).
+A new runtime is its module implementing the contract (`@register(name)`) and its row in `KNOWN`, the one
+registry that the language, the command line and `ppl.math` read. A key is the runtime's functional PRNG key
+(a JAX key, or an integer seed on torch); keys are split, never reused.
 """
+import contextlib
+import contextvars
 from typing import Any, Protocol
 
-from ..errors import UnknownNameError
+from ..errors import PPLError, UnknownNameError
 
+#: the classes of the runtimes whose modules are imported, by name (`register`)
 RUNTIMES = {}
-#: the module of each runtime, imported when that runtime is first asked for (a Pyro run never imports JAX,
-#: a NumPyro run never imports torch)
-MODULES = {"numpyro": "numpyro_runtime", "pyro": "pyro_runtime"}
+
+
+class Entry:
+    """A runtime's row in the registry: the module that implements it (in this package; imported when the
+    runtime is first asked for, so a Pyro run never imports JAX and a NumPyro run never imports torch), the array
+    framework it computes in (as `ppl.math.framework` names it), the top-level packages whose array types are its
+    arrays, and the module prefixes of the user model objects (neural nets) it runs."""
+
+    def __init__(self, module, framework, arrays, modules=(), pure_modules=False):
+        self.module, self.framework, self.arrays, self.modules = module, framework, tuple(arrays), tuple(modules)
+        self.pure_modules = pure_modules    # its model objects are called with their parameters (flax's apply)
+
+
+#: THE registry: every runtime by name (a new runtime is a module implementing the contract and one row here)
+KNOWN = {"numpyro": Entry("numpyro_runtime", "jax", arrays=("jax", "jaxlib"), modules=("flax",), pure_modules=True),
+         "pyro": Entry("pyro_runtime", "torch", arrays=("torch",), modules=("torch",))}
+#: the runtime a run uses unless told otherwise
+DEFAULT = "numpyro"
 
 
 def register(name):
+    """Class decorator of a runtime module: the class implementing the runtime `name` of `KNOWN`."""
     def deco(cls):
         RUNTIMES[name] = cls
         return cls
     return deco
 
 
-#: the runtime that computes in each array framework (for user functions dispatching on their arrays' type)
-FRAMEWORKS = {"jax": "numpyro", "torch": "pyro"}
+def names():
+    """The names of the runtimes, sorted."""
+    return sorted(KNOWN)
 
 
 def runtime_of(framework):
-    return FRAMEWORKS[framework]
+    """The name of the runtime that computes in the array framework `framework` ('jax' -> 'numpyro')."""
+    return next(n for n, e in KNOWN.items() if e.framework == framework)
+
+
+#: the framework of the arrays of each top-level package (`Entry.arrays`)
+ARRAYS = {root: e.framework for e in KNOWN.values() for root in e.arrays}
+
+
+def framework_of(obj):
+    """The framework whose arrays `obj`'s type is one of (by the top-level package of its module), or None."""
+    return ARRAYS.get(type(obj).__module__.partition(".")[0])
+
+
+def module_owner(obj):
+    """The name of the runtime that computes a user model object (a torch `nn.Module`, a flax module, a torch
+    object), or None for anything else (a plain Python callable)."""
+    for cls in type(obj).__mro__:
+        for n, e in KNOWN.items():
+            if any(cls.__module__.startswith(m) for m in e.modules):
+                return n
+    return None
+
+
+_ACTIVE = contextvars.ContextVar("ppl_runtime", default=None)
+
+
+@contextlib.contextmanager
+def active(rt):
+    """A block inside which `rt` is the runtime in use (entered by every runtime's `scope`)."""
+    token = _ACTIVE.set(rt)
+    try:
+        yield
+    finally:
+        _ACTIVE.reset(token)
+
+
+def in_use():
+    """The runtime for values that no array places: the one whose run is under way (inside its `scope`), else
+    the only runtime imported so far, else `DEFAULT` (site functions of constants, evaluated outside a run)."""
+    rt = _ACTIVE.get()
+    if rt is None:
+        rt = get_runtime(next(iter(RUNTIMES)) if len(RUNTIMES) == 1 else DEFAULT)
+    return rt
 
 
 #: the float precisions a runtime computes in (its `dtype`)
 PRECISIONS = ("float32", "float64")
 
 
-def get_runtime(name="numpyro", device="cpu", precision="float32", devices=None):
+def runtime_class(name):
+    """The class of the runtime `name`, its module imported on first use."""
+    if name in KNOWN and name not in RUNTIMES:
+        import importlib
+        importlib.import_module(f"{__package__}.{KNOWN[name].module}")   # registers it
+    if name not in RUNTIMES:
+        raise UnknownNameError(f"unknown runtime {name!r}; choose one of {', '.join(names())}")
+    return RUNTIMES[name]
+
+
+def get_runtime(name=DEFAULT, device="cpu", precision="float32", devices=None):
     """The runtime called `name` ('numpyro' = JAX, 'pyro' = torch) placing arrays of `precision` on `device`,
     or, with `devices` (an integer, "all", a list of JAX devices; JAX only), splitting particles over several
     (`sharding`)."""
     if isinstance(name, Runtime):
         return name
-    if name in MODULES and name not in RUNTIMES:
-        import importlib
-        importlib.import_module(f"{__package__}.{MODULES[name]}")   # registers it
-    if name not in RUNTIMES:
-        raise UnknownNameError(f"unknown runtime {name!r}; choose one of {', '.join(sorted(MODULES))}")
+    cls = runtime_class(name)
     if device not in ("cpu", "cuda") and not str(device).startswith("cuda:"):
         raise UnknownNameError(f"unknown device {device!r}; choose 'cpu' or 'cuda'")
     if precision not in PRECISIONS:
         raise UnknownNameError(f"unknown precision {precision!r}; choose one of {', '.join(PRECISIONS)}")
-    return RUNTIMES[name](device, precision, devices)
+    return cls(device, precision, devices)
 
 
 #: the numpy-like names algorithms may call on `rt.xp` (numpy's meaning, `axis=` keywords; `index_add(x, idx, v)`
 #: adds v[j] at x[idx[j]] out of place, `take(x, idx, axis)`, `cholesky` and `solve` as numpy.linalg's, `flip(x, axis)`,
-#: `logsumexp` as in scipy)
+#: `logsumexp` as in scipy, `solve_triangular(a, b, lower)` as scipy.linalg's; `cholesky` gives NaN entries for a
+#: matrix that is not positive-definite; `linalg` has numpy.linalg's `inv` and `slogdet`)
 XP = ("abs", "arange", "arctan2", "argmax", "asarray", "broadcast_to", "ceil", "cholesky", "clip", "concatenate",
-      "cos", "cumsum", "diag", "einsum", "exp", "expm1", "flip", "floor", "full", "index_add", "isfinite", "isnan", "log",
-      "log1p", "logaddexp", "logsumexp", "max", "maximum", "mean", "min", "minimum", "ones", "searchsorted", "sign",
-      "sin", "solve", "sort", "sqrt", "stack", "sum", "take", "where", "zeros")
+      "cos", "cumsum", "diag", "einsum", "exp", "expm1", "flip", "floor", "full", "index_add", "isfinite", "isnan",
+      "linalg", "log", "log1p", "logaddexp", "logsumexp", "max", "maximum", "mean", "min", "minimum", "ones",
+      "ones_like", "prod", "searchsorted", "sign", "sin", "solve", "solve_triangular", "sort", "sqrt", "stack", "sum",
+      "take", "where", "zeros")
 
 
 class RuntimeContract(Protocol):
@@ -78,6 +151,8 @@ class RuntimeContract(Protocol):
     distributions: Any    # the distribution library (`numpyro.distributions` / `pyro.distributions`)
     special: Any          # scipy.special's log_ndtr, gammainc, gammaincc, betainc on its arrays, those the
                           # library has (for truncated families, `stdlib.distributions._TAILS`)
+    special_functions: Any  # the library's scipy.special namesake (erf, erfc, ndtr, ndtri, digamma, gammaln,
+                            # expit: `ppl.math.SPECIAL`)
 
     # arrays
     def scope(self):
@@ -92,6 +167,24 @@ class RuntimeContract(Protocol):
 
     def to_numpy(self, x):
         """a numpy copy of x."""
+
+    @staticmethod
+    def device_of(x):
+        """the `device` of `get_runtime` whose runtime computes on the array x (`ppl.math.runtime`)."""
+
+    def full_like(self, like, value, dtype=None):
+        """the constant `value` (a number, list or numpy array) as an array on `like`'s device, of like's dtype
+        or of the numpy `dtype`."""
+
+    def set_index(self, x, idx, value):
+        """x with x[idx] = value, out of place (idx a tuple of ints, slices, index arrays; x or value may be a
+        constant); under `vmap` too."""
+
+    def dynamic_slice(self, x, start, size):
+        """x[start:start + size] along the first axis, where `start` is traced (`is_concrete` False)."""
+
+    def is_concrete(self, x):
+        """whether x's value is known (False for a tracer of a function being compiled)."""
 
     def shard(self, tree):
         """the leaves of a pytree of particle arrays (leading axis N) split over the `n_devices` devices, inside
@@ -143,6 +236,9 @@ class RuntimeContract(Protocol):
     def stop_gradient(self, x):
         """x without gradient."""
 
+    def no_grad(self):
+        """a context manager inside which no gradient is recorded (calls into user nets for their values only)."""
+
     # control flow (pytrees)
     def scan(self, f, init, xs, length=None):
         """`jax.lax.scan`."""
@@ -186,13 +282,39 @@ class RuntimeContract(Protocol):
         """a `stdlib.distributions.Truncated`: the family with runtime parameters `params` restricted to
         [lower, upper] (runtime arrays, either None), batch shape `shape` broadcast with theirs."""
 
+    # user model objects (neural nets)
+    def owns(self, obj):
+        """whether the runtime runs the user object `obj`: a plain callable, or a model object of its own
+        framework (`runtime.module_owner`)."""
+
+    def bind(self, module, params=None):
+        """the callable of a user model object (a flax module's apply bound to `params`; a torch module itself)."""
+
     # engines of the runtime's own libraries
     def mcmc(self, potential, key, z0, kind, warmup, draws, target_accept, max_tree_depth, num_steps, dense_mass,
              progress):
-        """the library's HMC / NUTS on `potential` (see `backends/hmc.py`)."""
+        """the library's HMC / NUTS on `potential` (see `backends/hmc.py`): z [C, S, D], per-draw stats {name:
+        numpy [C, S]} ("diverging", "energy", "n_steps", "acceptance_rate", "step_size"; and "log_density" [C, S]
+        with "grad" [C, S, D] where the library records them at every draw), the adapted step size [C] and the
+        mean acceptance probability [C]."""
 
     def temp_memory(self, step, init, key):
         """bytes a compiled `step(key, init(key))` allocates (or PPLError)."""
+
+    def conditional_gaussian(self, context_shape, dim, hidden, depth, shift, scale, seed):
+        """the default proposal of `ppl.amortize`: an MLP c [B, *context_shape] -> (mean, log σ) [B, dim] of
+        q(z | c) = N(mean, diag σ²) in the library's form (a torch module; a JAX pair (params, apply)), `hidden`
+        units x `depth` tanh layers plus a linear map of the standardized context (c − shift) / scale, its last
+        layers zero (q starts at N(0, I)), initialized from `seed`."""
+
+    def proposal_trainer(self, proposal, lr, dim):
+        """the trainer of a conditional proposal of `ppl.amortize` (the default's form, or a general torch module
+        with `sample(n, c)` and `log_prob(z, c)`) by Adam at rate `lr`: `draw(c, key, n)` -> y [B, n, dim],
+        `log_prob(c, y)` (with gradient) and `log_density(c, y)` (without) [B, n], `step(c, y, log_γ, log_r)`
+        (one step on `ppl.amortize.brain_loss`; returns (loss, ESS / n)), `parameters_at(c)` -> numpy (mean,
+        log σ), `proposal` (the trained object), `general` (whether it is a general module; then
+        `conditional(c, sites)` is q(· | c) as a `Proposal`), and, where the library fuses a whole training
+        into one compiled program, `train_fused(parts, stacked, ctx, idx, keys, n)`."""
 
     def flow(self, dim, hidden, orders):
         """a masked autoregressive flow on R^dim from the library's affine autoregressive transforms, one per
@@ -233,6 +355,20 @@ class Runtime:
         c = self.distributions.constraints
         return {"real": c.real, "positive": c.positive, "unit_interval": c.unit_interval, "simplex": c.simplex,
                 "ordered": c.ordered_vector, "positive_ordered": c.positive_ordered_vector}[name]
+
+    def owns(self, obj):
+        """Whether this runtime can run the user object `obj`: a plain callable, or a model object (neural net)
+        of its own framework (`module_owner`)."""
+        return module_owner(obj) in (None, self.name)
+
+    def bind(self, module, params=None):
+        """The callable of a user model object `module` (params: its parameters, for pure modules)."""
+        return module
+
+    def conditional_gaussian(self, context_shape, dim, hidden, depth, shift, scale, seed):
+        raise PPLError(f"runtime {self.name!r} trains no amortized proposals (ppl.amortize)")
+
+    proposal_trainer = conditional_gaussian
 
     def __repr__(self):
         return f"{self.name} on {self.device}" + ("" if self.n_devices == 1 else f" x{self.n_devices}") + \

@@ -43,12 +43,9 @@ def _xp(x):
 
 
 def _detach(x):
-    if hasattr(x, "detach"):
-        return x.detach()
-    if type(x).__module__.startswith("jax"):
-        import jax
-        return jax.lax.stop_gradient(x)
-    return x
+    from .math import runtime
+    rt = runtime(x)
+    return x if rt is None else rt.stop_gradient(x)
 
 
 def _normalized(xp, a):
@@ -184,7 +181,7 @@ class _Family:
         if not self.shared:
             advice.warn(f"the family's targets differ beyond their data and observed values (or in their "
                         f"structure): each of the {len(contexts)} {what}s is lowered to its own "
-                        f"program{' (one JAX compilation each)' if rt.name == 'numpyro' else ''}",
+                        f"program{' (one compilation each)' if rt.compiles_loops else ''}",
                         AmortizeWarning)
 
     def _stack(self, evs):
@@ -269,249 +266,11 @@ class _Family:
 
 
 # ------------------------------------------------------------------------------------------ proposals
-def _init_mlp(rng, sizes):
-    """[(W [in, out], b [out])] with torch's default uniform(±1/sqrt(in)) initialization; the last layer 0."""
-    layers = []
-    for i, (a, b) in enumerate(zip(sizes[:-1], sizes[1:])):
-        s = 1.0 / math.sqrt(a)
-        last = i == len(sizes) - 2
-        layers.append((np.zeros((a, b)) if last else rng.uniform(-s, s, (a, b)),
-                       np.zeros(b) if last else rng.uniform(-s, s, b)))
-    return layers
-
-
 def _standardization(contexts):
     flat = contexts.reshape(len(contexts), -1).astype(np.float64)
     shift = flat.mean(0)
     scale = flat.std(0)
     return shift, np.where(scale > 1e-8 * (1 + np.abs(shift)), scale, 1.0)
-
-
-def _torch_default(context_shape, dim, hidden, depth, shift, scale, seed):
-    import torch
-
-    class DiagonalGaussianMLP(torch.nn.Module):
-        """context c -> (mean, log σ) [B, D] of q(z | c) = N(mean, diag σ²): a linear map of the standardized
-        context plus an MLP of it (tanh; the MLP's last layer and the linear map start at 0, so q starts at
-        N(0, I))."""
-
-        def __init__(self):
-            super().__init__()
-            k = int(np.prod(context_shape))
-            self.register_buffer("shift", torch.as_tensor(shift, dtype=torch.float32))
-            self.register_buffer("scale", torch.as_tensor(scale, dtype=torch.float32))
-            self.linear = torch.nn.Linear(k, 2 * dim)
-            sizes = [k] + [hidden] * depth + [2 * dim]
-            mods = []
-            for i in range(len(sizes) - 1):
-                mods.append(torch.nn.Linear(sizes[i], sizes[i + 1]))
-                if i < len(sizes) - 2:
-                    mods.append(torch.nn.Tanh())
-            self.mlp = torch.nn.Sequential(*mods)
-            with torch.no_grad():
-                for p in (self.linear.weight, self.linear.bias, mods[-1].weight, mods[-1].bias):
-                    p.zero_()
-
-        def forward(self, c):
-            x = (c.reshape(len(c), -1) - self.shift) / self.scale
-            out = self.linear(x) + self.mlp(x)
-            return out[:, :dim], out[:, dim:]
-
-    with torch.random.fork_rng():
-        torch.manual_seed(seed)
-        return DiagonalGaussianMLP()
-
-
-def _jax_default(context_shape, dim, hidden, depth, shift, scale, seed):
-    """(params, apply): the same network as the torch default, as a pure JAX function."""
-    import jax.numpy as jnp
-    rng = np.random.default_rng(seed)
-    k = int(np.prod(context_shape))
-    params = {"linear": [(np.zeros((k, 2 * dim)), np.zeros(2 * dim))],
-              "mlp": _init_mlp(rng, [k] + [hidden] * depth + [2 * dim])}
-    params = {n: [(jnp.asarray(w, jnp.float32), jnp.asarray(b, jnp.float32)) for w, b in v]
-              for n, v in params.items()}
-    shift, scale = jnp.asarray(shift, jnp.float32), jnp.asarray(scale, jnp.float32)
-
-    def apply(params, c):
-        x = (c.reshape(c.shape[0], -1) - shift) / scale
-        (w, b), = params["linear"]
-        out, h = x @ w + b, x
-        for i, (w, b) in enumerate(params["mlp"]):
-            h = h @ w + b
-            if i < len(params["mlp"]) - 1:
-                h = jnp.tanh(h)
-        out = out + h
-        return out[:, :dim], out[:, dim:]
-    return params, apply
-
-
-class _Torch:
-    """Training on torch: a module c -> (mean, log σ), or one with `sample(n, c)` / `log_prob(z, c)`."""
-
-    def __init__(self, module, rt, lr, dim):
-        import torch
-        self.torch, self.rt, self.dim = torch, rt, dim
-        general = callable(getattr(module, "sample", None)) and callable(getattr(module, "log_prob", None))
-        if not callable(getattr(module, "parameters", None)) or not (general or callable(module)):
-            raise PPLError("on runtime 'pyro' the proposal must be a torch nn.Module mapping contexts [B, ...] to "
-                           "(mean [B, D], log_scale [B, D]), or one with sample(n, c) and log_prob(z, c)")
-        self.module, self.general = module.to(rt.torch_device) if hasattr(module, "to") else module, general
-        params = list(module.parameters())
-        if not params:
-            raise PPLError("the proposal module has no parameters to train")
-        self.opt = torch.optim.Adam(params, lr=lr)
-
-    def gaussian(self, c):
-        out = self.module(c)
-        if not (isinstance(out, (tuple, list)) and len(out) == 2):
-            raise PPLError("the proposal module must return (mean [B, D], log_scale [B, D])")
-        _check_gaussian(*out, len(c), self.dim)
-        return out
-
-    def draw(self, c, key, n):
-        """y [B, n, D] ~ q(· | c), detached."""
-        torch = self.torch
-        with torch.no_grad():
-            if self.general:
-                with torch.random.fork_rng():
-                    torch.manual_seed(int(key))
-                    y = self.module.sample(n, c).detach()
-                _check_draws(y, len(c), n, self.dim)
-                return y
-            mean, log_scale = self.gaussian(c)
-            return mean[:, None] + torch.exp(log_scale)[:, None] * self.rt.normal(key, (len(c), n, self.dim))
-
-    def log_prob(self, c, y):
-        """log q(y | c) [B, n], with its gradient in the module's parameters."""
-        if self.general:
-            out = self.module.log_prob(y, c)
-            if tuple(out.shape) != tuple(y.shape[:2]):
-                raise ShapeError(f"the proposal's log_prob(z, c) returned shape {tuple(out.shape)} for z of shape "
-                                 f"{tuple(y.shape)}; expected [B, n] = {tuple(y.shape[:2])}")
-            return out
-        mean, log_scale = self.gaussian(c)
-        return _diag_normal_log_prob(self.rt.xp, y, mean[:, None], log_scale[:, None])
-
-    def log_density(self, c, y):
-        """log q(y | c) [B, n], without gradient."""
-        with self.torch.no_grad():
-            return self.log_prob(c, y)
-
-    def step(self, c, y, log_gamma, log_r):
-        """One Adam step on `brain_loss`; returns the minibatch's (loss, ESS/n)."""
-        log_q = self.log_prob(c, y)
-        loss = brain_loss(log_gamma, log_q, log_r)
-        if not bool(self.torch.isfinite(loss)):
-            raise_nonfinite()    # before the step: the module keeps its last finite parameters
-        self.opt.zero_grad()
-        loss.backward()
-        self.opt.step()
-        with self.torch.no_grad():
-            return _stats(self.rt.xp, log_gamma, log_q.detach(), log_r)
-
-    def parameters_at(self, c):
-        with self.torch.no_grad():
-            mean, log_scale = self.gaussian(self.rt.asarray(c[None]))
-        return self.rt.to_numpy(mean[0]).astype(np.float64), self.rt.to_numpy(log_scale[0]).astype(np.float64)
-
-
-class _Jax:
-    """Training on JAX: a pure pair (params pytree, apply(params, c) -> (mean, log σ)), Adam from
-    `jax.example_libraries.optimizers`; drawing and the step are jitted."""
-
-    general = False
-
-    def __init__(self, pair, rt, lr, dim):
-        import jax
-        from jax.example_libraries import optimizers
-        if not (isinstance(pair, (tuple, list)) and len(pair) == 2 and callable(pair[1])):
-            raise PPLError("on runtime 'numpyro' the proposal must be a pair (params, apply) with "
-                           "apply(params, c [B, ...]) -> (mean [B, D], log_scale [B, D]) in JAX")
-        self.rt, self.apply, self.dim, self.checked = rt, pair[1], dim, False
-        init, update, self.get_params = optimizers.adam(lr)
-        self.state, self.i = init(jax.tree_util.tree_map(lambda a: rt.asarray(a), pair[0])), 0
-        xp, apply = rt.xp, self.apply
-
-        def log_prob(params, c, y):
-            mean, log_scale = apply(params, c)
-            return _diag_normal_log_prob(xp, y, mean[:, None], log_scale[:, None])
-
-        def draw(params, c, key, n):
-            mean, log_scale = apply(params, c)
-            eps = jax.random.normal(key, (c.shape[0], n, mean.shape[-1]), dtype=mean.dtype)
-            return jax.lax.stop_gradient(mean[:, None] + xp.exp(log_scale)[:, None] * eps)
-
-        def loss(params, c, y, log_gamma, log_r):
-            log_q = log_prob(params, c, y)
-            return brain_loss(log_gamma, log_q, log_r), log_q
-
-        def step(i, state, c, y, log_gamma, log_r):
-            (value, log_q), grads = jax.value_and_grad(loss, has_aux=True)(self.get_params(state), c, y,
-                                                                            log_gamma, log_r)
-            return update(i, grads, state), value, _stats(xp, log_gamma, log_q, log_r)
-
-        self._draw = jax.jit(draw, static_argnames=("n",))
-        self._step = jax.jit(step)
-        self._log_prob = jax.jit(log_prob)
-        self._raw = (draw, step)
-
-    @property
-    def params(self):
-        return self.get_params(self.state)
-
-    def _check(self, c):
-        if not self.checked:
-            c = c[:1]
-            out = self.apply(self.params, c)
-            if not (isinstance(out, (tuple, list)) and len(out) == 2):
-                raise PPLError("apply(params, c) must return (mean [B, D], log_scale [B, D])")
-            _check_gaussian(*out, 1, self.dim)
-            self.checked = True
-
-    def draw(self, c, key, n):
-        self._check(c)
-        return self._draw(self.params, c, key, n=n)
-
-    def log_prob(self, c, y):
-        self._check(c)
-        return self._log_prob(self.params, c, y)
-
-    log_density = log_prob
-
-    def step(self, c, y, log_gamma, log_r):
-        """One Adam step; returns the minibatch's (loss, ESS/n) as device scalars (no synchronization)."""
-        self._check(c)
-        self.state, _, stats = self._step(self.i, self.state, c, y, log_gamma, log_r)
-        self.i += 1
-        return stats
-
-    def train_fused(self, parts, stacked, ctx, idx, keys, n):
-        """All steps in one compiled scan (drawing from q, the shared log γ evaluation `parts`, the Adam step),
-        for minibatches `idx` [steps, B] and keys [steps]; returns (losses, ESS/n) [steps]."""
-        import jax
-        draw, step = self._raw
-        self._check(ctx)
-
-        def train(state, xs, stacked, ctx):    # the data are arguments, not constants of the compilation
-            def body(state, x):
-                i, b, key = x
-                c = ctx[b]
-                y = draw(self.get_params(state), c, key, n)
-                ref, rest = parts(stacked, b, y)
-                state, _, stats = step(i, state, c, y, ref + rest, None)
-                return state, stats
-            return jax.lax.scan(body, state, xs)
-
-        steps = len(idx)
-        xs = (self.i + jax.numpy.arange(steps), idx, keys)
-        self.state, (losses, esses) = jax.jit(train)(self.state, xs, stacked, ctx)
-        self.i += steps
-        return np.asarray(losses, dtype=np.float64), np.asarray(esses, dtype=np.float64)
-
-    def parameters_at(self, c):
-        mean, log_scale = self.apply(self.params, self.rt.asarray(c[None]))
-        return np.asarray(mean[0], dtype=np.float64), np.asarray(log_scale[0], dtype=np.float64)
 
 
 def raise_nonfinite():
@@ -533,38 +292,6 @@ def _check_draws(y, b, n, dim):
                          f"{(b, n, dim)}")
 
 
-def _module_proposal(module, c, dim, sites):
-    """q(z | c) of a general torch conditional module at one context, as a `Proposal` (runtime 'pyro')."""
-    from .backends.proposals import Proposal
-
-    class ConditionalModule(Proposal):
-        family = "conditional"
-
-        def __init__(self):
-            self.module, self.c = module, c
-
-        @property
-        def dim(self):
-            return dim
-
-        def _ctx(self, rt):
-            if rt.name != "pyro":
-                raise PPLError("a torch proposal module proposes on runtime 'pyro' only")
-            return rt.asarray(self.c[None])
-
-        def sample(self, rt, key, n):
-            import torch
-            with torch.no_grad(), torch.random.fork_rng():
-                torch.manual_seed(int(key))
-                return self.module.sample(n, self._ctx(rt))[0]
-
-        def log_prob(self, rt, z):
-            import torch
-            with torch.no_grad():
-                return self.module.log_prob(z[None], self._ctx(rt))[0]
-    return ConditionalModule().bound(sites)
-
-
 # ------------------------------------------------------------------------------------------ the result
 class Amortized:
     """A trained conditional proposal. `amortized(c)` is the fitted `Proposal` for context c (a diagonal
@@ -581,7 +308,7 @@ class Amortized:
         self.sites, self.dim, self.shared = fam.sites, fam.dim, fam.shared
         self.contexts, self.history, self.seconds, self.runtime = contexts, history, seconds, runtime
         self.context_shape = contexts.shape[1:]
-        self.proposal = trainer.module if isinstance(trainer, _Torch) else (trainer.params, trainer.apply)
+        self.proposal = trainer.proposal
 
     def _context(self, c):
         if hasattr(c, "detach"):
@@ -629,7 +356,7 @@ class Amortized:
             raise ShapeError(f"family(c) has the latent layout {layout_of(comp.layout)}; the amortized proposal "
                              f"was trained on {self.sites}")
         if self._trainer.general:
-            return _module_proposal(self._trainer.module, c, self.dim, self.sites)
+            return self._trainer.conditional(c, self.sites)
         mean, log_scale = self._trainer.parameters_at(c)
         if not (np.all(np.isfinite(mean)) and np.all(np.isfinite(log_scale))):
             raise PPLError(f"the amortized proposal is not finite at this context (mean {mean}, log σ {log_scale})")
@@ -666,14 +393,14 @@ def amortize(family, contexts, proposal=None, runtime=None, steps=1000, particle
     """
     from .amortize_sequences import amortize_sequences, is_sequence_family
     from .backends.proposals import Proposal
-    from .backends.runtime import get_runtime
+    from .backends.runtime import DEFAULT, get_runtime
     if is_sequence_family(family, contexts):
         return amortize_sequences(family, contexts, model=proposal, runtime=runtime, device=device, steps=steps,
                                   particles=particles, batch=batch, lr=lr, sampler=sampler, seed=seed, **options)
     if options:
         raise UnknownNameError(f"amortize has no option(s) {', '.join(sorted(options))} for a family of model "
                                f"targets (they apply to sequence families)")
-    runtime = "numpyro" if runtime is None else runtime
+    runtime = DEFAULT if runtime is None else runtime
     if not callable(family):
         raise PPLError(f"family must be a callable context -> ppl target, got {type(family).__name__}")
     contexts = _contexts(contexts)
@@ -693,16 +420,9 @@ def amortize(family, contexts, proposal=None, runtime=None, steps=1000, particle
     if isinstance(sampler, Proposal):
         sampler.check(fam.program)
     shift, scale = _standardization(contexts)
-    if rt.name == "pyro":
-        module = proposal if proposal is not None else _torch_default(contexts.shape[1:], fam.dim, hidden, depth,
-                                                                       shift, scale, seed)
-        trainer = _Torch(module, rt, lr, fam.dim)
-    elif rt.name == "numpyro":
-        pair = proposal if proposal is not None else _jax_default(contexts.shape[1:], fam.dim, hidden, depth,
-                                                                   shift, scale, seed)
-        trainer = _Jax(pair, rt, lr, fam.dim)
-    else:
-        raise UnknownNameError(f"amortize trains on runtime 'numpyro' or 'pyro', not {rt.name!r}")
+    if proposal is None:
+        proposal = rt.conditional_gaussian(contexts.shape[1:], fam.dim, hidden, depth, shift, scale, seed)
+    trainer = rt.proposal_trainer(proposal, lr, fam.dim)
 
     ctx = rt.asarray(contexts.astype(np.float32))
     rng = np.random.default_rng(seed)
@@ -710,7 +430,7 @@ def amortize(family, contexts, proposal=None, runtime=None, steps=1000, particle
     m, b = len(contexts), min(batch, len(contexts))
     batches = np.stack([np.sort(rng.choice(m, size=b, replace=False)) for _ in range(steps)])
     start = time.perf_counter()
-    if sampler is None and fam.shared and isinstance(trainer, _Jax):     # one compiled scan over all steps
+    if sampler is None and fam.shared and hasattr(trainer, "train_fused"):     # one compiled scan over all steps
         losses, esses = trainer.train_fused(fam._parts, fam.stacked, ctx, rt.asindex(batches), keys, particles)
     else:
         stats = []

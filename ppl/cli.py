@@ -21,6 +21,7 @@ import sys
 import warnings
 
 from .advice import METHOD_FLAGS, RUN_FLAGS
+from .backends import runtime as runtimes
 from .errors import PPLError
 
 
@@ -48,7 +49,7 @@ def _parser():
                                       "a sequence target and is for others); replaces the file's method, whose "
                                       "options are then not used but for runtime, device(s), seed, reference, fold "
                                       "and precision")
-    run.add_argument("--runtime", choices=["numpyro", "pyro"], help="default: the file's, else numpyro")
+    run.add_argument("--runtime", choices=runtimes.names(), help=f"default: the file's, else {runtimes.DEFAULT}")
     run.add_argument("--device", help="cpu or cuda (default cpu)")
     run.add_argument("--particles", type=int, help="number of particles / draws")
     run.add_argument("--seed", type=int, help="default: the file's seed =, else 0")
@@ -135,7 +136,7 @@ def _run(prog, args):
                 raise PPLError(f"{flag}: method {method!r} has no option {key}; it is an option of nuts, hmc "
                                f"and pmmh")
             options[key] = getattr(args, key)
-    options.setdefault("runtime", "numpyro")
+    options.setdefault("runtime", runtimes.DEFAULT)
     if args.float64:
         options["precision"] = "float64"
     if sys.stderr.isatty():

@@ -10,6 +10,7 @@ import itertools
 import numpy as np
 
 from .errors import PlanError, PPLError, ShapeError
+from .backends import runtime as runtimes
 from .math import module_framework
 from .stdlib.diffusion import SDE, DensityScore
 from .target import Target
@@ -34,9 +35,10 @@ class DiffusionModel(Target):
             raise PPLError(f"score must be callable score(x, t), a torch/flax module or a GaussianMixture, "
                            f"got {type(score).__name__}")
         self.score, self.sde, self.dim, self.params = score, sde, int(dim), params
-        self.framework = module_framework(score)
-        if self.framework == "jax" and params is None:
-            raise PPLError("a flax module score needs its parameters: ppl.diffusion(module, sde, dim, params=...)")
+        self.framework, owner = module_framework(score), runtimes.module_owner(score)
+        if owner is not None and runtimes.KNOWN[owner].pure_modules and params is None:
+            raise PPLError(f"a {owner} ({self.framework}) module score needs its parameters: "
+                           f"ppl.diffusion(module, sde, dim, params=...)")
         self.name = name or f"q{next(self._ids)}"
 
     def models(self):
@@ -49,13 +51,10 @@ class DiffusionModel(Target):
         """The batched score s(x [N, dim], t [N]) -> [N, dim] on runtime `rt`."""
         if hasattr(self.score, "score_fn"):
             return self.score.score_fn(rt, self.sde)
-        if self.framework is not None and self.framework != rt.framework:
-            want = {"torch": "pyro", "jax": "numpyro"}[self.framework]
+        if not rt.owns(self.score):
             raise PlanError(f"the score of diffusion model {self.name} is a {self.framework} module; "
-                            f"sample it with runtime={want!r}")
-        if self.framework == "jax":
-            return lambda x, t: self.score.apply(self.params, x, t)
-        return self.score
+                            f"sample it with runtime={runtimes.module_owner(self.score)!r}")
+        return rt.bind(self.score, self.params)
 
     @property
     def has_density(self):

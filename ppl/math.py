@@ -1,9 +1,10 @@
-"""Math for user functions (rewards, energies, deterministic sites) that runs on both runtimes.
+"""Math for user functions (rewards, energies, deterministic sites) that runs on every runtime.
 
-Each function dispatches on the types of its array arguments: torch tensors go to
-torch, JAX arrays (and tracers) to jax.numpy, anything else (Python numbers,
-numpy arrays) to numpy, so constant expressions fold to plain numbers. User code
-is written for one particle; the runtime vmaps it over particles.
+Each function dispatches on the types of its array arguments through the runtime registry
+(`backends.runtime.KNOWN`): an array of a runtime's framework (a torch tensor, a JAX array or tracer) is
+computed by that runtime's numpy-like namespace `xp` and members, anything else (Python numbers, numpy
+arrays) by numpy, so constant expressions fold to plain numbers. User code is written for one particle; the
+runtime vmaps it over particles.
 """
 
 import functools
@@ -12,17 +13,19 @@ import math as _math
 
 import numpy as _np
 
+from .backends import runtime as _runtimes
 from .errors import ValueRangeError
+
+_ARRAYS = _runtimes.ARRAYS
 
 
 def framework(*xs):
-    """'torch', 'jax' or 'numpy': the library owning the first array among `xs` (nested lists/dicts searched)."""
+    """The framework of the first runtime array among `xs` ('torch', 'jax'; nested lists/dicts searched), or
+    'numpy' for constants."""
     for x in xs:
-        mod = type(x).__module__
-        if mod.startswith("torch"):
-            return "torch"
-        if mod.startswith("jax") or mod.startswith("jaxlib"):
-            return "jax"
+        fw = _ARRAYS.get(type(x).__module__.partition(".")[0])
+        if fw is not None:
+            return fw
         if isinstance(x, (list, tuple)):
             f = framework(*x)
             if f != "numpy":
@@ -35,21 +38,39 @@ def framework(*xs):
 
 
 def module_framework(obj):
-    """'torch' for a torch `nn.Module` (or any torch object), 'jax' for a flax module, None otherwise: the
-    framework a user's model object computes in."""
-    for cls in type(obj).__mro__:
-        if cls.__module__.startswith("torch.nn"):
-            return "torch"
-        if cls.__module__.startswith("flax"):
-            return "jax"
-    return "torch" if type(obj).__module__.startswith("torch") else None
+    """The framework a user's model object computes in ('torch' for a torch `nn.Module` or any torch object,
+    'jax' for a flax module; `backends.runtime.module_owner`), None for anything else."""
+    owner = _runtimes.module_owner(obj)
+    return None if owner is None else _runtimes.KNOWN[owner].framework
 
 
 @functools.lru_cache(maxsize=None)
-def _xp(framework, device="cpu"):
-    """The numpy-like namespace of the runtime that computes in `framework` (through the runtime registry)."""
-    from .backends.runtime import get_runtime, runtime_of
-    return get_runtime(runtime_of(framework), device).xp
+def _runtime_at(framework, device):
+    return _runtimes.get_runtime(_runtimes.runtime_of(framework), device)
+
+
+@functools.lru_cache(maxsize=None)
+def _device_of(framework):
+    return _runtimes.runtime_class(_runtimes.runtime_of(framework)).device_of
+
+
+def runtime(*xs):
+    """The runtime computing on the first runtime array among `xs` (nested lists/dicts searched; on its device),
+    or None for constants."""
+    for x in xs:
+        fw = _ARRAYS.get(type(x).__module__.partition(".")[0])
+        if fw is not None:
+            return _runtime_at(fw, _device_of(fw)(x))
+        if isinstance(x, (list, tuple, dict)):
+            rt = runtime(*(x.values() if isinstance(x, dict) else x))
+            if rt is not None:
+                return rt
+    return None
+
+
+def framework_runtime(fw):
+    """The runtime of the framework `fw` on its default device, or None for 'numpy'."""
+    return None if fw == "numpy" else _runtime_at(fw, "cpu")
 
 
 class _NumpyXP:
@@ -63,18 +84,23 @@ class _NumpyXP:
         from scipy.special import logsumexp
         return logsumexp(x, axis=axis, keepdims=keepdims)
 
+    @staticmethod
+    def cholesky(a):
+        return _np.linalg.cholesky(a)
+
+    @staticmethod
+    def solve_triangular(a, b, lower=False):
+        from scipy.linalg import solve_triangular
+        return solve_triangular(a, b, lower=lower)
+
 
 _NUMPY = _NumpyXP()
 
 
 def namespace(*xs):
-    """The numpy-like namespace of the runtime owning `xs` (torch shim, jax.numpy, or numpy for constants)."""
-    fw = framework(*xs)
-    if fw == "torch":
-        return _xp(fw, next(str(x.device) for x in _leaves(xs) if type(x).__module__.startswith("torch")))
-    if fw == "jax":
-        return _xp(fw)
-    return _NUMPY
+    """The numpy-like namespace of the runtime owning `xs` (its `xp`), or numpy for constants."""
+    rt = runtime(*xs)
+    return _NUMPY if rt is None else rt.xp
 
 
 def _leaves(xs):
@@ -110,15 +136,16 @@ def _log_base(name, base):
 
 log2, log10 = _log_base("log2", 2), _log_base("log10", 10)
 
-#: Stan name -> the function's name in scipy.special, jax.scipy.special and torch.special alike
+#: Stan name -> the function's name in scipy.special and in each runtime's `special_functions`
 SPECIAL = {"erf": "erf", "erfc": "erfc", "Phi": "ndtr", "inv_Phi": "ndtri", "digamma": "digamma",
            "lgamma": "gammaln", "inv_logit": "expit"}
-_SPECIAL_MODULES = {"numpy": "scipy.special", "jax": "jax.scipy.special", "torch": "torch.special"}
 
 
 def _special(name):
     def f(x):
-        return getattr(importlib.import_module(_SPECIAL_MODULES[framework(x)]), SPECIAL[name])(x)
+        rt = runtime(x)
+        return getattr(importlib.import_module("scipy.special") if rt is None else rt.special_functions,
+                       SPECIAL[name])(x)
     f.__name__ = name
     f.__doc__ = f"Elementwise {name}(x) (the special function {SPECIAL[name]})."
     return f
@@ -133,12 +160,8 @@ def _lift(*xs):
     like = next((x for x in _leaves(xs) if framework(x) != "numpy"), None)
     if like is None:
         return xs
-    if framework(like) == "torch":
-        import torch
-        return tuple(x if isinstance(x, torch.Tensor) else torch.as_tensor(_np.asarray(x), dtype=like.dtype,
-                                                                           device=like.device) for x in xs)
-    import jax.numpy as jnp
-    return tuple(x if framework(x) == "jax" else jnp.asarray(x, dtype=like.dtype) for x in xs)
+    rt = runtime(like)
+    return tuple(x if framework(x) != "numpy" else rt.full_like(like, x) for x in xs)
 
 
 def _binary(name):
@@ -170,9 +193,6 @@ def mean(x, axis=None):
 
 
 def prod(x, axis=None):
-    fw = framework(x)
-    if fw == "torch":
-        return x.prod() if axis is None else x.prod(dim=axis)
     return namespace(x).prod(x, axis=axis)
 
 
@@ -267,27 +287,18 @@ def transpose(x):
     """The matrix transpose (the last two axes swapped); a vector or a number as it is."""
     if _np.ndim(x) < 2:
         return x
-    return x.T if x.ndim == 2 else x.swapaxes(-1, -2) if framework(x) != "torch" else x.transpose(-1, -2)
+    return x.T if x.ndim == 2 else x.swapaxes(-1, -2)
 
 
 def cholesky(a):
     """The lower Cholesky factor L of a symmetric positive-definite a = L Lᵀ. On both runtimes a matrix that is not
     positive-definite gives NaN entries (JAX's behaviour; torch would raise and stop a whole batch of particles
     for one proposal outside the domain)."""
-    fw = framework(a)
-    if fw == "torch":
-        import torch
-        factor, info = torch.linalg.cholesky_ex(a)
-        return torch.where((info == 0)[..., None, None], factor, torch.nan)
-    return namespace(a).linalg.cholesky(a)
+    return namespace(a).cholesky(a)
 
 
 def diag(x):
     """A diagonal matrix from a vector, or the diagonal of a matrix."""
-    fw = framework(x)
-    if fw == "torch":
-        import torch
-        return torch.diag_embed(x) if x.ndim == 1 else torch.diagonal(x, dim1=-2, dim2=-1)
     return namespace(x).diag(x)
 
 
@@ -352,30 +363,17 @@ def diag_post_multiply(m, v):
 def mdivide_left_tri_low(tri, b):
     """L⁻¹ b for the lower-triangular part L of `tri`, by forward substitution (b a vector or a matrix)."""
     tri, b = _lift(tri, b)
-    fw = framework(tri, b)
-    if fw == "torch":
-        import torch
-        vector = b.ndim == 1
-        x = torch.linalg.solve_triangular(tri, b[:, None] if vector else b, upper=False)
-        return x[:, 0] if vector else x
-    linalg = importlib.import_module("jax.scipy.linalg" if fw == "jax" else "scipy.linalg")
-    return linalg.solve_triangular(tri, b, lower=True)
-
-
-def _linalg(a, name):
-    """numpy's, jax.numpy's or torch's `linalg.name`, for the framework of `a`."""
-    module = {"numpy": "numpy", "jax": "jax.numpy", "torch": "torch"}[framework(a)]
-    return getattr(importlib.import_module(module).linalg, name)
+    return namespace(tri, b).solve_triangular(tri, b, lower=True)
 
 
 def inverse(a):
     """The inverse of a square matrix."""
-    return _linalg(a, "inv")(a)
+    return namespace(a).linalg.inv(a)
 
 
 def log_determinant(a):
     """log |det a|."""
-    return _linalg(a, "slogdet")(a)[1]
+    return namespace(a).linalg.slogdet(a)[1]
 
 
 def append_row(x, y):
@@ -410,9 +408,8 @@ def rep_matrix(x, m, n=None, like=None):
 def segment(x, i, n):
     """The n elements of x from the i-th (1-based, as Stan's segment): x[i], ..., x[i + n − 1]."""
     start, n = _concrete_int(i), int(n)
-    if start is None:   # an index traced by JAX (a loop variable of a compiled scan)
-        import jax
-        return jax.lax.dynamic_slice_in_dim(x, i - 1, n)
+    if start is None:   # a traced index (a loop variable of a compiled scan)
+        return runtime(i).dynamic_slice(x, i - 1, n)
     if start < 1 or n < 0 or start + n - 1 > x.shape[0]:
         raise ValueRangeError(f"segment(x, {start}, {n}) reaches outside x of size {x.shape[0]}: "
                               f"it needs 1 <= i and i + n - 1 <= {x.shape[0]}")
@@ -420,12 +417,9 @@ def segment(x, i, n):
 
 
 def _concrete_int(v):
-    """`v` as a Python int where it is known (a number, a numpy or concrete array), None for a JAX tracer."""
-    if framework(v) == "jax":
-        import jax
-        if isinstance(v, jax.core.Tracer):
-            return None
-    return int(v)
+    """`v` as a Python int where it is known (a number, a numpy or concrete array), None for a tracer."""
+    rt = runtime(v)
+    return None if rt is not None and not rt.is_concrete(v) else int(v)
 
 
 def rows(x):
@@ -477,14 +471,8 @@ def asarray(a, like):
 
     numpy and torch do not mix (`ndarray * Tensor` fails), so a user function that captures numpy
     constants converts them with this to run on both runtimes: `(x * ppl.math.asarray(a, like=x)).sum()`."""
-    fw = framework(like)
-    if fw == "torch":
-        import torch
-        return torch.as_tensor(_np.asarray(a, dtype=_np.float32), device=like.device)
-    if fw == "jax":
-        import jax.numpy as jnp
-        return jnp.asarray(_np.asarray(a, dtype=_np.float32))
-    return _np.asarray(a)
+    rt = runtime(like)
+    return _np.asarray(a) if rt is None else rt.full_like(like, a, _np.float32)
 
 
 def zeros(*shape, like=None):
@@ -505,34 +493,26 @@ def rep(value, *shape, like=None):
 
 def _full(shape, value, like):
     shape = tuple(int(s) for s in shape)
-    fw = framework(like)
-    if fw == "numpy":
-        return _np.full(shape, value, dtype=_np.float32)
-    return namespace(like).full(shape, value) if fw == "torch" else namespace(like).full(shape, value, dtype="float32")
+    rt = runtime(like)     # (made in float32, its `dtype`)
+    return _np.full(shape, value, dtype=_np.float32) if rt is None else rt.xp.full(shape, value, dtype=rt.dtype)
 
 
 def scan(f, init, xs, like=None):
     """carry, ys = scan(f, init, xs): the recursion carry, y_i = f(carry, xs[i]) over the leading axis of `xs`.
 
-    jax.lax.scan on JAX (compiled once, not unrolled); a Python loop on torch and numpy,
-    where `xs` may also be a range (its items are then Python ints).
+    The runtime's scan where it compiles loops (`compiles_loops`: JAX's, compiled once, not unrolled); else a
+    Python loop, where `xs` may also be a range (its items are then Python ints).
     """
-    fw = framework(init, like)
-    if fw == "jax":
-        import jax
-        import jax.numpy as jnp
+    rt = runtime(init, like)
+    if rt is not None and rt.compiles_loops:
         if isinstance(xs, range):
-            xs = jnp.arange(xs.start, xs.stop, xs.step, dtype=jnp.int32)
-        return jax.lax.scan(f, init, xs)
+            xs = rt.xp.asarray(_np.arange(xs.start, xs.stop, xs.step, dtype=_np.int32))
+        return rt.scan(f, init, xs)
     carry, ys = init, []
     for x in xs:
         carry, y = f(carry, x)
         ys.append(y)
-    if ys and all(y is not None for y in ys):
-        ys = namespace(*ys).stack(ys) if fw == "torch" else _np.stack(ys)
-    else:
-        ys = None
-    return carry, ys
+    return carry, namespace(*ys).stack(ys) if ys and all(y is not None for y in ys) else None
 
 
 pi = _np.pi

@@ -15,6 +15,9 @@ the model on runtime `rt`; `next_token` calls it.
 """
 import inspect
 
+import numpy as np
+
+from ..backends.runtime import module_owner
 from ..errors import PlanError
 
 
@@ -77,32 +80,31 @@ class CausalLM:
             raise PlanError("a causal LM needs a prompt of at least one token (e.g. its BOS token): "
                             "ppl.autoregressive(model, ..., prompt=[bos])")
         self.model, self.rt, self.pad = model, rt, pad
-        self.prompt = rt.asindex(list(prompt)).reshape(1, len(prompt))
+        self.prompt = np.asarray(prompt).reshape(1, len(prompt))
         # the cache's name: `cache` from transformers 5.x on, `past_key_values` before
         self.cache_name = "cache" if "cache" in inspect.signature(model.forward).parameters else "past_key_values"
 
     def _forward(self, cache=None, **kw):
-        import torch
         if cache is not None:
             kw[self.cache_name] = cache
-        with torch.no_grad():
+        with self.rt.no_grad():
             out = self.model(use_cache=True, **kw)
         return out.logits[:, -1], out[self.cache_name]
 
     def start(self, n):
-        xp = self.rt.xp
-        ids = xp.broadcast_to(self.prompt, (n, self.prompt.shape[1])).contiguous()
-        mask = xp.ones(ids.shape).long()
+        rt = self.rt
+        ids = rt.asindex(np.repeat(self.prompt, n, axis=0))
+        mask = rt.asindex(rt.xp.ones(ids.shape))
         logits, cache = self._forward(input_ids=ids, attention_mask=mask)
-        return logits, (cache, mask, xp.full((n,), ids.shape[1]).long())
+        return logits, (cache, mask, rt.asindex(rt.xp.full((n,), ids.shape[1])))
 
     def advance(self, tokens, live, state, on_prefixes):
-        xp = self.rt.xp
+        rt = self.rt
         cache, mask, pos = state
-        ids = xp.where(live, tokens, self.pad).reshape(-1, 1)
-        mask = xp.concatenate([mask, live.reshape(-1, 1).long()], axis=1)
+        ids = rt.xp.where(live, tokens, self.pad).reshape(-1, 1)
+        mask = rt.xp.concatenate([mask, rt.asindex(live.reshape(-1, 1))], axis=1)
         logits, cache = self._forward(cache, input_ids=ids, attention_mask=mask, position_ids=pos.reshape(-1, 1))
-        return logits, (cache, mask, pos + live.long())
+        return logits, (cache, mask, pos + rt.asindex(live))
 
     def reorder(self, state, idx):
         cache, mask, pos = state
@@ -117,9 +119,9 @@ def is_causal_lm(obj):
 
 def next_token(lm, rt):
     """The `next_token` interface of the sequence model `lm` on runtime `rt` (see the module docstring)."""
-    if lm.framework is not None and lm.framework != rt.framework:
-        want = {"torch": "pyro", "jax": "numpyro"}[lm.framework]
-        raise PlanError(f"the sequence model {lm.name} is a {lm.framework} module; sample it with runtime={want!r}")
+    if not rt.owns(lm.next_logprobs):
+        raise PlanError(f"the sequence model {lm.name} is a {lm.framework} module; sample it with "
+                        f"runtime={module_owner(lm.next_logprobs)!r}")
     obj = lm.next_logprobs
     if hasattr(obj, "bind") and not is_causal_lm(obj):
         obj = obj.bind(rt)

@@ -8,11 +8,11 @@ ends, as in Stan. Loops of more than `UNROLL` iterations become a runtime scan; 
 last (which check indices affine in the loop variable at both ends) rather than all of them.
 """
 import math
-import sys
 
 import numpy as np
 
 from .. import math as pm
+from ..backends import runtime as runtimes
 from ..compiler.shapes import ShapeRuntime, tracing_shapes
 from ..errors import PPLError, SourceError
 from ..stdlib import distributions as D
@@ -63,11 +63,8 @@ def _as_index(v, fw, node, src, size=None):
             raise src.error(node, f"index {i} is out of range" + (f" 1..{size}" if size is not None else ""),
                             hint="indices start at 1")
         return i - 1
-    if fw == "torch":
-        return (v - 1).long()
-    if fw == "jax":
-        return (v - 1).astype("int32")
-    return (np.asarray(v) - 1).astype(int)
+    rt = pm.runtime(v)
+    return (np.asarray(v) - 1).astype(int) if rt is None else rt.asindex(v - 1)
 
 
 class Interpreter:
@@ -423,20 +420,17 @@ def _select(c, a, b):
 
 
 def log_density(d, value, env):
-    """Elementwise log density of the `Distribution` d at `value`, on the runtime of the arrays in `env`."""
-    from ..backends.runtime import get_runtime
-    like = _like(env, value)
-    fw = pm.framework(like)
-    if fw == "numpy" and tracing_shapes():   # the compiler's numpy trace: shapes only
+    """Elementwise log density of the `Distribution` d at `value`, on the runtime of the arrays in `env`, or for
+    constants on the runtime whose run is under way (`runtime.in_use`)."""
+    rt = pm.runtime(_like(env, value))
+    if rt is None and tracing_shapes():   # the compiler's numpy trace: shapes only
         return d.lower(ShapeRuntime()).log_prob(value)
-    if fw == "numpy":   # constants: on the runtime already in use (NumPyro if none is)
-        fw = "torch" if "torch" in sys.modules and "jax" not in sys.modules else "jax"
-    rt = get_runtime("pyro", str(getattr(like, "device", "cpu"))) if fw == "torch" else get_runtime("numpyro")
+    rt = rt or runtimes.in_use()
     return d.lower(rt).log_prob(rt.asarray(value))
 
 
 def _like(env, *more):
-    """An array of the runtime in use (the first torch/JAX array found), or None for constants."""
+    """An array of the runtime in use (the first runtime array found), or None for constants."""
     for v in list(more) + list(env.values()):
         if pm.framework(v) != "numpy" and hasattr(v, "shape"):
             return v
@@ -444,40 +438,21 @@ def _like(env, *more):
 
 
 def _full_like(like, value):
+    """The constant `value` as float32 on the runtime and device of `like` (numpy where like is None)."""
     if like is None:
         return np.asarray(value, dtype=np.float32)
-    xp = pm.namespace(like)
-    value = np.asarray(value, dtype=np.float32)
-    if pm.framework(like) == "torch":
-        import torch
-        return torch.as_tensor(value, device=like.device)
-    return xp.asarray(value)
+    return pm.runtime(like).full_like(like, value, np.float32)
 
 
 def _set_index(x, idx, value, fw):
-    """x with x[idx] = value, out of place (JAX `.at[].set`; torch: an updated copy, or `index_put`)."""
-    if fw == "jax" or pm.framework(x, value) == "jax":
-        import jax.numpy as jnp
-        return jnp.asarray(x).at[idx].set(value)
-    if pm.framework(x, value) == "torch":
-        import torch
-        like = value if isinstance(value, torch.Tensor) else x
-        x = x if isinstance(x, torch.Tensor) else _full_like(like, x)
-        value = value if isinstance(value, torch.Tensor) else torch.as_tensor(value, dtype=x.dtype, device=x.device)
-        try:  # a copy updated in place: fast, but vmap refuses it while x is unbatched and value batched
-            y = x.clone()
-            y[idx] = value
-            return y
-        except RuntimeError:
-            pass
-        if not any(isinstance(i, slice) for i in idx):
-            return x.index_put(tuple(i if isinstance(i, torch.Tensor) else torch.tensor(i, device=x.device)
-                                     for i in idx), value)
-        axes = [torch.arange(x.shape[k], device=x.device)[i] if isinstance(i, slice) else
-                torch.as_tensor(i, device=x.device).reshape(1) for k, i in enumerate(idx)]
-        grid = torch.meshgrid(*axes, indexing="ij")
-        keep = [len(a) if isinstance(i, slice) else 1 for a, i in zip(axes, idx)]
-        return x.index_put(grid, value.reshape(tuple(keep)))
+    """x with x[idx] = value, out of place, on the runtime of x or value; for constants, on the runtime `fw`
+    where it compiles the site function (its indices may be traced), else in numpy."""
+    rt = pm.runtime(x, value)
+    if rt is None:
+        rt = pm.framework_runtime(fw)
+        rt = rt if rt is not None and rt.compiles_loops else None
+    if rt is not None:
+        return rt.set_index(x, idx, value)
     y = np.array(x, dtype=np.float32, copy=True)
     y[idx] = value
     return y

@@ -15,6 +15,7 @@ import numpy as np
 
 from .. import advice
 from .. import math as pm
+from ..backends import runtime as runtimes
 from ..compiler.diffusion_plan import DiffusionPlan, agree
 from ..diffusion import SITE
 from ..errors import PPLError, SourceError
@@ -503,8 +504,8 @@ class Loader:
             raise self.src.error(node.options.positional[0], "method options are named: smc(particles = 4096)")
         options = {k.name: self.option(k.value) for k in node.options.keywords}
         runtime = node.runtime
-        if runtime is not None and runtime.name not in ("numpyro", "pyro"):
-            raise self.src.error(runtime, f"unknown runtime {runtime.name!r}; choose numpyro or pyro")
+        if runtime is not None and runtime.name not in runtimes.names():
+            raise self.src.error(runtime, f"unknown runtime {runtime.name!r}; choose {' or '.join(runtimes.names())}")
         self.out.runs.append(RunSpec(node.target, node.method, options, runtime and runtime.name, node))
 
     def option(self, e):
