@@ -109,7 +109,7 @@ def test_example_and_its_data():
     assert data["T"] == 200
     np.testing.assert_allclose(data["y"], y, atol=1e-6)
     prog = load_ppl(os.path.join(EXAMPLES, "sv.ppl"), data=data)
-    assert prog.run_spec().method == "nuts" and str(prog.compile()) == str(load_ppl(SV, data=data).compile())
+    assert prog.run_spec().method == "nuts" and str(prog.compile("sv")) == str(load_ppl(SV, data=data).compile())
 
 
 HEAD = "data T : int\nmodel m {\n  x : real[T]\n"
