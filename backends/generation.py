@@ -62,9 +62,8 @@ def left_aligned(rt, tokens, length, cols, start, pad):
     xp = rt.xp
     n, width = tokens.shape
     pos = length.reshape(-1, 1) - cols + rt.asindex(np.arange(cols)).reshape(1, -1)
-    flat = xp.take(tokens.reshape(-1), (rt.asindex(np.arange(n)).reshape(-1, 1) * width + xp.clip(pos, 0, width - 1))
-                   .reshape(-1), axis=0).reshape(n, cols)
-    return xp.where(pos >= start, flat, pad)
+    # by (row, column) indices, not flat ones: a compiled gather then reads row i's columns without a division
+    return xp.where(pos >= start, tokens[rt.asindex(np.arange(n)).reshape(-1, 1), xp.clip(pos, 0, width - 1)], pad)
 
 
 class Potentials:
@@ -236,9 +235,7 @@ class Generator(Potentials):
 
     def newest(self, s):
         """Each particle's newest token [N]."""
-        n = s.length.shape[0]
-        return self.rt.xp.take(s.tokens.reshape(-1), self.arange(n) * self.width
-                               + self.rt.xp.clip(s.length - 1, 0, self.width - 1), axis=0)
+        return s.tokens[self.arange(s.length.shape[0]), self.rt.xp.clip(s.length - 1, 0, self.width - 1)]
 
     def feed(self, s, states, live, pure):
         """The models advanced by each `live` particle's newest token; the others keep their rows and state.
@@ -276,9 +273,9 @@ class Generator(Potentials):
 
     # ---- one token, one step -------------------------------------------------------------------------------
 
-    def _emit(self, key, s, active, force, forced):
-        """One token for each `active` particle (`forced[i]` where `force[i]`: particle Gibbs' reference):
-        (Sequences, the particles still inside their chunk)."""
+    def _emit(self, uniform, s, active, force, forced):
+        """One token for each `active` particle, by the uniforms [N, 1] (`forced[i]` where `force[i]`: particle
+        Gibbs' reference): (Sequences, the particles still inside their chunk)."""
         rt, xp, plan = self.rt, self.rt.xp, self.plan
         n, v = s.rows.shape[0], s.rows.shape[2]
         if self.plain:          # one base, β = 1: the proposal is the model, no increment
@@ -290,7 +287,7 @@ class Generator(Potentials):
         # by the inverse CDF: one uniform per particle (N × V uniforms for a Gumbel argmax cost 8x more on JAX);
         # `<=` never picks a token of probability 0
         cdf = xp.cumsum(xp.exp(log_q), axis=-1)
-        tok = xp.clip(xp.sum(cdf <= rt.uniform(key, (n, 1)) * cdf[:, -1:], axis=-1), 0, v - 1)
+        tok = xp.clip(xp.sum(cdf <= uniform * cdf[:, -1:], axis=-1), 0, v - 1)
         tok = xp.where(force, xp.take(forced, xp.clip(s.length, 0, self.width - 1), axis=0), rt.asindex(tok))
         if not self.plain:
             flat = self.arange(n) * v + tok
@@ -303,15 +300,19 @@ class Generator(Potentials):
                        stale=s.stale | (active & ~ended), log_g=s.log_g + xp.where(active, inc, 0.0))
         return s, inside
 
-    def generate(self, key, s, states, force, forced, pure):
+    def generate(self, key, s, states, force, forced, pure, u=None):
         """The next step of every particle that has not ended: (Sequences with log_g the step's proposal part,
         states, which particles stepped). A chunk is emitted token by token until every particle's chunk ends:
-        a `while_loop` when pure, a host-checked loop when eager."""
+        a `while_loop` when pure, a host-checked loop when eager. `u`: the first token's uniforms [N, 1] (one-token
+        steps; else they are drawn from `key`)."""
         rt, xp = self.rt, self.rt.xp
         stepped = ~s.done
+        n = stepped.shape[0]
         s, states = self.feed(s, states, s.stale, pure)
-        k_first, k_rest = rt.split(key, 2)
-        s, inside = self.emit(k_first, s._replace(log_g=xp.zeros(stepped.shape)), stepped, force, forced)
+        if u is None:
+            k_first, k_rest = rt.split(key, 2)
+            u = rt.uniform(k_first, (n, 1))
+        s, inside = self.emit(u, s._replace(log_g=xp.zeros(stepped.shape)), stepped, force, forced)
         if self.plan.delimiters is None:            # a step is one token
             return s, states, stepped
 
@@ -319,7 +320,7 @@ class Generator(Potentials):
             k, s, states, inside = loop
             k, k_tok = rt.split(k, 2)
             s, states = self.feed(s, states, inside, pure)
-            s, inside = self.emit(k_tok, s, inside, force, forced)
+            s, inside = self.emit(rt.uniform(k_tok, (n, 1)), s, inside, force, forced)
             return k, s, states, inside
 
         def more(loop):
@@ -353,10 +354,10 @@ class Generator(Potentials):
                                     f"reward {r.name}"))
         return self._update(s, stepped, xp.stack(values, axis=1))
 
-    def step(self, key, s, states, force, forced, pure):
+    def step(self, key, s, states, force, forced, pure, u=None):
         """One step of generation and scoring: (Sequences with log_g the step's log potential and `nan` this
-        step's flags, states)."""
-        s, states, stepped = self.generate(key, s._replace(nan=s.nan & False), states, force, forced, pure)
+        step's flags, states); `u` as in `generate`."""
+        s, states, stepped = self.generate(key, s._replace(nan=s.nan & False), states, force, forced, pure, u)
         return self.score(s, stepped, pure), states
 
 

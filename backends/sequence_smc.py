@@ -35,7 +35,8 @@ from ..errors import InferenceError, ValueRangeError
 from ..result import Result, normalized
 from ..target import call_user
 from . import fk, integer, method, run_cache
-from .generation import generator
+from .generation import Generator, generator
+from .pf import _Uniforms
 
 
 class Generation(NamedTuple):
@@ -57,16 +58,21 @@ class SequenceFK(fk.FeynmanKac):
         self.states = None
 
     def init(self, key, n, forced=None):
+        return self._step(key, *self.start(n, forced))
+
+    def start(self, n, forced=None):
+        """(Sequences, states, carry) of the empty generation (the models' `start`)."""
         rt, gen = self.rt, self.gen
         seqs, states = gen.start(n)
         force = (gen.arange(n) == 0) if self.conditional else rt.xp.zeros((n,)) > 0
         forced = rt.asindex(np.zeros(gen.width, dtype=int)) if forced is None else forced
-        return self._step(key, seqs, states, (force, forced, rt.xp.sum(seqs.nan, axis=0) > 0))
+        return seqs, states, (force, forced, rt.xp.sum(seqs.nan, axis=0) > 0)
 
-    def _step(self, key, seqs, states, carry):
-        """(Generation, carry) after the next step; the carry's NaN flags [B + J] gather every step's."""
+    def _step(self, key, seqs, states, carry, u=None):
+        """(Generation, carry) after the next step; the carry's NaN flags [B + J] gather every step's. `u`: the
+        token's uniforms [N, 1] (`Generator.generate`)."""
         force, forced, nan = carry
-        seqs, states = self.gen.step(key, seqs, states, force, forced, self.pure)
+        seqs, states = self.gen.step(key, seqs, states, force, forced, self.pure, u)
         carry = (force, forced, nan | (self.rt.xp.sum(seqs.nan, axis=0) > 0))
         if self.pure:
             return Generation(seqs, states, ()), carry
@@ -86,10 +92,10 @@ class SequenceFK(fk.FeynmanKac):
         allowed = xp.take(self.schedule, xp.clip(t, 0, self.schedule.shape[0] - 1).reshape(1), axis=0).reshape(())
         return allowed & (xp.sum(~p.seqs.done) > 0)
 
-    def move(self, key, t, p, log_w, carry):
+    def move(self, key, t, p, log_w, carry, u=None):
         if not self.pure and bool(self.rt.to_numpy(self.rt.xp.sum(p.slot != self.gen.arange(p.slot.shape[0])) > 0)):
             self.states = self.gen.reorder(self.states, p.slot)
-        return self._step(key, p.seqs, p.states if self.pure else self.states, carry) + (None, None)
+        return self._step(key, p.seqs, p.states if self.pure else self.states, carry, u) + (None, None)
 
     def track(self, p, log_w, carry):
         """Whether every sequence has ended (the steps after that change nothing)."""
@@ -192,6 +198,80 @@ def eager_sweep(model, step, length):
     return sweep
 
 
+class StepwiseSweep:
+    """The sweep on torch, whose `scan` is a Python loop of eager operations (about 100 a step at 5–10 µs each):
+    one Python loop over the steps around one pure kernel per step, compiled by `rt.jit_pure` (as
+    `pf.StepwiseFilter`). Kernel t is step t of `fk.make_step` without a branch on values — weight by log G_t,
+    ESS, the resampler's ancestors computed at every step and selected by `where` where it resamples — then,
+    for a pure step, M_{t+1}, the next token of every sequence (one-token steps: a chunk's loop branches on
+    values); the last kernel adds the relative variance and the final pick (`outcome`). An eager step (models
+    that cannot be traced) runs M_{t+1} outside the kernel, the held states reordered after a resampling, and
+    stops once every sequence has ended. The uniforms (the resampler's, one per particle for each token and for
+    the pick) are one draw per run, row t + 1 for kernel t, so both give the same draws for the same key: the
+    law of `pure_sweep`, not its random numbers. A pure sweep reads nothing back to the host before the end."""
+
+    def __init__(self, model, resampler, threshold, temperature, length):
+        rt = model.rt
+        self.model, self.rt, self.threshold, self.temperature = model, rt, threshold, temperature
+        self.resample = fk.check_resampling(resampler, threshold)
+        self.draw = fk.conditional_ancestors if model.conditional else fk.ancestors
+        first = lambda seqs, states, carry, u: model._step(None, seqs, states, carry, u)     # noqa: E731
+        self.first = rt.jit_pure(first) if model.pure else first
+        self.kernel = rt.jit_pure(self._kernel)
+        self.ts = [rt.asindex(t) for t in range(length)]
+        self.n_uniform = {}     # N -> how many uniforms the resampler reads
+
+    def _kernel(self, t, p, log_w, eve, carry, u, u_pick, generate):
+        """Step t on uniforms u [N + the resampler's]: ((particles, log W, Eves, carry), (log c_t, ESS,
+        resampled, every sequence ended)), and with u_pick [N] (Var(Ẑ)/Ẑ², the particle picked from W)."""
+        rt, xp, model = self.rt, self.rt.xp, self.model
+        n = log_w.shape[0]
+        log_g, p, carry = model.log_potential(t, p, log_w, carry)
+        log_w, log_c, ess, _, _ = fk.weigh(xp, log_w, log_g)
+        resampled = (ess < self.threshold * n) & model.can_resample(t, p)
+        record = (log_c, ess, resampled, model.track(p, log_w, carry))
+        log_p = log_w if self.temperature is None else fk.tempered(rt, log_w, self.temperature(t, log_w, ess))
+        # where it does not resample (NaN weights where every one vanished) the resampler reads uniform weights,
+        # so that its indices are in range (they are discarded there)
+        idx = self.draw(_Uniforms(rt, u[n:]), self.resample, None, xp.where(resampled, xp.exp(log_p), 1.0 / n), n)
+        idx = xp.where(resampled, idx, xp.arange(n))
+        survivors = -math.log(n) if self.temperature is None else xp.take(log_w - log_p, idx, axis=0) - math.log(n)
+        log_w = xp.where(resampled, survivors, log_w)
+        p, eve = rt.tree_map(lambda a: xp.take(a, idx, axis=0), (p, eve))
+        if generate:
+            p, carry = model.move(None, t, p, log_w, carry, u[:n].reshape(n, 1))[:2]
+        if u_pick is None:
+            return (p, log_w, eve, carry), record
+        _, _, rel_var, pick = outcome(_Uniforms(rt, u_pick), None, fk.FKState(p, log_w, None, eve, carry, t), None)
+        return (p, log_w, eve, carry), record, (rel_var, pick)
+
+    def __call__(self, key, forced, n):
+        rt, xp, model, length = self.rt, self.rt.xp, self.model, len(self.ts)
+        if n not in self.n_uniform:
+            probe = _Uniforms(rt, None)
+            self.draw(probe, self.resample, None, xp.full((n,), 1.0 / n), n)
+            self.n_uniform[n] = sum(math.prod(shape) for shape in probe.shapes)
+        u = rt.uniform(key, (length + 2, n + self.n_uniform[n]))
+        seqs, states, carry = model.start(n, forced)
+        p, carry = self.first(seqs, states, carry, u[0, :n].reshape(n, 1))
+        state, rows = (p, rt.asarray(np.full(n, -math.log(n))), rt.asindex(np.arange(n)), carry), []
+        for t in range(length):
+            pick = u[-1, :n] if t + 1 == length or not model.pure else None
+            state, row, *last = self.kernel(self.ts[t], *state, u[t + 1], pick, model.pure and pick is None)
+            rows.append(row)
+            if not model.pure:
+                if t + 1 == length or bool(rt.to_numpy(row[3])):
+                    break
+                p, log_w, eve, carry = state
+                p, carry = model.move(None, self.ts[t], p, log_w, carry, u[t + 1, :n].reshape(n, 1))[:2]
+                state = (p, log_w, eve, carry)
+        p, log_w, eve, carry = state
+        log_c, ess, resampled, ended = (xp.stack(c) for c in zip(*rows))
+        rel_var, pick = last[0]
+        state = fk.FKState(p, log_w, xp.sum(log_c), eve, carry, self.ts[len(rows) - 1] + 1)
+        return state, fk.StepInfo(log_c, ess, resampled, None, None, None, ended, None), rel_var, pick
+
+
 def sweep(runner, key, n, forced=None):
     """One SMC pass over the steps: (final FKState, the particle drawn from its weights, per-step record: ESS,
     resampled, log c, and Var(Ẑ)/Ẑ²), with one read of the host per array."""
@@ -279,6 +359,8 @@ class Runner:
     def _build(self, schedule, resampler, threshold, temperature, conditional, pure):
         model = SequenceFK(self.gen, schedule, conditional, pure)
         step = fk.make_step(model, resampler, threshold, error_every_step=False, temperature=temperature)
+        if not self.rt.compiles_loops and isinstance(self.gen, Generator) and self.gen.plan.delimiters is None:
+            return StepwiseSweep(model, resampler, threshold, temperature, self.gen.plan.length)
         if pure:
             return self.rt.jit(pure_sweep(model, step, self.gen.plan.length), static_argnames=("n",))
         return eager_sweep(model, self.rt.jit(lambda k, s: step(k, s, move=False)), self.gen.plan.length)

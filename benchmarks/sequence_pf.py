@@ -14,7 +14,9 @@ the final ESS is 0.6 N; at λ = 0.5, nearly every step). Samplers:
             `particles.SMC(fk, N, resampling='systematic', ESSrmin=0.5)`
   numpyro   ours on JAX: the model is a stateful *pure* model (array state: the last token) and the reward reads
             left-padded prefixes, so the whole sweep is one compiled scan (diagnostics['compiled'])
-  pyro      ours on torch, the same pure model written with torch
+  pyro      ours on torch, the same pure model written with torch: a Python loop over the steps around one
+            compiled kernel per step (`sequence_smc.StepwiseSweep`; `PPL_TORCH_COMPILE=on` here, so the first
+            run pays inductor's compile)
 
 The exact log Z is a forward recursion over the last token (the tilt is a product of per-token factors
 exp([x_t = 0] / λ)): α_1(v) = π(v) e^{[v=0]/λ}, α_t(v) = Σ_u α_{t−1}(u) A(u, v) e^{[v=0]/λ}, Z = Σ_v α_L(v).
@@ -174,11 +176,19 @@ def ppl_markov_runner(pi, a, n, runtime, record):
     target = ppl.autoregressive(PureMarkov(pi, a, array_module(runtime)), V, L).tilt(count_padded(0), LAM)
 
     def run(seed):
-        r = ppl.sample(target, method="pf", runtime=runtime, particles=n, seed=seed, progress=False)
+        with compiling_on():
+            r = ppl.sample(target, method="pf", runtime=runtime, particles=n, seed=seed, progress=False)
         record["compiled"] = r.diagnostics["compiled"]
         record["resampled"] = int(np.sum(r.diagnostics["resampled"]))
         return float(r.log_z)
     return run
+
+
+def compiling_on():
+    """torch: the first (warm-up) run compiles the sweep's step kernel, as JAX's jit does (`PPL_TORCH_COMPILE=on`
+    here)."""
+    from ppl.backends.pyro_runtime import compiling
+    return compiling("on")
 
 
 # ---- the GPT-2 target -----------------------------------------------------------------------------------------
@@ -231,7 +241,8 @@ def ppl_gpt2_runner(model, n, record):
     target = ppl.autoregressive(model, GPT_VOCAB, GPT_L, prompt=[0]).tilt(count_padded(GPT_TOKEN), GPT_LAM)
 
     def run(seed):
-        r = ppl.sample(target, method="pf", runtime="pyro", particles=n, seed=seed, progress=False)
+        with compiling_on():
+            r = ppl.sample(target, method="pf", runtime="pyro", particles=n, seed=seed, progress=False)
         record["compiled"] = r.diagnostics["compiled"]
         return float(r.log_z)
     return run
