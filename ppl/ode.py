@@ -94,14 +94,74 @@ def _jax(rhs, y0, t0, ts, args, method, rtol, atol, max_steps):
     dtype = y0.dtype if floating else jnp.result_type(float)    # JAX's default float (float64 under x64)
     y0 = jnp.asarray(y0, dtype=dtype)
     _check_shape(rhs(jnp.asarray(t0, dtype), y0, *args), y0.shape)
-    term = diffrax.ODETerm(lambda t, y, a: jnp.asarray(rhs(t, y, *a), dtype=dtype))
+    term = diffrax.ODETerm(_inert_where_not_finite(lambda t, y, a: jnp.asarray(rhs(t, y, *a), dtype=dtype)))
     solver = diffrax.Dopri5() if method == "dopri5" else diffrax.Kvaerno5()
     sol = diffrax.diffeqsolve(term, solver, t0, float(ts[-1]), None, y0, args=args,
                               saveat=diffrax.SaveAt(ts=jnp.asarray(ts, dtype=dtype)),
                               stepsize_controller=diffrax.PIDController(rtol=rtol, atol=atol),
                               max_steps=max_steps, throw=False)
     ok = (sol.result == diffrax.RESULTS.successful) & jnp.all(jnp.isfinite(sol.ys))
-    return jnp.where(ok, sol.ys, jnp.nan)
+    return jnp.where(ok, _shielded(sol.ys, (y0, args)), jnp.nan)
+
+
+def _inert_where_not_finite(f):
+    """f(t, y, args), differentiated through its Jacobian, which is taken as 0 wherever f or its Jacobian is not
+    finite. Such a point is met by a trial step that the controller rejects (its error is not finite), which adds
+    nothing to the solution, or where a derivative overflows (K_m² below float32's range in a Michaelis–Menten
+    rate); reverse mode took 0 × ∞ there, NaN, and the implicit solver's linear solves of the gradient raised on it
+    (lineax refuses a non-finite operator or right-hand side). The tangent is J · (dt, dy, dargs) over the floating
+    inputs, J from jacfwd: n + len(args) evaluations of f's tangent per evaluation, small for the systems ODE
+    models solve."""
+    import jax
+    import jax.numpy as jnp
+
+    guarded = jax.custom_jvp(f)
+
+    @guarded.defjvp
+    def _jvp(primals, tangents):
+        leaves, tree = jax.tree_util.tree_flatten(primals)
+        dleaves = jax.tree_util.tree_leaves(tangents)
+        floating = [i for i, x in enumerate(leaves) if jnp.issubdtype(jnp.result_type(x), jnp.inexact)]
+
+        def of(*xs):
+            full = list(leaves)
+            for i, x in zip(floating, xs):
+                full[i] = x
+            return f(*jax.tree_util.tree_unflatten(tree, full))
+        xs = [leaves[i] for i in floating]
+        out = of(*xs)
+        jacs = jax.jacfwd(of, argnums=tuple(range(len(xs))))(*xs)
+        bad = ~jnp.all(jnp.isfinite(out))
+        for jac in jacs:
+            bad = bad | ~jnp.all(jnp.isfinite(jac))
+        tangent = jnp.zeros_like(out)
+        for i, jac in zip(floating, jacs):
+            tangent = tangent + jnp.tensordot(jnp.where(bad, 0.0, jac), dleaves[i], axes=jnp.ndim(leaves[i]))
+        return out, tangent
+    return guarded
+
+
+def _shielded(ys, inputs):
+    """ys, whose cotangent, where it is not finite (a density of −inf at the solution: log C at C = 0), is not
+    passed into the solver's reverse pass (whose linear solves, in the implicit methods, raise on a non-finite
+    right-hand side: lineax) but made the gradient of `inputs` directly: NaN, which NUTS takes as a divergence."""
+    import jax
+    import jax.numpy as jnp
+
+    @jax.custom_vjp
+    def shield(ys, inputs):
+        return ys
+
+    def forward(ys, inputs):
+        return ys, inputs
+
+    def backward(inputs, g):
+        bad = ~jnp.all(jnp.isfinite(g))
+        poison = lambda x: (jnp.where(bad, jnp.nan, jnp.zeros_like(x)) if jnp.issubdtype(x.dtype, jnp.inexact)  # noqa: E731
+                            else np.zeros(x.shape, jax.dtypes.float0))
+        return jnp.where(bad, jnp.zeros_like(g), g), jax.tree_util.tree_map(poison, inputs)
+    shield.defvjp(forward, backward)
+    return shield(ys, jax.tree_util.tree_map(jnp.asarray, inputs))
 
 
 # ---- numpy: scipy ----
