@@ -265,8 +265,9 @@ class Generator(Potentials):
         """(samples, generated lengths [C, N], each chain's sequences) from the host arrays tokens [C, N, P + L]
         and length [C, N]: a sequence is its token ids (eos included), or its text when the plan has a decoder."""
         plan, p = self.plan, self.p
-        with collector_paused():
-            seqs = [[row[:m] for row, m in zip(t[:, p:].tolist(), (n - p).tolist())] for t, n in zip(tokens, length)]
+        with collector_paused():    # rows cut to their lengths unless all are whole (a copy per row: 2x slower)
+            seqs = [t[:, p:].tolist() if np.all(n == self.width) else
+                    [row[:m] for row, m in zip(t[:, p:].tolist(), (n - p).tolist())] for t, n in zip(tokens, length)]
         if plan.decode is not None:
             seqs = [[plan.decode(x) for x in chain] for chain in seqs]
         return {"tokens": tokens[:, :, p:]}, length - p, seqs

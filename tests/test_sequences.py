@@ -372,6 +372,26 @@ def test_compiled_sweep_equals_the_stepwise_one(runtime):
                                                                        slow.diagnostics["ess"].round(2))
 
 
+@pytest.mark.slow
+def test_torch_kernel_compiled_by_inductor_gives_the_eager_draws():
+    """The step kernel of torch's `StepwiseSweep` compiled by inductor (`PPL_TORCH_COMPILE=on`: 20-30 s of compiles
+    on 2 shared cores, so slow; CI runs the kernel eagerly) gives the eager kernel's draws, ESS and log Z, with
+    resampling at every step, under a tempered resampling law (its survivors' weights) and in particle Gibbs."""
+    from ppl.backends.pyro_runtime import compiling
+    target = pure_target("pyro")
+    for kw in ({"resample_threshold": 1.0, "resample_temperature": 3.0}, {"method": "pg", "iterations": 3}):
+        kw = {"method": "pf", **kw}
+        runs = []
+        for mode in ("on", "off"):
+            with compiling(mode):
+                runs.append(ppl.sample(target, runtime="pyro", particles=500, seed=21, **kw))
+        fast, slow = runs
+        assert fast.diagnostics["compiled"] and slow.diagnostics["compiled"]
+        assert np.array_equal(fast.samples["tokens"], slow.samples["tokens"])
+        assert abs(fast.log_z - slow.log_z) < 1e-4 and np.allclose(fast.diagnostics["ess"], slow.diagnostics["ess"],
+                                                                    rtol=1e-4)
+
+
 @pytest.mark.parametrize("runtime", RUNTIMES)
 def test_conditional_ancestors_are_exchangeable(runtime):
     """Conditional SMC keeps the reference in slot 0 and draws the N − 1 others i.i.d. from W: with N = 2 and
