@@ -40,8 +40,8 @@ def betainc(a, b, x):
     x < (a + 1) / (a + b + 2), else 1 − I_{1−x}(b, a), so that the fraction always converges fast (one
     evaluation, on the swapped arguments where needed). Float32 arguments are computed in float64 (but on MPS,
     which has none) and rounded back: the prefactor's exponent is a difference of terms of order a + b (≈ 140
-    at a = b = 100), whose float32 rounding alone would cost 1e-5 relative. Gradients: autograd through the same operations (the derivative of
-    a converged fraction), finite at x = 0 and 1."""
+    at a = b = 100), whose float32 rounding alone would cost 1e-5 relative. Gradients: autograd through the
+    same operations (the derivative of a converged fraction), finite at x = 0 and 1."""
     a, b, x = torch.broadcast_tensors(*(torch.as_tensor(v) for v in (a, b, x)))
     dtype = torch.promote_types(x.dtype, torch.float32) if x.is_floating_point() else torch.get_default_dtype()
     work = torch.float64 if dtype == torch.float32 and x.device.type != "mps" else dtype

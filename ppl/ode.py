@@ -157,8 +157,10 @@ def _shielded(ys, inputs):
 
     def backward(inputs, g):
         bad = ~jnp.all(jnp.isfinite(g))
-        poison = lambda x: (jnp.where(bad, jnp.nan, jnp.zeros_like(x)) if jnp.issubdtype(x.dtype, jnp.inexact)  # noqa: E731
-                            else np.zeros(x.shape, jax.dtypes.float0))
+        def poison(x):
+            if jnp.issubdtype(x.dtype, jnp.inexact):
+                return jnp.where(bad, jnp.nan, jnp.zeros_like(x))
+            return np.zeros(x.shape, jax.dtypes.float0)
         return jnp.where(bad, jnp.zeros_like(g), g), jax.tree_util.tree_map(poison, inputs)
     shield.defvjp(forward, backward)
     return shield(ys, jax.tree_util.tree_map(jnp.asarray, inputs))
