@@ -11,7 +11,9 @@ p · Π_s G_s. Models' states (recurrent states, key/value caches) are reordered
 
 A step is pure where the models allow (`generation`): then a whole sweep is one compiled function (init,
 a `scan` over the steps, one host read at the end); else it runs step by step. `compile=False` forces the
-latter; both use the same random draws for the same key.
+latter; both use the same random draws for the same key. On torch, whose `scan` is a Python loop, one-token
+steps run `StepwiseSweep` (one compiled kernel per step, its own random stream: the same law, other draws
+than JAX's; its pure and step-by-step forms share the stream).
 
 `resample_temperature` ("ess", "entropy" or a number T) resamples by p̃ ∝ W^{1/T} while the step is within
 the first `early_phase` fraction of the length (its_hub's entropic particle filter: T = max(1, (N / ESS)(1 −
