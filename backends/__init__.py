@@ -108,11 +108,13 @@ KINDS = {"model": "models", "diffusion": "diffusion models", "sequence": "sequen
 
 @functools.lru_cache(maxsize=None)
 def _import_methods():
-    """Import every module of this package but the runtimes (once: each registers its methods)."""
+    """Import every module of this package but the runtimes' own (`<runtime>_*.py`, which import their framework)
+    (once: each registers its methods)."""
     import importlib
     import pkgutil
+    from .runtime import KNOWN
     for m in pkgutil.iter_modules(__path__):
-        if not m.name.endswith("runtime"):
+        if m.name.split("_")[0] not in KNOWN:
             importlib.import_module(f"{__name__}.{m.name}")
 
 

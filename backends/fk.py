@@ -147,6 +147,24 @@ def relative_variance(rt, log_w, eve):
     return xp.maximum(xp.sum(families * families) - xp.where(unresampled, 1.0 / n, 0.0), 0.0)   # ≥ 0 in rounding
 
 
+class GivenUniforms:
+    """The runtime `rt` whose `uniform` reads the given uniforms u instead of drawing (a resampler inside a pure
+    kernel whose randomness comes in as an argument); with u None it draws from a fixed key and records the
+    shapes asked for (`shapes`: how many uniforms the resampler reads)."""
+
+    def __init__(self, rt, u):
+        self._rt, self._u, self.shapes = rt, u, []
+
+    def __getattr__(self, name):
+        return getattr(self._rt, name)
+
+    def uniform(self, key, shape):
+        self.shapes.append(tuple(shape))
+        if self._u is None:
+            return self._rt.uniform(self._rt.key(0), shape)
+        return self._u[:math.prod(shape)].reshape(shape)
+
+
 def ancestors(rt, resample, key, w, m):
     """M ancestors from the normalized weights w. On several devices the weights are gathered and every device
     draws all M (O(N) work): XLA partitions the resamplers' cumulative sums along a sharded axis badly (0.8 s

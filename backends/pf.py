@@ -217,22 +217,6 @@ class ParticleFilter(fk.FeynmanKac):
         return (mean, var, p.x, log_w) if self.smoother else (mean, var)
 
 
-class _Uniforms:
-    """The runtime `rt` with `uniform` reading given uniforms u (a resampler inside a pure kernel)."""
-
-    def __init__(self, rt, u):
-        self._rt, self._u, self.shapes = rt, u, []
-
-    def __getattr__(self, name):
-        return getattr(self._rt, name)
-
-    def uniform(self, key, shape):
-        self.shapes.append(tuple(shape))
-        if self._u is None:
-            return self._rt.uniform(self._rt.key(0), shape)
-        return self._u[:math.prod(shape)].reshape(shape)
-
-
 class StepwiseFilter:
     """`run_filter` as one Python loop over t around one pure kernel per step (torch; JAX scans `fk.make_step`).
 
@@ -249,7 +233,7 @@ class StepwiseFilter:
         self.path, self.rt, self.n, self.threshold, self.smoother = path, rt, n, threshold, smoother
         self.model = ParticleFilter(path, smoother)
         self.resample = fk.check_resampling(resampler, threshold)
-        probe = _Uniforms(rt, None)     # how many uniforms the resampler reads
+        probe = fk.GivenUniforms(rt, None)     # how many uniforms the resampler reads
         self.resample(probe, None, rt.xp.full((n,), 1.0 / n), n)
         self.n_uniform = sum(math.prod(shape) for shape in probe.shapes)
         self.ts = [rt.asindex(t) for t in range(path.length)]
@@ -267,7 +251,7 @@ class StepwiseFilter:
         # weights that are not resampled (NaN where every weight vanished) are replaced by uniform ones, so the
         # resampler's indices are always in range (its result is discarded there)
         w = xp.where(resampled, xp.exp(log_w), 1.0 / n)
-        idx = fk.ancestors(_Uniforms(rt, u), self.resample, None, w, n)
+        idx = fk.ancestors(fk.GivenUniforms(rt, u), self.resample, None, w, n)
         idx = xp.where(resampled, idx, xp.arange(n))
         x, log_ratio, eve = (xp.take(a, idx, axis=0) for a in (p.x, p.log_ratio, eve))
         return (x, log_ratio, xp.where(resampled, -math.log(n), log_w), eve, log_w), \

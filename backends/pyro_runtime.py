@@ -27,7 +27,7 @@ import torch
 from torch.distributions import biject_to
 
 from ..errors import DeviceError, InferenceError, PPLError
-from . import torch_special
+from . import pyro_special
 from .runtime import Runtime, active, register
 
 # No argument/support checks under vmap (they call .item()). Through Pyro's own switch, not torch's: Pyro's
@@ -433,7 +433,7 @@ class PyroRuntime(Runtime):
     distributions = dist
     special_functions = torch.special
     special = types.SimpleNamespace(log_ndtr=_log_ndtr, gammainc=torch.special.gammainc,
-                                    gammaincc=torch.special.gammaincc, betainc=torch_special.betainc)
+                                    gammaincc=torch.special.gammaincc, betainc=pyro_special.betainc)
 
     def __init__(self, device="cpu", precision="float32", devices=None):
         super().__init__(device, precision)

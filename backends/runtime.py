@@ -143,6 +143,8 @@ class RuntimeContract(Protocol):
     framework: str        # the array framework ('jax', 'torch'), as `ppl.math.framework` names it
     compiles_loops: bool  # a loop over steps (`scan`) compiles into one program (JAX); else each step is a
                           # call from Python (torch), and a loop around one compiled step is faster
+    traces_shapes: bool   # False; True only for the compiler's shape trace (`compiler.shapes.ShapeRuntime`,
+                          # numpy values standing for one particle), where exact marginals give no number
     device: Any
     precision: str        # 'float32' | 'float64' (of `PRECISIONS`)
     n_devices: int        # how many devices the particles are split over (`shard`)
@@ -272,6 +274,9 @@ class RuntimeContract(Protocol):
     def constraint(self, name):
         """the runtime's constraint for a support name of `stdlib.distributions.SUPPORTS`."""
 
+    def holds(self, x):
+        """whether x is an array of this runtime's framework."""
+
     def sorted_distribution(self, base, support):
         """the sorted i.i.d. draws of `base` (ordered supports)."""
 
@@ -329,12 +334,18 @@ class Runtime:
     """Shared parts of the runtimes (each fulfils `RuntimeContract`)."""
 
     name = "abstract"
+    traces_shapes = False
     xp = None
     distributions = None
     n_devices = 1
 
     def __init__(self, device="cpu", precision="float32"):
         self.device, self.precision = device, precision
+
+    def holds(self, x):
+        """Whether x is an array of this runtime's framework."""
+        from ..math import framework
+        return framework(x) == self.framework
 
     def sorted_distribution(self, base, support):
         """K i.i.d. draws of `base` (K its last batch axis), sorted: density K! Π_k p(x_k) on the support

@@ -38,7 +38,6 @@ from ..result import Result, normalized
 from ..target import call_user
 from . import fk, integer, method, run_cache
 from .generation import Generator, generator
-from .pf import _Uniforms
 
 
 class Generation(NamedTuple):
@@ -235,7 +234,7 @@ class StepwiseSweep:
         log_p = log_w if self.temperature is None else fk.tempered(rt, log_w, self.temperature(t, log_w, ess))
         # where it does not resample (NaN weights where every one vanished) the resampler reads uniform weights,
         # so that its indices are in range (they are discarded there)
-        idx = self.draw(_Uniforms(rt, u[n:]), self.resample, None, xp.where(resampled, xp.exp(log_p), 1.0 / n), n)
+        idx = self.draw(fk.GivenUniforms(rt, u[n:]), self.resample, None, xp.where(resampled, xp.exp(log_p), 1.0 / n), n)
         idx = xp.where(resampled, idx, xp.arange(n))
         survivors = -math.log(n) if self.temperature is None else xp.take(log_w - log_p, idx, axis=0) - math.log(n)
         log_w = xp.where(resampled, survivors, log_w)
@@ -244,13 +243,13 @@ class StepwiseSweep:
             p, carry = model.move(None, t, p, log_w, carry, u[:n].reshape(n, 1))[:2]
         if u_pick is None:
             return (p, log_w, eve, carry), record
-        _, _, rel_var, pick = outcome(_Uniforms(rt, u_pick), None, fk.FKState(p, log_w, None, eve, carry, t), None)
+        _, _, rel_var, pick = outcome(fk.GivenUniforms(rt, u_pick), None, fk.FKState(p, log_w, None, eve, carry, t), None)
         return (p, log_w, eve, carry), record, (rel_var, pick)
 
     def __call__(self, key, forced, n):
         rt, xp, model, length = self.rt, self.rt.xp, self.model, len(self.ts)
         if n not in self.n_uniform:
-            probe = _Uniforms(rt, None)
+            probe = fk.GivenUniforms(rt, None)
             self.draw(probe, self.resample, None, xp.full((n,), 1.0 / n), n)
             self.n_uniform[n] = sum(math.prod(shape) for shape in probe.shapes)
         u = rt.uniform(key, (length + 2, n + self.n_uniform[n]))

@@ -200,6 +200,7 @@ class ShapeRuntime:
     """The runtime interface of one abstractly traced particle, on numpy (see the module docstring)."""
 
     name = "shapes"
+    traces_shapes = True
     xp = _NUMPY
     distributions = _Library()
     dtype = np.float64

@@ -382,7 +382,9 @@ def add_arguments(parser):
     parser.add_argument("--port", type=int, default=8000, help="default 8000")
     parser.add_argument("--model-name", default="ppl", help="the model name requests give (default ppl)")
     parser.add_argument("--method", help="pf, pg, bon, wbon or beam (default: the program's, else pf)")
-    parser.add_argument("--runtime", choices=["numpyro", "pyro"], help="default: the program's, else numpyro")
+    from .backends import runtime as runtimes
+    parser.add_argument("--runtime", choices=runtimes.names(),
+                        help=f"default: the program's, else {runtimes.DEFAULT}")
     parser.add_argument("--particles", type=int, help="the budget of a run (default: the program's)")
     parser.add_argument("--seed", type=int, help="the seed of a request that gives none (default: the program's)")
     parser.add_argument("--max-particles", type=int, default=100_000,

@@ -262,7 +262,7 @@ class LoweredConjugate:
         self.support = spec.observe(rt.asarray(spec.mean(rt)).reshape(spec.theta_shape)).lower(rt).support
 
     def log_prob(self, y):
-        if self.rt.name == "shapes":     # the compiler's shape trace
+        if self.rt.traces_shapes:
             return np.zeros(())
         return self.spec.log_evidence(self.rt, self.rt.asarray(y))
 

@@ -152,7 +152,7 @@ class NGram:
 
     def _xp(self, x):
         rt = self._bound()
-        if framework(x) != rt.framework:
+        if not rt.holds(x):
             raise PPLError(f"this token table is bound to runtime {rt.name!r} but is given {framework(x)} arrays: "
                            f"bind it to the runtime it is sampled on (.bind(...))")
         return rt.xp
@@ -183,9 +183,7 @@ class NGram:
 
 def _cast(x, like):
     """x with the integer type of `like` (same framework)."""
-    if framework(like) == "torch":
-        return x.to(like.dtype)
-    return x.astype(like.dtype)
+    return namespace(like).asarray(x, dtype=like.dtype)
 
 
 def ngram(table, length, order=None, eos=None, step=None, prompt=None, decode=None, name=None):

@@ -20,8 +20,6 @@ PACKAGE = sorted(p for d in ("ppl", "compiler", "backends", "stdlib") for p in (
 RUNTIME = r"(?<![\w.])(?:\w+\.)?_?rt"     # rt, self.rt, self._rt, prog.rt, ...
 IDENTITY = RUNTIME + r"\.(?:name|framework)\b"
 BRANCH = re.compile(rf"{IDENTITY}\s*(?:[!=]=|(?:not\s+)?in\s*[(\[{{])|[!=]=\s*{IDENTITY}")
-#: other sessions' files that still branch on a runtime's name (the shape trace's "shapes") or framework
-PENDING = {"stdlib/conjugate.py", "stdlib/hidden_markov.py", "stdlib/kalman.py", "stdlib/sequence_tables.py"}
 
 
 @pytest.mark.parametrize("name", runtimes.names())
@@ -45,7 +43,7 @@ def test_the_package_uses_only_the_contract():
             used.setdefault(m.group(1), where)
         for m in re.finditer(r"\bxp\.(\w+)", text):
             xp_used.setdefault(m.group(1), where)
-        branches += [f"{where}: {m.group(0)}" for m in BRANCH.finditer(text) if where not in PENDING]
+        branches += [f"{where}: {m.group(0)}" for m in BRANCH.finditer(text)]
     assert {"ppl", "compiler", "backends", "stdlib"} <= {p.relative_to(ROOT).parts[0] for p in PACKAGE}
     assert len(used) > 15 and len(xp_used) > 20          # the scan sees the algorithms
     assert not {k: v for k, v in used.items() if k not in MEMBERS}, "runtime members outside the contract"

@@ -1,4 +1,4 @@
-"""`backends.torch_special.betainc` (torch has no regularized incomplete beta) against scipy over a grid of a, b
+"""`backends.pyro_special.betainc` (torch has no regularized incomplete beta) against scipy over a grid of a, b
 in [0.1, 100] and x in (0, 1), in float64 and float32, under `torch.func.vmap`, with gradients in x against the
 beta density and in a, b against central differences of scipy's."""
 import numpy as np
@@ -6,7 +6,7 @@ import scipy.special as sp
 import scipy.stats as st
 import torch
 
-from ppl.backends.torch_special import betainc
+from ppl.backends.pyro_special import betainc
 
 G = np.geomspace(0.1, 100.0, 16)
 X = np.concatenate([np.geomspace(1e-6, 1e-2, 5), np.linspace(0.02, 0.98, 25), 1.0 - np.geomspace(1e-6, 1e-2, 5)])
