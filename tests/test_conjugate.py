@@ -222,3 +222,24 @@ def test_eight_schools_language():
     r = ppl.sample(target, method="is", runtime="pyro", particles=4000, precision="float64")
     assert abs(r.log_z - exact) < 4 * r.log_z_se, (r.log_z, r.log_z_se, exact)
     assert r.samples["theta"].shape == (1, 4000, 8)
+
+
+@pytest.mark.parametrize("runtime", PYRO_FAST)
+def test_regression_evidence_in_float32(runtime):
+    """A regression on covariates of scale 200, as sblrc-blr's (n = 100, prior sd 10, σ = 1): its float32
+    evidence within 0.01 nats of the exact one (as rᵀV⁻¹r − bᵀΛ⁻¹b, a difference of two numbers near 10⁹, it was
+    off by 56 (numpyro) and 72 (pyro) nats)."""
+    rng = np.random.default_rng(0)
+    x = rng.normal(0.0, 200.0, size=(100, 5))
+    y = x @ rng.normal(0.0, 10.0, size=5) + rng.normal(size=100)
+    model = ppl.model(data={"X": x}, beta=ppl.Normal(0.0, 10.0, shape=5),
+                      y9=lambda beta, X: ppl.Normal(X @ beta, 1.0)).condition(y9=y)
+    exact = st.multivariate_normal(np.zeros(100), 100.0 * x @ x.T + np.eye(100), allow_singular=True).logpdf(y)
+    compiled = ppl.compile(model, method="is")
+    rt = get_runtime(runtime, precision="float32")
+    with rt.scope():
+        ev = Evaluator(compiled, rt)
+        term = next(t for t in compiled.terms if t.kind == "likelihood")
+        spec = ev.spec(term, ev.env(term.model, {}, {}))
+        got = float(rt.to_numpy(spec.log_evidence(rt, ev.obs[term.model.name][term.site])))
+    assert abs(got - exact) < 0.01, (got, exact)
