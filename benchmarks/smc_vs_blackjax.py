@@ -28,7 +28,13 @@ With the former step_jitter 10 ours had sd 0.039 at N = 10⁴ (60 seeds; 0.037 o
 below that because its steps are smaller than its target ESS says: it measures the ESS on particles its fixed
 step (0.3 against a prior sd of 5) has barely moved, e.g. its second δ is 0.027 where the CESS of π_β itself
 (2·10⁶ weighted prior draws at β = 0.027) gives 0.043 — 9 steps and 9/7 of our moves, a lower log Z variance at
-equal N and a higher one per unit of work.
+equal N and a higher one per unit of work. At equal steps (`--target-ess 0.6` gives ours 9, as BlackJAX's) the
+errors are equal at equal N (100 / 60 seeds, a quieter machine):
+
+    gaussian_mixture  2000   ours     100    9      −0.005 ± 0.006   0.057  0.67              0.226
+    gaussian_mixture  2000   blackjax 100    9      +0.008 ± 0.006   0.057  1                 0.269
+    gaussian_mixture  10000  ours     60     9      +0.003 ± 0.003   0.024  1.10              0.891
+    gaussian_mixture  10000  blackjax 60     9      +0.001 ± 0.003   0.024  1                 0.831
 
 Fair timing: every (target, N, sampler) runs in its own subprocess with the same number of CPU threads
 (`--threads`, default 1: torch.set_num_threads and XLA's single-threaded Eigen), so the torch column does not
@@ -41,6 +47,7 @@ achieved at that cost.
 
     python benchmarks/smc_vs_blackjax.py [--particles N ...] [--large N] [--seeds S] [--large-seeds S]
                                          [--moves M] [--leapfrog L] [--resample-threshold T] [--threads K]
+                                         [--target-ess E]
                                          [--targets ...] [--samplers ...] [--torch-compile on|auto|off]
                                          [--blackjax-tempering consistent|as-installed]
 """
@@ -133,10 +140,10 @@ def run_blackjax(name, particles, moves, leapfrog, seed, tempering="consistent")
 _BJ_CACHE = {}
 
 
-def run_ours(compiled, runtime, particles, moves, leapfrog, threshold, seed):
+def run_ours(compiled, runtime, particles, moves, leapfrog, threshold, seed, target_ess=0.5):
     r = ppl.sample(compiled, method="smc", runtime=runtime, particles=particles, seed=seed, kernel="hmc",
-                   moves=moves, kernel_options={"n_leapfrog": leapfrog}, resampler="systematic", target_ess=0.5,
-                   resample_threshold=threshold, progress=False)
+                   moves=moves, kernel_options={"n_leapfrog": leapfrog}, resampler="systematic",
+                   target_ess=target_ess, resample_threshold=threshold, progress=False)
     return r.log_z, r.diagnostics["n_steps"][0]
 
 
@@ -167,7 +174,7 @@ def worker(args):
     else:
         compiled = ppl.compile(known.target)
         fn = lambda s: run_ours(compiled, args.sampler, args.n, args.moves, args.leapfrog,  # noqa: E731
-                                args.resample_threshold, s)
+                                args.resample_threshold, s, args.target_ess)
     warm, runs = timed(fn, list(range(args.seeds)))
     print("RESULT " + json.dumps({"warm": warm, "runs": runs, "log_z": known.log_z}), flush=True)
 
@@ -181,6 +188,7 @@ def spawn(args, target, n, sampler, seeds):
     cmd = [sys.executable, __file__, "--worker", "--target", target, "--n", str(n), "--sampler", sampler,
            "--seeds", str(seeds), "--moves", str(args.moves), "--leapfrog", str(args.leapfrog),
            "--resample-threshold", str(args.resample_threshold), "--threads", str(args.threads),
+           "--target-ess", str(args.target_ess),
            "--blackjax-tempering", args.blackjax_tempering]
     out = subprocess.run(cmd, env=env, capture_output=True, text=True)
     lines = [ln for ln in out.stdout.splitlines() if ln.startswith("RESULT ")]
@@ -199,6 +207,8 @@ def main():
     ap.add_argument("--moves", type=int, default=5)
     ap.add_argument("--leapfrog", type=int, default=5)
     ap.add_argument("--resample-threshold", type=float, default=1.0)
+    ap.add_argument("--target-ess", type=float, default=0.5,
+                    help="ours only (BlackJAX's is 0.5): e.g. the value at which ours takes BlackJAX's steps")
     ap.add_argument("--threads", type=int, default=1, help="CPU threads of each runtime (its own process)")
     ap.add_argument("--targets", nargs="+", default=["gaussian_mixture", "german_credit"])
     ap.add_argument("--samplers", nargs="+", default=["numpyro", "pyro", "blackjax"], choices=list(SAMPLERS))

@@ -29,8 +29,8 @@ import hashlib, json, sys
 import numpy as np
 import ppl
 exec(sys.argv[1])      # defines target
-target, site = ppl.compile(target), sys.argv[2]
 method, particles, options = sys.argv[3], int(sys.argv[4]), json.loads(sys.argv[5])
+target, site = ppl.compile(target, marginalize=options.pop("marginalize", True)), sys.argv[2]
 out = {}
 for d in (1, 4):
     r = ppl.sample(target, method=method, particles=particles, seed=3, devices=d, **options)
@@ -172,7 +172,7 @@ target = ppl.model(x=ppl.markov(init=lambda: ppl.Normal(0.0, {(1 / 0.19) ** 0.5!
                                 step=lambda prev: ppl.Normal(0.9 * prev, 1.0), length=len(y)),
                    y=lambda x: ppl.Normal(x, 1.0)).condition(y=y)
 """
-    one, four, _ = on_four_devices(code, "x", "pf", 1000, resample_threshold=0.5)
+    one, four, _ = on_four_devices(code, "x", "pf", 1000, resample_threshold=0.5, marginalize=False)
     exact = m.kalman(y)["log_lik"]
     for r in (one, four):
         assert abs(r["log_z"] - exact) < 4 * r["se"], (r["log_z"], r["se"], exact)
