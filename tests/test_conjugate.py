@@ -134,16 +134,21 @@ def test_partly_conjugate(method, particles, runtime):
     assert abs(r.log_z - exact) < 4 * r.log_z_se, (r.log_z, r.log_z_se, exact)
 
 
+def _marginal(model, rt):
+    """(the marginal's spec, y, the evaluator, the likelihood term) of a model with one conjugate pair, on `rt`
+    (inside its scope)."""
+    compiled = ppl.compile(model, method="is")
+    ev = Evaluator(compiled, rt)
+    term = next(t for t in compiled.terms if t.kind == "likelihood")
+    return ev.spec(term, ev.env(term.model, {}, {})), ev.obs[term.model.name][term.site], ev, term
+
+
 def _posterior(pair, runtime):
     """θ | y of the pair's marginal, on float64."""
-    model, _, _ = PAIRS[pair]
-    compiled = ppl.compile(model, method="is")
     rt = get_runtime(runtime, precision="float64")
     with rt.scope():
-        ev = Evaluator(compiled, rt)
-        term = next(t for t in compiled.terms if t.kind == "likelihood")
-        spec = ev.spec(term, ev.env(term.model, {}, {}))
-        post = spec.posterior(rt, ev.obs[term.model.name][term.site])
+        spec, y, ev, term = _marginal(PAIRS[pair][0], rt)
+        post = spec.posterior(rt, y)
         return post.family, {k: rt.to_numpy(v) for k, v in post.params.items()}, spec, rt, ev, term
 
 
@@ -235,11 +240,8 @@ def test_regression_evidence_in_float32(runtime):
     model = ppl.model(data={"X": x}, beta=ppl.Normal(0.0, 10.0, shape=5),
                       y9=lambda beta, X: ppl.Normal(X @ beta, 1.0)).condition(y9=y)
     exact = st.multivariate_normal(np.zeros(100), 100.0 * x @ x.T + np.eye(100), allow_singular=True).logpdf(y)
-    compiled = ppl.compile(model, method="is")
     rt = get_runtime(runtime, precision="float32")
     with rt.scope():
-        ev = Evaluator(compiled, rt)
-        term = next(t for t in compiled.terms if t.kind == "likelihood")
-        spec = ev.spec(term, ev.env(term.model, {}, {}))
-        got = float(rt.to_numpy(spec.log_evidence(rt, ev.obs[term.model.name][term.site])))
+        spec, y9, _, _ = _marginal(model, rt)
+        got = float(rt.to_numpy(spec.log_evidence(rt, y9)))
     assert abs(got - exact) < 0.01, (got, exact)
