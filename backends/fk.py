@@ -172,6 +172,23 @@ def ancestors(rt, resample, key, w, m):
     return rt.replicate(resample(rt, key, rt.replicate(w), m))
 
 
+def ancestors_where(rt, resample, u, w, resampled, draw=None):
+    """The ancestors that `draw` (`ancestors`, the default, or `conditional_ancestors`) gives from the weights w
+    on the given uniforms u where `resampled`, else the identity: computed at every step, with no branch on
+    values (a pure kernel). Where it does not resample (NaN weights where every one vanished) the resampler
+    reads uniform weights, so that its indices are in range (they are discarded there)."""
+    xp, n = rt.xp, w.shape[0]
+    idx = (draw or ancestors)(GivenUniforms(rt, u), resample, None, xp.where(resampled, w, 1.0 / n), n)
+    return xp.where(resampled, idx, xp.arange(n))
+
+
+def uniforms_read(rt, resample, n, draw=None):
+    """How many uniforms `draw` (as in `ancestors_where`) reads for N ancestors."""
+    probe = GivenUniforms(rt, None)
+    (draw or ancestors)(probe, resample, None, rt.xp.full((n,), 1.0 / n), n)
+    return sum(math.prod(shape) for shape in probe.shapes)
+
+
 def conditional_ancestors(rt, resample, key, w, n):
     """Conditional SMC's ancestors (Andrieu, Doucet & Holenstein 2010): slot 0, the reference, keeps its own
     and the other N − 1 are drawn i.i.d. from W (multinomial), so the reference lineage has 1 + Bin(N − 1, W_0)

@@ -233,9 +233,7 @@ class StepwiseFilter:
         self.path, self.rt, self.n, self.threshold, self.smoother = path, rt, n, threshold, smoother
         self.model = ParticleFilter(path, smoother)
         self.resample = fk.check_resampling(resampler, threshold)
-        probe = fk.GivenUniforms(rt, None)     # how many uniforms the resampler reads
-        self.resample(probe, None, rt.xp.full((n,), 1.0 / n), n)
-        self.n_uniform = sum(math.prod(shape) for shape in probe.shapes)
+        self.n_uniform = fk.uniforms_read(rt, self.resample, n)
         self.ts = [rt.asindex(t) for t in range(path.length)]
         self.kernel = rt.jit_pure(self._kernel) if compile else self._kernel
 
@@ -248,11 +246,7 @@ class StepwiseFilter:
         log_w, log_c, ess, non_finite, invalid = fk.weigh(xp, log_w, log_g)
         tracked = model.track(p, log_w, None)
         resampled = (ess < self.threshold * n) & model.can_resample(t)
-        # weights that are not resampled (NaN where every weight vanished) are replaced by uniform ones, so the
-        # resampler's indices are always in range (its result is discarded there)
-        w = xp.where(resampled, xp.exp(log_w), 1.0 / n)
-        idx = fk.ancestors(fk.GivenUniforms(rt, u), self.resample, None, w, n)
-        idx = xp.where(resampled, idx, xp.arange(n))
+        idx = fk.ancestors_where(rt, self.resample, u, xp.exp(log_w), resampled)
         x, log_ratio, eve = (xp.take(a, idx, axis=0) for a in (p.x, p.log_ratio, eve))
         return (x, log_ratio, xp.where(resampled, -math.log(n), log_w), eve, log_w), \
             (log_c, ess, resampled, non_finite, idx, invalid) + tuple(tracked)

@@ -232,10 +232,7 @@ class StepwiseSweep:
         resampled = (ess < self.threshold * n) & model.can_resample(t, p)
         record = (log_c, ess, resampled, model.track(p, log_w, carry))
         log_p = log_w if self.temperature is None else fk.tempered(rt, log_w, self.temperature(t, log_w, ess))
-        # where it does not resample (NaN weights where every one vanished) the resampler reads uniform weights,
-        # so that its indices are in range (they are discarded there)
-        idx = self.draw(fk.GivenUniforms(rt, u[n:]), self.resample, None, xp.where(resampled, xp.exp(log_p), 1.0 / n), n)
-        idx = xp.where(resampled, idx, xp.arange(n))
+        idx = fk.ancestors_where(rt, self.resample, u[n:], xp.exp(log_p), resampled, self.draw)
         survivors = -math.log(n) if self.temperature is None else xp.take(log_w - log_p, idx, axis=0) - math.log(n)
         log_w = xp.where(resampled, survivors, log_w)
         p, eve = rt.tree_map(lambda a: xp.take(a, idx, axis=0), (p, eve))
@@ -243,15 +240,14 @@ class StepwiseSweep:
             p, carry = model.move(None, t, p, log_w, carry, u[:n].reshape(n, 1))[:2]
         if u_pick is None:
             return (p, log_w, eve, carry), record
-        _, _, rel_var, pick = outcome(fk.GivenUniforms(rt, u_pick), None, fk.FKState(p, log_w, None, eve, carry, t), None)
+        _, _, rel_var, pick = outcome(fk.GivenUniforms(rt, u_pick), None, fk.FKState(p, log_w, None, eve, carry, t),
+                                      None)
         return (p, log_w, eve, carry), record, (rel_var, pick)
 
     def __call__(self, key, forced, n):
         rt, xp, model, length = self.rt, self.rt.xp, self.model, len(self.ts)
         if n not in self.n_uniform:
-            probe = fk.GivenUniforms(rt, None)
-            self.draw(probe, self.resample, None, xp.full((n,), 1.0 / n), n)
-            self.n_uniform[n] = sum(math.prod(shape) for shape in probe.shapes)
+            self.n_uniform[n] = fk.uniforms_read(rt, self.resample, n, self.draw)
         u = rt.uniform(key, (length + 2, n + self.n_uniform[n]))
         seqs, states, carry = model.start(n, forced)
         p, carry = self.first(seqs, states, carry, u[0, :n].reshape(n, 1))
