@@ -18,6 +18,7 @@ import itertools
 import json
 import math
 import random
+import re
 import threading
 import time
 
@@ -402,3 +403,79 @@ def test_lookahead_pf_matches_the_cut_generation_law():
         exact = cut_chain(P1, "a", "b", 3, 2)
         print(f"lookahead lm ** 2: {power.log_z:.4f} ± {power.log_z_se:.4f}, exact {exact:.4f}")
         assert abs(power.log_z - exact) < 4 * power.log_z_se, (power.log_z, power.log_z_se, exact)
+
+
+# ---- served bases in the language ---------------------------------------------------------------------------
+
+def test_served_base_in_ppl_matches_the_cut_generation_law():
+    """`sequence lm = served("url", ...)` with a text-pattern reward: log Z within 4 se of the exact one."""
+    with markov_server(P1) as url:
+        program = ppl.load_ppl(f"""
+sequence lm = served("{url}", step = "b", max_tokens = 20, length = 3, prompt = "a", lookahead = true)
+target steered = lm * exp(count(text, "a") / 4)
+sample steered with pf(particles = 256) on pyro
+""")
+        r = program.sample(seed=0)
+        exact = cut_chain(P1, "a", "b", 3, 1, math.exp(0.25))
+        assert abs(r.log_z - exact) < 4 * r.log_z_se, (r.log_z, r.log_z_se, exact)
+        assert all(isinstance(t, str) for t in r.sequences)
+
+
+def test_text_rewards_in_ppl_are_the_python_ones():
+    """Text patterns, a `use`d function of the texts, `served_reward("url")` and arithmetic on them give, at one
+    seed, the log Z of the same reward written in Python."""
+    import sys
+    import types
+
+    def prm(prompt, steps):
+        return [[float(s.count("b")) for s in st] for st in steps]
+    module = types.ModuleType("text_reward_module")
+    module.vowels = lambda texts: np.array([t.count("a") * 0.5 for t in texts])
+    sys.modules["text_reward_module"] = module
+    try:
+        with ppl.reward_server(prm) as server, markov_server(P1) as url:
+            program = ppl.load_ppl(f"""
+use vowels from "text_reward_module:vowels"
+sequence lm = served("{url}", step = "b", max_tokens = 20, length = 3, prompt = "a", lookahead = true)
+target steered = lm * exp((2 * contains(text, "aa") - 0.5 * length(text) + (count(text, "ab") > 1) + vowels(text)
+                           + served_reward("{server.url}") + matches(text, "^b+$")) / 4)
+sample steered with pf(particles = 64) on pyro
+""", allow_python=True)
+            lm = ppl.served(url, step="b", max_tokens=20, length=3, prompt="a", lookahead=True)
+            reward = ppl.served_reward(server.url)
+
+            def by_hand(prompt, steps):
+                texts = ["".join(s) for s in steps]
+                return np.array([2.0 * ("aa" in t) - 0.5 * len(t) + (sum(t[i:i + 2] == "ab" for i in range(len(t)))
+                                                                      > 1) + 0.5 * t.count("a")
+                                 + bool(re.fullmatch("b+", t)) for t in texts]) + np.asarray(reward(prompt, steps))
+            r = program.sample(seed=3)
+            expected = ppl.sample(lm.tilt(by_hand, 4.0), method="pf", particles=64, seed=3, runtime="pyro")
+            assert r.log_z == pytest.approx(expected.log_z, abs=1e-9)
+    finally:
+        del sys.modules["text_reward_module"]
+
+
+@pytest.mark.parametrize("line, message", [
+    ('lm * exp(count(text, 2))', r'a text pattern is a non-empty string: count\(text, "ab"\)'),
+    ('lm * exp(count(tokens, "a"))', r"the first argument of count is text"),
+    ('lm * exp(contain(text, "a"))', r"(?s)unknown function 'contain' in a reward over text.*'contains'"),
+    ('lm * exp(served_reward(1))', r"served_reward takes the reward endpoint's URL"),
+])
+def test_text_reward_errors_are_located(line, message):
+    with pytest.raises(ppl.PPLError, match=message):
+        ppl.load_ppl(f'sequence lm = served("http://127.0.0.1:1", model = "m", length = 3)\ntarget t = {line}\n'
+                     f'sample t with pf(particles = 4)\n')
+
+
+@pytest.mark.parametrize("options, message", [
+    ('length = 3, step = 2', r'step is text: a string literal, step = "..."'),
+    ('length = 3, lookahead = 1', r"lookahead is true or false"),
+    ('length = 0', r"length must be an integer >= 1"),
+    ('step = "b"', r"served needs length = L, the most steps a sequence generates"),
+    ('length = 3, timeout = -1', r"timeout must be a positive number"),
+    ('length = 3, lookahed = true', r"(?s)served has no option 'lookahed'.*lookahead"),
+])
+def test_served_base_options_are_checked(options, message):
+    with pytest.raises(ppl.PPLError, match=message):
+        ppl.load_ppl(f'sequence lm = served("http://127.0.0.1:1", {options})\n')

@@ -6,6 +6,7 @@ Syntax errors raise `SourceError` (`file:line:col: message`, the source line, a 
 """
 import functools
 import importlib.resources
+import re
 
 from lark import Lark, Token, Transformer, v_args
 from lark.exceptions import LarkError, UnexpectedCharacters, UnexpectedEOF, UnexpectedInput, UnexpectedToken
@@ -24,6 +25,15 @@ _TOKEN_NAMES = {"NAME": "a name", "NUMBER": "a number", "STRING": "a string", "T
 def _at(located):
     """The position of a token or a node, as keyword arguments of a node."""
     return {"line": located.line, "column": located.column}
+
+
+_ESCAPES = {"n": "\n", "t": "\t", '"': '"', "\\": "\\"}
+
+
+def unescape(text):
+    """A string literal's text with its escapes \\n, \\t, \\" and \\\\ read; any other backslash stays as written
+    (a regular expression's \\b, \\d)."""
+    return re.sub(r"\\(.)", lambda m: _ESCAPES.get(m.group(1), m.group(0)), text)
 
 
 def _tuple(xs):
@@ -253,7 +263,7 @@ class _ToSyntax(Transformer):
         return S.Number(float(text) if any(c in text for c in ".eE") else int(text), **_at(tok))
 
     def string(self, tok):
-        return S.String(str(tok)[1:-1], **_at(tok))
+        return S.String(unescape(str(tok)[1:-1]), **_at(tok))
 
     def name(self, tok):
         return S.Name(str(tok), **_at(tok))

@@ -4,6 +4,7 @@ over their tokens that tilt them.
     sequence lm = markov(table, length = 16, eos = 3)                 # table [V + 1, V]: built in
     sequence tri = ngram(table3, order = 3, length = 16, eos = 3)     # table [V + 1, V + 1, V]: built in
     sequence big = autoregressive(gpt, vocab = 50, length = 32, prompt = [1], step = 7)   # gpt: a `use`d model
+    sequence chat = served("http://127.0.0.1:8000", step = "\\n", length = 8, prompt = "Q: ...")  # text, served
 
 Tokens count from 1 in the language, as indices do: token t is id t − 1 of the Python API (`eos = 3` is
 `eos=2`; a `use`d Python model sees ids from 0). The tables are `stdlib.sequence_tables` (its docstring has the
@@ -15,7 +16,9 @@ a table's context), `order` (ngram: the number of axes of its table by default),
 A reward over `tokens` (`lm * exp(count(tokens, 2) / 0.5)`) is an expression of the token-pattern built-ins of
 `REWARD_CALLS`, numbers, numeric data and the elementwise functions of `ELEMENTWISE`, lowered to one batched,
 traceable function `reward(prefixes [N, W], lengths [N]) -> [N]`; `f(tokens)` with `f` a `use`d Python function
-is `f` itself (any arity). Every error is located at the argument it is about.
+is `f` itself (any arity). A served base (`ppl.served`, over text) is rewarded through `text` instead:
+`count(text, "ab")` and the other built-ins of `stdlib.text_rewards`, `served_reward("url")`, and `f(text)`,
+lowered to `reward(prompt, steps) -> [N]` on the host. Every error is located at the argument it is about.
 """
 import numbers
 
@@ -25,6 +28,7 @@ from .. import math as pm
 from ..errors import PPLError
 from ..sequence import SITE, autoregressive
 from ..stdlib import sequence_tables as tables
+from ..stdlib import text_rewards
 from ..stdlib.language_models import arity
 from ..target import Reward
 from . import syntax as S
@@ -32,18 +36,30 @@ from .diffusion import base_call
 from .interpret import concrete_int, scalar
 from .source import suggest
 
+#: the options of a served base (`ppl.served`) and what each is: text, an integer >= its least value, a positive
+#: number, true/false
+SERVED_OPTIONS = {"model": "text", "step": "text", "prompt": "text", "end": "text", "eos_text": "text",
+                  "length": 1, "max_tokens": 1, "concurrency": 1, "retries": 0, "timeout": "number",
+                  "lookahead": "bool"}
 #: each base: its positional argument and its named options
 BASES = {"markov": ("table", ("length", "eos", "step", "prompt")),
          "ngram": ("table", ("order", "length", "eos", "step", "prompt")),
-         "autoregressive": ("model", ("vocab", "length", "eos", "step", "prompt"))}
-SPELLING = ("markov(table, length = L), ngram(table, order = k, length = L) or "
-            "autoregressive(model, vocab = V, length = L)")
+         "autoregressive": ("model", ("vocab", "length", "eos", "step", "prompt")),
+         "served": ("url", tuple(SERVED_OPTIONS))}
+SPELLING = ("markov(table, length = L), ngram(table, order = k, length = L), "
+            "autoregressive(model, vocab = V, length = L) or served(\"http://host:port\", length = L)")
 #: the token-pattern built-ins of rewards: name -> whether it takes a pattern after `tokens`
 REWARD_CALLS = {name: takes for name, (_, takes) in tables.REWARDS.items()}
 #: the elementwise built-ins a reward may apply, with their number of arguments
 ELEMENTWISE = {**{f: 1 for f in ("exp", "log", "log1p", "expm1", "sqrt", "abs", "square", "sign", "floor", "ceil",
                                  "tanh", "sin", "cos", "inv_logit", "logit", "log_inv_logit", "softplus")},
                "pow": 2, "maximum": 2, "minimum": 2, "where": 3}
+#: the text-pattern built-ins of rewards over a served base's text, and its served reward model
+TEXT_CALLS = {name: takes for name, (_, takes) in text_rewards.REWARDS.items()}
+SERVED_REWARD = "served_reward"
+TEXT = "text"
+_TEXT_HINT = ('a reward reads text through count(text, "ab"), contains(text, "yes"), starts_with(text, "A"), '
+              'ends_with(text, "."), matches(text, "[0-9]+") and length(text), or served_reward("http://...")')
 _REWARD_HINT = ("a reward reads tokens through count(tokens, t), contains(tokens, [t1, t2]), starts_with(tokens, t), "
                 "ends_with(tokens, t) and length(tokens)")
 
@@ -69,7 +85,10 @@ def build_sequence(node, src, constant, functions):
     arg, options = base_call(call, src, "sequence", BASES, SPELLING, lambda func, name: None if func == "autoregressive"
                              else HINTS.get(name))
     if "length" not in options:
-        raise src.error(call, f"{call.func} needs length = L, the most tokens a sequence generates")
+        raise src.error(call, f"{call.func} needs length = L, the most "
+                              f"{'steps' if call.func == 'served' else 'tokens'} a sequence generates")
+    if call.func == "served":
+        return _served(node.name, call, arg, options, src, constant)
     length = _integer(options["length"], src, constant, "length", 1)
     if call.func == "autoregressive":
         if not isinstance(arg, S.Name) or arg.name not in functions:
@@ -108,6 +127,37 @@ def build_sequence(node, src, constant, functions):
         model = tables.NGram(table, order, prompt or ())
     try:
         return autoregressive(model, vocab, length, eos=eos, step=step, prompt=prompt, name=node.name)
+    except PPLError as e:
+        raise src.relocate(call, e) from None
+
+
+def _served(name, call, url, options, src, constant):
+    """`served("http://host:port", length = L, step = "\\n", ...)`: `ppl.served` with the options as written
+    (texts are string literals; see `SERVED_OPTIONS`)."""
+    from ..served import served
+    if not isinstance(url, S.String):
+        raise src.error(url, 'served(...) takes the server\'s base URL as a string: served("http://127.0.0.1:8000", '
+                             '...)')
+    kw = {}
+    for key, e in options.items():
+        kind = SERVED_OPTIONS[key]
+        if kind == "text":
+            if not isinstance(e, S.String):
+                raise src.error(e, f"{key} is text: a string literal, {key} = \"...\"")
+            kw[key] = e.value
+        elif kind == "bool":
+            if not (isinstance(e, S.Name) and e.name in ("true", "false")):
+                raise src.error(e, f"{key} is true or false")
+            kw[key] = e.name == "true"
+        elif kind == "number":
+            v = scalar(constant(e))
+            if isinstance(v, bool) or not isinstance(v, numbers.Real) or not v > 0:
+                raise src.error(e, f"{key} must be a positive number of seconds known before sampling")
+            kw[key] = float(v)
+        else:
+            kw[key] = _integer(e, src, constant, key, kind)
+    try:
+        return served(url.value, **kw, name=name)
     except PPLError as e:
         raise src.relocate(call, e) from None
 
@@ -151,26 +201,44 @@ def _show(v):
 # ---- rewards over tokens ----------------------------------------------------------------------------------
 
 def sequence_reward(expr, src, data, functions, vocab, label):
-    """The `Reward` of a reward expression over `tokens` (see the module docstring), checked against the vocabulary
-    `vocab`: arity 2 (`reward(prefixes, lengths)`, traceable array code), or 1 where it calls a `use`d Python
-    function of one argument (exact prefixes); `f(tokens)` alone is `f` itself."""
-    if isinstance(expr, S.Call) and expr.func in functions and _reads_tokens_only(expr):
+    """The `Reward` of a reward expression (see the module docstring). Over tokens (a base with vocabulary
+    `vocab`): arity 2 (`reward(prefixes, lengths)`, traceable array code), or 1 where it calls a `use`d Python
+    function of one argument (exact prefixes); `f(tokens)` alone is `f` itself. Over text (`vocab` None: a
+    served base): `reward(prompt, steps)`, on the host; `f(text)` alone is `f` (of the texts, or of the prompt
+    and steps where it takes two arguments), `served_reward(url)` alone the served reward."""
+    reads = _Text() if vocab is None else _Tokens(vocab)
+    if isinstance(expr, S.Call) and expr.func in functions and _reads_site_only(expr, reads.site):
         fn = functions[expr.func]
-        return Reward(fn, ("prefixes", "lengths")[:arity(fn)], label)
-    lowered = _Lowering(src, data, functions, vocab)
+        return Reward(fn, reads.parents(arity(fn)), label)
+    if isinstance(expr, S.Call) and expr.func == SERVED_REWARD and vocab is None:
+        return Reward(_served_reward(expr, src), ("prompt", "steps"), label)
+    lowered = _Lowering(src, data, functions, reads)
     lowered.check(expr)
-    exact = lowered.exact     # a Python function of exact prefixes: the whole reward is called on them
+    if vocab is None:
+        def reward_text(prompt, steps):
+            texts = ["".join(s) for s in steps]
+            return np.zeros(len(texts)) + lowered.ev(expr, (texts, prompt, steps))
+        return Reward(reward_text, ("prompt", "steps"), label)
 
     def reward(prefixes, lengths=None):
         if lengths is None:   # exact prefixes [N, t]: every one has t tokens
             lengths = pm.namespace(prefixes).sum(prefixes * 0, axis=1) + prefixes.shape[1]
-        value = lowered.ev(expr, prefixes, lengths)
+        value = lowered.ev(expr, (prefixes, lengths))
         return value + tables.length(prefixes, lengths) * 0.0
-    if exact:
+    if lowered.exact:     # a Python function of exact prefixes: the whole reward is called on them
         def reward_exact(prefixes):
             return reward(prefixes)
         return Reward(reward_exact, ("prefixes",), label)
     return Reward(lambda prefixes, lengths: reward(prefixes, lengths), ("prefixes", "lengths"), label)
+
+
+def _served_reward(call, src):
+    """`served_reward("url")`: the process reward model at that URL (`ppl.served_reward`)."""
+    from ..served import served_reward
+    args = call.args
+    if len(args.positional) != 1 or args.keywords or not isinstance(args.positional[0], S.String):
+        raise src.error(call, 'served_reward takes the reward endpoint\'s URL: served_reward("http://host:port/path")')
+    return served_reward(args.positional[0].value, name=f"served_reward({args.positional[0].value})")
 
 
 _POWER = {"or": 1, "and": 2, "==": 4, "!=": 4, "<": 4, ">": 4, "<=": 4, ">=": 4, "+": 5, "-": 5, "*": 6, "/": 6,
@@ -206,9 +274,59 @@ def text(e, least=0):
     return f"({out})" if power < least else out
 
 
-def _reads_tokens_only(call):
+def _reads_site_only(call, site):
     return len(call.args.positional) == 1 and not call.args.keywords and isinstance(call.args.positional[0], S.Name) \
-        and call.args.positional[0].name == SITE
+        and call.args.positional[0].name == site
+
+
+class _Tokens:
+    """What a reward over tokens reads: prefixes [N, W] and lengths [N] (batched, traceable), patterns of tokens."""
+
+    site, calls, hint = SITE, REWARD_CALLS, _REWARD_HINT
+
+    def __init__(self, vocab):
+        self.vocab = vocab
+
+    def parents(self, n):
+        return ("prefixes", "lengths")[:n]
+
+    def pattern(self, e, src, constant):
+        """A token or a vector of tokens, known before sampling: a tuple of 0-based ids."""
+        if isinstance(e, S.Vector):
+            return tuple(_token(x, src, constant, self.vocab, "a pattern token") for x in e.items)
+        return _tokens(e, src, constant, self.vocab, "a pattern token")
+
+    def builtin(self, name, args, pattern):
+        fn, takes = tables.REWARDS[name]
+        return fn(*args, pattern) if takes else fn(*args)
+
+    def python(self, fn, args):
+        prefixes, lengths = args
+        return fn(prefixes, lengths) if arity(fn) == 2 else fn(prefixes)
+
+
+class _Text:
+    """What a reward over text reads (a served base): the texts, the prompt and each text's steps, on the host;
+    patterns are strings."""
+
+    site, calls, hint = TEXT, TEXT_CALLS, _TEXT_HINT
+    vocab = None
+
+    def parents(self, n):
+        return ("texts",) if n == 1 else ("prompt", "steps")
+
+    def pattern(self, e, src, constant):
+        if not isinstance(e, S.String) or not e.value:
+            raise src.error(e, 'a text pattern is a non-empty string: count(text, "ab")')
+        return e.value
+
+    def builtin(self, name, args, pattern):
+        fn, takes = text_rewards.REWARDS[name]
+        return fn(args[0], pattern) if takes else fn(args[0])
+
+    def python(self, fn, args):
+        texts, prompt, steps = args
+        return np.asarray(fn(prompt, steps) if arity(fn) == 2 else fn(texts), dtype=np.float64)
 
 
 _COMPARE = {"==": lambda a, b: a == b, "!=": lambda a, b: a != b, "<": lambda a, b: a < b, ">": lambda a, b: a > b,
@@ -222,31 +340,32 @@ def _float(x):
 
 
 class _Lowering:
-    """Checks a reward expression once (names, calls, patterns, token ranges), then evaluates it on batches."""
+    """Checks a reward expression once (names, calls, patterns), then evaluates it on batches: `reads` says what
+    the reward reads (`_Tokens` or `_Text`) and `ev`'s `args` are what it gets."""
 
-    def __init__(self, src, data, functions, vocab):
-        self.src, self.data, self.functions, self.vocab = src, data, functions, vocab
-        self.patterns, self.values, self.exact = {}, {}, False
+    def __init__(self, src, data, functions, reads):
+        self.src, self.data, self.functions, self.reads = src, data, functions, reads
+        self.patterns, self.values, self.served, self.exact = {}, {}, {}, False
 
     def check(self, e):
-        err = self.src.error
+        err, site, hint = self.src.error, self.reads.site, self.reads.hint
         if isinstance(e, S.Number):
             return
         if isinstance(e, S.Name):
-            if e.name == SITE:
-                raise err(e, "tokens is not a number: read it through a token-pattern function",
-                          hint=_REWARD_HINT)
+            if e.name == site:
+                raise err(e, f"{site} is not a number: read it through a pattern function", hint=hint)
             if e.name not in self.data:
-                raise err(e, f"the reward reads {e.name!r}, which is neither {SITE} nor data",
-                          hint=suggest(e.name, list(self.data) + [SITE]) or _REWARD_HINT)
+                raise err(e, f"the reward reads {e.name!r}, which is neither {site} nor data",
+                          hint=suggest(e.name, list(self.data) + [site]) or hint)
             v = np.asarray(self.data[e.name])
             if v.ndim != 0 or v.dtype.kind not in "iuf":
-                raise err(e, f"a reward over tokens computes with numbers: data {e.name!r} has shape {list(v.shape)}")
+                raise err(e, f"a reward over {site} computes with numbers: data {e.name!r} has shape "
+                             f"{list(v.shape)}")
             self.values[e] = scalar(v)
             return
         if isinstance(e, (S.BinOp, S.And, S.Or)):
             if isinstance(e, S.BinOp) and e.op == "@":
-                raise err(e, "a reward over tokens is a number per sequence: no matrix products")
+                raise err(e, f"a reward over {site} is a number per sequence: no matrix products")
             self.check(e.left)
             self.check(e.right)
             return
@@ -259,28 +378,31 @@ class _Lowering:
             return
         if isinstance(e, S.Call):
             return self.check_call(e)
-        raise err(e, "not a reward over tokens", hint=_REWARD_HINT + "; with numbers, data, arithmetic and "
-                                                                     "comparisons")
+        raise err(e, f"not a reward over {site}", hint=hint + "; with numbers, data, arithmetic and comparisons")
 
     def check_call(self, e):
-        err, name, args = self.src.error, e.func, e.args
+        err, name, args, site, calls = self.src.error, e.func, e.args, self.reads.site, self.reads.calls
+        if name == SERVED_REWARD and site == TEXT:
+            self.served[e] = _served_reward(e, self.src)
+            return
         if args.keywords:
             raise err(args.keywords[0], f"{name}(...) takes no named options")
-        if name in REWARD_CALLS:
-            want = 2 if REWARD_CALLS[name] else 1
-            spelled = f"{name}(tokens, t)" if want == 2 else f"{name}(tokens)"
+        if name in calls:
+            want = 2 if calls[name] else 1
+            spelled = f"{name}({site}, pattern)" if want == 2 else f"{name}({site})"
             if len(args.positional) != want:
                 raise err(e, f"{name} takes {want} argument{'s' if want > 1 else ''}: {spelled}",
-                          hint="t is a token or a vector of tokens [t1, t2, ...]" if want == 2 else None)
+                          hint=("a pattern is a token or a vector of tokens [t1, t2, ...]" if site == SITE else
+                                'a pattern is a string, "ab"') if want == 2 else None)
             first = args.positional[0]
-            if not isinstance(first, S.Name) or first.name != SITE:
-                raise err(first, f"the first argument of {name} is {SITE}, the generated sequence: {spelled}")
+            if not isinstance(first, S.Name) or first.name != site:
+                raise err(first, f"the first argument of {name} is {site}, the generated sequence: {spelled}")
             if want == 2:
-                self.patterns[e] = self.pattern(args.positional[1])
+                self.patterns[e] = self.reads.pattern(args.positional[1], self.src, self.pattern_constant)
             return
         if name in self.functions:
-            if not _reads_tokens_only(e):
-                raise err(e, f"{name} is a Python reward: call it on the tokens alone, {name}(tokens)")
+            if not _reads_site_only(e, site):
+                raise err(e, f"{name} is a Python reward: call it on the {site} alone, {name}({site})")
             if arity(self.functions[name]) == 1:
                 self.exact = True
             return
@@ -290,54 +412,50 @@ class _Lowering:
             for a in args.positional:
                 self.check(a)
             return
-        known = list(REWARD_CALLS) + list(ELEMENTWISE) + list(self.functions)
+        known = list(calls) + list(ELEMENTWISE) + list(self.functions) + [SERVED_REWARD] * (site == TEXT)
         hint = {"max": "maximum(a, b) is the larger of two numbers", "min": "minimum(a, b) is the smaller of two "
-                "numbers"}.get(name) or suggest(name, known) or _REWARD_HINT
-        raise err(e, f"unknown function {name!r} in a reward over tokens", hint=hint)
+                "numbers"}.get(name) or suggest(name, known) or self.reads.hint
+        raise err(e, f"unknown function {name!r} in a reward over {site}", hint=hint)
 
-    def pattern(self, e):
-        """A token or a vector of tokens, known before sampling: a tuple of 0-based ids."""
-        def constant(x):
-            if isinstance(x, S.Number):
-                return x.value
-            if isinstance(x, S.Name) and x.name in self.data:
-                return self.data[x.name]
-            if isinstance(x, S.Neg):
-                return -np.asarray(constant(x.operand))
-            raise self.src.error(x, "a token pattern is a token or a vector of tokens, numbers or data known "
-                                    "before sampling")
-        if isinstance(e, S.Vector):
-            return tuple(_token(x, self.src, constant, self.vocab, "a pattern token") for x in e.items)
-        return _tokens(e, self.src, constant, self.vocab, "a pattern token")
+    def pattern_constant(self, x):
+        """The value of a pattern's part known before sampling: a number, data, or minus one."""
+        if isinstance(x, S.Number):
+            return x.value
+        if isinstance(x, S.Name) and x.name in self.data:
+            return self.data[x.name]
+        if isinstance(x, S.Neg):
+            return -np.asarray(self.pattern_constant(x.operand))
+        raise self.src.error(x, "a token pattern is a token or a vector of tokens, numbers or data known before "
+                                "sampling")
 
-    def ev(self, e, prefixes, lengths):
+    def ev(self, e, args):
         if isinstance(e, S.Number):
             return float(e.value)
         if isinstance(e, S.Name):
             return self.values[e]
         if isinstance(e, S.BinOp):
-            a, b = self.ev(e.left, prefixes, lengths), self.ev(e.right, prefixes, lengths)
+            a, b = self.ev(e.left, args), self.ev(e.right, args)
             return _float(_COMPARE[e.op](a, b)) if e.op in _COMPARE else _ARITH[e.op](a, b)
         if isinstance(e, S.And):
-            a, b = self.ev(e.left, prefixes, lengths), self.ev(e.right, prefixes, lengths)
+            a, b = self.ev(e.left, args), self.ev(e.right, args)
             return _float(a != 0) * _float(b != 0)
         if isinstance(e, S.Or):
-            a, b = self.ev(e.left, prefixes, lengths), self.ev(e.right, prefixes, lengths)
+            a, b = self.ev(e.left, args), self.ev(e.right, args)
             return 1.0 - _float(a == 0) * _float(b == 0)
         if isinstance(e, S.Not):
-            return _float(self.ev(e.operand, prefixes, lengths) == 0)
+            return _float(self.ev(e.operand, args) == 0)
         if isinstance(e, S.Neg):
-            return -self.ev(e.operand, prefixes, lengths)
+            return -self.ev(e.operand, args)
         if isinstance(e, S.Pow):
-            return self.ev(e.base, prefixes, lengths) ** self.ev(e.exponent, prefixes, lengths)
-        name, args = e.func, e.args.positional
-        if name in REWARD_CALLS:
-            fn = tables.REWARDS[name][0]
-            return fn(prefixes, lengths, self.patterns[e]) if REWARD_CALLS[name] else fn(prefixes, lengths)
+            return self.ev(e.base, args) ** self.ev(e.exponent, args)
+        name = e.func
+        if e in self.served:
+            return np.asarray(self.served[e](*args[1:]), dtype=np.float64)
+        if name in self.reads.calls:
+            return self.reads.builtin(name, args, self.patterns.get(e))
         if name in self.functions:
-            fn = self.functions[name]
-            return fn(prefixes, lengths) if arity(fn) == 2 else fn(prefixes)
-        values = [self.ev(a, prefixes, lengths) for a in args]
+            return self.reads.python(self.functions[name], args)
+        values = [self.ev(a, args) for a in e.args.positional]
         if name == "where":
             c, a, b = values
             like = next((v for v in values if hasattr(v, "shape")), None)
