@@ -12,7 +12,10 @@ the seed of the run. A program is
   `ppl.sample` (method, runtime, particles, ...);
 * a `.ppl` program that declares `data prompt_length : int` and `data prompt : int[prompt_length]` and uses
   `prompt` as the prompt of its sequences: the request's messages are token lists written as the language
-  writes them (from 1: "1 3" or "[1, 3]"), concatenated; the answer is written back the same way.
+  writes them (from 1: "1 3" or "[1, 3]"), concatenated; the answer is written back the same way;
+* a `.ppl` program whose sequences are served models (`served("url", ...)`, over text): each base's prompt is
+  followed by the chat as text (`chat_text`), and the answer is text (its_hub's inference as a service: a
+  chat request answered by steering a served model).
 
 Options, lowest precedence first: the program's (the `.ppl` file's `sample` statement or the factory's), the
 server's (`method=`, `runtime=`, `particles=`, `seed=`), the request's `seed` and extra field `particles`
@@ -104,7 +107,8 @@ class PythonProgram:
 
 
 class PPLProgram:
-    """A `.ppl` program whose sequences read the data `prompt` (tokens) of length `prompt_length`."""
+    """A `.ppl` program whose sequences read the data `prompt` (tokens) of length `prompt_length`, or whose
+    sequences are served models (`served(...)`, text): their prompts are then followed by the request's chat."""
 
     def __init__(self, path, data=None, target=None, allow_python=False, method=None):
         from .lang import load_ppl
@@ -112,30 +116,43 @@ class PPLProgram:
         self.path, self.allow_python, self.method = path, allow_python, method
         self.data = _read_data(data, path)
         checked = load_ppl(path, data=self.data, allow_python=allow_python, symbolic=True)
-        if "prompt" not in checked.data or "prompt_length" not in checked.data:
+        self.served = any(getattr(s, "served", False) for s in checked.sequences.values())
+        if not self.served and ("prompt" not in checked.data or "prompt_length" not in checked.data):
             raise PPLError(f"{path}: a served .ppl program takes the request's tokens as its prompt: declare "
                            f"`data prompt_length : int` and `data prompt : int[prompt_length]` and give the "
-                           f"sequences `prompt = prompt`")
+                           f"sequences `prompt = prompt` (or its sequences are served models, which take the "
+                           f"chat as text)")
         self.target = target or checked.default_name()
         if self.target not in checked.named() and self.target not in checked.unbuilt:
             raise PPLError(f"{path}: no target or sequence named {self.target!r}")
         self.name = os.path.basename(path)
+        self.loaded = load_ppl(path, data=self.data, allow_python=allow_python) if self.served else None
 
     def prompt(self, messages):
+        if self.served:
+            return chat_text(messages)
         return tuple(t for m in messages for t in parse_tokens(m["content"]))
 
     def build(self, prompt):
         from .lang import load_ppl
-        data = {**self.data, "prompt": [t + 1 for t in prompt], "prompt_length": len(prompt)}
-        try:
-            prog = load_ppl(self.path, data=data, allow_python=self.allow_python)
-        except PPLError as e:     # the program loaded at start: what fails now is the request's prompt
-            raise RequestError(f"the prompt {[t + 1 for t in prompt]} does not fit {self.name}: {e}",
-                               param="messages") from None
+        if self.served:     # the served bases' prompts are followed by the chat
+            from .api import sample
+            prog = self.loaded
+            target = prog.target(self.target).substitute(
+                lambda leaf: leaf.continued(prompt) if getattr(leaf, "served", False) else leaf)
+            run = functools.partial(sample, target)
+        else:
+            data = {**self.data, "prompt": [t + 1 for t in prompt], "prompt_length": len(prompt)}
+            try:
+                prog = load_ppl(self.path, data=data, allow_python=self.allow_python)
+            except PPLError as e:     # the program loaded at start: what fails now is the request's prompt
+                raise RequestError(f"the prompt {[t + 1 for t in prompt]} does not fit {self.name}: {e}",
+                                   param="messages") from None
+            target, run = prog.target(self.target), functools.partial(prog.sample, self.target)
         if prog.kind(self.target) != "sequence":
             raise PPLError(f"{self.path}: {self.target!r} is not a sequence target")
         options, _ = prog.run_options(self.target, self.method)   # the file's, or those another method takes
-        return prog.target(self.target), options, functools.partial(prog.sample, self.target)
+        return target, options, run
 
     @staticmethod
     def text(answer):

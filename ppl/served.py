@@ -26,6 +26,7 @@ reward of a prefix is the score of its newest step, aggregated over steps as the
 """
 import asyncio
 import bisect
+import copy
 import json
 import re
 import threading
@@ -194,6 +195,12 @@ class ServedModel(SequenceModel):
         self.vocab = self.eos = self.pad = self.decode = self.framework = None
         self.prompt, self.delimiters = (), step
         self._checked = False
+
+    def continued(self, text):
+        """This base with `text` after its prompt (`ppl serve`: the request's chat after the program's own)."""
+        out = copy.copy(self)
+        out.prompt_text = self.prompt_text + text
+        return out
 
     def describe(self):
         return f"{self.name}[served {self.model or '(its model)'} at {self.endpoint.url}, length<={self.length} steps]"

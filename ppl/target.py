@@ -167,6 +167,11 @@ class Target:
         `Reward`s (kind 'reward' or 'energy')."""
         return [(self, coef)]
 
+    def substitute(self, fn):
+        """The same target with each leaf L (a model or a base) replaced by fn(L)."""
+        children = self.children()
+        return self._rebuild([c.substitute(fn) for c in children]) if children else fn(self)
+
     def folded(self):
         """The same target simplified ((p^a)^b = p^(ab), unit powers dropped, products flattened)."""
         return self._rebuild([c.folded() for c in self.children()]) if self.children() else self

@@ -247,12 +247,15 @@ class Markov(JSONHandler):
     one token per character)."""
 
     table = {}
+    prompts = None      # a list: the prompt of every request is appended to it
 
     def do_GET(self):
         self.send_json(200, {"object": "list", "data": [{"id": "markov"}]})
 
     def do_POST(self):
         body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
+        if self.prompts is not None:
+            self.prompts.append(body["prompt"])
         prompt, rng = body["prompt"], random.Random(body.get("seed"))
         if body.get("echo"):        # "$": the eos token's text
             lps = [None] + [math.log(self.table[u][None if v == "$" else v]) for u, v in zip(prompt, prompt[1:])]
@@ -479,3 +482,28 @@ def test_text_reward_errors_are_located(line, message):
 def test_served_base_options_are_checked(options, message):
     with pytest.raises(ppl.PPLError, match=message):
         ppl.load_ppl(f'sequence lm = served("http://127.0.0.1:1", {options})\n')
+
+
+def test_ppl_serve_steers_a_served_model_for_a_chat(tmp_path):
+    """`ppl serve` of a .ppl program over a served base (its_hub's inference as a service): the chat follows the
+    program's prompt in every request to the model, and the reply is the run of that target in this process."""
+    pytest.importorskip("uvicorn")
+    from starlette.testclient import TestClient
+    from ppl.serve import app
+    prompts = []
+
+    with serving(type("Recording", (Markov,), {"table": P1, "prompts": prompts})) as url:
+        path = tmp_path / "steer.ppl"
+        path.write_text(f'sequence lm = served("{url}", step = "b", max_tokens = 20, length = 3, prompt = "a", '
+                        f'lookahead = true)\ntarget steered = lm * exp(count(text, "a") / 4)\n'
+                        f'sample steered with pf(particles = 32) on pyro\n')
+        client = TestClient(app(str(path), model_name="steer"))
+        reply = client.post("/v1/chat/completions", json={"model": "steer", "seed": 4,
+                                                          "messages": [{"role": "user", "content": "b"}]})
+        assert reply.status_code == 200, reply.text
+        assert prompts and all(p.startswith("ab") for p in prompts)
+        lm = ppl.served(url, step="b", max_tokens=20, length=3, prompt="ab", lookahead=True)
+        local = ppl.sample(lm.tilt(count_a, 4.0), method="pf", particles=32, seed=4, runtime="pyro")
+        body = reply.json()
+        assert body["choices"][0]["message"]["content"] == local.answer
+        assert body["ppl"]["log_z"] == pytest.approx(local.log_z, abs=1e-9)
