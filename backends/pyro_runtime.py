@@ -1,25 +1,13 @@
 """The torch runtime (Pyro distributions and transforms); device-agnostic, eager but for `jit_pure`.
 
-`jit_pure` (the log densities and gradients of a compiled target; in SMC also the kernel's whole move and the
-tempering bisection) traces a pure function per input signature into one aten graph (`make_fx` over fake
-tensors, so a branch on array values fails the trace instead of being baked in) and compiles it with inductor:
-fused kernels where eager torch runs every op of the vmapped density on its own (German credit: 21 ms instead
-of 65 ms a gradient of 1000 particles; the 10-d mixture 0.2 ms instead of 6 ms, per-op dispatch). The first
-compiled result is checked against eager; a trace, compile or check that fails leaves that signature eager,
-with one warning.
-When to compile is `compile_mode` (environment PPL_TORCH_COMPILE, PPL_TORCH_COMPILE_AFTER): "auto" traces a
-signature once its eager calls have taken PPL_TORCH_COMPILE_AFTER (2) seconds of CPU time and compiles it once
-they have taken as long as its compile is expected to (`_Compiled`), so small runs (the test suite's) never pay
-the seconds a compile takes; "on" compiles at the first call (benchmarks: the warm-up run pays it, as JAX's
-jit); "off" never.
+Its parts: `jit_pure`'s per-signature compile by inductor (`pyro_compile`, with its policy `compile_mode` /
+`compiling`), the numpy-like namespace `xp` (`pyro_numpy`), its own distribution classes
+(`pyro_distributions`), masked autoregressive flows (`pyro_flows`), the default proposal nets and their trainer
+(`pyro_proposals`), special functions (`pyro_special`).
 """
 import contextlib
-import functools
 import math
-import os
-import time
 import types
-import warnings
 
 import numpy as np
 import pyro.distributions as dist
@@ -27,256 +15,18 @@ import torch
 from torch.distributions import biject_to
 
 from ..errors import DeviceError, InferenceError, PPLError
-from . import pyro_special
+from . import pyro_distributions, pyro_special
+from .pyro_compile import CompiledFunction, traced
+from .pyro_compile import CompileWarning, compile_mode, compiling  # noqa: F401 (the compile policy, public here)
+from .pyro_numpy import Numpy
 from .runtime import Runtime, active, register
 
 # No argument/support checks under vmap (they call .item()). Through Pyro's own switch, not torch's: Pyro's
 # MCMC restores torch's default from Pyro's flag when it returns, which re-enabled the checks for later runs.
 dist.enable_validation(False)
 
-
-_COMPILE = {"mode": os.environ.get("PPL_TORCH_COMPILE", "auto"),
-            "after": float(os.environ.get("PPL_TORCH_COMPILE_AFTER", "2.0"))}
-COMPILE_MODES = ("auto", "on", "off")
-
-
-def compile_mode(mode=None, after=None):
-    """The policy of `jit_pure` ("auto" | "on" | "off", and the CPU seconds of eager calls after which "auto"
-    compiles a signature); with arguments, sets it. Returns the previous (mode, after)."""
-    previous = _COMPILE["mode"], _COMPILE["after"]
-    if mode is not None:
-        if mode not in COMPILE_MODES:
-            raise ValueError(f"compile mode {mode!r}: choose one of {', '.join(COMPILE_MODES)}")
-        _COMPILE["mode"] = mode
-    if after is not None:
-        _COMPILE["after"] = float(after)
-    return previous
-
-
-@contextlib.contextmanager
-def compiling(mode, after=None):
-    """`compile_mode(mode, after)` inside the block, the previous policy restored on exit."""
-    previous = compile_mode(mode, after)
-    try:
-        yield
-    finally:
-        compile_mode(*previous)
-
-
-class CompileWarning(RuntimeWarning):
-    """A function could not be compiled by torch and runs eagerly (correct, slower)."""
-
-
-class _Signature:
-    """What a traced graph is specialized to: the shapes, dtypes and devices of the tensor leaves of the
-    arguments, the values of the int/bool/None/str leaves, the tree structure, the default dtype. Float leaves
-    become 0-d tensor inputs. None (eager only) for anything else or an input that requires grad."""
-
-    @staticmethod
-    def of(leaves, spec):
-        parts = []
-        grad = torch.is_grad_enabled()
-        for a in leaves:
-            if isinstance(a, torch.Tensor):
-                if grad and a.requires_grad:
-                    return None
-                parts.append(("t", tuple(a.shape), a.stride(), a.dtype, a.device))
-            elif isinstance(a, float):
-                parts.append(("f",))
-            elif a is None or isinstance(a, (bool, int, str)):
-                parts.append(("c", type(a), a))
-            else:
-                return None
-        return (str(spec), torch.get_default_dtype(), tuple(parts))
-
-
-class _Entry:
-    __slots__ = ("eager_s", "graph", "compiled", "failed")
-
-    def __init__(self):
-        self.eager_s, self.graph, self.compiled, self.failed = 0.0, None, None, False
-
-
-#: inductor's CPU seconds per node of a traced graph, about (250 nodes: 6 s; 1300: 30 s, on one core): what
-#: "auto" expects a compile to cost
-COMPILE_S_PER_NODE = 0.025
-_EAGER = [0]    # > 0 while a reference (eager) run or a trace is under way: nested compiled functions inline
-
-
-class _Compiled:
-    """`fn` with a compiled graph per input signature (see the module docstring). In "auto" mode a signature
-    is traced once its eager calls have cost `after` seconds, and compiled once they have cost as much as the
-    compile is expected to (COMPILE_S_PER_NODE × the graph's nodes): the ski-rental rule, so a run pays at most
-    about twice what the better choice in hindsight would have cost."""
-
-    def __init__(self, rt, fn):
-        self.rt, self.fn, self.entries, self.warned = rt, fn, {}, False
-        functools.update_wrapper(self, fn, updated=())
-
-    def __call__(self, *args):
-        mode = _COMPILE["mode"]
-        if mode == "off" or _EAGER[0]:
-            return self.fn(*args)
-        from torch.utils._pytree import tree_flatten, tree_unflatten
-        leaves, spec = tree_flatten(args)
-        if _tracing(leaves):       # inside a trace (of an outer compiled function): inline
-            return self.fn(*args)
-        sig = _Signature.of(leaves, spec)
-        if sig is None:
-            return self.fn(*args)
-        e = self.entries.get(sig)
-        if e is None:
-            e = self.entries[sig] = _Entry()
-        if e.compiled is not None:
-            compiled, out_spec = e.compiled
-            try:
-                return tree_unflatten(list(compiled(*self._inputs(leaves))), out_spec)
-            except Exception as err:    # noqa: BLE001 -- a compiled graph that fails at run time: eager
-                e.compiled = None
-                self._fail(e, err)
-                return self.fn(*args)
-        if not e.failed:
-            if mode == "on" or e.eager_s >= _COMPILE["after"]:
-                if e.graph is None:
-                    self._trace(e, args, leaves, spec)
-                if e.graph is not None and (mode == "on" or
-                                            e.eager_s >= COMPILE_S_PER_NODE * len(e.graph[0].graph.nodes)):
-                    return self._compile(e, args, leaves)
-        t0 = time.process_time()
-        out = self.fn(*args)
-        e.eager_s += time.process_time() - t0
-        return out
-
-    def _inputs(self, leaves):
-        return [a if isinstance(a, torch.Tensor) else torch.tensor(a, dtype=self.rt.dtype,
-                                                                      device=self.rt.torch_device)
-                for a in leaves if isinstance(a, (torch.Tensor, float))]
-
-    def _fail(self, e, err):
-        """This signature stays eager; one warning per function (none for the function's own PPLError, which
-        its eager call raises again)."""
-        e.failed, e.graph = True, None
-        if not self.warned and not isinstance(err, PPLError):
-            self.warned = True
-            msg = str(err).strip().splitlines()[0][:200] if str(err).strip() else ""
-            warnings.warn(f"torch compile of {getattr(self.fn, '__name__', 'a function')} fell back to eager "
-                          f"({type(err).__name__}: {msg})", CompileWarning, stacklevel=4)
-
-    def _trace(self, e, args, leaves, spec):
-        """One aten graph of fn for this signature, over fake tensors (a branch on values fails it)."""
-        from torch.fx.experimental.proxy_tensor import make_fx
-        from torch.utils._pytree import tree_flatten, tree_unflatten
-        slots = [isinstance(a, (torch.Tensor, float)) for a in leaves]
-        out_spec = []
-
-        def flat(*xs):
-            it = iter(xs)
-            out, spec_out = tree_flatten(self.fn(*tree_unflatten([next(it) if s else a for a, s in zip(leaves, slots)],
-                                                                  spec)))
-            out_spec.append(spec_out)
-            return out
-        t0 = time.process_time()
-        _EAGER[0] += 1
-        try:
-            gm = make_fx(flat, tracing_mode="fake", _allow_non_fake_inputs=True)(*self._inputs(leaves))
-        except Exception as err:    # noqa: BLE001 -- any failure to trace means: stay eager
-            self._fail(e, err)
-            return
-        finally:
-            _EAGER[0] -= 1
-        e.graph = gm, out_spec[-1], time.process_time() - t0
-
-    def _compile(self, e, args, leaves):
-        """The traced graph compiled by inductor and checked against eager at these arguments."""
-        from torch.utils._pytree import tree_flatten
-        gm, out_spec, trace_s = e.graph
-        inputs = self._inputs(leaves)
-        t0 = time.process_time()
-        try:
-            compiled = _inductor(gm, inputs)
-            got = list(compiled(*inputs))
-        except Exception as err:    # noqa: BLE001 -- any failure to compile means: stay eager
-            self._fail(e, err)
-            return self.fn(*args)
-        t1 = time.process_time()
-        _EAGER[0] += 1
-        try:
-            want = self.fn(*args)
-        finally:
-            _EAGER[0] -= 1
-        bad = _mismatch(got, tree_flatten(want)[0])
-        if os.environ.get("PPL_TORCH_COMPILE_LOG"):
-            print(f"ppl: compiled {getattr(self.fn, '__qualname__', '?')} for {sig_text(leaves)}: "
-                  f"{len(gm.graph.nodes)} nodes, trace {trace_s:.1f} s, inductor {t1 - t0:.1f} s CPU"
-                  f"{', MISMATCH ' + bad if bad else ''}", flush=True)
-        if bad:
-            self._fail(e, RuntimeError(f"the compiled result differs from eager ({bad})"))
-            return want
-        e.compiled, e.graph = (compiled, out_spec), None
-        return want
-
-
-def _mismatch(got, want):
-    """Why two lists of output leaves differ beyond float rounding (relative to each leaf's largest finite
-    magnitude), or '' if they agree."""
-    if len(got) != len(want):
-        return f"{len(got)} outputs instead of {len(want)}"
-    for i, (a, b) in enumerate(zip(got, want)):
-        if not isinstance(b, torch.Tensor):
-            if a != b:
-                return f"output {i}: {a!r} instead of {b!r}"
-            continue
-        if not isinstance(a, torch.Tensor) or a.shape != b.shape or a.dtype != b.dtype:
-            return f"output {i}: shape or dtype"
-        if not b.is_floating_point():
-            if not torch.equal(a, b):
-                return f"output {i}: integer values"
-            continue
-        fa, fb = torch.isfinite(a), torch.isfinite(b)
-        if not torch.equal(fa, fb) or not torch.equal(torch.where(fb, 0, b).nan_to_num(1.0),
-                                                      torch.where(fa, 0, a).nan_to_num(1.0)):
-            return f"output {i}: non-finite entries"
-        if fb.any():
-            scale = 1.0 + b[fb].abs().max()
-            tol = 1e-4 if b.dtype in (torch.float32, torch.float16, torch.bfloat16) else 1e-9
-            err = (a[fb] - b[fb]).abs().max()
-            if err > tol * scale:
-                return f"output {i}: max difference {float(err):.3g} at scale {float(scale):.3g}"
-    return ""
-
-
-def sig_text(leaves):
-    return ", ".join(str(tuple(a.shape)) if isinstance(a, torch.Tensor) else type(a).__name__ for a in leaves)
-
-
-def _traced(a):
-    """Whether a is a tensor being traced (a fake tensor of make_fx, or anything under dynamo)."""
-    from torch._subclasses.fake_tensor import is_fake
-    return isinstance(a, torch.Tensor) and (is_fake(a) or torch.compiler.is_compiling())
-
-
-def _tracing(leaves):
-    """Whether any of the leaves is a traced tensor (`_traced`), cheaply: a tensor of the exact type
-    `torch.Tensor` is not fake, so only dynamo's flag is asked then, once (a filter's step kernel is called 100
-    times a run: 5 µs instead of 50 a call)."""
-    tensors = False
-    for a in leaves:
-        if isinstance(a, torch.Tensor):
-            if type(a) is not torch.Tensor and _traced(a):
-                return True
-            tensors = True
-    return tensors and torch.compiler.is_compiling()
-
-
-def _inductor(gm, inputs):
-    """The aten graph `gm` compiled by inductor: directly (`torch._inductor.compile`, half the per-call overhead
-    of torch.compile's guards and wrappers: 0.2 ms instead of 0.5), else through `torch.compile`."""
-    try:
-        import torch._inductor
-        compile_fx = torch._inductor.compile
-    except (AttributeError, ImportError):
-        return torch.compile(gm, fullgraph=True, dynamic=False)
-    return compile_fx(gm, inputs)
+#: `ppl.ode`'s name for `pyro_compile.traced` (until it imports it from there)
+_traced = traced
 
 
 def _log_ndtr(z):
@@ -285,144 +35,6 @@ def _log_ndtr(z):
     below, above = torch.clamp(z, max=0.0), torch.clamp(z, min=0.0)
     return torch.where(z < 0, torch.log(0.5 * torch.special.erfcx(-below / math.sqrt(2.0))) - 0.5 * below * below,
                        torch.log1p(-0.5 * torch.special.erfc(above / math.sqrt(2.0))))
-
-
-def _axis(kw):
-    if "axis" in kw:
-        kw["dim"] = kw.pop("axis")
-    return kw
-
-
-class _Numpy:
-    """A numpy-like face on torch: the names jax.numpy uses, with `axis=`."""
-
-    def __init__(self, rt):
-        self._rt = rt
-
-    def __getattr__(self, name):
-        fn = getattr(torch, name)
-        return lambda *a, **kw: fn(*a, **_axis(kw))
-
-    def asarray(self, x, dtype=None):
-        return self._rt.asarray(x, dtype)
-
-    def sum(self, x, axis=None, keepdims=False):
-        return x.sum() if axis is None else x.sum(dim=axis, keepdim=keepdims)
-
-    def mean(self, x, axis=None, keepdims=False):
-        return x.mean() if axis is None else x.mean(dim=axis, keepdim=keepdims)
-
-    def max(self, x, axis=None, keepdims=False):
-        return x.max() if axis is None else x.amax(dim=axis, keepdim=keepdims)
-
-    def min(self, x, axis=None, keepdims=False):
-        return x.min() if axis is None else x.amin(dim=axis, keepdim=keepdims)
-
-    def var(self, x, axis=None, keepdims=False, ddof=0):
-        return x.var(unbiased=bool(ddof)) if axis is None else x.var(dim=axis, keepdim=keepdims, correction=ddof)
-
-    def std(self, x, axis=None, keepdims=False, ddof=0):
-        return self.var(x, axis, keepdims, ddof).sqrt()
-
-    def logsumexp(self, x, axis=None, keepdims=False):
-        if axis is None:
-            return torch.logsumexp(x.reshape(-1), 0)
-        return torch.logsumexp(x, dim=axis, keepdim=keepdims)
-
-    def cumsum(self, x, axis=0):
-        return torch.cumsum(x, dim=axis)
-
-    def take(self, x, idx, axis=0):
-        return torch.index_select(x, axis, idx)
-
-    def where(self, c, a, b):
-        return torch.where(c, torch.as_tensor(a, device=c.device), torch.as_tensor(b, device=c.device))
-
-    def clip(self, x, lo=None, hi=None):
-        return torch.clamp(x, lo, hi)
-
-    def sort(self, x, axis=-1):
-        return torch.sort(x, dim=axis).values
-
-    def searchsorted(self, a, v, side="left"):
-        return torch.searchsorted(a, v, right=(side == "right"))
-
-    def zeros(self, shape, dtype=None):
-        return torch.zeros(shape, dtype=dtype or self._rt.dtype, device=self._rt.device)
-
-    def ones(self, shape, dtype=None):
-        return torch.ones(shape, dtype=dtype or self._rt.dtype, device=self._rt.device)
-
-    def full(self, shape, value, dtype=None):
-        return torch.full(shape if isinstance(shape, tuple) else (shape,), value,
-                          dtype=dtype or self._rt.dtype, device=self._rt.device)
-
-    def arange(self, n, dtype=None):
-        return torch.arange(n, device=self._rt.device, dtype=dtype)
-
-    def concatenate(self, xs, axis=0):
-        return torch.cat(list(xs), dim=axis)
-
-    def stack(self, xs, axis=0):
-        return torch.stack(list(xs), dim=axis)
-
-    def einsum(self, spec, *xs):
-        return torch.einsum(spec, *xs)
-
-    def isfinite(self, x):
-        return torch.isfinite(x)
-
-    def square(self, x):
-        return x * x
-
-    def floor(self, x):
-        return torch.floor(x)
-
-    def all(self, x):
-        return torch.all(x)
-
-    def any(self, x):
-        return torch.any(x)
-
-    def minimum(self, a, b):
-        return torch.minimum(torch.as_tensor(a), torch.as_tensor(b))
-
-    def maximum(self, a, b):
-        return torch.maximum(torch.as_tensor(a), torch.as_tensor(b))
-
-    def index_add(self, x, idx, value):
-        """x with value[j] added at x[idx[j]] (repeated indices accumulate)."""
-        return x.index_add(0, idx, value)
-
-    def cov(self, x):
-        """Covariance of the rows of x [N, D] (numpy's `cov(x, rowvar=False)`)."""
-        return torch.atleast_2d(torch.cov(x.T))
-
-    linalg = torch.linalg
-
-    def prod(self, x, axis=None):
-        return x.prod() if axis is None else x.prod(dim=axis)
-
-    def diag(self, x):
-        """A diagonal matrix from a vector, or the diagonal of a matrix (batched under vmap)."""
-        return torch.diag_embed(x) if x.ndim == 1 else torch.diagonal(x, dim1=-2, dim2=-1)
-
-    def cholesky(self, x):
-        """The lower Cholesky factor; NaN entries for a matrix that is not positive-definite (as JAX: one
-        particle's proposal outside the domain does not stop a batch)."""
-        factor, info = torch.linalg.cholesky_ex(x)
-        return torch.where((info == 0)[..., None, None], factor, torch.nan)
-
-    def solve_triangular(self, a, b, lower=False):
-        vector = b.ndim == 1
-        x = torch.linalg.solve_triangular(a, b[:, None] if vector else b, upper=not lower)
-        return x[:, 0] if vector else x
-
-    def solve(self, a, b):
-        return torch.linalg.solve(a, b)
-
-    def flip(self, x, axis):
-        return torch.flip(x, (axis,))
 
 
 @register("pyro")
@@ -444,7 +56,7 @@ class PyroRuntime(Runtime):
             raise PPLError(f"device {device!r} requested but torch sees no CUDA device")
         self.torch_device = torch.device(device)
         self.dtype = torch.float64 if precision == "float64" else torch.float32
-        self.xp = _Numpy(self)
+        self.xp = Numpy(self)
 
     @contextlib.contextmanager
     def scope(self):
@@ -527,72 +139,9 @@ class PyroRuntime(Runtime):
     def biject_to(self, constraint):
         return biject_to(constraint)
 
-    @staticmethod
-    @functools.cache
-    def _sorted_class():
-        class Sorted(dist.TorchDistribution):
-            arg_constraints = {}
-
-            def __init__(self, base, support):
-                self.base, self._support = base, support
-                super().__init__(base.batch_shape[:-1], base.batch_shape[-1:], validate_args=False)
-
-            @property
-            def support(self):
-                return self._support
-
-            def sample(self, sample_shape=torch.Size()):
-                return torch.sort(self.base.sample(sample_shape), dim=-1).values
-
-            def log_prob(self, x):
-                return self.base.log_prob(x).sum(-1) + math.lgamma(self.event_shape[0] + 1.0)
-        return Sorted
-
-    @staticmethod
-    @functools.cache
-    def _truncated_class():
-        from ..stdlib.distributions import _Truncation
-
-        class Truncated(_Truncation, dist.TorchDistribution):
-            arg_constraints = {}
-
-            def __init__(self, rt, family, params, lower, upper, shape):
-                batch = torch.Size(self._setup(rt, family, params, lower, upper, shape))
-                super().__init__(batch, validate_args=False)
-
-            def sample(self, sample_shape=torch.Size()):
-                m = self._log_mass
-                with torch.no_grad():
-                    return self._from_uniform(torch.rand(torch.Size(sample_shape) + self.batch_shape, dtype=m.dtype,
-                                                         device=m.device))
-        return Truncated
-
-    @staticmethod
-    @functools.cache
-    def _markov_class():
-        from ..stdlib.markov import _Lowered
-
-        class Chain(_Lowered, dist.TorchDistribution):
-            arg_constraints = {}
-
-            def __init__(self, chain, rt, params):
-                batch, event = self._setup(chain, rt, params)
-                dist.TorchDistribution.__init__(self, torch.Size(batch), torch.Size(event), validate_args=False)
-
-            @property
-            def support(self):
-                return dist.constraints.independent(dist.constraints.real, len(self.event_shape))
-
-            def sample(self, sample_shape=torch.Size()):
-                if sample_shape:
-                    raise PPLError("a MarkovChain is sampled one path per particle (sample_shape=())")
-                if not self.batch_shape:
-                    return self._one_particle().sample()[0]
-                xs = [self._init.sample()]
-                for t in self._ts:
-                    xs.append(self._step_batched(xs[-1], t).sample())
-                return torch.stack(xs, 1)
-        return Chain
+    _sorted_class = staticmethod(pyro_distributions.sorted_class)
+    _truncated_class = staticmethod(pyro_distributions.truncated_class)
+    _markov_class = staticmethod(pyro_distributions.markov_class)
 
     # function transforms
     def vmap(self, fn, in_axes=0):
@@ -624,7 +173,7 @@ class PyroRuntime(Runtime):
 
     def jit_pure(self, fn):
         """fn traced and compiled per input signature where that pays off (see the module docstring)."""
-        return _Compiled(self, fn)
+        return CompiledFunction(self, fn)
 
     # keys and randomness: a key is an integer seed; a generator is made from it on use
     def key(self, seed):
@@ -771,104 +320,10 @@ class PyroRuntime(Runtime):
         return Trainer(proposal, self, lr, dim)
 
     def flow(self, dim, hidden, orders):
-        """A masked autoregressive flow from Pyro's `AffineAutoregressive` with `AutoRegressiveNN` (see `_Flow`)."""
-        return _Flow(self, int(dim), [int(h) for h in hidden], [[int(i) for i in o] for o in orders])
+        """A masked autoregressive flow from Pyro's `AffineAutoregressive` with `AutoRegressiveNN`
+        (`pyro_flows.Flow`)."""
+        from .pyro_flows import Flow
+        return Flow(self, int(dim), [int(h) for h in hidden], [[int(i) for i in o] for o in orders])
 
     def temp_memory(self, step, init, key):
         raise PPLError("the memory of a compiled step is known on the JAX runtime only (runtime='numpyro')")
-
-
-class _Flow:
-    """u = T_K ∘ … ∘ T_1(s), each T_k Pyro's `AffineAutoregressive` u_i = exp(a_i) s_i + m_i with (m, a) from an
-    `AutoRegressiveNN` over `orders[k]`; q(s) = N(u; 0, I) |det ∂u/∂s|. The density direction s → u is one pass
-    (the transform's call), sampling s = T⁻¹(ε) is `dim` passes per layer (its `inv`). Params are an
-    `nn.ModuleList` of the transforms, frozen (no gradients) and never changed in place once returned."""
-
-    def __init__(self, rt, dim, hidden, orders):
-        self.rt, self.dim, self.hidden, self.orders = rt, dim, hidden, orders
-
-    def init(self, seed):
-        from pyro.distributions.transforms import AffineAutoregressive
-        from pyro.nn import AutoRegressiveNN
-        cuda = [self.rt.torch_device.index or 0] if self.rt.torch_device.type == "cuda" else []
-        with torch.random.fork_rng(devices=cuda), warnings.catch_warnings():
-            warnings.filterwarnings("ignore", "ConditionalAutoRegressiveNN input_dim = 1")   # a 1-D flow is affine
-            torch.manual_seed(int(seed))
-            layers = torch.nn.ModuleList(
-                AffineAutoregressive(AutoRegressiveNN(self.dim, self.hidden, permutation=torch.tensor(o)))
-                for o in self.orders)
-        with torch.no_grad():
-            for t in layers:
-                t.arn.layers[-1].weight.zero_()
-                t.arn.layers[-1].bias.zero_()
-        return _frozen(layers.to(device=self.rt.torch_device, dtype=self.rt.dtype))
-
-    def log_prob(self, params, s):
-        ladj = 0.0
-        for t in params:
-            u = t(s)
-            ladj, s = ladj + t.log_abs_det_jacobian(s, u), u
-        _clear(params)
-        return -0.5 * self.dim * math.log(2 * math.pi) - 0.5 * (s * s).sum(-1) + ladj
-
-    def sample(self, params, key, n):
-        s = self.rt.normal(key, (n, self.dim))
-        with torch.no_grad():
-            for t in reversed(params):
-                s = t.inv(s)
-        _clear(params)
-        return s
-
-    def trainer(self, params, s, w, lr, batch, seed):
-        return _Trainer(self, params, s, w, lr, batch, seed)
-
-
-class _Trainer:
-    """torch.optim.Adam on −Σ w log q(s), on a copy of `params`, on all draws (batch None) or on minibatches
-    of `batch` resampled ∝ w."""
-
-    def __init__(self, flow, params, s, w, lr, batch, seed):
-        self.flow, self.s, self.batch = flow, s, None if batch is None else int(batch)
-        self.w = flow.rt.asarray(w / w.sum())
-        cdf = np.cumsum(w / w.sum())
-        cdf[-1] = 1.0
-        self.cdf = flow.rt.asarray(cdf)
-        self.generator = flow.rt._generator(seed)
-        self.params = _copy_params(params, grad=True)
-        self.opt = torch.optim.Adam(self.params.parameters(), lr=float(lr))
-
-    def run(self, k):
-        n = self.s.shape[0]
-        with torch.enable_grad():
-            for _ in range(int(k)):
-                self.opt.zero_grad(set_to_none=True)
-                if self.batch is None:
-                    loss = -(self.w * self.flow.log_prob(self.params, self.s)).sum()
-                else:     # a minibatch resampled ∝ w: the same expected gradient, uniform weights
-                    u = torch.rand(self.batch, generator=self.generator, device=self.s.device, dtype=self.s.dtype)
-                    idx = torch.searchsorted(self.cdf, u, right=True).clamp_(max=n - 1)
-                    loss = -self.flow.log_prob(self.params, self.s[idx]).mean()
-                loss.backward()
-                self.opt.step()
-        return _copy_params(self.params)
-
-
-def _clear(params):
-    """Drops the transforms' one-entry caches (the last input and output), which would pin those tensors."""
-    for t in params:
-        t._cached_x_y, t._cached_log_scale = (None, None), None
-
-
-def _frozen(params):
-    for p in params.parameters():
-        p.requires_grad_(False)
-    return params
-
-
-def _copy_params(params, grad=False):
-    import copy
-    _clear(params)
-    out = copy.deepcopy(params)
-    for p in out.parameters():
-        p.requires_grad_(grad)
-    return out

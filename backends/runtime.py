@@ -224,7 +224,7 @@ class RuntimeContract(Protocol):
     def jit_pure(self, fn):
         """fn compiled, for a pure function of arrays and floats (no keys, no branching on array values, no
         state that changes between calls): `jax.jit` on JAX; on torch traced and compiled by inductor per input
-        signature where that pays off (`pyro_runtime.compile_mode`), checked once against eager, else eager."""
+        signature where that pays off (`pyro_compile.compile_mode`), checked once against eager, else eager."""
 
     def batch(self, fn):
         """fn over the leading axis of its arguments, jitted: vectorized where possible."""
