@@ -32,11 +32,12 @@ the exact log-likelihood was 0.88 with var(log Ẑ) / mean(se²) = 2.2; without 
 0.93–0.955 (tests/test_particle_filter.py).
 """
 import math
+import sys
 from typing import Any, NamedTuple
 
 import numpy as np
 
-from ..errors import UnknownNameError, ValueRangeError
+from ..errors import UNDEFINED_DENSITY_HINT, InferenceError, UnknownNameError, ValueRangeError
 from ..stdlib.resamplers import RESAMPLERS
 from . import check_value
 
@@ -261,3 +262,114 @@ def make_step(model, resampler="systematic", threshold=1.0, keep_ancestors=False
         return state, StepInfo(log_c, ess, resampled, non_finite, rel_var,
                                idx if keep_ancestors else None, tracked, info, invalid)
     return step
+
+
+# ---- the driver: a known number of steps in the graph, or a loop on the host ---------------------------------
+def scan(rt, step, state, keys=None, last_key=None):
+    """A known number of steps inside one compiled function (the caller's `jit`): `step(key, state)` (with its
+    move) once per key of `keys` [T] in a `scan` (None: no such steps), then with `last_key` one more without a
+    move (a filter's last observation, the weighting that closes a sweep). (state, StepInfo stacked over the
+    steps): each field with a leading axis [T (+ 1)], None where the steps give none, and `rel_var` the last
+    step's (its only one when the step computes it at the steps without a move, `error_every_step=False`)."""
+    infos = None
+    if keys is not None:
+        state, infos = rt.scan(lambda s, k: step(k["key"], s), state, {"key": keys})
+    if last_key is None:
+        return state, infos
+    state, last = step(last_key, state, move=False)
+    rel_var, last = last.rel_var, last._replace(rel_var=None)
+    if infos is None:
+        stacked = rt.tree_map(lambda a: None if a is None else a[None], last)
+    else:
+        stacked = rt.tree_map(lambda a, b: None if a is None else rt.xp.concatenate([a, b[None]]),
+                              infos._replace(rel_var=None), last)
+    return state, stacked._replace(rel_var=rel_var)
+
+
+def to_host(rt, info):
+    """The step's record as numpy, one read per array (None stays None, numpy stays; a 0-d array a Python
+    number)."""
+    def host(v):
+        v = np.asarray(v) if isinstance(v, (np.ndarray, np.generic, int, float)) else rt.to_numpy(v)
+        return v.item() if v.ndim == 0 else v
+    return rt.tree_map(lambda v: None if v is None else host(v), info)
+
+
+def _first(flags):
+    flags = np.atleast_1d(flags)
+    return int(np.argmax(flags)) if flags.any() else None
+
+
+def check(info, t=0, invalid=None, vanished=None, before=None):
+    """Raise what the method says (`invalid`, `vanished`: `(t, info, before) -> error or None`) at the first step
+    of the host record `info` (one step, or stacked over steps numbered from t) whose potentials were NaN or +inf
+    (`info.invalid` > 0: a density the model failed to define), else at the first where every weight vanished
+    (log c_t not finite). `before`: the state before the step (a host loop), or None. The default errors say
+    that much; a method's hook names its own cause (None: not an error of this method there)."""
+    bad = None if info.invalid is None else _first(np.asarray(info.invalid) > 0)
+    if bad is not None:
+        error = (invalid or _invalid)(t + bad, info, before)
+        if error is not None:
+            raise error
+    bad = _first(~np.isfinite(np.asarray(info.log_c, dtype=np.float64)))
+    if bad is not None:
+        error = (vanished or _vanished)(t + bad, info, before)
+        if error is not None:
+            raise error
+
+
+def _invalid(t, info, before):
+    return InferenceError(f"the log potential was NaN or +inf at step {t}", hint=UNDEFINED_DENSITY_HINT)
+
+
+def _vanished(t, info, before):
+    return InferenceError(f"every weight vanished at step {t} (the log potential was -inf on all particles)")
+
+
+def run(rt, step, state, keys, until=None, max_steps=None, exhausted=None, move=None, on_step=None, bar=None,
+        invalid=None, vanished=None):
+    """The loop on the host, for a number of steps not known in advance: for each key of `keys` (any iterable,
+    e.g. `chained_keys`), `step(key, state) -> (state, info)` (compiled), its info read to the host once
+    (`to_host`) and checked (`check`, with the method's `invalid` and `vanished` hooks and the state before the
+    step), then `on_step(t, info, bar)` (t from 1; a progress bar, a method's own checks); it stops after the step
+    where `until(info)`, or raises `exhausted(t, state)` before a step t > `max_steps`. `move(key, state) ->
+    state`: the model's move run on the host after the step (models that cannot be traced, e.g. generation by a
+    language model; the step then runs without its move), not after the last step. `bar` (e.g. `progress_bar`)
+    is closed at the end. (final state, [host info of each step])."""
+    infos = []
+    try:
+        for key in keys:
+            if max_steps is not None and len(infos) >= max_steps:
+                raise exhausted(len(infos), state)
+            before, (state, info) = state, step(key, state)
+            info = to_host(rt, info)
+            t = len(infos) + 1
+            check(info, t, invalid, vanished, before)
+            if on_step is not None:
+                on_step(t, info, bar)
+            infos.append(info)
+            if until is not None and until(info):
+                break
+            if move is not None:
+                state = move(key, state)
+    finally:
+        if bar is not None:
+            bar.close()
+    return state, infos
+
+
+def chained_keys(rt, key):
+    """Endless keys for `run`: key, sub = split(key) at every step, sub the step's."""
+    while True:
+        key, sub = rt.split(key, 2)
+        yield sub
+
+
+def progress_bar(progress, desc, **options):
+    """A tqdm bar (`options`: its total, bar_format...) where `progress` is true, or None (None: on a terminal)."""
+    if progress is None:
+        progress = sys.stderr.isatty()
+    if not progress:
+        return None
+    from tqdm.auto import tqdm
+    return tqdm(desc=desc, **options)

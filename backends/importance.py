@@ -97,16 +97,15 @@ def run(compiled, rt, key, particles=10_000, progress=None, batch_size=None, pro
     fitted `Proposal`, given as `reference=`)."""
     model, step = _cached_step(compiled, rt, batch_size, proposal)
     k0, k1 = rt.split(key, 2)
-    state, info = step(k1, fk.init(model, k0, particles))
+
+    def failed(t, info, before):     # NaN or +inf log weights, or all -inf: the term that failed, if one did
+        return model.program.diagnose(before.particles, "importance sampling") or InferenceError(
+            f"importance sampling: {info.invalid} of {particles} log weights were NaN or +inf (the proposal's density)"
+            if info.invalid else f"importance sampling: all {particles} weights vanished (log densities were -inf "
+            f"on every particle); the proposal misses the target's support")
+    state, (info,) = fk.run(rt, step, fk.init(model, k0, particles), [k1], invalid=failed, vanished=failed)
     log_w = rt.to_numpy(state.log_w).astype(np.float64)
-    log_z, non_finite = float(rt.to_numpy(info.log_c)), int(rt.to_numpy(info.non_finite))
-    invalid = int(rt.to_numpy(info.invalid))
-    if invalid or not math.isfinite(log_z):
-        raise model.program.diagnose(state.particles, "importance sampling") or InferenceError(
-            f"importance sampling: {invalid} of {particles} log weights were NaN or +inf (the proposal's density)"
-            if invalid else f"importance sampling: all {particles} weights vanished (log densities were -inf on "
-            f"every particle); the proposal misses the target's support")
-    ess = float(rt.to_numpy(info.ess))
+    log_z, ess = float(info.log_c), float(info.ess)
     k = weights_khat(log_w)
     samples = {k_: v[None] for k_, v in model.program.to_constrained(state.particles).items()}
     if k > 0.7:
@@ -117,9 +116,9 @@ def run(compiled, rt, key, particles=10_000, progress=None, batch_size=None, pro
                     + (f"; the target is narrowest in {where}" if where else "")
                     + f"; use SMC ({advice.options('smc', True)}) or a proposal closer to the target "
                     f"({advice.reference(compiled.latent, 'is')})", ImportanceWarning)
-    diagnostics = {"ess": ess, "pareto_k": k, "non_finite": non_finite, "log_z_per_chain": [log_z],
+    diagnostics = {"ess": ess, "pareto_k": k, "non_finite": info.non_finite, "log_z_per_chain": [log_z],
                    "particle_devices": rt.device_count(state.log_w)}
-    se = math.sqrt(float(rt.to_numpy(info.rel_var)))
+    se = math.sqrt(info.rel_var)
     return Result(samples, log_w[None], log_z, se, method="is", runtime=rt.name, device=rt.device,
                   diagnostics=diagnostics, proposal=proposal,
                   unconstrained=None if proposal is None else rt.to_numpy(state.particles)[None])
