@@ -7,11 +7,11 @@ valid when P > 0. This makes p ** beta, p * q and geometric(p, q, w) of Gaussian
 """
 import numpy as np
 
-from .terms import Term
+from .terms import Constant, Gaussian, Prior
 
 
 def _constant_normal(term):
-    if term.kind != "prior":
+    if not isinstance(term, Prior):
         return None
     d = term.model.sites[term.site].constant
     if d is None or d.family != "Normal":
@@ -39,8 +39,8 @@ def _merge(group):
         + prec * m ** 2 / 2 + 0.5 * np.log(2 * np.pi / prec)
     origin = [f"{t.label} ^{t.coef:g}" for t in group]
     site = group[0].site
-    return [Term("gaussian", 1.0, group[0].model, site, value=(m, 1 / np.sqrt(prec)), origin=origin),
-            Term("constant", 1.0, site=site, value=float(log_c.sum()), origin=origin)]
+    return [Gaussian(1.0, group[0].model, site, value=(m, 1 / np.sqrt(prec)), origin=origin),
+            Constant(1.0, site=site, value=float(log_c.sum()), origin=origin)]
 
 
 def fold_gaussians(terms):
@@ -52,7 +52,7 @@ def fold_gaussians(terms):
     merged = {site: _merge(g) for site, g in groups.items() if len(g) > 1 or g[0].coef != 1.0}
     out = []
     for t in terms:
-        group = groups.get(t.site, []) if t.kind == "prior" else []
+        group = groups.get(t.site, []) if isinstance(t, Prior) else []
         if merged.get(t.site) and any(t is g for g in group):
             if t is group[0]:
                 out.extend(merged[t.site])

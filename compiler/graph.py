@@ -6,6 +6,7 @@ combinator that weighs it, up to the root `target`.
 import networkx as nx
 
 from ..errors import NameResolutionError, PlanError
+from .terms import Constant, Gaussian, Prior
 
 
 def _model_nodes(g, m):
@@ -107,7 +108,7 @@ def build_graph(target, terms, names, chosen=None, reference=None):
     g.add_node("target", kind="combinator", op="target")
     g.add_edge(root, "target")
     for t in terms:
-        if t.kind in ("gaussian", "constant"):
+        if isinstance(t, (Gaussian, Constant)):     # folded terms: the model's own are its sites' factors
             node = f"{t.kind} {t.site}"
             g.add_node(node, kind="factor", term=t.kind, folded_from=t.origin)
             g.add_edge(node, "target")
@@ -124,7 +125,7 @@ def build_graph(target, terms, names, chosen=None, reference=None):
 
 def _reference(site, term):
     """The graph node of the reference factor `term` of `site`."""
-    return f"{term.model.name}:prior {site}" if term.kind == "prior" else f"gaussian {site}"
+    return f"{term.model.name}:prior {site}" if isinstance(term, Prior) else f"gaussian {site}"
 
 
 class Node:

@@ -1,11 +1,11 @@
 """Lowering a compiled target to a runtime program over flat unconstrained particles z [N, D].
 
-Per particle, `Evaluator.evaluate(z)` walks the evaluation order: each latent site is
-x = T(u) with T = biject_to(support of its reference factor) (log|det J| added to the
-reference), each deterministic site is computed, then every term ℓ_t is evaluated.
-`Program` vmaps that over particles (and jit-compiles it on JAX):
+Per particle, `Evaluator.run` walks the evaluation order through a stack of effect handlers (`handlers.py`):
+with `Constrain`, each latent site is x = T(u) with T = biject_to(support of its reference factor) (log|det J|
+added to the reference), each deterministic site is computed; then every term ℓ_t gives its own log density
+(`Term.log_density` at a `Point`). `Program` vmaps that over particles (and jit-compiles it on JAX):
 
-    log_reference(z) = Σ_t r_t ℓ_t + log|det J|     log_rest(z) = Σ_t (c_t − r_t) ℓ_t
+    log_parts(z) = (Σ_t r_t ℓ_t + log|det J|,  Σ_t (c_t − r_t) ℓ_t)
 
 Nothing is checked on that path. Constant parameters are checked where a distribution is built
 (`Distribution.check_constant`), those read from data only and observations at compile time (`Evaluator.trace`);
@@ -18,9 +18,10 @@ import contextvars
 import numpy as np
 
 from ..errors import UNDEFINED_DENSITY_HINT, InferenceError, PlanError, PPLError, SupportError, ValueRangeError
-from ..stdlib.distributions import (LIBRARY, Distribution, concrete, invalid_parameter, outside_support, per_particle,
-                                     repeated)
-from .shapes import TRACE_BYTES, Support, check_size
+from ..stdlib.distributions import per_particle, repeated
+from . import handlers as H
+from .shapes import TRACE_BYTES, check_size, support_name
+from .terms import Distributed, Likelihood, Valued
 
 
 _PROBING = contextvars.ContextVar("probing", default=False)
@@ -55,53 +56,59 @@ def discrete_site_error(name, family, support):
                           "keep marginalize on (the default), or observe it", site=name)
 
 
-def support_name(constraint):
-    """A constraint's name, seen through `independent(...)` wrappers: 'Real', 'Positive', 'Simplex', ..."""
-    if isinstance(constraint, Support):
-        return constraint.name
-    while hasattr(constraint, "base_constraint"):
-        constraint = constraint.base_constraint
-    return type(constraint).__name__.lstrip("_")
-
-
-#: the supports an observation is checked against with their bounds (an interval, a one-sided truncation)
-BOUNDED = ("Interval", "GreaterThan", "LessThan")
-
-
 class Evaluator:
-    """The per-particle evaluation of a compiled target on one runtime."""
+    """The per-particle evaluation of a compiled target on one runtime, with a stack of effect handlers
+    (`handlers.py`) that give the latent sites their values and may override the data and observations."""
 
     def __init__(self, compiled, rt):
         self.c, self.rt = compiled, rt
+        #: the models' own data and observed values (`inputs` gives them as the handler stack overrides them)
         self.data = {m.name: {k: v if isinstance(v, (int, float)) else rt.asarray(v) for k, v in m.data.items()}
                      for m in compiled.models}
         self.obs = {m.name: {k: self._observed(m, k, v) for k, v in m.observed.items()} for m in compiled.models}
-        self.ref = {id(t) for t in compiled.chosen.values()}
         self.categorical = set()   # terms whose distribution is categorical: their observations are indices
+        self.stack = []
+        self._inputs = self.obs, self.data
 
     def _observed(self, m, name, value):
         d = m.sites[name].constant
         return self.rt.asindex(value) if d is not None and d.family == "Categorical" else self.rt.asarray(value)
 
     @contextlib.contextmanager
-    def substituted(self, obs, data):
-        """Evaluation with other observed values and data ({model: {name: array}}, overriding those given;
-        arrays may be tracers), as NumPyro's `substitute`: one traced program for a family of targets that
-        differ only in their data (`ppl.amortize`)."""
-        saved = self.obs, self.data
-        self.obs = {m: {**v, **obs.get(m, {})} for m, v in saved[0].items()}
-        self.data = {m: {**v, **data.get(m, {})} for m, v in saved[1].items()}
+    def handlers(self, *handlers):
+        """Evaluation under `handlers` (outermost first), pushed on the stack for the duration."""
+        self.stack.extend(handlers)
+        self._resolve()
         try:
             yield self
         finally:
-            self.obs, self.data = saved
+            del self.stack[len(self.stack) - len(handlers):]
+            self._resolve()
+
+    def substituted(self, obs, data):
+        """`handlers(condition(obs), substitute(data=data))`: kept for ppl/amortize.py until it uses `handlers`."""
+        return self.handlers(H.condition(obs), H.substitute(data=data))
+
+    def _resolve(self):
+        msg = {"type": "inputs", "obs": self.obs, "data": self.data, "stop": False}
+        H.apply_stack(self.stack, msg)
+        self._inputs = msg["obs"], msg["data"]
+
+    def inputs(self):
+        """(observed values, data), {model: {name: array}}, as the handler stack gives them."""
+        return self._inputs
+
+    def observation(self, t):
+        """The observed value of the likelihood term t."""
+        return self._inputs[0][t.model.name][t.site]
 
     def env(self, model, values, dets):
         """What a site of `model` can read: its deterministics, observations, data and the latent values (a view,
         the first found wins; what is written to it stays in it): no copy per site, so lowering is linear."""
         if model is None:
             return collections.ChainMap({}, values)
-        return collections.ChainMap({}, dets.get(model.name, {}), self.obs[model.name], self.data[model.name], values)
+        obs, data = self._inputs
+        return collections.ChainMap({}, dets.get(model.name, {}), obs[model.name], data[model.name], values)
 
     def model_env(self, model, values):
         """`env` of `model` at the latent `values` with its deterministic sites computed (a particle filter's or a
@@ -112,27 +119,47 @@ class Evaluator:
                 env[node.name] = model.sites[node.name](env)
         return env
 
-    def spec(self, term, env):
-        """The `Distribution` of a prior, gaussian or likelihood term in environment `env`."""
-        if term.kind == "gaussian":
-            loc, scale = term.value
-            return Distribution("Normal", {"loc": loc, "scale": scale})
-        d = term.model.sites[term.site](env)
-        if not isinstance(d, Distribution):
-            raise PPLError(f"site {term.site!r} of model {term.model.name} must return a distribution "
-                           f"(e.g. ppl.Normal(...)), got {type(d).__name__}")
-        return d
+    def at_env(self, env):
+        """The `Point` whose every read is the one environment `env` (e.g. `model_env`'s)."""
+        return EnvPoint(self, env)
 
-    def run(self, handler):
-        """The site interpreter: walk the evaluation order once; each deterministic site is computed from what it
-        reads and each latent site takes the value `handler` gives it. Returns (values, deterministics by model)."""
+    def spec(self, term, env):
+        """The `Distribution` of a distribution term (prior, gaussian, likelihood) in environment `env`."""
+        return term.spec(env)
+
+    def run(self, *handlers):
+        """The site interpreter: walk the evaluation order once under `handlers` (outermost first, pushed on the
+        stack); each step is a message through the stack (`handlers.apply_stack`): a latent site takes the value a
+        handler gives it, a deterministic site is computed from what it reads unless one gives it. Returns
+        (values, deterministics by model)."""
         values, dets = {}, {}
-        for node in self.c.order:
-            if node.kind == "det":
-                dets.setdefault(node.model.name, {})[node.name] = handler.deterministic(node, values, dets)
-            else:
-                values[node.name] = handler.latent(node, values, dets)
+        with self.handlers(*handlers):
+            stack = self.stack
+            for node in self.c.order:
+                msg = {"type": node.kind, "name": node.name, "node": node, "values": values, "dets": dets,
+                       "value": None, "stop": False}
+                seen = H.apply_stack(stack, msg)
+                if msg.get("hidden"):
+                    continue
+                if msg["value"] is None:
+                    if node.kind != "det":
+                        raise PlanError(f"no handler gives latent site {node.name!r} a value", site=node.name)
+                    msg["value"] = node.model.sites[node.name](self.env(node.model, values, dets))
+                H.postprocess(stack, msg, seen)
+                if node.kind == "det":
+                    dets.setdefault(node.model.name, {})[node.name] = msg["value"]
+                else:
+                    values[node.name] = msg["value"]
         return values, dets
+
+    def reference(self, node, values, dets):
+        """The runtime distribution of latent step `node`'s reference factor (an error in building it names the
+        site)."""
+        try:
+            return node.term.spec(self.env(node.term.model, values, dets)).lower(self.rt)
+        except PPLError as e:
+            e.site = e.site or node.name
+            raise
 
     def latent_values(self, z, layout=None):
         """Constrained latent values, deterministics, log|det J| and the reference distributions used, at the flat
@@ -142,21 +169,19 @@ class Evaluator:
         values, dets = self.run(h)
         return values, dets, h.ldj, h.dists, h.layout
 
+    def point(self, values, dets, dists):
+        """The `Point` of one evaluation: its values, deterministics and the distributions built so far."""
+        return Point(self, values, dets, dists)
+
     def term_dist(self, t, values, dets, dists):
         """The runtime distribution of a prior, gaussian or likelihood term (built once per evaluation)."""
         d = dists.get(id(t))
         if d is None:
-            spec = self.spec(t, self.env(t.model, values, dets))
+            spec = t.spec(self.env(t.model, values, dets))
             if spec.family == "Categorical":
                 self.categorical.add(id(t))
             d = dists[id(t)] = spec.lower(self.rt)
         return d
-
-    def observed_log_prob(self, t, values, dets, dists):
-        """log p(y | ·) of a likelihood term at its observation y (as indices for a categorical)."""
-        d = self.term_dist(t, values, dets, dists)
-        y = self.obs[t.model.name][t.site]
-        return d.log_prob(self.rt.asindex(y) if id(t) in self.categorical else y)
 
     def global_env(self, values, dets):
         """What rewards and energies read (`Compiled.readable`): latent values and deterministics by name."""
@@ -166,97 +191,116 @@ class Evaluator:
 
     def term_values(self, values, dets, dists):
         """ℓ_t for every term, as a list of scalars (per particle); the global environment for rewards."""
-        glob = self.global_env(values, dets)
-        out = []
-        for t in self.c.terms:
-            if t.kind == "constant":
-                out.append(t.value)
-            elif t.kind in ("reward", "energy"):
-                out.append(t.fn(glob))
-            elif t.kind == "factor":
-                out.append(t.model.sites[t.site](self.env(t.model, values, dets)))
-            else:
-                out.append((self.observed_log_prob(t, values, dets, dists) if t.kind == "likelihood" else
-                            self.term_dist(t, values, dets, dists).log_prob(values[t.site])).sum())
-        return out, glob
+        point = self.point(values, dets, dists)
+        return [t.log_density(point) for t in self.c.terms], point.glob
 
-    def trace(self, check):
-        """Trace one particle at u = 0: build the layout, `check(term, dist, layout)` every
-        distribution term before it is evaluated, then `check(term, value, layout)` every reward, energy and factor. Returns the layout."""
+    def log_density(self, terms, point):
+        """Σ_t c_t ℓ_t over `terms` at `point` (0.0 for none)."""
+        total = 0.0
+        for t in terms:
+            total = total + t.coef * t.log_density(point)
+        return total
+
+    def trace(self):
+        """Trace one particle at u = 0: build the layout, check every distribution term (`Term.fixed_error`, then
+        `Term.check` against the layout) before it is evaluated, then every reward, energy and factor's value.
+        Returns the layout."""
         values, dets, _, dists, layout = self.latent_values(None)
+        point = self.point(values, dets, dists)
         for t in self.c.terms:
-            if t.kind in ("prior", "gaussian", "likelihood"):
+            if isinstance(t, Distributed):
                 d = self.term_dist(t, values, dets, dists)
-                if t.kind != "gaussian":
-                    self.check_constant(t, values, dets, d)
-                check(t, d, layout)
+                error = t.fixed_error(point, d)
+                if error:
+                    raise error
+                t.check(d, layout)
         terms, _ = self.term_values(values, dets, dists)
         for t, v in zip(self.c.terms, terms):
-            if t.kind in ("reward", "energy", "factor"):
-                check(t, v, layout)
+            if isinstance(t, Valued):
+                t.check(v, layout)
         return layout
 
-    def check_constant(self, t, values, dets, d):
-        """A located error where a distribution that reads only data has a parameter outside its constraint, or an
-        observation is outside its support (the support's bounds are checked when they read only data)."""
-        m = t.model
-        fixed = set(m.sites[t.site].parents) <= set(m.data) | set(m.observed)
-        error = None
-        if fixed:
-            spec = self.spec(t, self.env(m, values, dets))
-            params = {k: concrete(v) for k, v in spec.params.items() if k != "support"}
-            if all(v is not None for v in params.values()):
-                error = invalid_parameter(getattr(spec, "base_family", spec.family), params)
-                error = error and ValueRangeError(f"{t.label}: parameter {error}", site=t.site)
-        if error is None and t.kind == "likelihood":
-            y = concrete(self.obs[m.name][t.site])
-            bounds = d.support.params if fixed and support_name(d.support) in BOUNDED else {}
-            error = y is not None and outside_support(support_name(d.support), y, bounds.get("low"), bounds.get("high"))
-            error = error and SupportError(f"observed {t.site!r} of model {m.name}: {error}", site=t.site)
-        if error:
-            raise error
+
+class Point:
+    """One particle as the terms read it (`Term.log_density`): a model's environment, what rewards read, a term's
+    runtime distribution, a latent site's value and an observation."""
+
+    def __init__(self, ev, values, dets, dists):
+        self.ev, self.values, self.dets, self.dists = ev, values, dets, dists
+        self._glob = None
+
+    def env(self, model):
+        return self.ev.env(model, self.values, self.dets)
+
+    @property
+    def glob(self):
+        if self._glob is None:
+            self._glob = self.ev.global_env(self.values, self.dets)
+        return self._glob
+
+    def dist(self, t):
+        return self.ev.term_dist(t, self.values, self.dets, self.dists)
+
+    def latent(self, site):
+        return self.values[site]
+
+    def observed(self, t):
+        return self.ev.observation(t)
+
+    def observed_log_prob(self, t):
+        """log p(y | ·) of the likelihood term t at its observation y (as indices for a categorical)."""
+        d, y = self.dist(t), self.observed(t)
+        return d.log_prob(self.ev.rt.asindex(y) if id(t) in self.ev.categorical else y)
 
 
-class Handler:
-    """One purpose of the site interpreter (`Evaluator.run`), per particle: what value a latent site takes.
-    Deterministic sites are computed from what they read."""
+class EnvPoint(Point):
+    """The `Point` whose every read is one environment (a model's: `Evaluator.model_env`): a particle filter's
+    terms that do not read the path, at θ."""
 
-    def __init__(self, ev):
-        self.ev, self.rt = ev, ev.rt
+    def __init__(self, ev, env):
+        self.ev, self._env = ev, env
 
-    def deterministic(self, node, values, dets):
-        return node.model.sites[node.name](self.ev.env(node.model, values, dets))
+    def env(self, model):
+        return self._env
 
-    def reference(self, node, values, dets):
-        """The runtime distribution of the latent site's reference factor (an error in building it names the
-        site)."""
-        try:
-            return self.ev.spec(node.term, self.ev.env(node.term.model, values, dets)).lower(self.rt)
-        except PPLError as e:
-            e.site = e.site or node.name
-            raise
+    @property
+    def glob(self):
+        return self._env
 
-    def latent(self, node, values, dets):
-        raise NotImplementedError
+    def dist(self, t):
+        return t.spec(self._env).lower(self.ev.rt)
+
+    def latent(self, site):
+        return self._env[site]
+
+    def observed(self, t):
+        return self._env[t.site]
+
+    def observed_log_prob(self, t):
+        return self.dist(t).log_prob(self._env[t.site])
 
 
-class Constrain(Handler):
+class Constrain(H.Handler):
     """x = T(u), u the site's slice of the flat z, T = biject_to(support of its reference); log|det J| is
     accumulated. With `layout=None` (a trace) u = 0 and the layout (shapes, supports, offsets) is built."""
 
     def __init__(self, ev, z, layout=None):
-        super().__init__(ev)
+        self.ev, self.rt = ev, ev.rt
         self.z, self.build = z, layout is None
         self.layout = {} if layout is None else layout
         self.ldj, self.dists, self.offset = 0.0, {}, 0
 
+    def process(self, msg):
+        if msg["type"] == "latent" and msg["value"] is None:
+            msg["value"] = self.latent(msg["node"], msg["values"], msg["dets"])
+
     def latent(self, node, values, dets):
         t, rt = node.term, self.rt
-        d = self.dists[id(t)] = self.reference(node, values, dets)
+        d = self.dists[id(t)] = self.ev.reference(node, values, dets)
         if d.support.is_discrete:
             if probing_now():
                 return np.full(tuple(d.batch_shape) + tuple(d.event_shape), d.support.params.get("low", 0))
-            family = self.ev.spec(t, self.ev.env(t.model, values, dets)).family
+            family = t.spec(self.ev.env(t.model, values, dets)).family
             raise discrete_site_error(node.name, family, support_name(d.support))
         tr = rt.biject_to(d.support)
         if self.build:
@@ -280,28 +324,33 @@ class Constrain(Handler):
         return x
 
 
-class Unconstrain(Handler):
-    """The given constrained values x stay; u = T⁻¹(x) is collected in layout order (`parts`)."""
+class Unconstrain(H.substitute):
+    """The given constrained values x stay (`substitute`); u = T⁻¹(x) is collected in layout order (`parts`)."""
 
     def __init__(self, ev, x):
-        super().__init__(ev)
-        self.x, self.parts = x, []
+        super().__init__(values=x)
+        self.ev, self.parts = ev, []
 
-    def latent(self, node, values, dets):
-        x = self.x[node.name]
-        self.parts.append(self.rt.biject_to(self.reference(node, values, dets).support).inv(x).reshape(-1))
-        return x
+    def postprocess(self, msg):
+        if msg["type"] == "latent":
+            d = self.ev.reference(msg["node"], msg["values"], msg["dets"])
+            self.parts.append(self.ev.rt.biject_to(d.support).inv(msg["value"]).reshape(-1))
 
 
-class SampleBatched(Handler):
+class SampleBatched(H.Handler):
     """Exact draws from the reference π0 for n particles at once (ancestral, batched over particles rather than
     vmapped per particle: torch cannot vmap its samplers): each site given the batched values it reads; the
     i-th step of the order uses the i-th of the split keys. A site without a normalized prior (`Compiled.improper`)
     is drawn uniform(−2, 2) on the unconstrained scale, as Stan initializes: no draw of π0 then (MCMC starts)."""
 
     def __init__(self, ev, key, n):
-        super().__init__(ev)
+        self.ev, self.rt = ev, ev.rt
         self.n, self.keys, self.i = n, ev.rt.split(key, max(len(ev.c.order), 1)), -1
+
+    def process(self, msg):
+        if msg["type"] != "inputs" and msg["value"] is None:
+            node, values, dets = msg["node"], msg["values"], msg["dets"]
+            msg["value"] = (self.deterministic if msg["type"] == "det" else self.latent)(node, values, dets)
 
     def deterministic(self, node, values, dets):
         self.i += 1
@@ -311,7 +360,7 @@ class SampleBatched(Handler):
     def latent(self, node, values, dets):
         self.i += 1
         t, ev = node.term, self.ev
-        spec_of = lambda vals: ev.spec(t, ev.env(t.model, vals[0], vals[1]))  # noqa: E731
+        spec_of = lambda vals: t.spec(ev.env(t.model, vals[0], vals[1]))  # noqa: E731
         if node.name in ev.c.improper:
             first = self.rt.tree_map(lambda a: a[0], _pick(node.reads, values, dets)) if node.reads else ({}, {})
             support = spec_of(first).lower(self.rt).support
@@ -355,10 +404,10 @@ class Program:
         #: deterministic values not saved in the draws (a `.ppl` model's locals: `Site.keep` False)
         self._unsaved = {n for n, k in compiled.readable.items() if k[0] == "det" and not sites[k[1]][k[2]].keep}
         self.to_constrained_arrays = self.rt.jit(self.rt.vmap(self._constrained))
-        self._sample_reference = self.rt.jit(self._sample, static_argnames=("n",))
+        self._sample_reference = self.rt.jit(self.draw_reference, static_argnames=("n",))
         seen = {}
         for t in compiled.terms:    # each observed site once (a model may appear several times in the target)
-            if t.kind == "likelihood":
+            if isinstance(t, Likelihood):
                 seen.setdefault((t.model.name, t.site), t)
         sites = [site for _, site in seen]
         #: (name, term) of each observed site: its name, or model.site where two models observe the same name
@@ -366,6 +415,15 @@ class Program:
         self._log_likelihood = self.rt.jit(self.rt.vmap(self._pointwise))
         self._predictive = self.rt.jit(self._predict)
         self._term_values = self.rt.jit(self.rt.vmap(self._terms))
+
+    def handlers(self, *handlers):
+        """Evaluation under `handlers` (outermost first, `compiler/handlers.py`) while the context lasts, e.g.
+        `with program.handlers(condition(obs), substitute(data=data)):` another context's observations and data."""
+        return self.ev.handlers(*handlers)
+
+    def inputs(self):
+        """(observed values, data), {model: {name: array}}, as the handlers in force give them."""
+        return self.ev.inputs()
 
     # per particle
     def log_parts(self, z):
@@ -395,7 +453,8 @@ class Program:
 
     def _pointwise(self, z):
         values, dets, _, dists, _ = self.ev.latent_values(z, self.layout)
-        return {name: self.ev.observed_log_prob(t, values, dets, dists) for name, t in self.observed}
+        point = self.ev.point(values, dets, dists)
+        return {name: point.observed_log_prob(t) for name, t in self.observed}
 
     def _values(self, z):
         values, dets, _, _, _ = self.ev.latent_values(z, self.layout)
@@ -409,29 +468,15 @@ class Program:
         for k, (name, t) in zip(rt.split(key, max(len(self.observed), 1)), self.observed):
             if (t.model.name, t.site) in marginal:   # its sites integrated out: no replicate drawn (yet)
                 continue
-            spec_of = lambda vals, t=t: ev.spec(t, ev.env(t.model, vals[0], vals[1]))  # noqa: E731
+            spec_of = lambda vals, t=t: t.spec(ev.env(t.model, vals[0], vals[1]))  # noqa: E731
             out[name] = rt.sample(per_particle(rt, spec_of, batched), k)
         return out
 
     def invalid_at(self, z, t):
         """'parameter = value must be ...' (or 'value is outside its support') where term t's distribution at the
         one particle z [D] has an invalid parameter (or observation), else None: evaluated eagerly, after a run."""
-        if t.kind not in ("prior", "likelihood"):
-            return None
         values, dets, _, dists, _ = self.ev.latent_values(z, self.layout)
-        spec = self.ev.spec(t, self.ev.env(t.model, values, dets))
-        family = getattr(spec, "base_family", spec.family)   # a sorted (ordered) site: its elements' family
-        said = None
-        if family in LIBRARY:
-            said = invalid_parameter(family, {k: self.rt.to_numpy(self.rt.asarray(v)).astype(np.float64)
-                                              for k, v in spec.params.items() if k != "support"})
-        if said is None and t.kind == "likelihood":
-            d, y = self.ev.term_dist(t, values, dets, dists), self.ev.obs[t.model.name][t.site]
-            support = support_name(d.support)
-            bounds = [self.rt.to_numpy(getattr(d.support, b)) if hasattr(d.support, b) else None
-                      for b in ("lower_bound", "upper_bound")] if support in BOUNDED else [None, None]
-            said = outside_support(support, self.rt.to_numpy(y).astype(np.float64), *bounds)
-        return said
+        return t.invalid(self.ev.point(values, dets, dists), self.rt)
 
     def diagnose(self, z, what):
         """The error that says why the log density failed at particles z [N, D] after a run (its weights were NaN or
@@ -447,8 +492,8 @@ class Program:
             if not (nan or pos or np.all(v == -np.inf)):
                 continue
             i = int(np.argmax(np.isnan(v) | (v == np.inf)))
-            site = t.site if t.kind in ("prior", "likelihood", "factor") else None
-            said = self.invalid_at(z[i], t) if t.kind in ("prior", "likelihood") else None
+            site = t.located
+            said = self.invalid_at(z[i], t)
             if said is not None:
                 at = "at every particle" if not (nan or pos) else f"at {nan + pos} of {n} particles"
                 kind = SupportError if "support" in said else ValueRangeError
@@ -481,12 +526,6 @@ class Program:
         [N, *shape]."""
         return {k: self.rt.to_numpy(v) for k, v in self._predictive(key, z).items()}
 
-    def log_reference(self, z):
-        return self.log_densities(z)[0]
-
-    def log_rest(self, z):
-        return self.log_densities(z)[1]
-
     def to_constrained(self, z):
         """Constrained latent and deterministic values, as numpy arrays [N, *shape]."""
         return {k: self.rt.to_numpy(v) for k, v in self.to_constrained_arrays(z).items()}
@@ -502,11 +541,15 @@ class Program:
         without a normalized prior (`SampleBatched`)."""
         return self._sample_reference(key, n=n)
 
-    def _sample(self, key, n):
+    def draw_reference(self, key, n):
+        """z [n, D] from π0 as `sample_start` draws them, not compiled: for a caller that traces it under handlers
+        (`handlers`) inside its own compiled function."""
         if self.dim == 0:   # nothing latent: every particle is the empty point
             return self.rt.xp.zeros((n, 0))
         values, _ = self.ev.run(SampleBatched(self.ev, key, n))
         return self._unconstrain(values)
+
+    _sample = draw_reference   # ppl/amortize.py's name for it until it calls draw_reference
 
     def _unconstrain(self, values):
         def one(x):

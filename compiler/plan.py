@@ -11,13 +11,12 @@ so tempering π_β ∝ π0 · L^β never scales the reference: β = 0 is proper.
 import numpy as np
 
 from .. import advice
-from ..errors import NameResolutionError, PlanError, ShapeError, SupportError, UserFunctionError
+from ..errors import NameResolutionError, PlanError
 from ..target import Model, Target
 from .gaussian import fold_gaussians
 from .graph import build_graph, evaluation_order, readable
-from .lower import support_name
 from .marginalize import marginalize as integrate_out
-from .terms import Term, expand
+from .terms import Constant, Gaussian, Prior, Reward, expand
 
 
 def _choose_reference(terms, latent):
@@ -27,15 +26,15 @@ def _choose_reference(terms, latent):
     need no reference."""
     by_site = {}
     for t in terms:
-        if t.kind in ("prior", "gaussian") and t.coef > 0:
+        if isinstance(t, (Prior, Gaussian)) and t.coef > 0:
             by_site.setdefault(t.site, []).append(t)
     chosen, improper = {}, []
     for site in latent:
         cands = by_site.get(site, [])
-        normalized = [t for t in cands if t.kind == "gaussian" or t.model.sites[site].constant is None
+        normalized = [t for t in cands if isinstance(t, Gaussian) or t.model.sites[site].constant is None
                       or t.model.sites[site].constant.is_normalized]
-        best = ([t for t in normalized if t.kind == "gaussian"] + [t for t in normalized if t.coef == 1.0]
-                + normalized) or [t for t in terms if t.kind == "prior" and t.site == site]
+        best = ([t for t in normalized if isinstance(t, Gaussian)] + [t for t in normalized if t.coef == 1.0]
+                + normalized) or [t for t in terms if isinstance(t, Prior) and t.site == site]
         if not normalized:
             improper.append(site)
         if not best:
@@ -94,7 +93,7 @@ class Compiled:
             if extra:
                 raise NameResolutionError(f"the reference's sites {sorted(reference.latent_names())} differ from the "
                                           f"target's latent sites {sorted(latent)}")
-            ref_terms = [Term("prior", 0.0, reference, n) for n in latent]
+            ref_terms = [Prior(0.0, reference, n) for n in latent]
             chosen, improper = {t.site: t for t in ref_terms}, []
             self.models.append(reference)
             terms = terms + ref_terms
@@ -121,7 +120,7 @@ class Compiled:
     def _check_names(self):
         known = set(self.readable)
         for t in self.terms:
-            if t.kind in ("reward", "energy"):
+            if isinstance(t, Reward):
                 missing = [p for p in t.fn.parents if p not in known]
                 if missing:
                     raise NameResolutionError(f"{t.kind} {t.fn.name} reads {', '.join(map(repr, missing))}, which is "
@@ -142,35 +141,7 @@ class Compiled:
         with warnings.catch_warnings(), np.errstate(all="ignore"), tracing(), \
                 (probing() if rbpf else contextlib.nullcontext()):
             warnings.simplefilter("ignore", RuntimeWarning)
-            return Evaluator(self, ShapeRuntime()).trace(self._check_term)
-
-    def _check_term(self, t, d, layout):
-        if t.kind in ("prior", "gaussian") and t.site in layout:
-            entry = layout[t.site]
-            shape = tuple(d.batch_shape) + tuple(d.event_shape)
-            if shape != entry["shape"]:
-                raise ShapeError(f"site {t.site!r} has shape {entry['shape']} in {entry['from']} but {shape} in "
-                                 f"{t.label}; sites combined by * must agree in shape", site=t.site)
-            if support_name(d.support) != entry["support"]:
-                raise SupportError(f"site {t.site!r} has support {entry['support']} in {entry['from']} but "
-                                   f"{support_name(d.support)} in {t.label}; sites combined by * must agree in support",
-                                   site=t.site)
-        elif t.kind == "likelihood":
-            obs = np.shape(t.model.observed[t.site])
-            shape = tuple(d.batch_shape) + tuple(d.event_shape)
-            if obs != shape:
-                raise ShapeError(f"observed {t.site!r} of model {t.model.name} has shape {obs}, but its "
-                                 f"distribution has shape {shape}", site=t.site)
-        elif t.kind in ("reward", "energy", "factor"):
-            value = d
-            what = {"reward": "a reward", "energy": "an energy", "factor": "a factor"}[t.kind]
-            kind = np.asarray(value).dtype.kind if isinstance(value, (int, float, np.ndarray, np.generic)) else "O"
-            if kind not in "biuf":
-                raise UserFunctionError(f"{what} must return one real per particle; {t.label} returned "
-                                        f"{type(value).__name__} {value!r:.40}")
-            if np.shape(value) != ():
-                raise ShapeError(f"{what} must return one real per particle; {t.label} returned shape "
-                                 f"{tuple(np.shape(value))} (sum over the site's elements?)")
+            return Evaluator(self, ShapeRuntime()).trace()
 
     def check_reference(self):
         """A PlanError naming the first site without a normalized prior (`improper`): a method that draws from the
@@ -203,7 +174,7 @@ class Compiled:
         lines.append("rest L (log L = sum of coef x term):")
         for t, c in zip(self.terms, self.rest_coef):
             if c != 0:
-                extra = f" = {t.value:.6g}" if t.kind == "constant" else ""
+                extra = f" = {t.value:.6g}" if isinstance(t, Constant) else ""
                 lines.append(f"  {c:+g} x {t.label}{extra}")
         lines.append("path: pi_beta = pi0 * L^beta, beta from 0 to 1")
         return "\n".join(lines)

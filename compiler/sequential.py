@@ -12,6 +12,7 @@ import numpy as np
 
 from .. import advice
 from ..errors import PlanError
+from .terms import Likelihood, Prior, Reward
 
 
 class StateSpace:
@@ -36,9 +37,9 @@ class StateSpace:
         self.static = [n for n in compiled.latent if n != self.name]
         self.observations = []
         for t in compiled.terms:
-            if t.kind == "likelihood" and t.model is self.model and self.name in t.model.sites[t.site].parents:
+            if isinstance(t, Likelihood) and t.model is self.model and t.reads(self.name):
                 self.observations.append(t)
-            elif t.kind == "prior" and t.site == self.name:
+            elif isinstance(t, Prior) and t.site == self.name:
                 if t.coef != 1.0:
                     raise PlanError(f"the state path {self.name!r} enters the target with exponent {t.coef:g}; a "
                                     f"particle filter needs it once (anneal the observations instead)", site=self.name)
@@ -47,7 +48,7 @@ class StateSpace:
                                 f"term that reads it to be an observation elementwise in time "
                                 f"(y ~ f(x) with y observed)", site=self.name)
         self.rest = [t for t in compiled.terms if t not in self.observations and not
-                     (t.kind == "prior" and t.site == self.name)]
+                     (isinstance(t, Prior) and t.site == self.name)]
         for m in compiled.models:
             for n, s in m.sites.items():
                 if s.kind == "deterministic" and self.name in s.parents and m is self.model:
@@ -62,11 +63,7 @@ class StateSpace:
                    for m in compiled.models for n, s in m.sites.items())
 
     def _reads_state(self, t):
-        if t.kind in ("reward", "energy"):
-            return self.name in t.fn.parents
-        if t.kind in ("factor", "likelihood", "prior"):
-            return t.model is self.model and self.name in t.model.sites[t.site].parents
-        return False
+        return (isinstance(t, Reward) or t.model is self.model) and t.reads(self.name)
 
     def check_fixed(self):
         """A filter with θ fixed: every static site must be observed (conditioned) or data."""

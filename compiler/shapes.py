@@ -51,6 +51,19 @@ def check_size(what, elements, bytes_per_element, hint=None, site=None):
                          f"available ({memory / 2 ** 30:.3g} GiB)", site=site, hint=hint)
 
 
+def support_name(constraint):
+    """A constraint's name, seen through `independent(...)` wrappers: 'Real', 'Positive', 'Simplex', ..."""
+    if isinstance(constraint, Support):
+        return constraint.name
+    while hasattr(constraint, "base_constraint"):
+        constraint = constraint.base_constraint
+    return type(constraint).__name__.lstrip("_")
+
+
+#: the supports an observation is checked against with their bounds (an interval, a one-sided truncation)
+BOUNDED = ("Interval", "GreaterThan", "LessThan")
+
+
 #: bytes per element of a latent site that the compiler's trace holds at once: its unconstrained value, its
 #: constrained value and a log density, float64 numpy arrays of its shape
 TRACE_BYTES = 3 * 8
