@@ -21,6 +21,7 @@ import jax.numpy as jnp  # noqa: E402
 import numpy as np  # noqa: E402
 import numpyro.distributions as dist  # noqa: E402
 from jax.scipy import special as jax_special  # noqa: E402
+from . import numpyro_special  # noqa: E402
 from jax.sharding import NamedSharding, PartitionSpec  # noqa: E402
 from numpyro.distributions.transforms import biject_to  # noqa: E402
 
@@ -38,7 +39,7 @@ class NumPyroRuntime(Runtime):
     xp = Numpy()
     distributions = dist
     special = types.SimpleNamespace(log_ndtr=jax_special.log_ndtr, gammainc=jax_special.gammainc,
-                                    gammaincc=jax_special.gammaincc, betainc=jax_special.betainc)
+                                    gammaincc=jax_special.gammaincc, betainc=numpyro_special.betainc)
     special_functions = jax_special
 
     def __init__(self, device="cpu", precision="float32", devices=None):

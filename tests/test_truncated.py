@@ -163,8 +163,7 @@ def assert_value_and_grad(rt, log_p, exact, z0):
     np.testing.assert_allclose(rt.to_numpy(grad), fd, atol=1e-6)
 
 
-@pytest.mark.parametrize("runtime", ["pyro", pytest.param("numpyro", marks=pytest.mark.xfail(
-    strict=True, raises=ValueError, reason="jax.scipy.special.betainc has no gradient in a and b"))])
+@pytest.mark.parametrize("runtime", ["pyro", "numpyro"])
 def test_normalizer_gradient_in_shape_parameters(runtime):
     """∇ of log p(x) of a truncated student_t over (df, loc, scale) and of a truncated beta over its two
     concentrations, whose normalizers are incomplete beta functions of them (float64, batched value_and_grad,
