@@ -112,12 +112,12 @@ class Evaluator:
 
     def model_env(self, model, values):
         """`env` of `model` at the latent `values` with its deterministic sites computed (a particle filter's or a
-        marginal's environment, outside the site interpreter)."""
-        env = self.env(model, values, {})
-        for node in self.c.order:
-            if node.kind == "det" and node.model is model:
-                env[node.name] = model.sites[node.name](env)
-        return env
+        marginal's environment): the site interpreter with the latent `values` substituted and the steps of other
+        models and the latent sites not given blocked."""
+        skip = H.block(lambda msg: msg["node"].model is not model
+                       or (msg["type"] == "latent" and msg["name"] not in values))
+        _, dets = self.run(H.substitute(values=values), skip)
+        return self.env(model, values, dets)
 
     def at_env(self, env):
         """The `Point` whose every read is the one environment `env` (e.g. `model_env`'s)."""

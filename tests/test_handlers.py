@@ -12,7 +12,8 @@ RUNTIMES = ["numpyro", "pyro"]
 
 def _model(y, scale=1.0):
     return ppl.model(name="m", data={"s": scale}, mu=ppl.Normal(0.0, 1.0), tau=ppl.HalfNormal(1.0),
-                     d=ppl.deterministic(lambda mu, tau: mu * tau), y=lambda mu, s: ppl.Normal(mu, s, shape=(3,))).condition(y=y)
+                     d=ppl.deterministic(lambda mu, tau: mu * tau),
+                     y=lambda mu, s: ppl.Normal(mu, s, shape=(3,))).condition(y=y)
 
 
 def test_each_kind_is_a_class_that_owns_its_log_density():
