@@ -459,29 +459,27 @@ sample steered with pf(particles = 64) on pyro
         del sys.modules["text_reward_module"]
 
 
-@pytest.mark.parametrize("line, message", [
-    ('lm * exp(count(text, 2))', r'a text pattern is a non-empty string: count\(text, "ab"\)'),
-    ('lm * exp(count(tokens, "a"))', r"the first argument of count is text"),
-    ('lm * exp(contain(text, "a"))', r"(?s)unknown function 'contain' in a reward over text.*'contains'"),
-    ('lm * exp(served_reward(1))', r"served_reward takes the reward endpoint's URL"),
-])
-def test_text_reward_errors_are_located(line, message):
-    with pytest.raises(ppl.PPLError, match=message):
-        ppl.load_ppl(f'sequence lm = served("http://127.0.0.1:1", model = "m", length = 3)\ntarget t = {line}\n'
-                     f'sample t with pf(particles = 4)\n')
+def _served_program(options="length = 3", target=None):
+    head = f'sequence lm = served("http://127.0.0.1:1", {options})\n'
+    return head + (f"target t = {target}\nsample t with pf(particles = 4)\n" if target else "")
 
 
-@pytest.mark.parametrize("options, message", [
-    ('length = 3, step = 2', r'step is text: a string literal, step = "..."'),
-    ('length = 3, lookahead = 1', r"lookahead is true or false"),
-    ('length = 0', r"length must be an integer >= 1"),
-    ('step = "b"', r"served needs length = L, the most steps a sequence generates"),
-    ('length = 3, timeout = -1', r"timeout must be a positive number"),
-    ('length = 3, lookahed = true', r"(?s)served has no option 'lookahed'.*lookahead"),
+@pytest.mark.parametrize("program, message", [
+    (_served_program(target='lm * exp(count(text, 2))'), r'a text pattern is a non-empty string: count\(text, "ab"\)'),
+    (_served_program(target='lm * exp(count(tokens, "a"))'), r"the first argument of count is text"),
+    (_served_program(target='lm * exp(contain(text, "a"))'),
+     r"(?s)unknown function 'contain' in a reward over text.*'contains'"),
+    (_served_program(target='lm * exp(served_reward(1))'), r"served_reward takes the reward endpoint's URL"),
+    (_served_program('length = 3, step = 2'), r'step is text: a string literal, step = "..."'),
+    (_served_program('length = 3, lookahead = 1'), r"lookahead is true or false"),
+    (_served_program('length = 0'), r"length must be an integer >= 1"),
+    (_served_program('step = "b"'), r"served needs length = L, the most steps a sequence generates"),
+    (_served_program('length = 3, timeout = -1'), r"timeout must be a positive number"),
+    (_served_program('length = 3, lookahed = true'), r"(?s)served has no option 'lookahed'.*lookahead"),
 ])
-def test_served_base_options_are_checked(options, message):
+def test_served_bases_and_text_rewards_in_ppl_refuse_with_located_errors(program, message):
     with pytest.raises(ppl.PPLError, match=message):
-        ppl.load_ppl(f'sequence lm = served("http://127.0.0.1:1", {options})\n')
+        ppl.load_ppl(program)
 
 
 def test_ppl_serve_steers_a_served_model_for_a_chat(tmp_path):
