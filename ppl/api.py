@@ -5,12 +5,12 @@ import time
 import numpy as np
 
 from . import advice
-from .backends import check_options, check_value, get_method, get_runtime, marginals, option_names, sharding
+from .backends import get_method, get_runtime, marginals, sharding
 from .compiler import compile
 from .compiler.shapes import check_size
 from .errors import PlanError
+from .options import check_names, check_values
 from .precision import check as check_precision
-
 
 
 def sample(target, method="is", runtime="numpyro", device="cpu", particles=10_000, seed=0, reference=None,
@@ -26,7 +26,7 @@ def sample(target, method="is", runtime="numpyro", device="cpu", particles=10_00
     resampling (`backends/sharding.py`), and the chains of 'nuts' and 'hmc'. `marginalize` (True): sites the
     compiler can integrate out exactly (a linear-Gaussian state path: `compiler/marginalize.py`) are, and their
     draws given each draw of the rest come back in `samples`; False samples every site. Other options go to
-    the method.
+    the method. Every option is checked before the run (`ppl.options`): its value, and that the method takes it.
     """
     get_method(method)    # a known name, before compiling
     from .backends.proposals import Proposal
@@ -36,16 +36,16 @@ def sample(target, method="is", runtime="numpyro", device="cpu", particles=10_00
                             f"space, which methods 'is' and 'ais' sample from; method {method!r} takes a "
                             f"reference model: reference=ppl.model(...)")
         reference, options = None, {**options, "proposal": reference}
-    check_value("proposal", options.get("proposal"))
-    seed, particles = check_value("seed", seed), check_value("particles", particles)
-    fold, progress = check_value("fold", fold), check_value("progress", progress)
+    given = check_values({"seed": seed, "particles": particles, "fold": fold, "progress": progress,
+                          "marginalize": marginalize, "precision": precision, **options})
+    seed, particles, progress = given["seed"], given["particles"], given["progress"]
     rt = get_runtime(runtime, device, precision, devices)
     # a fitted proposal is a density over the sites it was fitted on: the rules that name their methods (conjugate
     # pairs) keep those sites
-    compiled = compile(target, reference=reference, fold=fold, marginalize=check_value("marginalize", marginalize),
+    compiled = compile(target, reference=reference, fold=given["fold"], marginalize=given["marginalize"],
                        method=None if options.get("proposal") is not None else method)
+    options = check_names(method, compiled.kind, given)
     run = get_method(method, compiled.kind)
-    check_options(method, options, option_names(run))
     sharding.check(method, run, particles, rt.n_devices)
     dim = getattr(compiled, "dim", None)
     if dim:

@@ -1,9 +1,10 @@
 """Loading a `.ppl` program: data, `use`d functions, models, targets and `sample` statements.
 
-`load_ppl(path_or_text, data=None)` returns a `PPLFile` whose `.models` are `ppl.model(...)` objects, whose
-`.diffusions` are `ppl.diffusion(...)` bases, whose `.sequences` are `ppl.autoregressive(...)` bases, and whose
-`.targets` are the same `Power`, `Product`, `Geometric` and `Tilt` trees the Python API builds: one compiler, two
-front ends. Errors the compiler raises about a site are located at the site's statement.
+`load_ppl(path_or_text, data=None)` returns a `PPLFile` (`runner`, which compiles and samples its targets) whose
+`.models` are `ppl.model(...)` objects, whose `.diffusions` are `ppl.diffusion(...)` bases, whose `.sequences`
+are `ppl.autoregressive(...)` bases, and whose `.targets` are the same `Power`, `Product`, `Geometric` and `Tilt`
+trees the Python API builds: one compiler, two front ends. Errors the compiler raises about a site are located at
+the site's statement.
 """
 import contextlib
 import importlib
@@ -13,7 +14,6 @@ import sys
 
 import numpy as np
 
-from .. import advice
 from .. import math as pm
 from ..backends import runtime as runtimes
 from ..compiler.diffusion_plan import DiffusionPlan, agree
@@ -29,185 +29,10 @@ from .functions import define_functions
 from .lower import ModelBuilder, type_parts
 from .names import reads
 from .parser import parse
+from .runner import PPLFile, RunSpec, diffusions
 from ..collector import collector_paused
 from .source import Source, suggest
 from .symbolic import NeedsData, Symbolic
-
-#: `sample` options that mean the same for every method: `ppl run --method` keeps them, and drops the others
-GENERAL = ("runtime", "device", "devices", "seed", "reference", "fold", "marginalize", "precision")
-
-
-class RunSpec:
-    """`sample NAME with METHOD(options) on RUNTIME`."""
-
-    def __init__(self, target, method, options, runtime, node):
-        self.target, self.method, self.options, self.runtime, self.node = target, method, options, runtime, node
-
-    def __repr__(self):
-        return f"sample {self.target} with {self.method}({self.options}) on {self.runtime}"
-
-
-class PPLFile:
-    """A loaded `.ppl` program: `.data`, `.models`, `.diffusions`, `.sequences`, `.targets` (Python target
-    objects), `.runs` and its `.src`.
-
-    `.front` is the front end its messages spell options for: 'ppl' (the program's syntax), or 'cli' when
-    `ppl run` runs it (its flags where it has them)."""
-
-    def __init__(self, src):
-        self.src, self.front = src, "ppl"
-        self.data, self.models, self.diffusions, self.targets, self.runs, self.functions = {}, {}, {}, {}, [], {}
-        self.sequences = {}
-        self.symbolic = []   # data loaded without a value (symbolic=True)
-        self.unbuilt = {}    # model or target name -> the symbolic datum its building needed
-
-    def named(self):
-        """Everything a target expression or a `sample` statement may name: targets, then models, diffusions and
-        sequences."""
-        return {**self.models, **self.diffusions, **self.sequences, **self.targets}
-
-    def target(self, name=None):
-        """The target called `name`; by default the one the first `sample` statement names, else the last."""
-        name = name or self.default_name()
-        if name is None:
-            raise self.src.error(None, "the program defines no model, diffusion, sequence or target")
-        if name in self.named():
-            return self.named()[name]
-        raise self.src.error(None, f"no target, model, diffusion or sequence named {name!r}; defined: "
-                                   f"{', '.join(self.named()) or 'none'}")
-
-    def kind(self, name=None):
-        """'diffusion' for a target over diffusions (sampled by fkc), 'sequence' for one over sequences (sampled by
-        pf, pg, bon, wbon or beam), else 'model'."""
-        target = self.target(name)
-        return "diffusion" if _diffusions(target) else "sequence" if is_sequence(target) else "model"
-
-    def run_spec(self, name=None):
-        name = name or self.default_name()
-        return next((r for r in self.runs if r.target == name), None)
-
-    def default_name(self):
-        if self.runs:
-            return self.runs[0].target
-        return (list(self.targets) or list(self.models) or list(self.diffusions) or list(self.sequences)
-                or [None])[-1]
-
-    def spelling(self, name=None, method=None):
-        """The advice of messages made inside the block spelled for `.front` and the `sample` statement of
-        target `name` (with `method`, default the statement's)."""
-        spec = self.run_spec(name)
-        return advice.front_end(self.front, name or self.default_name(), method or (spec.method if spec else None))
-
-    def compile(self, name=None, reference=None, fold=None, method=None, marginalize=None):
-        """`ppl.compile` of a target (with the `reference`, `fold` and `marginalize` of its `sample` statement by
-        default); where
-        the statement's method (or `method`) starts from the reference, a site without a normalized prior is an
-        error (`Compiled.check_reference`); errors about a site are located at its statement."""
-        from ..compiler import compile as compile_target
-        spec = self.run_spec(name)
-        options = spec.options if spec else {}
-        reference = options.get("reference") if reference is None else reference
-        fold = options.get("fold", True) if fold is None else fold
-        marginalize = options.get("marginalize", True) if marginalize is None else marginalize
-        method = method or (spec.method if spec else None)
-        target = self.target(name)
-        try:
-            with self.spelling(name, method), collector_paused():
-                compiled = compile_target(target, reference=reference, fold=fold, marginalize=marginalize,
-                                          method=method)
-                if reference is None and getattr(compiled, "improper", None) and \
-                        _needs_reference(method, compiled.kind):
-                    compiled.check_reference()
-                return compiled
-        except SourceError:
-            raise
-        except PPLError as e:
-            raise self.locate(e, target) or self.src.relocate(None, e) from None
-
-    def locate(self, e, target):
-        """`e` as a `SourceError` at the statement of the site of `target` it names (`e.site`); None if it names
-        none."""
-        source = next((m.sites[e.site].source for m in target.models() if e.site in m.sites), None)
-        return None if source is None else self.src.error_at(source[1], source[2], e.message, e.hint)
-
-    def check_run(self, spec, kind=None, options=None):
-        """A located error where the `sample` statement `spec` names an unknown method or kernel, an option the
-        method (for plans of `kind`) or its kernel does not take, or a value out of its option's range
-        (`backends.VALUES`); `options` (default: the statement's) are what the run would pass."""
-        import inspect
-        from ..api import sample
-        from ..backends import check_options, check_value, get_method, option_names
-        from ..backends.kernels import get_kernel
-        options = spec.options if options is None else options
-        for key, value in options.items():
-            try:
-                check_value(key, value)
-            except PPLError as e:   # located at the value where the statement gives it (else a flag or keyword did)
-                written = next((k.value for k in spec.node.options.keywords if k.name == key), None)
-                if written is None or spec.options.get(key) is not value:
-                    raise
-                raise self.src.relocate(written, e) from None
-        method = options.get("method", spec.method)
-        own = inspect.signature(sample).parameters    # ppl.sample's own options (method, seed, precision, ...)
-        given = {k: v for k, v in options.items() if k not in own}
-        try:
-            with self.spelling(spec.target, method):
-                known = option_names(get_method(method, kind))
-                check_options(method, given, known)
-                given = _expand(given)
-                check_options(method, given, known)
-                if isinstance(given.get("kernel"), str):
-                    get_kernel(given["kernel"]).options(given.get("kernel_options"))
-        except PPLError as e:
-            raise self.src.relocate(spec.node, e) from None
-
-    def run_options(self, name=None, method=None):
-        """(options, dropped): what a run of target `name` with `method` takes from its `sample` statement (its
-        method, runtime and options), and the names of the statement's options it leaves out. With the
-        statement's own method (or none given) that is everything; with another method only the options that
-        mean the same for every method (`GENERAL`): `particles = 20000` of `is` is not 20000 draws of `nuts`."""
-        spec = self.run_spec(name)
-        if spec is None:
-            return ({} if method is None else {"method": method}), []
-        same = method is None or method == spec.method
-        options = {k: v for k, v in spec.options.items() if same or k in GENERAL}
-        options.setdefault("runtime", spec.runtime)
-        options["method"] = spec.method if same else method
-        return {k: v for k, v in options.items() if v is not None}, [k for k in spec.options if k not in options]
-
-    def sample(self, name=None, **overrides):
-        """Run `ppl.sample` on a target with the options of its `sample` statement (`run_options`), updated by
-        `overrides`; errors about a site are located at its statement."""
-        from ..api import sample
-        name = name or self.default_name()
-        spec = self.run_spec(name)
-        kw, _ = self.run_options(name, overrides.get("method"))
-        kw.update({k: v for k, v in overrides.items() if v is not None})
-        compiled = self.compile(name, reference=kw.pop("reference", None), fold=kw.pop("fold", None),
-                                method=kw.get("method"), marginalize=kw.pop("marginalize", None))
-        if spec:
-            self.check_run(spec, compiled.kind, kw)
-        kw = _expand(kw)
-        try:
-            with self.spelling(name, kw.get("method")):
-                return sample(compiled, **kw)
-        except SourceError:
-            raise
-        except PPLError as e:
-            located = self.locate(e, self.target(name))
-            if located is None:
-                raise
-            raise located from None
-
-
-def _needs_reference(method, kind):
-    """Whether `method` (a name, or None) starts from the reference π0 on plans of `kind` (every method but those
-    whose `run` says `needs_reference = False`: nuts, hmc); an unknown method is `check_run`'s to report."""
-    from ..backends import get_method
-    try:
-        return method is not None and getattr(get_method(method, kind), "needs_reference", True)
-    except PPLError:
-        return False
 
 
 @contextlib.contextmanager
@@ -223,20 +48,6 @@ def _beside(filename):
         yield
     finally:
         sys.path.remove(folder)
-
-
-def _expand(options):
-    """An option given as a call, `kernel = hmc(n_leapfrog = 5)`: kernel="hmc", kernel_options={"n_leapfrog": 5}."""
-    out = {}
-    for key, value in options.items():
-        if isinstance(value, dict) and "name" in value:
-            value = dict(value)
-            out[key] = value.pop("name")
-            if value:
-                out[key + "_options"] = value
-        else:
-            out[key] = value
-    return out
 
 
 def _read_data(data, filename):
@@ -306,11 +117,11 @@ class Loader:
             raise self.src.error(typ, f"data must be int or real (with dimensions), not {tname}")
         value = self.given[name]
         try:
-            kind = np.asarray(value).dtype.kind
+            dtype_kind = np.asarray(value).dtype.kind
         except (TypeError, ValueError):
-            kind = "O"
-        if kind not in "iuf":   # no strings ("3"), booleans (true) or ragged lists, even where numpy would convert
-            what = {"b": "booleans", "U": "strings", "S": "strings"}.get(kind, "not numbers")
+            dtype_kind = "O"
+        if dtype_kind not in "iuf":   # no strings ("3"), booleans (true) or ragged lists, even where numpy converts
+            what = {"b": "booleans", "U": "strings", "S": "strings"}.get(dtype_kind, "not numbers")
             raise self.src.error(node, f"data {name!r} is declared {tname} but its value is {what}: {value!r:.60}")
         arr = np.asarray(value, dtype=np.float64)
         shape = self.constants.shape(dims, dict(self.out.data), "numpy") if dims else ()
@@ -377,7 +188,7 @@ class Loader:
                 SequencePlan(t)   # what only the whole target shows: every base's exponent 0, a reward's arity
             except PPLError as e:
                 raise self.src.relocate(node.expr, e) from None
-        if _diffusions(t):
+        if diffusions(t):
             if node.bindings:
                 raise self.src.error(node.bindings[0], "a diffusion target cannot be conditioned: FKC samples "
                                                        "products of powers of diffusions, tilted by rewards",
@@ -428,7 +239,7 @@ class Loader:
         and SDE."""
         try:
             t = build()
-            bases = _diffusions(t)
+            bases = diffusions(t)
             if bases:
                 agree(bases)
         except SourceError:
@@ -474,12 +285,12 @@ class Loader:
             r = sequence_reward(expr, self.src, self.out.data, self.out.functions, sequence_bases(base)[0].vocab,
                                 label)
             return self.algebra(expr, lambda: base.tilt(r, lam))
-        own = {n for m in base.models() for n in m.sites} | {q.site for q in _diffusions(base)}
+        own = {n for m in base.models() for n in m.sites} | {q.site for q in diffusions(base)}
         sites = own | set(self.out.data)
         parents = []
         for n, where in reads(expr):
             if n not in sites:
-                hint = suggest(n, sorted(sites)) or (f"the site of a diffusion is {SITE}" if _diffusions(base) else None)
+                hint = suggest(n, sorted(sites)) or (f"the site of a diffusion is {SITE}" if diffusions(base) else None)
                 raise self.src.error(where, f"the reward reads {n!r}, which is not a site of the tilted target",
                                      hint=hint)
             if n not in parents:
@@ -531,11 +342,6 @@ def _token_text(v):
     if v is None:
         return "none"
     return str(v + 1) if isinstance(v, int) else "[" + ", ".join(str(t + 1) for t in v) + "]"
-
-
-def _diffusions(t):
-    """The diffusion bases of target `t`, in order."""
-    return [leaf for leaf, _ in t.linear() if leaf.kind == "diffusion"]
 
 
 def _is_exp(e):
