@@ -99,10 +99,10 @@ class Flow:
         return self._sample(params, key, n + _pad(n))[:n]
 
     def trainer(self, params, s, w, lr, batch, seed):
-        return Trainer(self, params, s, w, lr, batch, seed)
+        return FlowTrainer(self, params, s, w, lr, batch, seed)
 
 
-class Trainer:
+class FlowTrainer:
     """Adam on −Σ w log q(s) from `params`, on all draws (batch None) or on minibatches of `batch` resampled
     ∝ w; the draws are padded (weight 0) to one of a few sizes, so fits to growing pools reuse compiled steps."""
 

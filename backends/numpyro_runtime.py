@@ -226,9 +226,9 @@ class NumPyroRuntime(Runtime):
         return jax.jit(jax.vmap(fn))
 
     # engines of the runtime's own libraries
-    def mcmc(self, potential, key, z0, kind, warmup, draws, target_accept, max_tree_depth, num_steps, dense_mass,
+    def mcmc(self, potential, key, z0, sampler, warmup, draws, target_accept, max_tree_depth, num_steps, dense_mass,
              progress):
-        """NumPyro's HMC or NUTS (`kind`) on `potential(z)` = −log density, chains vectorized from z0 [C, D]
+        """NumPyro's HMC or NUTS (`sampler`) on `potential(z)` = −log density, chains vectorized from z0 [C, D]
         (on a mesh: split over its devices, C / devices vectorized chains on each).
         Returns z [C, S, D], per-draw stats [C, S] (with "log_density" [C, S] and "grad" [C, S, D] at each draw,
         which NumPyro records at no cost), the adapted step size [C] and the mean acceptance probability [C]."""
@@ -236,7 +236,7 @@ class NumPyroRuntime(Runtime):
         common = dict(potential_fn=potential, target_accept_prob=target_accept, dense_mass=dense_mass)
         # a fixed num_steps needs trajectory_length=None, or NumPyro does not adapt the step size
         steps = {} if num_steps is None else {"num_steps": num_steps, "trajectory_length": None}
-        kernel = NUTS(max_tree_depth=max_tree_depth, **common) if kind == "nuts" else HMC(**steps, **common)
+        kernel = NUTS(max_tree_depth=max_tree_depth, **common) if sampler == "nuts" else HMC(**steps, **common)
         chains = z0.shape[0]
         # several devices: each runs its share of the chains, vectorized (NumPyro's callable chain_method)
         across = None if self.mesh is None else numpyro_mesh.chains_across(self.mesh)

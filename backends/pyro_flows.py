@@ -49,10 +49,10 @@ class Flow:
         return s
 
     def trainer(self, params, s, w, lr, batch, seed):
-        return Trainer(self, params, s, w, lr, batch, seed)
+        return FlowTrainer(self, params, s, w, lr, batch, seed)
 
 
-class Trainer:
+class FlowTrainer:
     """torch.optim.Adam on −Σ w log q(s), on a copy of `params`, on all draws (batch None) or on minibatches
     of `batch` resampled ∝ w."""
 

@@ -272,9 +272,9 @@ class PyroRuntime(Runtime):
         return batched
 
     # engines of the runtime's own libraries
-    def mcmc(self, potential, key, z0, kind, warmup, draws, target_accept, max_tree_depth, num_steps, dense_mass,
+    def mcmc(self, potential, key, z0, sampler, warmup, draws, target_accept, max_tree_depth, num_steps, dense_mass,
              progress):
-        """Pyro's HMC or NUTS (`kind`) on `potential(z)` = −log density, one chain after the other from z0 [C, D]
+        """Pyro's HMC or NUTS (`sampler`) on `potential(z)` = −log density, one chain after the other from z0 [C, D]
         (each seeded from `key`). Returns as NumPyro's (Pyro keeps no per-draw energy, tree size or acceptance
         probability: its acceptance rate per chain)."""
         from pyro.infer.mcmc import HMC, MCMC, NUTS
@@ -290,7 +290,7 @@ class PyroRuntime(Runtime):
         for c in range(z0.shape[0]):  # Pyro runs one chain per process; chains are few, particles are not
             common = dict(potential_fn=lambda params: potential(params["z"]), target_accept_prob=target_accept,
                           full_mass=dense_mass)
-            kernel = (NUTS(max_tree_depth=max_tree_depth, **common) if kind == "nuts"
+            kernel = (NUTS(max_tree_depth=max_tree_depth, **common) if sampler == "nuts"
                       else HMC(**common) if num_steps is None else FixedStepsHMC(**common))
             mcmc = MCMC(kernel, num_samples=draws, warmup_steps=warmup, initial_params={"z": z0[c]},
                         disable_progbar=not progress)
@@ -299,7 +299,7 @@ class PyroRuntime(Runtime):
                 try:
                     mcmc.run()
                 except RuntimeError as e:  # Pyro's tree building fails on NaN energies
-                    raise InferenceError(f"{kind} (Pyro) failed in chain {c}: {e}; the target density is probably "
+                    raise InferenceError(f"{sampler} (Pyro) failed in chain {c}: {e}; the target density is probably "
                                          f"NaN somewhere in the region the chain explored") from None
             zs.append(mcmc.get_samples()["z"].detach())
             info = mcmc.diagnostics()

@@ -296,7 +296,7 @@ class RuntimeContract(Protocol):
         """the callable of a user model object (a flax module's apply bound to `params`; a torch module itself)."""
 
     # engines of the runtime's own libraries
-    def mcmc(self, potential, key, z0, kind, warmup, draws, target_accept, max_tree_depth, num_steps, dense_mass,
+    def mcmc(self, potential, key, z0, sampler, warmup, draws, target_accept, max_tree_depth, num_steps, dense_mass,
              progress):
         """the library's HMC / NUTS on `potential` (see `backends/hmc.py`): z [C, S, D], per-draw stats {name:
         numpy [C, S]} ("diverging", "energy", "n_steps", "acceptance_rate", "step_size"; and "log_density" [C, S]
