@@ -1,4 +1,10 @@
-"""Expansion of a target tree into a weighted sum of log-density terms: log γ = Σ_t c_t ℓ_t."""
+"""Expansion of a target tree into a weighted sum of log-density terms: log γ = Σ_t c_t ℓ_t.
+
+A term's kind is its class: `Prior` log p(x | parents) of a latent site, `Likelihood` log p(y | parents) of an
+observed one, `Factor` a model's log f, `Reward` r(x) and `Energy` E(x) of a tilt, and the two that folding
+Gaussian priors leaves (`gaussian.py`): `Gaussian` N(x; m, s²) and `Constant`. Each owns its log density at one
+particle (`Term.log_density` at a `lower.Point`), its compile-time checks and what it reads.
+"""
 import numpy as np
 
 from ..errors import PlanError, PPLError, ShapeError, SupportError, UserFunctionError, ValueRangeError
