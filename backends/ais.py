@@ -43,10 +43,11 @@ from scipy.optimize import brentq
 
 from .. import advice
 from ..errors import InferenceError, UnknownNameError, ValueRangeError
-from ..result import Result, kish_ess
+from ..result import Result
+from ..weights import Weights
 from . import integer, method
 from .importance import ImportanceWarning, weights_khat
-from .proposals import FAMILIES, Gaussian, Mixture, Pool, StudentT, layout_of, logsumexp
+from .proposals import FAMILIES, Gaussian, Mixture, Pool, StudentT, layout_of
 from .runtime import batched
 
 #: the Laplace share of the target's mass from which a mode gets a component of the start
@@ -59,10 +60,9 @@ def _tempering(log_w, target):
     """The largest a ∈ (0, 1] with ESS(w^a) = (Σ w^a)² / Σ w^2a ≥ target (ESS decreases in a), on the host
     pool in float64: a root by Brent's method (the pool grows each iteration, so no compiled bisection)."""
     lw = log_w[np.isfinite(log_w)]
-    lw = lw - lw.max()
 
     def excess(a):
-        return 2 * logsumexp(a * lw) - logsumexp(2 * a * lw) - math.log(target)
+        return math.log(Weights(a * lw).ess()) - math.log(target)
 
     if excess(1.0) >= 0:
         return 1.0
@@ -125,8 +125,8 @@ def run(compiled, rt, key, particles=4000, family="gaussian", budget=None, max_i
         if needed and not np.isfinite(pool.log_weights()).any():
             raise InferenceError(f"ais: every weight vanished after {sum(pool.sizes)} draws (log γ was -inf on all "
                                  f"of them); the start misses the target's support")
-        eff = float(kish_ess(own)) / n if np.isfinite(own).any() else 0.0
-        log_z = float(logsumexp(own) - math.log(n))
+        eff = float(Weights(own).ess()) / n if np.isfinite(own).any() else 0.0
+        log_z = float(Weights(own).log_mean())
         table.append({"iteration": len(table), "draws": n, "family": "reference" if q is None else q.family,
                       "tempering": a, "ess_per_draw": eff, "pareto_k": weights_khat(own), "log_z": log_z})
         if bar is not None:
@@ -147,8 +147,7 @@ def run(compiled, rt, key, particles=4000, family="gaussian", budget=None, max_i
         if not fresh:   # the cross-entropy fit to the tempered pooled weights
             lw = pool.log_weights()
             a = _tempering(lw, target_ess * particles)
-            w = np.exp(a * (lw - np.max(lw)))
-            q = _fit(family, q, pool.z, w / w.sum(), rt, u, df)
+            q = _fit(family, q, pool.z, Weights(a * lw).normalized(), rt, u, df)
         fresh = False
         eff = draw(q, particles, a)
         if a == 1.0:    # the stopping rule: `patience` iterations without a gain of `tol` over the best
@@ -234,7 +233,7 @@ def modes(program, rt, z, log_target, log_gamma, starts=16, dip=1.0):
             found.append(i)
     log_mass = np.array([f[i] + 0.5 * (len(zs[i]) * math.log(2 * math.pi) + np.linalg.slogdet(covs[i])[1])
                          for i in found])
-    share = np.exp(log_mass - logsumexp(log_mass))
+    share = Weights(log_mass).normalized()
     order = np.argsort(log_mass)[::-1]
     return [(zs[found[k]], covs[found[k]], float(log_mass[k]), float(share[k])) for k in order]
 
@@ -285,13 +284,10 @@ def _result(program, rt, pool, table, q, compiled, reuse, found, hint):
         lw, z = pool.own_log_weights(), pool.z[-n:]
     else:                   # every draw with the deterministic-mixture weights γ/q̄
         lw, z = pool.log_weights(), pool.z
-    w = np.exp(lw - np.max(lw))
-    w /= w.sum()
-    n = len(lw)
-    log_z = float(logsumexp(lw) - math.log(n))
-    se = math.sqrt(max(float((w * w).sum()) - 1.0 / n, 0.0))     # the delta method: var(w) / (n mean(w)²)
+    weights = Weights(lw)
+    w, n = weights.normalized(), weights.n
+    log_z, se, ess = float(weights.log_mean()), float(weights.log_mean_se()), float(weights.ess())
     k = weights_khat(lw)
-    ess = 1.0 / float((w * w).sum())
     if k > 0.7:
         advice.warn(f"ais: Pareto k-hat of the pooled weights = {k:.2f} > 0.7; log Z and moments are unreliable "
                     f"(ESS = {ess:.0f} of {n}); try {advice.options('ais', family='student_t')} or "

@@ -25,6 +25,7 @@ import time
 import numpy as np
 
 from ..errors import PPLError, ValueRangeError
+from ..weights import Weights
 from . import integer
 from .proposals import Gaussian, Proposal, _weights
 
@@ -159,7 +160,7 @@ def _train(rt, spec, options, z, w, start, generation):
     s = (z - gauss.mean) @ gauss.prec_chol.T
     log_det = float(np.log(np.diag(gauss.chol)).sum())
     identity = engine.init(options["seed"])
-    ess = 1.0 / float((w * w).sum())
+    ess = float(Weights.from_normalized(w).ess())
     min_ess = options["min_ess"] if options["min_ess"] is not None else max(50, 5 * d)
     info = {"steps": 0, "best_step": None, "holdout_nll": None, "gaussian_holdout_nll": None, "ess": ess}
 

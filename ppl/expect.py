@@ -31,6 +31,7 @@ import numpy as np
 from .errors import PPLError, ShapeError, UnknownNameError, UserFunctionError, ValueRangeError
 from .backends.proposals import Gaussian, Mixture, Pool, logsumexp
 from .target import arg_names, call_user
+from .weights import Weights
 
 
 class Expectations:
@@ -149,20 +150,20 @@ def expect(target, functions, budget=20_000, runtime="numpyro", device="cpu", se
     while True:
         draw(q, n_batch)
         spent += n_batch
-        lw = pool.log_weights()
-        w = np.exp(lw - np.max(lw))                 # γ / q̄ up to a constant
+        weights = Weights(pool.log_weights())
+        lw, w = weights.log, weights.normalized()   # γ / q̄ and its normalized W
         f = np.concatenate(values, axis=1)          # [J, n]
-        est = (f * w).sum(1) / w.sum()
+        est = f @ w
         dev = np.abs(f if normalized else f - est[:, None])          # h_j = dev_j γ
-        comps = [fit(pool.z, w / w.sum())] + [fit(pool.z, d * w / (d * w).sum()) for d in dev if (d * w).sum() > 0]
+        comps = [fit(pool.z, w)] + [fit(pool.z, d * w / (d * w).sum()) for d in dev if (d * w).sum() > 0]
         log_g = np.stack([g.log_density(pool.z) for g in comps])    # [K, n]
-        second = (f ** 2 * w).sum(1) / w.sum()
+        second = (f ** 2) @ w
         scale = 1.0 / np.maximum(est ** 2, 1e-12 * second)           # relative variances: 1 / I_j²
         log_s = np.log(np.maximum((scale[:, None] * dev ** 2).sum(0), 1e-300))
         alpha, v = _alpha(log_g, log_s + pool.log_target + lw)
         # Σ_j Var_j / I_j² per draw from g_α: V − Σ_j scale_j I_j² (Z = 1), or V / Z² (the ratio's integrand
         # (f − I) γ has mean 0)
-        log_zhat = float(logsumexp(lw) - math.log(len(lw)))
+        log_zhat = float(weights.log_mean())
         v = v - float((scale * est ** 2).sum()) if normalized else v / math.exp(2 * log_zhat)
         history.append({"iteration": len(history), "draws": n_batch, "variance_per_draw": v,
                         "alpha": alpha.tolist()})
@@ -184,8 +185,8 @@ def expect(target, functions, budget=20_000, runtime="numpyro", device="cpu", se
     y, cv = _regressors(pool.log_target, q, pool.z, f, normalized, shift)
     resid = _cross_fitted(y, cv)
     means = resid.mean(1)
-    w = np.exp(pool.log_target - q.log_density(pool.z) - shift)
-    var_pi = (f ** 2 * w).sum(1) / w.sum() - ((f * w).sum(1) / w.sum()) ** 2
+    w = Weights(pool.log_target - q.log_density(pool.z)).normalized()
+    var_pi = (f ** 2) @ w - (f @ w) ** 2
     rows = {}
     for j, name in enumerate(names):
         if normalized:
@@ -224,9 +225,7 @@ def expect_draws(result, functions):
             sd = float(chains.std())
             rows[name] = {"estimate": float(chains.mean()), "se": sd / math.sqrt(max(ess, 1.0)), "ess": ess}
         return Expectations(rows, None, {"draws": c * n})
-    lw = result.log_weights.reshape(-1) - np.log(c)      # runs pooled with equal weight
-    w = np.exp(lw - np.max(lw))
-    w /= w.sum()
+    w = Weights(result.log_weights).pooled().normalized()      # runs pooled with equal weight
     est = f @ w
     resid = (f - est[:, None]) * w * len(w)          # Î − I ≈ mean(resid): the linearized estimator
     from .backends.proposals import Mixture

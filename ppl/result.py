@@ -7,24 +7,12 @@ import warnings
 
 import numpy as np
 
+from .weights import Weights
+
 
 def normalized(log_w):
-    """Self-normalized weights exp(log_w - logsumexp(log_w)) along the last axis."""
-    log_w = np.asarray(log_w, dtype=np.float64)
-    w = np.exp(log_w - np.max(log_w, axis=-1, keepdims=True))
-    return w / w.sum(axis=-1, keepdims=True)
-
-
-def kish_ess(log_w):
-    """(Σ w)² / Σ w² along the last axis."""
-    w = normalized(log_w)
-    return 1.0 / np.sum(w ** 2, axis=-1)
-
-
-def systematic_indices(w, u):
-    """Systematic resampling (numpy): indices of N offspring from normalized weights w, one uniform u."""
-    n = len(w)
-    return np.minimum(np.searchsorted(np.cumsum(w), (u + np.arange(n)) / n), n - 1)
+    """`Weights(log_w).normalized()`, for the callers not yet moved to `Weights`."""
+    return Weights(log_w).normalized()
 
 
 def _weighted_quantile(x, w, q):
@@ -72,17 +60,32 @@ class Result:
         if self.log_weights is None:
             c, n = next(iter(self.samples.values())).shape[:2]
             return np.full((c, n), 1.0 / n)
-        return normalized(self.log_weights)
+        return Weights(self.log_weights).normalized()
 
     @property
     def ess(self):
         """Kish effective sample size, summed over chains (weighted runs)."""
-        return None if self.log_weights is None else float(kish_ess(self.log_weights).sum())
+        return None if self.log_weights is None else float(Weights(self.log_weights).ess().sum())
 
     def _pooled(self, name):
+        """The draws of `name` over all chains [C · N, ...] and their weights, the chains weighing equally."""
         x = self.samples[name]
-        w = self.weights / self.weights.shape[0]
-        return x.reshape((-1,) + x.shape[2:]), w.reshape(-1)
+        if self.log_weights is None:
+            c, n = x.shape[:2]
+            w = np.full(c * n, 1.0 / (c * n))
+        else:
+            w = Weights(self.log_weights).pooled().normalized()
+        return x.reshape((-1,) + x.shape[2:]), w
+
+    def _resampled(self):
+        """Indices [C, N] of equally weighted draws per chain: the registered systematic resampler on this run's
+        runtime, keyed by its seed."""
+        from .backends.runtime import DEFAULT, KNOWN, get_runtime
+        from .stdlib.resamplers import RESAMPLERS
+        rt = get_runtime(self.runtime if self.runtime in KNOWN else DEFAULT)
+        weights = self.weights
+        keys = rt.split(rt.key(0 if self.seed is None else self.seed), len(weights))
+        return np.stack([rt.to_numpy(RESAMPLERS["systematic"](rt, k, rt.asarray(w))) for k, w in zip(keys, weights)])
 
     def mean(self, name):
         x, w = self._pooled(name)
@@ -152,8 +155,7 @@ class Result:
         groups = {"posterior": self.samples, "log_likelihood": self.log_likelihood,
                   "posterior_predictive": self.predictive}
         if self.log_weights is not None:
-            rng = np.random.default_rng(0 if self.seed is None else self.seed)
-            idx = np.stack([systematic_indices(w, rng.uniform()) for w in self.weights])
+            idx = self._resampled()
             groups = {g: {k: np.stack([v[c][idx[c]] for c in range(v.shape[0])]) for k, v in arrays.items()}
                       for g, arrays in groups.items()}
         posterior = groups["posterior"]
