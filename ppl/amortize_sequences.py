@@ -30,8 +30,9 @@ import time
 
 import numpy as np
 
-from .amortize import _call_family
-from .errors import PlanError, PPLError, ShapeError, UnknownNameError, UserFunctionError, ValueRangeError
+from .amortize_brain import brain_weights
+from .amortize_family import _call_family
+from .errors import PlanError, PPLError, ShapeError, UnknownNameError, ValueRangeError
 from .sequence import SequenceModel, autoregressive
 from .target import Target, call_user
 
@@ -373,7 +374,6 @@ class _Distiller:
     @staticmethod
     def loss(b, baseline=True):
         """−mean_c Σ_i w_i log q_θ(y_i | c), w = α̂ − β̂ (or α̂ without the baseline), weights held fixed."""
-        from .amortize import brain_weights
         log_q = b["log_q"]
         alpha, beta = brain_weights(b["log_gamma"], log_q.double(), b["log_r"])
         w = (alpha - beta if baseline else alpha).to(log_q.dtype)
@@ -384,7 +384,6 @@ class _Distiller:
         """Per-minibatch means over contexts: `kl` Σ α̂ (log γ − log q) − log Ẑ (the self-normalized estimate of
         KL(π_c ‖ q_θ)), `ess` 1 / (n Σ α̂²), and under q_θ (self-normalized by β̂) the `reward` R and
         `kl_base` = KL(q_θ ‖ p) estimated as Σ β̂ (log q − log p)."""
-        from .amortize import brain_weights
         torch = _torch()
         log_q = b["log_q"].detach().double()
         log_r = log_q if b["log_r"] is None else b["log_r"]
