@@ -48,7 +48,7 @@ from .. import advice
 from ..errors import UNDEFINED_DENSITY_HINT, InferenceError, UnknownNameError, ValueRangeError
 from ..result import Result
 from . import fk, integer, method, run_cache
-from .kernels import Particles, get_kernel
+from .kernels import State, at, get_kernel
 from .sharding import shards_particles
 
 
@@ -233,24 +233,20 @@ class FKC(fk.FeynmanKac):
             path = log_g - particles[2] + self._log_backward_ratio(x0, mean, x, big_s, t, g2)
         if not self.moves:
             return ((x, big_s, log_g, path) if self.path else (x, big_s)), carry, None, None
-        one = 1.0 + 0.0 * carry.step_size
-        eye = rt.asarray(np.eye(self.plan.dim))
-
-        def density(z, _):
-            log_g, grad = self.log_gamma(z, k + 1)
-            return 0.0 * log_g, log_g, grad
+        def logdensity(z):   # the moves' target γ_{t_{k+1}}, unwhitened
+            return self.log_gamma(z, k + 1) + ((),)
 
         def body(_, c):
             kk, p, acc = c
             kk, sub = rt.split(kk, 2)
-            p, ok = self.kernel.step(rt, sub, p, one, carry.step_size, eye, density, **self.kernel_options)
+            p, ok = self.kernel.step(rt, sub, p, logdensity, carry.step_size, None, **self.kernel_options)
             return kk, p, acc + xp.mean(ok * 1.0)
 
-        p = Particles(x, 0.0 * log_g, log_g, big_s) if self.path else Particles(x, *density(x, one))
-        _, p, acc = rt.fori_loop(0, self.moves, body, (k_mcmc, p, 0.0 * one))
+        p = State(x, log_g, big_s, ()) if self.path else at(logdensity, x)
+        _, p, acc = rt.fori_loop(0, self.moves, body, (k_mcmc, p, 0.0 * carry.step_size))
         acc = acc / self.moves
         h = carry.step_size * xp.exp(acc - self.kernel.target_accept)
-        moved = (p.z, p.grad, p.log_rest, path) if self.path else (p.z, p.grad)
+        moved = (p.z, p.grad, p.log_p, path) if self.path else (p.z, p.grad)
         return moved, carry._replace(step_size=h), None, (acc, carry.step_size)
 
     def _log_backward_ratio(self, x0, mean, x1, s1, t, g2):

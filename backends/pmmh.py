@@ -5,8 +5,9 @@ state-space target, with the particle filter's likelihood estimate inside.
 
     log π̂(u) = log p(θ) + log p̂(y | θ) + log |det J_T(u)|,   p̂ a new particle filter run at each proposal
 
-a random-walk proposal u' = u + s L ε accepted with probability min(1, π̂(u') / π̂(u)) (the current estimate is
-kept, which makes the chain exact for the posterior of θ). Where the compiler integrated the path out (a
+a random-walk proposal u' = u + s L ε accepted with probability min(1, π̂(u') / π̂(u)): the `rwm` kernel of
+`kernels` on the density u -> π̂(u) (a new filter per call), whose state keeps the current estimate and never
+evaluates it again, which makes the chain exact for the posterior of θ. Where the compiler integrated the path out (a
 linear-Gaussian state space), p̂ is the Kalman filter's exact likelihood. Adaptation during warmup only (Haario et al. 2001):
 L L' the covariance of the warmup draws of all chains so far, s² = 2.38² / d scaled by a Robbins–Monro factor
 towards an acceptance rate of 0.25. Chains run as one batch (vmapped on JAX; one after the other on torch, whose
@@ -23,6 +24,7 @@ from ..errors import PlanError, ValueRangeError
 from ..result import Result
 from . import method
 from .hmc import diagnose
+from .kernels import State, get_kernel
 from .pf import StatePath, check_particles, rest_log_density, run_filter
 
 
@@ -104,22 +106,26 @@ def run(compiled, rt, key, particles=100, progress=None, chains=4, num_warmup=50
         log_target, dim, initial, constrain = _exact(compiled, rt)
     else:
         log_target, dim, initial, constrain = _filtered(compiled, rt, particles, resampler, resample_threshold)
-    batch = rt.batch(log_target)
+    batch, rwm = rt.batch(log_target), get_kernel("rwm")
+
+    def estimate(key):
+        """The kernel's density: u [C, d] -> (log π̂(u) from one new filter per chain, no gradient, no aux)."""
+        return lambda v: (batch(rt.split(key, chains), v), v[:, :0], ())
     k0, key = rt.split(key, 2)
-    u = initial(k0, chains).astype(np.float64)
+    u = rt.asarray(initial(k0, chains))
     d = dim
     key, sub = rt.split(key, 2)
-    lp = rt.to_numpy(batch(rt.split(sub, chains), rt.asarray(u))).astype(np.float64)
+    state = State(u, *estimate(sub)(u))
     rng = np.random.default_rng(int(rt.to_numpy(rt.uniform(key, (1,)))[0] * 2 ** 31))
     chol, log_s = np.eye(d) * 0.1, 0.0
     draws, accepted, warm = [], np.zeros((chains, num_samples)), []
     for i in range(num_warmup + num_samples):
         scale = math.exp(log_s) * 2.38 / math.sqrt(d)
-        prop = u + scale * rng.standard_normal((chains, d)) @ chol.T
+        eps = rt.asarray(rng.standard_normal((chains, d)))
         key, sub = rt.split(key, 2)
-        lp_new = rt.to_numpy(batch(rt.split(sub, chains), rt.asarray(prop))).astype(np.float64)
-        ok = np.log(rng.uniform(size=chains)) < lp_new - lp
-        u, lp = np.where(ok[:, None], prop, u), np.where(ok, lp_new, lp)
+        state, ok = rwm.propose(rt, (eps, rt.asarray(rng.uniform(size=chains))), state, estimate(sub), scale,
+                                rt.asarray(chol))
+        ok, u = rt.to_numpy(ok), rt.to_numpy(state.z).astype(np.float64)
         if i < num_warmup:
             log_s += (ok.mean() - target_accept) / math.sqrt(i + 1)
             warm.append(u.copy())

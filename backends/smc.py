@@ -14,14 +14,16 @@ supplies only the path and the moves. One step β → β' (`step(key, state) -> 
    step that changed the weights: an adaptive step brings the ESS to target_ess · N anyway, and a threshold
    equal to target_ess leaves that borderline to float rounding (it then resampled every other step, and the
    moves between ran on weighted particles: log Z sd 0.11 instead of 0.05 on the 10-d mixture).
-4. move: `n_moves` MCMC steps (`kernel` = hmc (default) | mala | rwm, see `kernels`) that leave π_β' invariant,
-   whitened by the particle covariance. Between steps the step size follows the acceptance rate,
-   log h += 2 (acc − target), and with moves="auto" the number of moves follows the decorrelation of the
-   particles: with ρ the largest |corr(s_j before, s_j after)| (weighted, over particles) after n moves, over
-   the statistics s = (coordinates, log-likelihood), the next step makes n · log(`decorrelation`) / log ρ moves
-   (a geometric decay ρ = r^n), at most `max_moves`.
-   Waste-free SMC (Dau & Chopin 2022, `waste_free=P`): resample N/P starts directly, keep all P states of
-   each chain.
+4. move: MCMC steps (`kernel` = hmc (default) | mala | rwm, see `kernels`) on the density
+   log π_β' = log π0 + β' log L, whose states carry (log π0, log L) as their aux, so the next weights need no
+   further evaluation. How the cloud is moved and whitened is an update strategy chosen once: `CrossHalves`
+   (the default: `n_moves` steps per half, whitened by the other half's covariance) or `WasteFree`
+   (Dau & Chopin 2022, `waste_free=P`: resample N/P starts directly, keep all P states of each chain).
+   Between steps the step size follows the acceptance rate, log h += 2 (acc − target), and with
+   moves="auto" the number of moves follows the decorrelation of the particles: with ρ the largest
+   |corr(s_j before, s_j after)| (weighted, over particles) after n moves, over the statistics
+   s = (coordinates, log-likelihood), the next step makes n · log(`decorrelation`) / log ρ moves (a geometric
+   decay ρ = r^n), at most `max_moves`.
 
 Particles with a non-finite log density get weight zero (counted per step); if every weight vanishes or β
 stops moving, the run stops with an `InferenceError` that says at which step and β.
@@ -39,7 +41,7 @@ from ..errors import InferenceError, ValueRangeError
 from ..precision import gradient_sites
 from ..result import Result
 from . import check_options, check_value, fk, method, option_names, run_cache
-from .kernels import Particles, cloud_cholesky, get_kernel
+from .kernels import State, at, cloud_cholesky, get_kernel
 from .runtime import batched
 from .sharding import shards_particles
 
@@ -92,12 +94,18 @@ def start_correlation(rt, s0, s, log_w):
     return xp.max(xp.abs(xp.where(var > 0, rho, 0.0)))
 
 
+def log_rest(p):
+    """log L of the particles (a kernel `State` whose aux is (log π0, log L))."""
+    return p.aux[1]
+
+
 def _statistics(rt, p):
     """[N, d + 1]: the particles' coordinates and log-likelihood (−inf → the smallest finite value)."""
     xp = rt.xp
-    finite = xp.isfinite(p.log_rest)
-    low = xp.min(xp.where(finite, p.log_rest, xp.max(xp.where(finite, p.log_rest, 0.0))))
-    return xp.concatenate([p.z, xp.where(finite, p.log_rest, low)[:, None]], axis=1)
+    ll = log_rest(p)
+    finite = xp.isfinite(ll)
+    low = xp.min(xp.where(finite, ll, xp.max(xp.where(finite, ll, 0.0))))
+    return xp.concatenate([p.z, xp.where(finite, ll, low)[:, None]], axis=1)
 
 
 def _count_upto(rt, x, m):
@@ -107,7 +115,8 @@ def _count_upto(rt, x, m):
 
 
 def make_density(rt, program, needs_grad, batch_size=None):
-    """density(z, β) -> (log_ref, log_rest, ∇ tempered log density or [N, 0]); non-finite values become −inf."""
+    """density(z, β) -> (log π0 + β log L, its gradient or [N, 0], (log π0, log L)): the kernels' density with
+    its aux; non-finite log π0 and log L become −inf."""
     xp = rt.xp
 
     def fn(z, beta):
@@ -121,7 +130,8 @@ def make_density(rt, program, needs_grad, batch_size=None):
 
     def density(z, beta):
         ref, rest, grad = inner(z, beta)
-        return xp.where(xp.isfinite(ref), ref, NEG_INF), xp.where(xp.isfinite(rest), rest, NEG_INF), grad
+        ref, rest = xp.where(xp.isfinite(ref), ref, NEG_INF), xp.where(xp.isfinite(rest), rest, NEG_INF)
+        return ref + beta * rest, grad, (ref, rest)
     return density
 
 
@@ -143,9 +153,88 @@ class SMCInfo(NamedTuple):
     correlation: Any
 
 
+class CrossHalves:
+    """The default update: the two halves of the particles move in turn, `n_moves` kernel steps each, each
+    whitened by the covariance of the other half: given the other half the kernel is fixed, so it is exactly
+    π_β-invariant. (A covariance that includes the particle being moved biases log Z upward in high dimension
+    with few particles.) With moves="auto" the next step's number of moves follows the decorrelation ρ."""
+
+    def __init__(self, moves, max_moves, decorrelation):
+        self.auto, self.max_moves, self.decorrelation = moves == "auto", max_moves, decorrelation
+        self.n_moves0 = 10 if self.auto else moves
+
+    def check(self, n):
+        pass
+
+    def num_resampled(self, n):
+        return n
+
+    def weighted(self, rt, p, log_w, c):
+        """The carry after weighting, before resampling: nothing to record."""
+        return c
+
+    def move(self, smc, key, p, log_w, c):
+        """(particles, origin None, mean acceptance, ρ, the next step's number of moves)."""
+        rt, xp = smc.rt, smc.rt.xp
+        s0 = _statistics(rt, p)
+        half = p.z.shape[0] // 2
+        ka, kb = rt.split(key, 2)
+        a, b = (rt.tree_map(lambda v: v[:half], p), rt.tree_map(lambda v: v[half:], p))
+        a, acc_a = smc.moves(ka, a, c.beta, c.step_size, cloud_cholesky(rt, b.z, log_w[half:]), c.n_moves)
+        b, acc_b = smc.moves(kb, b, c.beta, c.step_size, cloud_cholesky(rt, a.z, log_w[:half]), c.n_moves)
+        p = rt.tree_map(lambda u, v: xp.concatenate([u, v]), a, b)
+        rho = start_correlation(rt, s0, _statistics(rt, p), log_w)
+        n_moves = c.n_moves
+        if self.auto:
+            rate = xp.log(xp.clip(rho, 1e-12, 1.0 - 1e-6))
+            n_moves = _count_upto(rt, c.n_moves * math.log(self.decorrelation) / rate, self.max_moves)
+        return p, None, 0.5 * (acc_a + acc_b), rho, n_moves
+
+
+class WasteFree:
+    """Waste-free SMC (Dau & Chopin 2022): from the M = N/P resampled starts run P-state chains and keep all
+    N = M · P states, whitened by the covariance of the weighted cloud before resampling."""
+
+    def __init__(self, chain_length):
+        self.chain_length = chain_length
+        self.n_moves0 = chain_length - 1
+
+    def check(self, n):
+        if n % self.chain_length:
+            raise ValueRangeError(f"waste-free SMC needs particles divisible by the chain length "
+                                  f"P = {self.chain_length}, got {n}")
+
+    def num_resampled(self, n):
+        return n // self.chain_length
+
+    def weighted(self, rt, p, log_w, c):
+        """The carry with the Cholesky factor of the weighted cloud, before resampling."""
+        return c._replace(chol=cloud_cholesky(rt, p.z, log_w))
+
+    def move(self, smc, key, p, log_w, c):
+        rt, xp = smc.rt, smc.rt.xp
+        m, big_p = p.z.shape[0], self.chain_length
+        p = smc.at_beta(p, c.beta)
+
+        def body(carry, _):
+            k, q = carry
+            k, sub = rt.split(k, 2)
+            q, ok = smc.move_once(sub, q, c.beta, c.step_size, c.chol)
+            return (k, q), (q, xp.mean(ok * 1.0))
+
+        _, (ys, acc) = rt.scan(body, (key, p), None, length=big_p - 1)
+        n = m * big_p
+        allp = rt.tree_map(lambda a, b: xp.concatenate([a[None], b]).reshape((n,) + tuple(a.shape[1:])), p, ys)
+        rho = start_correlation(rt, _statistics(rt, p), _statistics(rt, rt.tree_map(lambda y: y[-1], ys)),
+                                xp.zeros((m,)))  # chain starts against chain ends
+        origin = xp.concatenate([xp.arange(m)] * big_p)
+        return allp, origin, xp.mean(acc), rho, c.n_moves
+
+
 class SMC(fk.FeynmanKac):
-    """Tempered SMC as a Feynman–Kac model: M0 = π0, log G_t = (β_t − β_{t−1}) log L, M_t = `n_moves` steps of
-    the kernel invariant for π_{β_t}. `step(key, state)` is one jitted step of the core loop; `run(key, n)`."""
+    """Tempered SMC as a Feynman–Kac model: M0 = π0, log G_t = (β_t − β_{t−1}) log L, M_t = the update
+    strategy's kernel steps invariant for π_{β_t}. `step(key, state)` is one jitted step of the core loop;
+    `run(key, n)`."""
 
     def __init__(self, program, kernel="hmc", kernel_options=None, target_ess=0.7, resample_threshold=1.0,
                  resampler="systematic", moves="auto", max_moves=50, decorrelation=0.1, step_size=None,
@@ -162,15 +251,15 @@ class SMC(fk.FeynmanKac):
         self.kernel = get_kernel(kernel)
         self.kernel_options = self.kernel.options(kernel_options)
         self.target_ess, self.resampler = target_ess, resampler
-        self.moves, self.max_moves, self.decorrelation = moves, int(max_moves), float(decorrelation)
+        self.update = WasteFree(waste_free) if waste_free else CrossHalves(moves, int(max_moves), float(decorrelation))
         self.step_size0 = step_size
         self.schedule = None if schedule is None else self._check_schedule(schedule)
-        self.waste_free, self.iters, self.max_steps = waste_free, int(bisection_iters), int(max_steps)
+        self.iters, self.max_steps = int(bisection_iters), int(max_steps)
         # compiled pure parts (on torch the step itself stays eager: it draws from keys and branches on values)
         self.density = self.rt.jit_pure(make_density(self.rt, program, self.kernel.needs_grad, batch_size))
         propose, options = self.kernel.propose, self.kernel_options
-        self._propose = self.rt.jit_pure(lambda draws, p, beta, h, chol: propose(self.rt, draws, p, beta, h, chol,
-                                                                                 self.density, **options))
+        self._propose = self.rt.jit_pure(lambda draws, p, beta, h, chol: propose(
+            self.rt, draws, p, self.logdensity(beta), h, chol, **options))
         self._next_beta = self.rt.jit_pure(lambda log_w, log_rest, beta: next_beta(self.rt, log_w, log_rest, beta,
                                                                                    self.target_ess, self.iters))
         self.step = self.rt.jit(fk.make_step(self, resampler, resample_threshold))
@@ -182,110 +271,65 @@ class SMC(fk.FeynmanKac):
                                   f"got {np.round(s, 4).tolist()}")
         return self.rt.asarray(s)
 
+    def logdensity(self, beta):
+        """The kernels' density at β: z -> (log π0 + β log L, its gradient, (log π0, log L))."""
+        return lambda z: self.density(z, beta)
+
     # ---- the Feynman–Kac model ------------------------------------------------------------------------
     def init(self, key, n):
         """N exact draws from the reference π0 (β = 0)."""
         rt = self.rt
-        if self.waste_free and n % self.waste_free:
-            raise ValueRangeError(f"waste-free SMC needs particles divisible by the chain length "
-                                  f"P = {self.waste_free}, got {n}")
+        self.update.check(n)
         z = self.program.sample_reference(key, n)
         d = z.shape[-1]
-        ref, rest, grad = self.density(z, 0.0 * rt.asarray(0.0))
         h = self.step_size0 if self.step_size0 is not None else self.kernel.initial_step(max(d, 1))
-        n_moves = self.waste_free - 1 if self.waste_free else (10 if self.moves == "auto" else self.moves)
-        return (Particles(*map(rt.asarray, (z, ref, rest, grad))),
-                Carry(rt.asarray(0.0), rt.asarray(float(h)), rt.asindex(n_moves), rt.asarray(np.eye(d))))
+        return (rt.tree_map(rt.asarray, at(self.logdensity(0.0 * rt.asarray(0.0)), z)),
+                Carry(rt.asarray(0.0), rt.asarray(float(h)), rt.asindex(self.update.n_moves0), rt.asarray(np.eye(d))))
 
     def log_potential(self, t, p, log_w, c):
         """(β_t − β_{t−1}) log L, with β_t by bisection on the conditional ESS or from the schedule."""
         if self.schedule is None:
-            beta = self._next_beta(log_w, p.log_rest, c.beta)
+            beta = self._next_beta(log_w, log_rest(p), c.beta)
         else:
             beta = self.schedule[t + 1]
-        log_g = increment(self.rt, beta - c.beta, p.log_rest)
-        if self.waste_free:
-            c = c._replace(chol=cloud_cholesky(self.rt, p.z, log_w + log_g))
-        return log_g, p, c._replace(beta=beta)
+        log_g = increment(self.rt, beta - c.beta, log_rest(p))
+        return log_g, p, self.update.weighted(self.rt, p, log_w + log_g, c._replace(beta=beta))
 
     def num_resampled(self, n):
-        return n // self.waste_free if self.waste_free else n
+        return self.update.num_resampled(n)
 
     def move(self, key, t, p, log_w, c):
-        """The kernel's moves at β_t, then the step size and move count adapted for the next step."""
-        rt, xp = self.rt, self.rt.xp
-        origin = None
-        if self.waste_free:
-            p, origin, acc, rho = self._waste_free(key, p, c)
-        else:
-            s0 = _statistics(rt, p)
-            p, acc = self._cross_moves(key, p, log_w, c.beta, c.step_size, c.n_moves)
-            rho = start_correlation(rt, s0, _statistics(rt, p), log_w)
-        step_size = c.step_size * xp.exp(2.0 * (acc - self.kernel.target_accept))
-        n_moves = c.n_moves
-        if self.moves == "auto" and not self.waste_free:
-            rate = xp.log(xp.clip(rho, 1e-12, 1.0 - 1e-6))
-            n_moves = _count_upto(rt, c.n_moves * math.log(self.decorrelation) / rate, self.max_moves)
+        """The update's kernel steps at β_t, then the step size (and move count) adapted for the next step."""
+        p, origin, acc, rho, n_moves = self.update.move(self, key, p, log_w, c)
+        step_size = c.step_size * self.rt.xp.exp(2.0 * (acc - self.kernel.target_accept))
         info = SMCInfo(c.beta, acc, c.step_size, c.n_moves, rho)
         return p, c._replace(step_size=step_size, n_moves=n_moves), origin, info
 
     # ---- moves ----------------------------------------------------------------------------------------
-    def _move_once(self, key, p, beta, h, chol):
+    def move_once(self, key, p, beta, h, chol):
+        """One kernel step on π_β: (particles, accepted [N])."""
         return self._propose(self.kernel.draw(self.rt, key, p.z), p, beta, h, chol)
 
-    def _regrad(self, p, beta):
-        """Gradients of the tempered density at the new β (kernels with gradients)."""
+    def at_beta(self, p, beta):
+        """The particles' states on π_β: log p from their (log π0, log L), and with gradients one evaluation."""
         if not self.kernel.needs_grad:
-            return p
-        return Particles(p.z, *self.density(p.z, beta))
+            ref, rest = p.aux
+            return State(p.z, ref + beta * rest, p.grad, p.aux)
+        return at(self.logdensity(beta), p.z)
 
-    def _moves(self, key, p, beta, h, chol, n_moves):
-        """`n_moves` kernel steps; the particles and the mean acceptance rate."""
+    def moves(self, key, p, beta, h, chol, n_moves):
+        """`n_moves` kernel steps on π_β; the particles and the mean acceptance rate."""
         rt, xp = self.rt, self.rt.xp
-        p = self._regrad(p, beta)
+        p = self.at_beta(p, beta)
 
         def body(_, c):
             k, q, acc = c
             k, sub = rt.split(k, 2)
-            q, ok = self._move_once(sub, q, beta, h, chol)
+            q, ok = self.move_once(sub, q, beta, h, chol)
             return k, q, acc + xp.mean(ok * 1.0)
 
         _, p, acc = rt.fori_loop(0, n_moves, body, (key, p, 0.0 * beta))
         return p, acc / xp.maximum(n_moves, 1)
-
-    def _cross_moves(self, key, p, log_w, beta, h, n_moves):
-        """Move the two halves of the particles in turn, each whitened by the covariance of the other half:
-        given the other half the kernel is fixed, so it is exactly π_β-invariant. (A covariance that includes
-        the particle being moved biases log Z upward in high dimension with few particles.)"""
-        rt, xp = self.rt, self.rt.xp
-        half = p.z.shape[0] // 2
-        ka, kb = rt.split(key, 2)
-        a, b = (rt.tree_map(lambda v: v[:half], p), rt.tree_map(lambda v: v[half:], p))
-        a, acc_a = self._moves(ka, a, beta, h, cloud_cholesky(rt, b.z, log_w[half:]), n_moves)
-        b, acc_b = self._moves(kb, b, beta, h, cloud_cholesky(rt, a.z, log_w[:half]), n_moves)
-        p = Particles(*(xp.concatenate([u, v]) for u, v in zip(a, b)))
-        return p, 0.5 * (acc_a + acc_b)
-
-    def _waste_free(self, key, p, c):
-        """Waste-free SMC (Dau & Chopin 2022): from the M = N/P resampled starts run P-state chains and keep all
-        N = M · P states, whitened by the covariance of the weighted cloud before resampling."""
-        rt, xp = self.rt, self.rt.xp
-        m, big_p, chol = p.z.shape[0], self.waste_free, c.chol
-        p = self._regrad(p, c.beta)
-
-        def body(carry, _):
-            k, q = carry
-            k, sub = rt.split(k, 2)
-            q, ok = self._move_once(sub, q, c.beta, c.step_size, chol)
-            return (k, q), (*q, xp.mean(ok * 1.0))
-
-        _, ys = rt.scan(body, (key, p), None, length=big_p - 1)
-        n = m * big_p
-        allp = Particles(*(xp.concatenate([a[None], b]).reshape((n,) + tuple(a.shape[1:])) for a, b in zip(p, ys)))
-        rho = start_correlation(rt, _statistics(rt, p), _statistics(rt, Particles(*(y[-1] for y in ys[:4]))),
-                                xp.zeros((m,)))  # chain starts against chain ends
-        origin = xp.concatenate([xp.arange(m)] * big_p)
-        return allp, origin, xp.mean(ys[4]), rho
 
     def step_memory(self, n):
         """Bytes of temporary buffers one step with `n` particles allocates, from the compiled step: nothing is
@@ -402,7 +446,7 @@ def run(compiled, rt, key, particles=10_000, progress=None, runs=1, **options):
                         "particles": particles, "runs": runs, "particle_devices": min(spread)})
     final = state.particles   # of the last run: its gradients at β = 1, checked once
     diagnostics["non_finite_gradient"] = gradient_sites(smc.program.layout, rt.to_numpy(final.grad),
-                                                        rt.to_numpy(final.log_ref + final.log_rest))
+                                                        rt.to_numpy(final.aux[0] + final.aux[1]))
     sample_stats = {"beta": _padded(diag["beta"])[:, None], "ess": _padded(diag["ess"])[:, None],
                     "acceptance": _padded(diag["acceptance"])[:, None],
                     "resampled": _padded(diag["resampled"])[:, None]}

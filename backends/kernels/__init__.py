@@ -1,21 +1,26 @@
-"""MCMC kernels that leave the tempered density π_β(z) ∝ exp(log_ref(z) + β log_rest(z)) invariant.
+"""MCMC kernels that leave a density π(z) ∝ exp(log p(z)) invariant; they see only that density.
 
-A kernel is a `Kernel` record: its step function, whether it needs gradients, its target acceptance rate,
-its initial step size as a function of the dimension D, and its own options (the keyword defaults of its step
+As in BlackJAX, a kernel is `step(rt, key, state, logdensity, step_size, chol, **options) -> (state, info)`
+over a `State(z, log_p, grad, aux)` [N particles]: `logdensity(z) -> (log p, ∇ log p, aux)` is batched over
+particles, `grad` is zeros of shape [N, 0] for gradient-free kernels (their caller's density need not compute
+it), and `aux` is whatever else the caller's density returns, carried opaquely with the particle it belongs to
+(JAX's `has_aux`: SMC keeps log π0 and log L there, so that its weights need no second evaluation; () for
+none). A kernel never sees a temperature or a time: the caller builds the density it targets (SMC
+log π0 + β log L, FKC log γ at the next time, PMMH its particle filter's estimate).
+
+The preconditioner `chol` is a matrix L (None: the identity); kernels work in whitened coordinates y = L⁻¹ z,
+so a proposal increment dy is the increment L dy in z (no triangular solve) and the Jacobian of the linear
+map cancels in every acceptance ratio. SMC passes the Cholesky factor of the cloud's weighted covariance
+(`cloud_cholesky`), as BlackJAX's inverse mass matrix.
+
+A kernel is a `Kernel` record: its step function, whether it needs gradients, its target acceptance rate, its
+initial step size as a function of the dimension D, and its own options (the keyword defaults of its step
 function). Each lives in one file of this package and registers itself with `@kernel(...)`; SMC forwards
-`kernel_options` to it untouched.
-
-All kernels work in whitened coordinates y = L⁻¹ z, where L L' = Σ is the (weighted) covariance of the
-particle cloud: a proposal increment dy in y is the increment L dy in z, so no triangular solve is needed
-and the Jacobian of the linear map cancels in every acceptance ratio.
-
-A step is `step(rt, key, particles, beta, h, chol, density, **options) -> (particles, accepted [N])` with
-`particles = Particles(z, log_ref, log_rest, grad)`; `density(z, beta)` returns (log_ref, log_rest, grad of
-the tempered log density) and `grad` is the gradient at β (zeros of shape [N, 0] for gradient-free kernels).
-It is two parts: `draw(rt, key, z)`, the step's random numbers, and the deterministic
-`propose(rt, draws, particles, beta, h, chol, density, **options)`, a pure function of arrays that SMC compiles
-once (`rt.jit_pure`: on torch one fused graph for a move's density evaluations and arithmetic, which eager
-torch dispatches op by op; inlined into the jitted step on JAX).
+`kernel_options` to it untouched. A step is two parts: `draw(rt, key, z)`, the step's random numbers, and the
+deterministic `propose(rt, draws, state, logdensity, step_size, chol, **options)`, a pure function of arrays
+that SMC compiles once (`rt.jit_pure`: on torch one fused graph for a move's density evaluations and
+arithmetic, which eager torch dispatches op by op; inlined into the jitted step on JAX). `info` is the
+per-particle acceptance [N] (booleans).
 """
 import importlib
 import inspect
@@ -25,7 +30,7 @@ from typing import Callable, NamedTuple
 
 from ...errors import UnknownNameError, ValueRangeError
 
-Particles = namedtuple("Particles", "z log_ref log_rest grad")
+State = namedtuple("State", "z log_p grad aux")
 
 
 class Kernel(NamedTuple):
@@ -61,8 +66,8 @@ def kernel(needs_grad, target_accept, initial_step, draw):
         params = inspect.signature(propose).parameters.values()
         defaults = {p.name: p.default for p in params if p.default is not inspect.Parameter.empty}
 
-        def step(rt, key, p, beta, h, chol, density, **options):
-            return propose(rt, draw(rt, key, p.z), p, beta, h, chol, density, **options)
+        def step(rt, key, state, logdensity, step_size, chol=None, **options):
+            return propose(rt, draw(rt, key, state.z), state, logdensity, step_size, chol, **options)
         step.__name__ = propose.__name__
         KERNELS[propose.__name__] = Kernel(propose.__name__, step, needs_grad, target_accept, initial_step,
                                            defaults, draw, propose)
@@ -78,18 +83,29 @@ def get_kernel(name):
     return KERNELS[name]
 
 
-def log_target(p, beta):
-    return p.log_ref + beta * p.log_rest
+def at(logdensity, z):
+    """The state at positions z [N, D]: one evaluation of the density."""
+    return State(z, *logdensity(z))
+
+
+def unwhiten(dy, chol):
+    """The increment L dy in z of an increment dy [N, D] in y."""
+    return dy if chol is None else dy @ chol.T
+
+
+def whiten_grad(grad, chol):
+    """The gradient L' ∇ in y of a gradient ∇ [N, D] in z."""
+    return grad if chol is None else grad @ chol
 
 
 def accept(rt, u, log_ratio, new, old):
-    """Metropolis–Hastings selection per particle with uniform draws u [N]; NaN ratios (non-finite proposals)
-    are rejections."""
+    """Metropolis–Hastings selection per particle with uniform draws u [N]: (state, accepted [N]); NaN ratios
+    (non-finite proposals) are rejections."""
     xp = rt.xp
     log_ratio = xp.where(xp.isnan(log_ratio), -float("inf"), log_ratio)
     ok = xp.log(u) < log_ratio
     pick = lambda a, b: xp.where(ok.reshape(ok.shape + (1,) * (a.ndim - 1)), a, b)  # noqa: E731
-    return Particles(*(pick(a, b) for a, b in zip(new, old))), ok
+    return rt.tree_map(pick, new, old), ok
 
 
 def cloud_cholesky(rt, z, log_w):

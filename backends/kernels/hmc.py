@@ -1,6 +1,6 @@
 """Hamiltonian Monte Carlo: `n_leapfrog` leapfrog steps with identity mass in y, step size jittered per particle."""
 from ...errors import ValueRangeError
-from . import Particles, accept, kernel, log_target
+from . import accept, at, kernel, unwhiten, whiten_grad
 
 
 def draw(rt, key, z):
@@ -11,7 +11,7 @@ def draw(rt, key, z):
 
 
 @kernel(needs_grad=True, target_accept=0.7, initial_step=lambda d: 1.0 / d ** 0.25, draw=draw)
-def hmc(rt, draws, p, beta, h, chol, density, n_leapfrog=5, step_jitter=3.0):
+def hmc(rt, draws, s, logdensity, h, chol, n_leapfrog=5, step_jitter=3.0):
     """HMC with `n_leapfrog` leapfrog steps of size h · J^(2u − 1) per particle, u ~ U(0, 1), J = `step_jitter`.
     A random step size breaks the periodicity of fixed-length trajectories (Neal 2011, §5.4.2.2) and lets
     particles in narrow and in wide regions of one cloud both move (a funnel: the regression coefficients of
@@ -27,15 +27,12 @@ def hmc(rt, draws, p, beta, h, chol, density, n_leapfrog=5, step_jitter=3.0):
     u, m0, u_accept = draws
     h = h * step_jitter ** (2.0 * u - 1.0)
 
-    def leapfrog(_, s):
-        q, m = s
-        m = m + 0.5 * h * (q.grad @ chol)
-        z = q.z + (h * m) @ chol.T
-        ref, rest, grad = density(z, beta)
-        q = Particles(z, ref, rest, grad)
-        return q, m + 0.5 * h * (grad @ chol)
+    def leapfrog(_, c):
+        q, m = c
+        m = m + 0.5 * h * whiten_grad(q.grad, chol)
+        q = at(logdensity, q.z + unwhiten(h * m, chol))
+        return q, m + 0.5 * h * whiten_grad(q.grad, chol)
 
-    q, m = rt.fori_loop(0, n_leapfrog, leapfrog, (p, m0))
-    log_ratio = (log_target(q, beta) - 0.5 * xp.sum(m * m, axis=-1)) \
-        - (log_target(p, beta) - 0.5 * xp.sum(m0 * m0, axis=-1))
-    return accept(rt, u_accept, log_ratio, q, p)
+    q, m = rt.fori_loop(0, n_leapfrog, leapfrog, (s, m0))
+    log_ratio = (q.log_p - 0.5 * xp.sum(m * m, axis=-1)) - (s.log_p - 0.5 * xp.sum(m0 * m0, axis=-1))
+    return accept(rt, u_accept, log_ratio, q, s)

@@ -1,5 +1,5 @@
 """Random-walk Metropolis: y' = y + h ε, accepted with π(z') / π(z)."""
-from . import Particles, accept, kernel, log_target
+from . import accept, at, kernel, unwhiten
 
 
 def draw(rt, key, z):
@@ -9,10 +9,9 @@ def draw(rt, key, z):
 
 
 @kernel(needs_grad=False, target_accept=0.3, initial_step=lambda d: 2.38 / d ** 0.5, draw=draw)
-def rwm(rt, draws, p, beta, h, chol, density):
-    """Random-walk Metropolis with proposal covariance h² Σ."""
+def rwm(rt, draws, s, logdensity, h, chol):
+    """Random-walk Metropolis with proposal covariance h² L L'. The current state's log p is kept, never
+    evaluated again: with a density that is a random unbiased estimate (PMMH) the chain stays exact."""
     eps, u_accept = draws
-    z = p.z + (h * eps) @ chol.T
-    ref, rest, _ = density(z, beta)
-    new = Particles(z, ref, rest, p.grad)
-    return accept(rt, u_accept, log_target(new, beta) - log_target(p, beta), new, p)
+    new = at(logdensity, s.z + unwhiten(h * eps, chol))
+    return accept(rt, u_accept, new.log_p - s.log_p, new, s)
