@@ -16,12 +16,16 @@ class Weights:
 
     def __init__(self, log_w):
         self.log = np.asarray(log_w, dtype=np.float64)
+        self._normalized = None
 
     @classmethod
     def from_normalized(cls, w):
         """The weights of normalized weights W ≥ 0 (log W; a zero is a vanished particle)."""
+        w = np.asarray(w, dtype=np.float64)
         with np.errstate(divide="ignore"):
-            return cls(np.log(np.asarray(w, dtype=np.float64)))
+            weights = cls(np.log(w))
+        weights._normalized = w
+        return weights
 
     @property
     def n(self):
@@ -30,8 +34,10 @@ class Weights:
 
     def normalized(self):
         """W = exp(log w − max log w) / Σ exp(log w − max log w) along the last axis."""
-        w = np.exp(self.log - np.max(self.log, axis=-1, keepdims=True))
-        return w / w.sum(axis=-1, keepdims=True)
+        if self._normalized is None:
+            w = np.exp(self.log - np.max(self.log, axis=-1, keepdims=True))
+            self._normalized = w / w.sum(axis=-1, keepdims=True)
+        return self._normalized
 
     def ess(self):
         """Kish's effective sample size 1 / Σ W² per row."""
