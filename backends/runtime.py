@@ -130,10 +130,10 @@ def get_runtime(name=DEFAULT, device="cpu", precision="float32", devices=None):
 #: `logsumexp` as in scipy, `solve_triangular(a, b, lower)` as scipy.linalg's; `cholesky` gives NaN entries for a
 #: matrix that is not positive-definite; `linalg` has numpy.linalg's `inv` and `slogdet`)
 XP = ("abs", "arange", "arctan2", "argmax", "asarray", "broadcast_to", "ceil", "cholesky", "clip", "concatenate",
-      "cos", "cumsum", "diag", "einsum", "exp", "expm1", "flip", "floor", "full", "index_add", "isfinite", "isnan",
-      "linalg", "log", "log1p", "logaddexp", "logsumexp", "max", "maximum", "mean", "min", "minimum", "ones",
-      "ones_like", "prod", "searchsorted", "sign", "sin", "solve", "solve_triangular", "sort", "sqrt", "stack", "sum",
-      "take", "where", "zeros")
+      "cos", "cumsum", "diag", "einsum", "exp", "expm1", "flip", "floor", "full", "full_like", "index_add",
+      "isfinite", "isnan", "linalg", "log", "log1p", "logaddexp", "logsumexp", "max", "maximum", "mean", "min",
+      "minimum", "ones", "ones_like", "prod", "searchsorted", "sign", "sin", "solve", "solve_triangular", "sort",
+      "sqrt", "stack", "sum", "take", "where", "zeros", "zeros_like")
 
 
 class RuntimeContract(Protocol):
