@@ -289,21 +289,8 @@ def run_filter(path, key, n, resampler="systematic", threshold=0.5, smoother=Non
     model = model or ParticleFilter(path, smoother)
     step = fk.make_step(model, resampler, threshold, keep_ancestors=smoother is not None, error_every_step=False)
     k0, k1, k_last = rt.split(key, 3)
-    state = fk.init(model, k0, n)
-
-    def body(s, k):
-        return step(k["key"], s)
-
     steps = path.length - 1
-    infos = []
-    if steps:
-        state, infos = rt.scan(body, state, {"key": rt.split(k1, steps)})
-    state, last = step(k_last, state, move=False)
-    rel_var, last = last.rel_var, last._replace(rel_var=None)   # Var(Ẑ)/Ẑ² is computed at the last step only
-    if not steps:
-        return state, rt.tree_map(lambda a: None if a is None else a[None], last)._replace(rel_var=rel_var)
-    stacked = rt.tree_map(lambda a, b: None if a is None else rt.xp.concatenate([a, b[None]]), infos, last)
-    return state, stacked._replace(rel_var=rel_var)
+    return fk.scan(rt, step, fk.init(model, k0, n), rt.split(k1, steps) if steps else None, k_last)
 
 
 def genealogy(xs, log_w, ancestors):
@@ -407,22 +394,23 @@ def run(compiled, rt, key, particles=1000, progress=None, resampler="systematic"
                                                 + (rest_log_density(ss, ev, env),)))
     name, path, filt = cache[sig]
     state, info, rest = filt(k_run)
-    log_z_path = rt.to_numpy(info.log_c).astype(np.float64)
-    invalid = rt.to_numpy(info.invalid)
-    if invalid.any():
-        t = int(np.argmax(invalid > 0))
-        raise InferenceError(f"particle filter: the observation density of {name!r} was NaN or +inf at t = {t} on "
-                             f"{int(invalid[t])} of {particles} particles (NaN weights are not dropped silently)",
-                             hint="an observation's parameters out of their range (a negative scale, a log of a "
-                                  "negative number)? " + UNDEFINED_DENSITY_HINT)
-    if not np.all(np.isfinite(log_z_path)):
-        t = int(np.argmin(np.isfinite(log_z_path)))
-        raise InferenceError(f"particle filter: every weight vanished at t = {t} (the observation density was -inf "
-                             f"on all {particles} particles); the proposal misses the observation")
+    host = fk.to_host(rt, info._replace(non_finite=None, ancestors=None, tracked=None))   # what it reports and checks
+
+    def invalid(t, info, _):
+        return InferenceError(f"particle filter: the observation density of {name!r} was NaN or +inf at t = {t} on "
+                              f"{int(info.invalid[t])} of {particles} particles (NaN weights are not dropped "
+                              f"silently)", hint="an observation's parameters out of their range (a negative scale, "
+                                                 "a log of a negative number)? " + UNDEFINED_DENSITY_HINT)
+
+    def vanished(t, info, _):
+        return InferenceError(f"particle filter: every weight vanished at t = {t} (the observation density was -inf "
+                              f"on all {particles} particles); the proposal misses the observation")
+    fk.check(host, 0, invalid, vanished)
+    log_z_path = host.log_c.astype(np.float64)
     log_z = float(log_z_path.sum()) + float(rt.to_numpy(rt.asarray(rest)))
-    se = math.sqrt(float(rt.to_numpy(info.rel_var)))
+    se = math.sqrt(host.rel_var)
     mean, var = rt.to_numpy(info.tracked[0]), rt.to_numpy(info.tracked[1])
-    diagnostics = {"ess": rt.to_numpy(info.ess).astype(np.float64), "resampled": rt.to_numpy(info.resampled),
+    diagnostics = {"ess": host.ess.astype(np.float64), "resampled": host.resampled,
                    "log_c": log_z_path, "filter_mean": {name: mean}, "filter_var": {name: var},
                    "log_z_per_chain": [log_z], "particles": particles, "smoother": smoother,
                    "particle_devices": rt.device_count(state.log_w)}
