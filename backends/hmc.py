@@ -38,7 +38,7 @@ from .. import advice
 from ..errors import InferenceError, ValueRangeError
 from ..precision import gradient_sites, unresolved
 from ..result import Result, component_label
-from . import check_options, check_value, integer, method
+from . import integer, method
 from .sharding import shards_chains
 
 RHAT_MAX, ESS_PER_CHAIN_MIN, EBFMI_MIN = 1.01, 100, 0.3
@@ -249,9 +249,8 @@ def _divergent_site(samples, diverging):
 
 
 def _run(kind, compiled, rt, key, particles, progress, num_warmup=1000, num_samples=None, chains=4,
-         target_accept=0.8, max_tree_depth=10, num_steps=None, dense_mass=False, **unknown):
-    check_options(kind, unknown, OPTIONS)
-    chains, warmup = check_value("chains", chains), check_value("num_warmup", num_warmup)
+         target_accept=0.8, max_tree_depth=10, num_steps=None, dense_mass=False):
+    """One MCMC run; its options (`OPTIONS`) were checked by `ppl.options` (values of `backends.VALUES`)."""
     if chains % rt.n_devices:
         raise ValueRangeError(f"{kind}: chains ({chains}) must be divisible by the number of devices "
                               f"({rt.n_devices}): each device runs chains / devices of them")
@@ -264,7 +263,6 @@ def _run(kind, compiled, rt, key, particles, progress, num_warmup=1000, num_samp
     max_tree_depth = integer(max_tree_depth, "max_tree_depth", 1)
     if num_steps is not None:
         num_steps = integer(num_steps, "num_steps", 1)
-    target_accept = check_value("target_accept", target_accept)
     prog = compiled.lower(rt)
     if prog.dim == 0:
         if compiled.marginals:   # all integrated out: their exact draws (`marginals.draw`) are the run
@@ -278,7 +276,7 @@ def _run(kind, compiled, rt, key, particles, progress, num_warmup=1000, num_samp
         return -(ref + rest)
 
     run, check = _sample_chains(prog, rt, key, chains, lambda k, z0: rt.mcmc(
-        potential, k, z0, kind, warmup, draws, float(target_accept), max_tree_depth, num_steps, bool(dense_mass),
+        potential, k, z0, kind, num_warmup, draws, float(target_accept), max_tree_depth, num_steps, bool(dense_mass),
         progress))
     if check["stuck_chains"]:
         _warn_stuck(kind, check, run.step_size, draws, rt.precision)
@@ -294,11 +292,11 @@ def _run(kind, compiled, rt, key, particles, progress, num_warmup=1000, num_samp
         ends = np.concatenate([_numpy(rt, run.z0), rt.to_numpy(z).reshape((chains, draws, prog.dim))[:, -1]])
         (value, _), grad = prog.value_and_grad(rt.asarray(ends), rt.asarray(1.0))
         grad, log_density = rt.to_numpy(grad), rt.to_numpy(value)
-    diag = diagnose(samples, stats, chains, kind, warmup, float(target_accept))
+    diag = diagnose(samples, stats, chains, kind, num_warmup, float(target_accept))
     diag["non_finite_gradient"] = gradient_sites(prog.layout, np.reshape(grad, (-1, prog.dim)),
                                                  np.reshape(log_density, -1))
     diag.update(check, step_size=run.step_size.tolist(), acceptance_rate=run.accept.tolist(), chains=chains,
-                num_warmup=warmup, num_samples=draws, chain_devices=run.devices)
+                num_warmup=num_warmup, num_samples=draws, chain_devices=run.devices)
     return Result(samples, None, method=kind, runtime=rt.name, device=rt.device, diagnostics=diag,
                   sample_stats=stats, **pointwise)
 

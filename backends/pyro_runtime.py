@@ -6,7 +6,6 @@ Its parts: `jit_pure`'s per-signature compile by inductor (`pyro_compile`, with 
 (`pyro_proposals`), special functions (`pyro_special`).
 """
 import contextlib
-import math
 import types
 
 import numpy as np
@@ -16,7 +15,7 @@ from torch.distributions import biject_to
 
 from ..errors import DeviceError, InferenceError, PPLError
 from . import pyro_distributions, pyro_special
-from .pyro_compile import CompiledFunction, traced
+from .pyro_compile import CompiledFunction
 from .pyro_compile import CompileWarning, compile_mode, compiling  # noqa: F401 (the compile policy, public here)
 from .pyro_numpy import Numpy
 from .runtime import Runtime, active, register
@@ -25,18 +24,6 @@ from .runtime import Runtime, active, register
 # MCMC restores torch's default from Pyro's flag when it returns, which re-enabled the checks for later runs.
 dist.enable_validation(False)
 
-#: `ppl.ode`'s name for `pyro_compile.traced` (until it imports it from there)
-_traced = traced
-
-
-def _log_ndtr(z):
-    """log Φ(z): log(erfcx(−z/√2) / 2) − z²/2 below 0, log1p(−erfc(z/√2) / 2) above (each branch finite on the
-    other's side); torch's own `special.log_ndtr` has no batching rule, so under `vmap` it ran per particle."""
-    below, above = torch.clamp(z, max=0.0), torch.clamp(z, min=0.0)
-    return torch.where(z < 0, torch.log(0.5 * torch.special.erfcx(-below / math.sqrt(2.0))) - 0.5 * below * below,
-                       torch.log1p(-0.5 * torch.special.erfc(above / math.sqrt(2.0))))
-
-
 @register("pyro")
 class PyroRuntime(Runtime):
     name = "pyro"
@@ -44,7 +31,7 @@ class PyroRuntime(Runtime):
     compiles_loops = False
     distributions = dist
     special_functions = torch.special
-    special = types.SimpleNamespace(log_ndtr=_log_ndtr, gammainc=torch.special.gammainc,
+    special = types.SimpleNamespace(log_ndtr=pyro_special.log_ndtr, gammainc=torch.special.gammainc,
                                     gammaincc=torch.special.gammaincc, betainc=pyro_special.betainc)
 
     def __init__(self, device="cpu", precision="float32", devices=None):

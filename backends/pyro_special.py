@@ -1,8 +1,11 @@
 """Special functions torch lacks, in torch ops (`special`: no data-dependent control flow), so that they batch
 under `torch.func.vmap`, trace into one graph (`jit_pure`) and differentiate by autograd in every argument.
 
+`log_ndtr(z)`: log Φ(z), batched under vmap (torch's own has no batching rule).
 `betainc(a, b, x)`: the regularized incomplete beta I_x(a, b) = B(x; a, b) / B(a, b), the CDF of beta(a, b).
 """
+import math
+
 import torch
 
 from .special import incomplete_beta
@@ -19,3 +22,11 @@ def betainc(a, b, x):
     dtype = torch.promote_types(x.dtype, torch.float32) if x.is_floating_point() else torch.get_default_dtype()
     work = torch.float64 if dtype == torch.float32 and x.device.type != "mps" else dtype
     return incomplete_beta(torch, torch.lgamma, a.to(work), b.to(work), x.to(work), _STEPS[dtype]).to(dtype)
+
+
+def log_ndtr(z):
+    """log Φ(z): log(erfcx(−z/√2) / 2) − z²/2 below 0, log1p(−erfc(z/√2) / 2) above (each branch finite on the
+    other's side); torch's own `special.log_ndtr` has no batching rule, so under `vmap` it ran per particle."""
+    below, above = torch.clamp(z, max=0.0), torch.clamp(z, min=0.0)
+    return torch.where(z < 0, torch.log(0.5 * torch.special.erfcx(-below / math.sqrt(2.0))) - 0.5 * below * below,
+                       torch.log1p(-0.5 * torch.special.erfc(above / math.sqrt(2.0))))

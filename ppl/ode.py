@@ -401,8 +401,8 @@ def _replay(p, y0, args, schedule):
 
 
 def _untraced(*xs):
-    from .backends.pyro_runtime import _traced
-    if any(_traced(x) for x in xs):
+    from .backends.pyro_compile import traced
+    if any(traced(x) for x in xs):
         raise PPLError("ode: an adaptive solve cannot be traced into a graph (it runs eagerly)")
 
 

@@ -119,17 +119,12 @@ def _gauss_product(m1, c1, m2, c2):
 
 class DensityScore:
     """A data law p_0 whose noised law q_t is closed form: subclasses give `dim` and `density_fn(rt, sde)`,
-    (log q_t(x) [N], ∇ log q_t(x) [N, d]) = density(x [N, d], t [N]); the score and log density follow."""
+    (log q_t(x) [N], ∇ log q_t(x) [N, d]) = density(x [N, d], t [N]); the score follows."""
 
     def score_fn(self, rt, sde):
         """score(x [N, d], t [N]) = ∇ log q_t(x) on runtime `rt` (jit-compatible)."""
         density = self.density_fn(rt, sde)
         return lambda x, t: density(x, t)[1]
-
-    def log_prob_fn(self, rt, sde):
-        """log q_t(x) [N] on runtime `rt`."""
-        density = self.density_fn(rt, sde)
-        return lambda x, t: density(x, t)[0]
 
 
 class GaussianMixture(DensityScore):
