@@ -14,6 +14,7 @@ import numpy as np
 from .. import advice
 from ..errors import InferenceError
 from ..result import Result
+from ..weights import Weights
 from . import fk, method, run_cache
 from .runtime import batched
 from .sharding import shards_particles
@@ -109,8 +110,7 @@ def run(compiled, rt, key, particles=10_000, progress=None, batch_size=None, pro
     k = weights_khat(log_w)
     samples = {k_: v[None] for k_, v in model.program.to_constrained(state.particles).items()}
     if k > 0.7:
-        w = np.exp(log_w - log_w.max())
-        where = narrowest(samples, np.where(np.isfinite(w), w, 0.0) / np.nansum(w))
+        where = narrowest(samples, Weights(log_w).normalized())
         advice.warn(f"importance sampling: Pareto k-hat = {k:.2f} > 0.7; the weights have a heavy tail and "
                     f"log Z and moments are unreliable (ESS = {ess:.0f} of {particles})"
                     + (f"; the target is narrowest in {where}" if where else "")
