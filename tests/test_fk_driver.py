@@ -47,7 +47,8 @@ def rt(request):
 def test_scan_is_the_steps_then_a_closing_one(rt):
     model = Table(rt)
     step = fk.make_step(model, error_every_step=False)
-    state, info = fk.scan(rt, step, fk.init(model, rt.key(0), N), rt.split(rt.key(1), 2), rt.key(2))
+    sweep = rt.jit(lambda s, keys, last: fk.scan(rt, step, s, keys, last))      # one compile
+    state, info = sweep(fk.init(model, rt.key(0), N), rt.split(rt.key(1), 2), rt.key(2))
     host = fk.to_host(rt, info)
     assert host.log_c.shape == (3,) and host.ess.shape == (3,) and isinstance(host.rel_var, float)
     assert float(rt.to_numpy(state.log_z)) == pytest.approx(exact_log_z(TABLE), abs=1e-5)
@@ -69,14 +70,12 @@ def test_run_stops_moves_and_reports(rt):
 
 
 def test_run_budget_and_hooks(rt):
-    model = Table(rt)
-    step = rt.jit(fk.make_step(model))
-    with pytest.raises(InferenceError, match="3 steps"):
-        fk.run(rt, step, fk.init(model, rt.key(0), N), rt.split(rt.key(1), 5), max_steps=3,
-               exhausted=lambda t, s: InferenceError(f"{t} steps, t = {int(rt.to_numpy(s.t))}"))
     gone = Table(rt, np.where(np.arange(3)[:, None] == 1, -np.inf, TABLE))       # every weight vanishes at t = 1
     step = rt.jit(fk.make_step(gone))
     keys = rt.split(rt.key(1), 3)
+    with pytest.raises(InferenceError, match="1 steps, t = 1"):
+        fk.run(rt, step, fk.init(gone, rt.key(0), N), keys, max_steps=1,
+               exhausted=lambda t, s: InferenceError(f"{t} steps, t = {int(rt.to_numpy(s.t))}"))
     with pytest.raises(InferenceError, match="every weight vanished at step 2"):     # the host loop counts from 1
         fk.run(rt, step, fk.init(gone, rt.key(0), N), keys)
     told = []
