@@ -34,8 +34,9 @@ from typing import Any, NamedTuple
 import numpy as np
 
 from ..errors import InferenceError, ValueRangeError
-from ..result import Result, normalized
+from ..result import Result
 from ..target import call_user
+from ..weights import Weights
 from . import fk, integer, method, run_cache
 from .generation import Generator, generator
 
@@ -143,15 +144,6 @@ def resampling_temperature(rt, spec, early_phase, length):
     return temperature
 
 
-def stacked(rt, infos, last):
-    """StepInfo over the scanned steps and the last one, stacked along a leading axis (None stays None; the
-    relative variance is read from the final state)."""
-    last = last._replace(rel_var=None)
-    if infos is None:
-        return rt.tree_map(lambda a: None if a is None else a[None], last)
-    return rt.tree_map(lambda a, b: None if a is None else rt.xp.concatenate([a, b[None]]), infos, last)
-
-
 def outcome(rt, key, state, info):
     """What a sweep returns: (final FKState, StepInfo [L], Var(Ẑ)/Ẑ², one particle drawn from the final W)."""
     xp = rt.xp
@@ -168,34 +160,28 @@ def pure_sweep(model, step, length):
     def sweep(key, forced, n):
         k0, k1, k2, k3 = rt.split(key, 4)
         state = fk.init(model, k0, n, forced=forced)
-        infos = None
-        if length > 1:
-            state, infos = rt.scan(lambda s, k: step(k["key"], s), state, {"key": rt.split(k1, length - 1)})
-        state, last = step(k2, state, move=False)
-        return outcome(rt, k3, state, stacked(rt, infos, last))
+        state, info = fk.scan(rt, step, state, rt.split(k1, length - 1) if length > 1 else None, k2)
+        return outcome(rt, k3, state, info._replace(rel_var=None))
     return sweep
 
 
 def eager_sweep(model, step, length):
-    """The same sweep step by step (the models called from Python, the weighting and resampling jitted), with
-    the same keys; it stops at the step where every sequence has ended."""
+    """The same sweep step by step on the host (`fk.run`: the weighting and resampling jitted, then the models'
+    generation, the model's move, called from Python), with the same keys; it stops at the step where every
+    sequence has ended. Its record comes back on the host, checked step by step."""
     rt = model.rt
+
+    def move(key, s):
+        particles, carry, _, _ = model.move(rt.split(key, 2)[1], s.t, s.particles, s.log_w, s.carry)
+        return s._replace(particles=particles, carry=carry)
 
     def sweep(key, forced, n):
         k0, k1, k2, k3 = rt.split(key, 4)
         state = fk.init(model, k0, n, forced=forced)
         keys = list(rt.split(k1, length - 1)) if length > 1 else []
-        infos = []
-        for k in keys + [k2]:
-            state, info = step(k, state)
-            infos.append(info)
-            if bool(rt.to_numpy(info.tracked)):
-                break
-            particles, carry, _, _ = model.move(rt.split(k, 2)[1], state.t, state.particles, state.log_w,
-                                                state.carry)
-            state = state._replace(particles=particles, carry=carry)
-        infos = [info._replace(rel_var=None) for info in infos]
-        return outcome(rt, k3, state, rt.tree_map(lambda *a: None if a[0] is None else rt.xp.stack(a), *infos))
+        state, infos = fk.run(rt, step, state, keys + [k2], until=lambda info: bool(info.tracked), move=move,
+                              vanished=vanished(model.gen, n))
+        return outcome(rt, k3, state, rt.tree_map(lambda *a: None if a[0] is None else np.stack(a), *infos))
     return sweep
 
 
@@ -269,24 +255,36 @@ class StepwiseSweep:
         return state, fk.StepInfo(log_c, ess, resampled, None, None, None, ended, None), rel_var, pick
 
 
+def vanished(gen, n):
+    """The `fk.check` hook of a sweep of n particles whose weights all vanished at step t (numbered from 1)."""
+    return lambda t, info, before: InferenceError(
+        f"{gen.plan.target.describe()}: every weight vanished at step {t} (the potentials were -inf or NaN on all "
+        f"{n} particles)")
+
+
+def reported(state, info):
+    """(state, the step's record without what a sweep neither reports nor checks: non-finite counts, the
+    relative variance of a step, NaN or +inf counts), so that the host reads only the rest. (A NaN is flagged
+    where it arises, `gen.check`; a particle's +inf potential is a zero weight.)"""
+    return state, info._replace(non_finite=None, rel_var=None, invalid=None)
+
+
 def sweep(runner, key, n, forced=None):
     """One SMC pass over the steps: (final FKState, the particle drawn from its weights, per-step record: ESS,
     resampled, log c, and Var(Ẑ)/Ẑ²), with one read of the host per array."""
     gen = runner.gen
     rt = gen.rt
     state, info, rel_var, pick = runner(key, forced, n)
-    ended, log_c, ess, resampled, nan, rel_var, pick, log_z = rt.tree_map(
-        rt.to_numpy, (info.tracked, info.log_c, info.ess, info.resampled, state.carry[2], rel_var, pick, state.log_z))
+    info = fk.to_host(rt, reported(None, info)[1])
+    nan, rel_var, pick, log_z = rt.tree_map(rt.to_numpy, (state.carry[2], rel_var, pick, state.log_z))
+    ended = np.atleast_1d(info.tracked)
     steps = int(np.argmax(ended)) + 1 if ended.any() else len(ended)
     gen.check(nan)
-    log_c = log_c[:steps].astype(np.float64)
-    if not np.all(np.isfinite(log_c)):
-        t = int(np.argmin(np.isfinite(log_c))) + 1
-        raise InferenceError(f"{gen.plan.target.describe()}: every weight vanished at step {t} (the potentials were "
-                             f"-inf or NaN on all {n} particles)")
-    return state, int(pick), {"ess": ess[:steps].astype(np.float64), "resampled": resampled[:steps].astype(bool),
-                              "log_c": log_c, "rel_var": float(rel_var), "log_z": float(log_z),
-                              "compiled": runner.pure}
+    info = info._replace(**{f: np.atleast_1d(getattr(info, f))[:steps] for f in ("log_c", "ess", "resampled")})
+    fk.check(info, 1, vanished=vanished(gen, n))
+    return state, int(pick), {"ess": info.ess.astype(np.float64), "resampled": info.resampled.astype(bool),
+                              "log_c": info.log_c.astype(np.float64), "rel_var": float(rel_var),
+                              "log_z": float(log_z), "compiled": runner.pure}
 
 
 def _key(a):
@@ -327,7 +325,7 @@ def sequence_result(gen, chains, method, rt, answer=None, select="argmax", by=No
     elif log_w is None:
         weights = np.full(len(flat), 1.0 / len(flat))
     else:
-        weights = (normalized(log_w) / len(chains)).reshape(-1)
+        weights = Weights(log_w).pooled().normalized()
     diagnostics = dict(diagnostics or {})
     diagnostics.update({"lengths": lengths, "rewards": rewards,
                         "answers": answers, "generations": sum(len(c) for c in seqs)})
@@ -360,7 +358,7 @@ class Runner:
             return StepwiseSweep(model, resampler, threshold, temperature, self.gen.plan.length)
         if pure:
             return self.rt.jit(pure_sweep(model, step, self.gen.plan.length), static_argnames=("n",))
-        return eager_sweep(model, self.rt.jit(lambda k, s: step(k, s, move=False)), self.gen.plan.length)
+        return eager_sweep(model, self.rt.jit(lambda k, s: reported(*step(k, s, move=False))), self.gen.plan.length)
 
     def __call__(self, key, forced, n):
         self.gen.prepare(n)
