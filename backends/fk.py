@@ -12,6 +12,12 @@ The model supplies them (`FeynmanKac`); this module owns everything else. One st
              (waste-free SMC: M = N/P, then its move grows them back to N and says where each came from);
 3. move:     x ← M_{t+1}(x) (skipped with `move=False`, e.g. after the last observation of a filter).
 
+The loop over the steps is here too, in two forms that read back and check the same record: `scan`, a known
+number of steps inside one compiled function (a filter's observations, FKC's time grid, a compiled sequence
+sweep), and `run`, a loop on the host until the model is done (SMC until β = 1, a sweep until every sequence
+ended; importance sampling's one step), each step's record read to numpy once. `check` raises at the first step
+whose potentials were NaN or +inf, else at the first where every weight vanished, with the method's own message.
+
 On several devices (`sharding`) the state's particle arrays are split along the particle axis, after `init`
 and after every step (a sharding constraint inside the jitted step): the sums of 1–2 are then global
 collectives and resampling draws ancestors from all N particles, so the estimator is the one-device one.
