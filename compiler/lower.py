@@ -112,10 +112,11 @@ class Evaluator:
 
     def model_env(self, model, values):
         """`env` of `model` at the latent `values` with its deterministic sites computed (a particle filter's or a
-        marginal's environment): the site interpreter with the latent `values` substituted and the steps of other
-        models and the latent sites not given blocked."""
-        skip = H.block(lambda msg: msg["node"].model is not model
-                       or (msg["type"] == "latent" and msg["name"] not in values))
+        marginal's environment): the site interpreter with the latent `values` substituted (by name, whichever model
+        holds the site's reference: a `reference` model's) and the latent sites not given and the deterministic
+        sites of other models blocked."""
+        skip = H.block(lambda msg: msg["name"] not in values if msg["type"] == "latent"
+                       else msg["node"].model is not model)
         _, dets = self.run(H.substitute(values=values), skip)
         return self.env(model, values, dets)
 

@@ -63,3 +63,13 @@ def test_trace_block_and_substitute_compose():
     assert set(values) == {"mu"} and dets == {}
     with pytest.raises(ppl.PlanError, match="no handler gives latent site 'mu' a value"):
         ev.run(H.trace())
+
+
+def test_model_env_substitutes_sites_whose_reference_is_another_model():
+    """`model_env` (pf's, the marginals') at given latent values computes the model's deterministic sites, where
+    the sites' reference factors belong to a `reference` model."""
+    m = _model(np.zeros(3))
+    ref = ppl.model(name="r", mu=ppl.Normal(0.0, 2.0), tau=ppl.HalfNormal(2.0))
+    ev = ppl.compile(m, reference=ref).lower("numpyro").ev
+    assert all(n.model is ref for n in ev.c.order if n.kind == "latent")
+    assert float(ev.model_env(m, {"mu": 1.5, "tau": 2.0})["d"]) == 3.0
