@@ -9,7 +9,8 @@ import jax.numpy as jnp
 import numpy as np
 from jax.example_libraries import optimizers
 
-from ..amortize import _check_gaussian, _diag_normal_log_prob, _stats, brain_loss
+from ..amortize_brain import _stats, brain_loss
+from ..amortize_proposal import _check_gaussian, _diag_normal_log_prob
 from ..errors import PPLError
 
 

@@ -4,8 +4,8 @@ and the trainer of a torch module by Adam on BRAIn's loss (`ppl.amortize`). Used
 import numpy as np
 import torch
 
-from ..amortize import (_check_draws, _check_gaussian, _diag_normal_log_prob, _stats, brain_loss,
-                        raise_nonfinite)
+from ..amortize_brain import _stats, brain_loss
+from ..amortize_proposal import _check_draws, _check_gaussian, _diag_normal_log_prob, raise_nonfinite
 from ..errors import PPLError, ShapeError
 
 

@@ -16,15 +16,13 @@ import time
 
 import numpy as np
 
-from .amortize_brain import _stats, brain_gradient, brain_loss, brain_weights
+from .amortize_brain import brain_gradient, brain_loss, brain_weights
 from .amortize_family import AmortizeWarning, _contexts, _Family
-from .amortize_proposal import _check_draws, _check_gaussian, _diag_normal_log_prob, _standardization, raise_nonfinite
+from .amortize_proposal import _standardization, raise_nonfinite
 from .amortize_result import Amortized
 from .errors import PPLError, UnknownNameError, ValueRangeError
 
-__all__ = ["amortize", "Amortized", "AmortizeWarning", "brain_weights", "brain_gradient", "brain_loss",
-           # until backends/{numpyro,pyro}_proposals.py import them from amortize_brain and amortize_proposal:
-           "_stats", "_check_draws", "_check_gaussian", "_diag_normal_log_prob"]
+__all__ = ["amortize", "Amortized", "AmortizeWarning", "brain_weights", "brain_gradient", "brain_loss"]
 
 
 def amortize(family, contexts, proposal=None, runtime=None, steps=1000, particles=32, batch=16, lr=3e-3,

@@ -189,10 +189,10 @@ def sequence_table(result, top=5):
     """[(total weight, sequence)] of the `top` heaviest distinct sequences of a sequence result (weights pooled
     over its chains; equal weights where the method has none)."""
     import numpy as np
-    from .result import normalized
+    from .weights import Weights
     seqs = result.sequences
     if result.log_weights is not None:
-        w = (normalized(result.log_weights) / result.log_weights.shape[0]).reshape(-1)
+        w = Weights(result.log_weights).pooled().normalized().reshape(-1)
     else:
         w = np.full(len(seqs), 1.0 / len(seqs))
     totals = {}

@@ -10,11 +10,6 @@ import numpy as np
 from .weights import Weights
 
 
-def normalized(log_w):
-    """`Weights(log_w).normalized()`, for the callers not yet moved to `Weights`."""
-    return Weights(log_w).normalized()
-
-
 def _weighted_quantile(x, w, q):
     order = np.argsort(x)
     cw = np.cumsum(w[order])
