@@ -47,6 +47,7 @@ from ..diffusion import SITE
 from .. import advice
 from ..errors import UNDEFINED_DENSITY_HINT, InferenceError, UnknownNameError, ValueRangeError
 from ..result import Result
+from ..weights import Weights
 from . import fk, integer, method, run_cache
 from .kernels import State, at, get_kernel
 from .sharding import shards_particles
@@ -296,11 +297,10 @@ def _compiled(plan, rt, options, resampler, threshold):
         model = FKC(plan, rt, *options)
         step = fk.make_step(model, resampler, threshold, error_every_step=False)   # se once, at the end
 
-        def body(state, xs):
-            k_lap, k_step = rt.split(xs["key"], 2)
-            state, info = step(k_step, state._replace(carry=state.carry._replace(key=k_lap)))
-            return state, (info.ess, info.resampled, info.model, info.invalid)
-        per_plan[key] = (model, rt.jit(lambda s, keys: rt.scan(body, s, keys)),
+        def lap(key, state):     # the step, its key split with the one the model's Laplacian probes read
+            k_lap, k_step = rt.split(key, 2)
+            return step(k_step, state._replace(carry=state.carry._replace(key=k_lap)))
+        per_plan[key] = (model, rt.jit(lambda s, keys: fk.scan(rt, lap, s, keys)),
                          rt.jit(lambda s, key: step(key, s, move=False)[0]))
     return per_plan[key]
 
@@ -332,14 +332,14 @@ def run(plan, rt, key, particles=1000, progress=None, steps=500, t_min=1e-3, cor
                kernel_options, step_size, increments)
     model, loop, close = _compiled(plan, rt, options, resampler, threshold)
     k_init, k_steps = rt.split(key, 2)
-    state, (ess, resampled, moved, invalid) = loop(fk.init(model, k_init, n), {"key": rt.split(k_steps, steps)})
-    invalid = rt.to_numpy(invalid)
-    if invalid.any():   # NaN or +inf increments: refused, not dropped as zero weights
-        k = int(np.argmax(invalid > 0))
-        raise InferenceError(f"fkc: the log-weight increment was NaN or +inf at step {k} (t = "
-                             f"{sde.T - model.dt * k:.4g}) on {int(invalid[k])} of {n} particles; a reward or log "
-                             f"density is undefined there",
-                             hint=UNDEFINED_DENSITY_HINT)
+    state, info = loop(fk.init(model, k_init, n), rt.split(k_steps, steps))
+    info = fk.to_host(rt, info)
+
+    def invalid(k, info, _):   # NaN or +inf increments: refused, not dropped as zero weights
+        return InferenceError(f"fkc: the log-weight increment was NaN or +inf at step {k} (t = "
+                              f"{sde.T - model.dt * k:.4g}) on {int(info.invalid[k])} of {n} particles; a reward or "
+                              f"log density is undefined there", hint=UNDEFINED_DENSITY_HINT)
+    fk.check(info, 0, invalid, vanished=lambda *_: None)   # vanished weights: the divergence below
     if model.path:   # the last transition's weight, at t_min (no resampling, no move)
         state = close(state, k_init)
     x, log_w = rt.to_numpy(state.particles[0]).astype(np.float64), rt.to_numpy(state.log_w).astype(np.float64)
@@ -349,15 +349,15 @@ def run(plan, rt, key, particles=1000, progress=None, steps=500, t_min=1e-3, cor
                              hint=f"use {advice.options('fkc', steps=2 * steps)} or "
                                   f"{advice.options('fkc', noise='target')}")
     times = sde.T - model.dt * np.arange(steps)
-    diagnostics = {"ess": rt.to_numpy(ess), "resampled": rt.to_numpy(resampled).astype(bool), "t": times,
+    diagnostics = {"ess": info.ess, "resampled": info.resampled.astype(bool), "t": times,
                    "t_min": t_min, "steps": steps, "total_beta": plan.total_beta, "noise": noise,
                    "corrected": bool(corrected), "particle_devices": rt.device_count(state.log_w), "moves": model.moves,
                    "increments": increments}
     if model.moves:
-        diagnostics["acceptance"], diagnostics["step_size"] = (rt.to_numpy(v) for v in moved)
+        diagnostics["acceptance"], diagnostics["step_size"] = info.model
     if not corrected:
         return Result({SITE: x[None]}, None, method="fkc", runtime=rt.name, device=rt.device, diagnostics=diagnostics)
-    final_ess = float(1.0 / np.sum(np.exp(2.0 * log_w)))   # the closing step's, at t_min, with path increments
+    final_ess = float(Weights(log_w).ess())   # the closing step's, at t_min, with path increments
     _check_ess(np.append(diagnostics["ess"], final_ess), n, np.append(times, t_min), steps)
     rel_var = float(rt.to_numpy(fk.relative_variance(rt, state.log_w, state.eve)))
     diagnostics.update({"log_z_per_chain": [log_z], "n_resampled": int(diagnostics["resampled"].sum()),

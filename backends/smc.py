@@ -32,7 +32,6 @@ for one run, from the core's ancestral ("Eve") family estimate at the last step 
 """
 import inspect
 import math
-import sys
 from typing import Any, NamedTuple
 
 import numpy as np
@@ -40,7 +39,8 @@ import numpy as np
 from ..errors import InferenceError, ValueRangeError
 from ..precision import gradient_sites
 from ..result import Result
-from . import check_options, check_value, fk, method, option_names, run_cache
+from ..weights import Weights
+from . import check_value, fk, method, run_cache
 from .kernels import State, at, cloud_cholesky, get_kernel
 from .runtime import batched
 from .sharding import shards_particles
@@ -339,52 +339,44 @@ class SMC(fk.FeynmanKac):
 
     # ---- the outer loop over temperatures (Python: the number of steps is unknown) ---------------------
     def run(self, key, n, progress=False, desc="smc"):
-        """One SMC run with n particles: (final state, list of per-step `StepInfo`s of numpy values)."""
+        """One SMC run with n particles until β = 1 (`fk.run`): (final state, list of per-step `StepInfo`s of
+        numpy values)."""
         rt = self.rt
         k0, key = rt.split(key, 2)
         state = fk.init(self, k0, n)
         self.program.check_draws(state.particles.z, "SMC")   # NaN/+inf densities are refused, with the term named
-        infos, beta = [], 0.0
-        bar = _progress_bar(progress, desc)
-        try:
-            while beta < 1.0:
-                if len(infos) >= self.max_steps:
-                    raise InferenceError(f"SMC: β stalled at {beta:.6g} after {len(infos)} steps (max_steps="
-                                         f"{self.max_steps}); the tempered densities are too peaked for "
-                                         f"{n} particles: use more particles or a closer reference")
-                key, sub = rt.split(key, 2)
-                previous, (state, info) = state, self.step(sub, state)
-                info = rt.tree_map(lambda v: v if v is None else rt.to_numpy(v).item(), info)
-                t = len(infos) + 1
-                if info.invalid:
-                    raise self.program.diagnose(previous.particles.z, "SMC") or InferenceError(
-                        f"SMC: the log density was NaN or +inf on {info.invalid} of {n} particles at step {t}")
-                if not math.isfinite(info.log_c):
-                    raise InferenceError(f"SMC: every weight vanished at step {t} (β {beta:.6g} → "
-                                         f"{info.model.beta:.6g}): the log density was -inf or NaN on all {n} "
-                                         f"particles ({info.non_finite} non-finite)")
-                if info.model.beta <= beta:
-                    raise InferenceError(f"SMC: β stalled at {beta:.6g} at step {t} (the next temperature did not "
-                                         f"increase; float32 resolution or a degenerate weight increment)")
-                if bar is not None:
-                    bar.update(info.model.beta - beta)
-                    bar.set_postfix(beta=f"{info.model.beta:.4f}", ess=f"{info.ess / n:.2f}",
-                                    acc=f"{info.model.acceptance:.2f}", refresh=False)
-                beta = info.model.beta
-                infos.append(info)
-        finally:
+        beta = 0.0      # β before the step
+
+        def invalid(t, info, before):
+            return self.program.diagnose(before.particles.z, "SMC") or InferenceError(
+                f"SMC: the log density was NaN or +inf on {info.invalid} of {n} particles at step {t}")
+
+        def vanished(t, info, before):
+            return InferenceError(f"SMC: every weight vanished at step {t} (β {beta:.6g} → {info.model.beta:.6g}): "
+                                  f"the log density was -inf or NaN on all {n} particles ({info.non_finite} "
+                                  f"non-finite)")
+
+        def exhausted(t, state):
+            return InferenceError(f"SMC: β stalled at {beta:.6g} after {t} steps (max_steps={self.max_steps}); the "
+                                  f"tempered densities are too peaked for {n} particles: use more particles or a "
+                                  f"closer reference")
+
+        def on_step(t, info, bar):
+            nonlocal beta
+            if info.model.beta <= beta:
+                raise InferenceError(f"SMC: β stalled at {beta:.6g} at step {t} (the next temperature did not "
+                                     f"increase; float32 resolution or a degenerate weight increment)")
             if bar is not None:
-                bar.close()
-        return state, infos
+                bar.update(info.model.beta - beta)
+                bar.set_postfix(beta=f"{info.model.beta:.4f}", ess=f"{info.ess / n:.2f}",
+                                acc=f"{info.model.acceptance:.2f}", refresh=False)
+            beta = info.model.beta
 
-
-def _progress_bar(progress, desc):
-    if progress is None:
-        progress = sys.stderr.isatty()
-    if not progress:
-        return None
-    from tqdm.auto import tqdm
-    return tqdm(total=1.0, desc=desc, bar_format="{desc}: {percentage:3.0f}%|{bar}| β {n:.4f}/1 [{elapsed}{postfix}]")
+        bar = fk.progress_bar(progress, desc, total=1.0,
+                              bar_format="{desc}: {percentage:3.0f}%|{bar}| β {n:.4f}/1 [{elapsed}{postfix}]")
+        return fk.run(rt, self.step, state, fk.chained_keys(rt, key), until=lambda info: info.model.beta >= 1.0,
+                      max_steps=self.max_steps, exhausted=exhausted, on_step=on_step, bar=bar, invalid=invalid,
+                      vanished=vanished)
 
 
 def _padded(rows):
@@ -413,11 +405,9 @@ def run(compiled, rt, key, particles=10_000, progress=None, runs=1, **options):
     schedule (fixed temperatures 0..1), waste_free (chain length P), batch_size. With `ppl.sample(...,
     devices=k)` the particles are split over k devices and the bisection, ESS and resampling stay global
     (`sharding`): the same estimator as on one device."""
-    check_value("runs", runs)
     if particles < MIN_PARTICLES:
         raise ValueRangeError(f"SMC needs particles >= {MIN_PARTICLES}, got {particles}: with fewer, the adaptive "
                               f"temperatures, the ESS and log Z degenerate (2-3 particles gave log Z off by 10-20)")
-    check_options("smc", options, option_names(run))
     smc = _cached_smc(compiled, rt, options)
     keys = rt.split(key, runs)
     samples, log_w, log_z, rel_var, spread = [], [], [], [], []
@@ -434,8 +424,7 @@ def run(compiled, rt, key, particles=10_000, progress=None, runs=1, **options):
         spread.append(rt.device_count(state.particles.z))
     log_z_arr = np.array(log_z)
     if runs > 1:
-        m = log_z_arr.max()
-        total = float(m + np.log(np.mean(np.exp(log_z_arr - m))))
+        total = float(Weights(log_z_arr).log_mean())
         se = float(log_z_arr.std(ddof=1) / np.sqrt(runs))
     else:
         total, se = log_z[0], float(np.sqrt(rel_var[0]))
