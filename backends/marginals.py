@@ -37,7 +37,7 @@ def observed_terms(compiled):
 
 def lowered(ev, term, theta):
     """The lowered marginal of `term` at the latent values θ (one particle)."""
-    return ev.spec(term, ev.model_env(term.model, theta)).lower(ev.rt)
+    return term.spec(ev.model_env(term.model, theta)).lower(ev.rt)
 
 
 def _noise(rt, key, kind, shape):
@@ -55,7 +55,7 @@ def draw(compiled, rt, key, result):
     theta = {n: rt.asarray(result.samples[n].reshape((count,) + result.samples[n].shape[2:]))
              for n in compiled.latent}
     for (term, mg), k in zip(terms, rt.split(key, len(terms))):
-        y = ev.obs[term.model.name][term.site]
+        y = ev.observation(term)
         kind, noise_shape = lowered(ev, term, {n: v[0] for n, v in theta.items()}).noise(y)
         if count * math.prod(noise_shape) > MAX_DRAWN:
             result.diagnostics.setdefault("marginalized_not_drawn", []).extend(mg.sites)
@@ -77,7 +77,7 @@ def _kalman_programs(compiled, rt):
     if repr(rt) not in cache:
         ev = Evaluator(compiled, rt)
         (term, mg), = [(t, mg) for t, mg in observed_terms(compiled) if mg.how == KALMAN]
-        y = ev.obs[term.model.name][term.site]
+        y = ev.observation(term)
         d = lowered(ev, term, {})
         prog = compiled.lower(rt)
         cache[repr(rt)] = (rt.jit(lambda: sum(prog.log_parts(rt.xp.zeros((0,))))), rt.jit(lambda: d.moments(y)),

@@ -326,22 +326,6 @@ def backward_simulation(path, key, xs, log_w, m):
     return xp.stack(out[::-1], axis=1)
 
 
-def rest_log_density(ss, ev, env):
-    """The terms that do not read the path (priors and likelihoods of θ, constants), at θ in `env`."""
-    total = 0.0
-    for t in ss.rest:
-        if t.kind == "constant":
-            total = total + t.coef * t.value
-        elif t.kind in ("prior", "likelihood", "gaussian"):
-            value = env[t.site]
-            total = total + t.coef * ev.spec(t, env).lower(ev.rt).log_prob(value).sum()
-        elif t.kind == "factor":
-            total = total + t.coef * t.model.sites[t.site](env)
-        elif t.kind in ("reward", "energy"):
-            total = total + t.coef * t.fn(env)
-    return total
-
-
 def check_particles(particles, what="a particle filter"):
     if isinstance(particles, bool) or not isinstance(particles, int) or particles < 2:
         raise ValueRangeError(f"{what} needs particles >= 2 (an integer), got {particles!r}")
@@ -387,11 +371,11 @@ def run(compiled, rt, key, particles=1000, progress=None, resampler="systematic"
         if not rt.compiles_loops:   # the laws batched where they allow, one compiled kernel per step
             path.check_batched(rt.split(k_check, 2)[1], particles)
             stepwise = StepwiseFilter(path, particles, resampler, resample_threshold, smoother, compile=True)
-            cache[sig] = (ss.name, path, lambda k: stepwise(k) + (rest_log_density(ss, ev, env),))
+            cache[sig] = (ss.name, path, lambda k: stepwise(k) + (ev.log_density(ss.rest, ev.at_env(env)),))
         else:
             cache[sig] = (ss.name, path, rt.jit(lambda k: run_filter(path, k, particles, resampler,
                                                                      resample_threshold, smoother)
-                                                + (rest_log_density(ss, ev, env),)))
+                                                + (ev.log_density(ss.rest, ev.at_env(env)),)))
     name, path, filt = cache[sig]
     state, info, rest = filt(k_run)
     host = fk.to_host(rt, info._replace(non_finite=None, ancestors=None, tracked=None))   # what it reports and checks

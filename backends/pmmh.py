@@ -17,7 +17,8 @@ import math
 
 import numpy as np
 
-from ..compiler.lower import Evaluator
+from ..compiler.handlers import block
+from ..compiler.lower import Constrain, Evaluator
 from ..compiler.sequential import StateSpace
 from .. import advice
 from ..errors import PlanError, ValueRangeError
@@ -25,36 +26,36 @@ from ..result import Result
 from . import method
 from .hmc import diagnose
 from .kernels import State, get_kernel
-from .pf import StatePath, check_particles, rest_log_density, run_filter
+from .pf import StatePath, check_particles, run_filter
 
 
 class Parameters:
     """The static sites θ as a flat unconstrained vector u [d], in evaluation order (a site's prior may read
-    the sites before it): `constrain(u) -> (θ, log|det J|)`."""
+    the sites before it): `constrain(u) -> (θ, the model's environment at θ, log|det J|)`: the site interpreter
+    with `Constrain` over the static sites' layout and the state path blocked (the filter's)."""
 
     def __init__(self, ss, ev):
         self.ss, self.rt, self.ev = ss, ev.rt, ev
-        layout = ss.compiled.layout
-        self.nodes = [(node, layout[node.name]) for node in ss.compiled.order
-                      if node.kind == "latent" and node.name in ss.static]
-        self.dim = sum(e["size"] for _, e in self.nodes)
+        self.layout, offset = {}, 0
+        for node in ss.compiled.order:
+            if node.kind == "latent" and node.name in ss.static:
+                self.layout[node.name] = {**ss.compiled.layout[node.name], "offset": offset}
+                offset += self.layout[node.name]["size"]
+        self.dim = offset
+        self.path = block(lambda msg: msg["name"] == ss.name)
 
     def constrain(self, u):
-        rt, theta, ldj, offset = self.rt, {}, 0.0, 0
-        for node, e in self.nodes:
-            d = self.ev.spec(node.term, self.ev.env(node.term.model, theta, {})).lower(rt)
-            tr = rt.biject_to(d.support)
-            v = u[offset:offset + e["size"]].reshape(e["ushape"])
-            offset += e["size"]
-            theta[node.name] = tr(v)
-            ldj = ldj + tr.log_abs_det_jacobian(v, theta[node.name]).sum()
-        return theta, ldj
+        h = Constrain(self.ev, u, self.layout)
+        theta, dets = self.ev.run(h, self.path)
+        return theta, self.ev.env(self.ss.model, theta, dets), h.ldj
 
     def initial(self, key, chains):
         """Initial points: prior draws of θ (the reference sampler of the compiled target), unconstrained."""
         program = self.ss.compiled.lower(self.rt)
         z = self.rt.to_numpy(program.sample_reference(key, chains))
-        return np.concatenate([z[:, e["offset"]:e["offset"] + e["size"]] for _, e in self.nodes], axis=1)
+        full = self.ss.compiled.layout
+        return np.concatenate([z[:, full[n]["offset"]:full[n]["offset"] + e["size"]]
+                               for n, e in self.layout.items()], axis=1)
 
 
 def _filtered(compiled, rt, particles, resampler, resample_threshold):
@@ -67,10 +68,9 @@ def _filtered(compiled, rt, particles, resampler, resample_threshold):
     params = Parameters(ss, ev)
 
     def log_target(k, u):
-        theta, ldj = params.constrain(u)
-        env = ev.model_env(ss.model, theta)
+        theta, env, ldj = params.constrain(u)
         state, info = run_filter(StatePath(ss, rt, env), k, particles, resampler, resample_threshold)
-        value = info.log_c.sum() + rest_log_density(ss, ev, env) + ldj
+        value = info.log_c.sum() + ev.log_density(ss.rest, ev.at_env(env)) + ldj
         return rt.xp.where(rt.xp.isnan(value), -float("inf"), value)
     return log_target, params.dim, params.initial, rt.vmap(lambda v: params.constrain(v)[0])
 

@@ -27,7 +27,7 @@ from ..result import Result
 from ..compiler.linear_gaussian import HOW as KALMAN
 from ..stdlib.kalman import gaussian_moments, kalman_predict, kalman_update, law_shape
 from . import fk, run_cache
-from .pf import StatePath, genealogy, rest_log_density, run_filter
+from .pf import StatePath, genealogy, run_filter
 
 
 class Particles(NamedTuple):
@@ -173,7 +173,7 @@ def run(compiled, rt, key, particles, resampler="systematic", resample_threshold
         xname = next(mg.sites[0] for mg in compiled.marginals if mg.observed == term.site)
         cache[sig] = (ss.name, xname, model.kf.shape, rt.jit(
             lambda k: run_filter(path, k, particles, resampler, resample_threshold, "genealogy", model=model)
-            + (rest_log_density(ss, ev, env),)))
+            + (ev.log_density(ss.rest, ev.at_env(env)),)))
     uname, xname, shape, filt = cache[sig]
     state, info, rest = filt(key)
     log_c = rt.to_numpy(info.log_c).astype(np.float64)

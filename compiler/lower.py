@@ -85,10 +85,6 @@ class Evaluator:
             del self.stack[len(self.stack) - len(handlers):]
             self._resolve()
 
-    def substituted(self, obs, data):
-        """`handlers(condition(obs), substitute(data=data))`: kept for ppl/amortize.py until it uses `handlers`."""
-        return self.handlers(H.condition(obs), H.substitute(data=data))
-
     def _resolve(self):
         msg = {"type": "inputs", "obs": self.obs, "data": self.data, "stop": False}
         H.apply_stack(self.stack, msg)
@@ -123,10 +119,6 @@ class Evaluator:
     def at_env(self, env):
         """The `Point` whose every read is the one environment `env` (e.g. `model_env`'s)."""
         return EnvPoint(self, env)
-
-    def spec(self, term, env):
-        """The `Distribution` of a distribution term (prior, gaussian, likelihood) in environment `env`."""
-        return term.spec(env)
 
     def run(self, *handlers):
         """The site interpreter: walk the evaluation order once under `handlers` (outermost first, pushed on the
@@ -549,8 +541,6 @@ class Program:
             return self.rt.xp.zeros((n, 0))
         values, _ = self.ev.run(SampleBatched(self.ev, key, n))
         return self._unconstrain(values)
-
-    _sample = draw_reference   # ppl/amortize.py's name for it until it calls draw_reference
 
     def _unconstrain(self, values):
         def one(x):

@@ -12,6 +12,7 @@ contexts there.
 import numpy as np
 
 from . import advice
+from .compiler.handlers import condition, substitute
 from .errors import PPLError, ShapeError, UserFunctionError
 
 
@@ -59,10 +60,10 @@ def _call_family(family, c, where, kind="model"):
     return compiled
 
 
-def _signature(ev):
-    """The structure of an evaluator's data and observations, by model position: (keys, shapes, scalars)."""
+def _signature(inputs):
+    """The structure of a program's (observed values, data), by model position: (keys, shapes, scalars)."""
     out = []
-    for part in (ev.data, ev.obs):
+    for part in inputs:
         for values in part.values():
             out.append(tuple((k, ("scalar", v) if isinstance(v, (int, float)) else
                               ("array", tuple(v.shape), str(v.dtype))) for k, v in values.items()))
@@ -108,8 +109,8 @@ class _Family:
         if any(len(c.models) != len(base.models) or [t.kind for t in c.terms] != [t.kind for t in base.terms]
                for c in self.compiled):
             return False
-        sig = _signature(self.program.ev)
-        if any(_signature(ev) != sig for ev in evs):
+        sig = _signature(self.program.inputs())
+        if any(_signature(ev.inputs()) != sig for ev in evs):
             return False
         names = [m.name for m in base.models]
 
@@ -117,7 +118,7 @@ class _Family:
             return {n: {k: v for k, v in part[m.name].items() if not isinstance(v, (int, float))}
                     for n, m in zip(names, comp.models)}
         rt = self.rt
-        per = [(rename(ev.obs, c), rename(ev.data, c)) for ev, c in zip(evs, self.compiled)]
+        per = [tuple(rename(part, c) for part in ev.inputs()) for ev, c in zip(evs, self.compiled)]
         def stack(*a):     # in numpy: a JAX stack of thousands of arrays is one huge compilation
             x = np.stack([rt.to_numpy(v) for v in a])
             return rt.asindex(x) if x.dtype.kind in "iub" else rt.asarray(x)
@@ -128,17 +129,18 @@ class _Family:
     def _share(self, evs):
         if not self._stack(evs):
             return False
-        rt, ev, program = self.rt, self.program.ev, self.program
+        rt, program = self.rt, self.program
 
         def swapped(fn):
             def call(arrays, *args):
-                with ev.substituted(*arrays):
+                obs, data = arrays
+                with program.handlers(condition(obs), substitute(data=data)):
                     return fn(*args)
             return call
 
         one = swapped(lambda z: rt.vmap(program.log_parts)(z))
         self._parts = rt.jit(lambda stacked, idx, y: rt.vmap(one)(rt.tree_map(lambda a: a[idx], stacked), y))
-        sample = swapped(lambda key, n: program._sample(key, n))
+        sample = swapped(lambda key, n: program.draw_reference(key, n))
         self._sample = rt.jit(lambda stacked, j, key, n: sample(rt.tree_map(lambda a: a[j], stacked), key, n),
                               static_argnames=("n",))
         return True

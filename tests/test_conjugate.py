@@ -140,7 +140,7 @@ def _marginal(model, rt):
     compiled = ppl.compile(model, method="is")
     ev = Evaluator(compiled, rt)
     term = next(t for t in compiled.terms if t.kind == "likelihood")
-    return ev.spec(term, ev.env(term.model, {}, {})), ev.obs[term.model.name][term.site], ev, term
+    return term.spec(ev.env(term.model, {}, {})), ev.observation(term), ev, term
 
 
 def _posterior(pair, runtime):
