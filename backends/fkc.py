@@ -114,7 +114,7 @@ def _threshold(resample):
     raise ValueRangeError(f"resample must be 'always', 'never' or an ESS fraction in (0, 1], got {resample!r}")
 
 
-class Carry(NamedTuple):
+class FKCCarry(NamedTuple):
     """FKC's state between steps: the key of the step's Hutchinson probes (set by the caller) and the MCMC
     kernel's step size."""
     key: Any
@@ -179,7 +179,7 @@ class FKC(fk.FeynmanKac):
         h = 0.0
         if self.moves:   # default: the kernel's step for dimension d at the scale of the start
             h = self.step_size or self.kernel.initial_step(d) * math.sqrt(self.sde.prior_var / self.big_b)
-        carry = Carry(key, rt.asarray(float(h)))
+        carry = FKCCarry(key, rt.asarray(float(h)))
         return ((x, big_s, log_g, start) if self.path else (x, big_s)), carry
 
     def _start(self, x):

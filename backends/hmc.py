@@ -52,7 +52,7 @@ class ConvergenceWarning(UserWarning):
 
 
 def _initial_points(prog, rt, key, chains):
-    """One start per chain: the draw of highest target density among 8 draws of `Program.sample_start` (the
+    """One start per chain: the draw of highest target density among 8 draws of `LoweredPlan.sample_start` (the
     reference's, uniform(−2, 2) unconstrained at flat sites; one jit on JAX);
     a chain whose 8 draws all have a non-finite density takes the best unused finite draw of the others."""
     def candidates(key):
@@ -320,4 +320,4 @@ def run_hmc(compiled, rt, key, particles=4000, progress=None, **options):
 
 
 run_nuts.options = run_hmc.options = OPTIONS
-run_nuts.needs_reference = run_hmc.needs_reference = False   # chains start from `Program.sample_start`
+run_nuts.needs_reference = run_hmc.needs_reference = False   # chains start from `LoweredPlan.sample_start`

@@ -32,7 +32,7 @@ from . import fk, marginals, method, run_cache
 from .sharding import shards_particles
 
 
-class Particles(NamedTuple):
+class PathParticles(NamedTuple):
     x: Any          # the states x_t [N, *E]
     log_ratio: Any  # log p(x_t | x_{t−1}) − log q_t(x_t | x_{t−1}) [N] (0 for the bootstrap filter)
 
@@ -196,8 +196,8 @@ class ParticleFilter(fk.FeynmanKac):
         q = p.proposal if p.proposal is not None else p.chain
         x = p.sample(q, key, n, prev, t)
         if p.proposal is None:
-            return Particles(x, self.rt.xp.zeros((n,)))
-        return Particles(x, p.log_prob(p.chain, x, prev, t) - p.log_prob(q, x, prev, t))
+            return PathParticles(x, self.rt.xp.zeros((n,)))
+        return PathParticles(x, p.log_prob(p.chain, x, prev, t) - p.log_prob(q, x, prev, t))
 
     def init(self, key, n):
         return self._propose(key, n), None
@@ -241,7 +241,7 @@ class StepwiseFilter:
         """Weight, track and resample at step t: ((particles, log W, Eves) after resampling, log W before it),
         then the step's record (log c_t, ESS, resampled, non-finite count, ancestors, tracked...)."""
         rt, xp, n, model = self.rt, self.rt.xp, self.n, self.model
-        p = Particles(x, log_ratio)
+        p = PathParticles(x, log_ratio)
         log_g, p, _ = model.log_potential(t, p, log_w, None)
         log_w, log_c, ess, non_finite, invalid = fk.weigh(xp, log_w, log_g)
         tracked = model.track(p, log_w, None)
@@ -273,7 +273,7 @@ class StepwiseFilter:
             rel_var = fk.relative_variance(rt, log_w_t, eve)     # at the last step, before its resampling
         cols = [xp.stack(c) if i != 4 or self.smoother else None for i, c in enumerate(zip(*rows))]
         log_c, ess, resampled, non_finite, idx, invalid = cols[:6]
-        state = fk.FKState(Particles(x_res, ratio_res), log_w_res, log_c.sum(), eve_res, None,
+        state = fk.FKState(PathParticles(x_res, ratio_res), log_w_res, log_c.sum(), eve_res, None,
                            rt.asindex(path.length))
         return state, fk.StepInfo(log_c, ess, resampled, non_finite, rel_var, idx, tuple(cols[6:]), None, invalid)
 

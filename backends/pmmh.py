@@ -38,7 +38,7 @@ class Parameters:
         self.ss, self.rt, self.ev = ss, ev.rt, ev
         self.layout, offset = {}, 0
         for node in ss.compiled.order:
-            if node.kind == "latent" and node.name in ss.static:
+            if node.role == "latent" and node.name in ss.static:
                 self.layout[node.name] = {**ss.compiled.layout[node.name], "offset": offset}
                 offset += self.layout[node.name]["size"]
         self.dim = offset

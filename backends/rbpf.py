@@ -30,7 +30,7 @@ from . import fk, run_cache
 from .pf import StatePath, genealogy, run_filter
 
 
-class Particles(NamedTuple):
+class KalmanParticles(NamedTuple):
     u: Any   # the sampled states u_t [N, *U]
     m: Any   # Kalman means of x_t [N, k]
     P: Any   # Kalman covariances [N, k, k]
@@ -105,16 +105,16 @@ class RaoBlackwellFilter(fk.FeynmanKac):
     def init(self, key, n):
         u = self._draw(key, n)
         m, P = self.rt.vmap(self.kf.prior)(u)
-        return Particles(u, m, P), None
+        return KalmanParticles(u, m, P), None
 
     def log_potential(self, t, p, log_w, carry):
         ll, m, P = self.rt.vmap(lambda u, m, P: self.kf.update(u, m, P, t))(p.u, p.m, p.P)
-        return ll, Particles(p.u, m, P), carry
+        return ll, KalmanParticles(p.u, m, P), carry
 
     def move(self, key, t, p, log_w, carry):
         u = self._draw(key, p.u.shape[0], p.u, t + 1)
         m, P = self.rt.vmap(lambda u, m, P: self.kf.predict(u, m, P, t + 1))(u, p.m, p.P)
-        return Particles(u, m, P), carry, None, None
+        return KalmanParticles(u, m, P), carry, None, None
 
     def track(self, p, log_w, carry):
         """Filtering means and variances of x_t (the Gaussian mixture's) and of u_t; u_t and log W_t."""

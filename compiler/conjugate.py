@@ -33,10 +33,10 @@ PARAMETER = {"Poisson": "rate", "Binomial": "probs", "Bernoulli": "probs", "Cate
 def _candidates(model):
     """(θ, y): latent static θ read only by the observed latent site y."""
     for name, site in model.sites.items():
-        if site.kind != "latent" or name in model.observed or getattr(site, "markov", None) is not None:
+        if site.role != "latent" or name in model.observed or getattr(site, "markov", None) is not None:
             continue
         readers = [n for n, s in model.sites.items() if name in s.parents]
-        if len(readers) == 1 and readers[0] in model.observed and model.sites[readers[0]].kind == "latent":
+        if len(readers) == 1 and readers[0] in model.observed and model.sites[readers[0]].role == "latent":
             yield name, readers[0]
 
 

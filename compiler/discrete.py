@@ -24,12 +24,12 @@ from .shapes import ShapeRuntime, tracing
 
 def _paths(model):
     return [n for n, s in model.sites.items()
-            if getattr(s, "markov", None) is not None and s.kind == "latent" and n not in model.observed]
+            if getattr(s, "markov", None) is not None and s.role == "latent" and n not in model.observed]
 
 
 def _independent(model):
     return [n for n, s in model.sites.items()
-            if s.kind == "latent" and n not in model.observed and getattr(s, "markov", None) is None
+            if s.role == "latent" and n not in model.observed and getattr(s, "markov", None) is None
             and (getattr(s, "finite", False) or s.constant is not None and s.constant.family in FINITE)]
 
 
@@ -81,7 +81,7 @@ def _only_reader(model, name, readers):
     if name in readers or len(readers_of) != 1:
         return None
     obs = readers_of[0]
-    return obs if model.sites[obs].kind == "latent" and obs in model.observed else None
+    return obs if model.sites[obs].role == "latent" and obs in model.observed else None
 
 
 def _observation(model, name, obs, env):

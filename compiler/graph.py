@@ -11,29 +11,29 @@ from .terms import Constant, Gaussian, Prior
 
 def _model_nodes(g, m):
     for name in m.data:
-        g.add_node(f"{m.name}.{name}", kind="data")
+        g.add_node(f"{m.name}.{name}", role="data")
     for name, s in m.sites.items():
-        if s.kind == "latent" and name not in m.observed:
+        if s.role == "latent" and name not in m.observed:
             node = name
-            g.add_node(node, kind="latent")
-            g.add_node(f"{m.name}:prior {name}", kind="factor", term="prior")
+            g.add_node(node, role="latent")
+            g.add_node(f"{m.name}:prior {name}", role="factor", term="prior")
             g.add_edge(node, f"{m.name}:prior {name}")
-        elif s.kind == "latent":
+        elif s.role == "latent":
             node = f"{m.name}.{name}"
-            g.add_node(node, kind="observed")
-            g.add_node(f"{m.name}:lik {name}", kind="factor", term="likelihood")
+            g.add_node(node, role="observed")
+            g.add_node(f"{m.name}:lik {name}", role="factor", term="likelihood")
             g.add_edge(node, f"{m.name}:lik {name}")
-        elif s.kind == "deterministic":
-            g.add_node(f"{m.name}.{name}", kind="deterministic", model=m, site=name)
+        elif s.role == "deterministic":
+            g.add_node(f"{m.name}.{name}", role="deterministic", model=m, site=name)
         else:
-            g.add_node(f"{m.name}:factor {name}", kind="factor", term="factor")
+            g.add_node(f"{m.name}:factor {name}", role="factor", term="factor")
 
 
 def _read(g, m, name, reader):
     s = m.sites.get(name)
-    if s is not None and s.kind == "factor":
+    if s is not None and s.role == "factor":
         raise NameResolutionError(f"in model {m.name}, {name!r} is a factor; factors cannot be read")
-    src = name if s is not None and s.kind == "latent" and name not in m.observed else f"{m.name}.{name}"
+    src = name if s is not None and s.role == "latent" and name not in m.observed else f"{m.name}.{name}"
     g.add_edge(src, reader)
 
 
@@ -42,7 +42,7 @@ def _add_model(g, m):
     _model_nodes(g, m)
     for name, s in m.sites.items():
         reader = {"latent": f"{m.name}:prior {name}" if name not in m.observed else f"{m.name}:lik {name}",
-                  "deterministic": f"{m.name}.{name}", "factor": f"{m.name}:factor {name}"}[s.kind]
+                  "deterministic": f"{m.name}.{name}", "factor": f"{m.name}:factor {name}"}[s.role]
         for p in s.parents:
             _read(g, m, p, reader)
 
@@ -53,7 +53,7 @@ def readable(models, latent):
     out = {}
     for m in models:
         for n, s in m.sites.items():
-            if s.kind == "deterministic":
+            if s.role == "deterministic":
                 out.setdefault(n, ("det", m.name, n))
     out.update({n: ("latent", n) for n in latent})
     return out
@@ -74,7 +74,7 @@ def build_graph(target, terms, names, chosen=None, reference=None):
     def combinator(label):
         counter[0] += 1
         node = f"#{counter[0]} {label}"
-        g.add_node(node, kind="combinator", op=label)
+        g.add_node(node, role="combinator", op=label)
         return node
 
     def walk(t):
@@ -90,27 +90,27 @@ def build_graph(target, terms, names, chosen=None, reference=None):
         node = combinator(t.label)
         if t.kind in ("diffusion", "sequence"):     # a base over its one site, known by its score / next token
             term = "score" if t.kind == "diffusion" else "next token"
-            g.add_node(f"{t.name}:{term}", kind="factor", term=term)
+            g.add_node(f"{t.name}:{term}", role="factor", term=term)
             g.add_edge(t.site, f"{t.name}:{term}")
-            g.nodes[t.site].setdefault("kind", "latent")
+            g.nodes[t.site].setdefault("role", "latent")
             g.add_edge(f"{t.name}:{term}", node)
         for c in t.children():
             g.add_edge(walk(c), node)
         for fn in t.functions():
             f = f"{fn.kind} {fn.name}"
-            g.add_node(f, kind="factor", term=fn.kind)
+            g.add_node(f, role="factor", term=fn.kind)
             for p in fn.parents:
                 g.add_edge(_node_of(names[p]) if p in names else p, f)
             g.add_edge(f, node)
         return node
 
     root = walk(target)
-    g.add_node("target", kind="combinator", op="target")
+    g.add_node("target", role="combinator", op="target")
     g.add_edge(root, "target")
     for t in terms:
         if isinstance(t, (Gaussian, Constant)):     # folded terms: the model's own are its sites' factors
             node = f"{t.kind} {t.site}"
-            g.add_node(node, kind="factor", term=t.kind, folded_from=t.origin)
+            g.add_node(node, role="factor", term=t.kind, folded_from=t.origin)
             g.add_edge(node, "target")
     if reference is not None:
         _add_model(g, reference)
@@ -128,19 +128,19 @@ def _reference(site, term):
     return f"{term.model.name}:prior {site}" if isinstance(term, Prior) else f"gaussian {site}"
 
 
-class Node:
+class EvalStep:
     """One step of the evaluation order: a latent site (drawn from its reference `term`) or a deterministic site
     of `model`; `reads` the steps it reads, as ('latent', site) or ('det', model name, site)."""
 
-    def __init__(self, kind, name, model, term=None, reads=()):
-        self.kind, self.name, self.model, self.term, self.reads = kind, name, model, term, list(reads)
+    def __init__(self, role, name, model, term=None, reads=()):
+        self.role, self.name, self.model, self.term, self.reads = role, name, model, term, list(reads)
 
 
 def _step_key(g, n):
     a = g.nodes[n]
-    if a.get("kind") == "latent":
+    if a.get("role") == "latent":
         return ("latent", n)
-    if a.get("kind") == "deterministic":
+    if a.get("role") == "deterministic":
         return ("det", a["model"].name, a["site"])
     return None
 
@@ -164,9 +164,9 @@ def evaluation_order(g, chosen):
         if key[0] == "latent":
             t = chosen[n]
             reads = [k for k in (_step_key(g, p) for p in g.predecessors(_reference(n, t))) if k is not None]
-            order.append(Node("latent", n, t.model, t, reads))
+            order.append(EvalStep("latent", n, t.model, t, reads))
         else:
             a = g.nodes[n]
             reads = [k for k in (_step_key(g, p) for p in g.predecessors(n)) if k is not None]
-            order.append(Node("det", a["site"], a["model"], reads=reads))
+            order.append(EvalStep("det", a["site"], a["model"], reads=reads))
     return order

@@ -27,7 +27,7 @@ HOW = "a Kalman filter"
 
 def _paths(model):
     return [n for n, s in model.sites.items()
-            if getattr(s, "markov", None) is not None and s.kind == "latent" and n not in model.observed]
+            if getattr(s, "markov", None) is not None and s.role == "latent" and n not in model.observed]
 
 
 #: numpy in float64 as the runtime `gaussian_moments` computes on (the probes' laws are numpy values)
@@ -108,7 +108,7 @@ def kalman(model, probes, readers):
         if name in readers or len(readers_of_x) != 1:
             continue
         obs = readers_of_x[0]
-        if model.sites[obs].kind != "latent" or obs not in model.observed:
+        if model.sites[obs].role != "latent" or obs not in model.observed:
             continue
         rng = np.random.default_rng(0)
         try:

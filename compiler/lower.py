@@ -3,13 +3,13 @@
 Per particle, `Evaluator.run` walks the evaluation order through a stack of effect handlers (`handlers.py`):
 with `Constrain`, each latent site is x = T(u) with T = biject_to(support of its reference factor) (log|det J|
 added to the reference), each deterministic site is computed; then every term ℓ_t gives its own log density
-(`Term.log_density` at a `Point`). `Program` vmaps that over particles (and jit-compiles it on JAX):
+(`Term.log_density` at a `Point`). `LoweredPlan` vmaps that over particles (and jit-compiles it on JAX):
 
     log_parts(z) = (Σ_t r_t ℓ_t + log|det J|,  Σ_t (c_t − r_t) ℓ_t)
 
 Nothing is checked on that path. Constant parameters are checked where a distribution is built
 (`Distribution.check_constant`), those read from data only and observations at compile time (`Evaluator.trace`);
-after a run whose weights were NaN or all vanished, `Program.diagnose` says which term failed and why.
+after a run whose weights were NaN or all vanished, `LoweredPlan.diagnose` says which term failed and why.
 """
 import collections
 import contextlib
@@ -129,17 +129,17 @@ class Evaluator:
         with self.handlers(*handlers):
             stack = self.stack
             for node in self.c.order:
-                msg = {"type": node.kind, "name": node.name, "node": node, "values": values, "dets": dets,
+                msg = {"type": node.role, "name": node.name, "node": node, "values": values, "dets": dets,
                        "value": None, "stop": False}
                 seen = H.apply_stack(stack, msg)
                 if msg.get("hidden"):
                     continue
                 if msg["value"] is None:
-                    if node.kind != "det":
+                    if node.role != "det":
                         raise PlanError(f"no handler gives latent site {node.name!r} a value", site=node.name)
                     msg["value"] = node.model.sites[node.name](self.env(node.model, values, dets))
                 H.postprocess(stack, msg, seen)
-                if node.kind == "det":
+                if node.role == "det":
                     dets.setdefault(node.model.name, {})[node.name] = msg["value"]
                 else:
                     values[node.name] = msg["value"]
@@ -177,7 +177,7 @@ class Evaluator:
         return d
 
     def global_env(self, values, dets):
-        """What rewards and energies read (`Compiled.readable`): latent values and deterministics by name."""
+        """What rewards and energies read (`ModelPlan.readable`): latent values and deterministics by name."""
         glob = {n: dets[k[1]][k[2]] for n, k in self.c.readable.items() if k[0] == "det"}
         glob.update(values)
         return glob
@@ -333,7 +333,7 @@ class Unconstrain(H.substitute):
 class SampleBatched(H.Handler):
     """Exact draws from the reference π0 for n particles at once (ancestral, batched over particles rather than
     vmapped per particle: torch cannot vmap its samplers): each site given the batched values it reads; the
-    i-th step of the order uses the i-th of the split keys. A site without a normalized prior (`Compiled.improper`)
+    i-th step of the order uses the i-th of the split keys. A site without a normalized prior (`ModelPlan.improper`)
     is drawn uniform(−2, 2) on the unconstrained scale, as Stan initializes: no draw of π0 then (MCMC starts)."""
 
     def __init__(self, ev, key, n):
@@ -380,7 +380,7 @@ def _pick(reads, values, dets):
     return v, d
 
 
-class Program:
+class LoweredPlan:
     """The runtime program: batched functions of flat unconstrained particles z [N, D]."""
 
     def __init__(self, compiled, rt):
@@ -525,7 +525,7 @@ class Program:
 
     def sample_reference(self, key, n):
         """z [n, D] drawn exactly from the reference π0 (ancestral sampling, batched over particles); a PlanError
-        where a site has no normalized prior (`Compiled.check_reference`)."""
+        where a site has no normalized prior (`ModelPlan.check_reference`)."""
         self.compiled.check_reference()
         return self._sample_reference(key, n=n)
 

@@ -22,7 +22,7 @@ from .terms import Constant, Gaussian, Prior, Reward, expand
 def _choose_reference(terms, latent):
     """(chosen, improper): each latent site's reference factor, and the sites without a normalized prior of
     positive coefficient (flat, energy-only or negatively weighted), which take their first prior term (for its
-    support) in place of one: a method that draws from π0 refuses them (`Compiled.check_reference`); NUTS and HMC
+    support) in place of one: a method that draws from π0 refuses them (`ModelPlan.check_reference`); NUTS and HMC
     need no reference."""
     by_site = {}
     for t in terms:
@@ -51,7 +51,7 @@ def _no_reference(site):
                           f"unconstrained scale there")
 
 
-class Compiled:
+class ModelPlan:
     """A compiled target: `.graph` (networkx), `.terms`, the reference choice and the evaluation order.
 
     `str()` prints the plan; `.lower(runtime)` gives the runtime program over flat [N, D] arrays.
@@ -68,10 +68,10 @@ class Compiled:
         self.marginals = []
         #: the latent sites as the target declares them, in order (draws of integrated-out ones keep their place)
         self.declared = list(dict.fromkeys(n for m in self.target.models() for n, s in m.sites.items()
-                                           if s.kind == "latent" and n not in m.observed))
+                                           if s.role == "latent" and n not in m.observed))
         self.method = method
         if marginalize:
-            rewritten, marginals = integrate_out(self.target, lambda: Compiled(target, fold=fold, marginalize=False),
+            rewritten, marginals = integrate_out(self.target, lambda: ModelPlan(target, fold=fold, marginalize=False),
                                                  method)
             named = set(reference.latent_names()) if isinstance(reference, Model) else set()
             if not named & {site for mg in marginals for site in mg.sites}:
@@ -81,7 +81,7 @@ class Compiled:
             raise PlanError(f"the target {self.target.describe()} has no sites and no factors: nothing to sample")
         self.models = list({id(m): m for m in self.target.models()}.values())
         latent = list(dict.fromkeys(n for m in self.models for n, s in m.sites.items()
-                                    if s.kind == "latent" and n not in m.observed))
+                                    if s.role == "latent" and n not in m.observed))
         if fold and reference is None:
             terms = fold_gaussians(terms)
         self.reference = reference
@@ -112,7 +112,7 @@ class Compiled:
         self.graph = build_graph(self.target, terms, self.readable, chosen, reference)
         for mg in self.marginals:
             for site in mg.sites:
-                self.graph.add_node(site, kind="marginalized", how=mg.how)
+                self.graph.add_node(site, role="marginalized", how=mg.how)
                 self.graph.add_edge(site, f"{mg.model}:lik {mg.observed}")
         self.order = evaluation_order(self.graph, chosen)
         self.layout = self._infer_layout()
@@ -154,8 +154,8 @@ class Compiled:
         return sum(e["size"] for e in self.layout.values())
 
     def lower(self, runtime):
-        from .lower import Program
-        return Program(self, runtime)
+        from .lower import LoweredPlan
+        return LoweredPlan(self, runtime)
 
     def __str__(self):
         lines = [f"target: {self.target.describe()}", "sites:"]

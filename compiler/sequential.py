@@ -51,7 +51,7 @@ class StateSpace:
                      (isinstance(t, Prior) and t.site == self.name)]
         for m in compiled.models:
             for n, s in m.sites.items():
-                if s.kind == "deterministic" and self.name in s.parents and m is self.model:
+                if s.role == "deterministic" and self.name in s.parents and m is self.model:
                     raise PlanError(f"deterministic site {n!r} reads the state path {self.name!r}; a particle "
                                     f"filter cannot evaluate it one time step at a time: write it into the "
                                     f"observation's distribution", site=n)

@@ -81,12 +81,8 @@ class Valued(Term):
                              f"{tuple(np.shape(value))} (sum over the site's elements?)")
 
 
-class Factor(Valued):
-    """log f(·) of a factor site of a model, read in the model's environment."""
-    kind, what = "factor", "a factor"
-
-    def log_density(self, point):
-        return self.model.sites[self.site](point.env(self.model))
+class OfSite:
+    """A term of one site of its model: it reads the site's parents, and errors about it name the site."""
 
     def reads(self, name):
         return name in self.model.sites[self.site].parents
@@ -94,6 +90,14 @@ class Factor(Valued):
     @property
     def located(self):
         return self.site
+
+
+class Factor(OfSite, Valued):
+    """log f(·) of a factor site of a model, read in the model's environment."""
+    kind, what = "factor", "a factor"
+
+    def log_density(self, point):
+        return self.model.sites[self.site](point.env(self.model))
 
 
 class Reward(Valued):
@@ -147,7 +151,7 @@ class Gaussian(Distributed):
         return Distribution("Normal", {"loc": loc, "scale": scale})
 
 
-class SiteTerm(Distributed):
+class SiteTerm(OfSite, Distributed):
     """The distribution a model's site returns: log p(x | parents)."""
 
     def spec(self, env):
@@ -156,13 +160,6 @@ class SiteTerm(Distributed):
             raise PPLError(f"site {self.site!r} of model {self.model.name} must return a distribution "
                            f"(e.g. ppl.Normal(...)), got {type(d).__name__}")
         return d
-
-    def reads(self, name):
-        return name in self.model.sites[self.site].parents
-
-    @property
-    def located(self):
-        return self.site
 
     def fixed(self):
         """Whether the site reads only data and observations."""
@@ -232,9 +229,9 @@ def model_terms(model, coef):
     """The terms of one model: a prior or likelihood per latent site, a factor per factor site."""
     out = []
     for name, s in model.sites.items():
-        if s.kind == "latent":
+        if s.role == "latent":
             out.append((Likelihood if name in model.observed else Prior)(coef, model, name))
-        elif s.kind == "factor":
+        elif s.role == "factor":
             out.append(Factor(coef, model, name))
     return out
 

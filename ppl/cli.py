@@ -81,8 +81,8 @@ def graph_text(g):
     """The inference graph as text: each node with its kind, then each edge."""
     lines = [f"graph: {g.number_of_nodes()} nodes, {g.number_of_edges()} edges", "nodes:"]
     for n, a in g.nodes(data=True):
-        extra = "".join(f" {k}={v}" for k, v in a.items() if k not in ("kind", "folded_from") and v is not None)
-        lines.append(f"  {n}  [{a.get('kind', '?')}{extra}]")
+        extra = "".join(f" {k}={v}" for k, v in a.items() if k not in ("role", "folded_from") and v is not None)
+        lines.append(f"  {n}  [{a.get('role', '?')}{extra}]")
     lines.append("edges:")
     lines.extend(f"  {u} -> {v}" for u, v in g.edges())
     return "\n".join(lines)

@@ -89,16 +89,16 @@ class Site:
 
     name = None
 
-    def __init__(self, kind, fn, parents=None, source=None, keep=True):
-        self.kind, self.source, self.keep = kind, source, keep
+    def __init__(self, role, fn, parents=None, source=None, keep=True):
+        self.role, self.source, self.keep = role, source, keep
         if isinstance(fn, Distribution):
             self.fn, self.parents, self.constant = (lambda d=fn: d), (), fn
         else:
             self.fn, self.constant = fn, None
-            self.parents = tuple(parents) if parents is not None else arg_names(fn, f"{kind} site")
+            self.parents = tuple(parents) if parents is not None else arg_names(fn, f"{role} site")
 
     def __call__(self, env):
-        return call_user(self.fn, {p: env[p] for p in self.parents}, f"{self.kind} site {self.name!r}", self.name)
+        return call_user(self.fn, {p: env[p] for p in self.parents}, f"{self.role} site {self.name!r}", self.name)
 
     def named(self, name):
         """This site as it is called `name` in a model (a copy: one site object may serve several models)."""
@@ -142,7 +142,7 @@ class Target:
     def condition(self, **data):
         """Observe sites: each name must be a latent site of some model in this target."""
         data = {k: _numbers(v, f"the observed value of {k!r}") for k, v in data.items()}
-        missing = [k for k in data if not any(k in m.sites and m.sites[k].kind == "latent" for m in self.models())]
+        missing = [k for k in data if not any(k in m.sites and m.sites[k].role == "latent" for m in self.models())]
         if missing:
             raise NameResolutionError(f"cannot condition on {', '.join(missing)}: no model in this target has "
                                       f"such a latent site (latent sites: {', '.join(sorted(self.latent_names()))})")
@@ -153,7 +153,7 @@ class Target:
         return [m for c in self.children() for m in c.models()]
 
     def latent_names(self):
-        return {n for m in self.models() for n, s in m.sites.items() if s.kind == "latent" and n not in m.observed}
+        return {n for m in self.models() for n, s in m.sites.items() if s.role == "latent" and n not in m.observed}
 
     def children(self):
         return ()
@@ -222,7 +222,7 @@ class Model(Target):
         return [self]
 
     def _condition(self, data):
-        mine = {k: v for k, v in data.items() if k in self.sites and self.sites[k].kind == "latent"}
+        mine = {k: v for k, v in data.items() if k in self.sites and self.sites[k].role == "latent"}
         if not mine:
             return self
         observed = dict(self.observed)

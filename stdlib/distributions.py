@@ -189,7 +189,7 @@ class Distribution:
         """A ValueRangeError naming the parameter when every parameter is a constant (numbers, numpy arrays) and
         one is outside its constraint (`invalid_parameter`), as NumPyro's `validate_args`. Runtime arrays, and
         the compiler's numpy trace (where a latent site takes one representative value), are not checked here:
-        a run names a site whose parameters are invalid where its weights fail (`Program.diagnose`)."""
+        a run names a site whose parameters are invalid where its weights fail (`LoweredPlan.diagnose`)."""
         from ..compiler.shapes import tracing_shapes
         if tracing_shapes():
             return

@@ -17,11 +17,11 @@ def test_graph_has_typed_nodes_and_dependency_edges():
     c = ppl.compile(m.tilt(lambda theta: -(theta ** 2).sum(), 2.0))
     g = c.graph
     assert isinstance(g, nx.DiGraph) and nx.is_directed_acyclic_graph(g)
-    kinds = nx.get_node_attributes(g, "kind")
-    assert kinds["mu"] == kinds["theta"] == "latent"
-    assert kinds["m.y"] == "observed" and kinds["m.sigma"] == "data"
+    roles = nx.get_node_attributes(g, "role")
+    assert roles["mu"] == roles["theta"] == "latent"
+    assert roles["m.y"] == "observed" and roles["m.sigma"] == "data"
     assert g.has_edge("mu", "m:prior theta") and g.has_edge("m.sigma", "m:lik y")
-    assert any(k == "combinator" for k in kinds.values()) and "target" in g
+    assert any(k == "combinator" for k in roles.values()) and "target" in g
     text = str(c)
     assert "reference pi0" in text and "prior m.mu" in text and "+1 x likelihood m.y" in text
 
@@ -68,7 +68,7 @@ def test_compile_every_form_over_every_base(base, form):
     target = build(bp, bq, r)
     c = ppl.compile(target, fold=False) if base == "model" else ppl.compile(target)
     if base == "model":
-        assert isinstance(c, ppl.compiler.Compiled)
+        assert isinstance(c, ppl.compiler.ModelPlan)
         coef = {m: sum(t.coef for t in c.terms if t.model is m) for m in (bp, bq)}
         assert (coef[bp], coef[bq]) == (cp, cq)
         assert sum(t.coef for t in c.terms if t.kind == "reward") == cr
@@ -79,7 +79,7 @@ def test_compile_every_form_over_every_base(base, form):
         assert sum(coef for _, coef in c.rewards) == cr
     g = c.graph
     assert nx.is_directed_acyclic_graph(g) and "target" in g
-    combinators = {d["op"] for _, d in g.nodes(data=True) if d.get("kind") == "combinator"}
+    combinators = {d["op"] for _, d in g.nodes(data=True) if d.get("role") == "combinator"}
     assert LABELS[form] | {f"{base} {bp.name}"} <= combinators
     if cr:
         assert "reward r" in g and g.has_edge("x", "reward r") and nx.has_path(g, "reward r", "target")
@@ -207,8 +207,8 @@ def test_the_planner_orders_the_inference_graph():
     other = ppl.model(name="o", c=ppl.Normal(0.0, 3.0))
     c = ppl.compile(m * other, fold=False)
     g = c.graph
-    assert [(n.kind, n.name) for n in c.order] == [("latent", "a"), ("latent", "b"), ("det", "d"), ("latent", "c")]
-    steps = [n.name if n.kind == "latent" else f"{n.model.name}.{n.name}" for n in c.order]
+    assert [(n.role, n.name) for n in c.order] == [("latent", "a"), ("latent", "b"), ("det", "d"), ("latent", "c")]
+    steps = [n.name if n.role == "latent" else f"{n.model.name}.{n.name}" for n in c.order]
     assert not any(nx.has_path(g, v, u) for i, u in enumerate(steps) for v in steps[i + 1:])
     assert g.has_edge("m:prior c", "c") and g.nodes["m:prior c"]["reference"] and not g.has_edge("c", "m:prior c")
     assert g.has_edge("c", "o:prior c") and "reference" not in g.nodes["o:prior c"]    # the other factor reads c

@@ -71,5 +71,5 @@ def test_model_env_substitutes_sites_whose_reference_is_another_model():
     m = _model(np.zeros(3))
     ref = ppl.model(name="r", mu=ppl.Normal(0.0, 2.0), tau=ppl.HalfNormal(2.0))
     ev = ppl.compile(m, reference=ref).lower("numpyro").ev
-    assert all(n.model is ref for n in ev.c.order if n.kind == "latent")
+    assert all(n.model is ref for n in ev.c.order if n.role == "latent")
     assert float(ev.model_env(m, {"mu": 1.5, "tau": 2.0})["d"]) == 3.0

@@ -21,7 +21,7 @@ from scipy.stats import norm
 import ppl
 from ppl.backends.hmc import ConvergenceWarning
 from ppl.backends.runtime import get_runtime
-from ppl.compiler.lower import Program
+from ppl.compiler.lower import LoweredPlan
 from ppl.errors import PPLError
 from ppl.stdlib import hidden_markov as H
 
@@ -37,7 +37,7 @@ def log_joint(compiled, runtime, z):
     """log π0 + log L of the compiled target at unconstrained points z [N, D], in float64."""
     rt = get_runtime(runtime, precision="float64")
     with rt.scope():
-        ref, rest = Program(compiled, rt).log_densities(rt.asarray(z))
+        ref, rest = LoweredPlan(compiled, rt).log_densities(rt.asarray(z))
         return rt.to_numpy(ref) + rt.to_numpy(rest)
 
 

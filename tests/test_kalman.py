@@ -107,7 +107,7 @@ def test_the_plan_says_what_it_integrated_out():
     plan = str(prog.compile())
     assert "x of model lg: integrated out by a Kalman filter (into y)" in plan
     compiled = ppl.compile(prog.target())
-    assert compiled.graph.nodes["x"]["kind"] == "marginalized" and compiled.latent == [] and compiled.dim == 0
+    assert compiled.graph.nodes["x"]["role"] == "marginalized" and compiled.latent == [] and compiled.dim == 0
     kept = prog.compile(marginalize=False)
     assert kept.latent == ["x"] and not kept.marginals and "integrated out" not in str(kept)
 

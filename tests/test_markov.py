@@ -39,7 +39,7 @@ def test_spec_and_parents():
                   x=ppl.markov(lambda mu, phi, sigma: ppl.Normal(mu, sigma / ppl.math.sqrt(1 - phi ** 2)),
                                lambda prev, t, mu, phi, sigma: ppl.Normal(mu + phi * (prev - mu), sigma), "T"))
     site = m.sites["x"]
-    assert site.kind == "latent" and site.parents == ("mu", "phi", "sigma", "T")
+    assert site.role == "latent" and site.parents == ("mu", "phi", "sigma", "T")
     spec = site.markov
     assert isinstance(spec, ppl.MarkovSpec)
     assert (spec.init_parents, spec.step_parents, spec.reads_t, spec.length) == \

@@ -51,7 +51,7 @@ def test_is_refuses_a_nan_factor_and_names_its_site(runtime):
 
 @pytest.mark.parametrize("runtime", RUNTIMES)
 def test_the_program_finds_nan_draws_for_any_method(runtime):
-    """`Program.check_draws`: the check a method whose densities map NaN to −inf (smc) runs on its first draws."""
+    """`LoweredPlan.check_draws`: the check a method whose densities map NaN to −inf (smc) runs on its first draws."""
     program = compile_target(ppl.model(**BASE).tilt(_log_tilt)).lower(runtime)
     z = program.sample_reference(program.rt.key(0), 400)
     with pytest.raises(ppl.InferenceError, match=r"smc: reward _log_tilt was NaN at \d+ of 400 particles"):

@@ -58,7 +58,7 @@ def test_sv_is_the_python_markov_site():
     data = sv_data()
     prog = load_ppl(SV, data=data)
     site = prog.models["sv"].sites["x"]
-    assert site.kind == "latent" and site.markov.length == "T" and not site.markov.reads_t
+    assert site.role == "latent" and site.markov.length == "T" and not site.markov.reads_t
     assert set(site.markov.init_parents) == set(site.markov.step_parents) == {"mu", "phi", "sigma"}
     a, b = prog.compile(), ppl.compile(sv_python(data))
     assert str(a) == str(b) and a.layout["x"]["shape"] == (200,)

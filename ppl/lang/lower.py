@@ -57,7 +57,7 @@ class ModelBuilder:
         self.name = node.name
         self.interp = Interpreter(src, functions)
         self.sites, self.observed, self.positions = {}, {}, {}
-        self.kinds = {}  # name -> 'latent' | 'observed' | 'det' | 'factor'
+        self.roles = {}  # name -> 'latent' | 'observed' | 'det' | 'factor'
         self.flat_sites = set()   # latent sites declared without a distribution
 
     def build(self):
@@ -96,16 +96,16 @@ class ModelBuilder:
                     g.names.append(lv.name)
                     groups.append(g)
                     owner[lv.name] = g
-                    self.kinds[lv.name] = "det"
+                    self.roles[lv.name] = "det"
                     self.positions[lv.name] = lv
                 owner[lv.name].stmts.append((i, s))
             elif isinstance(s, (S.For, S.If)):
                 self.check_block(s)
                 written = [n for n in sorted(assigned([s])) if n in owner]
                 for n in assigned([s]):
-                    if n in self.kinds and self.kinds[n] != "det" or n in self.data:
+                    if n in self.roles and self.roles[n] != "det" or n in self.data:
                         raise self.src.error(s, f"the {_block_name(s)} assigns to {n!r}, which is "
-                                                f"{'data' if n in self.data else 'a ' + self.kinds[n] + ' site'}")
+                                                f"{'data' if n in self.data else 'a ' + self.roles[n] + ' site'}")
                 merged = list(dict.fromkeys(owner[n] for n in written))
                 g = merged[0] if merged else _Group()
                 for other in merged[1:]:
@@ -119,7 +119,7 @@ class ModelBuilder:
                     groups.append(g)
                 for n in sorted(assigned(s.then) & assigned(s.orelse) - set(owner) if isinstance(s, S.If) else ()):
                     g.names.append(n)
-                    owner[n], self.kinds[n], self.positions[n] = g, "det", s
+                    owner[n], self.roles[n], self.positions[n] = g, "det", s
                 g.stmts.append((i, s))
                 g.stmts.sort(key=lambda x: x[0])
                 if any(isinstance(b, (S.Tilde, S.Factor, S.ObserveExpr)) for b in walk(blocks(s))):
@@ -193,41 +193,41 @@ class ModelBuilder:
     def _writable(self, name, node, first):
         if name in self.data:
             raise self.src.error(node, f"{name!r} is data and cannot be assigned")
-        kind = self.kinds.get(name)
-        if kind in ("latent", "observed"):
-            raise self.src.error(node, f"{name!r} is already a {kind} site (line {self.positions[name].line})")
-        if kind is None and not first:
+        role = self.roles.get(name)
+        if role in ("latent", "observed"):
+            raise self.src.error(node, f"{name!r} is already a {role} site (line {self.positions[name].line})")
+        if role is None and not first:
             raise self.src.error(node, f"{name!r} is updated before it is defined",
                                  hint=f"define it first, e.g. {name} = zeros(T)")
 
-    def _new(self, name, node, kind):
-        if name in self.kinds:
+    def _new(self, name, node, role):
+        if name in self.roles:
             raise self.src.error(node, f"{name!r} is already defined at line {self.positions[name].line}")
-        self.kinds[name], self.positions[name] = kind, node
+        self.roles[name], self.positions[name] = role, node
 
     def _source(self, node):
         return self.src.filename, node.line, node.column
 
-    def site(self, name, kind, fn, parents, node, constant=None, keep=True):
+    def site(self, name, role, fn, parents, node, constant=None, keep=True):
         """The site `name`, its source the statement `node`."""
         if constant is not None:
-            self.sites[name] = Site(kind, constant, source=self._source(node))
+            self.sites[name] = Site(role, constant, source=self._source(node))
         else:
-            self.sites[name] = Site(kind, fn, parents, source=self._source(node), keep=keep)
+            self.sites[name] = Site(role, fn, parents, source=self._source(node), keep=keep)
 
     def check_kept(self):
         """`keep x` names a value the model computes from its parameters."""
         for name, node in self.kept.items():
-            if self.kinds.get(name) == "det":
+            if self.roles.get(name) == "det":
                 continue
             if name in self.data:
                 what = "data" if name in self.node_data else "computed from data alone: the same in every draw"
                 raise self.src.error(node, f"{name!r} is {what}; keep names values computed from the parameters")
-            if name in self.kinds:
-                raise self.src.error(node, f"{name!r} is a {self.kinds[name]} site; latent sites are always saved",
+            if name in self.roles:
+                raise self.src.error(node, f"{name!r} is a {self.roles[name]} site; latent sites are always saved",
                                      hint=f"remove {name} from keep")
             raise self.src.error(node, f"keep names an unknown value {name!r}",
-                                 hint=suggest(name, [n for n, k in self.kinds.items() if k == "det"]))
+                                 hint=suggest(name, [n for n, k in self.roles.items() if k == "det"]))
 
     def parents(self, names_read, own=None):
         """The names a statement reads that are sites or data; reading an unknown name or `own` (the site the
@@ -237,7 +237,7 @@ class ModelBuilder:
             if name == own:
                 raise self.src.error(where, f"{own!r} reads itself: a site's distribution cannot depend on its "
                                             f"own value", hint="use another site, data or a constant here")
-            if name in self.kinds or name in self.data:
+            if name in self.roles or name in self.data:
                 if name not in out:
                     out.append(name)
             else:
@@ -292,7 +292,7 @@ class ModelBuilder:
             self.sites[name].finite, self.sites[name].offset = True, finite[0]
         if factor is not None:
             fname = f"{name}:flat"
-            self.kinds[fname], self.positions[fname] = "factor", s
+            self.roles[fname], self.positions[fname] = "factor", s
             self.site(fname, "factor", factor, parents, s)
 
     def finite_values(self, typ, bounds):
@@ -411,7 +411,7 @@ class ModelBuilder:
                 site = f"{name}[{', '.join(_fmt_index(i) for i in ix)}]"
             if site in self.observed:
                 raise self.src.error(lv, f"{site} is observed twice (line {self.positions[site].line})")
-            self.kinds[site], self.positions[site] = "observed", s
+            self.roles[site], self.positions[site] = "observed", s
             self.observed[site] = value if isinstance(value, Symbolic) else np.asarray(value)
         elif idx is not None and name in self.flat_sites:
             self.part_prior(s)
@@ -441,7 +441,7 @@ class ModelBuilder:
         if all(n in self.data and not isinstance(self.data[n], Symbolic) for n, _ in reads(s.value)):
             if text in self.observed:
                 raise self.src.error(s, f"{text} is observed twice (line {self.positions[text].line})")
-            self.kinds[text], self.positions[text] = "observed", s
+            self.roles[text], self.positions[text] = "observed", s
             self.observed[text] = np.asarray(interp.ev(s.value, dict(self.data), "numpy"))
             fn = lambda **env: interp.distribution(s.dist, env, pm.framework(list(env.values())))  # noqa: E731
             self.add_latent(text, fn, self.parents(reads(s.dist), own=text), s)
@@ -451,7 +451,7 @@ class ModelBuilder:
                                      hint=f"add the log absolute derivative of {text} as a factor if it is meant "
                                           f"as a change of variables").render(), JacobianWarning, stacklevel=2)
         name = f"observe@{s.line}"
-        self.kinds[name], self.positions[name] = "factor", s
+        self.roles[name], self.positions[name] = "factor", s
 
         def fn(**env):
             fw = pm.framework(list(env.values()))
@@ -463,9 +463,9 @@ class ModelBuilder:
         flat site x (Stan's `theta[1:2] ~ normal(1, 0.5)`)."""
         interp, lv = self.interp, s.target
         name = f"{lv.name}[{self.src.line(s.line)[s.column - 1:].split('[', 1)[1].split('~')[0].strip()}"
-        if name in self.kinds:
+        if name in self.roles:
             raise self.src.error(lv, f"{name} has a prior twice (line {self.positions[name].line})")
-        self.kinds[name], self.positions[name] = "factor", s
+        self.roles[name], self.positions[name] = "factor", s
 
         def fn(**env):
             fw = pm.framework(list(env.values()))
@@ -474,7 +474,7 @@ class ModelBuilder:
 
     def factor(self, s):
         name = f"factor@{s.line}"
-        self.kinds[name], self.positions[name] = "factor", s
+        self.roles[name], self.positions[name] = "factor", s
         interp = self.interp
         self.site(name, "factor", lambda **env: interp.ev(s.value, env, pm.framework(list(env.values()))),
                   self.parents(reads(s.value)), s)
@@ -547,7 +547,7 @@ class ModelBuilder:
                                       f"1) }}")
         for b in body[:-1]:
             local = b.target.name
-            if local in self.kinds or local in self.data:
+            if local in self.roles or local in self.data:
                 raise self.src.error(b, f"a loop that draws a latent state only defines values local to one step; "
                                         f"{local!r} is defined outside it", hint=f"rename the local value {local}")
         lo, hi = (concrete_int(self.interp.ev(n, dict(self.data), "numpy")) for n in (s.lo, s.hi))
@@ -651,7 +651,7 @@ class ModelBuilder:
             self.site(n, "deterministic", value(n), parents, self.positions[n], keep=n in self.kept)
         if g.logp:
             name = f"loop@{g.loop.line}"
-            self.kinds[name], self.positions[name] = "factor", g.loop
+            self.roles[name], self.positions[name] = "factor", g.loop
             self.site(name, "factor", lambda **env: run(env)["__logp"], parents, g.loop)
 
     def check_reads_after_writes(self, groups):

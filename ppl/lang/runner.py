@@ -75,7 +75,7 @@ class PPLFile:
         """`ppl.compile` of a target (with the `reference`, `fold` and `marginalize` of its `sample` statement by
         default); where
         the statement's method (or `method`) starts from the reference, a site without a normalized prior is an
-        error (`Compiled.check_reference`); errors about a site are located at its statement."""
+        error (`ModelPlan.check_reference`); errors about a site are located at its statement."""
         from ..compiler import compile as compile_target
         spec = self.run_spec(name)
         options = spec.options if spec else {}
