@@ -154,8 +154,15 @@ class ModelPlan:
         return sum(e["size"] for e in self.layout.values())
 
     def lower(self, runtime):
+        """This plan as batched functions on `runtime` (a `LoweredPlan`), built once per runtime (its device and
+        precision) and kept on the plan: every method run on it reuses the same lowered and compiled functions."""
+        from ..backends.runtime import get_runtime
         from .lower import LoweredPlan
-        return LoweredPlan(self, runtime)
+        rt = get_runtime(runtime) if isinstance(runtime, str) else runtime
+        lowered = self.__dict__.setdefault("_lowered", {})
+        if repr(rt) not in lowered:
+            lowered[repr(rt)] = LoweredPlan(self, rt)
+        return lowered[repr(rt)]
 
     def __str__(self):
         lines = [f"target: {self.target.describe()}", "sites:"]
