@@ -6,6 +6,9 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from ..stdlib.resamplers import RESAMPLERS
+from .runtime import get_runtime
+
 
 def _pad(n):
     """How many rows pad n to a multiple of the largest power of two <= n / 4 (within 25% of n): arrays of few
@@ -51,16 +54,16 @@ class Flow:
                 s = layer(p).inv(s)
             return s
 
-        def run(state, key, s, w, cdf, lr, k, batch):
+        def run(state, key, s, w, lr, k, batch):
             from numpyro.optim import Adam
             opt = Adam(lr)
+            rt = get_runtime("numpyro")
 
             def step(state, key):
                 if batch is None:
                     loss = lambda p: -(w * log_prob(p, s)).sum()    # noqa: E731
                 else:     # a minibatch resampled ∝ w: the same expected gradient, uniform weights
-                    idx = jnp.searchsorted(cdf, jax.random.uniform(key, (batch,)), side="right")
-                    sb = s[jnp.minimum(idx, s.shape[0] - 1)]
+                    sb = s[RESAMPLERS["multinomial"](rt, key, w, batch)]
                     loss = lambda p: -log_prob(p, sb).mean()    # noqa: E731
                 value, g = jax.value_and_grad(loss)(opt.get_params(state))
                 return opt.update(g, state), value
@@ -110,17 +113,15 @@ class FlowTrainer:
         from numpyro.optim import Adam
         n = s.shape[0]
         pad = _pad(n)
-        w = np.concatenate([w / w.sum(), np.zeros(pad)])
-        cdf = np.cumsum(w)
-        cdf[n - 1:] = 1.0     # uniform draws < 1 never pick a padded draw
+        w = np.concatenate([w / w.sum(), np.zeros(pad)])     # a padded draw is never resampled
         put = functools.partial(jax.device_put, device=flow.device)
         self.flow, self.lr, self.batch = flow, put(jnp.float32(lr)), None if batch is None else int(batch)
         self.s = put(jnp.concatenate([jnp.asarray(s), jnp.zeros((pad, s.shape[1]), s.dtype)]))
-        self.w, self.cdf = put(jnp.asarray(w, jnp.float32)), put(jnp.asarray(cdf, jnp.float32))
+        self.w = put(jnp.asarray(w, jnp.float32))
         self.state, self.key = put(Adam(lr).init(params)), put(jax.random.PRNGKey(int(seed)))
 
     def run(self, k):
         self.key, key = jax.random.split(self.key)
-        self.state, params = self.flow._run(self.state, key, self.s, self.w, self.cdf, self.lr, k=int(k),
+        self.state, params = self.flow._run(self.state, key, self.s, self.w, self.lr, k=int(k),
                                             batch=self.batch)
         return params

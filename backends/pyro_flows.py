@@ -3,8 +3,9 @@ import copy
 import math
 import warnings
 
-import numpy as np
 import torch
+
+from ..stdlib.resamplers import RESAMPLERS
 
 
 class Flow:
@@ -58,24 +59,19 @@ class FlowTrainer:
 
     def __init__(self, flow, params, s, w, lr, batch, seed):
         self.flow, self.s, self.batch = flow, s, None if batch is None else int(batch)
-        self.w = flow.rt.asarray(w / w.sum())
-        cdf = np.cumsum(w / w.sum())
-        cdf[-1] = 1.0
-        self.cdf = flow.rt.asarray(cdf)
-        self.generator = flow.rt._generator(seed)
+        self.w, self.key = flow.rt.asarray(w / w.sum()), flow.rt.key(seed)
         self.params = _copy_params(params, grad=True)
         self.opt = torch.optim.Adam(self.params.parameters(), lr=float(lr))
 
     def run(self, k):
-        n = self.s.shape[0]
         with torch.enable_grad():
             for _ in range(int(k)):
                 self.opt.zero_grad(set_to_none=True)
                 if self.batch is None:
                     loss = -(self.w * self.flow.log_prob(self.params, self.s)).sum()
                 else:     # a minibatch resampled ∝ w: the same expected gradient, uniform weights
-                    u = torch.rand(self.batch, generator=self.generator, device=self.s.device, dtype=self.s.dtype)
-                    idx = torch.searchsorted(self.cdf, u, right=True).clamp_(max=n - 1)
+                    self.key, key = self.flow.rt.split(self.key)
+                    idx = RESAMPLERS["multinomial"](self.flow.rt, key, self.w, self.batch)
                     loss = -self.flow.log_prob(self.params, self.s[idx]).mean()
                 loss.backward()
                 self.opt.step()
