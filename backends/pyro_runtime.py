@@ -31,8 +31,8 @@ class PyroRuntime(Runtime):
     compiles_loops = False
     distributions = dist
     special_functions = torch.special
-    special = types.SimpleNamespace(log_ndtr=pyro_special.log_ndtr, gammainc=torch.special.gammainc,
-                                    gammaincc=torch.special.gammaincc, betainc=pyro_special.betainc)
+    special = types.SimpleNamespace(log_ndtr=pyro_special.log_ndtr, gammainc=pyro_special.gammainc,
+                                    gammaincc=pyro_special.gammaincc, betainc=pyro_special.betainc)
 
     def __init__(self, device="cpu", precision="float32", devices=None):
         super().__init__(device, precision)
@@ -117,9 +117,20 @@ class PyroRuntime(Runtime):
         return x.index_put(grid, value.reshape(tuple(keep)))
 
     def dynamic_slice(self, x, start, size):
-        return torch.narrow(x, 0, start, size)
+        """x[start:start + size] along the first axis, for a `start` batched by vmap (a gather, `start` clamped to
+        [0, len(x) − size] as JAX's `dynamic_slice`)."""
+        x = self.asarray(x)
+        start = torch.clamp(torch.as_tensor(start, device=x.device), 0, x.shape[0] - size)
+        return torch.index_select(x, 0, start + torch.arange(size, device=x.device))
 
     def is_concrete(self, x):
+        """Whether x's value is known: False for a tensor batched by `torch.func.vmap` (under any of torch.func's
+        wrappers), whose value per particle `int()` cannot read."""
+        functorch = torch._C._functorch
+        while isinstance(x, torch.Tensor) and functorch.is_functorch_wrapped_tensor(x):
+            if functorch.is_batchedtensor(x):
+                return False
+            x = functorch.get_unwrapped(x)
         return True
 
     # distributions and transforms

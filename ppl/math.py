@@ -408,8 +408,9 @@ def rep_matrix(x, m, n=None, like=None):
 def segment(x, i, n):
     """The n elements of x from the i-th (1-based, as Stan's segment): x[i], ..., x[i + n − 1]."""
     start, n = _concrete_int(i), int(n)
-    if start is None:   # a traced index (a loop variable of a compiled scan)
-        return runtime(i).dynamic_slice(x, i - 1, n)
+    if start is None:   # a traced index (a compiled loop's variable) or one per particle (under vmap)
+        rt = runtime(i)
+        return rt.dynamic_slice(x, rt.asindex(i) - 1, n)
     if start < 1 or n < 0 or start + n - 1 > x.shape[0]:
         raise ValueRangeError(f"segment(x, {start}, {n}) reaches outside x of size {x.shape[0]}: "
                               f"it needs 1 <= i and i + n - 1 <= {x.shape[0]}")

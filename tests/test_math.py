@@ -12,6 +12,7 @@ from scipy.spatial.distance import cdist
 
 import ppl
 import ppl.math as pm
+from ppl.backends import get_runtime
 
 X = np.array([-1.3, -0.2, 0.4, 2.1])
 Y = np.array([0.7, -0.5, 1.9, -2.2])
@@ -235,6 +236,28 @@ def test_segment_is_one_based_and_checked():
     # an index traced by JAX (a compiled loop's variable): a dynamic slice
     got = jax.jit(lambda i: pm.segment(jnp.asarray(X), i, 2))(3)
     np.testing.assert_allclose(got, X[2:4], rtol=1e-6)
+
+
+def test_segment_at_a_per_particle_index(runtime):
+    """segment(x, k, 3) with k = floor(z₀) per particle under the runtime's vmap, x the rest of z: the numpy slice
+    (an index batched by torch's vmap is no longer read by int()), and a gradient of sum(segment²) that is 2x on
+    the slice and 0 elsewhere (k itself is piecewise constant)."""
+    rt = get_runtime(runtime, precision="float64")
+    x = np.array([-1.3, -0.2, 0.4, 2.1, 0.9])
+    z0 = np.array([np.concatenate([[k + 0.5], x]) for k in (1, 2, 3)])
+
+    def log_p(z, _):
+        s = pm.segment(z[1:], pm.floor(z[0]), 3)
+        return (s * s).sum(), s
+    with rt.scope():
+        (value, s), grad = rt.value_and_grad(log_p)(rt.asarray(z0), None)
+        fixed = rt.vmap(lambda k: pm.segment(rt.asarray(x), k, 3))(rt.asarray(np.array([1, 2, 3])))
+    want = np.stack([x[k - 1:k + 2] for k in (1, 2, 3)])
+    np.testing.assert_array_equal(rt.to_numpy(s), want)
+    np.testing.assert_array_equal(rt.to_numpy(fixed), want)
+    np.testing.assert_allclose(rt.to_numpy(value), (want ** 2).sum(axis=1), rtol=1e-15)
+    np.testing.assert_array_equal(rt.to_numpy(grad), [np.concatenate([[0.0], np.where(np.isin(np.arange(5), range(
+        k - 1, k + 2)), 2 * x, 0.0)]) for k in (1, 2, 3)])
 
 
 @pytest.mark.parametrize("asarray", [jnp.asarray, torch.as_tensor], ids=["jax", "torch"])
