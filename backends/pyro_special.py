@@ -62,40 +62,19 @@ def _jvp(ctx, da, dx, sign):
     return sign * sum(d * t for d, t in ((d_a, da), (d_x, dx)) if t is not None)
 
 
-class _LowerGamma(torch.autograd.Function):
-    """P(a, x) by `torch.special.gammainc`, with its derivatives in both arguments (reverse and forward)."""
-    generate_vmap_rule = True
-    setup_context = staticmethod(_save)
-
-    @staticmethod
-    def forward(a, x):
-        return torch.special.gammainc(a, x)
-
-    @staticmethod
-    def backward(ctx, grad):
-        return _backward(ctx, grad, 1.0)
-
-    @staticmethod
-    def jvp(ctx, da, dx):
-        return _jvp(ctx, da, dx, 1.0)
+def _incomplete_gamma(name, value, sign, doc):
+    """A torch.autograd.Function computing `value(a, x)` (P, or Q = 1 − P with `sign` −1) with its derivatives in
+    both arguments, reverse and forward."""
+    return type(name, (torch.autograd.Function,), dict(
+        __doc__=doc, generate_vmap_rule=True, setup_context=staticmethod(_save),
+        forward=staticmethod(lambda a, x: value(a, x)),
+        backward=staticmethod(lambda ctx, grad: _backward(ctx, grad, sign)),
+        jvp=staticmethod(lambda ctx, da, dx: _jvp(ctx, da, dx, sign))))
 
 
-class _UpperGamma(torch.autograd.Function):
-    """Q(a, x) by `torch.special.gammaincc` (accurate where P is near 1), with its derivatives."""
-    generate_vmap_rule = True
-    setup_context = staticmethod(_save)
-
-    @staticmethod
-    def forward(a, x):
-        return torch.special.gammaincc(a, x)
-
-    @staticmethod
-    def backward(ctx, grad):
-        return _backward(ctx, grad, -1.0)
-
-    @staticmethod
-    def jvp(ctx, da, dx):
-        return _jvp(ctx, da, dx, -1.0)
+_LowerGamma = _incomplete_gamma("LowerGamma", torch.special.gammainc, 1.0, "P(a, x) by `torch.special.gammainc`.")
+_UpperGamma = _incomplete_gamma("UpperGamma", torch.special.gammaincc, -1.0,
+                                "Q(a, x) by `torch.special.gammaincc` (accurate where P is near 1).")
 
 
 def _floating(a, x):
