@@ -284,7 +284,8 @@ class SMC(fk.FeynmanKac):
         d = z.shape[-1]
         h = self.step_size0 if self.step_size0 is not None else self.kernel.initial_step(max(d, 1))
         return (rt.tree_map(rt.asarray, at(self.logdensity(0.0 * rt.asarray(0.0)), z)),
-                SMCCarry(rt.asarray(0.0), rt.asarray(float(h)), rt.asindex(self.update.n_moves0), rt.asarray(np.eye(d))))
+                SMCCarry(rt.asarray(0.0), rt.asarray(float(h)), rt.asindex(self.update.n_moves0),
+                         rt.asarray(np.eye(d))))
 
     def log_potential(self, t, p, log_w, c):
         """(β_t − β_{t−1}) log L, with β_t by bisection on the conditional ESS or from the schedule."""
