@@ -9,7 +9,7 @@ from .backends import get_method, get_runtime, marginals, sharding
 from .compiler import compile
 from .compiler.shapes import check_size
 from .errors import PlanError
-from .options import check_names, check_values
+from .options import check_names, check_unset, check_values
 from .precision import check as check_precision
 
 
@@ -37,15 +37,17 @@ def sample(target, method="is", runtime="numpyro", device="cpu", particles=10_00
                             f"reference model: reference=ppl.model(...)")
         reference, options = None, {**options, "proposal": reference}
     given = check_values({"seed": seed, "particles": particles, "fold": fold, "progress": progress,
-                          "marginalize": marginalize, "precision": precision, **options})
+                          "marginalize": marginalize, "precision": precision,
+                          **{k: v for k, v in options.items() if v is not None}})
     seed, particles, progress = given["seed"], given["particles"], given["progress"]
     rt = get_runtime(runtime, device, precision, devices)
     # a fitted proposal is a density over the sites it was fitted on: the rules that name their methods (conjugate
     # pairs) keep those sites
     compiled = compile(target, reference=reference, fold=given["fold"], marginalize=given["marginalize"],
                        method=None if options.get("proposal") is not None else method)
-    options = check_names(method, compiled.kind, given)
+    options = check_names(method, compiled.kind, {**given, **{k: v for k, v in options.items() if v is None}})
     run = get_method(method, compiled.kind)
+    check_unset(run, options)
     sharding.check(method, run, particles, rt.n_devices)
     dim = getattr(compiled, "dim", None)
     if dim:

@@ -45,6 +45,14 @@ def check_values(options):
     return out
 
 
+def check_unset(run, options):
+    """Options given as None mean "the method's default": passed on where the method's own default is None (e.g.
+    sequence pf's resample_threshold, chosen by its potential), else checked as values (a range error)."""
+    params = inspect.signature(run).parameters
+    check_values({k: v for k, v in options.items()
+                  if v is None and (k not in params or params[k].default is not None)})
+
+
 def check_names(method, kind, options):
     """The method's options among `options` (those that are not `ppl.sample`'s own), expanded (`expand`): an
     UnknownNameError for a name `method` (on plans of `kind`; any kind when None) does not take, before and after

@@ -29,3 +29,12 @@ def test_check_keeps_the_sample_options_and_returns_the_methods_expanded():
     assert {"seed", "particles", "precision", "runtime", "method"} <= sample_options()
     assert check("smc", "model", {"seed": 3, "method": "smc", "kernel": {"name": "hmc", "n_leapfrog": 3}}) == \
         {"seed": 3, "method": "smc", "kernel": "hmc", "kernel_options": {"n_leapfrog": 3}}
+
+
+def test_an_option_given_as_none_is_the_methods_default_where_that_is_none():
+    from ppl.backends import get_method
+    from ppl.options import check_unset
+    check_unset(get_method("pf", "sequence"), {"resample_threshold": None})   # chosen by the potential
+    with pytest.raises(ppl.ValueRangeError, match=r"resample_threshold must be a number in \[0, 1\], got None") as e:
+        check_unset(get_method("smc", "model"), {"resample_threshold": None})
+    assert e.value.option == "resample_threshold"
