@@ -28,7 +28,7 @@ ROOT = Path(__file__).resolve().parent.parent
 PROGRAM = ROOT / "examples" / "serve_steering.ppl"
 DATA = ROOT / "examples" / "steering.data.json"
 
-#: the factory the server imports (`served_gpt2:make`), beside the saved model and tokenizer
+#: the factory the server imports (`gpt2_factory:make`), beside the saved model and tokenizer
 FACTORY = '''
 """A tilted tiny GPT-2 for `ppl serve`: the chat text is encoded after BOS, a sequence is 6 tokens or ends
 at EOS, the process reward counts even token ids."""
@@ -79,7 +79,7 @@ def save_tiny_gpt2(folder):
     cfg = transformers.GPT2Config(vocab_size=len(fast), n_positions=32, n_embd=16, n_layer=2, n_head=2,
                                   initializer_range=0.3, bos_token_id=0, eos_token_id=0)
     transformers.GPT2LMHeadModel(cfg).save_pretrained(folder)
-    (folder / "served_gpt2.py").write_text(FACTORY)
+    (folder / "gpt2_factory.py").write_text(FACTORY)
 
 
 class Served:
@@ -124,7 +124,7 @@ def gpt2_folder(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def gpt2_server(gpt2_folder):
-    server = Served(["served_gpt2:make", "--allow-python", "--model-name", "tiny-gpt2"], gpt2_folder)
+    server = Served(["gpt2_factory:make", "--allow-python", "--model-name", "tiny-gpt2"], gpt2_folder)
     yield server
     server.close()
 
@@ -134,11 +134,11 @@ def factory(gpt2_folder):
     """The server's factory module, imported in this process."""
     sys.path.insert(0, str(gpt2_folder))
     try:
-        import served_gpt2
+        import gpt2_factory
     finally:
         sys.path.remove(str(gpt2_folder))
-    yield served_gpt2
-    sys.modules.pop("served_gpt2", None)
+    yield gpt2_factory
+    sys.modules.pop("gpt2_factory", None)
 
 
 @pytest.fixture(scope="module")
@@ -317,7 +317,7 @@ def test_program_refusals(tmp_path):
     """A factory without --allow-python, a .ppl program without a `prompt` datum: errors at start."""
     from ppl.serve import app
     with pytest.raises(ppl.PPLError, match="allow-python"):
-        app("served_gpt2:make")
+        app("gpt2_factory:make")
     with pytest.raises(ppl.PPLError, match="data prompt"):
         app(str(ROOT / "examples" / "steering.ppl"), data=str(DATA))
 
