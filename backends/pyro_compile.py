@@ -93,10 +93,12 @@ class CompiledFunction:
     """`fn` with a compiled graph per input signature (see the module docstring). In "auto" mode a signature
     is traced once its eager calls have cost `after` seconds, and compiled once they have cost as much as the
     compile is expected to (COMPILE_S_PER_NODE × the graph's nodes): the ski-rental rule, so a run pays at most
-    about twice what the better choice in hindsight would have cost."""
+    about twice what the better choice in hindsight would have cost. `check(compiled leaves, eager leaves)` says
+    why the first compiled result is not eager's ('' if it is): `mismatch` by default."""
 
-    def __init__(self, rt, fn):
+    def __init__(self, rt, fn, check=None):
         self.rt, self.fn, self.entries, self.warned = rt, fn, {}, False
+        self.check = check or mismatch
         functools.update_wrapper(self, fn, updated=())
 
     def __call__(self, *args):
@@ -164,7 +166,7 @@ class CompiledFunction:
         t0 = time.process_time()
         _EAGER[0] += 1
         try:
-            gm = make_fx(flat, tracing_mode="fake", _allow_non_fake_inputs=True)(*self._inputs(leaves))
+            gm = make_fx(flat, tracing_mode="fake", _allow_non_fake_inputs=True)(*_distinct(self._inputs(leaves)))
         except Exception as err:    # noqa: BLE001 -- any failure to trace means: stay eager
             self._fail(e, err)
             return
@@ -190,7 +192,7 @@ class CompiledFunction:
             want = self.fn(*args)
         finally:
             _EAGER[0] -= 1
-        bad = _mismatch(got, tree_flatten(want)[0])
+        bad = self.check(got, tree_flatten(want)[0])
         if os.environ.get("PPL_TORCH_COMPILE_LOG"):
             print(f"ppl: compiled {getattr(self.fn, '__qualname__', '?')} for {sig_text(leaves)}: "
                   f"{len(gm.graph.nodes)} nodes, trace {trace_s:.1f} s, inductor {t1 - t0:.1f} s CPU"
@@ -202,7 +204,18 @@ class CompiledFunction:
         return want
 
 
-def _mismatch(got, want):
+def _distinct(inputs):
+    """The inputs with a tensor passed twice copied: make_fx traces one object as one graph input, so a graph
+    traced from a call that passed the same tensor as two arguments would read one for both at every call."""
+    seen = set()
+    out = []
+    for x in inputs:
+        out.append(x.clone() if id(x) in seen else x)
+        seen.add(id(x))
+    return out
+
+
+def mismatch(got, want):
     """Why two lists of output leaves differ beyond float rounding (relative to each leaf's largest finite
     magnitude), or '' if they agree."""
     if len(got) != len(want):

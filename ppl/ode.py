@@ -12,8 +12,10 @@ is held to ‖e / (atol + rtol·|y|)‖ ≤ 1 in the RMS norm over y's entries, 
   Rodas4 (Hairer & Wanner), a linearly implicit Rosenbrock method of order 4(3), L-stable and stiffly accurate:
   each stage solves one linear system with the exact Jacobian (torch.func) instead of Newton iterations. It runs
   in a torch.autograd.Function whose vmap rule solves the whole batch of particles as one system of independent
-  solves (a step size each), so no adaptive control flow runs under torch.func.vmap; the gradient replays the
-  accepted steps under autograd (the exact derivative of the computed solution) and works under torch.func.grad.
+  solves (a step size each), so no adaptive control flow runs under torch.func.vmap; the gradient is the discrete
+  adjoint of the accepted steps (the exact derivative of the computed solution) and works under torch.func.grad.
+  An attempted step with its controller, and the adjoint of a few steps, each run as one graph compiled by
+  inductor once the solves have run long enough to pay for it (`PPL_TORCH_COMPILE`).
   On torch, `rhs` must receive every value that depends on the sites through `args`, not through its closure.
 * numpy (every input a constant): scipy, in float64: RK45 (the same Dormand–Prince pair), Radau ("kvaerno5") or
   BDF ("bdf").
@@ -24,6 +26,7 @@ named, NUTS rejects the proposal as a divergence. With constant inputs a failed 
 """
 import functools
 import math
+import types
 
 import numpy as np
 
@@ -31,6 +34,7 @@ from .errors import PPLError, ShapeError, UnknownNameError, ValueRangeError
 from .math import framework
 
 METHODS = ("dopri5", "kvaerno5", "bdf")
+ADJOINT_STEPS = 4   # steps of the torch solver's adjoint per compiled call
 
 
 def ode(rhs, y0, t0, ts, *args, method="dopri5", rtol=1e-6, atol=1e-6, max_steps=4096):
@@ -225,46 +229,54 @@ _RO_CC = ((), (-5.6688,), (-2.430093356833875, -0.2063599157091915),
           (8.083246795921522, -7.981132988064893, -31.52159432874371, 16.31930543123136, -6.058818238834054))
 
 
+def _combine(coefficients, ks):
+    """Σ c_j k_j over the nonzero coefficients (numbers: a compiled step fuses the sums into its kernel)."""
+    return sum(c * k for c, k in zip(coefficients, ks) if c)
+
+
 def _dopri5_step(p, t, y, h, *args):
     """One Dormand–Prince step of one particle, of size h from (t, y [n]): (new y, error estimate)."""
-    import torch
-    a, b, e = p.tableau
     ks = []
-    for c, row in zip(_DP_C, a):
-        ks.append(p.f(t + c * h, y if not ks else y + h * (torch.stack(ks, -1) @ row), *args))
-    k = torch.stack(ks, -1)
-    return y + h * (k @ b), h * (k @ e)
+    for c, row in zip(_DP_C, _DP_A):
+        ks.append(p.f(t + c * h, y + h * _combine(row, ks) if ks else y, *args))
+    return y + h * _combine(_DP_B, ks), h * _combine(_DP_E, ks)
 
 
 def _rodas4_step(p, t, y, h, *args):
     """One Rodas4 step of one particle, of size h from (t, y [n]): (new y, error estimate)."""
     import torch
-    a, gc = p.tableau
     ft, jac = p.jac(t, y, *args)
     hg = h * _RO_GAMMA
     lu = torch.linalg.lu_factor(torch.eye(y.shape[0], dtype=y.dtype, device=y.device) - hg * jac)
     ks = []
-    for c, d, row, grow in zip(_RO_C, _RO_D, a, gc):
-        k = torch.stack(ks, -1) if ks else None
-        r = hg * p.f(t + c * h, y if k is None else y + k @ row, *args)
-        if k is not None:
-            r = r + k @ grow
+    for c, d, row, crow in zip(_RO_C, _RO_D, _RO_A, _RO_CC):
+        r = hg * p.f(t + c * h, y + _combine(row, ks) if ks else y, *args)
+        if ks:
+            r = r + _combine([_RO_GAMMA * x for x in crow], ks)
         if d:
             r = r + (h * h * (_RO_GAMMA * d)) * ft
         ks.append(torch.linalg.lu_solve(*lu, r[:, None])[:, 0])
-    return y + torch.stack(ks[:-1], -1) @ a[-1] + ks[-1], ks[-1]
+    return y + _combine(_RO_A[-1], ks) + ks[-1], ks[-1]
 
 
 class _Problem:
     """One solve besides its arrays: the per-particle rhs `f(t, y, *args)` on flat states y [n] and its Jacobian
-    `jac` (∂f/∂t, ∂f/∂y); `step(t, y, h, *args) -> (new y, error ratio)` over a batch (t, h [B], y [B, n]), the
-    ratio ‖error / (atol + rtol·max(|y|, |new y|))‖ (RMS; +inf where it or the new y is not finite),
-    with the method's tableau (as tensors) and the order of its error estimate; the times, the tolerances, and
-    the last schedule `_integrate` made (the gradient retraces it). A step of size h = 0 returns y itself."""
+    `jac` (∂f/∂t, ∂f/∂y); over a batch (t, h [B], y [B, n]): `batch(t, y, h, *args) -> (new y, error ratio)`,
+    one step, the ratio ‖error / (atol + rtol·max(|y|, |new y|))‖ (RMS; +inf where it or the new y is not finite;
+    a step of size h = 0 returns y itself), `first_step`, `attempt` (one attempted step and the controller's
+    answer, `_attempt`) and `steps_vjp` (the adjoint through ADJOINT_STEPS steps). The last three are compiled by
+    the torch runtime (one fused graph per batch shape once their eager calls have cost more than the compile,
+    `pyro_compile`: a gradient of lotka_volterra's solve in 6 ms instead of 170). Besides: the order of the error
+    estimate, the times, the tolerances, and the last schedule `_integrate` made (the gradient walks it back). One
+    problem serves every solve of the same rhs, times, options and constants (`_PROBLEMS`), so the compiled
+    functions outlive a density evaluation."""
 
-    def __init__(self, f, method, t0, ts, rtol, atol, max_steps):
+    def __init__(self, f, method, t0, ts, rtol, atol, max_steps, like):
         import torch
-        from torch.func import jacrev
+        from torch.func import jacrev, vjp
+
+        from .backends.pyro_compile import CompiledFunction
+        from .backends.runtime import get_runtime
         self.f, self.jac, self.F = f, jacrev(f, argnums=(0, 1)), _batched(f)
         self.method, self.order = method, 4 if method == "dopri5" else 3
         step = _dopri5_step if method == "dopri5" else _rodas4_step
@@ -274,18 +286,66 @@ class _Problem:
             scale = atol + rtol * torch.maximum(y.abs(), y_new.abs())
             ratio = (err / scale).square().mean().sqrt()
             return y_new, torch.where(torch.isfinite(y_new).all(), ratio.nan_to_num(nan=math.inf), math.inf)
-        self.step = _batched(one)
-        self.t0, self.ts, self.rtol, self.atol, self.max_steps = t0, ts, rtol, atol, max_steps
-        self.tableau, self.last = None, None
+        batch = _batched(one)
 
-    def prepare(self, like):
-        """The tableau as tensors of `like`'s dtype and device, made here, where no torch.func transform is active
-        (a tensor made under one would belong to it)."""
+        def step_vjp(t, y, h, g, *args):
+            floating = [i for i, a in enumerate(args) if a.is_floating_point()]
+
+            def new_y(y, *xs):
+                full = list(args)
+                for i, x in zip(floating, xs):
+                    full[i] = x
+                return batch(t, y, h, *full)[0]
+            return vjp(new_y, y, *(args[i] for i in floating))[1](g)
+
+        def steps_vjp(times, starts, sizes, at, g, *args):
+            """The adjoint through ADJOINT_STEPS steps, last first: g ← gᵀ ∂(step j)/∂y + at[j], and the args'
+            cotangents summed."""
+            total = None
+            for j in range(ADJOINT_STEPS - 1, -1, -1):
+                g, *ga = step_vjp(times[j], starts[j], sizes[j], g, *args)
+                g = g + at[j]
+                total = ga if total is None else [x + d for x, d in zip(total, ga)]
+            return (g, *total)
+        rt = get_runtime("pyro", device=str(like.device), precision="float64" if like.dtype == torch.float64
+                         else "float32")
+        self.batch = batch
+        self.first_step = CompiledFunction(rt, functools.partial(_first_step, self), check=_same_first_step)
+        self.attempt = CompiledFunction(rt, self._attempt, check=_same_attempt)
+        self.steps_vjp = rt.jit_pure(steps_vjp)
+        self.t0, self.ts, self.rtol, self.atol, self.max_steps = t0, ts, rtol, atol, max_steps
+        self.h_min = 1e-14 * max(abs(t0), abs(ts[-1]), ts[-1] - t0)    # below it a step makes no progress
+        self.last = None
+
+    def _attempt(self, ts, state, *args):
+        """One attempted step of every particle still solving, and the controller's response: the state (t, y, h,
+        the next output time k, accepted and attempted steps, failed, the solution [B, T, n] and its step counts
+        [B, T]) after it, and the attempt (t, h, y before it, accepted). A particle lands on each output time
+        and keeps the larger of the step it had and the one its error allows after landing; its step size follows
+        h ← h · clamp(0.9 ratio^(-1/(order+1)), 0.2, 10)."""
         import torch
-        if self.tableau is None:
-            tensor = lambda x: torch.tensor(x, dtype=like.dtype, device=like.device)  # noqa: E731
-            self.tableau = (([tensor(row) for row in _DP_A], tensor(_DP_B), tensor(_DP_E)) if self.method == "dopri5"
-                            else ([tensor(row) for row in _RO_A], [tensor(row) * _RO_GAMMA for row in _RO_CC]))
+        t, y, h, k, accepted, attempts, failed, out, hit = state
+        T = ts.shape[0]
+        active = (k < T) & ~failed
+        target = ts[k.clamp(max=T - 1)]
+        land = active & (h >= target - t)
+        h_try = torch.where(land, target - t, torch.where(active, h, 0.0))
+        y_new, ratio = self.batch(t.to(y.dtype), y, h_try.to(y.dtype), *args)
+        ratio = ratio.double()
+        accept = active & (ratio <= 1)
+        record = (t, h_try, y, accept)
+        t = torch.where(accept, torch.where(land, target, t + h_try), t)
+        accepted = accepted + accept
+        reached = accept & land
+        at = reached[:, None] & (torch.arange(T, device=k.device) == k[:, None])      # [B, T]
+        out = torch.where(at[..., None], y_new[:, None], out)
+        hit = torch.where(at, accepted[:, None], hit)
+        k = k + reached
+        factor = torch.clamp(0.9 * ratio ** (-1.0 / (self.order + 1)), 0.2, 10.0)
+        h = torch.where(active, torch.where(reached, torch.maximum(h, h_try * factor), h_try * factor), h)
+        attempts = attempts + active
+        failed = failed | ((k < T) & ((attempts >= self.max_steps) | ~(h >= self.h_min)))   # (h NaN: failed too)
+        return (t, torch.where(accept[:, None], y_new, y), h, k, accepted, attempts, failed, out, hit), record
 
     def schedule(self, y0, args):
         """The schedule of the solve from (y0, args): the last one if it was made from these values."""
@@ -295,6 +355,22 @@ class _Problem:
                 for a, b in zip(self.last[0], (y0, *args))):
             return self.last[1]
         return _integrate(self, y0, args)[1]
+
+
+def _same_first_step(got, want):
+    """Why a compiled first step size differs from eager ('' if it does not), to float32's rounding: it is made
+    from differences of the rhs, rounded in the state's precision."""
+    from .backends.pyro_compile import mismatch
+    return mismatch([x.float() for x in got], [x.float() for x in want])
+
+
+def _same_attempt(got, want):
+    """Why a compiled attempt differs from eager ('' if it does not), its next step size aside: the step size
+    follows the error ratio, a difference of nearly equal stages that rounding moves by more than the check's
+    tolerance (3e-4 of a ratio near 1 in float32, compiled against eager, measured), and any step size is a valid
+    next try."""
+    from .backends.pyro_compile import mismatch
+    return mismatch(got[:2] + got[3:], want[:2] + want[3:])
 
 
 def _batched(fn):
@@ -311,7 +387,7 @@ def _batched(fn):
     return batched
 
 
-def _first_step(p, y0, args, t):
+def _first_step(p, y0, t, *args):
     """Hairer's initial step size per particle [B] (Solving ODEs I, §II.4)."""
     import torch
     f0 = p.F(t.to(y0.dtype), y0, *args)
@@ -329,75 +405,65 @@ def _first_step(p, y0, args, t):
 def _integrate(p, y0, args):
     """The adaptive solve of a batch y0 [B, n] (without autograd), a step size per particle: the solution [B, T, n]
     (NaN where a solve failed: more than max_steps steps, or a step size too small to make progress) and the
-    schedule that `_replay` retraces: per particle, the time and size of each accepted step ([S, B], h = 0 past a
-    particle's last step), the replay index of each output time [B, T] (0: y0) and whether the solve failed [B]."""
+    schedule that `_vjp` walks back: per particle, the time, size and starting point of each accepted step ([S, B],
+    [S, B], [S, B, n]; h = 0 past a particle's last step), the number of accepted steps before each output time
+    [B, T] and whether the solve failed [B]."""
     import torch
-    p.prepare(y0)
-    B, dtype, dev = y0.shape[0], y0.dtype, y0.device
+    B, dev = y0.shape[0], y0.device
     ts = torch.as_tensor(p.ts, dtype=torch.float64, device=dev)
     T = len(p.ts)
     t = torch.full((B,), p.t0, dtype=torch.float64, device=dev)
-    y = y0
     k = torch.full((B,), int(np.sum(p.ts == p.t0)), dtype=torch.long, device=dev)  # the next output time
-    out = y0[:, None].repeat(1, T, 1)
-    hit = torch.zeros((B, T), dtype=torch.long, device=dev)
-    accepted = torch.zeros(B, dtype=torch.long, device=dev)
-    attempts = torch.zeros(B, dtype=torch.long, device=dev)
-    failed = torch.zeros(B, dtype=torch.bool, device=dev)
-    h = _first_step(p, y0, args, t)
-    h_min = 1e-14 * max(abs(p.t0), abs(p.ts[-1]), p.ts[-1] - p.t0)    # below it a step makes no progress
+    zeros = torch.zeros(B, dtype=torch.long, device=dev)
+    state = (t, y0, p.first_step(y0, t, *args), k, zeros, zeros, torch.zeros(B, dtype=torch.bool, device=dev),
+             y0[:, None].repeat(1, T, 1), torch.zeros((B, T), dtype=torch.long, device=dev))
     log = []
-    active = k < T
-    while bool(active.any()):
-        target = ts[k.clamp(max=T - 1)]
-        land = active & (h >= target - t)
-        h_try = torch.where(land, target - t, torch.where(active, h, 0.0))
-        y_new, ratio = p.step(t.to(dtype), y, h_try.to(dtype), *args)
-        ratio = ratio.double()
-        accept = active & (ratio <= 1)
-        log.append((t, h_try, accept))
-        t = torch.where(accept, torch.where(land, target, t + h_try), t)
-        y = torch.where(accept[:, None], y_new, y)
-        accepted = accepted + accept
-        reached = accept & land
-        if bool(reached.any()):
-            i, j = reached.nonzero()[:, 0], k[reached]
-            out[i, j], hit[i, j] = y_new[i], accepted[i]
-            k = k + reached
-        factor = torch.clamp(0.9 * ratio ** (-1.0 / (p.order + 1)), 0.2, 10.0)
-        h = torch.where(active, torch.where(reached, torch.maximum(h, h_try * factor), h_try * factor), h)
-        attempts = attempts + active
-        active = k < T
-        failed = failed | (active & ((attempts >= p.max_steps) | ~(h >= h_min)))     # (h NaN: failed too)
-        active = active & ~failed
+    while bool(((state[3] < T) & ~state[6]).any()):
+        state, record = p.attempt(ts, state, *args)
+        log.append(record)
+    _, _, _, _, accepted, _, failed, out, hit = state
     schedule = _compact(log, accepted) + (hit, failed)
     p.last = ((y0, *args), schedule)
     return out.masked_fill(failed[:, None, None], math.nan), schedule
 
 
 def _compact(log, accepted):
-    """The accepted steps of each particle, in order: times and sizes [S, B] (h = 0 past a particle's last)."""
+    """The accepted steps of each particle, in order: times and sizes [S, B] (h = 0 past a particle's last) and
+    starting points [S, B, n]."""
     import torch
     S = int(accepted.max())
     if not log:     # every output time at t0
-        return (torch.zeros((0, len(accepted)), dtype=torch.float64, device=accepted.device),) * 2
-    t, h, acc = (torch.stack(x) for x in zip(*log))
+        return (torch.zeros((0, len(accepted)), dtype=torch.float64, device=accepted.device),) * 2 + (None,)
+    t, h, y, acc = (torch.stack(x) for x in zip(*log))
     first = torch.argsort((~acc).to(torch.int8), dim=0, stable=True)[:S]     # the accepted iterations, in order
     h = h.gather(0, first).masked_fill(torch.arange(S, device=h.device)[:, None] >= accepted, 0.0)
-    return t.gather(0, first), h
+    return t.gather(0, first), h, y.gather(0, first[..., None].expand(-1, -1, y.shape[-1]))
 
 
-def _replay(p, y0, args, schedule):
-    """The solution [B, T, n] retraced along the accepted steps of `schedule` (differentiable)."""
+def _vjp(p, y0, g, args, schedule):
+    """gᵀ ∂y(ts)/∂y0 and gᵀ ∂y(ts)/∂a for each floating arg a (g [B, T, n]): the discrete adjoint of the accepted
+    steps (the exact derivative of the computed solution), walked back from the cotangent of the last point,
+    adding each output time's cotangent at its step, ADJOINT_STEPS steps a call (the schedule padded in front
+    with steps of size 0, which pass the cotangent through). A failed particle's gradient is 0 (its solution is
+    NaN)."""
     import torch
-    times, sizes, hit, failed = schedule
-    p.prepare(y0)
-    ys, y = [y0], y0
-    for t, h in zip(times, sizes):
-        y = p.step(t.to(y0.dtype), y, h.to(y0.dtype), *args)[0]
-        ys.append(y)
-    out = torch.stack(ys, 1).gather(1, hit[..., None].expand(-1, -1, y0.shape[1]))
-    return out.masked_fill(failed[:, None, None], math.nan)
+    times, sizes, starts, hit, failed = schedule
+    S, (B, T, n) = len(times), g.shape
+    g = g.masked_fill(failed[:, None, None], 0.0)
+    at = torch.zeros((S + 1, B, n), dtype=g.dtype, device=g.device)       # the cotangent of the point after s steps
+    at.index_put_((hit, torch.arange(B, device=g.device)[:, None].expand(B, T)), g, accumulate=True)
+    gy, gargs = at[S], [torch.zeros_like(a) for a in args if a.is_floating_point()]
+    if S:
+        pad = -S % ADJOINT_STEPS
+        times, sizes, starts, at = (torch.cat([x[:1].expand(pad, *x.shape[1:]), x]) for x in (times, sizes, starts,
+                                                                                              at[:S]))
+        sizes[:pad], at[:pad] = 0.0, 0.0
+        for s in range(len(times) - ADJOINT_STEPS, -1, -ADJOINT_STEPS):
+            part = slice(s, s + ADJOINT_STEPS)
+            gy, *ga = p.steps_vjp(times[part].to(y0.dtype), starts[part], sizes[part].to(y0.dtype), at[part], gy,
+                                  *args)
+            gargs = [x + d for x, d in zip(gargs, ga)]
+    return (gy, *gargs)
 
 
 def _untraced(*xs):
@@ -450,12 +516,8 @@ def _solve_function():
         def forward(problem, y0, g, *args):
             _untraced(y0, g, *args)
             schedule = problem.schedule(y0, args)
-            with torch.enable_grad():
-                wrt = [x.detach().requires_grad_() for x in (y0, *args) if x.is_floating_point()]
-                free = iter(wrt[1:])
-                ys = _replay(problem, wrt[0], [next(free) if a.is_floating_point() else a for a in args], schedule)
-                grads = torch.autograd.grad(ys, wrt, g, allow_unused=True)
-            return tuple(torch.zeros_like(w) if d is None else d for d, w in zip(grads, wrt))
+            problem.last = None     # used once: a cached problem holds no particle's steps past its gradient
+            return _vjp(problem, y0, g, args, schedule)
 
         @staticmethod
         def setup_context(ctx, inputs, output):
@@ -483,15 +545,46 @@ def _torch(rhs, y0, t0, ts, args, method, rtol, atol, max_steps):
     _check_shape(rhs(torch.tensor(t0, dtype=dtype, device=like.device), y0, *args), y0.shape)
     shape, slots = y0.shape, [isinstance(a, torch.Tensor) for a in args]
 
-    def f(t, y, *tensors):
-        it = iter(tensors)
-        out = rhs(t, y.reshape(shape), *(next(it) if s else a for a, s in zip(args, slots)))
-        out = out.to(dtype) if isinstance(out, torch.Tensor) else torch.as_tensor(out, dtype=dtype, device=y.device)
-        return out.reshape(-1)
-
-    problem = _Problem(f, method, t0, ts, rtol, atol, max_steps)
+    constants = [None if s else a for a, s in zip(args, slots)]
+    key = (_identity(rhs), tuple(_identity(a) for a in constants), tuple(shape), dtype, str(like.device), method,
+           t0, ts.tobytes(), rtol, atol, max_steps)
+    problem = _PROBLEMS.pop(key, None)
+    if problem is None:
+        def f(t, y, *tensors):
+            it = iter(tensors)
+            out = rhs(t, y.reshape(shape), *(next(it) if s else a for a, s in zip(constants, slots)))
+            out = (out.to(dtype) if isinstance(out, torch.Tensor)
+                   else torch.as_tensor(out, dtype=dtype, device=y.device))
+            return out.reshape(-1)
+        problem = _Problem(f, method, t0, ts, rtol, atol, max_steps, y0)
+        problem.keep = (rhs, constants)     # alive while cached: the identities in the key stay theirs
+    _PROBLEMS[key] = problem
+    while len(_PROBLEMS) > 32:
+        _PROBLEMS.pop(next(iter(_PROBLEMS)))
     ys = _solve_function().apply(problem, y0.reshape(1, -1), *(a[None] for a, s in zip(args, slots) if s))
     return ys[0].reshape((len(ts),) + tuple(shape))
+
+
+#: the problems of recent solves, least recently used first, by what a solve is made of (`_identity`)
+_PROBLEMS = {}
+
+
+def _identity(x):
+    """What stands for x in a problem's key: its value for a number, string or None; for a Python function its
+    code, globals and the identities of its closure's and defaults' contents (a lambda written inside a model is a
+    new object at every evaluation, the same solve each time); otherwise the object's identity."""
+    if x is None or isinstance(x, (bool, int, float, str)):
+        return (type(x), x)
+    if isinstance(x, types.FunctionType):
+        cells = []
+        for cell in x.__closure__ or ():
+            try:
+                cells.append(id(cell.cell_contents))
+            except ValueError:      # an empty cell
+                cells.append(None)
+        return (x.__code__, id(x.__globals__), tuple(cells), tuple(map(id, x.__defaults__ or ())),
+                tuple(map(id, (x.__kwdefaults__ or {}).values())))
+    return id(x)
 
 
 def _check_closure(rhs):

@@ -56,3 +56,13 @@ def test_auto_leaves_small_work_eager():
         for _ in range(3):
             prog.value_and_grad(z, rt.asarray(1.0))
     assert all(e.compiled is None and e.graph is None for e in prog.value_and_grad.entries.values())
+
+
+def test_a_tensor_passed_twice_at_the_trace_is_two_inputs():
+    """A signature traced from f(x, x) reads both arguments at later calls (make_fx maps one object to one input)."""
+    rt = get_runtime("pyro")
+    f = rt.jit_pure(lambda a, b: a + 2.0 * b)
+    x, y = torch.ones(3), torch.arange(3.0)
+    with compiling("on"):
+        f(x, x)
+        assert torch.equal(f(x, y), x + 2.0 * y)
