@@ -56,6 +56,40 @@ def test_float64_posterior_and_log_z_are_exact(method, runtime):
     assert abs(offset(r32)) < 1 and r32.samples["x"].dtype == np.float32   # float32 rounds the data away
 
 
+#: a loop over 20 observations (compiled to a scan: more than the 8 a loop unrolls, with a local m), y_t ~
+#: Student-t_5(mu + a_t, 1)
+#: given mu ~ N(0, 10²) (not conjugate: the compiler leaves mu to the sampler); log Z by quadrature over mu
+LOOP = """data T : int
+data y : real[T]
+data a : real[T]
+model m {
+  mu ~ normal(0, 10)
+  for t in 1:T {
+    m = mu
+    m += a[t]
+    y[t] ~ student_t(5, m, 1)
+  }
+}
+"""
+
+
+@pytest.mark.parametrize("runtime", ["numpyro", "pyro"])
+def test_float64_through_a_compiled_loop(runtime):
+    """The loop's log density carries float64 (its scan started a float32 carry: numpyro refused the program
+    under precision="float64", 'carry input float32[] ... output float64[]')."""
+    rng = np.random.default_rng(3)
+    a = rng.normal(size=20)
+    y = 2.0 + a + rng.normal(size=20)
+    prog = ppl.load_ppl(LOOP, data={"T": 20, "y": y.tolist(), "a": a.tolist()})
+    r, _ = run(prog.models["m"], method="is", runtime=runtime, particles=4000, seed=0, precision="float64")
+    import scipy.integrate as si
+    import scipy.stats as st
+    joint = lambda mu: np.exp(st.norm.logpdf(mu, 0, 10) + st.t.logpdf(y - a - mu, 5).sum() + 40.0)  # noqa: E731
+    exact = np.log(si.quad(joint, -10, 10, points=[2.0], epsabs=0, epsrel=1e-10, limit=200)[0]) - 40.0
+    assert r.samples["mu"].dtype == np.float64
+    assert abs(r.log_z - exact) < 4 * r.log_z_se, (r.log_z, exact, r.log_z_se)
+
+
 def test_nuts_in_float64():
     r, said = run(shifted(), method="nuts", particles=500, chains=2, num_warmup=300, precision="float64")
     x = r.samples["x"]

@@ -438,10 +438,11 @@ def _like(env, *more):
 
 
 def _full_like(like, value):
-    """The constant `value` as float32 on the runtime and device of `like` (numpy where like is None)."""
+    """The constant `value` on the runtime and device of `like`, of like's dtype where that is a float (the run's
+    precision), else float32 (numpy float32 where like is None)."""
     if like is None:
         return np.asarray(value, dtype=np.float32)
-    return pm.runtime(like).full_like(like, value, np.float32)
+    return pm.runtime(like).full_like(like, value, None if "float" in str(like.dtype) else np.float32)
 
 
 def _set_index(x, idx, value, fw):
