@@ -401,7 +401,7 @@ def run(compiled, rt, key, particles=10_000, progress=None, runs=1, **options):
     """Adaptive tempered SMC of `compiled` with `particles` particles, `runs` independent runs.
 
     Options: kernel ('hmc' | 'mala' | 'rwm'), kernel_options (the kernel's own, e.g. hmc's n_leapfrog (5) and
-    step_jitter (3)), target_ess (0.7), resample_threshold (1.0), resampler ('systematic' | 'stratified' |
+    step_jitter (10)), target_ess (0.7), resample_threshold (1.0), resampler ('systematic' | 'stratified' |
     'multinomial' | 'residual'), moves ('auto' or an int), max_moves (50), decorrelation (0.1), step_size,
     schedule (fixed temperatures 0..1), waste_free (chain length P), batch_size. With `ppl.sample(...,
     devices=k)` the particles are split over k devices and the bisection, ESS and resampling stay global
