@@ -293,11 +293,13 @@ class Generator(Potentials):
         if not self.plain:
             flat = self.arange(n) * v + tok
             inc = xp.take(u.reshape(-1), flat, axis=0) - xp.take(log_q.reshape(-1), flat, axis=0)
-        at = (self.arange(self.width).reshape(1, -1) == s.length.reshape(-1, 1)) & active.reshape(-1, 1)
+        # written by a scatter of N tokens (`where` over [N, P + L] made inductor compute each token P + L times)
+        rows, at = self.arange(n), xp.clip(s.length, 0, self.width - 1)
+        tokens = rt.set_index(s.tokens, (rows, at), xp.where(active, tok, s.tokens[rows, at]))
         length = s.length + active
         ended = active & ((length >= self.width) | ((tok == plan.eos) if plan.eos is not None else False))
         inside = active & ~(ended | xp.take(self.delimiter, tok, axis=0))
-        s = s._replace(tokens=xp.where(at, tok.reshape(-1, 1), s.tokens), length=length, done=s.done | ended,
+        s = s._replace(tokens=tokens, length=length, done=s.done | ended,
                        stale=s.stale | (active & ~ended), log_g=s.log_g + xp.where(active, inc, 0.0))
         return s, inside
 

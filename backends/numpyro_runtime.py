@@ -155,7 +155,7 @@ class NumPyroRuntime(Runtime):
     def jit(self, fn, static_argnames=()):
         return jax.jit(fn, static_argnames=static_argnames)
 
-    def jit_pure(self, fn):
+    def jit_pure(self, fn, vectorize=True):
         return jax.jit(fn)
 
     # keys and randomness

@@ -169,9 +169,9 @@ class PyroRuntime(Runtime):
     def jit(self, fn, static_argnames=()):
         return fn
 
-    def jit_pure(self, fn):
+    def jit_pure(self, fn, vectorize=True):
         """fn traced and compiled per input signature where that pays off (see the module docstring)."""
-        return CompiledFunction(self, fn)
+        return CompiledFunction(self, fn, vectorize=vectorize)
 
     # keys and randomness: a key is an integer seed; a generator is made from it on use
     def key(self, seed):

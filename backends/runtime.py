@@ -221,10 +221,11 @@ class RuntimeContract(Protocol):
     def jit(self, fn, static_argnames=()):
         """fn compiled (the identity where there is no compiler)."""
 
-    def jit_pure(self, fn):
+    def jit_pure(self, fn, vectorize=True):
         """fn compiled, for a pure function of arrays and floats (no keys, no branching on array values, no
         state that changes between calls): `jax.jit` on JAX; on torch traced and compiled by inductor per input
-        signature where that pays off (`pyro_compile.compile_mode`), checked once against eager, else eager."""
+        signature where that pays off (`pyro_compile.compile_mode`), checked once against eager, else eager.
+        `vectorize=False`: a hint that fn gathers more than it computes (torch compiles it to scalar loops)."""
 
     def batch(self, fn):
         """fn over the leading axis of its arguments, jitted: vectorized where possible."""

@@ -203,8 +203,8 @@ class StepwiseSweep:
         self.resample = fk.check_resampling(resampler, threshold)
         self.draw = fk.conditional_ancestors if model.conditional else fk.ancestors
         first = lambda seqs, states, carry, u: model._step(None, seqs, states, carry, u)     # noqa: E731
-        self.first = rt.jit_pure(first) if model.pure else first
-        self.kernel = rt.jit_pure(self._kernel)
+        self.first = rt.jit_pure(first, vectorize=False) if model.pure else first
+        self.kernel = rt.jit_pure(self._kernel, vectorize=False)
         self.ts = [rt.asindex(t) for t in range(length)]
         self.n_uniform = {}     # N -> how many uniforms the resampler reads
 

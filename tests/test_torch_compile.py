@@ -66,3 +66,42 @@ def test_a_tensor_passed_twice_at_the_trace_is_two_inputs():
     with compiling("on"):
         f(x, x)
         assert torch.equal(f(x, y), x + 2.0 * y)
+
+
+def test_nested_arguments_and_results_keep_their_structure():
+    """The compiled path's own flattening (tuples, lists, NamedTuples, dicts, constants) round-trips, compiled and
+    scalar-loop (`vectorize=False`) alike, and a structure it does not know (a torch.Size leaf) goes through
+    torch's pytree."""
+    from typing import NamedTuple
+
+    from ppl.backends.pyro_compile import flatten, unflatten
+
+    class Pair(NamedTuple):
+        a: object
+        b: object
+
+    tree = (Pair(torch.ones(2), [torch.zeros(3), None]), {"k": 2.5, "n": 3}, "s", True)
+    leaves, spec = flatten(tree)
+    back = unflatten(leaves, spec)
+    assert len(leaves) == 7 and type(back[0]) is Pair and back[0].a is tree[0].a and back[0].b[0] is tree[0].b[0]
+    assert back[0].b[1] is None and back[1] == {"k": 2.5, "n": 3} and back[2:] == ("s", True)
+    leaves, spec = flatten((torch.Size([2]), torch.ones(1)))
+    assert unflatten(leaves, spec)[0] == torch.Size([2])
+
+    rt = get_runtime("pyro")
+
+    def fn(p, d, flag):
+        out = Pair(p.a * d["k"] + (1.0 if flag else 0.0), {"sum": p.b[0].sum() + d["n"]})
+        return out, [p.a.flip(0)]
+
+    x = Pair(torch.arange(4.0), [torch.ones(5), None])
+    want = fn(x, {"k": 2.0, "n": 1}, True)
+    for vectorize in (True, False):
+        f = rt.jit_pure(fn, vectorize=vectorize)
+        with compiling("on"):
+            f(x, {"k": 2.0, "n": 1}, True)
+            got = f(x, {"k": 2.0, "n": 1}, True)
+        assert all(e.compiled is not None for e in f.entries.values())
+        assert isinstance(got[0], Pair) and isinstance(got[0].b, dict) and isinstance(got[1], list)
+        assert torch.equal(got[0].a, want[0].a) and torch.equal(got[0].b["sum"], want[0].b["sum"])
+        assert torch.equal(got[1][0], want[1][0])
