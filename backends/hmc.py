@@ -275,9 +275,15 @@ def _run(kind, compiled, rt, key, particles, progress, num_warmup=1000, num_samp
         ref, rest = prog.log_parts(z)
         return -(ref + rest)
 
+    one = rt.asarray(1.0)
+
+    def value_and_grad(z):      # at one point z [D], by the compiled batched pass of the density and its gradient
+        (value, _), grad = prog.value_and_grad(z.reshape((1, -1)), one)
+        return -value[0], -grad[0]
+
     run, check = _sample_chains(prog, rt, key, chains, lambda k, z0: rt.mcmc(
         potential, k, z0, kind, num_warmup, draws, float(target_accept), max_tree_depth, num_steps, bool(dense_mass),
-        progress))
+        progress, value_and_grad))
     if check["stuck_chains"]:
         _warn_stuck(kind, check, run.step_size, draws, rt.precision)
     z, stats = rt.asarray(run.z) if isinstance(run.z, np.ndarray) else run.z, run.stats   # numpy where merged

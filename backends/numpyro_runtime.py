@@ -227,7 +227,7 @@ class NumPyroRuntime(Runtime):
 
     # engines of the runtime's own libraries
     def mcmc(self, potential, key, z0, sampler, warmup, draws, target_accept, max_tree_depth, num_steps, dense_mass,
-             progress):
+             progress, value_and_grad=None):
         """NumPyro's HMC or NUTS (`sampler`) on `potential(z)` = −log density, chains vectorized from z0 [C, D]
         (on a mesh: split over its devices, C / devices vectorized chains on each).
         Returns z [C, S, D], per-draw stats [C, S] (with "log_density" [C, S] and "grad" [C, S, D] at each draw,

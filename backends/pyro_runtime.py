@@ -271,10 +271,13 @@ class PyroRuntime(Runtime):
 
     # engines of the runtime's own libraries
     def mcmc(self, potential, key, z0, sampler, warmup, draws, target_accept, max_tree_depth, num_steps, dense_mass,
-             progress):
+             progress, value_and_grad=None):
         """Pyro's HMC or NUTS (`sampler`) on `potential(z)` = −log density, one chain after the other from z0 [C, D]
         (each seeded from `key`). Returns as NumPyro's (Pyro keeps no per-draw energy, tree size or acceptance
-        probability: its acceptance rate per chain)."""
+        probability: its acceptance rate per chain). With `value_and_grad`, Pyro's integrator takes the gradient
+        from it (`_Given`: one compiled pass, where autograd through the eager evaluator costs milliseconds)."""
+        if value_and_grad is not None:
+            potential = lambda z: _Given.apply(z, value_and_grad)  # noqa: E731
         from pyro.infer.mcmc import HMC, MCMC, NUTS
         fixed_steps = num_steps
 
@@ -325,3 +328,19 @@ class PyroRuntime(Runtime):
 
     def temp_memory(self, step, init, key):
         raise PPLError("the memory of a compiled step is known on the JAX runtime only (runtime='numpyro')")
+
+
+class _Given(torch.autograd.Function):
+    """A scalar f(z) whose value and gradient both come from `value_and_grad(z)` (one call; the gradient is kept
+    for the backward pass)."""
+
+    @staticmethod
+    def forward(ctx, z, value_and_grad):
+        value, grad = value_and_grad(z.detach())
+        ctx.save_for_backward(grad)
+        return value
+
+    @staticmethod
+    def backward(ctx, g):
+        grad, = ctx.saved_tensors
+        return g * grad, None

@@ -298,11 +298,12 @@ class RuntimeContract(Protocol):
 
     # engines of the runtime's own libraries
     def mcmc(self, potential, key, z0, sampler, warmup, draws, target_accept, max_tree_depth, num_steps, dense_mass,
-             progress):
+             progress, value_and_grad=None):
         """the library's HMC / NUTS on `potential` (see `backends/hmc.py`): z [C, S, D], per-draw stats {name:
         numpy [C, S]} ("diverging", "energy", "n_steps", "acceptance_rate", "step_size"; and "log_density" [C, S]
         with "grad" [C, S, D] where the library records them at every draw), the adapted step size [C] and the
-        mean acceptance probability [C]."""
+        mean acceptance probability [C]. `value_and_grad(z)` -> (potential, its gradient) at one point, for a
+        library that would otherwise differentiate `potential` eagerly."""
 
     def temp_memory(self, step, init, key):
         """bytes a compiled `step(key, init(key))` allocates (or PPLError)."""

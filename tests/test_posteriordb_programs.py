@@ -40,10 +40,12 @@ HEAVY_TAILS = {"one_comp_mm_elim_abs": ("K_m", "V_m")}
 NUTS = {"numpyro": dict(num_warmup=1000, num_samples=1000, chains=4),
         "pyro": dict(num_warmup=500, num_samples=1000, chains=2)}
 
-#: Not run: on torch, 40 NUTS iterations on 6 of the 20 measurements took 64 s (dopri5; 870 s for 60 with "bdf");
-#: a gradient of the 20-measurement solve takes 0.27 s (dopri5) and 1.8-2.5 s (Rodas4), JAX's 1-3 ms.
-TOO_SLOW = pytest.mark.skip(reason="one_comp_mm_elim_abs on pyro: hours of NUTS with torch's ODE solves")
-MARKS = {("one_comp_mm_elim_abs", "pyro"): TOO_SLOW}
+#: Not run: one_comp_mm_elim_abs on pyro fails its R-hat. With the compiled ODE solver it runs (2 x (500 + 1000):
+#: 12 min; 4 x (1000 + 1000): 13 min alone), but one chain of four wanders into the heavy K_m tail with 53
+#: divergences (K_m's chain means 1.7-2.1 and 5.4): R-hat 1.025 for V_m, 1.023 for K_m (2 chains: 1.014); k_a and
+#: sigma agree (R-hat 1.002). NumPyro's 4 chains from the same seed pass (R-hat 1.003, 10 divergences).
+STUCK = pytest.mark.skip(reason="one_comp_mm_elim_abs on pyro: one chain stuck in the K_m tail (R-hat 1.025)")
+MARKS = {("one_comp_mm_elim_abs", "pyro"): STUCK}
 
 
 def load(name, **values):
