@@ -290,3 +290,28 @@ def test_flat_regression_under_nuts_matches_the_closed_form(rt):
             got = np.atleast_1d(r.mean(site))[j]
             assert abs(got - m) < 4 * d["mcse_mean"][label], (label, got, m, d["mcse_mean"][label])
             assert abs(np.atleast_1d(r.samples[site].std(axis=(0, 1)))[j] - s) < 0.15 * s, (label, s)
+
+
+def test_pyro_nuts_takes_the_gradient_it_is_given():
+    """Pyro's NUTS with `value_and_grad` (the compiled density pass, as `hmc` passes it) makes the same draws as
+    with autograd through the potential."""
+    import torch
+    from ppl.backends import get_runtime
+    rt = get_runtime("pyro")
+    prog = ppl.compile(TARGET).lower(rt)
+    one = rt.asarray(1.0)
+
+    def potential(z):
+        ref, rest = prog.log_parts(z)
+        return -(ref + rest)
+
+    def value_and_grad(z):
+        (value, _), grad = prog.value_and_grad(z.reshape((1, -1)), one)
+        return -value[0], -grad[0]
+
+    z0 = torch.zeros((1, prog.dim))
+    with rt.scope():
+        runs = [rt.mcmc(potential, 5, z0, "nuts", 40, 40, 0.8, 10, None, False, False, vg)
+                for vg in (None, value_and_grad)]
+    np.testing.assert_allclose(runs[1][0].numpy(), runs[0][0].numpy(), rtol=1e-4, atol=1e-5)
+    assert np.std(runs[1][0].numpy()) > 0.1
