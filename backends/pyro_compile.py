@@ -63,7 +63,7 @@ class _Signature:
         parts = []
         grad = torch.is_grad_enabled()
         for a in leaves:
-            if type(a) is torch.Tensor or isinstance(a, torch.Tensor):
+            if isinstance(a, torch.Tensor):
                 if grad and a.requires_grad:
                     return None
                 parts.append((a.shape, a.stride(), a.dtype, a.device))
