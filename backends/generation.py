@@ -49,7 +49,7 @@ class Sequences(NamedTuple):
     length: Any     # [N] tokens so far, prompt included
     done: Any       # [N] ended (eos, or L generated tokens)
     stale: Any      # [N] the newest token is not yet fed to the models (it ended a chunk)
-    rows: Any       # [N, B, V] each base's normalized log-probabilities of the next token
+    rows: Any       # [N, B, V] each base's normalized log-probabilities of the next token (plain: up to a constant)
     score: Any      # [N, J] each reward aggregated over the steps so far (A)
     memo: Any       # [N] what the potential carries over (R_{s−1}; the running max or sum)
     log_g: Any      # [N] the log potential of the current step
@@ -178,8 +178,15 @@ class Generator(Potentials):
     # ---- the models ----------------------------------------------------------------------------------------
 
     def _normalize_rows(self, out):
-        rows = out - self.rt.xp.logsumexp(out, axis=-1, keepdims=True)
-        return rows, self.rt.xp.sum(self.rt.xp.isnan(rows), axis=-1) > 0
+        """(rows, which rows are bad: NaN, +inf or no finite entry). Rows are normalized log-probabilities, except
+        for a plain target (one base, β = 1), where only the proposal's inverse CDF reads them: there they are
+        shifted to a maximum of 0 (a max instead of a logsumexp: no exp and log per entry)."""
+        xp = self.rt.xp
+        if self.plain:
+            top = xp.max(out, axis=-1, keepdims=True)
+            return out - top, ~xp.isfinite(top[:, 0])
+        rows = out - xp.logsumexp(out, axis=-1, keepdims=True)
+        return rows, xp.sum(xp.isnan(rows), axis=-1) > 0
 
     def _logprobs(self, out, b, n):
         """What base b returned for n particles, checked: log-probabilities [n, V] of the runtime's float type."""
