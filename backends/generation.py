@@ -35,6 +35,7 @@ import numpy as np
 
 from ..collector import collector_paused
 from ..errors import InferenceError, ShapeError, UnknownNameError, ValueRangeError
+from ..result import LazySequences
 from ..stdlib.language_models import CausalLM, PrefixModel, next_token
 from ..target import call_user
 
@@ -269,15 +270,22 @@ class Generator(Potentials):
         return [m.reorder(state, idx) for m, state in zip(self.models, states)]
 
     def sequences(self, tokens, length):
-        """(samples, generated lengths [C, N], each chain's sequences) from the host arrays tokens [C, N, P + L]
-        and length [C, N]: a sequence is its token ids (eos included), or its text when the plan has a decoder."""
-        plan, p = self.plan, self.p
-        with collector_paused():    # rows cut to their lengths unless all are whole (a copy per row: 2x slower)
-            seqs = [t[:, p:].tolist() if np.all(n == self.width) else
-                    [row[:m] for row, m in zip(t[:, p:].tolist(), (n - p).tolist())] for t, n in zip(tokens, length)]
-        if plan.decode is not None:
-            seqs = [[plan.decode(x) for x in chain] for chain in seqs]
-        return {"tokens": tokens[:, :, p:]}, length - p, seqs
+        """(samples, generated lengths [C, N], the sequences flat over chains as `LazySequences`) from the host
+        arrays tokens [C, N, P + L] and length [C, N]: a sequence is its token ids (eos included), or its text when
+        the plan has a decoder."""
+        plan, p, n = self.plan, self.p, length.shape[1]
+
+        def one(i):
+            row = tokens[i // n, i % n, p:length[i // n, i % n]].tolist()
+            return row if plan.decode is None else plan.decode(row)
+
+        def every():
+            with collector_paused():    # rows cut to their lengths unless all are whole (a copy per row: 2x slower)
+                seqs = [s for t, m in zip(tokens, length) for s in
+                        (t[:, p:].tolist() if np.all(m == self.width) else
+                         [row[:k] for row, k in zip(t[:, p:].tolist(), (m - p).tolist())])]
+            return seqs if plan.decode is None else [plan.decode(x) for x in seqs]
+        return {"tokens": tokens[:, :, p:]}, length - p, LazySequences(length.size, one, every)
 
     # ---- one token, one step -------------------------------------------------------------------------------
 

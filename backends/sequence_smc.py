@@ -292,20 +292,22 @@ def _key(a):
 
 
 def choose(answers, weights, select):
-    """The answer of the heaviest particle ('argmax') or of the largest total weight ('vote')."""
+    """The index of the answer of the heaviest particle ('argmax') or of the first particle whose answer has the
+    largest total weight ('vote')."""
     if select == "argmax":
-        return answers[int(np.argmax(weights))]
+        return int(np.argmax(weights))
     totals = defaultdict(float)
     for a, w in zip(answers, weights):
         totals[_key(a)] += w
     best = max(totals, key=totals.get)
-    return next(a for a in answers if _key(a) == best)
+    return next(i for i, a in enumerate(answers) if _key(a) == best)
 
 
 def sequence_result(gen, chains, method, rt, answer=None, select="argmax", by=None, log_z=None, se=None,
                     diagnostics=None):
     """A `Result` of sequences: `chains` [(Sequences, log W or None)] (one per sweep), the chosen answer by
-    `select` over the pooled weights, or over the final rewards (`by='reward'`)."""
+    `select` over the pooled weights, or over the final rewards (`by='reward'`); `diagnostics['chosen']` its
+    index among the sequences (flat over chains). The sequences are decoded when first read (`LazySequences`)."""
     if select not in ("argmax", "vote"):
         raise ValueRangeError(f"select must be 'argmax' or 'vote', got {select!r}")
     def host(arrays):        # [C, N, ...] in one transfer
@@ -313,27 +315,27 @@ def sequence_result(gen, chains, method, rt, answer=None, select="argmax", by=No
     samples, lengths, seqs = gen.sequences(host([s.tokens for s, _ in chains]), host([s.length for s, _ in chains]))
     rewards = host([gen.reward(s) for s, _ in chains]).astype(np.float64)
     log_w = None if chains[0][1] is None else host([w for _, w in chains]).astype(np.float64)
-    flat = [s for chain in seqs for s in chain]
     if answer is not None and not callable(answer):
         raise ValueRangeError(f"answer must be a function of one sequence, got {type(answer).__name__}")
-    answers = flat if answer is None else [call_user(lambda: answer(s), {}, "the answer function") for s in flat]
+    answers = seqs if answer is None else [call_user(lambda: answer(s), {}, "the answer function") for s in seqs]
     if by == "reward":
         weights = rewards.reshape(-1)
         if select == "vote" and np.any(weights < 0):
             raise InferenceError("weighted best-of-N votes with the final rewards as weights; they must be >= 0 "
                                  f"(min {weights.min():.3g})")
     elif log_w is None:
-        weights = np.full(len(flat), 1.0 / len(flat))
+        weights = np.full(len(seqs), 1.0 / len(seqs))
     else:
         weights = Weights(log_w).pooled().normalized()
+    chosen = choose(answers, weights, select)
     diagnostics = dict(diagnostics or {})
-    diagnostics.update({"lengths": lengths, "rewards": rewards,
-                        "answers": answers, "generations": sum(len(c) for c in seqs)})
+    diagnostics.update({"lengths": lengths, "rewards": rewards, "generations": len(seqs), "chosen": chosen})
+    if answer is not None:
+        diagnostics["answers"] = answers
     if log_z is not None:
         diagnostics["log_z_per_chain"] = [log_z] * len(chains)
-    return Result(samples, log_w, log_z, se, method=method,
-                  runtime=rt.name, device=rt.device, diagnostics=diagnostics, sequences=flat,
-                  answer=choose(answers, weights, select))
+    return Result(samples, log_w, log_z, se, method=method, runtime=rt.name, device=rt.device,
+                  diagnostics=diagnostics, sequences=seqs, answer=answers[chosen])
 
 
 class Runner:

@@ -179,8 +179,8 @@ class ServedGenerator(Potentials):
         return values
 
     def sequences(self, tokens, length):
-        """(samples, steps [C, N], each chain's texts) from the host arrays of nodes and steps [C, N]; the tree
-        of steps is then cleared."""
-        seqs = [["".join(self._steps(int(m))) for m in chain] for chain in tokens]
+        """(samples, steps [C, N], the texts flat over chains) from the host arrays of nodes and steps [C, N]; the
+        tree of steps is then cleared."""
+        texts = ["".join(self._steps(int(m))) for chain in tokens for m in chain]
         self._clear()
-        return {"steps": length}, length, seqs
+        return {"steps": length}, length, texts

@@ -22,6 +22,33 @@ def component_label(name, at):
     return f"{name}[{', '.join(str(i + 1) for i in at)}]" if len(at) else name
 
 
+class LazySequences:
+    """A run's sequences, flat over chains, decoded when first read: `one(i)` decodes sequence i, `every()` all of
+    them at once (20,000 token lists take milliseconds to make, which a run read only for its answer and log Z
+    need not pay). Indexing decodes one; iterating, all (once)."""
+
+    def __init__(self, count, one, every):
+        self.count, self.one, self.every, self.decoded = count, one, every, None
+
+    def __len__(self):
+        return self.count
+
+    def __getitem__(self, i):
+        if self.decoded is not None:
+            return self.decoded[i]
+        if not -self.count <= i < self.count:
+            raise IndexError(f"sequence {i} of {self.count}")
+        return self.one(i % self.count)
+
+    def __iter__(self):
+        return iter(self.list())
+
+    def list(self):
+        if self.decoded is None:
+            self.decoded = self.every()
+        return self.decoded
+
+
 class Result:
     """Samples, weights and log Z of one run of `ppl.sample`."""
 
@@ -34,9 +61,8 @@ class Result:
         self.log_likelihood = {k: np.asarray(v) for k, v in (log_likelihood or {}).items()}
         self.predictive = {k: np.asarray(v) for k, v in (predictive or {}).items()}
         self.observed = {k: np.asarray(v) for k, v in (observed or {}).items()}
-        #: sequence targets: the generated sequences, chain after chain (token lists, or text with a decoder),
-        #: and the chosen answer (by the method's `select`)
-        self.sequences, self.answer = sequences, answer
+        #: sequence targets: the chosen answer (by the method's `select`); `sequences` below
+        self._sequences, self.answer = sequences, answer
         #: the proposal the draws came from, where it is a fitted density (`ais`, or `is` with one as reference=)
         #: and the draws on its unconstrained space [C, N, D] (for control variates from its components)
         self.proposal, self.unconstrained = proposal, unconstrained
@@ -48,6 +74,14 @@ class Result:
         self.sample_stats = dict(sample_stats or {})
         self.wall_time = None
         self.seed = None
+
+    @property
+    def sequences(self):
+        """Sequence targets: the generated sequences, chain after chain (token lists, or text with a decoder);
+        decoded when first read."""
+        if isinstance(self._sequences, LazySequences):
+            self._sequences = self._sequences.list()
+        return self._sequences
 
     @property
     def weights(self):

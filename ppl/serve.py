@@ -282,8 +282,7 @@ def completion(result, base, options, model_name, text):
     """The chat.completion object of a run, with the run's log Z ± se and generations under "ppl"."""
     import numpy as np
     d = result.diagnostics
-    answers, lengths = d.get("answers"), d.get("lengths")
-    chosen = next((i for i, a in enumerate(answers) if a == result.answer), None) if answers else None
+    chosen, lengths = d.get("chosen"), d.get("lengths")
     completion_tokens, finish = 0, "stop"
     if chosen is not None and lengths is not None:
         completion_tokens = int(np.ravel(lengths)[chosen])

@@ -239,6 +239,35 @@ def test_bad_input_is_named():
         ppl.sample(ppl.autoregressive(Net(), V, L), method="pf", runtime="numpyro", particles=10)
 
 
+
+@pytest.mark.parametrize("runtime", RUNTIMES)
+def test_rows_without_a_finite_entry_or_with_plus_infinity_are_named(runtime):
+    """A plain target's rows are shifted by their maximum, not normalized: a row of -inf only, or one with +inf,
+    is still named (as NaN is)."""
+    xp = array_module(runtime)
+    for bad in (-np.inf, np.inf):
+        row = np.zeros(V, dtype=np.float32)
+        row[0] = bad
+        if bad < 0:
+            row[:] = bad
+        model = ppl.autoregressive(lambda x, row=row: xp.asarray(np.tile(row, (x.shape[0], 1))), V, L, name="odd")
+        with pytest.raises(ppl.InferenceError, match="sequence model odd returned NaN log-probabilities"):
+            ppl.sample(model, method="pf", runtime=runtime, particles=10)
+
+
+@pytest.mark.parametrize("runtime", RUNTIMES)
+def test_sequences_are_decoded_when_read(runtime):
+    """`Result.sequences` is decoded when first read, and is the token rows cut at their lengths; the answer is
+    the sequence at `diagnostics['chosen']`."""
+    r = ppl.sample(pure_target(runtime, eos=2), method="pf", runtime=runtime, particles=300, seed=3)
+    lengths, tokens = r.diagnostics["lengths"].reshape(-1), r.samples["tokens"].reshape(300, -1)
+    assert r.answer == tokens[r.diagnostics["chosen"], :lengths[r.diagnostics["chosen"]]].tolist()
+    assert len(set(lengths.tolist())) > 1 and "answers" not in r.diagnostics
+    assert r.sequences == [row[:m].tolist() for row, m in zip(tokens, lengths)]
+    voted = ppl.sample(pure_target(runtime, eos=2), method="pf", runtime=runtime, particles=300, seed=3,
+                       select="vote", answer=len)
+    assert voted.answer == voted.diagnostics["answers"][voted.diagnostics["chosen"]]
+
 def tiny_gpt2(vocab):
     """A 2-layer GPT-2 with random, sharp weights, built in code (no download)."""
     transformers = pytest.importorskip("transformers")
