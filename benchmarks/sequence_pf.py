@@ -28,7 +28,8 @@ prompt=[0]).tilt(reward, λ)` on runtime 'pyro' (its key/value-cache adapter); t
 adaptive systematic resampling, the cache reordered by `DynamicCache.reorder_cache`).
 
 For each (target, N, sampler): the first call at that N (it compiles, for JAX / torch) is reported separately as
-"first s"; then the median wall time over `--runs` further runs with seeds 1..runs (ms per run, ms per step =
+"first s"; then the median wall time over `--runs` further runs with seeds 1..runs, the samplers taking turns run
+by run (`timing.measure_interleaved`) (ms per run, ms per step =
 per run / L, particle-steps per second = N · L / median), ratios of medians to `particles` and to the numpy (or
 hand-written GPT-2) loop, and log Z: mean over the runs − exact ± the standard error of that mean (for GPT-2,
 where the exact value is out of reach, the mean log Z ± its standard error). On GPT-2 the log Z
@@ -44,7 +45,7 @@ import math
 import os
 
 import numpy as np
-from timing import measure, particles_smc
+from timing import measure_interleaved, particles_smc
 
 V, L, LAM = 4, 16, 1.0          # LAM: --lam
 GPT_VOCAB, GPT_L, GPT_LAM, GPT_TOKEN = 50, 16, 0.5, 1
@@ -277,8 +278,9 @@ def run_markov(particles_list, runs, runtimes):
         for rt in runtimes:
             rec = {}
             samplers.append((f"ppl {rt}", ppl_markov_runner(pi, a, n, rt, rec), rec))
+        measured = measure_interleaved({name: run for name, run, _ in samplers}, runs)
         for name, run, rec in samplers:
-            first, times, log_z = measure(run, runs)
+            first, times, log_z = measured[name]
             note = ""
             if rec:
                 note = f"compiled={rec['compiled']}, {rec['resampled']} resamplings"
@@ -297,9 +299,9 @@ def run_gpt2(particles_list, runs):
     rows = []
     for n in particles_list:
         rec = {}
-        for name, run in (("hand cached loop", cached_loop_runner(model, n)),
-                          ("ppl pyro", ppl_gpt2_runner(model, n, rec))):
-            first, times, log_z = measure(run, runs)
+        measured = measure_interleaved({"hand cached loop": cached_loop_runner(model, n),
+                                        "ppl pyro": ppl_gpt2_runner(model, n, rec)}, runs)
+        for name, (first, times, log_z) in measured.items():
             note = f"compiled={rec['compiled']}" if name == "ppl pyro" else ""
             rows.append((name, n, first, times, log_z, note))
             print(f"  {name:>16} N={n:>4}: first {first:.2f} s, median {1e3 * np.median(times):.2f} ms, "

@@ -1,4 +1,5 @@
-"""Timing shared by the benchmarks: the first (compiling) run apart from the timed ones; the `particles` peer."""
+"""Timing shared by the benchmarks: the first (compiling) run apart from the timed ones, samplers that take
+turns; the `particles` peer."""
 import time
 
 import numpy as np
@@ -7,15 +8,28 @@ import numpy as np
 def measure(run, runs):
     """`run(seed) -> log Z`: the first call's time (it compiles), then `runs` timed calls with seeds 1..runs:
     (first s, times [runs], log Zs [runs])."""
-    t0 = time.perf_counter()
-    run(0)
-    first = time.perf_counter() - t0
-    times, log_z = [], []
-    for s in range(1, runs + 1):
+    return measure_interleaved({None: run}, runs)[None]
+
+
+def measure_interleaved(runs_by_name, runs):
+    """`measure` of several samplers {name: run(seed) -> log Z} whose timed calls take turns: each is called
+    once (the first, compiling call), then round r calls every sampler with seed r, in an order rotated by one
+    each round. A slow spell of a shared machine then falls on all of them alike, so ratios of their medians
+    hold where back-to-back blocks of runs did not (on this 2-core VM the same sampler's median moved by 50%
+    from one block to the next). {name: (first s, times [runs], log Zs [runs])}."""
+    names = list(runs_by_name)
+    first, times, log_z = {}, {k: [] for k in names}, {k: [] for k in names}
+    for k in names:
         t0 = time.perf_counter()
-        log_z.append(run(s))
-        times.append(time.perf_counter() - t0)
-    return first, np.asarray(times), np.asarray(log_z)
+        runs_by_name[k](0)
+        first[k] = time.perf_counter() - t0
+    for s in range(1, runs + 1):
+        shift = (s - 1) % len(names)
+        for k in names[shift:] + names[:shift]:
+            t0 = time.perf_counter()
+            log_z[k].append(runs_by_name[k](s))
+            times[k].append(time.perf_counter() - t0)
+    return {k: (first[k], np.asarray(times[k]), np.asarray(log_z[k])) for k in names}
 
 
 def particles_smc(fk, n):
