@@ -94,7 +94,7 @@ class Potentials:
         self.names = [b.name for b, _ in plan.bases] + [r.name for r, _ in plan.rewards]
         self._aranges = {}
         self._reward_of = rt.jit(self._reward)
-        self._update = rt.jit(self._update_scores)
+        self._update = rt.jit_pure(self._update_scores)
 
     def prepare(self, n):
         """Make the index ranges that a run of n particles uses, outside any compiled function (they are then its
@@ -164,8 +164,8 @@ class Generator(Potentials):
         delim[list(plan.delimiters or range(plan.vocab))] = True      # one-token steps: every token ends one
         self.delimiter = rt.asarray(delim)
         # the bookkeeping of the eager step as jitted kernels of fixed shapes (on JAX one compilation each per N)
-        self.emit = rt.jit(self._emit)
-        self._normalize = rt.jit(self._normalize_rows)
+        self.emit = rt.jit_pure(self._emit, vectorize=False)
+        self._normalize = rt.jit_pure(self._normalize_rows)
         self._left = rt.jit(lambda tokens, length, cols, start: left_aligned(rt, tokens, length, cols, start, plan.pad),
                             static_argnames=("cols", "start"))
 
