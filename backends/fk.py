@@ -119,9 +119,10 @@ def weigh(xp, log_w, log_g):
     invalid = xp.sum(~finite & (log_g != NEG_INF))
     log_w = log_w + xp.where(finite, log_g, NEG_INF)
     top = xp.max(log_w)
-    w = xp.exp(log_w - xp.where(xp.isfinite(top), top, 0.0))     # one exp: log c and ESS = (Σw)² / Σw² from it
+    shift = xp.where(xp.isfinite(top), top, 0.0)
+    w = xp.exp(log_w - shift)       # one exp: log c and ESS = (Σw)² / Σw² from it
     total = xp.sum(w)
-    log_c = xp.where(xp.isfinite(top), top, 0.0) + xp.log(total)
+    log_c = shift + xp.log(total)
     return log_w - log_c, log_c, total * total / xp.sum(w * w), xp.sum(~finite), invalid
 
 
