@@ -163,7 +163,8 @@ class Generator(Potentials):
         delim = np.zeros(plan.vocab, dtype=bool)
         delim[list(plan.delimiters or range(plan.vocab))] = True      # one-token steps: every token ends one
         self.delimiter = rt.asarray(delim)
-        # the bookkeeping of the eager step as jitted kernels of fixed shapes (on JAX one compilation each per N)
+        # the bookkeeping of the eager step as compiled kernels of fixed shapes (one compilation each per N; on
+        # torch where that pays off)
         self.emit = rt.jit_pure(self._emit, vectorize=False)
         self._normalize = rt.jit_pure(self._normalize_rows)
         self._left = rt.jit(lambda tokens, length, cols, start: left_aligned(rt, tokens, length, cols, start, plan.pad),

@@ -279,7 +279,7 @@ def run_markov(particles_list, runs, runtimes):
             rec = {}
             samplers.append((f"ppl {rt}", ppl_markov_runner(pi, a, n, rt, rec), rec))
         measured = measure_interleaved({name: run for name, run, _ in samplers}, runs)
-        for name, run, rec in samplers:
+        for name, _, rec in samplers:
             first, times, log_z = measured[name]
             note = ""
             if rec:
