@@ -157,7 +157,7 @@ class Generator(Potentials):
 
     def __init__(self, plan, rt, proposal=None, aggregate="model", potential="diff", temperature=1.0):
         super().__init__(plan, rt, proposal, aggregate, potential, temperature)
-        self.models = [next_token(b, rt) for b, _ in plan.bases]
+        self.models = [next_token(b, rt, lockstep=plan.delimiters is None) for b, _ in plan.bases]
         self.betas = rt.asarray(np.array([beta for _, beta in plan.bases])).reshape(1, -1, 1)
         self.p, self.width = plan.prompt_length, plan.prompt_length + plan.length
         delim = np.zeros(plan.vocab, dtype=bool)
@@ -221,15 +221,14 @@ class Generator(Potentials):
             out = part if out is None else xp.where(at, part, out)
         return out
 
-    def start(self, n):
-        """(Sequences of the empty generation for n particles, the models' states)."""
+    def begin(self, n):
+        """(Sequences of the empty generation for n particles, rows not yet filled, the models' states, their
+        first outputs [(n, V)]): `start` without `absorb` (an eager sweep's kernel absorbs them)."""
         rt, xp, plan = self.rt, self.rt.xp, self.plan
-        rows, states, nan = [], [], xp.zeros((n, len(self.names))) > 0
+        outs, states = [], []
         for b, m in enumerate(self.models):
             out, state = call_user(lambda: m.start(n), {}, f"sequence model {plan.bases[b][0].name}")
-            row, bad = self._normalize(self._logprobs(out, b, n))
-            rows.append(row)
-            nan = nan | (self.arange(len(self.names)) == b).reshape(1, -1) & bad.reshape(-1, 1)
+            outs.append(self._logprobs(out, b, n))
             states.append(() if state is None else state)
         tokens = np.full((n, self.width), plan.pad)
         if self.p:
@@ -237,10 +236,16 @@ class Generator(Potentials):
         init = {"prod": 1.0, "min": np.inf}.get(self.aggregate, 0.0)
         memo = -np.inf if self.potential == "max" else 0.0
         false = xp.zeros((n,)) > 0
-        s = Sequences(rt.asindex(tokens), rt.asindex(np.full(n, self.p)), false, false, xp.stack(rows, axis=1),
+        s = Sequences(rt.asindex(tokens), rt.asindex(np.full(n, self.p)), false, false,
+                      xp.zeros((n, len(self.models), plan.vocab)),
                       rt.asarray(np.full((n, max(len(plan.rewards), 1)), init)), rt.asarray(np.full(n, memo)),
-                      xp.zeros((n,)), nan)
-        return s, states
+                      xp.zeros((n,)), xp.zeros((n, len(self.names))) > 0)
+        return s, states, outs
+
+    def start(self, n):
+        """(Sequences of the empty generation for n particles, the models' states)."""
+        s, states, outs = self.begin(n)
+        return self.absorb(s, outs, self.rt.xp.zeros((n,)) == 0), states
 
     def newest(self, s):
         """Each particle's newest token [N]."""
@@ -249,23 +254,37 @@ class Generator(Potentials):
     def feed(self, s, states, live, pure):
         """The models advanced by each `live` particle's newest token; the others keep their rows and state.
         Eager: nothing is called when no particle is live."""
-        xp = self.rt.xp
-        if not pure and not bool(self.rt.to_numpy(xp.sum(live) > 0)):
+        if not pure and not bool(self.rt.to_numpy(self.rt.xp.sum(live) > 0)):
             return s, states
+        outs, states = self.call_models(s, states, live, pure)
+        return self.absorb(s, outs, live), states
+
+    def call_models(self, s, states, live, pure, newest=None):
+        """(Each model's log-probabilities [N, V] after feeding the `live` particles their newest token (`newest`
+        [N] if given), checked, the models' new states)."""
         n = live.shape[0]
-        newest = self.newest(s)
-        rows, new_states = [], []
+        newest = self.newest(s) if newest is None else newest
+        outs, new_states = [], []
         for b, m in enumerate(self.models):
             def on_prefixes(fn, arity, b=b):
                 return self.apply(fn, arity, s, live, 0, lambda out, k: self._logprobs(out, b, k), pure)
             out, state = call_user(lambda: m.advance(newest, live, states[b], on_prefixes), {},
                                    f"sequence model {self.plan.bases[b][0].name}")
-            row, bad = self._normalize(self._logprobs(out, b, n))
+            outs.append(self._logprobs(out, b, n))
+            new_states.append(() if state is None else state)
+        return outs, new_states
+
+    def absorb(self, s, outs, live):
+        """s with the `live` particles' rows the models' outputs `outs` normalized (and flagged where bad); they
+        are no longer stale."""
+        xp = self.rt.xp
+        rows = []
+        for b, out in enumerate(outs):
+            row, bad = self._normalize(out)
             s = self._flag(s, b, bad & live)
             rows.append(row)
-            new_states.append(() if state is None else state)
         rows = xp.where(live.reshape(-1, 1, 1), xp.stack(rows, axis=1), s.rows)
-        return s._replace(rows=rows, stale=s.stale & ~live), new_states
+        return s._replace(rows=rows, stale=s.stale & ~live)
 
     def reorder(self, states, idx):
         return [m.reorder(state, idx) for m, state in zip(self.models, states)]
@@ -378,6 +397,15 @@ class Generator(Potentials):
         step's flags, states); `u` as in `generate`."""
         s, states, stepped = self.generate(key, s._replace(nan=s.nan & False), states, force, forced, pure, u)
         return self.score(s, stepped, pure), states
+
+    def step_fed(self, s, outs, live, force, forced, u):
+        """`step` of one-token steps with the models' outputs for the `live` particles given (`call_models`), as
+        a pure function of arrays (an eager sweep's kernel: rewards of (prefixes, lengths) on the whole buffer)."""
+        s = s._replace(nan=s.nan & False)
+        stepped = ~s.done
+        s, _ = self.emit(u, self.absorb(s, outs, live)._replace(log_g=self.rt.xp.zeros(stepped.shape)), stepped,
+                         force, forced)
+        return self.score(s, stepped, True)
 
 
 def generator(plan, rt, proposal=None, aggregate="model", potential="diff", temperature=1.0):

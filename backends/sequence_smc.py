@@ -62,20 +62,41 @@ class SequenceFK(fk.FeynmanKac):
     def init(self, key, n, forced=None):
         return self._step(key, *self.start(n, forced))
 
+    def begin(self, n, forced=None):
+        """(Sequences, states, carry, the models' first outputs) of the empty generation, its rows not yet filled
+        (`Generator.begin`: the first `fed_step` absorbs them)."""
+        seqs, states, outs = self.gen.begin(n)
+        return (seqs, states) + self._carry(n, forced, seqs) + (outs,)
+
     def start(self, n, forced=None):
         """(Sequences, states, carry) of the empty generation (the models' `start`)."""
+        seqs, states = self.gen.start(n)
+        return seqs, states, self._carry(n, forced, seqs)
+
+    def _carry(self, n, forced, seqs):
         rt, gen = self.rt, self.gen
-        seqs, states = gen.start(n)
         force = (gen.arange(n) == 0) if self.conditional else rt.xp.zeros((n,)) > 0
         forced = rt.asindex(np.zeros(gen.width, dtype=int)) if forced is None else forced
-        return seqs, states, (force, forced, rt.xp.sum(seqs.nan, axis=0) > 0)
+        return force, forced, rt.xp.sum(seqs.nan, axis=0) > 0
+
+    def fed_step(self, seqs, outs, live, carry, u):
+        """(Generation, carry) after the next one-token step, the models' outputs for the `live` particles given
+        (`Generator.step_fed`: a pure function; the held states are the caller's)."""
+        force, forced, _ = carry
+        seqs = self.gen.step_fed(seqs, outs, live, force, forced, u)
+        return Generation(seqs, (), self.gen.arange(seqs.done.shape[0])), self._gathered(carry, seqs)
+
+    def _gathered(self, carry, seqs):
+        """The carry with the step's NaN flags [B + J] added to every earlier step's."""
+        force, forced, nan = carry
+        return force, forced, nan | (self.rt.xp.sum(seqs.nan, axis=0) > 0)
 
     def _step(self, key, seqs, states, carry, u=None):
-        """(Generation, carry) after the next step; the carry's NaN flags [B + J] gather every step's. `u`: the
-        token's uniforms [N, 1] (`Generator.generate`)."""
-        force, forced, nan = carry
+        """(Generation, carry) after the next step (`_gathered`). `u`: the token's uniforms [N, 1]
+        (`Generator.generate`)."""
+        force, forced, _ = carry
         seqs, states = self.gen.step(key, seqs, states, force, forced, self.pure, u)
-        carry = (force, forced, nan | (self.rt.xp.sum(seqs.nan, axis=0) > 0))
+        carry = self._gathered(carry, seqs)
         if self.pure:
             return Generation(seqs, states, ()), carry
         self.gen.check(self.rt.to_numpy(seqs.nan))
@@ -192,10 +213,12 @@ class StepwiseSweep:
     ESS, the resampler's ancestors computed at every step and selected by `where` where it resamples — then,
     for a pure step, M_{t+1}, the next token of every sequence (one-token steps: a chunk's loop branches on
     values); the last kernel adds the relative variance and the final pick (`outcome`). An eager step (models
-    that cannot be traced) runs M_{t+1} outside the kernel, the held states reordered after a resampling, and
-    stops once every sequence has ended. The uniforms (the resampler's, one per particle for each token and for
-    the pick) are one draw per run, row t + 1 for kernel t, so both give the same draws for the same key: the
-    law of `pure_sweep`, not its random numbers. A pure sweep reads nothing back to the host before the end."""
+    that cannot be traced; rewards of (prefixes, lengths)) calls the models on the host between kernels: kernel t
+    then first finishes step t from their outputs (`SequenceFK.fed_step`), and returns the flags the host
+    reads, once a step: whether it resampled (the held states are reordered), every sequence ended (the sweep
+    stops), a NaN arose. The uniforms (the resampler's, one per particle for each token and for the pick) are
+    one draw per run, row t + 1 for kernel t, so both give the same draws for the same key: the law of
+    `pure_sweep`, not its random numbers. A pure sweep reads nothing back to the host before the end."""
 
     def __init__(self, model, resampler, threshold, temperature, length):
         rt = model.rt
@@ -203,16 +226,21 @@ class StepwiseSweep:
         self.resample = fk.check_resampling(resampler, threshold)
         self.draw = fk.conditional_ancestors if model.conditional else fk.ancestors
         first = lambda seqs, states, carry, u: model._step(None, seqs, states, carry, u)     # noqa: E731
-        self.first = rt.jit_pure(first, vectorize=False) if model.pure else first
+        self.first = rt.jit_pure(first, vectorize=False)
         self.kernel = rt.jit_pure(self._kernel, vectorize=False)
         self.ts = [rt.asindex(t) for t in range(length)]
         self.n_uniform = {}     # N -> how many uniforms the resampler reads
 
-    def _kernel(self, t, p, log_w, eve, carry, u, u_pick, generate):
+    def _kernel(self, t, p, log_w, eve, carry, u, u_pick, generate, fed=None):
         """Step t on uniforms u [N + the resampler's]: ((particles, log W, Eves, carry), (log c_t, ESS,
-        resampled, every sequence ended)), and with u_pick [N] (Var(Ẑ)/Ẑ², the particle picked from W)."""
+        resampled, every sequence ended)), and with u_pick [N] (Var(Ẑ)/Ẑ², the particle picked from W). `fed`
+        (eager): (the models' outputs, which particles they advanced, the token's uniforms [N, 1]), step t is
+        finished from them first, and (the flags: resampled, ended, a NaN so far; each particle's newest token) come
+        last."""
         rt, xp, model = self.rt, self.rt.xp, self.model
         n = log_w.shape[0]
+        if fed is not None:
+            p, carry = model.fed_step(p.seqs, *fed[:2], carry, fed[2])
         log_g, p, carry = model.log_potential(t, p, log_w, carry)
         log_w, log_c, ess, _, _ = fk.weigh(xp, log_w, log_g)
         resampled = (ess < self.threshold * n) & model.can_resample(t, p)
@@ -228,31 +256,55 @@ class StepwiseSweep:
             return (p, log_w, eve, carry), record
         _, _, rel_var, pick = outcome(fk.GivenUniforms(rt, u_pick), None, fk.FKState(p, log_w, None, eve, carry, t),
                                       None)
-        return (p, log_w, eve, carry), record, (rel_var, pick)
+        if fed is None:
+            return (p, log_w, eve, carry), record, (rel_var, pick)
+        flags = xp.stack([resampled, record[3], xp.sum(carry[2]) > 0])
+        return (p, log_w, eve, carry), record, (rel_var, pick), (flags, model.gen.newest(p.seqs))
 
     def __call__(self, key, forced, n):
         rt, xp, model, length = self.rt, self.rt.xp, self.model, len(self.ts)
         if n not in self.n_uniform:
             self.n_uniform[n] = fk.uniforms_read(rt, self.resample, n, self.draw)
         u = rt.uniform(key, (length + 2, n + self.n_uniform[n]))
-        seqs, states, carry = model.start(n, forced)
-        p, carry = self.first(seqs, states, carry, u[0, :n].reshape(n, 1))
-        state, rows = (p, rt.asarray(np.full(n, -math.log(n))), rt.asindex(np.arange(n)), carry), []
-        for t in range(length):
-            pick = u[-1, :n] if t + 1 == length or not model.pure else None
-            state, row, *last = self.kernel(self.ts[t], *state, u[t + 1], pick, model.pure and pick is None)
-            rows.append(row)
-            if not model.pure:
-                if t + 1 == length or bool(rt.to_numpy(row[3])):
-                    break
-                p, log_w, eve, carry = state
-                p, carry = model.move(None, self.ts[t], p, log_w, carry, u[t + 1, :n].reshape(n, 1))[:2]
-                state = (p, log_w, eve, carry)
+        log_w, eve = rt.asarray(np.full(n, -math.log(n))), rt.asindex(np.arange(n))
+        if model.pure:
+            seqs, states, carry = model.start(n, forced)
+            p, carry = self.first(seqs, states, carry, u[0, :n].reshape(n, 1))
+            state, rows = (p, log_w, eve, carry), []
+            for t in range(length):
+                state, row, *last = self.kernel(self.ts[t], *state, u[t + 1], None if t + 1 < length else u[-1, :n],
+                                                t + 1 < length)
+                rows.append(row)
+        else:
+            state, rows, last = self._eager(u, forced, n, log_w, eve)
         p, log_w, eve, carry = state
         log_c, ess, resampled, ended = (xp.stack(c) for c in zip(*rows))
         rel_var, pick = last[0]
         state = fk.FKState(p, log_w, xp.sum(log_c), eve, carry, self.ts[len(rows) - 1] + 1)
         return state, fk.StepInfo(log_c, ess, resampled, None, None, None, ended, None), rel_var, pick
+
+    def _eager(self, u, forced, n, log_w, eve):
+        """The eager sweep's loop (see the class docstring): (last state, records, [(rel_var, pick)])."""
+        rt, model, gen = self.rt, self.model, self.model.gen
+        seqs, states, *carry, outs = model.begin(n, forced)
+        state, live, rows = (Generation(seqs, (), gen.arange(n)), log_w, eve, tuple(carry)), ~seqs.done, []
+        steps, tokens = u.unbind(0), u[:, :n].reshape(-1, n, 1).unbind(0)     # views made once, not every step
+        pick = tokens[-1][:, 0]
+        for t in range(len(self.ts)):
+            state, row, last, (flags, newest) = self.kernel(self.ts[t], *state, steps[t + 1], pick,
+                                                            False, (outs, live, tokens[t]))
+            rows.append(row)
+            resampled, ended, nan = rt.to_numpy(flags)
+            if nan:
+                gen.check(rt.to_numpy(state[3][2]))
+            if t + 1 == len(self.ts) or ended:
+                break
+            p = state[0]
+            if resampled:
+                states = gen.reorder(states, p.slot)
+            live = p.seqs.stale
+            outs, states = gen.call_models(p.seqs, states, live, False, newest)
+        return state, rows, [last]
 
 
 def vanished(gen, n):
@@ -356,7 +408,9 @@ class Runner:
     def _build(self, schedule, resampler, threshold, temperature, conditional, pure):
         model = SequenceFK(self.gen, schedule, conditional, pure)
         step = fk.make_step(model, resampler, threshold, error_every_step=False, temperature=temperature)
-        if not self.rt.compiles_loops and isinstance(self.gen, Generator) and self.gen.plan.delimiters is None:
+        plan = self.gen.plan
+        if (not self.rt.compiles_loops and isinstance(self.gen, Generator) and plan.delimiters is None
+                and (pure or all(len(r.parents) == 2 for r, _ in plan.rewards))):
             return StepwiseSweep(model, resampler, threshold, temperature, self.gen.plan.length)
         if pure:
             return self.rt.jit(pure_sweep(model, step, self.gen.plan.length), static_argnames=("n",))

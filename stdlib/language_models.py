@@ -73,13 +73,16 @@ class StatefulModel:
 class CausalLM:
     """A Hugging Face causal LM: the prompt is encoded once, then one token per particle and step with the key/value
     cache. Waiting particles are fed `pad` with attention mask 0 (their positions do not advance), so ragged
-    chunks share one forward pass; `reorder` permutes the cache (`Cache.reorder_cache`) with the mask."""
+    chunks share one forward pass; `reorder` permutes the cache (`Cache.reorder_cache`) with the mask.
+    `lockstep` (one-token steps): the particles not live at a call have ended and are never read again, so
+    every particle is fed its newest token and the cache's length is every live particle's position: no mask,
+    no positions (the same logits for the live ones, with a third less work around a small model's forward)."""
 
-    def __init__(self, model, prompt, pad, rt):
+    def __init__(self, model, prompt, pad, rt, lockstep=False):
         if not prompt:
             raise PlanError("a causal LM needs a prompt of at least one token (e.g. its BOS token): "
                             "ppl.autoregressive(model, ..., prompt=[bos])")
-        self.model, self.rt, self.pad = model, rt, pad
+        self.model, self.rt, self.pad, self.lockstep = model, rt, pad, lockstep
         self.prompt = np.asarray(prompt).reshape(1, len(prompt))
         # the cache's name: `cache` from transformers 5.x on, `past_key_values` before
         self.cache_name = "cache" if "cache" in inspect.signature(model.forward).parameters else "past_key_values"
@@ -94,12 +97,16 @@ class CausalLM:
     def start(self, n):
         rt = self.rt
         ids = rt.asindex(np.repeat(self.prompt, n, axis=0))
+        if self.lockstep:
+            return self._forward(input_ids=ids)
         mask = rt.asindex(rt.xp.ones(ids.shape))
         logits, cache = self._forward(input_ids=ids, attention_mask=mask)
         return logits, (cache, mask, rt.asindex(rt.xp.full((n,), ids.shape[1])))
 
     def advance(self, tokens, live, state, on_prefixes):
         rt = self.rt
+        if self.lockstep:
+            return self._forward(state, input_ids=tokens.reshape(-1, 1))
         cache, mask, pos = state
         ids = rt.xp.where(live, tokens, self.pad).reshape(-1, 1)
         mask = rt.xp.concatenate([mask, rt.asindex(live.reshape(-1, 1))], axis=1)
@@ -107,6 +114,9 @@ class CausalLM:
         return logits, (cache, mask, pos + rt.asindex(live))
 
     def reorder(self, state, idx):
+        if self.lockstep:
+            state.reorder_cache(idx)
+            return state
         cache, mask, pos = state
         cache.reorder_cache(idx)
         return cache, self.rt.xp.take(mask, idx, axis=0), self.rt.xp.take(pos, idx, axis=0)
@@ -117,8 +127,9 @@ def is_causal_lm(obj):
     return hasattr(obj, "config") and hasattr(obj, "generate") and hasattr(obj, "forward")
 
 
-def next_token(lm, rt):
-    """The `next_token` interface of the sequence model `lm` on runtime `rt` (see the module docstring)."""
+def next_token(lm, rt, lockstep=False):
+    """The `next_token` interface of the sequence model `lm` on runtime `rt` (see the module docstring);
+    `lockstep`: every particle is live at every call but those that have ended (`CausalLM`)."""
     if not rt.owns(lm.next_logprobs):
         raise PlanError(f"the sequence model {lm.name} is a {lm.framework} module; sample it with "
                         f"runtime={module_owner(lm.next_logprobs)!r}")
@@ -126,7 +137,7 @@ def next_token(lm, rt):
     if hasattr(obj, "bind") and not is_causal_lm(obj):
         obj = obj.bind(rt)
     if is_causal_lm(obj):
-        return CausalLM(obj, lm.prompt, lm.pad, rt)
+        return CausalLM(obj, lm.prompt, lm.pad, rt, lockstep)
     if hasattr(obj, "start") and hasattr(obj, "advance"):
         return StatefulModel(obj, rt)
     return PrefixModel(obj, lm.prompt, rt)
