@@ -7,7 +7,7 @@ that means one thing in every method has its range in `backends.VALUES`; a kerne
 import functools
 import inspect
 
-from .backends import check_options, check_value, get_method, option_names
+from .backends import check_options, check_value, get_method, option_names, parameters
 from .errors import PPLError
 
 
@@ -48,7 +48,7 @@ def check_values(options):
 def check_unset(run, options):
     """Options given as None mean "the method's default": passed on where the method's own default is None (e.g.
     sequence pf's resample_threshold, chosen by its potential), else checked as values (a range error)."""
-    params = inspect.signature(run).parameters
+    params = parameters(run)
     check_values({k: v for k, v in options.items()
                   if v is None and (k not in params or params[k].default is not None)})
 
