@@ -55,6 +55,7 @@ class Sequences(NamedTuple):
     memo: Any       # [N] what the potential carries over (R_{s−1}; the running max or sum)
     log_g: Any      # [N] the log potential of the current step
     nan: Any        # [N, B + J] whether base b / reward j returned NaN for the particle this step (`check`)
+    running: Any    # [N, K] the values of the rewards' leaves kept running token by token (`TokenPattern`)
 
 
 def left_aligned(rt, tokens, length, cols, start, pad):
@@ -163,6 +164,14 @@ class Generator(Potentials):
         delim = np.zeros(plan.vocab, dtype=bool)
         delim[list(plan.delimiters or range(plan.vocab))] = True      # one-token steps: every token ends one
         self.delimiter = rt.asarray(delim)
+        # rewards kept running (`sequence_tables.Running`): their leaves, columns of `running`, and (columns, combine)
+        # by reward
+        self.leaves, self.running = [], []
+        for r, _ in plan.rewards:
+            spec = getattr(r.fn, "running", None)
+            self.running.append(None if spec is None else
+                                (range(len(self.leaves), len(self.leaves) + len(spec.leaves)), spec.combine))
+            self.leaves += [] if spec is None else list(spec.leaves)
         # the bookkeeping of the eager step as compiled kernels of fixed shapes (one compilation each per N; on
         # torch where that pays off)
         self.emit = rt.jit_pure(self._emit, vectorize=False)
@@ -239,7 +248,7 @@ class Generator(Potentials):
         s = Sequences(rt.asindex(tokens), rt.asindex(np.full(n, self.p)), false, false,
                       xp.zeros((n, len(self.models), plan.vocab)),
                       rt.asarray(np.full((n, max(len(plan.rewards), 1)), init)), rt.asarray(np.full(n, memo)),
-                      xp.zeros((n,)), xp.zeros((n, len(self.names))) > 0)
+                      xp.zeros((n,)), xp.zeros((n, len(self.names))) > 0, xp.zeros((n, max(len(self.leaves), 1))))
         return s, states, outs
 
     def start(self, n):
@@ -334,9 +343,22 @@ class Generator(Potentials):
         length = s.length + active
         ended = active & ((length >= self.width) | ((tok == plan.eos) if plan.eos is not None else False))
         inside = active & ~(ended | xp.take(self.delimiter, tok, axis=0))
-        s = s._replace(tokens=tokens, length=length, done=s.done | ended,
-                       stale=s.stale | (active & ~ended), log_g=s.log_g + xp.where(active, inc, 0.0))
+        s = s._replace(tokens=tokens, length=length, done=s.done | ended, stale=s.stale | (active & ~ended),
+                       log_g=s.log_g + xp.where(active, inc, 0.0), running=self._run(s.running, tokens, length, active))
         return s, inside
+
+    def _run(self, running, tokens, length, active):
+        """The leaves' running values [N, K] after the `active` particles' newest token (`TokenPattern.update`:
+        each reads its newest `width` tokens)."""
+        if not self.leaves:
+            return running
+        xp, rows = self.rt.xp, self.arange(length.shape[0]).reshape(-1, 1)
+        values = []
+        for k, leaf in enumerate(self.leaves):
+            cols = length.reshape(-1, 1) - leaf.width + self.rt.asindex(np.arange(leaf.width)).reshape(1, -1)
+            value = leaf.update(running[:, k], tokens[rows, xp.clip(cols, 0, self.width - 1)], length - self.p)
+            values.append(xp.where(active, value, running[:, k]))
+        return xp.stack(values, axis=1)
 
     def generate(self, key, s, states, force, forced, pure, u=None):
         """The next step of every particle that has not ended: (Sequences with log_g the step's proposal part,
@@ -379,7 +401,7 @@ class Generator(Potentials):
         if not plan.rewards:
             return s
         values = []
-        for r, _ in plan.rewards:
+        for (r, _), running in zip(plan.rewards, self.running):
             def check(value, k, r=r):
                 if not hasattr(value, "shape"):
                     raise ShapeError(f"reward {r.name} returned {type(value).__name__}; a reward on a sequence target "
@@ -388,8 +410,10 @@ class Generator(Potentials):
                     raise ShapeError(f"reward {r.name} returned shape {tuple(value.shape)} for {k} prefixes; a reward "
                                      f"on a sequence target returns one real per prefix, shape [N]")
                 return xp.asarray(rt.asarray(value), rt.dtype)
-            values.append(call_user(lambda: self.apply(r.fn, len(r.parents), s, stepped, self.p, check, pure), {},
-                                    f"reward {r.name}"))
+            values.append(call_user(lambda: self.apply(r.fn, len(r.parents), s, stepped, self.p, check, pure)
+                                    if running is None else
+                                    check(running[1]([s.running[:, k] for k in running[0]]), s.length.shape[0]),
+                                    {}, f"reward {r.name}"))
         return self._update(s, stepped, xp.stack(values, axis=1))
 
     def step(self, key, s, states, force, forced, pure, u=None):

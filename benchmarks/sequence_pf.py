@@ -12,8 +12,9 @@ the final ESS is 0.6 N; at λ = 0.5, nearly every step). Samplers:
             systematic resampling, log Z accumulated)
   particles N. Chopin's `particles`: an FK model (M0 the first token, M the next token, logG the increment / λ),
             `particles.SMC(fk, N, resampling='systematic', ESSrmin=0.5)`
-  numpyro   ours on JAX: the model is a stateful *pure* model (array state: the last token) and the reward reads
-            left-padded prefixes, so the whole sweep is one compiled scan (diagnostics['compiled'])
+  numpyro   ours on JAX: the model is a stateful *pure* model (array state: the last token) and the reward is the
+            built-in count, `ppl.TokenPattern("count", 0)` (`count(tokens, 1)` in the language), kept running token
+            by token, so the whole sweep is one compiled scan (diagnostics['compiled'])
   pyro      ours on torch, the same pure model written with torch: a Python loop over the steps around one
             compiled kernel per step (`sequence_smc.StepwiseSweep`; `PPL_TORCH_COMPILE=on` here, so the first
             run pays inductor's compile)
@@ -89,19 +90,6 @@ class PureMarkov:
         return self.table[tokens], tokens
 
 
-def count_padded(token):
-    """The process reward `count of `token` among the prefix's tokens`, on left-padded prefixes [N, W] (the
-    last `lengths` columns are the prefix)."""
-    def reward(prefixes, lengths):
-        import ppl
-        w = prefixes.shape[1]
-        col = ppl.math.asarray(np.arange(w), like=prefixes).reshape(1, -1)
-        valid = col >= w - lengths.reshape(-1, 1)
-        return ppl.math.sum(((prefixes == token) & valid) * 1.0, axis=1)
-    reward.__name__ = f"count{token}"
-    return reward
-
-
 def array_module(runtime):
     if runtime == "numpyro":
         import jax.numpy as jnp
@@ -174,7 +162,8 @@ def particles_runner(pi, a, n):
 
 def ppl_markov_runner(pi, a, n, runtime, record):
     import ppl
-    target = ppl.autoregressive(PureMarkov(pi, a, array_module(runtime)), V, L).tilt(count_padded(0), LAM)
+    markov = ppl.autoregressive(PureMarkov(pi, a, array_module(runtime)), V, L)
+    target = markov.tilt(ppl.TokenPattern("count", 0), LAM)
 
     def run(seed):
         with compiling_on():
@@ -239,7 +228,8 @@ def cached_loop_runner(model, n):
 
 def ppl_gpt2_runner(model, n, record):
     import ppl
-    target = ppl.autoregressive(model, GPT_VOCAB, GPT_L, prompt=[0]).tilt(count_padded(GPT_TOKEN), GPT_LAM)
+    lm = ppl.autoregressive(model, GPT_VOCAB, GPT_L, prompt=[0])
+    target = lm.tilt(ppl.TokenPattern("count", GPT_TOKEN), GPT_LAM)
 
     def run(seed):
         with compiling_on():

@@ -23,6 +23,7 @@ from .diffusion import diffusion, train_score
 from .ode import ode
 from .amortize import amortize
 from .sequence import autoregressive
+from .stdlib.sequence_tables import TokenPattern
 from .served import (ServedError, ServedResponseError, ServerTimeout, ServerUnreachable, UnknownModelError,
                      reward_server, served, served_reward)
 from .stdlib.diffusion import VESDE, VPSDE, GaussianMixture
@@ -39,7 +40,8 @@ __all__ = [
     "SupportError", "ValueRangeError", "UserFunctionError", "PlanError", "UnknownNameError", "InferenceError",
     "DeviceError", "SourceError", "PrecisionWarning",
     "load_ppl", "parse", "load",
-    "diffusion", "train_score", "ode", "VPSDE", "VESDE", "GaussianMixture", "autoregressive", "amortize",
+    "diffusion", "train_score", "ode", "VPSDE", "VESDE", "GaussianMixture", "autoregressive", "TokenPattern",
+    "amortize",
     "served", "served_reward", "reward_server", "ServedError", "ServerUnreachable", "ServerTimeout",
     "ServedResponseError", "UnknownModelError",
 ]

@@ -25,10 +25,13 @@ with the run's runtime (`start(n)` receives no array to take the runtime from).
 **Rewards** (`count`, `contains`, `starts_with`, `ends_with`, `length`): batched process rewards of arity 2,
 `f(prefixes [N, W], lengths [N]) -> [N]`, the form `generation.Generator.apply` calls once per step: prefixes
 are the generated tokens right-aligned and left-padded (with the pad token, which may be a real token, so every
-count is masked by `lengths`). Patterns are tuples of token ids known before sampling.
+count is masked by `lengths`). Patterns are tuples of token ids known before sampling. `TokenPattern` is one of
+them as an object that a sampler also keeps running token by token (`Running`: the language's rewards of
+built-ins only are that too).
 """
 import copy
 import numbers
+from typing import Any, NamedTuple
 
 import numpy as np
 
@@ -274,3 +277,60 @@ def length(prefixes, lengths):
 #: the token-pattern rewards by name: (function, whether it takes a pattern)
 REWARDS = {"count": (count, True), "contains": (contains, True), "starts_with": (starts_with, True),
            "ends_with": (ends_with, True), "length": (length, False)}
+
+
+class Running(NamedTuple):
+    """A reward kept running token by token: its `leaves` (`TokenPattern`s), each updated after every generated
+    token, and `combine(values) -> [N]`, the reward from the leaves' values ([N] each)."""
+    leaves: tuple
+    combine: Any
+
+
+def _first(values):
+    return values[0]
+
+
+class TokenPattern:
+    """The built-in reward `kind` (a name of `REWARDS`) of `pattern`: a function of (prefixes, lengths), and a
+    value kept running token by token (`running`). After each generated token, with g the number of generated
+    tokens, m the pattern's length and hit = (the newest m tokens are the pattern, all of them generated: g >= m):
+
+        count        v + hit             contains     max(v, hit)           ends_with   hit
+        starts_with  hit where g = m, else v                                length      g
+
+    from v = 0 before any token: a sampler then reads m tokens a step instead of the whole prefix."""
+
+    def __init__(self, kind, pattern=None):
+        if kind not in REWARDS:
+            raise ValueRangeError(f"unknown token reward {kind!r}; choose one of {', '.join(REWARDS)}")
+        if REWARDS[kind][1] == (pattern is None):
+            raise ValueRangeError(f"token reward {kind!r} takes " + ("a pattern (a token or a tuple of tokens)"
+                                                                     if pattern is None else "no pattern"))
+        self.kind, self.pattern = kind, () if pattern is None else _pattern(pattern)
+        self.__name__ = kind + (str(list(self.pattern)) if self.pattern else "")
+
+    @property
+    def width(self):
+        """How many of the newest tokens an update reads."""
+        return len(self.pattern)
+
+    @property
+    def running(self):
+        return Running((self,), _first)
+
+    def __call__(self, prefixes, lengths):
+        fn, takes = REWARDS[self.kind]
+        return fn(prefixes, lengths, self.pattern) if takes else fn(prefixes, lengths)
+
+    def update(self, value, window, generated):
+        """The value after a token: from the value before [N], the newest `width` tokens [N, width] and the
+        number of generated tokens [N]."""
+        if self.kind == "length":
+            return _float(generated)
+        xp, m = namespace(window), self.width
+        match = generated >= m
+        for k, t in enumerate(self.pattern):
+            match = match & (window[:, k] == int(t))
+        hit = _float(match)
+        return {"count": lambda: value + hit, "contains": lambda: xp.maximum(value, hit), "ends_with": lambda: hit,
+                "starts_with": lambda: xp.where(generated == m, hit, value)}[self.kind]()

@@ -139,6 +139,38 @@ def test_reward_builtins_mask_the_padding(text, fn):
 
 
 @pytest.mark.parametrize("runtime", ["numpyro", "pyro"])
+def test_rewards_of_builtins_are_kept_running(runtime):
+    """A reward of built-ins only is kept token by token (`TokenPattern.update`): each sequence's final reward
+    equals its Python meaning, with eos, with chunked steps, with particle Gibbs' forced reference, and on the
+    eager path (compile=False)."""
+    for (text, fn), (options, method) in itertools.product(REWARDS, [
+            ("eos = 3", {}), ("eos = 3, step = 2", {}), ("eos = 3", {"method": "pg", "iterations": 2}),
+            ("", {"compile": False})]):
+        prog = load_ppl(f"data t : real[4, 3]\ndata k : int\nsequence lm = markov(t, length = 4{', ' * bool(options)}"
+                        f"{options})\ntarget s = lm * exp({text})\n", data={"t": TABLE.tolist(), "k": 2})
+        assert prog.targets["s"].functions()[0].fn.running is not None
+        r = prog.sample("s", **{"method": "pf", **method}, runtime=runtime, particles=16, seed=3)
+        want = [fn(tuple(x)) for x in r.sequences]
+        np.testing.assert_allclose(r.diagnostics["rewards"].reshape(-1), want, rtol=1e-6, err_msg=f"{text} {options}")
+
+
+def test_token_pattern_in_python():
+    """`ppl.TokenPattern` tilts a Python base as the built-in does (the same running rewards), and names a bad
+    kind or pattern."""
+    fn = ppl.TokenPattern("contains", (1, 0))
+    assert fn.__name__ == "contains[1, 0]" and fn.running.leaves == (fn,)
+    r = ppl.sample(st.markov(TABLE, 4, eos=2).tilt(fn, 0.5), method="pf", runtime="pyro", particles=32, seed=1)
+    want = [2.0 * ((1, 0) in zip(x, x[1:])) for x in r.sequences]     # R = r / λ
+    np.testing.assert_allclose(r.diagnostics["rewards"].reshape(-1), want)
+    with pytest.raises(ppl.ValueRangeError, match="unknown token reward 'counts'"):
+        ppl.TokenPattern("counts", 0)
+    with pytest.raises(ppl.ValueRangeError, match="takes a pattern"):
+        ppl.TokenPattern("count")
+    with pytest.raises(ppl.ValueRangeError, match="takes no pattern"):
+        ppl.TokenPattern("length", 1)
+
+
+@pytest.mark.parametrize("runtime", ["numpyro", "pyro"])
 def test_steering_log_z_matches_enumeration(runtime):
     """pf on a markov chain tilted by a built-in reward: log Z within 4 reported SE of the exact sum over all
     sequences (each ends at its first eos or after L tokens)."""

@@ -211,7 +211,7 @@ def test_runs_leave_the_event_loop_free(ppl_server):
     from urllib.request import Request, urlopen
 
     def post(seed):
-        body = {"model": "steer", "messages": [{"role": "user", "content": "2"}], "seed": seed, "particles": 30000}
+        body = {"model": "steer", "messages": [{"role": "user", "content": "2"}], "seed": seed, "particles": 100_000}
         request = Request(ppl_server.url + "/v1/chat/completions", data=json.dumps(body).encode(),
                           headers={"Content-Type": "application/json"})
         with urlopen(request, timeout=120) as reply:

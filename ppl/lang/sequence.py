@@ -229,7 +229,15 @@ def sequence_reward(expr, src, data, functions, vocab, label):
         def reward_exact(prefixes):
             return reward(prefixes)
         return Reward(reward_exact, ("prefixes",), label)
-    return Reward(lambda prefixes, lengths: reward(prefixes, lengths), ("prefixes", "lengths"), label)
+
+    def reward_of_prefixes(prefixes, lengths):
+        return reward(prefixes, lengths)
+    if lowered.builtins and not lowered.python:     # of built-ins only: kept running token by token
+        def combine(values):
+            return lowered.ev(expr, dict(zip(lowered.builtins, values))) + values[0] * 0.0
+        reward_of_prefixes.running = tables.Running(
+            tuple(tables.TokenPattern(e.func, lowered.patterns.get(e)) for e in lowered.builtins), combine)
+    return Reward(reward_of_prefixes, ("prefixes", "lengths"), label)
 
 
 def _served_reward(call, src):
@@ -346,6 +354,7 @@ class _Lowering:
     def __init__(self, src, data, functions, reads):
         self.src, self.data, self.functions, self.reads = src, data, functions, reads
         self.patterns, self.values, self.served, self.exact = {}, {}, {}, False
+        self.builtins, self.python = [], False      # the pattern built-ins' calls; whether it calls Python
 
     def check(self, e):
         err, site, hint = self.src.error, self.reads.site, self.reads.hint
@@ -399,8 +408,10 @@ class _Lowering:
                 raise err(first, f"the first argument of {name} is {site}, the generated sequence: {spelled}")
             if want == 2:
                 self.patterns[e] = self.reads.pattern(args.positional[1], self.src, self.pattern_constant)
+            self.builtins.append(e)
             return
         if name in self.functions:
+            self.python = True
             if not _reads_site_only(e, site):
                 raise err(e, f"{name} is a Python reward: call it on the {site} alone, {name}({site})")
             if arity(self.functions[name]) == 1:
@@ -451,8 +462,8 @@ class _Lowering:
         name = e.func
         if e in self.served:
             return np.asarray(self.served[e](*args[1:]), dtype=np.float64)
-        if name in self.reads.calls:
-            return self.reads.builtin(name, args, self.patterns.get(e))
+        if name in self.reads.calls:      # args: what the reward reads, or each built-in's running value
+            return args[e] if isinstance(args, dict) else self.reads.builtin(name, args, self.patterns.get(e))
         if name in self.functions:
             return self.reads.python(self.functions[name], args)
         values = [self.ev(a, args) for a in e.args.positional]
