@@ -21,6 +21,8 @@ log potential adds
                                          replaces the weights each step instead of multiplying them)
 
 Sequences that have ended add nothing (but under `puri`, as in Puri et al.'s code, they keep their last score).
+A reward kept running (`sequence_tables.Running`: the token-pattern built-ins) is not evaluated on the prefixes:
+its leaves are updated after every emitted token from the newest few tokens, and the step's value combines them.
 
 Two ways to run a step, the same arithmetic. `pure`: every base is a stateful model with array states or a
 prefix function of (prefixes, lengths), and every reward reads (prefixes, lengths): a step is then a pure
@@ -410,10 +412,13 @@ class Generator(Potentials):
                     raise ShapeError(f"reward {r.name} returned shape {tuple(value.shape)} for {k} prefixes; a reward "
                                      f"on a sequence target returns one real per prefix, shape [N]")
                 return xp.asarray(rt.asarray(value), rt.dtype)
-            values.append(call_user(lambda: self.apply(r.fn, len(r.parents), s, stepped, self.p, check, pure)
-                                    if running is None else
-                                    check(running[1]([s.running[:, k] for k in running[0]]), s.length.shape[0]),
-                                    {}, f"reward {r.name}"))
+
+            def value(r=r, running=running, check=check):
+                if running is None:
+                    return self.apply(r.fn, len(r.parents), s, stepped, self.p, check, pure)
+                columns, combine = running
+                return check(combine([s.running[:, k] for k in columns]), s.length.shape[0])
+            values.append(call_user(value, {}, f"reward {r.name}"))
         return self._update(s, stepped, xp.stack(values, axis=1))
 
     def step(self, key, s, states, force, forced, pure, u=None):
