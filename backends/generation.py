@@ -61,8 +61,8 @@ class Sequences(NamedTuple):
 
 
 def left_aligned(rt, tokens, length, cols, start, pad):
-    """Rows tokens[i, start:length_i], right-aligned into [N, cols] (cols = max_i length_i − start) and
-    left-padded with pad."""
+    """Rows tokens[i, start:length_i], right-aligned into [N, cols] and left-padded with pad: whole prefixes
+    with cols = max_i length_i − start, each row's newest cols tokens with fewer."""
     xp = rt.xp
     n, width = tokens.shape
     pos = length.reshape(-1, 1) - cols + rt.asindex(np.arange(cols)).reshape(1, -1)
@@ -186,7 +186,12 @@ class Generator(Potentials):
         """Whether a step can run as a pure function of arrays (see the module docstring): no causal LM, no
         function of exact prefixes."""
         return all(not isinstance(m, CausalLM) and not (isinstance(m, PrefixModel) and m.arity == 1)
-                   for m in self.models) and all(len(r.parents) == 2 for r, _ in self.plan.rewards)
+                   for m in self.models) and self.rewards_of_arrays
+
+    @property
+    def rewards_of_arrays(self):
+        """Whether every reward reads (prefixes, lengths), so that it can run inside a compiled kernel."""
+        return all(len(r.parents) == 2 for r, _ in self.plan.rewards)
 
     # ---- the models ----------------------------------------------------------------------------------------
 
@@ -354,12 +359,10 @@ class Generator(Potentials):
         each reads its newest `width` tokens)."""
         if not self.leaves:
             return running
-        xp, rows = self.rt.xp, self.arange(length.shape[0]).reshape(-1, 1)
-        values = []
+        xp, values = self.rt.xp, []
         for k, leaf in enumerate(self.leaves):
-            cols = length.reshape(-1, 1) - leaf.width + self.rt.asindex(np.arange(leaf.width)).reshape(1, -1)
-            value = leaf.update(running[:, k], tokens[rows, xp.clip(cols, 0, self.width - 1)], length - self.p)
-            values.append(xp.where(active, value, running[:, k]))
+            window = left_aligned(self.rt, tokens, length, leaf.width, self.p, self.plan.pad)
+            values.append(xp.where(active, leaf.update(running[:, k], window, length - self.p), running[:, k]))
         return xp.stack(values, axis=1)
 
     def generate(self, key, s, states, force, forced, pure, u=None):

@@ -408,9 +408,8 @@ class Runner:
     def _build(self, schedule, resampler, threshold, temperature, conditional, pure):
         model = SequenceFK(self.gen, schedule, conditional, pure)
         step = fk.make_step(model, resampler, threshold, error_every_step=False, temperature=temperature)
-        plan = self.gen.plan
-        if (not self.rt.compiles_loops and isinstance(self.gen, Generator) and plan.delimiters is None
-                and (pure or all(len(r.parents) == 2 for r, _ in plan.rewards))):
+        if (not self.rt.compiles_loops and isinstance(self.gen, Generator) and self.gen.plan.delimiters is None
+                and (pure or self.gen.rewards_of_arrays)):
             return StepwiseSweep(model, resampler, threshold, temperature, self.gen.plan.length)
         if pure:
             return self.rt.jit(pure_sweep(model, step, self.gen.plan.length), static_argnames=("n",))
