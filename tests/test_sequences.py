@@ -239,7 +239,6 @@ def test_bad_input_is_named():
         ppl.sample(ppl.autoregressive(Net(), V, L), method="pf", runtime="numpyro", particles=10)
 
 
-
 @pytest.mark.parametrize("runtime", RUNTIMES)
 def test_rows_without_a_finite_entry_or_with_plus_infinity_are_named(runtime):
     """A plain target's rows are shifted by their maximum, not normalized: a row of -inf only, or one with +inf,
@@ -267,6 +266,7 @@ def test_sequences_are_decoded_when_read(runtime):
     voted = ppl.sample(pure_target(runtime, eos=2), method="pf", runtime=runtime, particles=300, seed=3,
                        select="vote", answer=len)
     assert voted.answer == voted.diagnostics["answers"][voted.diagnostics["chosen"]]
+
 
 def tiny_gpt2(vocab):
     """A 2-layer GPT-2 with random, sharp weights, built in code (no download)."""
