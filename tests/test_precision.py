@@ -159,3 +159,18 @@ def test_nuts_refuses_a_float32_reference_it_cannot_resolve(runtime):
     """Before the chains run (issue 36: pyro's float32 NUTS on this target ran > 600 s with no output)."""
     with pytest.raises(ppl.InferenceError, match="float32 cannot resolve 'x': at its scale 1e\\+08 it moves in steps"):
         ppl.sample(shifted(), method="nuts", runtime=runtime, chains=1, num_warmup=10, num_samples=10)
+
+
+@pytest.mark.parametrize("precision", ["float32", "float64"])
+def test_jax_keys_are_prng_keys(precision):
+    """The numpyro runtime's keys, made by numpy, are `jax.random.PRNGKey(seed)`'s words under either x64 setting
+    (x64: the seed's 64 bits; else its low 32), negative and wide seeds included."""
+    import jax
+
+    from ppl.backends import get_runtime
+    rt = get_runtime("numpyro", precision=precision)
+    with rt.scope():
+        for seed in (0, 7, -1, -5, 2 ** 31, 2 ** 32 + 5, 2 ** 40 + 3, 2 ** 63 - 1):
+            want = np.asarray(jax.random.PRNGKey(seed))
+            got = np.asarray(rt.key(seed))
+            assert got.dtype == want.dtype and np.array_equal(got, want), (precision, seed, got, want)
