@@ -10,10 +10,10 @@ the weights are replaced each step (Puri et al.), which with resampling every st
 p · Π_s G_s. Models' states (recurrent states, key/value caches) are reordered with the particles.
 
 A step is pure where the models allow (`generation`): then a whole sweep is one compiled function (init,
-a `scan` over the steps, one host read at the end); else it runs step by step. `compile=False` forces the
-latter; both use the same random draws for the same key. On torch, whose `scan` is a Python loop, one-token
-steps run `StepwiseSweep` (one compiled kernel per step, its own random stream: the same law, other draws
-than JAX's; its pure and step-by-step forms share the stream).
+a `scan` over the steps, one host read at the end; torch: a Python loop around one compiled kernel per step);
+else it runs step by step. `compile=False` forces the latter; both use the same random draws for the same
+key. One-token steps run `KernelSweep` (one kernel per step on uniforms drawn once per run); chunked steps
+(`step=`), `fk.make_step` on keys split per step (`pure_sweep`, `eager_sweep`).
 
 `resample_temperature` ("ess", "entropy" or a number T) resamples by p̃ ∝ W^{1/T} while the step is within
 the first `early_phase` fraction of the length (its_hub's entropic particle filter: T = max(1, (N / ESS)(1 −
@@ -206,19 +206,22 @@ def eager_sweep(model, step, length):
     return sweep
 
 
-class StepwiseSweep:
-    """The sweep on torch, whose `scan` is a Python loop of eager operations (about 100 a step at 5–10 µs each):
-    one Python loop over the steps around one pure kernel per step, compiled by `rt.jit_pure` (as
-    `pf.StepwiseFilter`). Kernel t is step t of `fk.make_step` without a branch on values — weight by log G_t,
-    ESS, the resampler's ancestors computed at every step and selected by `where` where it resamples — then,
-    for a pure step, M_{t+1}, the next token of every sequence (one-token steps: a chunk's loop branches on
-    values); the last kernel adds the relative variance and the final pick (`outcome`). An eager step (models
-    that cannot be traced; rewards of (prefixes, lengths)) calls the models on the host between kernels: kernel t
-    then first finishes step t from their outputs (`SequenceFK.fed_step`), and returns the flags the host
-    reads, once a step: whether it resampled (the held states are reordered), every sequence ended (the sweep
-    stops), a NaN arose. The uniforms (the resampler's, one per particle for each token and for the pick) are
-    one draw per run, row t + 1 for kernel t, so both give the same draws for the same key: the law of
-    `pure_sweep`, not its random numbers. A pure sweep reads nothing back to the host before the end."""
+class KernelSweep:
+    """A sweep of one-token steps as one pure kernel per step. Kernel t is step t of `fk.make_step`: weight by
+    log G_t, ESS, resample where ESS < threshold · N (`_resampled`), then, for a pure step, M_{t+1}, the next token
+    of every sequence; the last kernel adds the relative variance and the final pick (`outcome`). The uniforms
+    (the resampler's, one per particle for each token and for the pick) are one draw per run, row t + 1 for
+    kernel t, so every form below gives the same draws for the same key (the law of `pure_sweep`, not its random
+    numbers):
+      - pure, JAX: the whole sweep one compiled function (the caller's `jit`), the kernels in a `scan` and the
+        resampling a branch;
+      - pure, torch (whose `scan` is a Python loop of eager operations, about 100 a step at 5–10 µs each): a
+        Python loop over the steps around the kernel compiled by `rt.jit_pure` (as `pf.StepwiseFilter`), the
+        resampling selected by `where` (no branch on values); nothing is read back to the host before the end;
+      - eager (models that cannot be traced; rewards of (prefixes, lengths)): the models are called on the host
+        between kernels; kernel t first finishes step t from their outputs (`SequenceFK.fed_step`), and returns
+        the flags the host reads, once a step: whether it resampled (the held states are reordered), every
+        sequence ended (the sweep stops), a NaN arose."""
 
     def __init__(self, model, resampler, threshold, temperature, length):
         rt = model.rt
@@ -228,6 +231,7 @@ class StepwiseSweep:
         first = lambda seqs, states, carry, u: model._step(None, seqs, states, carry, u)     # noqa: E731
         self.first = rt.jit_pure(first, vectorize=False)
         self.kernel = rt.jit_pure(self._kernel, vectorize=False)
+        self.fed_kernel = rt.jit_pure(lambda *a: self._kernel(*a[:7], False, a[7]), vectorize=False)
         self.ts = [rt.asindex(t) for t in range(length)]
         self.n_uniform = {}     # N -> how many uniforms the resampler reads
 
@@ -237,7 +241,7 @@ class StepwiseSweep:
         (eager): (the models' outputs, which particles they advanced, the token's uniforms [N, 1]), step t is
         finished from them first, and (the flags: resampled, ended, a NaN so far; each particle's newest token) come
         last."""
-        rt, xp, model = self.rt, self.rt.xp, self.model
+        xp, model = self.rt.xp, self.model
         n = log_w.shape[0]
         if fed is not None:
             p, carry = model.fed_step(p.seqs, *fed[:2], carry, fed[2])
@@ -245,21 +249,36 @@ class StepwiseSweep:
         log_w, log_c, ess, _, _ = fk.weigh(xp, log_w, log_g)
         resampled = (ess < self.threshold * n) & model.can_resample(t, p)
         record = (log_c, ess, resampled, model.track(p, log_w, carry))
-        log_p = log_w if self.temperature is None else fk.tempered(rt, log_w, self.temperature(t, log_w, ess))
-        idx = fk.ancestors_where(rt, self.resample, u[n:], xp.exp(log_p), resampled, self.draw)
-        survivors = -math.log(n) if self.temperature is None else xp.take(log_w - log_p, idx, axis=0) - math.log(n)
-        log_w = xp.where(resampled, survivors, log_w)
-        p, eve = rt.tree_map(lambda a: xp.take(a, idx, axis=0), (p, eve))
+        log_w, (p, eve) = self._resampled(resampled, u[n:], t, log_w, ess, (p, eve))
         if generate:
             p, carry = model.move(None, t, p, log_w, carry, u[:n].reshape(n, 1))[:2]
         if u_pick is None:
             return (p, log_w, eve, carry), record
-        _, _, rel_var, pick = outcome(fk.GivenUniforms(rt, u_pick), None, fk.FKState(p, log_w, None, eve, carry, t),
-                                      None)
+        _, _, rel_var, pick = outcome(fk.GivenUniforms(self.rt, u_pick), None,
+                                      fk.FKState(p, log_w, None, eve, carry, t), None)
         if fed is None:
             return (p, log_w, eve, carry), record, (rel_var, pick)
         flags = xp.stack([resampled, record[3], xp.sum(carry[2]) > 0])
         return (p, log_w, eve, carry), record, (rel_var, pick), (flags, model.gen.newest(p.seqs))
+
+    def _resampled(self, resampled, u, t, log_w, ess, tree):
+        """(log W, tree: the particles' arrays) after resampling where `resampled`, by p̃ = W (or W^{1/T} under a
+        resampling temperature) on the uniforms u, the survivors weighted W / (N p̃). Where the runtime compiles
+        loops a branch (the resampler and the gathers run only at the steps that resample: a third of JAX's
+        sweep at N = 2000); else a select by `where`, computed at every step (`fk.ancestors_where`)."""
+        rt, xp, n = self.rt, self.rt.xp, log_w.shape[0]
+        log_p = log_w if self.temperature is None else fk.tempered(rt, log_w, self.temperature(t, log_w, ess))
+
+        def select(idx):
+            survivors = -math.log(n) if self.temperature is None else xp.take(log_w - log_p, idx, axis=0) - math.log(n)
+            return survivors, rt.tree_map(lambda a: xp.take(a, idx, axis=0), tree)
+        if rt.compiles_loops:
+            def resample():
+                survivors, taken = select(self.draw(fk.GivenUniforms(rt, u), self.resample, None, xp.exp(log_p), n))
+                return xp.broadcast_to(survivors, (n,)).astype(log_w.dtype), taken
+            return rt.cond(resampled, resample, lambda: (log_w, tree))
+        survivors, tree = select(fk.ancestors_where(rt, self.resample, u, xp.exp(log_p), resampled, self.draw))
+        return xp.where(resampled, survivors, log_w), tree
 
     def __call__(self, key, forced, n):
         rt, xp, model, length = self.rt, self.rt.xp, self.model, len(self.ts)
@@ -267,32 +286,42 @@ class StepwiseSweep:
             self.n_uniform[n] = fk.uniforms_read(rt, self.resample, n, self.draw)
         u = rt.uniform(key, (length + 2, n + self.n_uniform[n]))
         log_w, eve = rt.asarray(np.full(n, -math.log(n))), rt.asindex(np.arange(n))
-        if model.pure:
-            seqs, states, carry = model.start(n, forced)
-            p, carry = self.first(seqs, states, carry, u[0, :n].reshape(n, 1))
-            state, rows = (p, log_w, eve, carry), []
-            for t in range(length):
-                state, row, *last = self.kernel(self.ts[t], *state, u[t + 1], None if t + 1 < length else u[-1, :n],
-                                                t + 1 < length)
-                rows.append(row)
-        else:
-            state, rows, last = self._eager(u, forced, n, log_w, eve)
+        state, rows, (rel_var, pick) = (self._pure if model.pure else self._eager)(u, forced, n, log_w, eve)
         p, log_w, eve, carry = state
-        log_c, ess, resampled, ended = (xp.stack(c) for c in zip(*rows))
-        rel_var, pick = last[0]
-        state = fk.FKState(p, log_w, xp.sum(log_c), eve, carry, self.ts[len(rows) - 1] + 1)
+        log_c, ess, resampled, ended = rows
+        state = fk.FKState(p, log_w, xp.sum(log_c), eve, carry, self.ts[log_c.shape[0] - 1] + 1)
         return state, fk.StepInfo(log_c, ess, resampled, None, None, None, ended, None), rel_var, pick
 
+    def _pure(self, u, forced, n, log_w, eve):
+        """The pure sweep (see the class docstring): (last state, records stacked over the steps, (rel_var,
+        pick))."""
+        rt, xp, model, ts = self.rt, self.rt.xp, self.model, self.ts
+        seqs, states, carry = model.start(n, forced)
+        p, carry = self.first(seqs, states, carry, u[0, :n].reshape(n, 1))
+        state, length = (p, log_w, eve, carry), len(ts)
+        if rt.compiles_loops:
+            state, rows = rt.scan(lambda s, x: self._kernel(x[0], *s, x[1], None, True), state,
+                                  (xp.arange(length - 1), u[1:length]))
+            state, row, last = self._kernel(ts[-1], *state, u[length], u[-1, :n], False)
+            return state, [xp.concatenate([a, b[None]]) for a, b in zip(rows, row)], last
+        rows = []
+        for t in range(length):
+            state, row, *last = self.kernel(ts[t], *state, u[t + 1], None if t + 1 < length else u[-1, :n],
+                                            t + 1 < length)
+            rows.append(row)
+        return state, [xp.stack(c) for c in zip(*rows)], last[0]
+
     def _eager(self, u, forced, n, log_w, eve):
-        """The eager sweep's loop (see the class docstring): (last state, records, [(rel_var, pick)])."""
+        """The eager sweep (see the class docstring): (last state, records stacked over the steps taken,
+        (rel_var, pick))."""
         rt, model, gen = self.rt, self.model, self.model.gen
         seqs, states, *carry, outs = model.begin(n, forced)
         state, live, rows = (Generation(seqs, (), gen.arange(n)), log_w, eve, tuple(carry)), ~seqs.done, []
-        steps, tokens = u.unbind(0), u[:, :n].reshape(-1, n, 1).unbind(0)     # views made once, not every step
+        steps, tokens = list(u), list(u[:, :n].reshape(-1, n, 1))     # rows made once (torch: views, `unbind`)
         pick = tokens[-1][:, 0]
         for t in range(len(self.ts)):
-            state, row, last, (flags, newest) = self.kernel(self.ts[t], *state, steps[t + 1], pick,
-                                                            False, (outs, live, tokens[t]))
+            state, row, last, (flags, newest) = self.fed_kernel(self.ts[t], *state, steps[t + 1], pick,
+                                                                (outs, live, tokens[t]))
             rows.append(row)
             resampled, ended, nan = rt.to_numpy(flags)
             if nan:
@@ -304,7 +333,7 @@ class StepwiseSweep:
                 states = gen.reorder(states, p.slot)
             live = p.seqs.stale
             outs, states = gen.call_models(p.seqs, states, live, False, newest)
-        return state, rows, [last]
+        return state, [rt.xp.stack(c) for c in zip(*rows)], last
 
 
 def vanished(gen, n):
@@ -362,8 +391,8 @@ def sequence_result(gen, chains, method, rt, answer=None, select="argmax", by=No
     index among the sequences (flat over chains). The sequences are decoded when first read (`LazySequences`)."""
     if select not in ("argmax", "vote"):
         raise ValueRangeError(f"select must be 'argmax' or 'vote', got {select!r}")
-    def host(arrays):        # [C, N, ...] in one transfer
-        return rt.to_numpy(rt.xp.stack(arrays))
+    def host(arrays):        # [C, N, ...] in one transfer (one chain: no stack, an op dispatch on JAX)
+        return rt.to_numpy(arrays[0])[None] if len(arrays) == 1 else rt.to_numpy(rt.xp.stack(arrays))
     samples, lengths, seqs = gen.sequences(host([s.tokens for s, _ in chains]), host([s.length for s, _ in chains]))
     rewards = host([gen.reward(s) for s, _ in chains]).astype(np.float64)
     log_w = None if chains[0][1] is None else host([w for _, w in chains]).astype(np.float64)
@@ -408,9 +437,9 @@ class Runner:
     def _build(self, schedule, resampler, threshold, temperature, conditional, pure):
         model = SequenceFK(self.gen, schedule, conditional, pure)
         step = fk.make_step(model, resampler, threshold, error_every_step=False, temperature=temperature)
-        if (not self.rt.compiles_loops and isinstance(self.gen, Generator) and self.gen.plan.delimiters is None
-                and (pure or self.gen.rewards_of_arrays)):
-            return StepwiseSweep(model, resampler, threshold, temperature, self.gen.plan.length)
+        if isinstance(self.gen, Generator) and self.gen.plan.delimiters is None and (pure or self.gen.rewards_of_arrays):
+            sweep = KernelSweep(model, resampler, threshold, temperature, self.gen.plan.length)
+            return self.rt.jit(sweep.__call__, static_argnames=("n",)) if pure else sweep
         if pure:
             return self.rt.jit(pure_sweep(model, step, self.gen.plan.length), static_argnames=("n",))
         return eager_sweep(model, self.rt.jit(lambda k, s: reported(*step(k, s, move=False))), self.gen.plan.length)

@@ -14,9 +14,10 @@ the final ESS is 0.6 N; at λ = 0.5, nearly every step). Samplers:
             `particles.SMC(fk, N, resampling='systematic', ESSrmin=0.5)`
   numpyro   ours on JAX: the model is a stateful *pure* model (array state: the last token) and the reward is the
             built-in count, `ppl.TokenPattern("count", 0)` (`count(tokens, 1)` in the language), kept running token
-            by token, so the whole sweep is one compiled scan (diagnostics['compiled'])
-  pyro      ours on torch, the same pure model written with torch: a Python loop over the steps around one
-            compiled kernel per step (`sequence_smc.StepwiseSweep`; `PPL_TORCH_COMPILE=on` here, so the first
+            by token, so the whole sweep is one compiled scan of one kernel per step (`sequence_smc.KernelSweep`;
+            diagnostics['compiled'])
+  pyro      ours on torch, the same pure model written with torch: a Python loop over the steps around the same
+            kernel, compiled (`sequence_smc.KernelSweep`; `PPL_TORCH_COMPILE=on` here, so the first
             run pays inductor's compile)
 
 The exact log Z is a forward recursion over the last token (the tilt is a product of per-token factors

@@ -403,7 +403,7 @@ def test_compiled_sweep_equals_the_stepwise_one(runtime):
 
 @pytest.mark.slow
 def test_torch_kernel_compiled_by_inductor_gives_the_eager_draws():
-    """The step kernel of torch's `StepwiseSweep` compiled by inductor (`PPL_TORCH_COMPILE=on`: 20-30 s of compiles
+    """The step kernel of torch's `KernelSweep` compiled by inductor (`PPL_TORCH_COMPILE=on`: 20-30 s of compiles
     on 2 shared cores, so slow; CI runs the kernel eagerly) gives the eager kernel's draws, ESS and log Z, with
     resampling at every step, under a tempered resampling law (its survivors' weights) and in particle Gibbs."""
     from ppl.backends.pyro_runtime import compiling
