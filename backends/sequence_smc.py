@@ -228,9 +228,9 @@ class KernelSweep:
         self.model, self.rt, self.threshold, self.temperature = model, rt, threshold, temperature
         self.resample = fk.check_resampling(resampler, threshold)
         self.draw = fk.conditional_ancestors if model.conditional else fk.ancestors
-        first = lambda seqs, states, carry, u: model._step(None, seqs, states, carry, u)     # noqa: E731
-        self.first = rt.jit_pure(first, vectorize=False)
-        self.kernel = rt.jit_pure(self._kernel, vectorize=False)
+        self.first = rt.jit_pure(self._first, vectorize=False)
+        self.after = rt.jit_pure(self._after, vectorize=False)
+        self.closing = rt.jit_pure(self._outcome, vectorize=False)
         self.fed_kernel = rt.jit_pure(lambda *a: self._kernel(*a[:7], False, a[7]), vectorize=False)
         self.ts = [rt.asindex(t) for t in range(length)]
         self.n_uniform = {}     # N -> how many uniforms the resampler reads
@@ -245,37 +245,67 @@ class KernelSweep:
         n = log_w.shape[0]
         if fed is not None:
             p, carry = model.fed_step(p.seqs, *fed[:2], carry, fed[2])
-        log_g, p, carry = model.log_potential(t, p, log_w, carry)
-        log_w, log_c, ess, _, _ = fk.weigh(xp, log_w, log_g)
-        resampled = (ess < self.threshold * n) & model.can_resample(t, p)
-        record = (log_c, ess, resampled, model.track(p, log_w, carry))
-        log_w, (p, eve) = self._resampled(resampled, u[n:], t, log_w, ess, (p, eve))
+        p, log_w, carry, record = self._weigh(t, p, log_w, carry)
+        log_w, (p, eve) = self._resampled(record[2], u[n:], t, log_w, record[1], (p, eve))
         if generate:
             p, carry = model.move(None, t, p, log_w, carry, u[:n].reshape(n, 1))[:2]
         if u_pick is None:
             return (p, log_w, eve, carry), record
-        _, _, rel_var, pick = outcome(fk.GivenUniforms(self.rt, u_pick), None,
-                                      fk.FKState(p, log_w, None, eve, carry, t), None)
+        last = self._outcome(t, p, log_w, eve, carry, u_pick)
         if fed is None:
-            return (p, log_w, eve, carry), record, (rel_var, pick)
-        flags = xp.stack([resampled, record[3], xp.sum(carry[2]) > 0])
-        return (p, log_w, eve, carry), record, (rel_var, pick), (flags, model.gen.newest(p.seqs))
+            return (p, log_w, eve, carry), record, last
+        flags = xp.stack([record[2], record[3], xp.sum(carry[2]) > 0])
+        return (p, log_w, eve, carry), record, last, (flags, model.gen.newest(p.seqs))
+
+    def _weigh(self, t, p, log_w, carry):
+        """Step t's weighting: (particles, log W, carry, (log c_t, ESS, whether it resamples, every sequence
+        ended))."""
+        model, n = self.model, log_w.shape[0]
+        log_g, p, carry = model.log_potential(t, p, log_w, carry)
+        log_w, log_c, ess, _, _ = fk.weigh(self.rt.xp, log_w, log_g)
+        resampled = (ess < self.threshold * n) & model.can_resample(t, p)
+        return p, log_w, carry, (log_c, ess, resampled, model.track(p, log_w, carry))
+
+    def _outcome(self, t, p, log_w, eve, carry, u_pick):
+        """(Var(Ẑ)/Ẑ², the particle picked from W by the uniforms u_pick)."""
+        return outcome(fk.GivenUniforms(self.rt, u_pick), None, fk.FKState(p, log_w, None, eve, carry, t), None)[2:]
+
+    def _first(self, seqs, states, carry, u, t=None, log_w=None):
+        """M_0, the first token of every sequence (by the uniforms u [N, 1]); with t (the host-decided form),
+        then step 0's weighting (`_weigh`)."""
+        p, carry = self.model._step(None, seqs, states, carry, u)
+        return (p, carry) if t is None else self._weigh(t, p, log_w, carry)
+
+    def _after(self, t, p, log_w, eve, carry, ess, u, resample):
+        """Step t of the host-decided form (torch's pure sweep): resample if step t − 1 decided so (`resample`,
+        read on the host: a step that keeps its particles runs no resampler and no gathers), M_t, then step t's
+        weighting."""
+        n = log_w.shape[0]
+        if resample:
+            log_w, (p, eve) = self._resampled(True, u[n:], t - 1, log_w, ess, (p, eve))
+        p, carry = self.model.move(None, t - 1, p, log_w, carry, u[:n].reshape(n, 1))[:2]
+        p, log_w, carry, record = self._weigh(t, p, log_w, carry)
+        return (p, log_w, eve, carry), record
 
     def _resampled(self, resampled, u, t, log_w, ess, tree):
         """(log W, tree: the particles' arrays) after resampling where `resampled`, by p̃ = W (or W^{1/T} under a
-        resampling temperature) on the uniforms u, the survivors weighted W / (N p̃). Where the runtime compiles
-        loops a branch (the resampler and the gathers run only at the steps that resample: a third of JAX's
-        sweep at N = 2000); else a select by `where`, computed at every step (`fk.ancestors_where`)."""
+        resampling temperature) on the uniforms u, the survivors weighted W / (N p̃). `resampled` True (decided
+        on the host): unconditionally; else, where the runtime compiles loops, a branch (the resampler and the
+        gathers run only at the steps that resample: a third of JAX's sweep at N = 2000); else a select by
+        `where`, computed at every step (`fk.ancestors_where`)."""
         rt, xp, n = self.rt, self.rt.xp, log_w.shape[0]
         log_p = log_w if self.temperature is None else fk.tempered(rt, log_w, self.temperature(t, log_w, ess))
 
         def select(idx):
-            survivors = -math.log(n) if self.temperature is None else xp.take(log_w - log_p, idx, axis=0) - math.log(n)
+            survivors = (xp.full((n,), -math.log(n), dtype=log_w.dtype) if self.temperature is None else
+                         xp.take(log_w - log_p, idx, axis=0) - math.log(n))
             return survivors, rt.tree_map(lambda a: xp.take(a, idx, axis=0), tree)
+
+        def resample():
+            return select(self.draw(fk.GivenUniforms(rt, u), self.resample, None, xp.exp(log_p), n))
+        if resampled is True:
+            return resample()
         if rt.compiles_loops:
-            def resample():
-                survivors, taken = select(self.draw(fk.GivenUniforms(rt, u), self.resample, None, xp.exp(log_p), n))
-                return xp.broadcast_to(survivors, (n,)).astype(log_w.dtype), taken
             return rt.cond(resampled, resample, lambda: (log_w, tree))
         survivors, tree = select(fk.ancestors_where(rt, self.resample, u, xp.exp(log_p), resampled, self.draw))
         return xp.where(resampled, survivors, log_w), tree
@@ -297,19 +327,21 @@ class KernelSweep:
         pick))."""
         rt, xp, model, ts = self.rt, self.rt.xp, self.model, self.ts
         seqs, states, carry = model.start(n, forced)
-        p, carry = self.first(seqs, states, carry, u[0, :n].reshape(n, 1))
-        state, length = (p, log_w, eve, carry), len(ts)
+        length, first = len(ts), u[0, :n].reshape(n, 1)
         if rt.compiles_loops:
-            state, rows = rt.scan(lambda s, x: self._kernel(x[0], *s, x[1], None, True), state,
+            p, carry = self._first(seqs, states, carry, first)
+            state, rows = rt.scan(lambda s, x: self._kernel(x[0], *s, x[1], None, True), (p, log_w, eve, carry),
                                   (xp.arange(length - 1), u[1:length]))
             state, row, last = self._kernel(ts[-1], *state, u[length], u[-1, :n], False)
             return state, [xp.concatenate([a, b[None]]) for a, b in zip(rows, row)], last
-        rows = []
-        for t in range(length):
-            state, row, *last = self.kernel(ts[t], *state, u[t + 1], None if t + 1 < length else u[-1, :n],
-                                            t + 1 < length)
+        # torch: the resampling decided on the host, one flag read a step (free on the CPU; on a GPU, the one sync
+        # a step), so that the ~4 in 5 steps that keep their particles run no resampler and no gathers
+        p, log_w, carry, row = self.first(seqs, states, carry, first, ts[0], log_w)
+        state, rows = (p, log_w, eve, carry), [row]
+        for t in range(1, length):
+            state, row = self.after(ts[t], *state, row[1], u[t], bool(row[2]))
             rows.append(row)
-        return state, [xp.stack(c) for c in zip(*rows)], last[0]
+        return state, [xp.stack(c) for c in zip(*rows)], self.closing(ts[-1], *state, u[-1, :n])
 
     def _eager(self, u, forced, n, log_w, eve):
         """The eager sweep (see the class docstring): (last state, records stacked over the steps taken,
