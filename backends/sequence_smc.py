@@ -216,8 +216,9 @@ class KernelSweep:
       - pure, JAX: the whole sweep one compiled function (the caller's `jit`), the kernels in a `scan` and the
         resampling a branch;
       - pure, torch (whose `scan` is a Python loop of eager operations, about 100 a step at 5–10 µs each): a
-        Python loop over the steps around the kernel compiled by `rt.jit_pure` (as `pf.StepwiseFilter`), the
-        resampling selected by `where` (no branch on values); nothing is read back to the host before the end;
+        Python loop over the steps around kernels compiled by `rt.jit_pure` (as `pf.StepwiseFilter`), rotated
+        (`_after`: resample, M_t, weigh) so that the host, having read whether step t − 1 resamples (one flag a
+        step), calls the kernel with or without the resampler and the gathers;
       - eager (models that cannot be traced; rewards of (prefixes, lengths)): the models are called on the host
         between kernels; kernel t first finishes step t from their outputs (`SequenceFK.fed_step`), and returns
         the flags the host reads, once a step: whether it resampled (the held states are reordered), every
