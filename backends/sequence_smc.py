@@ -271,10 +271,10 @@ class KernelSweep:
         """(Var(Ẑ)/Ẑ², the particle picked from W by the uniforms u_pick)."""
         return outcome(fk.GivenUniforms(self.rt, u_pick), None, fk.FKState(p, log_w, None, eve, carry, t), None)[2:]
 
-    def _first(self, seqs, states, carry, u, t=None, log_w=None):
-        """M_0, the first token of every sequence (by the uniforms u [N, 1]); with t (the host-decided form),
-        then step 0's weighting (`_weigh`)."""
-        p, carry = self.model._step(None, seqs, states, carry, u)
+    def _first(self, n, forced, u, t=None, log_w=None):
+        """The models' start and M_0, the first token of every sequence (by the uniforms u [N, 1]); with t (the
+        host-decided form), then step 0's weighting (`_weigh`)."""
+        p, carry = self.model._step(None, *self.model.start(n, forced), u)
         return (p, carry) if t is None else self._weigh(t, p, log_w, carry)
 
     def _after(self, t, p, log_w, eve, carry, ess, u, resample):
@@ -326,18 +326,17 @@ class KernelSweep:
     def _pure(self, u, forced, n, log_w, eve):
         """The pure sweep (see the class docstring): (last state, records stacked over the steps, (rel_var,
         pick))."""
-        rt, xp, model, ts = self.rt, self.rt.xp, self.model, self.ts
-        seqs, states, carry = model.start(n, forced)
+        rt, xp, ts = self.rt, self.rt.xp, self.ts
         length, first = len(ts), u[0, :n].reshape(n, 1)
         if rt.compiles_loops:
-            p, carry = self._first(seqs, states, carry, first)
+            p, carry = self._first(n, forced, first)
             state, rows = rt.scan(lambda s, x: self._kernel(x[0], *s, x[1], None, True), (p, log_w, eve, carry),
                                   (xp.arange(length - 1), u[1:length]))
             state, row, last = self._kernel(ts[-1], *state, u[length], u[-1, :n], False)
             return state, [xp.concatenate([a, b[None]]) for a, b in zip(rows, row)], last
         # torch: the resampling decided on the host, one flag read a step (free on the CPU; on a GPU, the one sync
         # a step), so that the ~4 in 5 steps that keep their particles run no resampler and no gathers
-        p, log_w, carry, row = self.first(seqs, states, carry, first, ts[0], log_w)
+        p, log_w, carry, row = self.first(n, forced, first, ts[0], log_w)
         state, rows = (p, log_w, eve, carry), [row]
         for t in range(1, length):
             state, row = self.after(ts[t], *state, row[1], u[t], bool(row[2]))
