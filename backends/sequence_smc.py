@@ -316,7 +316,7 @@ class KernelSweep:
         if n not in self.n_uniform:
             self.n_uniform[n] = fk.uniforms_read(rt, self.resample, n, self.draw)
         u = rt.uniform(key, (length + 2, n + self.n_uniform[n]))
-        log_w, eve = rt.asarray(np.full(n, -math.log(n))), rt.asindex(np.arange(n))
+        log_w, eve = rt.asarray(np.full(n, -math.log(n))), model.gen.arange(n)    # `prepare`d once per N
         state, rows, (rel_var, pick) = (self._pure if model.pure else self._eager)(u, forced, n, log_w, eve)
         p, log_w, eve, carry = state
         log_c, ess, resampled, ended = rows
