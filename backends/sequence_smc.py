@@ -469,7 +469,8 @@ class Runner:
     def _build(self, schedule, resampler, threshold, temperature, conditional, pure):
         model = SequenceFK(self.gen, schedule, conditional, pure)
         step = fk.make_step(model, resampler, threshold, error_every_step=False, temperature=temperature)
-        if isinstance(self.gen, Generator) and self.gen.plan.delimiters is None and (pure or self.gen.rewards_of_arrays):
+        if (isinstance(self.gen, Generator) and self.gen.plan.delimiters is None
+                and (pure or self.gen.rewards_of_arrays)):
             sweep = KernelSweep(model, resampler, threshold, temperature, self.gen.plan.length)
             return self.rt.jit(sweep.__call__, static_argnames=("n",)) if pure else sweep
         if pure:
