@@ -356,13 +356,15 @@ class Generator(Potentials):
 
     def _run(self, running, tokens, length, active):
         """The leaves' running values [N, K] after the `active` particles' newest token (`TokenPattern.update`:
-        each reads its newest `width` tokens)."""
+        each reads its newest `width` tokens; one gather per distinct width)."""
         if not self.leaves:
             return running
-        xp, values = self.rt.xp, []
+        xp, values, windows = self.rt.xp, [], {}
         for k, leaf in enumerate(self.leaves):
-            window = left_aligned(self.rt, tokens, length, leaf.width, self.p, self.plan.pad)
-            values.append(xp.where(active, leaf.update(running[:, k], window, length - self.p), running[:, k]))
+            if leaf.width not in windows:
+                windows[leaf.width] = left_aligned(self.rt, tokens, length, leaf.width, self.p, self.plan.pad)
+            values.append(xp.where(active, leaf.update(running[:, k], windows[leaf.width], length - self.p),
+                                   running[:, k]))
         return xp.stack(values, axis=1)
 
     def generate(self, key, s, states, force, forced, pure, u=None):
