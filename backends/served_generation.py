@@ -9,7 +9,7 @@ at once; the reference of conditional SMC (`pg`) takes its own next step instead
 request returns the rest of a generation: the node it continues keeps the steps after the first (`rest`) and
 the first particle found at that node in a later step takes the next one instead of a request (resampling
 never reads a rest, so it is still a draw from the model given the node's text; the node's other copies ask
-afresh). For log γ = Σ_i β_i log p_i
+afresh, in one request with n= where the server answers it: `ppl.served`). For log γ = Σ_i β_i log p_i
 + Σ_j c_j r_j the step's log-weight increment is
 
     Σ_i β_i log p_i(step | text) − log p_q(step | text)     (0 for one base with β = 1: the proposal is γ's base)

@@ -19,8 +19,10 @@ reported as generations (sequences) per second, pf's time over each baseline, th
 stepwise and pf ("req": pf sends more, since resampling gives the slots of ended sequences to live ones,
 which go on), and pf's time per request over stepwise's ("per request": our overhead over a bare client);
 "look": pf with `lookahead=True` (one request gives a particle the rest of its generation, cut at the
-newlines; a copy made by resampling asks afresh), and its time over plain's. The
-median of `--runs` runs (after a first one that warms the server and the JAX/torch kernels).
+newlines; a copy made by resampling asks afresh), its requests, the distinct texts it asked for ("n=": its
+requests to a server that answers n=, where the particles asking for one text share a request; `transformers
+serve` does not, so all copies ask one request each here), and its time over plain's. The median of `--runs`
+runs (after a first one that warms the server and the JAX/torch kernels).
 
     python benchmarks/served.py [--particles 16 64 256] [--concurrency 1 8 32] [--steps 4] [--tokens 4] [--runs 3]
 """
@@ -36,13 +38,14 @@ import numpy as np
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "tests"))
 import ppl  # noqa: E402
-from ppl.served import Endpoint  # noqa: E402
+from ppl.served import Endpoint, ServedModel  # noqa: E402
 from served_gpt2 import Server, build_model  # noqa: E402
 
 
-#: completion requests sent (pf's, counted by wrapping `Endpoint.post`, and the step-wise loop's)
-REQUESTS = [0]
-_post = Endpoint.post
+#: completion requests sent (pf's, counted by wrapping `Endpoint.post`, and the step-wise loop's), and the
+#: distinct texts pf asked for (wrapping `ServedModel.generate`): its requests to a server that answers n=
+REQUESTS, DISTINCT = [0], [0]
+_post, _generate = Endpoint.post, ServedModel.generate
 
 
 def _counted_post(self, path, bodies):
@@ -50,7 +53,12 @@ def _counted_post(self, path, bodies):
     return _post(self, path, bodies)
 
 
-Endpoint.post = _counted_post
+def _counted_generate(self, prefixes, seeds, logprobs=False, steps_left=None):
+    DISTINCT[0] += len(set(zip(prefixes, [None] * len(prefixes) if steps_left is None else list(steps_left))))
+    return _generate(self, prefixes, seeds, logprobs, steps_left)
+
+
+Endpoint.post, ServedModel.generate = _counted_post, _counted_generate
 
 
 def count_a(texts):
@@ -98,16 +106,17 @@ def pf(url, model, n, c, steps, tokens, seed, lookahead=False):
 
 
 def timed(fn, runs):
-    """(median seconds, median requests) over `runs` runs after a first one."""
+    """(median seconds, median requests, median distinct texts asked) over `runs` runs after a first one."""
     fn(0)
-    times, requests = [], []
+    times, requests, distinct = [], [], []
     for k in range(runs):
-        REQUESTS[0] = 0
+        REQUESTS[0] = DISTINCT[0] = 0
         t = time.perf_counter()
         fn(k + 1)
         times.append(time.perf_counter() - t)
         requests.append(REQUESTS[0])
-    return statistics.median(times), statistics.median(requests)
+        distinct.append(DISTINCT[0])
+    return statistics.median(times), statistics.median(requests), statistics.median(distinct)
 
 
 def main():
@@ -131,16 +140,16 @@ def main():
                   f"<= {args.tokens} tokens; {os.cpu_count()} CPUs; median of {args.runs} runs")
             print(f"{'N':>5} {'c':>4} {'plain s':>9} {'stepwise s':>11} {'(req)':>6} {'pf s':>8} {'(req)':>6} "
                   f"{'pf gen/s':>9} {'pf/plain':>9} {'pf/stepwise':>12} {'per request':>12} {'look s':>8} "
-                  f"{'(req)':>6} {'look/plain':>11}")
+                  f"{'(req)':>6} {'(n=)':>5} {'look/plain':>11}")
             for n in args.particles:
                 for c in args.concurrency:
-                    t_plain, _ = timed(lambda k: plain(url, path, n, c, args.steps, args.tokens), args.runs)
-                    t_step, r_step = timed(lambda k: stepwise(url, path, n, c, args.steps, args.tokens), args.runs)
-                    t_pf, r_pf = timed(lambda k: pf(url, path, n, c, args.steps, args.tokens, k), args.runs)
-                    t_la, r_la = timed(lambda k: pf(url, path, n, c, args.steps, args.tokens, k, True), args.runs)
+                    t_plain, _, _ = timed(lambda k: plain(url, path, n, c, args.steps, args.tokens), args.runs)
+                    t_step, r_step, _ = timed(lambda k: stepwise(url, path, n, c, args.steps, args.tokens), args.runs)
+                    t_pf, r_pf, _ = timed(lambda k: pf(url, path, n, c, args.steps, args.tokens, k), args.runs)
+                    t_la, r_la, g_la = timed(lambda k: pf(url, path, n, c, args.steps, args.tokens, k, True), args.runs)
                     print(f"{n:>5} {c:>4} {t_plain:>9.3f} {t_step:>11.3f} {r_step:>6.0f} {t_pf:>8.3f} {r_pf:>6.0f} "
                           f"{n / t_pf:>9.1f} {t_pf / t_plain:>9.2f} {t_pf / t_step:>12.2f} "
-                          f"{(t_pf / r_pf) / (t_step / r_step):>12.2f} {t_la:>8.3f} {r_la:>6.0f} "
+                          f"{(t_pf / r_pf) / (t_step / r_step):>12.2f} {t_la:>8.3f} {r_la:>6.0f} {g_la:>5.0f} "
                           f"{t_la / t_plain:>11.2f}", flush=True)
         finally:
             server.stop()

@@ -3,7 +3,8 @@ reward model behind an HTTP endpoint (issue 31).
 
 `ppl.served(base_url, model, ...)` is a sequence model over text. A step of a particle is one request to
 `POST {base_url}/v1/completions` with the prompt and the particle's text so far, `stop=[step]` and
-`max_tokens` (with `lookahead`, one request gives a particle all its remaining steps); the server samples it
+`max_tokens` (with `lookahead`, one request gives a particle all its remaining steps; particles asking for one
+text share a request with `n=`); the server samples it
 (temperature 1, top_p 1: the proposal is the served model itself, so `lm.tilt(reward, lam)` is weighted by
 the reward alone). A sequence ends when a step adds no text, when the
 server stops for a reason other than the step delimiter (its end-of-sequence token: finish_reason 'stop' with
@@ -195,6 +196,7 @@ class ServedModel(SequenceModel):
         self.vocab = self.eos = self.pad = self.decode = self.framework = None
         self.prompt, self.delimiters = (), step
         self._checked = False
+        self.takes_n = None         # whether the server answers n choices to n=: unknown until asked
 
     def continued(self, text):
         """This base with `text` after its prompt (`ppl serve`: the request's chat after the program's own)."""
@@ -242,19 +244,45 @@ class ServedModel(SequenceModel):
     def generate(self, prefixes, seeds, logprobs=False, steps_left=None):
         """The next steps after each prefix (generated text so far): for each, a list of (step text, ended,
         log p(step) or None) — one step, or with `lookahead` the rest of one generation of at most
-        `steps_left` steps (one number per prefix), cut at the delimiters."""
+        `steps_left` steps (one number per prefix), cut at the delimiters.
+
+        Particles asking the same thing (the same prefix and steps left: the first step of all, the copies
+        that resampling made of one particle) share one request with `n=` their number, as plain sampling of
+        n sequences would; a server that answers fewer choices than `n` (it ignores `n`, as `transformers
+        serve` does) is asked for the others one request each, and is not asked with `n` again. The n choices
+        of one request are independent draws given the prompt, so the law is that of separate requests."""
         self.check_model()
         steps_left = [1] * len(prefixes) if steps_left is None else [max(int(k), 1) for k in steps_left]
         stop = {} if self.step is None or self.lookahead else {"stop": [self.step]}
         fields = dict(stop, **({"logprobs": 1} if logprobs else {}))
-        answers = self.endpoint.post("/v1/completions", [
-            self._body(self.prompt_text + x, seed=int(s), max_tokens=self.max_tokens * (k if self.lookahead else 1),
-                       **fields) for x, s, k in zip(prefixes, seeds, steps_left)])
-        return [self._pieces(a, logprobs, k) for a, k in zip(answers, steps_left)]
+        groups = {}
+        for i, key in enumerate(zip(prefixes, steps_left)):
+            groups.setdefault(key, []).append(i)
+        if self.takes_n is False:
+            groups = {(key, i): [i] for key, members in groups.items() for i in members}
+        groups = list(groups.values())
 
-    def _pieces(self, answer, logprobs, steps_left):
+        def body(i, n):
+            return self._body(self.prompt_text + prefixes[i], seed=int(seeds[i]), **({"n": n} if n > 1 else {}),
+                              max_tokens=self.max_tokens * (steps_left[i] if self.lookahead else 1), **fields)
+        out, missing = [None] * len(prefixes), []
+        for members, answer in zip(groups, self.endpoint.post("/v1/completions", [body(m[0], len(m))
+                                                                                  for m in groups])):
+            _field(answer, self.completions, "choices", 0)      # at least one choice
+            choices = answer["choices"]
+            if len(members) > 1:
+                self.takes_n = len(choices) >= len(members)
+            for i, choice in zip(members, choices):
+                out[i] = self._pieces(choice, logprobs, steps_left[i])
+            missing += members[len(choices):]
+        answers = self.endpoint.post("/v1/completions", [body(i, 1) for i in missing])
+        for i, answer in zip(missing, answers):
+            out[i] = self._pieces(_field(answer, self.completions, "choices", 0), logprobs, steps_left[i])
+        return out
+
+    def _pieces(self, choice, logprobs, steps_left):
+        """The steps of one choice of an answer (see `generate`)."""
         url = self.completions
-        choice = _field(answer, url, "choices", 0)
         text, finish = _field(choice, url, "text"), choice.get("finish_reason")
         if not isinstance(text, str):
             raise ServedResponseError(f"POST {url}: choices[0].text is {type(text).__name__}, not text", url)
@@ -362,11 +390,15 @@ def served(base_url, model=None, *, step="\n\n", max_tokens=256, length=16, prom
     `lookahead=True`: a request asks for the rest of the sequence (at most `max_tokens` · the steps left, no
     stop string), which is cut into steps at the `step` delimiter; the particle takes the first step now and
     keeps the others as its next ones, so a sequence costs one request, as plain sampling does, until
-    resampling copies it: the first copy keeps the rest, the others ask afresh (a kept rest is a draw from
+    resampling copies it: the first copy keeps the rest, the others ask afresh, together (a kept rest is a draw from
     p(rest | text so far) whatever the resampling chose, since the weights read only the steps taken; two
     copies sharing it would not be independent). The law is then the server's law of one whole generation cut
     at the delimiters (a step is not capped at `max_tokens`); without lookahead it is the law of step-wise
     requests, which differs where re-tokenizing the text so far changes the tokens.
+
+    Particles asking for the same text (the first step of all; the copies of one particle) share one request
+    with `n=` their number where the server answers n choices (vLLM); `takes_n` is then True, and False once a
+    server answered fewer (`transformers serve` ignores `n`), after which each asks alone.
 
     Rewards of a target with a served base read text: `reward(texts)` gets the particles' generated texts (a
     list of str), `reward(prompt, steps)` the prompt and each particle's list of steps (`ppl.served_reward`);
