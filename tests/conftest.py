@@ -5,10 +5,11 @@ import tempfile
 import warnings
 
 # JAX's persistent compilation cache, one per test session, before anything imports JAX: the xdist workers and
-# the CLI's subprocesses inherit it through the environment. Every `ppl.sample` call builds its jitted functions
-# afresh, so the suite compiles many identical XLA programs (tests/test_fkc.py on numpyro: 77 compiles of the
-# sweep, 84 of its 111 s); each is now compiled once and read back after (65 s). A size bound turns on the
-# cache's file lock, which the workers sharing it need.
+# the CLI's subprocesses inherit it through the environment. Every `ppl.sample` of a model or diffusion target
+# builds its jitted functions afresh, so the suite compiles many identical XLA programs (tests/test_fkc.py on
+# numpyro: 77 compiles of the sweep, 84 of its 111 s); each is now compiled once and read back after (65 s).
+# Programs that compile in under 0.1 s are not kept. A size bound turns on the cache's file lock, which the
+# workers sharing it need.
 if "JAX_COMPILATION_CACHE_DIR" not in os.environ:
     os.environ["JAX_COMPILATION_CACHE_DIR"] = tempfile.mkdtemp(prefix="ppl-tests-jax-cache-")
     atexit.register(shutil.rmtree, os.environ["JAX_COMPILATION_CACHE_DIR"], True)
