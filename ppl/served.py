@@ -255,29 +255,30 @@ class ServedModel(SequenceModel):
         steps_left = [1] * len(prefixes) if steps_left is None else [max(int(k), 1) for k in steps_left]
         stop = {} if self.step is None or self.lookahead else {"stop": [self.step]}
         fields = dict(stop, **({"logprobs": 1} if logprobs else {}))
-        groups = {}
-        for i, key in enumerate(zip(prefixes, steps_left)):
-            groups.setdefault(key, []).append(i)
         if self.takes_n is False:
-            groups = {(key, i): [i] for key, members in groups.items() for i in members}
-        groups = list(groups.values())
+            groups = [[i] for i in range(len(prefixes))]
+        else:
+            same = {}
+            for i, key in enumerate(zip(prefixes, steps_left)):
+                same.setdefault(key, []).append(i)
+            groups = list(same.values())
 
         def body(i, n):
             return self._body(self.prompt_text + prefixes[i], seed=int(seeds[i]), **({"n": n} if n > 1 else {}),
                               max_tokens=self.max_tokens * (steps_left[i] if self.lookahead else 1), **fields)
-        out, missing = [None] * len(prefixes), []
-        for members, answer in zip(groups, self.endpoint.post("/v1/completions", [body(m[0], len(m))
-                                                                                  for m in groups])):
-            _field(answer, self.completions, "choices", 0)      # at least one choice
-            choices = answer["choices"]
-            if len(members) > 1:
-                self.takes_n = len(choices) >= len(members)
-            for i, choice in zip(members, choices):
-                out[i] = self._pieces(choice, logprobs, steps_left[i])
-            missing += members[len(choices):]
-        answers = self.endpoint.post("/v1/completions", [body(i, 1) for i in missing])
-        for i, answer in zip(missing, answers):
-            out[i] = self._pieces(_field(answer, self.completions, "choices", 0), logprobs, steps_left[i])
+        out = [None] * len(prefixes)
+        while groups:       # at most twice: every answer has a choice, so the members left over ask alone
+            missing = []
+            for members, answer in zip(groups, self.endpoint.post("/v1/completions", [body(m[0], len(m))
+                                                                                      for m in groups])):
+                _field(answer, self.completions, "choices", 0)      # at least one choice
+                choices = answer["choices"]
+                if len(members) > 1:
+                    self.takes_n = len(choices) >= len(members)
+                for i, choice in zip(members, choices):
+                    out[i] = self._pieces(choice, logprobs, steps_left[i])
+                missing += members[len(choices):]
+            groups = [[i] for i in missing]
         return out
 
     def _pieces(self, choice, logprobs, steps_left):
