@@ -16,12 +16,16 @@ stateful module (`SolverLM`) read after the prompt (`Prompted`), so one copy of 
     (α̂ only), and best-of-N distillation (RAFT / ReST: fine-tune on the largest-reward draw of n from the current
     model); on held-out problems: the mean reward r of draws of q_θ, KL(q_θ ‖ p_SFT) on them, and the accuracy of
     one draw's answer.
+    Then the reward at equal KL along each run's training draws, BRAIn against the ablation paired by seed.
 (b) Accuracy against the inference budget N = 1…64 on held-out problems: pf on π_c with the base as proposal,
     pf on π_c with the distilled model (BRAIn, seed 0) as proposal, and the distilled model alone (N draws,
     majority vote); answers by weighted vote. Training compute is printed beside it (generations and seconds).
+(e) With --fresh-chunks K: the model of (b) is instead BRAIn trained on fresh problems, each drawn once
+    (K x 250 steps x --fresh-batch problems), its held-out scores printed as it trains.
 
     python benchmarks/distill_sequences.py [--steps 3] [--problems 60] [--reward prm|exact] [--train-problems 128]
-        [--batch 8] [--particles 16] [--sampler q|base] [--lr 3e-3] [--train-steps 300] [--quick]
+        [--batch 8] [--particles 16] [--sampler q|base] [--lr 3e-3] [--train-steps 300] [--seeds 3] [--no-curves]
+        [--fresh-chunks K] [--fresh-batch 64] [--fresh-seed 0] [--quick]
 
 Measured (2 shared CPU cores, 1 torch thread, 211 s in all; 3-step problems, 128 training problems, 300 steps
 x 8 problems x 16 draws = 38400 generations and 10-13 s per run; means over seeds 0-2):
@@ -34,12 +38,29 @@ x 8 problems x 16 draws = 38400 generations and 10-13 s per run; means over seed
 
 On the problems it was trained on, distillation takes one draw's accuracy from 0.42 to 0.85, BRAIn and its
 ablation alike (reward on the training draws at KL 0.59 / 0.79: 0.72 / 1.22 with the baseline, 0.79 / 1.33
-without), both far ahead of best-of-N distillation (0.23 / 0.36 at the same KL). The goal "BRAIn above the
-ablation at equal KL" is not met here: the baseline changes the gradient's variance little on this task (x0.96
-at θ = SFT, x1.26 at the trained θ; against 350-540x near convergence in tests/test_amortize_sequences.py),
-since with 16 draws the weights α̂ are far from uniform. Nothing generalizes to new problems (held-out accuracy
-0.43-0.45 against 0.46): not because of the PRM's noise (the exact checker does the same, (c)) but because 128
-problems seen ~19 times each are learnt by heart.
+without), both far ahead of best-of-N distillation (0.23 / 0.36 at the same KL). Nothing generalizes to new
+problems (held-out accuracy 0.43-0.45 against 0.46): not because of the PRM's noise (the exact checker does the
+same, (c)) but because 128 problems seen ~19 times each are learnt by heart; (e) shows what fresh problems give.
+
+BRAIn against its ablation at equal KL depends on the number of draws n per problem. Reward on the training
+draws (on-policy, sampler q) at four KL levels, BRAIn minus the ablation, paired by seed (mean ± se):
+
+    draws n  seeds  KL levels                  BRAIn - no baseline                     t
+    2        16     0.84 0.89 0.94 0.99        +0.222 +0.255 +0.248 +0.271 (± 0.07-0.08)  2.8 3.4 3.5 3.8
+    4         8     0.62 0.82                  -0.019 +0.007 (± 0.06-0.07)                -0.3 0.1
+    16        8     0.45 0.55 0.65 0.75        -0.064 -0.039 -0.086 -0.088 (± 0.03-0.07)  -1.3 each
+
+With two draws (DPO-sft's setting, which the paper shows is BRAIn with two samples and an argmax) the baseline
+is what keeps the ablation from drifting: on-policy, α̂ sums to 1 over two draws of q_θ, so Σ α̂ ∇log q_θ pushes
+up whatever was drawn, and the ablation's KL(q‖p) runs from 0.53 to 2.11 over the run while its reward stays at
+0.00-0.03; BRAIn, whose α̂ − 1/n cancels that push, ends at reward 0.52, KL 1.17 (16 seeds: one draw's training
+accuracy 0.625 against 0.469). With 16 draws the mean score over 16 x 8 draws is small already (the baseline
+changes the gradient's variance x0.96 at θ = SFT and x1.26 at the trained θ, against 350-540x near convergence
+in tests/test_amortize_sequences.py) and the two are level. Drawing from p instead (`--sampler base`, 4 seeds)
+the baseline hurts: BRAIn ends at training reward 0.74 with on-policy KL(q‖p) 2.80 against the ablation's 1.29
+at 0.69. Its objective, the self-normalized KL Σ α̂ log(α̂ / β̂), sees q_θ only through its ratios on p's draws:
+the training draws' own β̂-weighted estimate of KL(q‖p) read 0.10-0.29 through the run while q_θ's own draws
+put it at 2.80 (table (a)). The ablation's −Σ α̂ log q_θ pins q_θ's mass on the draws themselves.
 
     (b) accuracy of the voted answer, 60 problems, distilled = BRAIn seed 0
              held-out problems               training problems
@@ -88,8 +109,9 @@ own π_c (the exact checker's for the exact-reward model), voted answer:
      64    1.000      1.000      0.550         1.000      0.983      0.583
 
 (SE ~0.065 at 0.5, ~0.03 at 0.9.) The distilled proposal helps at N <= 2 and matches pf on the base from N = 4;
-the goal (pf-on-base accuracy with <= 1/4 of the generations) is not met on held-out problems: pf distilled at
-N = 1 / 2 / 4 gives 0.55 / 0.75 / 0.82 against pf base's 0.80 / 0.95 / 1.00 at 4 / 8 / 16.
+the goal (pf-on-base accuracy with <= 1/4 of the generations) is not met on held-out problems after this much
+training: pf distilled at N = 1 / 2 / 4 gives 0.55 / 0.75 / 0.82 against pf base's 0.80 / 0.95 / 1.00 at
+4 / 8 / 16. Twenty times the training meets it, (e).
 
 (d) BRAIn against its ablation at equal KL, 128 training problems, prm reward, 300 steps, 3 seeds; q_θ scored
 on-policy every 50 steps (32 training problems x 16 draws: reward r and KL(q‖p_SFT)), the reward at equal KL
@@ -119,13 +141,47 @@ by linear interpolation along each seed's run (levels up to the smallest KL ever
 training draws' estimates instead of fresh on-policy draws.) On-policy, the baseline matters where the draws are
 few: with 4 draws per problem BRAIn ends at reward 1.06 / KL 0.71 against 0.71 / 1.26 without it (64 draws x 2
 problems: 0.78 / 0.67 against 0.68 / 1.16), and at lr 1e-3 it is ahead at every KL level, by less than one sd;
-with 16 draws at lr 3e-3 the two are the same, and at lr 1e-2 both diverge. With draws from p_SFT (α̂ does
-not depend on θ, and β̂ ∝ q_θ/p_SFT grows uneven as q_θ moves) the baseline hurts: the ablation is a weighted
-maximum likelihood on fixed draws of π_c and converges (1.34 at KL 0.60), while −β̂ pushes down the few draws
-q_θ likes most and KL(q‖p) runs to 2.9 at reward 0.67.
+with 16 draws at lr 3e-3 the two are the same, and at lr 1e-2 both diverge. (Over 8 seeds, paired, the 4-draw
+difference is within noise; over 16 seeds, 2 draws show it clearly: the table after (a).) With draws from p_SFT
+(α̂ does not depend on θ) the baseline hurts: the ablation is a weighted maximum likelihood on fixed draws of
+π_c and converges (1.34 at KL 0.60), while BRAIn's q_θ moves its mass off p's draws and KL(q‖p) runs to 2.9 at
+reward 0.67.
+
+(e) BRAIn on fresh problems, 20x the training of (c): `--particles 8 --fresh-chunks 24` (6000 steps x 64 new
+problems x 8 draws = 3.07 M generations, 671 s on one thread; every problem drawn once, Adam restarted every 250
+steps), prm reward, lr 3e-3. Held-out scores (60 problems x 32 draws) as it trains:
+
+    steps   generations   s     reward  KL(q|p)  acc         steps   generations   s     reward  KL(q|p)  acc
+      250      128000     30    0.033   0.227    0.516        3500     1792000    405    0.698   0.652    0.716
+     1000      512000    116    0.217   0.364    0.569        4250     2176000    487    0.780   0.718    0.767
+     2000     1024000    234    0.617   0.561    0.707        5500     2816000    616    0.688   0.673    0.718
+     2750     1408000    317    0.706   0.631    0.735        5750     2944000    644    1.015   0.809    0.829
+                                                               6000     3072000    671    1.400   0.895    0.948
+
+One draw's accuracy climbs from 0.46 to a plateau at 0.70-0.73 (2000-5500 steps), then to 0.95 within the last
+500 steps: q_θ learns the arithmetic. Exactly, by enumerating the 1000 well-formed solutions of each held-out
+problem (`exact_accuracy`, now printed on each line): the probability of a right answer is 0.463 under the SFT,
+0.711 / 0.819 / 0.944 under q_θ at 5500 / 5750 / 6000 steps, and 0.933 under the target π_c itself. Then,
+held-out problems, voted answer:
+
+      N   pf base  pf distilled  alone
+      1    0.533      0.933      0.933
+      2    0.650      0.983      0.967
+      4    0.800      0.983      0.983
+      8    0.933      0.950      1.000
+     16    0.950      0.950      1.000
+     64    0.950      0.967      1.000
+
+pf on the distilled proposal reaches pf-on-base's accuracy with 1/4 of the generations or fewer at every budget
+(N = 1: 0.933 against 0.800 at N = 4; N = 2: 0.983 against 0.933 at N = 8; N = 4: 0.983 against 0.950 at
+N = 16): the goal is met on held-out problems, for 3.07 M training generations (671 s) against 60 x 127
+generations for one pass of (b). From N = 8 the distilled model alone (1.000) is ahead of pf on either proposal
+(0.95-0.98): pf targets π_c, whose answers the noisy PRM sometimes tilts wrong (π_c's accuracy 0.933), while q_θ
+ends sharper than π_c on right answers (0.944).
 """
 import argparse
 import copy
+import itertools
 import math
 import os
 import sys
@@ -141,7 +197,7 @@ import ppl  # noqa: E402
 from ppl.amortize_sequences import AmortizedSequences, Prompted, _Distiller, _Member, _Trainable  # noqa: E402
 from ppl.backends.runtime import get_runtime  # noqa: E402
 from reasoning_task import (EOS, SEP, VOCAB, LogitPRM, NoisyPRM, answer_of, make_problems,  # noqa: E402
-                            train_solver)
+                            solution_tokens, train_solver)
 
 MU, SIGMA, LAM = 1.5, 1.0, 0.5      # the PRM of reasoning_task (its defaults), the tilt's λ
 
@@ -193,11 +249,17 @@ def best_of_n(family, base, contexts, steps, n, batch, lr, seed):
                               time.perf_counter() - start, steps * batch * n, contexts)
 
 
-def trajectory(runs, windows):
-    """(KL(q ‖ p_SFT), reward r) on the training draws, averaged over runs (seeds) and over each window of steps."""
-    kl = np.mean([[a.history["kl_base"][w].mean() for w in windows] for a in runs], axis=0)
-    reward = np.mean([[a.history["reward"][w].mean() * LAM for w in windows] for a in runs], axis=0)
-    return kl, reward
+def trajectory(run, windows):
+    """(KL(q ‖ p_SFT), reward r) [windows] on one run's training draws, averaged over each window of steps."""
+    return (np.array([run.history["kl_base"][w].mean() for w in windows]),
+            np.array([run.history["reward"][w].mean() * LAM for w in windows]))
+
+
+def reward_at(kl, reward, levels):
+    """The reward at each KL level, by linear interpolation along a run's (KL, reward) trajectory; NaN where the
+    run's KL does not reach the level."""
+    order = np.argsort(kl)
+    return np.interp(levels, kl[order], reward[order], left=np.nan, right=np.nan)
 
 
 def gradient_variance(family, module, contexts, seed, reps=20, n=16, batch=8):
@@ -235,6 +297,54 @@ def held_out_scores(amortized, family, problems, answer, results, n, seed):
     return float(np.mean(reward)), float(np.mean(kl)), float(np.mean(right))
 
 
+def exact_accuracy(model, base, prompts, results, keys, k, sigma=SIGMA):
+    """By enumerating the 10^k well-formed solutions of each problem: the probability of a right answer under
+    π_c and under `model` (a `SolverLM`), means over the problems (whose PRMs have `keys`)."""
+    digits = torch.tensor(list(itertools.product(range(10), repeat=k)))
+    solutions = solution_tokens(digits)
+
+    def log_prob(solver, prompt):
+        seq = torch.cat([prompt[None].expand(len(digits), -1), solutions], 1)
+        with torch.no_grad():
+            logits, _ = solver(seq[:, :-1])
+        lp = torch.log_softmax(logits.double(), -1)[:, prompt.shape[0] - 1:]
+        return lp.gather(2, solutions[:, :, None])[:, :, 0].sum(1)
+    lengths = torch.full((len(digits),), solutions.shape[1])
+    target, own = [], []
+    for prompt, res, key in zip(prompts, results, keys):
+        right = digits[:, -1] == res[-1]
+        reward = LogitPRM(NoisyPRM(res, int(key), MU, sigma))(solutions, lengths).double()
+        pi = torch.softmax(log_prob(base.solver, prompt) + reward / LAM, 0)
+        target.append(float(pi[right].sum()))
+        own.append(float(log_prob(model.solver, prompt).exp()[right].sum()))
+    return float(np.mean(target)), float(np.mean(own))
+
+
+FRESH_CHUNK = 250      # steps per `ppl.amortize` call of `distill_fresh` (a call plans its contexts up front)
+
+
+def distill_fresh(base, family, prompts, results, held, answer, k, chunks, batch, draws, lr, sigma, seed):
+    """BRAIn on fresh problems, each drawn once: `chunks` calls of `ppl.amortize`, each of FRESH_CHUNK steps on
+    batch × FRESH_CHUNK new problems, training one q_θ in place (Adam restarts at each call), the held-out
+    scores printed after each (and for k <= 3 the exact accuracy, `exact_accuracy`). Returns q_θ as an
+    `AmortizedSequences` of `family`."""
+    q, generations, seconds = copy.deepcopy(base), 0, 0.0
+    for c in range(chunks):
+        prompts, res = make_problems(batch * FRESH_CHUNK, k, seed=1000 + c + 100_000 * seed)
+        a = ppl.amortize(make_family(base, prompts, res, k, sigma), list(range(batch * FRESH_CHUNK)), proposal=q,
+                         seed=c + 100_000 * seed, steps=FRESH_CHUNK, particles=draws, batch=batch, lr=lr,
+                         progress=False)
+        generations, seconds = generations + a.generations, seconds + a.seconds
+        out = AmortizedSequences(family, q, seconds=seconds, generations=generations)
+        reward, kl, acc = held_out_scores(out, family, held, answer, results, 32, 0)
+        exact = (exact_accuracy(q, base, prompts[held], results[held], held, k, sigma) if k <= 3 else
+                 (math.nan, math.nan))
+        print(f"{(c + 1) * FRESH_CHUNK:6d} steps {generations:9d} generations {seconds:6.0f} s   held-out: reward "
+              f"{reward:6.3f}  KL(q|p) {kl:.3f}  accuracy of one draw {acc:.3f}, exact {exact[1]:.3f} "
+              f"(π_c's {exact[0]:.3f})", flush=True)
+    return out
+
+
 def accuracy_curve(family, amortized, problems, results, budgets, answer, seed):
     """Accuracy of the voted answer at each budget N for pf with the base, pf with the distilled proposal, and
     the distilled model alone; and the seconds each took."""
@@ -266,12 +376,20 @@ def main(argv=None):
     ap.add_argument("--lr", type=float, default=3e-3, help="Adam's learning rate")
     ap.add_argument("--reward", choices=("prm", "exact"), default="prm",
                     help="the noisy PRM's logit (σ = 1), or the exact step checker ±μ (σ = 0)")
-    ap.add_argument("--quick", action="store_true", help="a smoke run: 1 seed, 10 steps, 6 problems, N <= 8")
+    ap.add_argument("--seeds", type=int, default=3, help="distillation runs per method (seeds 0, 1, ...)")
+    ap.add_argument("--no-curves", action="store_true", help="(a) only: skip the accuracy curves (b)")
+    ap.add_argument("--fresh-chunks", type=int, default=0,
+                    help=f"(e): distill the model of (b) on fresh problems, this many x {FRESH_CHUNK} steps")
+    ap.add_argument("--fresh-batch", type=int, default=64, help="(e): new problems per step")
+    ap.add_argument("--fresh-seed", type=int, default=0, help="(e): the seed of its problems and draws")
+    ap.add_argument("--quick", action="store_true", help="a smoke run: 2 seeds, 10 steps, 6 problems, N <= 8")
     args = ap.parse_args(argv)
     torch.set_num_threads(1)
     k = args.steps
-    seeds, train_steps, problems, budgets = ((1, 10, 6, [1, 2, 4, 8]) if args.quick else
-                                             (3, args.train_steps, args.problems, [1, 2, 4, 8, 16, 32, 64]))
+    seeds, train_steps, problems, budgets = ((2, 10, 6, [1, 2, 4, 8]) if args.quick else
+                                             (args.seeds, args.train_steps, args.problems, [1, 2, 4, 8, 16, 32, 64]))
+    if seeds < 2:
+        ap.error("--seeds must be at least 2 (the equal-KL comparison is paired over seeds)")
     t0 = time.perf_counter()
     solver, info = train_solver(k, 0.75, seed=0, steps=100 if args.quick else 6000)
     print(f"solver: {k}-step problems, GRU trained {info['updates']} updates to teacher-forced step accuracy "
@@ -322,25 +440,40 @@ def main(argv=None):
         with_b, without_b = gradient_variance(family, module, train, 0)
         print(f"gradient variance (trace, 20 minibatches) at θ = {label}: with the baseline {with_b:.4g}, without "
               f"{without_b:.4g} (x{without_b / with_b:.2f})")
-    size = max(train_steps // 6, 1)
+    size = max(train_steps // 10, 1)
     windows = [slice(i, i + size) for i in range(0, train_steps - size + 1, size)]
     print(f"\ntraining draws, mean over seeds and windows of {size} steps: KL(q|p) -> reward, and the reward at "
-          f"equal KL (linear interpolation)")
-    curves = {name: trajectory([models[name, s] for s in range(seeds)], windows) for name in table}
-    for name, (kl, reward) in curves.items():
+          f"equal KL (linear interpolation along each seed's run)")
+    curves = {name: [trajectory(models[name, s], windows) for s in range(seeds)] for name in table}
+    for name, runs in curves.items():
+        kl, reward = np.mean(runs, axis=0)
         print(f"{name:>14} " + "  ".join(f"{k:.3f}->{r:.3f}" for k, r in zip(kl, reward)))
-    top = min(kl.max() for kl, _ in curves.values())
-    levels = np.linspace(0.25, 1.0, 4) * top
-    print(f"{'KL level':>14} " + " ".join(f"{v:8.3f}" for v in levels))
-    for name, (kl, reward) in curves.items():
-        order = np.argsort(kl)
-        at = np.interp(levels, kl[order], reward[order], left=np.nan, right=np.nan)    # nan: KL not reached
-        print(f"{name:>14} " + " ".join(f"{v:8.3f}" for v in at))
+    lo = max(kl.min() for runs in curves.values() for kl, _ in runs)         # levels every run passes through
+    hi = min(kl.max() for runs in curves.values() for kl, _ in runs)
+    levels = np.linspace(lo, hi, 4)
+    print(f"{'KL level':>14} " + " ".join(f"{v:13.3f}" for v in levels))
+    at = {name: np.array([reward_at(kl, reward, levels) for kl, reward in runs]) for name, runs in curves.items()}
+    for name, r in at.items():
+        print(f"{name:>14} " + " ".join(f"{m:6.3f} ({sd:.2f})" for m, sd in zip(r.mean(0), r.std(0, ddof=1))))
+    d = at["BRAIn"] - at["no baseline"]                 # paired by seed: the same draws of problems and seeds
+    se = d.std(0, ddof=1) / math.sqrt(seeds)
+    print(f"{'BRAIn - no b.':>14} " + " ".join(f"{m:+6.3f} ±{s:.2f}" for m, s in zip(d.mean(0), se)) +
+          f"   (mean ± se over {seeds} seeds; t = " + ", ".join(f"{t:.1f}" for t in d.mean(0) / se) + ")")
+    if args.sampler == "base":
+        print("(draws of p: these are self-normalized over p's draws (β̂), blind to q_θ's mass where p does not "
+              "draw; the on-policy KL(q|p) is table (a)'s)")
 
     brain = models["BRAIn", 0]
-    for name, group in sets.items():
+    if args.fresh_chunks:
+        print(f"\n(e) BRAIn on fresh problems for (b): {args.fresh_chunks} x {FRESH_CHUNK} steps x {args.fresh_batch} "
+              f"new problems x {draws} draws, lr {args.lr}")
+        brain = distill_fresh(base, family, prompts, results, held, answer, k, args.fresh_chunks, args.fresh_batch,
+                              draws, args.lr, SIGMA if args.reward == "prm" else 0.0, args.fresh_seed)
+        sets = {"held-out": held}
+    for name, group in ({} if args.no_curves else sets).items():
         print(f"\n(b) accuracy of the voted answer over {len(group)} {name} problems against N (distilled: BRAIn "
-              f"seed 0, trained on {brain.generations} generations in {brain.seconds:.0f} s)")
+              f"{'on fresh problems' if args.fresh_chunks else 'seed 0'}, trained on {brain.generations} generations "
+              f"in {brain.seconds:.0f} s)")
         rows, seconds = accuracy_curve(family, brain, group, results, budgets, answer, seed=0)
         print(f"{'N':>4} " + " ".join(f"{m:>18}" for m in rows))
         for b, n in enumerate(budgets):
