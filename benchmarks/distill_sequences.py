@@ -336,10 +336,10 @@ def distill_fresh(base, family, prompts, results, held, answer, k, chunks, batch
     `AmortizedSequences` of `family`."""
     q, generations, seconds = copy.deepcopy(base), 0, 0.0
     for c in range(chunks):
-        prompts, res = make_problems(batch * FRESH_CHUNK, k, seed=1000 + c + 100_000 * seed)
-        a = ppl.amortize(make_family(base, prompts, res, k, sigma), list(range(batch * FRESH_CHUNK)), proposal=q,
-                         seed=c + 100_000 * seed, steps=FRESH_CHUNK, particles=draws, batch=batch, lr=lr,
-                         progress=False)
+        new_prompts, new_results = make_problems(batch * FRESH_CHUNK, k, seed=1000 + c + 100_000 * seed)
+        a = ppl.amortize(make_family(base, new_prompts, new_results, k, sigma), list(range(batch * FRESH_CHUNK)),
+                         proposal=q, seed=c + 100_000 * seed, steps=FRESH_CHUNK, particles=draws, batch=batch,
+                         lr=lr, progress=False)
         generations, seconds = generations + a.generations, seconds + a.seconds
         out = AmortizedSequences(family, q, seconds=seconds, generations=generations)
         reward, kl, acc = held_out_scores(out, family, held, answer, results, 32, 0)
