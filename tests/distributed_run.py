@@ -16,6 +16,7 @@ die = int(sys.argv[2].split(":")[1]) if len(sys.argv) > 2 else None
 if "JAX_COORDINATOR_ADDRESS" in os.environ:     # where a process dies, it is noticed in ~3 s instead of 10
     ppl.distributed.initialize(timeout=60, heartbeat=3 if die else 10)
 import jax  # noqa: E402
+from jax.experimental import multihost_utils  # noqa: E402
 
 sys.path.insert(0, os.path.dirname(__file__))
 from ssm_reference import LinearGaussianSSM  # noqa: E402
@@ -66,5 +67,7 @@ for k, (method, devices) in enumerate(runs):
           "ess_min": r.diagnostics.get("ess_min"), "mean": (w[:, None] * x).sum(0).tolist(),
           "devices": r.diagnostics.get("particle_devices", r.diagnostics.get("chain_devices")),
           "draws": hashlib.sha1(r.samples["x"].tobytes()).hexdigest()})
+    if die is not None:     # every process has printed run k before process 1 may die: its peers' watchdogs then
+        multihost_utils.sync_global_devices(f"run {k} printed")     # cannot stop them before they print
     if die == k + 1 and jax.process_index() == 1:
         os._exit(9)

@@ -122,8 +122,10 @@ def _start(i, n, port, *args, devices=2):
 
 
 def test_a_process_that_dies_stops_the_others():
-    """Process 1 exits abruptly after the first run while process 0 starts the next (compiled: it waits for
-    process 1 in a collective at once): process 0 stops with a PeerLostError naming process 1, within seconds, not a hang."""
+    """Process 1 exits abruptly after the first run (once both processes have printed it: a barrier, without which
+    process 0's watchdog could stop it before it prints) while process 0 starts the next (compiled: it waits for
+    process 1 in a collective at once): process 0 stops with a PeerLostError naming process 1, within seconds, not
+    a hang."""
     port = launch.free_port()
     procs = [_start(i, 2, port, "is,is", "die:1") for i in range(2)]
     start = time.monotonic()
