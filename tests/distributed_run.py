@@ -1,7 +1,7 @@
 """One process of the multi-process checks of tests/test_distributed.py (started by `ppl.launch`, or alone with
 XLA_FLAGS forcing 4 CPU devices for the one-process comparison, where smc also runs on one device): runs the
 methods named in argv[1] with devices="all" and prints one JSON line per method (and per refused request). argv[2] (optional) = "die:K": process 1 exits abruptly
-after its K-th method, while the others go on."""
+after its K-th method (once every process has printed it), while the others go on."""
 import hashlib
 import json
 import os
