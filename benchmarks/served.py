@@ -54,7 +54,7 @@ def _counted_post(self, path, bodies):
 
 
 def _counted_generate(self, prefixes, seeds, logprobs=False, steps_left=None):
-    DISTINCT[0] += len(set(zip(prefixes, [None] * len(prefixes) if steps_left is None else list(steps_left))))
+    DISTINCT[0] += len(ServedModel.asks(prefixes, steps_left)[1])
     return _generate(self, prefixes, seeds, logprobs, steps_left)
 
 

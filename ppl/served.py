@@ -252,16 +252,11 @@ class ServedModel(SequenceModel):
         serve` does) is asked for the others one request each, and is not asked with `n` again. The n choices
         of one request are independent draws given the prompt, so the law is that of separate requests."""
         self.check_model()
-        steps_left = [1] * len(prefixes) if steps_left is None else [max(int(k), 1) for k in steps_left]
+        steps_left, groups = self.asks(prefixes, steps_left)
         stop = {} if self.step is None or self.lookahead else {"stop": [self.step]}
         fields = dict(stop, **({"logprobs": 1} if logprobs else {}))
         if self.takes_n is False:
             groups = [[i] for i in range(len(prefixes))]
-        else:
-            same = {}
-            for i, key in enumerate(zip(prefixes, steps_left)):
-                same.setdefault(key, []).append(i)
-            groups = list(same.values())
 
         def body(i, n):
             return self._body(self.prompt_text + prefixes[i], seed=int(seeds[i]), **({"n": n} if n > 1 else {}),
@@ -280,6 +275,17 @@ class ServedModel(SequenceModel):
                 missing += members[len(choices):]
             groups = [[i] for i in missing]
         return out
+
+    @staticmethod
+    def asks(prefixes, steps_left=None):
+        """(the steps left of each prefix, at least 1; the groups of prefixes that ask for the same text: the
+        same prefix and steps left), as `generate` sends them: a group is one request to a server that
+        answers n=."""
+        steps_left = [1] * len(prefixes) if steps_left is None else [max(int(k), 1) for k in steps_left]
+        same = {}
+        for i, key in enumerate(zip(prefixes, steps_left)):
+            same.setdefault(key, []).append(i)
+        return steps_left, list(same.values())
 
     def _pieces(self, choice, logprobs, steps_left):
         """The steps of one choice of an answer (see `generate`)."""
