@@ -160,7 +160,7 @@ steps), prm reward, lr 3e-3. Held-out scores (60 problems x 32 draws) as it trai
 
 One draw's accuracy climbs from 0.46 to a plateau at 0.70-0.73 (2000-5500 steps), then to 0.95 within the last
 500 steps: q_θ learns the arithmetic. Exactly, by enumerating the 1000 well-formed solutions of each held-out
-problem (`exact_accuracy`, now printed on each line): the probability of a right answer is 0.463 under the SFT,
+problem (`ExactAccuracy`, now printed on each line): the probability of a right answer is 0.463 under the SFT,
 0.711 / 0.819 / 0.944 under q_θ at 5500 / 5750 / 6000 steps, and 0.933 under the target π_c itself. Then,
 held-out problems, voted answer:
 
@@ -303,27 +303,34 @@ def held_out_scores(amortized, family, problems, answer, results, n, seed):
     return float(np.mean(reward)), float(np.mean(kl)), float(np.mean(right))
 
 
-def exact_accuracy(model, base, prompts, results, keys, k, sigma=SIGMA):
+class ExactAccuracy:
     """By enumerating the 10^k well-formed solutions of each problem: the probability of a right answer under
-    π_c and under `model` (a `SolverLM`), means over the problems (whose PRMs have `keys`)."""
-    digits = torch.tensor(list(itertools.product(range(10), repeat=k)))
-    solutions = solution_tokens(digits)
+    π_c (`target`, computed once) and, called with a `SolverLM`, under that model; means over the problems
+    (whose PRMs have `keys`)."""
 
-    def log_prob(solver, prompt):
-        seq = torch.cat([prompt[None].expand(len(digits), -1), solutions], 1)
-        with torch.no_grad():
-            logits, _ = solver(seq[:, :-1])
-        lp = torch.log_softmax(logits.double(), -1)[:, prompt.shape[0] - 1:]
-        return lp.gather(2, solutions[:, :, None])[:, :, 0].sum(1)
-    lengths = torch.full((len(digits),), solutions.shape[1])
-    target, own = [], []
-    for prompt, res, key in zip(prompts, results, keys):
-        right = digits[:, -1] == res[-1]
-        reward = LogitPRM(NoisyPRM(res, int(key), MU, sigma))(solutions, lengths).double()
-        pi = torch.softmax(log_prob(base.solver, prompt) + reward / LAM, 0)
-        target.append(float(pi[right].sum()))
-        own.append(float(log_prob(model.solver, prompt).exp()[right].sum()))
-    return float(np.mean(target)), float(np.mean(own))
+    def __init__(self, base, prompts, results, keys, k, sigma=SIGMA):
+        digits = torch.tensor(list(itertools.product(range(10), repeat=k)))
+        self.prompts, self.solutions = prompts, solution_tokens(digits)
+        self.right = [digits[:, -1] == res[-1] for res in results]
+        lengths = torch.full((len(digits),), self.solutions.shape[1])
+        rewards = [LogitPRM(NoisyPRM(res, int(key), MU, sigma))(self.solutions, lengths).double()
+                   for res, key in zip(results, keys)]
+        self.target = float(np.mean([torch.softmax(lp + r / LAM, 0)[right].sum()
+                                     for lp, r, right in zip(self.log_probs(base), rewards, self.right)]))
+
+    def log_probs(self, model):
+        """log model(y | c) of every solution y [10^k], for each problem."""
+        out = []
+        for prompt in self.prompts:
+            seq = torch.cat([prompt[None].expand(len(self.solutions), -1), self.solutions], 1)
+            with torch.no_grad():
+                logits, _ = model.solver(seq[:, :-1])
+            lp = torch.log_softmax(logits.double(), -1)[:, prompt.shape[0] - 1:]
+            out.append(lp.gather(2, self.solutions[:, :, None])[:, :, 0].sum(1))
+        return out
+
+    def __call__(self, model):
+        return float(np.mean([lp.exp()[right].sum() for lp, right in zip(self.log_probs(model), self.right)]))
 
 
 FRESH_CHUNK = 250      # steps per `ppl.amortize` call of `distill_fresh` (a call plans its contexts up front)
@@ -332,9 +339,10 @@ FRESH_CHUNK = 250      # steps per `ppl.amortize` call of `distill_fresh` (a cal
 def distill_fresh(base, family, prompts, results, held, answer, k, chunks, batch, draws, lr, sigma, seed):
     """BRAIn on fresh problems, each drawn once: `chunks` calls of `ppl.amortize`, each of FRESH_CHUNK steps on
     batch × FRESH_CHUNK new problems, training one q_θ in place (Adam restarts at each call), the held-out
-    scores printed after each (and for k <= 3 the exact accuracy, `exact_accuracy`). Returns q_θ as an
+    scores printed after each (and for k <= 3 the exact accuracy, `ExactAccuracy`). Returns q_θ as an
     `AmortizedSequences` of `family`."""
     q, generations, seconds = copy.deepcopy(base), 0, 0.0
+    exact = ExactAccuracy(base, prompts[held], results[held], held, k, sigma) if k <= 3 else None
     for c in range(chunks):
         new_prompts, new_results = make_problems(batch * FRESH_CHUNK, k, seed=1000 + c + 100_000 * seed)
         a = ppl.amortize(make_family(base, new_prompts, new_results, k, sigma), list(range(batch * FRESH_CHUNK)),
@@ -343,11 +351,9 @@ def distill_fresh(base, family, prompts, results, held, answer, k, chunks, batch
         generations, seconds = generations + a.generations, seconds + a.seconds
         out = AmortizedSequences(family, q, seconds=seconds, generations=generations)
         reward, kl, acc = held_out_scores(out, family, held, answer, results, 32, 0)
-        exact = (exact_accuracy(q, base, prompts[held], results[held], held, k, sigma) if k <= 3 else
-                 (math.nan, math.nan))
         print(f"{(c + 1) * FRESH_CHUNK:6d} steps {generations:9d} generations {seconds:6.0f} s   held-out: reward "
-              f"{reward:6.3f}  KL(q|p) {kl:.3f}  accuracy of one draw {acc:.3f}, exact {exact[1]:.3f} "
-              f"(π_c's {exact[0]:.3f})", flush=True)
+              f"{reward:6.3f}  KL(q|p) {kl:.3f}  accuracy of one draw {acc:.3f}" +
+              (f", exact {exact(q):.3f} (π_c's {exact.target:.3f})" if exact else ""), flush=True)
     return out
 
 
