@@ -7,6 +7,11 @@ autoregressive flows (`numpyro_flows`), the default proposal nets and their trai
 XLA:CPU's concurrency-optimized scheduler deadlocks (every thread idle, the call never returns) on the jitted SMC
 step of a model with batched Cholesky factors from about 1000 particles up (gp_pois_regr, jax 0.10.2), so it is
 switched off here unless XLA_FLAGS already sets it; that takes effect if JAX has not started its CPU backend yet.
+
+JAX lowers the threefry2x32 hash (every `jax.random` draw) on CPU as a loop of 5 trips over the whole array, 4
+rounds each, where on GPU the 20 rounds are unrolled; unrolled on CPU too (`unroll_threefry_on_cpu`), they fuse
+into one pass: the same bits, 3-4x faster (36k uniforms 290 -> 75 µs; the Markov pf sweep of
+benchmarks/sequence_pf.py 15% faster at N = 2000), with the compile times of 'is', 'smc' and 'nuts' unchanged.
 """
 import contextlib
 import os
@@ -29,6 +34,20 @@ from ..errors import PPLError  # noqa: E402
 from . import numpyro_distributions, numpyro_mesh  # noqa: E402
 from .numpyro_numpy import Numpy  # noqa: E402
 from .runtime import Runtime, active, module_owner, register  # noqa: E402
+
+
+def unroll_threefry_on_cpu():
+    """Lower threefry2x32 on CPU as JAX does on GPU, unrolled (see the module docstring), through JAX's private
+    lowering table; a JAX without it keeps its own lowering (the bits are the same either way)."""
+    try:
+        from jax._src.interpreters import mlir
+        from jax._src.random import threefry2x32
+        mlir.register_lowering(threefry2x32.threefry2x32_p, threefry2x32._threefry2x32_lowering_rule, platform="cpu")
+    except (ImportError, AttributeError):
+        pass
+
+
+unroll_threefry_on_cpu()
 
 
 @register("numpyro")
