@@ -218,7 +218,8 @@ class KernelSweep:
       - pure, torch (whose `scan` is a Python loop of eager operations, about 100 a step at 5–10 µs each): a
         Python loop over the steps around kernels compiled by `rt.jit_pure` (as `pf.StepwiseFilter`), rotated
         (`_after`: resample, M_t, weigh) so that the host, having read whether step t − 1 resamples (one flag a
-        step), calls the kernel with or without the resampler and the gathers;
+        step), calls the kernel with or without the resampler and the gathers; the state passes from one kernel to
+        the next as the compiled graph's leaves (`CompiledFunction.loop`);
       - eager (models that cannot be traced; rewards of (prefixes, lengths)): the models are called on the host
         between kernels; kernel t first finishes step t from their outputs (`SequenceFK.fed_step`), and returns
         the flags the host reads, once a step: whether it resampled (the held states are reordered), every
@@ -277,7 +278,7 @@ class KernelSweep:
         p, carry = self.model._step(None, *self.model.start(n, forced), u)
         return (p, carry) if t is None else self._weigh(t, p, log_w, carry)
 
-    def _after(self, t, p, log_w, eve, carry, ess, u, resample):
+    def _after(self, p, log_w, eve, carry, t, ess, u, resample):
         """Step t of the host-decided form (torch's pure sweep): resample if step t − 1 decided so (`resample`,
         read on the host: a step that keeps its particles runs no resampler and no gathers), M_t, then step t's
         weighting."""
@@ -337,11 +338,12 @@ class KernelSweep:
         # torch: the resampling decided on the host, one flag read a step (free on the CPU; on a GPU, the one sync
         # a step), so that the ~4 in 5 steps that keep their particles run no resampler and no gathers
         p, log_w, carry, row = self.first(n, forced, first, ts[0], log_w)
-        state, rows = (p, log_w, eve, carry), [row]
+        after, rows, steps = self.after.loop((p, log_w, eve, carry)), [row], u.unbind(0)
         for t in range(1, length):
-            state, row = self.after(ts[t], *state, row[1], u[t], bool(row[2]))
+            row = after(ts[t], row[1], steps[t], bool(row[2]))
             rows.append(row)
-        return state, [xp.stack(c) for c in zip(*rows)], self.closing(ts[-1], *state, u[-1, :n])
+        state = after.state
+        return state, [xp.stack(c) for c in zip(*rows)], self.closing(ts[-1], *state, steps[-1][:n])
 
     def _eager(self, u, forced, n, log_w, eve):
         """The eager sweep (see the class docstring): (last state, records stacked over the steps taken,

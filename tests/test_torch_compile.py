@@ -105,3 +105,33 @@ def test_nested_arguments_and_results_keep_their_structure():
         assert isinstance(got[0], Pair) and isinstance(got[0].b, dict) and isinstance(got[1], list)
         assert torch.equal(got[0].a, want[0].a) and torch.equal(got[0].b["sum"], want[0].b["sum"])
         assert torch.equal(got[1][0], want[1][0])
+
+
+def test_a_state_loop_passes_the_graphs_leaves_on():
+    """`CompiledFunction.loop`: after the first call with each signature of the other arguments, the compiled graph
+    is called on the state's leaves (no flatten, signature or unflatten); the states and outputs are eager's, with
+    a static flag switching graphs; a state whose dtype changes on the way out keeps structured calls."""
+    rt = get_runtime("pyro")
+
+    def step(x, pair, t, flag):
+        a, b = pair
+        x = x * 0.5 + t if flag else x - t
+        return (x, (a + x, b * 2)), (x.sum(), t + 1.0)
+    f = rt.jit_pure(step)
+    widen = rt.jit_pure(lambda x, t: (((x + t).double(),), (x * t).sum()))
+    x0, pair0 = torch.arange(4.0), (torch.zeros(4), torch.ones(4, dtype=torch.int64))
+    flags = [True, False, True, True, False, False, True]
+    runs = {}
+    for mode in ("off", "on"):
+        with compiling(mode):
+            loop = f.loop((x0, pair0))
+            outs = [loop(torch.tensor(float(k)), flag) for k, flag in enumerate(flags)]
+            runs[mode] = loop.state, outs
+            if mode == "on":
+                assert len(loop.graphs) == 2 and all(g is not None for g in loop.graphs.values())
+                wide = widen.loop((x0.float(),))
+                assert [wide(torch.tensor(2.0)) for _ in range(3)] and list(wide.graphs.values()) == [None]
+                assert wide.state[0].dtype == torch.float64
+    (s_off, o_off), (s_on, o_on) = runs["off"], runs["on"]
+    for a, b in zip(torch.utils._pytree.tree_leaves((s_off, o_off)), torch.utils._pytree.tree_leaves((s_on, o_on))):
+        assert a.dtype == b.dtype and torch.allclose(a.double(), b.double())
