@@ -9,11 +9,14 @@ step of a model with batched Cholesky factors from about 1000 particles up (gp_p
 switched off here unless XLA_FLAGS already sets it; that takes effect if JAX has not started its CPU backend yet.
 
 JAX lowers the threefry2x32 hash (every `jax.random` draw) on CPU as a loop of 5 trips over the whole array, 4
-rounds each, where on GPU the 20 rounds are unrolled; unrolled on CPU too (`unroll_threefry_on_cpu`), they fuse
-into one pass: the same bits, 3-4x faster (36k uniforms 290 -> 75 µs; the Markov pf sweep of
-benchmarks/sequence_pf.py 15% faster at N = 2000), with the compile times of 'is', 'smc' and 'nuts' unchanged.
+rounds each, where on GPU the 20 rounds are unrolled. Unrolled on CPU too (`unrolled_threefry`), they fuse into one
+pass: the same bits, 3-4x faster (36k uniforms 290 -> 75 µs). Only functions jitted with `unroll_threefry=True`
+get it, those that draw their random numbers in one block (a sequence sweep: 15% faster at N = 2000,
+benchmarks/sequence_pf.py): with draws inside a loop, XLA's compile can take minutes instead of seconds (ppl.amortize's
+training scan: 4 s, and more than 600 s unrolled).
 """
 import contextlib
+import functools
 import os
 import types
 
@@ -36,18 +39,27 @@ from .numpyro_numpy import Numpy  # noqa: E402
 from .runtime import Runtime, active, module_owner, register  # noqa: E402
 
 
-def unroll_threefry_on_cpu():
-    """Lower threefry2x32 on CPU as JAX does on GPU, unrolled (see the module docstring), through JAX's private
-    lowering table; a JAX without it keeps its own lowering (the bits are the same either way)."""
+@contextlib.contextmanager
+def unrolled_threefry():
+    """Inside the block, threefry2x32 is lowered on CPU as JAX lowers it on GPU, unrolled (see the module
+    docstring), through JAX's private lowering table, which is restored on exit; a JAX without that table keeps
+    its own lowering (the bits are the same either way)."""
     try:
         from jax._src.interpreters import mlir
         from jax._src.random import threefry2x32
-        mlir.register_lowering(threefry2x32.threefry2x32_p, threefry2x32._threefry2x32_lowering_rule, platform="cpu")
-    except (ImportError, AttributeError):
-        pass
-
-
-unroll_threefry_on_cpu()
+        prim, table = threefry2x32.threefry2x32_p, mlir._platform_specific_lowerings["cpu"]
+        before = table.get(prim)
+        mlir.register_lowering(prim, threefry2x32._threefry2x32_lowering_rule, platform="cpu")
+    except (ImportError, AttributeError, KeyError):
+        yield
+        return
+    try:
+        yield
+    finally:
+        if before is None:
+            table.pop(prim, None)
+        else:
+            table[prim] = before
 
 
 @register("numpyro")
@@ -171,8 +183,16 @@ class NumPyroRuntime(Runtime):
         """`(value, aux), grad` batched over z of a per-particle scalar `fn(z, arg) -> (value, aux)`."""
         return jax.vmap(jax.value_and_grad(fn, has_aux=True), in_axes=(0, None))
 
-    def jit(self, fn, static_argnames=()):
-        return jax.jit(fn, static_argnames=static_argnames)
+    def jit(self, fn, static_argnames=(), unroll_threefry=False):
+        jitted = jax.jit(fn, static_argnames=static_argnames)
+        if not unroll_threefry:
+            return jitted
+
+        @functools.wraps(fn)
+        def call(*args, **kwargs):
+            with unrolled_threefry():      # lowered (compiled) at a call with new static arguments or shapes
+                return jitted(*args, **kwargs)
+        return call
 
     def jit_pure(self, fn, vectorize=True):
         return jax.jit(fn)

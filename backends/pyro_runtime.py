@@ -166,7 +166,7 @@ class PyroRuntime(Runtime):
             return (value.detach(), self.tree_map(detach, aux)), grad
         return value_and_grad
 
-    def jit(self, fn, static_argnames=()):
+    def jit(self, fn, static_argnames=(), unroll_threefry=False):
         return fn
 
     def jit_pure(self, fn, vectorize=True):

@@ -218,8 +218,10 @@ class RuntimeContract(Protocol):
     def vmap(self, fn, in_axes=0):
         """fn mapped over a leading axis."""
 
-    def jit(self, fn, static_argnames=()):
-        """fn compiled (the identity where there is no compiler)."""
+    def jit(self, fn, static_argnames=(), unroll_threefry=False):
+        """fn compiled (the identity where there is no compiler). `unroll_threefry`: on JAX, fn's threefry hash
+        lowered unrolled on CPU (faster draws; for functions that draw in one block, not inside loops: see
+        `numpyro_runtime`)."""
 
     def jit_pure(self, fn, vectorize=True):
         """fn compiled, for a pure function of arrays and floats (no keys, no branching on array values, no

@@ -474,7 +474,7 @@ class Runner:
         if (isinstance(self.gen, Generator) and self.gen.plan.delimiters is None
                 and (pure or self.gen.rewards_of_arrays)):
             sweep = KernelSweep(model, resampler, threshold, temperature, self.gen.plan.length)
-            return self.rt.jit(sweep.__call__, static_argnames=("n",)) if pure else sweep
+            return self.rt.jit(sweep.__call__, static_argnames=("n",), unroll_threefry=True) if pure else sweep
         if pure:
             return self.rt.jit(pure_sweep(model, step, self.gen.plan.length), static_argnames=("n",))
         return eager_sweep(model, self.rt.jit(lambda k, s: reported(*step(k, s, move=False))), self.gen.plan.length)
