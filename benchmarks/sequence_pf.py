@@ -31,7 +31,9 @@ adaptive systematic resampling, the cache reordered by `DynamicCache.reorder_cac
 
 For each (target, N, sampler): the first call at that N (it compiles, for JAX / torch) is reported separately as
 "first s"; then the median wall time over `--runs` further runs with seeds 1..runs, the samplers taking turns run
-by run (`timing.measure_interleaved`) (ms per run, ms per step =
+by run (`timing.measure_interleaved`; `--warm`: each timed run right after an untimed one of the same sampler, so
+that its code and data are in cache, which on this VM they are not after the other samplers' runs: see
+`timing.measure_interleaved`) (ms per run, ms per step =
 per run / L, particle-steps per second = N · L / median), ratios of medians to `particles` and to the numpy (or
 hand-written GPT-2) loop, and log Z: mean over the runs − exact ± the standard error of that mean (for GPT-2,
 where the exact value is out of reach, the mean log Z ± its standard error). On GPT-2 the log Z
@@ -40,7 +42,7 @@ columns over 15 runs are heavy-tailed at small N (a 150-seed check at N = 16 gav
 (torch.set_num_threads(1)); numpy is single-threaded here; JAX keeps its defaults (the CPU count is printed).
 
     python benchmarks/sequence_pf.py [--quick] [--only markov|gpt2] [--runs R] [--particles N ...]
-                                     [--gpt2-particles N ...] [--lam λ] [--runtimes numpyro pyro]
+                                     [--gpt2-particles N ...] [--lam λ] [--runtimes numpyro pyro] [--warm]
 """
 import argparse
 import math
@@ -259,7 +261,7 @@ def table(title, rows, n_steps, exact, ref_names):
               + "".join(f"{r} | " for r in ratios) + f"{centre:+.4f} ± {se:.4f} | {log_z.std(ddof=1):.4f} | {note} |")
 
 
-def run_markov(particles_list, runs, runtimes):
+def run_markov(particles_list, runs, runtimes, warm=False):
     pi, a = markov_tables(0)
     exact = exact_log_z(pi, a)
     print(f"\nMarkov target: V = {V}, L = {L}, λ = {LAM}; exact log Z = {exact:.6f}")
@@ -269,7 +271,7 @@ def run_markov(particles_list, runs, runtimes):
         for rt in runtimes:
             rec = {}
             samplers.append((f"ppl {rt}", ppl_markov_runner(pi, a, n, rt, rec), rec))
-        measured = measure_interleaved({name: run for name, run, _ in samplers}, runs)
+        measured = measure_interleaved({name: run for name, run, _ in samplers}, runs, warm)
         for name, _, rec in samplers:
             first, times, log_z = measured[name]
             note = ""
@@ -283,7 +285,7 @@ def run_markov(particles_list, runs, runtimes):
     return rows
 
 
-def run_gpt2(particles_list, runs):
+def run_gpt2(particles_list, runs, warm=False):
     model = tiny_gpt2()
     print(f"\nGPT-2 target: 2 layers, vocab {GPT_VOCAB}, n_embd 64, {GPT_L} tokens after prompt [0], "
           f"reward count of token {GPT_TOKEN} / λ = {GPT_LAM}")
@@ -291,7 +293,7 @@ def run_gpt2(particles_list, runs):
     for n in particles_list:
         rec = {}
         measured = measure_interleaved({"hand cached loop": cached_loop_runner(model, n),
-                                        "ppl pyro": ppl_gpt2_runner(model, n, rec)}, runs)
+                                        "ppl pyro": ppl_gpt2_runner(model, n, rec)}, runs, warm)
         for name, (first, times, log_z) in measured.items():
             note = f"compiled={rec['compiled']}" if name == "ppl pyro" else ""
             rows.append((name, n, first, times, log_z, note))
@@ -312,6 +314,7 @@ def main(argv=None):
     ap.add_argument("--gpt2-particles", type=int, nargs="+", default=None)
     ap.add_argument("--lam", type=float, default=LAM, help="the Markov target's tilt temperature λ")
     ap.add_argument("--runtimes", nargs="+", default=["numpyro", "pyro"], choices=("numpyro", "pyro"))
+    ap.add_argument("--warm", action="store_true", help="time each run right after an untimed run of the same sampler")
     args = ap.parse_args(argv)
     runs = args.runs or (5 if args.quick else 15)
     if runs < 5:
@@ -322,11 +325,12 @@ def main(argv=None):
     import torch
     torch.set_num_threads(1)
     print(f"CPUs: {os.cpu_count()}; torch threads: {torch.get_num_threads()}; numpy single-threaded; JAX defaults; "
-          f"{runs} timed runs after one warm-up per (sampler, N)")
+          f"{runs} timed runs after one warm-up per (sampler, N)"
+          f"{', each right after an untimed one (--warm)' if args.warm else ''}")
     if args.only in (None, "markov"):
-        run_markov(args.particles, runs, args.runtimes)
+        run_markov(args.particles, runs, args.runtimes, args.warm)
     if args.only in (None, "gpt2"):
-        run_gpt2(gpt_n, runs)
+        run_gpt2(gpt_n, runs, args.warm)
 
 
 if __name__ == "__main__":
